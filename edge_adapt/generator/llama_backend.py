@@ -1,0 +1,380 @@
+"""Thin, safe handles over llama.cpp's C API (through llama-cpp-python's ctypes bindings).
+
+Why not ``llama_cpp.Llama``: the high-level class owns one sequence, copies the whole logits
+buffer on ``save_state`` and cannot share a prefix between branches. Search needs several
+sequences in one context, ``seq_cp`` for prefix sharing and batched decode of siblings, which
+only the C API offers. This module keeps the raw pointers in small objects that free
+themselves, routes llama.cpp's log into Python ``logging``, and turns load failures into
+:class:`~edge_adapt.errors.ModelLoadError` quoting what llama.cpp said.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import os
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+
+from edge_adapt.errors import ModelLoadError
+
+log = logging.getLogger("edge_adapt.llama")
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_GGUF_VERSIONS = (2, 3)
+
+# ggml_log_level (ggml.h): 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the previous line.
+_LEVEL_NAMES = {0: "none", 1: "debug", 2: "info", 3: "warn", 4: "error"}
+
+
+class _LlamaLog:
+    """Collects llama.cpp's log lines: forwarded to ``logging`` at DEBUG, errors kept for messages."""
+
+    def __init__(self, keep: int = 200) -> None:
+        self._lock = threading.Lock()
+        self._recent: collections.deque[tuple[str, str]] = collections.deque(maxlen=keep)
+        self._last_level = "info"
+        self._captures: list[list[tuple[str, str]]] = []
+        # Keep a reference: ctypes frees the trampoline if the Python object is collected.
+        self.callback = llama_cpp.llama_log_callback(self._on_message)
+
+    def _on_message(self, level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+        name = self._last_level if level == 5 else _LEVEL_NAMES.get(level, "info")
+        self._last_level = name
+        message = text.decode("utf-8", errors="replace")
+        with self._lock:
+            self._recent.append((name, message))
+            for capture in self._captures:
+                capture.append((name, message))
+        if message.strip():
+            log.debug("%s", message.rstrip())
+
+    @contextmanager
+    def capture(self) -> Iterator[list[tuple[str, str]]]:
+        """Collect every (level, text) llama.cpp logs while the block runs."""
+        lines: list[tuple[str, str]] = []
+        with self._lock:
+            self._captures.append(lines)
+        try:
+            yield lines
+        finally:
+            with self._lock:
+                self._captures.remove(lines)
+
+
+_backend_lock = threading.Lock()
+_llama_log: _LlamaLog | None = None
+
+
+def ensure_backend() -> _LlamaLog:
+    """Initialise llama.cpp once per process and route its log through ``logging``."""
+    global _llama_log
+    with _backend_lock:
+        if _llama_log is None:
+            _llama_log = _LlamaLog()
+            llama_cpp.llama_log_set(_llama_log.callback, ctypes.c_void_p(0))
+            llama_cpp.llama_backend_init()
+        return _llama_log
+
+
+def errors_in(lines: Sequence[tuple[str, str]]) -> str:
+    """The error and warning text from captured llama.cpp log lines, joined for a message."""
+    picked = [text.strip() for level, text in lines if level in ("error", "warn") and text.strip()]
+    return "; ".join(picked[-4:])
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    version: int
+    n_tensors: int
+    n_kv: int
+
+
+def read_gguf_header(path: str | os.PathLike[str]) -> GGUFHeader:
+    """Check that ``path`` is a readable GGUF file and return its header.
+
+    Done in Python before llama.cpp sees the file, so that the common mistakes (a wrong path,
+    a Hugging Face folder, a safetensors file, an HTML error page saved as .gguf, an empty
+    download) get a precise message instead of llama.cpp's generic "failed to load model".
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(f"{p}: no such file. Check the path (GGUF models end in .gguf).")
+    if p.is_dir():
+        raise ModelLoadError(
+            f"{p}: is a directory, not a GGUF file. A Hugging Face checkpoint must be converted "
+            "first: `edge-adapt export gguf DIR`."
+        )
+    try:
+        with open(p, "rb") as f:
+            head = f.read(24)
+    except OSError as exc:
+        raise ModelLoadError(f"{p}: cannot be read ({exc.strerror}).") from exc
+    if len(head) < 24:
+        raise ModelLoadError(f"{p}: only {len(head)} bytes, too short for a GGUF header; the file is truncated.")
+    if head[:4] != GGUF_MAGIC:
+        raise ModelLoadError(
+            f"{p}: not a GGUF file (starts with {head[:4]!r}, expected b'GGUF'). "
+            "Convert Hugging Face checkpoints with `edge-adapt export gguf`."
+        )
+    version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:24])
+    if version not in SUPPORTED_GGUF_VERSIONS:
+        raise ModelLoadError(
+            f"{p}: GGUF version {version} is not supported (expected one of {SUPPORTED_GGUF_VERSIONS}); "
+            "the file is corrupt or from an incompatible tool."
+        )
+    return GGUFHeader(version=version, n_tensors=n_tensors, n_kv=n_kv)
+
+
+class LlamaModel:
+    """A loaded llama.cpp model (weights and vocabulary); freed on :meth:`close`."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        n_gpu_layers: int = 0,
+        main_gpu: int = 0,
+        use_mmap: bool = True,
+        vocab_only: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        read_gguf_header(self.path)
+        llama_log = ensure_backend()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        params.main_gpu = main_gpu
+        params.use_mmap = use_mmap
+        params.vocab_only = vocab_only
+        with llama_log.capture() as lines:
+            ptr = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
+        if not ptr:
+            detail = errors_in(lines) or "no detail from llama.cpp"
+            raise ModelLoadError(
+                f"{self.path}: llama.cpp could not load this GGUF ({detail}). The file may be "
+                "truncated or corrupt (re-download or re-export it), or use an architecture this "
+                f"llama.cpp build ({llama_cpp.__version__}) does not know."
+            )
+        self.ptr = ptr
+        self.vocab = llama_cpp.llama_model_get_vocab(ptr)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(ptr))
+
+    def metadata(self, key: str) -> str | None:
+        """A GGUF metadata value as text (``general.architecture``...), or None if absent."""
+        buf = ctypes.create_string_buffer(4096)
+        n = llama_cpp.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
+
+    def chat_template(self) -> str | None:
+        raw = llama_cpp.llama_model_chat_template(self.ptr, None)
+        return raw.decode("utf-8", errors="replace") if raw else None
+
+    def description(self) -> str:
+        buf = ctypes.create_string_buffer(256)
+        llama_cpp.llama_model_desc(self.ptr, buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace")
+
+    def size_bytes(self) -> int:
+        return int(llama_cpp.llama_model_size(self.ptr))
+
+    def n_params(self) -> int:
+        return int(llama_cpp.llama_model_n_params(self.ptr))
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None):
+            llama_cpp.llama_model_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+KV_TYPES = {"f32": llama_cpp.GGML_TYPE_F32, "f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}
+
+
+@dataclass(frozen=True)
+class ContextSettings:
+    """How a llama.cpp context is created; see :class:`edge_adapt.generator.GeneratorConfig`."""
+
+    n_ctx: int
+    n_batch: int
+    n_seq_max: int
+    n_threads: int
+    n_threads_batch: int
+    flash_attn: bool | None = None  # None: let llama.cpp decide
+    offload_kqv: bool = True
+    kv_type: str = "f16"  # KV cache precision: f16 (llama.cpp's default), f32 (exact checks), q8_0 (half the memory)
+
+
+class LlamaContext:
+    """A llama.cpp context with a *unified* KV cache holding ``n_seq_max`` sequences.
+
+    ``kv_unified=True`` is what makes branching free: ``seq_cp`` then tags the parent's cells
+    with the child's sequence id instead of copying them, and the cells of all sequences come
+    from one pool of ``n_ctx``. With per-sequence streams a batch can fail to find KV slots.
+    """
+
+    def __init__(self, model: LlamaModel, settings: ContextSettings) -> None:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = settings.n_ctx
+        params.n_batch = settings.n_batch
+        params.n_ubatch = settings.n_batch
+        params.n_seq_max = settings.n_seq_max
+        params.n_threads = settings.n_threads
+        params.n_threads_batch = settings.n_threads_batch
+        params.kv_unified = True
+        params.offload_kqv = settings.offload_kqv
+        params.no_perf = True
+        params.type_k = params.type_v = KV_TYPES[settings.kv_type]
+        if settings.flash_attn is not None:
+            params.flash_attn_type = (
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if settings.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
+        with ensure_backend().capture() as lines:
+            ptr = llama_cpp.llama_init_from_model(model.ptr, params)
+        if not ptr:
+            raise ModelLoadError(
+                f"{model.path}: llama.cpp could not create a context with n_ctx={settings.n_ctx}, "
+                f"n_seq_max={settings.n_seq_max} ({errors_in(lines) or 'no detail'}). Lower n_ctx or "
+                "the number of branches, or free memory."
+            )
+        self.ptr = ptr
+        self.model = model
+        self.memory = llama_cpp.llama_get_memory(ptr)
+        self.n_ctx = int(llama_cpp.llama_n_ctx(ptr))
+        self.n_batch = int(llama_cpp.llama_n_batch(ptr))
+        self.n_seq_max = int(llama_cpp.llama_n_seq_max(ptr))
+
+    def logits(self, index: int) -> ctypes.Array[ctypes.c_float]:
+        """Logits after the token at batch position ``index`` of the last decode (a view into
+        llama.cpp's buffer, valid until the next decode)."""
+        return llama_cpp.llama_get_logits_ith(self.ptr, index)
+
+    def seq_copy(self, src: int, dst: int) -> None:
+        llama_cpp.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
+
+    def seq_remove(self, seq: int) -> None:
+        llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+
+    def seq_pos_max(self, seq: int) -> int:
+        return int(llama_cpp.llama_memory_seq_pos_max(self.memory, seq))
+
+    def clear(self) -> None:
+        llama_cpp.llama_memory_clear(self.memory, True)
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None):
+            llama_cpp.llama_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self) -> None:  # pragma: no cover
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Batch:
+    """A reusable ``llama_batch`` filled token by token (token, position, sequences, wants logits)."""
+
+    def __init__(self, capacity: int, n_seq_max: int) -> None:
+        self.capacity = capacity
+        self._batch = llama_cpp.llama_batch_init(capacity, 0, n_seq_max)
+
+    def clear(self) -> None:
+        self._batch.n_tokens = 0
+
+    def __len__(self) -> int:
+        return int(self._batch.n_tokens)
+
+    def add(self, token: int, pos: int, seq: int, logits: bool) -> int:
+        """Append one token; returns its position in the batch (what ``logits()`` takes)."""
+        i = self._batch.n_tokens
+        if i >= self.capacity:
+            raise RuntimeError(f"batch full ({self.capacity} tokens)")  # caller bug, not user input
+        b = self._batch
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq
+        b.logits[i] = logits
+        b.n_tokens = i + 1
+        return i
+
+    def decode(self, ctx: LlamaContext) -> int:
+        """Run the batch; 0 on success, 1 when the KV cache has no room (llama.cpp's codes)."""
+        return int(llama_cpp.llama_decode(ctx.ptr, self._batch))
+
+    def close(self) -> None:
+        if getattr(self, "_batch", None) is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+
+    def __del__(self) -> None:  # pragma: no cover
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+@dataclass(frozen=True)
+class ComputeDevice:
+    name: str
+    description: str
+    kind: str  # cpu, gpu, igpu, accel
+    memory_total: int | None
+
+
+_DEV_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
+
+
+def compute_devices() -> list[ComputeDevice]:
+    """The ggml backend devices this llama.cpp build can use (CPU, CUDA0, Metal...).
+
+    llama-cpp-python does not bind the ggml device registry, so this reads it from the bundled
+    ``libggml`` with ctypes. Returns an empty list if the library layout is not the expected one.
+    """
+    ensure_backend()
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    try:
+        ggml = ctypes.CDLL(str(lib_dir / "libggml.so"))
+    except OSError:
+        return []
+    ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
+    ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
+    ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    for fn in ("ggml_backend_dev_name", "ggml_backend_dev_description"):
+        getattr(ggml, fn).restype = ctypes.c_char_p
+        getattr(ggml, fn).argtypes = [ctypes.c_void_p]
+    ggml.ggml_backend_dev_type.restype = ctypes.c_int
+    ggml.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    ggml.ggml_backend_dev_memory.argtypes = [
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_size_t),
+        ctypes.POINTER(ctypes.c_size_t),
+    ]
+    devices = []
+    for i in range(ggml.ggml_backend_dev_count()):
+        dev = ggml.ggml_backend_dev_get(i)
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        ggml.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        devices.append(
+            ComputeDevice(
+                name=(ggml.ggml_backend_dev_name(dev) or b"?").decode(),
+                description=(ggml.ggml_backend_dev_description(dev) or b"").decode(errors="replace"),
+                kind=_DEV_TYPES.get(ggml.ggml_backend_dev_type(dev), "other"),
+                memory_total=int(total.value) or None,
+            )
+        )
+    return devices

@@ -1,0 +1,90 @@
+"""What ends a reasoning step, and what ends a whole solution.
+
+A *step* ends at the step delimiter (a blank line by default, the paper's convention); the
+solution then continues. A *solution* ends at an end-of-generation token, when the answer
+pattern matches, or at a length cap. Search needs the two apart: a finished step is expanded
+further, a finished solution is scored and kept.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from edge_adapt.errors import SamplingConfigError
+
+
+class StepEnd(str, Enum):
+    DELIMITER = "delimiter"  # the step delimiter was generated; the solution continues
+    STEP_LIMIT = "step_limit"  # max_step_tokens reached without a delimiter; the solution continues
+    EOG = "eog"  # an end-of-generation token: the solution is complete
+    ANSWER = "answer"  # the answer pattern matched: the solution is complete
+    LENGTH = "length"  # max_new_tokens for the whole solution reached: cut off
+    CONTEXT = "context"  # no room left in the context window: cut off
+
+    @property
+    def ends_solution(self) -> bool:
+        return self not in (StepEnd.DELIMITER, StepEnd.STEP_LIMIT)
+
+
+@dataclass(frozen=True)
+class StepRules:
+    """Step and solution boundaries.
+
+    ``answer_pattern`` is a regular expression searched in the text of the current step after
+    every token; include what terminates the answer (e.g. ``r"A:\\s*-?\\d+\\n"``) so that a
+    number is not cut after its first digit. ``max_new_tokens`` caps one solution, counted from
+    the node a run starts at.
+    """
+
+    delimiter: str = "\n\n"
+    answer_pattern: str | None = None
+    max_step_tokens: int = 256
+    max_new_tokens: int = 1024
+
+    def __post_init__(self) -> None:
+        if not self.delimiter:
+            raise SamplingConfigError("the step delimiter must be a non-empty string (default: a blank line)")
+        if self.max_step_tokens < 1 or self.max_new_tokens < 1:
+            raise SamplingConfigError(
+                f"max_step_tokens and max_new_tokens must be >= 1, got {self.max_step_tokens} and {self.max_new_tokens}"
+            )
+        if self.answer_pattern is not None:
+            try:
+                re.compile(self.answer_pattern)
+            except re.error as exc:
+                raise SamplingConfigError(f"answer_pattern {self.answer_pattern!r} is not a valid regex: {exc}") from exc
+
+
+class StepScanner:
+    """Watches one branch's bytes as tokens arrive and says when its step ends."""
+
+    def __init__(self, rules: StepRules, generated_before: int) -> None:
+        self._rules = rules
+        self._delimiter = rules.delimiter.encode("utf-8")
+        self._answer = re.compile(rules.answer_pattern) if rules.answer_pattern else None
+        self._generated_before = generated_before
+        self.data = bytearray()
+        self.n_tokens = 0
+
+    def push(self, piece: bytes, is_eog: bool) -> StepEnd | None:
+        """Add one generated token; returns why the step ended, or None to keep going."""
+        start = max(0, len(self.data) - len(self._delimiter) + 1)
+        self.data += piece
+        self.n_tokens += 1
+        if is_eog:
+            return StepEnd.EOG
+        if self._answer is not None and piece and self._answer.search(self.text):
+            return StepEnd.ANSWER
+        if piece and self.data.find(self._delimiter, start) >= 0:
+            return StepEnd.DELIMITER
+        if self._generated_before + self.n_tokens >= self._rules.max_new_tokens:
+            return StepEnd.LENGTH
+        if self.n_tokens >= self._rules.max_step_tokens:
+            return StepEnd.STEP_LIMIT
+        return None
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")

@@ -1,0 +1,109 @@
+"""Tokenization and detokenization through the model's own llama.cpp vocabulary.
+
+Generation is driven by token ids; text is rebuilt from per-token byte pieces so that step
+boundaries are found in exactly the bytes the model produced (no re-tokenization, no loss
+when a multi-byte character is split across tokens).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterable, Sequence
+
+import llama_cpp
+
+from edge_adapt.errors import ContextOverflowError, EdgeAdaptError
+from edge_adapt.generator.llama_backend import LlamaModel
+
+
+class Vocabulary:
+    def __init__(self, model: LlamaModel) -> None:
+        self._model = model
+        self._vocab = model.vocab
+        self.n_tokens = model.n_vocab
+        self._pieces: dict[int, bytes] = {}
+        self.bos = int(llama_cpp.llama_vocab_bos(self._vocab))
+        self.eos = int(llama_cpp.llama_vocab_eos(self._vocab))
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of ``text``; ``add_special`` adds BOS where the model wants it,
+        ``parse_special`` turns markup such as ``<|im_start|>`` into control tokens."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        for _ in range(2):
+            buf = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_special, parse_special)
+            if n >= 0:
+                return list(buf[:n])
+            capacity = -n  # llama.cpp returns -(needed size) when the buffer is too small
+        raise EdgeAdaptError(f"tokenization of a {len(data)}-byte text failed")  # pragma: no cover
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token renders to; control tokens (BOS, EOS, <|im_end|>) render empty."""
+        cached = self._pieces.get(token)
+        if cached is not None:
+            return cached
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        piece = buf.raw[:n]
+        self._pieces[token] = piece
+        return piece
+
+    def detokenize(self, tokens: Iterable[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        """End of generation: EOS, EOT, <|im_end|> and whatever else the GGUF marks as such."""
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def token_text(self, token: int) -> str:
+        """The raw vocabulary entry (for display), e.g. 'Ġthe' or '<|im_end|>'."""
+        raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
+        return raw.decode("utf-8", errors="replace") if raw else ""
+
+    def apply_chat_template(
+        self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True
+    ) -> str:
+        """Render chat messages with the template stored in the GGUF (llama.cpp's built-in
+        renderer, which recognises the common template families)."""
+        template = llama_cpp.llama_model_chat_template(self._model.ptr, None)
+        if not template:
+            raise EdgeAdaptError(
+                f"{self._model.path}: the model has no chat template; pass a plain prompt instead."
+            )
+        keep = [(m["role"].encode(), m["content"].encode()) for m in messages]
+        chat = (llama_cpp.llama_chat_message * len(keep))()
+        for i, (role, content) in enumerate(keep):
+            chat[i].role = role
+            chat[i].content = content
+        size = 1024 + sum(len(c) + len(r) for r, c in keep) * 2
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_chat_apply_template(template, chat, len(keep), add_generation_prompt, buf, size)
+            if n < 0:
+                raise EdgeAdaptError(
+                    f"{self._model.path}: llama.cpp does not recognise this model's chat template; "
+                    "format the prompt yourself."
+                )
+            if n <= size:
+                return buf.raw[:n].decode("utf-8", errors="replace")
+            size = n
+        raise EdgeAdaptError("chat template rendering did not converge")  # pragma: no cover
+
+
+def check_fits(n_prompt: int, n_ctx: int, n_ctx_train: int, what: str = "prompt") -> None:
+    """Raise :class:`ContextOverflowError` if ``n_prompt`` tokens leave no room to generate."""
+    if n_prompt >= n_ctx:
+        hint = (
+            f"raise n_ctx (the model was trained for {n_ctx_train} tokens)"
+            if n_ctx < n_ctx_train
+            else f"shorten it: the model was trained for {n_ctx_train} tokens"
+        )
+        raise ContextOverflowError(
+            f"the {what} is {n_prompt} tokens but the context holds {n_ctx}, leaving no room to "
+            f"generate; {hint}."
+        )
