@@ -1,0 +1,116 @@
+"""Tiny real models for the tests: Hugging Face checkpoints built with transformers.
+
+Hidden and feed-forward sizes are multiples of 256 so that K-quants are real, not fallbacks.
+Random-weight models test conversion and the KV bookkeeping (any error in a shared prefix
+changes their logits); a briefly trained model is needed where the test must see the model
+*choose* to end a step with a blank line or to stop with EOS.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from export.tokenizer_train import train_bpe_tokenizer
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_TOKENIZER_CORPUS = [
+    "Q:37+48*3\n\n37+48=85\n\n85*3=255\n\nA:255",
+    "The quick brown fox jumps over the lazy dog, naïve café 日本語 12345 3.14159",
+    "def f(x):\n    return x**2  # squared\n",
+    "I'm sure they'll say it's fine; WE'RE ready.",
+] * 20
+
+
+def random_checkpoint(
+    out: Path,
+    *,
+    arch: str = "llama",
+    tied: bool = False,
+    style: str = "gpt2",
+    vocab_size: int = 384,
+    hidden: int = 256,
+    intermediate: int = 512,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    rope_scaling: dict | None = None,
+    seed: int = 0,
+) -> Path:
+    """A random-weight Llama or Qwen2 with grouped-query attention and a chat template."""
+    tok = train_bpe_tokenizer(
+        _TOKENIZER_CORPUS, vocab_size=320, style=style, extra_special=["<|im_start|>", "<|im_end|>"],
+        chat_template=CHAT_TEMPLATE,
+    )
+    common = dict(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=1024,
+        tie_word_embeddings=tied, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common, rope_scaling=rope_scaling))
+    elif arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    else:
+        raise ValueError(arch)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.8, 1.2)
+            else:
+                p.normal_(0.0, 0.08)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def arithmetic_example(rng: random.Random) -> tuple[str, str]:
+    """('Q:a+b+c\\n', 'a+b=x\\n\\nx+c=y\\n\\nA:y'): one operation per step, steps split by a blank line."""
+    n_ops = rng.randint(1, 3)
+    values = [rng.randint(1, 9) for _ in range(n_ops + 1)]
+    question = "Q:" + "+".join(map(str, values)) + "\n"
+    steps, acc = [], values[0]
+    for v in values[1:]:
+        steps.append(f"{acc}+{v}={acc + v}")
+        acc += v
+    return question, "\n\n".join(steps) + f"\n\nA:{acc}"
+
+
+def trained_step_checkpoint(out: Path, *, steps: int = 150, seed: int = 0) -> Path:
+    """A tiny Llama trained for a few seconds to write steps, blank lines, an answer line and EOS."""
+    rng = random.Random(seed)
+    corpus = ["".join(arithmetic_example(rng)) for _ in range(400)]
+    tok = train_bpe_tokenizer(corpus, vocab_size=280, style="smollm")
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=288, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        batch = [tok.encode("".join(arithmetic_example(rng))) + [tok.eos_token_id] for _ in range(32)]
+        width = max(map(len, batch))
+        ids = torch.full((len(batch), width), tok.eos_token_id)
+        labels = torch.full((len(batch), width), -100)
+        for i, seq in enumerate(batch):
+            ids[i, : len(seq)] = torch.tensor(seq)
+            labels[i, : len(seq)] = torch.tensor(seq)
+        loss = model(input_ids=ids, labels=labels).loss
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    model.eval()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

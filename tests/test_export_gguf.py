@@ -1,0 +1,182 @@
+"""Hugging Face -> GGUF -> quantized GGUF, end to end through the real llama.cpp."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import gguf
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edge_adapt.cli import main
+from edge_adapt.errors import ModelLoadError, QuantizationError, TokenizerError, UnsupportedModelError, VerificationError
+from edge_adapt.generator.llama_backend import LlamaModel
+from export import hf_checkpoint
+from export.gguf_export import export_gguf
+from export.quantize import quantize_gguf
+from model_factory import random_checkpoint
+
+from conftest import VARIANTS
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_f32_export_reproduces_pytorch(variant: str, checkpoint, tmp_path: Path) -> None:
+    result = export_gguf(checkpoint(variant), tmp_path, name="m")
+    assert result.tokenizer.passed, result.tokenizer.mismatches
+    assert result.tokenizer.n_probes >= 10
+    lg = result.logits
+    assert lg.max_abs_diff < 1e-4 * max(1.0, lg.logit_scale), lg
+    assert lg.greedy_match and lg.top1_agreement == 1.0
+    assert lg.logit_scale > 0.5  # the model is not degenerate: logits differ between tokens
+    conv = result.conversion
+    assert conv.path == tmp_path / "m-F32.gguf" and conv.path.exists()
+    assert conv.tied_embeddings == VARIANTS[variant]["tied"]
+    names = {t.name for t in gguf.GGUFReader(conv.path).tensors}
+    assert ("output.weight" in names) != VARIANTS[variant]["tied"]
+    assert ("rope_freqs.weight" in names) == (VARIANTS[variant].get("rope_scaling") is not None)
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_chat_template_and_special_tokens_are_written(checkpoint, tmp_path: Path) -> None:
+    path = export_gguf(checkpoint("qwen2-tied"), tmp_path, verify=False).conversion.path
+    model = LlamaModel(path, vocab_only=True)
+    try:
+        assert "<|im_start|>" in (model.chat_template() or "")
+        assert model.metadata("tokenizer.ggml.pre") == "qwen2"
+        assert model.metadata("general.architecture") == "qwen2"
+        assert model.metadata("qwen2.attention.head_count_kv") == "2"
+    finally:
+        model.close()
+
+
+@pytest.mark.parametrize("outtype", ["f16", "bf16"])
+def test_16_bit_exports_stay_within_tolerance(outtype: str, checkpoint, tmp_path: Path) -> None:
+    result = export_gguf(checkpoint("llama-tied"), tmp_path, outtype=outtype)
+    assert result.logits.within_tolerance and result.logits.passed
+    types = {t.tensor_type.name for t in gguf.GGUFReader(result.conversion.path).tensors}
+    assert types == {"F32", outtype.upper()}  # norms stay F32, matrices take the requested type
+
+
+def test_quantization_types_are_real_and_shrink_the_file(checkpoint, tmp_path: Path) -> None:
+    result = export_gguf(checkpoint("qwen2-untied"), tmp_path, quant_types=["Q8_0", "Q5_K_M", "Q4_K_M", "Q4_0"])
+    by_type = {q.report.quant_type: q for q in result.quantized}
+    assert set(by_type) == {"Q8_0", "Q5_K_M", "Q4_K_M", "Q4_0"}
+    expected_main = {"Q8_0": "Q8_0", "Q5_K_M": "Q5_K", "Q4_K_M": "Q4_K", "Q4_0": "Q4_0"}
+    for name, qf in by_type.items():
+        report = qf.report
+        assert report.fallbacks == [], name  # 256-multiple sizes: nothing falls back
+        assert report.tensor_types.get(expected_main[name], 0) >= 8, report.tensor_types
+        assert report.size_bytes < 0.35 * result.conversion.size_bytes
+        assert qf.parity is not None and qf.parity.max_abs_diff < 0.5 * qf.parity.logit_scale
+    assert by_type["Q8_0"].parity.max_abs_diff < by_type["Q4_0"].parity.max_abs_diff
+    assert by_type["Q4_K_M"].report.size_bytes < by_type["Q8_0"].report.size_bytes
+
+
+def test_fallbacks_are_reported_per_tensor(tmp_path: Path) -> None:
+    ckpt = random_checkpoint(tmp_path / "odd", intermediate=320)  # ffn_down rows of 320: no K-quant fits
+    base = export_gguf(ckpt, tmp_path / "out", verify=False).conversion.path
+    report = quantize_gguf(base, tmp_path / "q4km.gguf", "q4_k_m")
+    fallback_names = {fb.name for fb in report.fallbacks}
+    assert fallback_names == {"blk.0.ffn_down.weight", "blk.1.ffn_down.weight"}
+    for fb in report.fallbacks:
+        assert fb.row_size == 320 and fb.block_size == 256 and fb.wanted in ("Q4_K", "Q6_K")
+        assert fb.stored_as not in ("Q4_K", "Q6_K")
+    # Q8_0 blocks of 32 divide 320: no fallback there
+    assert quantize_gguf(base, tmp_path / "q8.gguf", "Q8_0").fallbacks == []
+
+
+def test_cli_export_prints_the_checks(checkpoint, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["export", "gguf", str(checkpoint("llama-tied")), "-o", str(tmp_path), "--name", "cli", "-q", "Q4_K_M"]
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # rich wraps lines at the terminal width
+    assert "identical to Hugging Face on" in text
+    assert "max abs diff" in text and "greedy continuation identical" in text
+    assert (tmp_path / "cli-F32.gguf").exists() and (tmp_path / "cli-Q4_K_M.gguf").exists()
+
+    result = CliRunner().invoke(main, ["export", "quantize", str(tmp_path / "cli-F32.gguf"), str(tmp_path / "q8.gguf"), "-t", "q8_0"])
+    assert result.exit_code == 0, result.output
+    assert "no per-tensor fallbacks" in " ".join(result.output.split())
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+def test_failed_verification_leaves_no_file(checkpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Drop the rotary Q/K permutation: the file would load fine and compute garbage.
+    spec = hf_checkpoint.ARCHITECTURES["LlamaForCausalLM"]
+    monkeypatch.setitem(hf_checkpoint.ARCHITECTURES, "LlamaForCausalLM", dataclasses.replace(spec, permute_qk=False))
+    with pytest.raises(VerificationError, match="logits differ"):
+        export_gguf(checkpoint("llama-tied"), tmp_path, name="broken", quant_types=["Q8_0"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unsupported_architecture(checkpoint, tmp_path: Path) -> None:
+    ckpt = tmp_path / "gpt2"
+    shutil.copytree(checkpoint("llama-tied"), ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["architectures"] = ["GPT2LMHeadModel"]
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedModelError, match="GPT2LMHeadModel.*LlamaForCausalLM"):
+        export_gguf(ckpt, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_tokenizer(checkpoint, tmp_path: Path) -> None:
+    ckpt = tmp_path / "notok"
+    shutil.copytree(checkpoint("llama-tied"), ckpt)
+    (ckpt / "tokenizer.json").unlink()
+    with pytest.raises(TokenizerError, match="no tokenizer.json"):
+        export_gguf(ckpt, tmp_path / "out")
+
+
+def test_pickle_only_weights_and_missing_folder(checkpoint, tmp_path: Path) -> None:
+    ckpt = tmp_path / "pickle"
+    shutil.copytree(checkpoint("llama-tied"), ckpt)
+    (ckpt / "model.safetensors").unlink()
+    torch.save({}, ckpt / "pytorch_model.bin")
+    with pytest.raises(UnsupportedModelError, match="safetensors"):
+        export_gguf(ckpt, tmp_path / "out")
+    with pytest.raises(UnsupportedModelError, match="not a directory"):
+        export_gguf(tmp_path / "nowhere", tmp_path / "out")
+
+
+def test_unknown_quantization_type_fails_before_work(checkpoint, tmp_path: Path) -> None:
+    with pytest.raises(QuantizationError, match="Q4_K_M"):
+        export_gguf(checkpoint("llama-tied"), tmp_path, quant_types=["Q4_K_X"])
+    assert list(tmp_path.iterdir()) == []
+    result = CliRunner().invoke(main, ["export", "gguf", str(checkpoint("llama-tied")), "-o", str(tmp_path), "-q", "Q3"])
+    assert result.exit_code == 1 and "unknown quantization type 'Q3'" in " ".join(result.output.split())
+
+
+def test_corrupt_and_truncated_gguf(random_gguf: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(random_gguf.read_bytes()[: random_gguf.stat().st_size // 2])
+    with pytest.raises(ModelLoadError, match=r"truncated.gguf: .*not within the file bounds.*truncated or corrupt"):
+        LlamaModel(truncated)
+    with pytest.raises(QuantizationError, match="truncated.gguf"):
+        quantize_gguf(truncated, tmp_path / "q.gguf", "Q8_0")
+    assert not (tmp_path / "q.gguf").exists()
+
+    garbage = tmp_path / "garbage.gguf"
+    garbage.write_bytes(b"<html>404 not found</html>" * 10)
+    with pytest.raises(ModelLoadError, match="not a GGUF file"):
+        LlamaModel(garbage)
+    with pytest.raises(ModelLoadError, match="not a GGUF file"):
+        quantize_gguf(garbage, tmp_path / "q.gguf", "Q8_0")
+
+    bad_version = tmp_path / "version.gguf"
+    bad_version.write_bytes(b"GGUF" + (99).to_bytes(4, "little") + bytes(16))
+    with pytest.raises(ModelLoadError, match="version 99"):
+        LlamaModel(bad_version)
+
+
+def test_requantizing_is_refused(random_gguf: Path, tmp_path: Path) -> None:
+    q8 = quantize_gguf(random_gguf, tmp_path / "q8.gguf", "Q8_0").path
+    with pytest.raises(QuantizationError, match="already quantized"):
+        quantize_gguf(q8, tmp_path / "q4.gguf", "Q4_0")
