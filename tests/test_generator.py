@@ -1,0 +1,275 @@
+"""The branching generator on real GGUF models through the real llama.cpp."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_adapt import (
+    BranchCapacityError,
+    ContextOverflowError,
+    EdgeAdaptError,
+    Generator,
+    GeneratorConfig,
+    ModelLoadError,
+    SamplingConfigError,
+    SamplingParams,
+    StepEnd,
+    StepRules,
+)
+from edge_adapt.generator.llama_backend import Batch, ContextSettings, LlamaContext, LlamaModel
+
+PROMPT = "Q:37+48*3\n\n37+48=85\n\nThe quick brown fox jumps over the lazy dog 12345"
+# Random models rarely write a blank line; a delimiter they never write gives fixed-length steps.
+NO_DELIMITER = StepRules(delimiter="\x00\x01", max_step_tokens=12, max_new_tokens=64)
+HOT = SamplingParams(temperature=1.0)
+# F32 KV cache, no flash attention: batched and sequential decodes then agree to float rounding,
+# so a comparison can tell a KV bookkeeping error (large) from kernel rounding (tiny).
+EXACT = dict(kv_type="f32", flash_attn=False)
+
+
+def sequential_logprobs(gguf: Path, tokens: list[int]) -> np.ndarray:
+    """log softmax at every position of ``tokens``, from one plain single-sequence decode."""
+    model = LlamaModel(gguf)
+    ctx = LlamaContext(model, ContextSettings(n_ctx=512, n_batch=512, n_seq_max=1, n_threads=2, n_threads_batch=2, **EXACT))
+    batch = Batch(512, 1)
+    for i, t in enumerate(tokens):
+        batch.add(t, i, 0, logits=True)
+    assert batch.decode(ctx) == 0
+    logits = np.stack([np.ctypeslib.as_array(ctx.logits(i), shape=(model.n_vocab,)) for i in range(len(tokens))])
+    logits = logits.astype(np.float64)
+    m = logits.max(-1, keepdims=True)
+    out = logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
+    batch.close(), ctx.close(), model.close()
+    return out
+
+
+def path_tokens(node) -> list[int]:
+    return [t for n in node.path() for t in n.tokens]
+
+
+def logprob_errors(gguf: Path, node) -> np.ndarray:
+    """|recorded - recomputed| log-prob of every generated token on the node's path, where the
+    recomputation is a from-scratch single-sequence decode of the whole token path."""
+    tokens = path_tokens(node)
+    reference = sequential_logprobs(gguf, tokens)
+    errors, start = [], len(tokens)
+    for n in reversed(node.path()):
+        start -= len(n.tokens)
+        if n.kind == "step":
+            errors += [abs(lp - reference[start + j - 1, t]) for j, (t, lp) in enumerate(zip(n.tokens, n.logprobs))]
+    return np.asarray(errors)
+
+
+def assert_matches_sequential(gguf: Path, node) -> None:
+    """Exact agreement (F32 weights, F32 KV cache): a branch computes what a lone sequence would."""
+    errors = logprob_errors(gguf, node)
+    assert len(errors) > 0 and errors.max() < 1e-4, errors
+
+
+@pytest.fixture
+def gen(random_gguf: Path):
+    g = Generator(random_gguf, GeneratorConfig(n_ctx=512, n_seq_max=16, **EXACT))
+    yield g
+    g.close()
+
+
+def test_siblings_share_the_prefix_and_decode_in_one_batch(gen: Generator, random_gguf: Path) -> None:
+    root = gen.prefill(PROMPT, seed=1)
+    n_prompt = len(root.tokens)
+    assert gen.usage.prompt_tokens == n_prompt and gen.kv_cells_used == n_prompt
+
+    ex = gen.expand([root], 8, sampling=HOT, rules=NO_DELIMITER)
+    assert ex.stats.prompt_tokens == 0  # the shared prefix is never evaluated again
+    assert len(ex.children) == 8 and all(c.parent is root for c in ex.children)
+    lengths = [len(c.tokens) for c in ex.children]
+    assert ex.stats.generated_tokens == sum(lengths)
+    assert ex.stats.decode_calls <= max(lengths)  # one batched decode per token position, not per branch
+    assert len({c.tokens for c in ex.children}) > 1  # siblings draw different tokens
+    live = [c for c in ex.children if c.is_live]
+    assert gen.kv_cells_used == n_prompt + sum(c.n_past - n_prompt for c in live)
+    for child in live:
+        assert gen.ctx.seq_pos_max(child._seq) == child.n_past - 1
+
+    for child in ex.children[:3]:
+        assert_matches_sequential(random_gguf, child)
+
+    # second level: grandchildren of one child, after its siblings are pruned
+    keep = live[0]
+    gen.release(root, *[c for c in live if c is not keep])
+    assert gen.kv_cells_used == keep.n_past  # the prefix stays while a descendant holds it
+    grand = gen.expand([keep], 3, sampling=HOT, rules=NO_DELIMITER)
+    assert grand.stats.prompt_tokens == 0
+    for g in grand.children:
+        assert g.depth == 2 and g.path()[0] is root
+        assert_matches_sequential(random_gguf, g)
+    gen.release(keep, *grand.children)
+    assert gen.kv_cells_used == 0 and gen.free_sequences == 16
+
+
+def test_a_seed_reproduces_a_run_exactly(random_gguf: Path) -> None:
+    def run(seed: int) -> list[tuple[int, ...]]:
+        with Generator(random_gguf, GeneratorConfig(n_ctx=512, n_seq_max=16)) as g:
+            root = g.prefill(PROMPT, seed=seed)
+            first = g.expand([root], 4, sampling=HOT, rules=NO_DELIMITER).children
+            second = g.expand(first, [2, 0, 1, 3], sampling=HOT, rules=NO_DELIMITER).children
+            return [c.tokens for c in first + second]
+
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+
+
+def test_greedy_and_top_k_1_follow_the_argmax(gen: Generator, random_gguf: Path) -> None:
+    root = gen.prefill(PROMPT)
+    greedy = gen.expand([root], 3, sampling=SamplingParams(temperature=0.0), rules=NO_DELIMITER).children
+    assert len({c.tokens for c in greedy}) == 1
+    reference = sequential_logprobs(random_gguf, path_tokens(greedy[0]))
+    n = len(root.tokens)
+    for j, token in enumerate(greedy[0].tokens):
+        assert token == int(reference[n + j - 1].argmax())
+    top1 = gen.expand([root], 2, sampling=SamplingParams(temperature=1.5, top_k=1), rules=NO_DELIMITER).children
+    assert all(c.tokens == greedy[0].tokens for c in top1)
+
+
+def test_logprobs_are_model_log_probabilities(gen: Generator) -> None:
+    root = gen.prefill(PROMPT, seed=3)
+    for child in gen.expand([root], 4, sampling=SamplingParams(temperature=0.8, top_p=0.9), rules=NO_DELIMITER).children:
+        assert len(child.logprobs) == len(child.tokens) > 0
+        assert all(lp <= 0.0 for lp in child.logprobs)
+        assert child.wall_s > 0 and child.seed is not None
+
+
+def test_extend_forces_text_and_counts_it_as_prompt(gen: Generator, random_gguf: Path) -> None:
+    root = gen.prefill(PROMPT, seed=2)
+    forced = gen.extend(root, "85*3=255\n\n")
+    assert forced.kind == "forced" and forced.text == "85*3=255\n\n"
+    assert gen.usage.prompt_tokens == len(root.tokens) + len(forced.tokens)
+    child = gen.expand([forced], 1, sampling=HOT, rules=NO_DELIMITER).children[0]
+    assert child.solution_text().startswith("85*3=255\n\n")
+    assert_matches_sequential(random_gguf, child)
+
+
+# -- steps and solutions (a model trained to write them) --------------------------------------
+
+
+@pytest.fixture
+def step_gen(step_gguf: Path):
+    g = Generator(step_gguf, GeneratorConfig(n_ctx=256, n_seq_max=32))
+    yield g
+    g.close()
+
+
+def test_steps_end_at_the_delimiter_and_solutions_at_eog(step_gen: Generator) -> None:
+    root = step_gen.prefill("Q:3+4+5\n", seed=5)
+    leaves, stats = step_gen.complete([root], 8, sampling=SamplingParams(temperature=0.7), rules=StepRules(max_step_tokens=24))
+    assert len(leaves) == 8 and stats.prompt_tokens == 0
+    assert all(leaf.end is StepEnd.EOG for leaf in leaves)
+    for leaf in leaves:
+        steps = leaf.steps()
+        assert len(steps) >= 2
+        assert all(s.end is StepEnd.DELIMITER and s.text.endswith("\n\n") for s in steps[:-1])
+        assert steps[-1].text.startswith("A:")  # the answer line, then EOS
+        assert leaf.solution_text() == "".join(s.text for s in steps)
+        assert not leaf.is_live
+    assert step_gen.kv_cells_used == len(root.tokens)  # complete() released everything it made
+    with pytest.raises(EdgeAdaptError, match="ended its solution"):
+        step_gen.expand([leaves[0]], 1)
+
+
+def test_answer_pattern_step_limit_and_length_cap(step_gen: Generator) -> None:
+    root = step_gen.prefill("Q:2+2+2\n", seed=6)
+    answered = step_gen.expand([root], 4, rules=StepRules(answer_pattern=r"=\d+\n")).children
+    assert all(c.end is StepEnd.ANSWER and c.ends_solution and not c.is_live for c in answered)
+
+    capped = step_gen.expand([root], 4, rules=StepRules(max_step_tokens=2)).children
+    assert all(c.end is StepEnd.STEP_LIMIT and len(c.tokens) == 2 and c.is_live for c in capped)
+    more = step_gen.expand(capped, 1, rules=StepRules(max_step_tokens=24)).children  # the solution goes on
+    assert all(m.depth == 2 for m in more)
+    step_gen.release(*capped, *more)
+
+    leaves, _ = step_gen.complete([root], 4, rules=StepRules(max_new_tokens=5))
+    assert all(leaf.end is StepEnd.LENGTH and sum(len(s.tokens) for s in leaf.steps()) == 5 for leaf in leaves)
+
+    by_equals = step_gen.expand([root], 2, rules=StepRules(delimiter="=")).children
+    assert all(c.end is StepEnd.DELIMITER and c.text.endswith("=") for c in by_equals)
+
+
+# -- a real third-party GGUF -------------------------------------------------------------------
+
+
+def test_smollm2_chat_prompt_and_branching(smollm2_gguf: Path) -> None:
+    with Generator(smollm2_gguf, GeneratorConfig(n_ctx=1024, n_seq_max=8, **EXACT)) as g:
+        prompt = g.vocab.apply_chat_template([{"role": "user", "content": "What is 12*7? Answer step by step."}])
+        assert prompt.startswith("<|im_start|>") and prompt.endswith("assistant\n")
+        root = g.prefill(prompt, seed=11)
+        children = g.expand([root], 4, sampling=SamplingParams(temperature=0.8), rules=StepRules(max_step_tokens=24)).children
+        assert len(children) == 4 and all(len(c.tokens) > 0 for c in children)
+        for c in children:
+            if c.end is StepEnd.DELIMITER:
+                assert "\n\n" in c.text
+        # Quantized (Q4_1) matmuls take different kernels for 1 row and for many, which moves
+        # log-probs by up to ~0.1 between batched and lone decoding; a branch reading the wrong
+        # KV cells would be off on nearly every token, by far more.
+        errors = np.concatenate([logprob_errors(smollm2_gguf, c) for c in children])
+        assert np.median(errors) < 0.03 and errors.max() < 0.3, errors
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_prompt_longer_than_the_context(random_gguf: Path) -> None:
+    with Generator(random_gguf, GeneratorConfig(n_ctx=32, n_seq_max=2)) as g:
+        assert g.n_ctx >= 32  # llama.cpp may round the context up; the runtime uses the real size
+        too_long = g.vocab.tokenize(PROMPT * 40, add_special=False)[: g.n_ctx + 5]
+        with pytest.raises(ContextOverflowError, match=rf"the prompt is {g.n_ctx + 5} tokens but the context holds {g.n_ctx}"):
+            g.prefill(too_long)
+        assert g.kv_cells_used == 0 and g.free_sequences == 2  # nothing leaked
+
+
+def test_more_branches_than_the_context_holds(random_gguf: Path) -> None:
+    with Generator(random_gguf, GeneratorConfig(n_ctx=256, n_seq_max=4)) as g:
+        assert g.n_ctx == 256
+        root = g.prefill(PROMPT)
+        with pytest.raises(BranchCapacityError, match="4 branches requested but only 3 of n_seq_max=4"):
+            g.expand([root], 4)
+        g.release(root)
+
+        filler = g.vocab.tokenize(PROMPT * 20, add_special=False)
+        root = g.prefill(filler[:254])  # two KV cells left
+        with pytest.raises(BranchCapacityError, match="only 2 free KV cells of n_ctx=256"):
+            g.expand([root], 3)
+        g.release(root)
+
+        # running out of cells mid-step cuts the branches short instead of failing
+        root = g.prefill(filler[:228])
+        long_steps = StepRules(delimiter="\x00", max_step_tokens=500, max_new_tokens=500)
+        children = g.expand([root], 3, sampling=HOT, rules=long_steps).children
+        assert all(c.end is StepEnd.CONTEXT and c.ends_solution for c in children)
+        assert sum(len(c.tokens) for c in children) >= 28
+        assert g.kv_cells_used == 228
+
+
+def test_released_node_and_bad_settings(gen: Generator) -> None:
+    root = gen.prefill(PROMPT)
+    gen.release(root)
+    with pytest.raises(EdgeAdaptError, match="was released"):
+        gen.expand([root], 1)
+    with pytest.raises(SamplingConfigError):
+        SamplingParams(temperature=-0.1)
+    with pytest.raises(SamplingConfigError):
+        SamplingParams(top_p=0.0)
+    with pytest.raises(SamplingConfigError):
+        StepRules(delimiter="")
+    with pytest.raises(SamplingConfigError, match="not a valid regex"):
+        StepRules(answer_pattern="A:(")
+    with pytest.raises(SamplingConfigError, match="n_seq_max"):
+        GeneratorConfig(n_seq_max=300)
+
+
+def test_invalid_model_paths(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="no such file"):
+        Generator(tmp_path / "missing.gguf")
+    with pytest.raises(ModelLoadError, match="is a directory"):
+        Generator(tmp_path)
