@@ -1,0 +1,14 @@
+"""Shared rich consoles: results on stdout, progress and errors on stderr."""
+
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"  # pragma: no cover
