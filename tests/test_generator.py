@@ -273,3 +273,24 @@ def test_invalid_model_paths(tmp_path: Path) -> None:
         Generator(tmp_path / "missing.gguf")
     with pytest.raises(ModelLoadError, match="is a directory"):
         Generator(tmp_path)
+
+
+def test_an_interrupted_step_frees_its_branches(gen: Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = gen.prefill(PROMPT, seed=4)
+    cells, free = gen.kv_cells_used, gen.free_sequences
+    real_piece, calls = gen.vocab.piece, []
+
+    def piece_then_interrupt(token: int) -> bytes:
+        calls.append(token)
+        if len(calls) == 20:
+            raise KeyboardInterrupt
+        return real_piece(token)
+
+    monkeypatch.setattr(gen.vocab, "piece", piece_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        gen.expand([root], 6, sampling=HOT, rules=NO_DELIMITER)
+    monkeypatch.undo()
+    assert gen.kv_cells_used == cells and gen.free_sequences == free
+    assert len(gen.expand([root], 6, sampling=HOT, rules=NO_DELIMITER).children) == 6
+    with pytest.raises(SamplingConfigError, match="seed"):
+        gen.prefill(PROMPT, seed=-1)

@@ -180,6 +180,8 @@ class _Branch:
 class Generator:
     """A GGUF generator that samples reasoning steps on a tree of shared-prefix branches.
 
+    Not thread-safe: one Generator serves one thread (load one per worker thread).
+
     >>> gen = Generator("model.gguf", GeneratorConfig(n_ctx=2048, n_seq_max=16))
     >>> root = gen.prefill("Q: 37+48*3\\n", seed=1)
     >>> steps = gen.expand([root], 8, sampling=SamplingParams(temperature=0.7)).children
@@ -250,6 +252,8 @@ class Generator:
         ``seed`` roots the random streams of every branch below this node: the same prompt,
         seed and calls give the same tokens.
         """
+        if seed < 0:
+            raise SamplingConfigError(f"seed must be >= 0, got {seed}")
         if isinstance(prompt, str):
             tokens = self.vocab.tokenize(prompt, add_special=add_special, parse_special=parse_special)
         else:
@@ -327,28 +331,31 @@ class Generator:
         started = time.perf_counter()
         stats = GenerationStats()
         branches: list[_Branch] = []
-        for parent, k in zip(parents, counts):
-            assert parent._seeds is not None and parent._logits is not None and parent._seq is not None
-            for seeds in parent._seeds.spawn(k):
-                seed = int(seeds.generate_state(1)[0])
-                child = Node(
-                    id=next(self._ids),
-                    parent=parent,
-                    kind="step",
-                    tokens=(),
-                    text="",
-                    seed=seed,
-                    depth=parent.depth + 1,
-                    n_past=parent.n_past,
-                    _seeds=seeds,
-                )
-                self._acquire(child, copy_from=parent._seq)
-                branch = _Branch(child, BranchSampler(sampling, seed), StepScanner(rules, parent.generated))
-                branch.pending = branch.sampler.sample(parent._logits, self._candidates)
-                branches.append(branch)
-
         try:
+            for parent, k in zip(parents, counts):
+                assert parent._seeds is not None and parent._logits is not None and parent._seq is not None
+                for seeds in parent._seeds.spawn(k):
+                    seed = int(seeds.generate_state(1)[0])
+                    child = Node(
+                        id=next(self._ids),
+                        parent=parent,
+                        kind="step",
+                        tokens=(),
+                        text="",
+                        seed=seed,
+                        depth=parent.depth + 1,
+                        n_past=parent.n_past,
+                        _seeds=seeds,
+                    )
+                    self._acquire(child, copy_from=parent._seq)
+                    branch = _Branch(child, BranchSampler(sampling, seed), StepScanner(rules, parent.generated))
+                    branches.append(branch)
+                    branch.pending = branch.sampler.sample(parent._logits, self._candidates)
             self._run_branches(branches, stats, started)
+        except BaseException:
+            # An error or Ctrl-C mid-step: the half-made children are unusable; free their cells.
+            self.release(*[b.node for b in branches])
+            raise
         finally:
             for b in branches:
                 b.sampler.close()
@@ -379,15 +386,17 @@ class Generator:
         stats = frontier.stats
         leaves = [c for c in frontier.children if c.ends_solution]
         live = [c for c in frontier.children if not c.ends_solution]
-        steps = 1
-        while live and steps < max_steps:
-            step = self.expand(live, 1, sampling=sampling, rules=rules)
-            stats = stats + step.stats
+        try:
+            steps = 1
+            while live and steps < max_steps:
+                step = self.expand(live, 1, sampling=sampling, rules=rules)
+                stats = stats + step.stats
+                self.release(*live)
+                leaves += [c for c in step.children if c.ends_solution]
+                live = [c for c in step.children if not c.ends_solution]
+                steps += 1
+        finally:
             self.release(*live)
-            leaves += [c for c in step.children if c.ends_solution]
-            live = [c for c in step.children if not c.ends_solution]
-            steps += 1
-        self.release(*live)
         leaves += live
         return leaves, stats
 
