@@ -119,7 +119,8 @@ class BranchSampler:
 
 
 def token_logprob(logits: np.ndarray, token: int) -> float:
-    """log softmax(logits)[token], computed in float64."""
-    x = logits.astype(np.float64, copy=False)
-    m = float(x.max())
-    return float(x[token] - m - np.log(np.exp(x - m).sum()))
+    """log softmax(logits)[token]; float32 with the max subtracted is exact to ~1e-6 here and
+    half the cost of float64 over a 150k vocabulary (this runs once per generated token)."""
+    m = logits.max()
+    total = np.exp(logits - m, dtype=np.float32).sum(dtype=np.float64)
+    return float(logits[token] - m) - float(np.log(total))
