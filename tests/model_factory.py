@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from edge_adapt.tasks.arithmetic import ArithmeticTask, Level
 from export.tokenizer_train import train_bpe_tokenizer
 
 CHAT_TEMPLATE = (
@@ -72,34 +73,32 @@ def random_checkpoint(
     return out
 
 
-def arithmetic_example(rng: random.Random) -> tuple[str, str]:
-    """('Q:a+b+c\\n', 'a+b=x\\n\\nx+c=y\\n\\nA:y'): one operation per step, steps split by a blank line."""
-    n_ops = rng.randint(1, 3)
-    values = [rng.randint(1, 9) for _ in range(n_ops + 1)]
-    question = "Q:" + "+".join(map(str, values)) + "\n"
-    steps, acc = [], values[0]
-    for v in values[1:]:
-        steps.append(f"{acc}+{v}={acc + v}")
-        acc += v
-    return question, "\n\n".join(steps) + f"\n\nA:{acc}"
+# The default task's format with single-digit operands: a model trained for seconds learns the
+# format fully and the arithmetic partly, so its answers are a real mix of right and wrong.
+TINY_ARITHMETIC = ArithmeticTask(levels=(Level(1, 1, 9), Level(2, 1, 9), Level(3, 1, 9)))
+
+
+def arithmetic_text(rng: random.Random) -> str:
+    problem = TINY_ARITHMETIC.sample(rng, rng.randint(1, 3))
+    return TINY_ARITHMETIC.prompt(problem) + TINY_ARITHMETIC.solution(problem)
 
 
 def trained_step_checkpoint(out: Path, *, steps: int = 150, seed: int = 0) -> Path:
-    """A tiny Llama trained for a few seconds to write steps, blank lines, an answer line and EOS."""
+    """A tiny Llama trained for a few seconds on the default task's format (steps, blank lines,
+    an answer line, EOS)."""
     rng = random.Random(seed)
-    corpus = ["".join(arithmetic_example(rng)) for _ in range(400)]
-    tok = train_bpe_tokenizer(corpus, vocab_size=280, style="smollm")
+    tok = train_bpe_tokenizer([arithmetic_text(rng) for _ in range(400)], vocab_size=280, style="smollm")
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=288, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
     )
     model = LlamaForCausalLM(config)
     optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(steps):
-        batch = [tok.encode("".join(arithmetic_example(rng))) + [tok.eos_token_id] for _ in range(32)]
+        batch = [tok.encode(arithmetic_text(rng)) + [tok.eos_token_id] for _ in range(32)]
         width = max(map(len, batch))
         ids = torch.full((len(batch), width), tok.eos_token_id)
         labels = torch.full((len(batch), width), -100)

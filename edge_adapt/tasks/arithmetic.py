@@ -1,0 +1,141 @@
+"""The default task: multi-step integer arithmetic with a controlled difficulty spread.
+
+A problem is a chain of operations applied left to right, ``Q:37+48*3``; its solution does one
+operation per step, steps separated by a blank line, then an answer line::
+
+    Q:37+48*3
+    37+48=85
+
+    85*3=255
+
+    A:255
+
+The format is compact on purpose (no words, one character per token for the default model):
+a tiny generator learns it in minutes on a CPU, while the number of operations and the operand
+sizes make questions easy or hard. Problems are generated deterministically from a seed, and the
+split a question belongs to is a function of its text (a hash), so the train, calibration and
+test splits can never share a problem, whatever sizes are drawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from edge_adapt.errors import EdgeAdaptError
+from edge_adapt.generator.steps import StepRules
+from edge_adapt.tasks.base import Problem
+
+SPLITS = ("train", "calibration", "test")
+# Share of the question space (by hash) that each split owns.
+_SPLIT_BUCKETS = {"train": range(0, 80), "calibration": range(80, 90), "test": range(90, 100)}
+
+_ANSWER = re.compile(r"A:\s*(-?\d+)")
+
+
+@dataclass(frozen=True)
+class Level:
+    """A difficulty level: how many operations, and how large the operands."""
+
+    n_ops: int
+    add_digits: int  # operands of + and - have this many digits
+    mul_max: int  # multipliers are drawn from 2..mul_max
+
+
+# Levels 1..6: more operations and bigger numbers. Calibrated in issue 4 against the default model.
+DEFAULT_LEVELS: tuple[Level, ...] = (
+    Level(1, 2, 9),
+    Level(2, 2, 9),
+    Level(3, 2, 9),
+    Level(4, 2, 9),
+    Level(5, 3, 9),
+    Level(6, 3, 9),
+)
+
+MAX_VALUE = 99_999  # every intermediate result stays in [0, MAX_VALUE]
+
+
+def split_of(question: str) -> str:
+    bucket = int.from_bytes(hashlib.sha256(question.encode()).digest()[:4], "big") % 100
+    return next(name for name, span in _SPLIT_BUCKETS.items() if bucket in span)
+
+
+def solve(question: str) -> list[tuple[int, str, int, int]]:
+    """The chain's steps as (left, op, right, result), evaluated left to right."""
+    tokens = re.findall(r"\d+|[+\-*]", question)
+    if not tokens or len(tokens) % 2 == 0:
+        raise EdgeAdaptError(f"not an arithmetic chain: {question!r}")
+    acc = int(tokens[0])
+    steps = []
+    for op, num in zip(tokens[1::2], tokens[2::2]):
+        right = int(num)
+        result = acc + right if op == "+" else acc - right if op == "-" else acc * right
+        steps.append((acc, op, right, result))
+        acc = result
+    return steps
+
+
+class ArithmeticTask:
+    """The default task (see the module docstring)."""
+
+    name: ClassVar[str] = "arithmetic"
+
+    def __init__(self, levels: tuple[Level, ...] = DEFAULT_LEVELS) -> None:
+        self.levels = levels
+
+    @property
+    def step_rules(self) -> StepRules:
+        # The answer line ends with EOS; the pattern also stops a model that goes on after it.
+        return StepRules(delimiter="\n\n", answer_pattern=r"A:-?\d+\n", max_step_tokens=32, max_new_tokens=256)
+
+    def prompt(self, problem: Problem) -> str:
+        return f"Q:{problem.question}\n"
+
+    def solution(self, problem: Problem) -> str:
+        """The reference solution, in the format the generator is trained on."""
+        lines = [f"{a}{op}{b}={r}" for a, op, b, r in solve(problem.question)]
+        return "\n\n".join(lines) + f"\n\nA:{problem.answer}"
+
+    def extract_answer(self, solution: str) -> str | None:
+        found = _ANSWER.findall(solution)
+        return str(int(found[-1])) if found else None
+
+    def is_correct(self, solution: str, problem: Problem) -> bool:
+        return self.extract_answer(solution) == problem.answer
+
+    # -- problems ----------------------------------------------------------------------------
+
+    def sample(self, rng: random.Random, level: int) -> Problem:
+        """One random problem of ``level`` (1-based), ignoring splits."""
+        spec = self.levels[level - 1]
+        while True:
+            lo, hi = 10 ** (spec.add_digits - 1), 10**spec.add_digits - 1
+            acc = rng.randint(lo, hi)
+            parts = [str(acc)]
+            for _ in range(spec.n_ops):
+                op = rng.choice("+-*")
+                right = rng.randint(2, spec.mul_max) if op == "*" else rng.randint(lo, hi)
+                acc = acc + right if op == "+" else acc - right if op == "-" else acc * right
+                parts += [op, str(right)]
+            if 0 <= acc and all(0 <= s[3] <= MAX_VALUE for s in solve("".join(parts))):
+                question = "".join(parts)
+                return Problem(id="", question=question, answer=str(acc), level=level)
+
+    def problems(self, split: str, n_per_level: int, *, seed: int = 0) -> list[Problem]:
+        """``n_per_level`` distinct problems of every level, all belonging to ``split``."""
+        if split not in SPLITS:
+            raise EdgeAdaptError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        rng = random.Random(f"{seed}:{split}")
+        out: list[Problem] = []
+        for level in range(1, len(self.levels) + 1):
+            seen: set[str] = set()
+            while len(seen) < n_per_level:
+                p = self.sample(rng, level)
+                if p.question in seen or split_of(p.question) != split:
+                    continue
+                seen.add(p.question)
+                out.append(Problem(f"{split}-L{level}-{len(seen) - 1:05d}", p.question, p.answer, level))
+        return out
