@@ -1,0 +1,172 @@
+"""Monte-Carlo rollouts: how often does *this generator* succeed from each reasoning prefix?
+
+Per question (the paper's recipe, on the project's own branching runtime):
+
+1. sample N full solutions from the question (one shared prefill, all N decoded together);
+2. split each at its steps into prefixes, keeping every prefix node's KV cache live;
+3. continue each distinct partial prefix M times (batched, from the live node: the prefix is
+   never re-evaluated) and grade every continuation with the task's checker.
+
+The empty prefix's rate comes from the N solutions themselves, which are exactly N samples from
+the question. Records go to a :class:`~export.calibration_data.CalibrationWriter`, one question
+at a time, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_adapt.generator import GenerationStats, Generator, GeneratorConfig, Node, SamplingParams, StepEnd
+from edge_adapt.tasks import Problem, Task
+from export.calibration_data import CalibrationRecord, CalibrationWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    n_solutions: int = 8  # N: full solutions sampled per question
+    n_continuations: int = 8  # M: continuations per partial prefix
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
+    seed: int = 0
+    max_steps: int = 32
+
+
+@dataclass
+class RolloutReport:
+    questions: int = 0  # rolled out in this run
+    resumed: int = 0  # already in the file, skipped
+    records: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    cut_by_context: int = 0  # continuations that ran out of KV cells (graded as they stood)
+    wall_s: float = 0.0
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def question_seed(seed: int, question_id: str) -> int:
+    """A per-question seed that does not depend on the order questions are run in (or resumed)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{question_id}".encode()).digest()[:4], "big")
+
+
+def rollout_question(
+    gen: Generator, task: Task, problem: Problem, settings: RolloutSettings, provenance: dict
+) -> tuple[list[CalibrationRecord], GenerationStats, int]:
+    """The records of one question, what they cost, and how many continuations hit the context cap."""
+    before = gen.usage
+    rules = task.step_rules
+    sampling = settings.sampling
+    root = gen.prefill(task.prompt(problem), seed=question_seed(settings.seed, problem.id))
+    kept: list[Node] = [root]
+    try:
+        # 1. N full solutions; intermediate nodes stay live as rollout starting points.
+        frontier = gen.expand([root], settings.n_solutions, sampling=sampling, rules=rules).children
+        leaves = [n for n in frontier if n.ends_solution]
+        n_steps = 1
+        while n_steps < settings.max_steps and (open_nodes := [n for n in frontier if not n.ends_solution]):
+            kept += open_nodes
+            frontier = gen.expand(open_nodes, 1, sampling=sampling, rules=rules).children
+            leaves += [n for n in frontier if n.ends_solution]
+            n_steps += 1
+        cut_short = [n for n in frontier if not n.ends_solution]  # still going at max_steps
+        kept += cut_short
+        leaves += cut_short  # graded as they stand
+
+        def record(prefix: tuple[str, ...], n: int, k: int, complete: bool) -> CalibrationRecord:
+            return CalibrationRecord(problem.id, problem.question, problem.answer, prefix, n, k, complete, problem.level, provenance)
+
+        correct = {id(leaf): task.is_correct(leaf.solution_text(), problem) for leaf in leaves}
+        records = [record((), len(leaves), sum(correct.values()), False)]
+
+        # 2. distinct complete solutions and distinct partial prefixes
+        complete: dict[tuple[str, ...], list[bool]] = defaultdict(list)
+        partial: dict[tuple[str, ...], Node] = {}
+        for leaf in leaves:
+            steps_ = leaf.steps()
+            texts = tuple(s.text for s in steps_)
+            complete[texts].append(correct[id(leaf)])
+            for j, node in enumerate(steps_[:-1], start=1):
+                if node.is_live:
+                    partial.setdefault(texts[:j], node)
+        records += [record(texts, len(flags), sum(flags), True) for texts, flags in complete.items()]
+
+        # 3. M continuations from every distinct partial prefix, as many prefixes at a time as fit
+        cut = 0
+        items = list(partial.items())
+        expected = max((sum(len(s.tokens) for s in leaf.steps()) for leaf in leaves), default=32)
+        while items:
+            m = settings.n_continuations
+            fit_seqs = max(1, gen.free_sequences // m)
+            fit_cells = max(1, gen.kv_cells_free // (m * 2 * max(expected, 1)))
+            chunk, items = items[: min(fit_seqs, fit_cells)], items[min(fit_seqs, fit_cells) :]
+            nodes = [node for _, node in chunk]
+            ends, _ = gen.complete(nodes, m, sampling=sampling, rules=rules, max_steps=settings.max_steps)
+            outcome: dict[int, list[bool]] = defaultdict(list)
+            starts = {id(node) for node in nodes}
+            for end in ends:
+                origin = next(n for n in reversed(end.path()) if id(n) in starts)  # nearest start above
+                outcome[id(origin)].append(task.is_correct(end.solution_text(), problem))
+                cut += end.end is StepEnd.CONTEXT
+            records += [record(texts, len(outcome[id(node)]), sum(outcome[id(node)]), False) for texts, node in chunk]
+    finally:
+        gen.release(*kept)
+    return records, gen.usage - before, cut
+
+
+def build_calibration_set(
+    generator_path: str | os.PathLike[str],
+    task: Task,
+    problems: Sequence[Problem],
+    out_path: str | os.PathLike[str],
+    settings: RolloutSettings | None = None,
+    config: GeneratorConfig | None = None,
+    progress: Callable[[Problem, int, int], None] = lambda problem, done, total: None,
+) -> RolloutReport:
+    """Roll out every problem not already in ``out_path`` and append its records."""
+    settings = settings or RolloutSettings()
+    config = config or GeneratorConfig(n_ctx=8192, n_seq_max=256)
+    provenance = {
+        "file": Path(generator_path).name,
+        "sha256": file_sha256(generator_path),
+        "temperature": settings.sampling.temperature,
+        "top_p": settings.sampling.top_p,
+        "top_k": settings.sampling.top_k,
+        "min_p": settings.sampling.min_p,
+        "seed": settings.seed,
+        "n_solutions": settings.n_solutions,
+        "n_continuations": settings.n_continuations,
+        "task": task.name,
+    }
+    writer = CalibrationWriter(out_path, provenance)
+    report = RolloutReport()
+    todo = [p for p in problems if p.id not in writer.done]
+    report.resumed = len(problems) - len(todo)
+    started = time.perf_counter()
+    with Generator(generator_path, config) as gen:
+        for i, problem in enumerate(todo):
+            records, stats, cut = rollout_question(gen, task, problem, settings, provenance)
+            writer.write_question(records)
+            report.questions += 1
+            report.records += len(records)
+            report.generated_tokens += stats.generated_tokens
+            report.prompt_tokens += stats.prompt_tokens
+            report.cut_by_context += cut
+            progress(problem, report.resumed + i + 1, len(problems))
+    report.wall_s = time.perf_counter() - started
+    if report.cut_by_context:
+        log.warning("%d continuations ran out of context and were graded as they stood; raise n_ctx", report.cut_by_context)
+    return report
