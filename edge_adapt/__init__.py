@@ -23,9 +23,13 @@ from edge_adapt.generator import (
     StepRules,
 )
 
+from edge_adapt.prm import PRMFormat, PRMStats, PrefixScore, QuantilePRM, Quantiles
+from edge_adapt.tasks import ArithmeticTask, Problem, Task
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArithmeticTask",
     "BranchCapacityError",
     "ContextOverflowError",
     "EdgeAdaptError",
@@ -36,11 +40,18 @@ __all__ = [
     "MissingDependencyError",
     "ModelLoadError",
     "Node",
+    "PRMFormat",
+    "PRMStats",
+    "PrefixScore",
+    "Problem",
+    "QuantilePRM",
+    "Quantiles",
     "QuantizationError",
     "SamplingConfigError",
     "SamplingParams",
     "StepEnd",
     "StepRules",
+    "Task",
     "TokenizerError",
     "UnsupportedModelError",
     "VerificationError",
