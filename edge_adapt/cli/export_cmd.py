@@ -134,3 +134,151 @@ def quantize_cmd(source: Path, dest: Path, quant_type: str, threads: int | None)
         )
     if not report.fallbacks:
         console.print("no per-tensor fallbacks")
+
+
+TASKS = {"arithmetic": "edge_adapt.tasks.arithmetic:ArithmeticTask"}
+
+
+def _unescape(text: str) -> str:
+    """Let shell users write '\\n' and '\\t' for newline and tab in templates."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def _task(name: str):  # noqa: ANN202 - a Task
+    module, cls = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+@export_group.command("rollouts")
+@click.argument("generator", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Calibration JSONL (appended to; an interrupted run resumes).")
+@click.option("--task", "task_name", type=click.Choice(sorted(TASKS)), default="arithmetic", show_default=True)
+@click.option("--split", default="calibration", show_default=True, help="Which split of the task to roll out.")
+@click.option("--per-level", type=click.IntRange(min=1), default=40, show_default=True, help="Questions per difficulty level.")
+@click.option("-n", "--solutions", type=click.IntRange(min=1), default=8, show_default=True, help="N: full solutions per question.")
+@click.option("-m", "--continuations", type=click.IntRange(min=1), default=8, show_default=True, help="M: continuations per partial prefix.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--n-ctx", type=click.IntRange(min=256), default=8192, show_default=True, help="KV cells shared by a question's tree.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all).")
+@click.option("--gpu-layers", type=int, default=0, show_default=True, help="Layers to offload (-1: all; needs a GPU build).")
+def rollouts_cmd(generator: Path, out: Path, task_name: str, split: str, per_level: int, solutions: int, continuations: int,
+                 temperature: float, top_p: float, top_k: int, seed: int, n_ctx: int, threads: int | None, gpu_layers: int) -> None:
+    """Build a calibration set: Monte-Carlo success rates of reasoning prefixes of GENERATOR.
+
+    For each question: N full solutions (whose success rate is the empty prefix's), every
+    distinct partial prefix continued M times, all graded by the task's checker. Records are
+    appended per question; rerunning the same command resumes an interrupted run.
+
+    \b
+    Example:
+      edge-adapt export rollouts gen-Q4_K_M.gguf -o calib.jsonl --per-level 40 -n 8 -m 8
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from edge_adapt.generator import GeneratorConfig, SamplingParams
+    rollouts = _load("export.rollouts")
+    from export.calibration_data import read_records
+
+    task = _task(task_name)
+    problems = task.problems(split, per_level, seed=seed)
+    settings = rollouts.RolloutSettings(
+        n_solutions=solutions, n_continuations=continuations,
+        sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k), seed=seed,
+    )
+    config = GeneratorConfig(n_ctx=n_ctx, n_seq_max=256, n_threads=threads, n_gpu_layers=gpu_layers)
+    columns = (TextColumn("rollouts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=err_console) as bar:
+        job = bar.add_task("rollouts", total=len(problems))
+        report = rollouts.build_calibration_set(
+            generator, task, problems, out, settings, config,
+            progress=lambda problem, done, total: bar.update(job, completed=done),
+        )
+    rate = report.generated_tokens / report.wall_s if report.wall_s else 0.0
+    console.print(
+        f"[bold green]wrote[/] {out}: {report.questions} questions rolled out ({report.resumed} already there), "
+        f"{report.records} records, {report.generated_tokens:,} tokens generated and {report.prompt_tokens:,} "
+        f"evaluated as prompt in {report.wall_s:.1f}s ({rate:,.0f} generated tokens/s)"
+    )
+    records = [r for r in read_records(out) if not r.prefix]
+    table = Table(title="Question-level success rate (empty prefix) by level", title_justify="left")
+    for col in ("level", "questions", "mean success", "all wrong", "all right"):
+        table.add_column(col, justify="right")
+    for level in sorted({r.level for r in records}, key=lambda v: (v is None, v)):
+        rs = [r for r in records if r.level == level]
+        table.add_row(str(level), str(len(rs)), f"{sum(r.success_rate for r in rs) / len(rs):.0%}",
+                      f"{sum(r.n_correct == 0 for r in rs) / len(rs):.0%}", f"{sum(r.n_correct == r.n_rollouts for r in rs) / len(rs):.0%}")
+    console.print(table)
+
+
+@export_group.command("prm")
+@click.argument("base", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-c", "--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="JSONL from `export rollouts`.")
+@click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="The PRM folder to write.")
+@click.option("--base-kind", type=click.Choice(["auto", "prm", "backbone"]), default="auto", show_default=True,
+              help="prm: a two-label token-classification PRM; backbone: a causal LM to train a PRM on.")
+@click.option("--question-template", default="{question}\n", show_default=True, help="How the question is written before the steps.")
+@click.option("--step-separator", default="\n\n", show_default=True, help="Appended to steps that do not end with it.")
+@click.option("--max-length", type=click.IntRange(min=8), default=512, show_default=True, help="PRM context; longer prefixes are cut (see docs).")
+@click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True, help="Fraction of questions held out.")
+@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True, help="Backbone (or LoRA) learning rate.")
+@click.option("--head-lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--lora-rank", type=click.IntRange(min=1), help="Train the head plus LoRA adapters of this rank instead of every weight.")
+@click.option("--int8/--no-int8", default=True, show_default=True, help="Also ship dynamic int8 for CPU, if it passes the calibration check.")
+@click.option("--fp16/--no-fp16", default=True, show_default=True, help="Also ship fp16 for GPU providers.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, question_template: str, step_separator: str,
+            max_length: int, holdout: float, epochs: int, batch_size: int, lr: float, head_lr: float, lora_rank: int | None,
+            int8: bool, fp16: bool, seed: int) -> None:
+    """Calibrate a PRM with quantile regression and export it to ONNX for the device.
+
+    BASE is a Hugging Face folder: a two-label token-classification PRM (its head is replaced by
+    10/50/90% quantile outputs initialised from w_right - w_wrong, so it starts as the original
+    PRM), or a causal-LM backbone for a PRM trained from scratch. Trained with the pinball loss
+    against the Monte-Carlo success rates in the calibration file; questions are held out to
+    report calibration before and after, and the reliability diagram is saved as PNG.
+
+    \b
+    Example:
+      edge-adapt export prm ./my-generator-hf -c calib.jsonl -o ./prm --question-template 'Q:{question}\\n'
+    """
+    pipeline = _load("export.prm_pipeline")
+    from edge_adapt.prm.format import PRMFormat
+    from export.prm_train import TrainSettings
+
+    settings = pipeline.PRMBuildSettings(
+        fmt=PRMFormat(question_template=_unescape(question_template), step_separator=_unescape(step_separator), max_length=max_length),
+        holdout=holdout, base_kind=base_kind, int8=int8, fp16=fp16,
+        train=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, lora_rank=lora_rank, seed=seed),
+    )
+    with err_console.status("building the quantile PRM") as status:
+        build = pipeline.build_quantile_prm(base, calibration, out_dir, settings, progress=lambda m: status.update(m))
+    c = build.counts
+    console.print(
+        f"quantile PRM from the {build.base_kind} at {base}: trained on {c['train_questions']} questions "
+        f"({c['train_records']} records in {c['train_sequences']} sequences), held out {c['held_out_questions']} "
+        f"questions ({c['held_out_records']} records); best step {build.training.best_step}, {build.training.seconds:.0f}s"
+    )
+    table = Table(title="Calibration on held-out questions", title_justify="left")
+    for col in ("", "Brier (median)", "ECE (median)", *[f"coverage {k}" for k in build.after.coverage], "pinball"):
+        table.add_column(col, justify="right")
+    for name, m in (("before", build.before), ("after", build.after)):
+        table.add_row(name, f"{m.brier_median:.4f}", f"{m.ece_median:.4f}", *[f"{v:.0%}" for v in m.coverage.values()], f"{m.pinball:.4f}")
+    console.print(table)
+    variants = Table(title="Exported models (metrics measured through the device runtime)", title_justify="left")
+    for col in ("variant", "size", "Brier", "ECE", "coverage", "shipped", "note"):
+        variants.add_column(col)
+    for v in build.export.variants:
+        m = v.metrics
+        variants.add_row(
+            v.variant, human_bytes(v.size_bytes), f"{m.brier_median:.4f}" if m else "-", f"{m.ece_median:.4f}" if m else "-",
+            " / ".join(f"{x:.0%}" for x in m.coverage.values()) if m else "-", "yes" if v.accepted else "[red]no[/]", v.note,
+        )
+    console.print(variants)
+    console.print(f"ONNX vs PyTorch: max abs logit diff {build.export.parity_max_abs_diff:.2g} (largest |logit| {build.export.parity_logit_scale:.3g})")
+    console.print(f"CPU runs the {build.export.cpu_variant} model; reliability diagram: {build.reliability_png}")
+    console.print(f"[bold green]wrote[/] {build.export.path}")

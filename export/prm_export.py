@@ -1,0 +1,239 @@
+"""Quantile PRM -> ONNX bundle for the device, with the checks that make it trustworthy.
+
+1. Export with optimum (token classification, dynamic batch and sequence axes). optimum registers
+   Qwen2 for token classification but not Llama: see ``register_llama_token_classification``.
+2. Parity: ONNX Runtime must reproduce PyTorch's logits (max abs diff printed, 1e-3 relative).
+3. int8 (dynamic quantization, CPU): kept only if, scored through the device runtime on held-out
+   questions, its calibration metrics stay within ``INT8_TOLERANCE`` of fp32; else dropped, with why.
+4. fp16 (for GPU providers): converted with ONNX Runtime's float16 tool; checked here against fp32
+   on the CPU when the CPU provider can run it, otherwise left to the runtime's load-time check.
+5. The folder is assembled under a temporary name and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+
+from edge_adapt.errors import VerificationError
+from edge_adapt.prm.bundle import TOKENIZER_FILE, PRMBundle
+from edge_adapt.prm.format import PRMFormat
+from export.calibration_data import CalibrationRecord
+from export.prm_data import TrainingSequence
+from export.prm_metrics import CalibrationMetrics, runtime_metrics
+
+log = logging.getLogger(__name__)
+
+# int8 is accepted when every held-out metric moves less than this from fp32.
+INT8_TOLERANCE = {"brier_median": 0.005, "ece_median": 0.02, "coverage": 0.03}
+PARITY_TOLERANCE = 1e-3  # ONNX vs PyTorch logits, relative to the largest |logit| (at least 1)
+
+
+@dataclass(frozen=True)
+class VariantCheck:
+    variant: str
+    file: str
+    size_bytes: int
+    metrics: CalibrationMetrics | None  # held-out, through the device runtime (None if not measured)
+    accepted: bool
+    note: str
+
+
+@dataclass(frozen=True)
+class PRMExport:
+    path: Path
+    parity_max_abs_diff: float
+    parity_logit_scale: float
+    variants: list[VariantCheck]
+    cpu_variant: str
+
+
+def register_llama_token_classification() -> None:
+    """Teach optimum to export Llama for token classification.
+
+    optimum registers Qwen2 for this task but not Llama, and only consults custom configs for
+    architectures it does not know at all. The graph is Llama's decoder with a linear head on
+    every position, which Llama's own ONNX config describes; it is added to optimum's task
+    registry through optimum's registration hook (existing Llama tasks are left untouched).
+    """
+    from optimum.exporters.onnx.model_configs import LlamaOnnxConfig
+    from optimum.exporters.tasks import TasksManager
+
+    TasksManager.create_register("onnx")("llama", "token-classification")(LlamaOnnxConfig)
+
+
+def export_onnx(model: PreTrainedModel, out_dir: Path, opset: int = 18) -> Path:
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    register_llama_token_classification()
+    model = model.float().eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_export_from_model(model, tmp, task="token-classification", opset=opset, do_validation=False)
+        for f in Path(tmp).glob("model.onnx*"):  # model.onnx and, for >2 GB models, model.onnx_data
+            shutil.move(str(f), out_dir / f.name)
+    return out_dir / "model.onnx"
+
+
+def _torch_logits(model: PreTrainedModel, seqs: Sequence[TrainingSequence]) -> list[np.ndarray]:
+    out = []
+    with torch.no_grad():
+        for s in seqs:
+            ids = torch.tensor([s.input_ids])
+            out.append(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0].float().numpy())
+    return out
+
+
+def check_parity(model: PreTrainedModel, onnx_path: Path, seqs: Sequence[TrainingSequence], pad_id: int) -> tuple[float, float]:
+    """Max |logit difference| between PyTorch and ONNX Runtime over whole sequences, padded as a batch."""
+    import onnxruntime as ort
+
+    seqs = list(seqs)[:16]
+    reference = _torch_logits(model, seqs)
+    width = max(len(s.input_ids) for s in seqs)
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s.input_ids)] = s.input_ids
+        mask[i, : len(s.input_ids)] = 1
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input_ids": ids, "attention_mask": mask})[:1]
+    diff = max(float(np.abs(logits[i, : len(s.input_ids)] - ref).max()) for i, (s, ref) in enumerate(zip(seqs, reference)))
+    scale = max(float(np.abs(ref).max()) for ref in reference)
+    return diff, scale
+
+
+def _within_int8_tolerance(fp32: CalibrationMetrics, int8: CalibrationMetrics) -> tuple[bool, str]:
+    deltas = {
+        "brier_median": abs(int8.brier_median - fp32.brier_median),
+        "ece_median": abs(int8.ece_median - fp32.ece_median),
+        "coverage": max(abs(int8.coverage[k] - fp32.coverage[k]) for k in fp32.coverage),
+    }
+    bad = [f"{k} moved {v:.4f} (allowed {INT8_TOLERANCE[k]})" for k, v in deltas.items() if v > INT8_TOLERANCE[k]]
+    summary = ", ".join(f"Δ{k} {v:.4f}" for k, v in deltas.items())
+    return (not bad), ("; ".join(bad) if bad else f"within tolerance ({summary})")
+
+
+def export_prm_bundle(
+    model: PreTrainedModel,
+    tokenizer_json: Path,
+    out_dir: str | Path,
+    *,
+    fmt: PRMFormat,
+    levels: Sequence[float],
+    held_out_records: Sequence[CalibrationRecord],
+    parity_sequences: Sequence[TrainingSequence],
+    pad_id: int,
+    generator: dict,
+    source: dict,
+    metrics: dict,
+    int8: bool = True,
+    fp16: bool = True,
+) -> PRMExport:
+    out = Path(out_dir)
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        fp32_path = export_onnx(model, staging)
+        diff, scale = check_parity(model, fp32_path, parity_sequences, pad_id)
+        if diff > PARITY_TOLERANCE * max(1.0, scale):
+            raise VerificationError(
+                f"ONNX Runtime does not reproduce PyTorch: max abs logit diff {diff:.3g} (allowed "
+                f"{PARITY_TOLERANCE:g} x {max(1.0, scale):.3g}); nothing was written."
+            )
+        shutil.copy(tokenizer_json, staging / TOKENIZER_FILE)
+        models = {"fp32": fp32_path.name}
+        bundle = PRMBundle(staging, tuple(levels), fmt, models, "fp32", generator, source, metrics)
+        bundle.save()
+        fp32_metrics = runtime_metrics(staging, "fp32", held_out_records)
+        variants = [VariantCheck("fp32", fp32_path.name, fp32_path.stat().st_size, fp32_metrics, True, f"parity with PyTorch: max abs diff {diff:.2g}")]
+        cpu_variant = "fp32"
+        if int8:
+            check = _add_int8(staging, fp32_path, bundle, held_out_records, fp32_metrics)
+            variants.append(check)
+            if check.accepted:
+                models["int8"] = check.file
+                cpu_variant = "int8"
+        if fp16:
+            check = _add_fp16(staging, fp32_path, parity_sequences, pad_id)
+            variants.append(check)
+            if check.accepted:
+                models["fp16"] = check.file
+        metrics = {**metrics, "variants": {v.variant: (v.metrics.to_dict() if v.metrics else None) for v in variants}}
+        PRMBundle(staging, tuple(levels), fmt, models, cpu_variant, generator, source, metrics).save()
+        _replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return PRMExport(out, diff, scale, variants, cpu_variant)
+
+
+def _add_int8(staging: Path, fp32_path: Path, bundle: PRMBundle, records, fp32_metrics) -> VariantCheck:  # noqa: ANN001
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    path = staging / "model_int8.onnx"
+    prepared = staging / "model_prep.onnx"
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)  # ORT's recommended first pass
+    quantize_dynamic(str(prepared), str(path), weight_type=QuantType.QInt8)
+    prepared.unlink()
+    PRMBundle(staging, bundle.quantile_levels, bundle.format, {**bundle.models, "int8": path.name}, "fp32",
+              bundle.generator, bundle.source, bundle.metrics).save()
+    m = runtime_metrics(staging, "int8", records)
+    ok, note = _within_int8_tolerance(fp32_metrics, m)
+    size = path.stat().st_size
+    if not ok:
+        path.unlink()
+        note = f"rejected, not shipped: {note}"
+    return VariantCheck("int8", path.name, size, m, ok, note)
+
+
+def _add_fp16(staging: Path, fp32_path: Path, seqs: Sequence[TrainingSequence], pad_id: int) -> VariantCheck:
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    path = staging / "model_fp16.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True), str(path))
+    seq = list(seqs)[0]
+    feed = {"input_ids": np.array([seq.input_ids], dtype=np.int64), "attention_mask": np.ones((1, len(seq.input_ids)), dtype=np.int64)}
+    try:
+        ref = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+        out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+        diff = float(np.abs(1 / (1 + np.exp(-out.astype(np.float32))) - 1 / (1 + np.exp(-ref))).max())
+        note = f"for GPU providers; on CPU its probabilities differ from fp32 by at most {diff:.2g}"
+        ok = diff < 2e-2
+        if not ok:
+            note = f"rejected, not shipped: probabilities differ from fp32 by {diff:.2g}"
+    except Exception as exc:  # the CPU provider lacks fp16 kernels for some ops
+        ok, note = True, f"for GPU providers; not checkable on this CPU ({str(exc).splitlines()[0][:80]}); checked at load time on the GPU"
+    size = path.stat().st_size
+    if not ok:
+        path.unlink()
+    return VariantCheck("fp16", path.name, size, None, ok, note)
+
+
+def _replace_dir(staging: Path, out: Path) -> None:
+    """Put ``staging`` at ``out``; an existing ``out`` is only removed once the new one is in place."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old)
+    else:
+        staging.rename(out)
+
+
+def format_metrics(m: CalibrationMetrics) -> str:
+    coverage = ", ".join(f"<{k} {v:.0%}" for k, v in m.coverage.items())
+    return f"Brier {m.brier_median:.4f}, ECE {m.ece_median:.4f}, coverage {coverage}, pinball {m.pinball:.4f} (n={m.n})"
+

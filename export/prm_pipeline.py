@@ -1,0 +1,135 @@
+"""The whole quantile-PRM build: calibration records -> trained quantile PRM -> checked ONNX bundle.
+
+Behind ``edge-adapt export prm``. Held-out questions (never prefixes) measure calibration before
+training (the initialised head) and after, and the reliability diagram is saved next to the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from edge_adapt.errors import EdgeAdaptError, TokenizerError, UnsupportedModelError
+from edge_adapt.prm.format import PRMFormat, pad_token_id
+from export.calibration_data import CalibrationRecord, read_records
+from export.prm_data import build_sequences, split_questions
+from export.prm_export import PRMExport, export_prm_bundle
+from export.prm_metrics import CalibrationMetrics, calibration_metrics, reliability_diagram
+from export.prm_train import TrainResult, TrainSettings, predict, train_quantile_prm
+from export.quantile_prm import QUANTILE_LEVELS, from_backbone, from_two_label_prm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PRMBuildSettings:
+    fmt: PRMFormat = field(default_factory=PRMFormat)
+    levels: tuple[float, ...] = QUANTILE_LEVELS
+    holdout: float = 0.2
+    train: TrainSettings = field(default_factory=TrainSettings)
+    base_kind: str = "auto"  # "prm" (two-label token classification), "backbone", or "auto"
+    int8: bool = True
+    fp16: bool = True
+
+
+@dataclass(frozen=True)
+class PRMBuild:
+    export: PRMExport
+    training: TrainResult
+    before: CalibrationMetrics
+    after: CalibrationMetrics
+    reliability_png: Path
+    base_kind: str
+    counts: dict[str, int]
+
+
+def _metrics(predicted: tuple, levels: tuple[float, ...]) -> CalibrationMetrics:
+    preds, targets, n_rollouts = predicted
+    return calibration_metrics(preds, targets, levels, n_rollouts)
+
+
+def detect_base_kind(base: Path) -> str:
+    config_file = base / "config.json"
+    if not config_file.is_file():
+        raise UnsupportedModelError(f"{base}: no config.json; give a Hugging Face model folder.")
+    config = json.loads(config_file.read_text())
+    arch = " ".join(config.get("architectures") or [])
+    if "TokenClassification" in arch:
+        if len(config.get("id2label") or {0: "", 1: ""}) != 2:
+            raise UnsupportedModelError(f"{base}: a token-classification PRM must have two labels (wrong, right).")
+        return "prm"
+    if "CausalLM" in arch:
+        return "backbone"
+    raise UnsupportedModelError(f"{base}: {arch or 'unknown architecture'} is neither a two-label PRM nor a causal-LM backbone.")
+
+
+def build_quantile_prm(
+    base: str | Path,
+    calibration: str | Path,
+    out_dir: str | Path,
+    settings: PRMBuildSettings = PRMBuildSettings(),
+    progress: Callable[[str], None] = lambda message: None,
+) -> PRMBuild:
+    base = Path(base)
+    records = read_records(calibration)
+    if not records:
+        raise EdgeAdaptError(f"{calibration}: no calibration records; run `edge-adapt export rollouts` first.")
+    generators = {json.dumps(r.generator, sort_keys=True) for r in records}
+    if len(generators) > 1:
+        raise EdgeAdaptError(f"{calibration}: records come from {len(generators)} different generators or settings; calibrate for one.")
+    train_ids, held_ids = split_questions(records, settings.holdout, settings.train.seed)
+    if not train_ids or not held_ids:
+        raise EdgeAdaptError(
+            f"{calibration}: {len(train_ids)} training and {len(held_ids)} held-out questions; "
+            "need some of each (more questions, or another --holdout)."
+        )
+    tokenizer_json = base / "tokenizer.json"
+    if not tokenizer_json.is_file():
+        raise TokenizerError(f"{base}: no tokenizer.json; the PRM's tokenizer must travel to the device as tokenizer.json.")
+    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    pad_id = pad_token_id(tokenizer)
+    train = build_sequences(records, tokenizer, settings.fmt, train_ids)
+    held = build_sequences(records, tokenizer, settings.fmt, held_ids)
+    held_records = [r for r in records if r.question_id in held_ids]
+
+    kind = detect_base_kind(base) if settings.base_kind == "auto" else settings.base_kind
+    progress(f"building the quantile head on the {kind} at {base}")
+    if kind == "prm":
+        model = from_two_label_prm(base, settings.levels)
+    else:
+        rate = sum(t for s in train for t in s.targets) / sum(len(s.targets) for s in train)
+        model = from_backbone(base, settings.levels, base_rate=rate)
+
+    before_preds = predict(model, held, pad_id=pad_id)
+    progress(f"training on {len(train)} sequences ({sum(len(s.targets) for s in train)} labels)")
+    model, training = train_quantile_prm(
+        model, train, held, settings.levels, settings.train, pad_id=pad_id,
+        progress=lambda step, total, loss: progress(f"training step {step}/{total}, pinball {loss:.4f}"),
+    )
+    after_preds = predict(model, held, pad_id=pad_id)
+    before = _metrics(before_preds, settings.levels)
+    after = _metrics(after_preds, settings.levels)
+
+    progress("exporting to ONNX and checking it")
+    generator = dict(records[0].generator)
+    counts = {
+        "train_questions": len(train_ids), "held_out_questions": len(held_ids),
+        "train_records": sum(r.question_id in train_ids for r in records), "held_out_records": len(held_records),
+        "train_sequences": len(train), "held_out_sequences": len(held),
+    }
+    exported = export_prm_bundle(
+        model, tokenizer_json, out_dir, fmt=settings.fmt, levels=settings.levels,
+        held_out_records=held_records, parity_sequences=held, pad_id=pad_id,
+        generator=generator, source={"base": str(base), "kind": kind, "architecture": type(model).__name__},
+        metrics={"held_out": {"before": before.to_dict(), "after": after.to_dict()}, "counts": counts,
+                 "split": {"holdout": settings.holdout, "seed": settings.train.seed},
+                 "training": {"best_step": training.best_step, "seconds": round(training.seconds, 1)}},
+        int8=settings.int8, fp16=settings.fp16,
+    )
+    png = reliability_diagram({"before": before_preds, "after": after_preds}, settings.levels, Path(out_dir) / "reliability.png")
+    return PRMBuild(exported, training, before, after, png, kind, counts)

@@ -1,0 +1,235 @@
+"""The quantile PRM: head initialisation, pinball training, ONNX export, and the device scorer."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from transformers import AutoModelForTokenClassification
+
+from edge_adapt.cli import main
+from edge_adapt.errors import EdgeAdaptError, ModelLoadError
+from edge_adapt.prm import PRMFormat, QuantilePRM
+from edge_adapt.prm.format import encode_prefix
+from export.calibration_data import CalibrationRecord, CalibrationWriter, read_records
+from export.prm_data import build_sequences, split_questions
+from export.prm_export import INT8_TOLERANCE, _within_int8_tolerance
+from export.prm_metrics import CalibrationMetrics, calibration_metrics
+from export.prm_pipeline import PRMBuildSettings, build_quantile_prm
+from export.prm_train import TrainSettings, predict
+from export.quantile_prm import from_two_label_prm
+
+FMT = PRMFormat(question_template="Q:{question}\n", step_separator="\n\n", max_length=64)
+
+
+def synthetic_calibration(path: Path, n_questions: int = 60, seed: int = 0) -> Path:
+    """Success rates with structure a PRM can see: questions starting with a small digit are
+    easy; a step with the right sum keeps the chance high, a wrong one drops it to ~0."""
+    rng = random.Random(seed)
+    nprng = np.random.default_rng(seed)
+    writer = CalibrationWriter(path, {"file": "synthetic", "sha256": "-"})
+    for i in range(n_questions):
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        question = f"{a}+{b}"
+        p_easy = 0.85 if a < 5 else 0.25
+        recs = [CalibrationRecord(f"q{i}", question, str(a + b), (), 8, int(nprng.binomial(8, p_easy)), generator=writer.generator)]
+        for s in (a + b, a + b + rng.choice([-2, -1, 1, 3])):
+            right = s == a + b
+            step = f"{a}+{b}={s}\n\n"
+            recs.append(CalibrationRecord(f"q{i}", question, str(a + b), (step,), 8, int(nprng.binomial(8, 0.95 if right else 0.05)), generator=writer.generator))
+            recs.append(CalibrationRecord(f"q{i}", question, str(a + b), (step, f"A:{s}"), 1, int(right), True, generator=writer.generator))
+        writer.write_question(recs)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_calib(tmp_path_factory) -> Path:
+    return synthetic_calibration(tmp_path_factory.mktemp("calib") / "calib.jsonl")
+
+
+@pytest.fixture(scope="session")
+def llama_prm(checkpoint, synthetic_calib, tmp_path_factory):
+    """A quantile PRM trained from the random Llama backbone, exported (fp32, int8, fp16)."""
+    out = tmp_path_factory.mktemp("prm") / "llama-prm"
+    settings = PRMBuildSettings(fmt=FMT, holdout=0.25, train=TrainSettings(epochs=6, batch_size=16, lr=5e-4, head_lr=5e-3))
+    return build_quantile_prm(checkpoint("llama-tied"), synthetic_calib, out, settings)
+
+
+def two_label_prm(checkpoint_dir: Path, out: Path) -> Path:
+    model = AutoModelForTokenClassification.from_pretrained(checkpoint_dir, num_labels=2)
+    with torch.no_grad():
+        model.score.weight.normal_(0, 0.05)
+        model.score.bias.copy_(torch.tensor([0.3, -0.2]))
+    model.save_pretrained(out)
+    shutil.copy(checkpoint_dir / "tokenizer.json", out / "tokenizer.json")
+    return out
+
+
+@pytest.mark.parametrize("variant", ["llama-tied", "qwen2-untied"])
+def test_quantile_head_starts_as_the_two_label_prm(variant: str, checkpoint, tmp_path: Path) -> None:
+    base = two_label_prm(checkpoint(variant), tmp_path / "prm2")
+    old = AutoModelForTokenClassification.from_pretrained(base).eval()
+    new = from_two_label_prm(base).eval()
+    ids = torch.randint(0, 300, (2, 12))
+    with torch.no_grad():
+        p_right = torch.softmax(old(input_ids=ids).logits, -1)[..., 1]
+        quantiles = torch.sigmoid(new(input_ids=ids).logits)
+    assert quantiles.shape == (2, 12, 3)
+    for k in range(3):
+        torch.testing.assert_close(quantiles[..., k], p_right, atol=1e-6, rtol=0)
+    assert new.config.quantile_levels == [0.1, 0.5, 0.9] and new.config.id2label[0] == "q10"
+
+
+def test_pinball_training_improves_held_out_calibration(llama_prm) -> None:
+    history = [h["eval_pinball"] for h in llama_prm.training.history]
+    assert min(history[1:]) < history[0]
+    assert llama_prm.after.pinball < 0.8 * llama_prm.before.pinball
+    # the head starts with all quantiles equal (at the base rate); training spreads them apart
+    before, after = llama_prm.before.below, llama_prm.after.coverage
+    assert max(before.values()) - min(before.values()) < 1e-9
+    assert after["q10"] < after["q50"] < after["q90"] and after["q90"] - after["q10"] > 0.4
+    assert llama_prm.training.best_step > 0
+    png = llama_prm.reliability_png
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_onnx_export_reproduces_pytorch_and_ships_checked_variants(llama_prm) -> None:
+    exported = llama_prm.export
+    assert exported.parity_max_abs_diff < 1e-3 * max(1.0, exported.parity_logit_scale)
+    variants = {v.variant: v for v in exported.variants}
+    assert variants["fp32"].accepted and variants["fp32"].metrics is not None
+    assert set(variants) == {"fp32", "int8", "fp16"}
+    config = json.loads((exported.path / "prm_config.json").read_text())
+    assert config["quantile_levels"] == [0.1, 0.5, 0.9]
+    assert config["format"]["question_template"] == "Q:{question}\n"
+    assert set(config["models"]) == {v for v, c in variants.items() if c.accepted}
+    assert (config["cpu_variant"] == "int8") == variants["int8"].accepted
+    for v in variants.values():
+        assert (exported.path / v.file).exists() == v.accepted
+    assert config["generator"]["file"] == "synthetic"
+
+
+def test_scorer_matches_pytorch_on_held_out_prefixes(llama_prm, checkpoint, synthetic_calib) -> None:
+    prm = QuantilePRM(llama_prm.export.path, variant="fp32")
+    assert prm.provider == "CPUExecutionProvider"
+    records = read_records(synthetic_calib)
+    _, held = split_questions(records, 0.25)
+    held_records = [r for r in records if r.question_id in held]
+    scores = []
+    for qid in sorted(held):
+        recs = [r for r in held_records if r.question_id == qid]
+        scores += [s.final.values for s in prm.score(recs[0].question, [list(r.prefix) for r in recs])]
+    m = calibration_metrics(np.array(scores), np.array([r.success_rate for r in sorted(held_records, key=lambda r: r.question_id)]),
+                            prm.levels, np.array([r.n_rollouts for r in sorted(held_records, key=lambda r: r.question_id)]))
+    # the metrics the export measured through the runtime are these
+    fp32 = next(v for v in llama_prm.export.variants if v.variant == "fp32").metrics
+    assert m.brier_median == pytest.approx(fp32.brier_median, abs=1e-9)
+
+
+def test_scores_are_ordered_batch_invariant_and_per_step(llama_prm) -> None:
+    prm = QuantilePRM(llama_prm.export.path, variant="fp32", max_batch=3)
+    prefixes = [[], ["3+4=7\n\n"], ["3+4=9\n\n"], ["3+4=7\n\n", "A:7"], ["3+4=9\n\n", "A:9"]]
+    together = prm.score("3+4", prefixes, per_step=True)
+    for p, s in zip(prefixes, together):
+        assert list(s.final.values) == sorted(s.final.values) and 0 < s.final.low <= s.final.high < 1
+        assert len(s.per_step) == len(p) + 1 and s.per_step[-1] == s.final and s.dropped_steps == 0
+    alone = [prm.score("3+4", [p])[0] for p in prefixes]
+    for a, b in zip(together, alone):
+        np.testing.assert_allclose(a.final.values, b.final.values, atol=1e-5)
+    # the question-level score of every prefix is the same number: the model is causal
+    np.testing.assert_allclose([s.per_step[0].median for s in together], together[0].final.median, atol=1e-5)
+    assert prm.score_question("3+4").median == pytest.approx(together[0].final.median, abs=1e-5)
+    assert prm.stats.calls == 1 + len(prefixes) + 1 and prm.stats.prefixes == 2 * len(prefixes) + 1
+    assert prm.stats.runs >= 2 + len(prefixes) and prm.stats.tokens > 0 and prm.stats.wall_s > 0
+
+
+def test_long_prefixes_are_cut_by_the_documented_rule(llama_prm) -> None:
+    prm = QuantilePRM(llama_prm.export.path, variant="fp32")
+    steps = [f"{i}+{i}={2 * i} and some more words to make this step long\n\n" for i in range(1, 9)]
+    full = prm.score("3+4", [steps], per_step=True)[0]
+    assert full.n_tokens <= FMT.max_length
+    assert full.dropped_steps > 0 and full.per_step[1] is None and full.per_step[-1] is not None
+    assert full.per_step[0].median == pytest.approx(prm.score_question("3+4").median, abs=1e-5)
+    huge = prm.score("3+4 " * 200, [["x" * 5000]])[0]  # question and step both beyond the context
+    assert huge.n_tokens <= FMT.max_length and 0 < huge.final.median < 1
+
+
+def test_prm_bad_inputs(llama_prm, tmp_path: Path) -> None:
+    prm = QuantilePRM(llama_prm.export.path, variant="fp32")
+    with pytest.raises(EdgeAdaptError, match="question is empty"):
+        prm.score("  ", [[]])
+    with pytest.raises(EdgeAdaptError, match="steps must be strings"):
+        prm.score("3+4", [[7]])
+    with pytest.raises(EdgeAdaptError, match="step encodes to no tokens|non-empty"):
+        encode_prefix(prm.tokenizer, PRMFormat(step_separator=""), "3+4", [""])
+    with pytest.raises(ModelLoadError, match="not a PRM folder"):
+        QuantilePRM(tmp_path / "missing")
+    broken = tmp_path / "broken"
+    shutil.copytree(llama_prm.export.path, broken)
+    (broken / "model.onnx").unlink()
+    with pytest.raises(ModelLoadError, match="missing: model.onnx"):
+        QuantilePRM(broken)
+    (broken / "prm_config.json").write_text("{")
+    with pytest.raises(ModelLoadError, match="malformed PRM config"):
+        QuantilePRM(broken)
+    with pytest.raises(ModelLoadError, match="onnxruntime-gpu"):
+        QuantilePRM(llama_prm.export.path, providers=["CUDAExecutionProvider"])
+    with pytest.raises(ModelLoadError, match="no 'int4' model"):
+        QuantilePRM(llama_prm.export.path, variant="int4")
+
+
+def test_qwen2_backbone_and_cli(checkpoint, synthetic_calib, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, [
+        "export", "prm", str(checkpoint("qwen2-tied")), "-c", str(synthetic_calib), "-o", str(tmp_path / "qprm"),
+        "--question-template", "Q:{question}\\n", "--max-length", "64", "--epochs", "1", "--no-fp16",
+    ])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Calibration on held-out questions" in text and "ONNX vs PyTorch: max abs logit diff" in text
+    prm = QuantilePRM(tmp_path / "qprm")
+    assert prm.format.question_template == "Q:{question}\n"
+    assert 0 < prm.score_question("3+4").median < 1
+
+
+def test_packing_uses_every_record_once(checkpoint, synthetic_calib) -> None:
+    from tokenizers import Tokenizer
+
+    records = read_records(synthetic_calib)
+    tok = Tokenizer.from_file(str(checkpoint("llama-tied") / "tokenizer.json"))
+    seqs = build_sequences(records, tok, FMT)
+    assert sum(len(s.targets) for s in seqs) == len(records)
+    assert len(seqs) < len(records)  # several labels share one forward pass
+    train, held = split_questions(records, 0.25)
+    assert train and held and not train & held
+
+
+def test_calibration_metrics_by_hand() -> None:
+    preds = np.array([[0.1, 0.2, 0.3], [0.5, 0.6, 0.7], [0.02, 0.05, 0.08]])
+    targets = np.array([0.25, 0.5, 0.0])
+    m = calibration_metrics(preds, targets, (0.1, 0.5, 0.9), n_rollouts=np.array([8, 8, 8]))
+    assert m.brier_median == pytest.approx(((0.2 - 0.25) ** 2 + (0.6 - 0.5) ** 2 + 0.05**2) / 3)
+    # strictly below: row 1 only under q90; row 2 (on q10 exactly) under q50 and q90; row 3 under all
+    assert m.below == {"q10": pytest.approx(1 / 3), "q50": pytest.approx(2 / 3), "q90": pytest.approx(1.0)}
+    # ties within half an MC step (1/16 = 0.0625) count tau: row 1 ties q50 and q90 (0.05 away);
+    # row 2 ties q10 (0 away) and is 0.1 below q50/q90; row 3 (target 0) ties q10 (0.02) and
+    # q50 (0.05) but is strictly below q90 (0.08 away)
+    assert m.coverage["q10"] == pytest.approx((0 + 0.1 + 0.1) / 3)
+    assert m.coverage["q50"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+    assert m.coverage["q90"] == pytest.approx((0.9 + 1 + 1) / 3)
+    # ECE: bins 0.2, 0.6 and 0.05 hold one point each
+    assert m.ece_median == pytest.approx((0.05 + 0.1 + 0.05) / 3)
+
+
+def test_int8_acceptance_rule() -> None:
+    base = CalibrationMetrics(100, 0.040, 0.030, {"q10": 0.10, "q50": 0.50, "q90": 0.90}, {}, 0.05)
+    close = CalibrationMetrics(100, 0.042, 0.035, {"q10": 0.11, "q50": 0.51, "q90": 0.89}, {}, 0.05)
+    far = CalibrationMetrics(100, 0.040 + 2 * INT8_TOLERANCE["brier_median"], 0.030, {"q10": 0.10, "q50": 0.50, "q90": 0.90}, {}, 0.05)
+    assert _within_int8_tolerance(base, close)[0]
+    ok, why = _within_int8_tolerance(base, far)
+    assert not ok and "brier_median" in why
