@@ -184,14 +184,18 @@ def test_prm_bad_inputs(llama_prm, tmp_path: Path) -> None:
         QuantilePRM(llama_prm.export.path, variant="int4")
 
 
-def test_qwen2_backbone_and_cli(checkpoint, synthetic_calib, tmp_path: Path) -> None:
+def test_qwen2_backbone_with_lora_through_the_cli(checkpoint, synthetic_calib, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, [
         "export", "prm", str(checkpoint("qwen2-tied")), "-c", str(synthetic_calib), "-o", str(tmp_path / "qprm"),
-        "--question-template", "Q:{question}\\n", "--max-length", "64", "--epochs", "1", "--no-fp16",
+        "--question-template", "Q:{question}\\n", "--max-length", "64", "--epochs", "2", "--lora-rank", "4",
+        "--head-lr", "1e-2", "--no-fp16",
     ])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "Calibration on held-out questions" in text and "ONNX vs PyTorch: max abs logit diff" in text
+    config = json.loads((tmp_path / "qprm" / "prm_config.json").read_text())
+    held = config["metrics"]["held_out"]
+    assert held["after"]["pinball"] < held["before"]["pinball"]  # head + adapters learned, then merged
     prm = QuantilePRM(tmp_path / "qprm")
     assert prm.format.question_template == "Q:{question}\n"
     assert 0 < prm.score_question("3+4").median < 1
