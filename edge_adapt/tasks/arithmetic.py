@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -56,6 +57,7 @@ DEFAULT_LEVELS: tuple[Level, ...] = (
 )
 
 MAX_VALUE = 99_999  # every intermediate result stays in [0, MAX_VALUE]
+TEST_PER_LEVEL = (84, 84, 83, 83, 83, 83)  # the 500-problem test split used for the default models
 
 
 def split_of(question: str) -> str:
@@ -108,6 +110,13 @@ class ArithmeticTask:
 
     # -- problems ----------------------------------------------------------------------------
 
+    def problem(self, split: str, index: int, *, seed: int = 0) -> Problem:
+        """Problem ``index`` of the standard test-sized list of ``split`` (levels in order)."""
+        problems = self.problems(split, TEST_PER_LEVEL, seed=seed)
+        if not 0 <= index < len(problems):
+            raise EdgeAdaptError(f"--index must be in 0..{len(problems) - 1} for the {split} split, got {index}")
+        return problems[index]
+
     def sample(self, rng: random.Random, level: int) -> Problem:
         """One random problem of ``level`` (1-based), ignoring splits."""
         spec = self.levels[level - 1]
@@ -124,15 +133,19 @@ class ArithmeticTask:
                 question = "".join(parts)
                 return Problem(id="", question=question, answer=str(acc), level=level)
 
-    def problems(self, split: str, n_per_level: int, *, seed: int = 0) -> list[Problem]:
-        """``n_per_level`` distinct problems of every level, all belonging to ``split``."""
+    def problems(self, split: str, n_per_level: int | Sequence[int], *, seed: int = 0) -> list[Problem]:
+        """Distinct problems of every level, all belonging to ``split``: ``n_per_level`` of each,
+        or ``n_per_level[i]`` of level ``i + 1``. The same arguments always give the same list."""
         if split not in SPLITS:
             raise EdgeAdaptError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        counts = [n_per_level] * len(self.levels) if isinstance(n_per_level, int) else list(n_per_level)
+        if len(counts) != len(self.levels):
+            raise EdgeAdaptError(f"got {len(counts)} per-level counts for {len(self.levels)} levels")
         rng = random.Random(f"{seed}:{split}")
         out: list[Problem] = []
-        for level in range(1, len(self.levels) + 1):
+        for level, count in enumerate(counts, start=1):
             seen: set[str] = set()
-            while len(seen) < n_per_level:
+            while len(seen) < count:
                 p = self.sample(rng, level)
                 if p.question in seen or split_of(p.question) != split:
                     continue

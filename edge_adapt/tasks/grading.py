@@ -1,0 +1,102 @@
+"""Final-answer extraction and equivalence for GSM8K- and MATH-style problems.
+
+Extraction is a short ordered list of conventions (the last ``\\boxed{}``, "the answer is",
+``####``, then the last number), simple enough to state here. Deciding whether two answers are
+*equal* is not: ``0.5`` vs ``\\frac{1}{2}``, ``1,000`` vs ``1000``, intervals, tuples, ``\\text{}``.
+That is done by math-verify (sympy-based), with a fast path for plain numbers. math-verify is an
+optional dependency (``pip install 'edge-adapt[math]'``), imported only when a non-numeric
+comparison needs it, so the device runtime does not carry sympy for the default task.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import lru_cache
+
+from edge_adapt.errors import MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+_ANSWER_IS = re.compile(r"(?:final answer|answer) is[:\s]*(.+)", re.IGNORECASE)
+_HASHES = re.compile(r"####\s*(.+)")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+_PLAIN_NUMBER = re.compile(r"^-?(?:\d+(?:\.\d*)?|\.\d+)$")
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    i = text.find("{", start)
+    if i < 0:
+        return None
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j].strip()
+    return None
+
+
+def _clean(answer: str) -> str:
+    answer = answer.strip().rstrip(".").strip()
+    if answer.startswith("$") and answer.endswith("$") and len(answer) > 1:
+        answer = answer.strip("$").strip()
+    return answer
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer of a solution, by the first convention that matches:
+    the last ``\\boxed{}``, "the answer is ...", ``#### ...``, then the last number."""
+    boxed = last_boxed(text)
+    if boxed:
+        return _clean(boxed)
+    for pattern in (_ANSWER_IS, _HASHES):
+        found = pattern.findall(text)
+        if found:
+            line = found[-1].splitlines()[0] if found[-1].strip() else ""
+            inner = last_boxed(line)
+            cleaned = _clean(inner if inner else line)
+            if cleaned:
+                return cleaned
+    numbers = _NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
+def _as_number(answer: str) -> float | None:
+    s = answer.replace(",", "").replace("$", "").replace("\\%", "").replace("%", "").strip()
+    s = re.sub(r"^\\text\{(.*)\}$", r"\1", s).strip()
+    return float(s) if _PLAIN_NUMBER.match(s) else None
+
+
+@lru_cache(maxsize=1)
+def _math_verify():  # noqa: ANN202 - the module
+    try:
+        import math_verify
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "comparing LaTeX answers needs math-verify: pip install 'edge-adapt[math]'"
+        ) from exc
+    return math_verify
+
+
+def answers_equal(predicted: str | None, gold: str) -> bool:
+    """Whether two final answers are mathematically the same."""
+    if predicted is None or not predicted.strip():
+        return False
+    a, b = _as_number(predicted), _as_number(gold)
+    if a is not None and b is not None:
+        return abs(a - b) <= 1e-6 * max(1.0, abs(b))
+    mv = _math_verify()
+    try:
+        gold_parsed = mv.parse(f"${gold}$")
+        pred_parsed = mv.parse(f"${predicted}$")
+        return bool(gold_parsed) and bool(pred_parsed) and bool(mv.verify(gold_parsed, pred_parsed))
+    except Exception as exc:  # math-verify parses arbitrary LaTeX; a failure means "not shown equal"
+        log.debug("math-verify could not compare %r and %r: %s", predicted, gold, exc)
+        return False

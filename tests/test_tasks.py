@@ -1,0 +1,143 @@
+"""Tasks and grading: the default arithmetic task, and GSM8K / MATH-500 files from ../shared/data."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from edge_adapt.errors import EdgeAdaptError
+from edge_adapt.tasks import ArithmeticTask, answers_equal, extract_answer, get_task
+from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL, solve, split_of
+from edge_adapt.tasks.gsm8k import GSM8KTask
+from edge_adapt.tasks.math_problems import MATHTask
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+GSM8K = DATA / "gsm8k" / "test.jsonl"
+MATH500 = DATA / "math500" / "test.jsonl"
+
+
+# -- the default task ---------------------------------------------------------------------------
+
+
+def test_splits_are_disjoint_deterministic_and_balanced() -> None:
+    task = ArithmeticTask()
+    test = task.problems("test", list(TEST_PER_LEVEL))
+    assert len(test) == 500 and [sum(p.level == lv for p in test) for lv in range(1, 7)] == list(TEST_PER_LEVEL)
+    assert test == task.problems("test", list(TEST_PER_LEVEL))  # same seed, same list
+    assert task.problems("test", 5, seed=1) != task.problems("test", 5, seed=0)
+    calib = task.problems("calibration", 50)
+    train = {task.sample(random.Random(i), 1 + i % 6).question for i in range(3000)}
+    train = {q for q in train if split_of(q) == "train"}
+    questions = [{p.question for p in ps} for ps in (test, calib)] + [train]
+    assert all(not a & b for i, a in enumerate(questions) for b in questions[i + 1 :])
+    assert all(split_of(p.question) == "test" for p in test) and len({p.question for p in test}) == 500
+
+
+def test_levels_get_harder_and_solutions_follow_the_format() -> None:
+    task = ArithmeticTask()
+    problems = task.problems("test", 20)
+    for p in problems:
+        steps = solve(p.question)
+        assert len(steps) == task.levels[p.level - 1].n_ops and str(steps[-1][3]) == p.answer
+        solution = task.solution(p)
+        parts = solution.split("\n\n")
+        assert len(parts) == len(steps) + 1 and parts[-1] == f"A:{p.answer}"
+        assert task.prompt(p) == f"Q:{p.question}\n"
+        assert task.is_correct(solution, p)
+        assert not task.is_correct(solution.replace(f"A:{p.answer}", f"A:{int(p.answer) + 1}"), p)
+        assert not task.is_correct(solution.rsplit("\n\n", 1)[0], p)  # no answer line
+    lengths = [sum(len(task.solution(p)) for p in problems if p.level == lv) for lv in range(1, 7)]
+    assert lengths == sorted(lengths)
+
+
+def test_task_registry_and_bad_requests() -> None:
+    assert isinstance(get_task("default"), ArithmeticTask)
+    with pytest.raises(EdgeAdaptError, match="--data"):
+        get_task("gsm8k")
+    with pytest.raises(EdgeAdaptError, match="unknown task"):
+        get_task("mmlu")
+    with pytest.raises(EdgeAdaptError, match="unknown split"):
+        ArithmeticTask().problems("dev", 3)
+    with pytest.raises(EdgeAdaptError, match="--index"):
+        ArithmeticTask().problem("test", 500)
+
+
+# -- real benchmark files -------------------------------------------------------------------------
+
+
+def test_gsm8k_gold_solutions_all_grade_correct() -> None:
+    task = GSM8KTask(GSM8K)
+    problems = task.problems()
+    assert len(problems) == 1319
+    assert all(task.is_correct(p.meta["solution"], p) for p in problems)
+    # and the grader is not trivially true: each solution against another problem's answer
+    shuffled = problems[1:] + problems[:1]
+    wrong = sum(task.is_correct(p.meta["solution"], q) for p, q in zip(problems, shuffled))
+    assert wrong < 0.02 * len(problems)
+
+
+def test_math500_gold_solutions_grade_correct() -> None:
+    task = MATHTask(MATH500)
+    problems = task.problems()
+    assert len(problems) == 500 and all(p.level in range(1, 6) for p in problems)
+    failures = [p.id for p in problems if not task.is_correct(p.meta["solution"], p)]
+    assert len(failures) <= 5, failures  # at least 99%
+    shuffled = problems[1:] + problems[:1]
+    wrong = sum(task.is_correct(p.meta["solution"], q) for p, q in zip(problems, shuffled))
+    assert wrong < 0.05 * len(problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("so the total is \\boxed{\\frac{3}{4}}. Then 12", "\\frac{3}{4}"),
+        ("Step 1...\nThe answer is 1,250.\nsome trailing 7", "1,250"),
+        ("blah\n#### 42", "42"),
+        ("we get 3 apples, then 17 pears", "17"),
+        ("the final answer is $\\boxed{(1, 2)}$.", "(1, 2)"),
+        ("nothing numeric here", None),
+    ],
+)
+def test_extraction_conventions(text: str, answer: str | None) -> None:
+    assert extract_answer(text) == answer
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "equal"),
+    [
+        ("1,250", "1250", True),
+        ("0.5", "\\frac{1}{2}", True),
+        ("\\dfrac{3}{4}", "0.75", True),
+        ("18", "$18", True),
+        ("17", "18", False),
+        ("(3, \\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)", True),
+        ("x^2+1", "1+x^2", True),
+        (None, "3", False),
+    ],
+)
+def test_answer_equivalence(a: str | None, b: str, equal: bool) -> None:
+    assert answers_equal(a, b) is equal
+
+
+def test_malformed_lines_are_reported_with_their_numbers(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"question": "1+1?", "answer": "1+1=2\n#### 2"}),
+        "{broken json",
+        json.dumps({"question": "2+2?"}),
+        json.dumps({"question": "3+3?", "answer": "no final line"}),
+        json.dumps(["not", "an", "object"]),
+    ]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(EdgeAdaptError) as err:
+        GSM8KTask(path)
+    message = str(err.value)
+    assert "4 malformed line(s)" in message
+    for n in (2, 3, 4, 5):
+        assert f"line {n}:" in message
+    assert "answer" in message and "####" in message
+    with pytest.raises(EdgeAdaptError, match="no such file"):
+        MATHTask(tmp_path / "missing.jsonl")
