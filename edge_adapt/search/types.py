@@ -1,0 +1,74 @@
+"""What every search strategy returns: one result type, with the same cost accounting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_adapt.generator import GenerationStats, Node, StepEnd
+from edge_adapt.prm import PRMStats, Quantiles
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a search spent; identical accounting across strategies so they compare fairly."""
+
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    prm_calls: int = 0  # score() calls (each may batch many prefixes)
+    prm_prefixes: int = 0
+    prm_tokens: int = 0
+    samples: int = 0  # complete solutions produced
+    wall_s: float = 0.0
+
+    @classmethod
+    def from_stats(cls, gen: GenerationStats, prm: PRMStats, samples: int, wall_s: float) -> Cost:
+        return cls(gen.generated_tokens, gen.prompt_tokens, prm.calls, prm.prefixes, prm.tokens, samples, wall_s)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One finished (or cut-off) solution, its answer and its PRM scores."""
+
+    steps: tuple[str, ...]
+    answer: str | None
+    end: StepEnd
+    final: Quantiles | None  # PRM quantiles after the last step
+    per_step: tuple[Quantiles | None, ...] = ()  # [0] = question, [i] = after step i
+    logprob: float = 0.0  # sum of the generated tokens' log-probabilities
+    n_tokens: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.steps)
+
+    @classmethod
+    def from_leaf(cls, leaf: Node, answer: str | None) -> Candidate:
+        steps = leaf.steps()
+        return cls(
+            steps=tuple(s.text for s in steps),
+            answer=answer,
+            end=leaf.end or StepEnd.LENGTH,
+            final=None,
+            logprob=sum(sum(s.logprobs) for s in steps),
+            n_tokens=sum(len(s.tokens) for s in steps),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A choice the search (or the budget policy) made, and why."""
+
+    kind: str  # e.g. "n_samples", "rank", "beam_allocation", "early_stop", "budget_cap"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    strategy: str
+    question: str
+    answer: str | None
+    chosen: Candidate | None
+    candidates: tuple[Candidate, ...]
+    decisions: tuple[Decision, ...]
+    cost: Cost
