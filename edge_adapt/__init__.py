@@ -22,8 +22,7 @@ from edge_adapt.generator import (
     StepEnd,
     StepRules,
 )
-
-from edge_adapt.prm import PRMFormat, PRMStats, PrefixScore, QuantilePRM, Quantiles
+from edge_adapt.prm import PrefixScore, PRMFormat, PRMStats, QuantilePRM, Quantiles
 from edge_adapt.tasks import ArithmeticTask, Problem, Task
 
 __version__ = "0.1.0"

@@ -33,7 +33,7 @@ class ProviderCheck:
     detail: str
 
 
-def import_onnxruntime():  # noqa: ANN201 - the module
+def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError as exc:

@@ -21,7 +21,7 @@ import torch
 
 from edge_adapt.errors import UnsupportedModelError
 from edge_adapt.files import atomic_output
-from export.gguf_tokenizer import TokenizerExport, load_tokenizer_export, write_tokenizer
+from export.gguf_tokenizer import load_tokenizer_export, write_tokenizer
 from export.hf_checkpoint import HFCheckpoint
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,16 @@ from export.gguf_convert import OUTTYPES, ConversionResult, convert_checkpoint
 from export.gguf_tokenizer import load_tokenizer_export
 from export.hf_checkpoint import open_checkpoint
 from export.quantize import QuantizationReport, quantize_gguf, resolve_quant_type
-from export.verify import GREEDY_ENFORCED, TOLERANCES, LogitParity, Reference, TokenizerParity, check_logits, check_tokenizer, reference_outputs
+from export.verify import (
+    GREEDY_ENFORCED,
+    TOLERANCES,
+    LogitParity,
+    Reference,
+    TokenizerParity,
+    check_logits,
+    check_tokenizer,
+    reference_outputs,
+)
 
 log = logging.getLogger(__name__)
 

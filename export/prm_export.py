@@ -105,7 +105,7 @@ def check_parity(model: PreTrainedModel, onnx_path: Path, seqs: Sequence[Trainin
         mask[i, : len(s.input_ids)] = 1
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"input_ids": ids, "attention_mask": mask})[:1]
-    diff = max(float(np.abs(logits[i, : len(s.input_ids)] - ref).max()) for i, (s, ref) in enumerate(zip(seqs, reference)))
+    diff = max(float(np.abs(logits[i, : len(s.input_ids)] - ref).max()) for i, (s, ref) in enumerate(zip(seqs, reference, strict=True)))
     scale = max(float(np.abs(ref).max()) for ref in reference)
     return diff, scale
 
@@ -176,7 +176,7 @@ def export_prm_bundle(
     return PRMExport(out, diff, scale, variants, cpu_variant)
 
 
-def _add_int8(staging: Path, fp32_path: Path, bundle: PRMBundle, records, fp32_metrics) -> VariantCheck:  # noqa: ANN001
+def _add_int8(staging: Path, fp32_path: Path, bundle: PRMBundle, records, fp32_metrics) -> VariantCheck:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 
 from edge_adapt.errors import EdgeAdaptError, TokenizerError, UnsupportedModelError
 from edge_adapt.prm.format import PRMFormat, pad_token_id
-from export.calibration_data import CalibrationRecord, read_records
+from export.calibration_data import read_records
 from export.prm_data import build_sequences, split_questions
 from export.prm_export import PRMExport, export_prm_bundle
 from export.prm_metrics import CalibrationMetrics, calibration_metrics, reliability_diagram

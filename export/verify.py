@@ -49,7 +49,7 @@ class TokenMismatch:
 
     @property
     def first_difference(self) -> int:
-        for i, (a, b) in enumerate(zip(self.reference, self.gguf)):
+        for i, (a, b) in enumerate(zip(self.reference, self.gguf, strict=False)):
             if a != b:
                 return i
         return min(len(self.reference), len(self.gguf))

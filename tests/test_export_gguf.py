@@ -18,9 +18,9 @@ from edge_adapt.generator.llama_backend import LlamaModel
 from export import hf_checkpoint
 from export.gguf_export import export_gguf
 from export.quantize import quantize_gguf
-from model_factory import random_checkpoint
 
 from conftest import VARIANTS
+from model_factory import random_checkpoint
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

@@ -59,7 +59,7 @@ def logprob_errors(gguf: Path, node) -> np.ndarray:
     for n in reversed(node.path()):
         start -= len(n.tokens)
         if n.kind == "step":
-            errors += [abs(lp - reference[start + j - 1, t]) for j, (t, lp) in enumerate(zip(n.tokens, n.logprobs))]
+            errors += [abs(lp - reference[start + j - 1, t]) for j, (t, lp) in enumerate(zip(n.tokens, n.logprobs, strict=True))]
     return np.asarray(errors)
 
 

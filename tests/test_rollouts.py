@@ -11,6 +11,7 @@ from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
 from export.calibration_data import CalibrationRecord, CalibrationWriter, read_records
 from export.rollouts import RolloutSettings, build_calibration_set
+
 from model_factory import TINY_ARITHMETIC
 
 PROVENANCE = {"file": "g.gguf", "sha256": "abc", "temperature": 0.7}

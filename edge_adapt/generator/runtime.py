@@ -21,7 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from edge_adapt.errors import BranchCapacityError, ContextOverflowError, EdgeAdaptError, SamplingConfigError
-from edge_adapt.generator.llama_backend import KV_TYPES, Batch, ContextSettings, LlamaContext, LlamaModel, errors_in, ensure_backend
+from edge_adapt.generator.llama_backend import (
+    KV_TYPES,
+    Batch,
+    ContextSettings,
+    LlamaContext,
+    LlamaModel,
+    ensure_backend,
+    errors_in,
+)
 from edge_adapt.generator.sampling import BranchSampler, CandidateBuffer, SamplingParams
 from edge_adapt.generator.steps import StepEnd, StepRules, StepScanner
 from edge_adapt.generator.vocab import Vocabulary, check_fits
@@ -332,7 +340,7 @@ class Generator:
         stats = GenerationStats()
         branches: list[_Branch] = []
         try:
-            for parent, k in zip(parents, counts):
+            for parent, k in zip(parents, counts, strict=True):
                 assert parent._seeds is not None and parent._logits is not None and parent._seq is not None
                 for seeds in parent._seeds.spawn(k):
                     seed = int(seeds.generate_state(1)[0])

@@ -138,7 +138,7 @@ class QuantilePRM:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _session(self, provider: str, variant: str):  # noqa: ANN202 - onnxruntime.InferenceSession
+    def _session(self, provider: str, variant: str):
         ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -147,7 +147,7 @@ class QuantilePRM:
         chain = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
         return ort.InferenceSession(str(self.bundle.model_path(variant)), sess_options=options, providers=chain)
 
-    def _open(self, providers: str | Sequence[str], variant: str | None):  # noqa: ANN202
+    def _open(self, providers: str | Sequence[str], variant: str | None):
         ort = import_onnxruntime()
         available = ort.get_available_providers()
         if providers == "auto":
@@ -192,7 +192,7 @@ class QuantilePRM:
             return "fp16"
         return "fp32" if provider in _GPU_PROVIDERS else self.bundle.cpu_variant
 
-    def _run_session(self, session, batch: list[EncodedPrefix]) -> np.ndarray:  # noqa: ANN001
+    def _run_session(self, session, batch: list[EncodedPrefix]) -> np.ndarray:
         """Probabilities [batch, max_len, n_levels]: sigmoid of the logits, sorted per position."""
         width = max(len(e.input_ids) for e in batch)
         ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)

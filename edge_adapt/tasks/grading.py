@@ -75,7 +75,7 @@ def _as_number(answer: str) -> float | None:
 
 
 @lru_cache(maxsize=1)
-def _math_verify():  # noqa: ANN202 - the module
+def _math_verify():
     try:
         import math_verify
     except ImportError as exc:
