@@ -75,7 +75,7 @@ def test_gsm8k_gold_solutions_all_grade_correct() -> None:
     assert all(task.is_correct(p.meta["solution"], p) for p in problems)
     # and the grader is not trivially true: each solution against another problem's answer
     shuffled = problems[1:] + problems[:1]
-    wrong = sum(task.is_correct(p.meta["solution"], q) for p, q in zip(problems, shuffled))
+    wrong = sum(task.is_correct(p.meta["solution"], q) for p, q in zip(problems, shuffled, strict=True))
     assert wrong < 0.02 * len(problems)
 
 
@@ -86,7 +86,7 @@ def test_math500_gold_solutions_grade_correct() -> None:
     failures = [p.id for p in problems if not task.is_correct(p.meta["solution"], p)]
     assert len(failures) <= 5, failures  # at least 99%
     shuffled = problems[1:] + problems[:1]
-    wrong = sum(task.is_correct(p.meta["solution"], q) for p, q in zip(problems, shuffled))
+    wrong = sum(task.is_correct(p.meta["solution"], q) for p, q in zip(problems, shuffled, strict=True))
     assert wrong < 0.05 * len(problems)
 
 
