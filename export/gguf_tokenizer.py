@@ -38,6 +38,8 @@ PRE_TOKENIZERS: dict[tuple[str, ...], str] = {
     ("digits:individual", "bytelevel+regex"): "smollm",
 }
 
+NO_MERGES_PLACEHOLDER = "<no-merges> <no-merges>"
+
 # llama.cpp's token types (llama_token_type).
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 
@@ -144,5 +146,9 @@ def write_tokenizer(writer: gguf.GGUFWriter, export: TokenizerExport, checkpoint
     finally:
         vocab_log.setLevel(previous)
     if not special.merges:
-        raise TokenizerError(f"{checkpoint_dir / 'tokenizer.json'}: no BPE merges found; the tokenizer file is incomplete.")
+        # A character-level BPE has no merges, but llama.cpp's BPE loader requires the merges
+        # key and gguf cannot write an empty array. BPE symbols start as single characters and
+        # grow only through merges, so a merge of two multi-character strings can never fire
+        # when it is the only one: tokenization is unchanged (the parity probes check it).
+        special.merges = [NO_MERGES_PLACEHOLDER]
     special.add_to_gguf(writer, quiet=True)
