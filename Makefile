@@ -1,5 +1,6 @@
 # Set-up and entry points. Two commands do everything on a fresh machine (see README.md):
-#   make run    installs the device runtime into .venv and runs the main job
+#   make run    installs the device runtime into .venv and runs the main job (solve a question
+#               with the shipped default models)
 #   make test   installs runtime + workstation tools + test deps into .venv and runs the tests
 # Install steps only re-run when pyproject.toml changes.
 
@@ -9,16 +10,26 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run test bench info models clean
+
+QUESTION ?= 37+48*3
 
 run: $(VENV)/.runtime
-	$(BIN)/edge-adapt info
+	$(BIN)/edge-adapt solve "$(QUESTION)"
 
 test: $(VENV)/.dev
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_branching.py
+
+info: $(VENV)/.runtime
+	$(BIN)/edge-adapt info
+
+# Rebuild the shipped default models from scratch (about an hour on 2 CPU cores).
+models: $(VENV)/.dev
+	$(BIN)/edge-adapt export recipe --out models --seed 0
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

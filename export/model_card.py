@@ -1,0 +1,146 @@
+"""The default models' targets, checked against the manifest's metrics, and MODEL_CARD.md."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_adapt.files import atomic_write_text
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    requirement: str
+    value: Callable[[dict[str, Any]], float]
+    ok: Callable[[float], bool]
+    fmt: str = "{:.1%}"
+
+
+def _test(m: dict) -> dict:
+    return m["metrics"]["generator_and_prm_on_test"]
+
+
+def _held(m: dict) -> dict:
+    return m["metrics"]["prm_held_out"]["after"]
+
+
+def _level(m: dict, which: str) -> dict:
+    levels = _test(m)["by_level"]
+    keys = sorted(levels, key=int)
+    return levels[keys[0] if which == "easiest" else keys[-1]]
+
+
+def _largest_prm_file(m: dict) -> float:
+    return max(f["size_bytes"] for f in m["files"] if f["path"].startswith(m["prm"]["dir"] + "/") and f["path"].endswith(".onnx"))
+
+
+def _generator_file(m: dict) -> float:
+    return next(f["size_bytes"] for f in m["files"] if f["path"] == m["generator"]["file"])
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("generator pass@1 (T=0.7), all levels", "35% to 70%", lambda m: _test(m)["overall"]["pass_at_1"], lambda v: 0.35 <= v <= 0.70),
+    Target("generator pass@1, easiest level", ">= 90%", lambda m: _level(m, "easiest")["pass_at_1"], lambda v: v >= 0.90),
+    Target("generator pass@1, hardest level", "<= 30%", lambda m: _level(m, "hardest")["pass_at_1"], lambda v: v <= 0.30),
+    Target("oracle pass@16 minus pass@1", ">= 25 points", lambda m: _test(m)["overall"]["oracle"] - _test(m)["overall"]["pass_at_1"], lambda v: v >= 0.25),
+    Target("PRM Brier of the median (held-out prefixes)", "<= 0.05", lambda m: _held(m)["brier_median"], lambda v: v <= 0.05, "{:.4f}"),
+    Target("fraction of targets below q10", "5% to 15%", lambda m: _held(m)["coverage"]["q10"], lambda v: 0.05 <= v <= 0.15),
+    Target("fraction of targets below q90", "85% to 95%", lambda m: _held(m)["coverage"]["q90"], lambda v: 0.85 <= v <= 0.95),
+    Target("PRM best-of-16 minus pass@1", ">= 15 points", lambda m: _test(m)["overall"]["prm_best"] - _test(m)["overall"]["pass_at_1"], lambda v: v >= 0.15),
+    Target("generator GGUF size", "<= 30 MB", lambda m: _generator_file(m) / 1e6, lambda v: v <= 30, "{:.1f} MB"),
+    Target("largest PRM ONNX file", "<= 30 MB", lambda m: _largest_prm_file(m) / 1e6, lambda v: v <= 30, "{:.1f} MB"),
+    Target("easy question with search, models loaded (median)", "< 2 s", lambda m: _test(m)["easy_search_seconds"]["median_s"], lambda v: v < 2.0, "{:.3f} s"),
+)
+
+
+def check_targets(manifest: dict[str, Any]) -> list[tuple[Target, float, bool]]:
+    return [(t, v := t.value(manifest), t.ok(v)) for t in TARGETS]
+
+
+def write_model_card(out: Path, manifest: dict[str, Any]) -> Path:
+    g, p, c, r = manifest["generator"], manifest["prm"], manifest["calibration"], manifest["recipe"]
+    test = manifest["metrics"]["generator_and_prm_on_test"]
+    rows = "\n".join(
+        f"| {t.name} | {t.requirement} | {t.fmt.format(v)} | {'met' if ok else '**not met**'} |" for t, v, ok in check_targets(manifest)
+    )
+    levels = "\n".join(
+        f"| {lvl} | {s['problems']} | {s['pass_at_1']:.1%} | {s['oracle']:.1%} | {s['prm_best']:.1%} | {s['majority']:.1%} |"
+        for lvl, s in sorted(test["by_level"].items(), key=lambda kv: int(kv[0]))
+    )
+    level_specs = "\n".join(
+        f"| {i} | {lv['n_ops']} | {lv['add_digits']}-digit | 2..{lv['mul_max']} | {lv['max_value']:,} |"
+        for i, lv in enumerate(manifest["task"]["levels"], start=1)
+    )
+    held = manifest["metrics"]["prm_held_out"]
+    text = f"""# Default models
+
+Two small models that make `edge-adapt` run out of the box, offline, on any laptop: a generator
+that solves the default arithmetic task with a wide spread of difficulty (easy questions need no
+search, hard ones do), and a quantile PRM calibrated for *this* generator. They are built by the
+project's own recipe, from scratch, in about {r['total_seconds'] / 60:.0f} minutes on a CPU:
+
+```bash
+{r['command']}
+```
+
+## What they are
+
+- **Generator** `{g['file']}`: a {g['n_params'] / 1e6:.1f}M-parameter Llama ({g['training']['layers']} layers,
+  hidden {g['training']['hidden']}, {g['training']['heads']} heads, FFN {g['training']['ffn']}), {g['tokenizer']},
+  trained for {g['training']['steps']} steps on the train split, exported to GGUF (F32 verified against PyTorch:
+  max abs logit diff {g['export']['f32_max_abs_logit_diff']:.2g}) and quantized to {g['quantization']}.
+- **PRM** `{p['dir']}/`: {p['architecture']}, predicting the {', '.join(f'{q:.0%}' for q in p['quantile_levels'])} quantiles of the
+  probability that the generator (at temperature 0.7) finishes correctly; trained with the pinball loss on
+  {c['records']:,} Monte-Carlo records from {c['questions']} calibration questions (N={c['n_solutions']} solutions,
+  M={c['n_continuations']} continuations per prefix, `{c['file']}`), exported to ONNX; the CPU runs the
+  `{p['cpu_variant']}` variant.
+- **The task**: chains like `Q:37+48*3` evaluated left to right, one operation per step, steps separated by a
+  blank line, then `A:<answer>`. Levels:
+
+| level | operations | + and - operands | multipliers | every value up to |
+|---|---|---|---|---|
+{level_specs}
+
+## What they are not
+
+They know one synthetic task and nothing else: not a chat model, not a general math model. The PRM
+is calibrated for this generator at temperature 0.7 only; with another generator or temperature
+its probabilities mean something else (recalibrate: `edge-adapt export rollouts`, `edge-adapt export prm`).
+
+## Targets (test split: {test['overall']['problems']} problems, never seen in training or calibration)
+
+| measure | target | measured | |
+|---|---|---|---|
+{rows}
+
+Coverage counts a Monte-Carlo target that ties a quantile (within half a Monte-Carlo step) as tau,
+the randomized PIT for discrete targets (see docs/CALIBRATION.md); the literal "strictly below"
+fractions are q10 {held['after']['below']['q10']:.1%}, q50 {held['after']['below']['q50']:.1%}, q90 {held['after']['below']['q90']:.1%}.
+
+### By level ({test['samples_per_problem']} samples per problem, temperature {test['temperature']})
+
+| level | problems | pass@1 | oracle pass@{test['samples_per_problem']} | PRM best-of-{test['samples_per_problem']} | majority vote |
+|---|---|---|---|---|---|
+{levels}
+
+### PRM calibration on held-out calibration questions
+
+| | Brier (median) | ECE (median) | coverage q10 / q50 / q90 | pinball |
+|---|---|---|---|---|
+| before training (head at the base rate) | {held['before']['brier_median']:.4f} | {held['before']['ece_median']:.4f} | {' / '.join(f'{v:.0%}' for v in held['before']['coverage'].values())} | {held['before']['pinball']:.4f} |
+| after | {held['after']['brier_median']:.4f} | {held['after']['ece_median']:.4f} | {' / '.join(f'{v:.0%}' for v in held['after']['coverage'].values())} | {held['after']['pinball']:.4f} |
+
+Reliability diagram: `{p['dir']}/reliability.png`.
+
+## Rebuilding
+
+`{r['command']}` (seeded; about {r['total_seconds'] / 60:.0f} minutes on {r['machine']}; stages:
+{', '.join(f'{k} {v / 60:.1f} min' for k, v in r['stage_seconds'].items())}). `python benchmarks/eval_default_models.py`
+re-measures the table above from the shipped files. `manifest.json` lists every file with its sha256.
+"""
+    path = out / "MODEL_CARD.md"
+    atomic_write_text(path, text)
+    return path

@@ -1,0 +1,104 @@
+"""What the default models must show, measured on the held-out test split.
+
+For every test problem the generator samples K solutions at temperature 0.7 (one shared
+prefill, all K decoded together); from those: pass@1 (the expected accuracy of one sample:
+correct / K, averaged), oracle pass@K (any sample correct), and best-of-K ranked by the PRM's
+median at the last step. Per difficulty level and overall. Speed: one easy question answered
+with best-of-N search, models loaded, timed.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from edge_adapt.generator import Generator, SamplingParams
+from edge_adapt.prm import QuantilePRM
+from edge_adapt.search import best_of_n
+from edge_adapt.tasks import Problem, Task
+
+
+@dataclass
+class LevelStats:
+    problems: int = 0
+    pass_at_1: float = 0.0
+    oracle: float = 0.0
+    prm_best: float = 0.0
+    majority: float = 0.0
+
+
+@dataclass
+class ModelEvaluation:
+    samples_per_problem: int
+    temperature: float
+    overall: LevelStats
+    by_level: dict[int, LevelStats] = field(default_factory=dict)
+    generated_tokens: int = 0
+    seconds: float = 0.0
+    easy_search_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_models(
+    generator: Generator,
+    prm: QuantilePRM,
+    task: Task,
+    problems: Sequence[Problem],
+    *,
+    samples: int = 16,
+    temperature: float = 0.7,
+    seed: int = 0,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> ModelEvaluation:
+    started = time.perf_counter()
+    sampling = SamplingParams(temperature=temperature)
+    before = generator.usage
+    rows: dict[int, list[tuple[float, bool, bool, bool]]] = defaultdict(list)
+    for i, problem in enumerate(problems):
+        root = generator.prefill(task.prompt(problem), seed=seed + i)
+        try:
+            leaves, _ = generator.complete([root], samples, sampling=sampling, rules=task.step_rules)
+        finally:
+            generator.release(root)
+        texts = [leaf.solution_text() for leaf in leaves]
+        correct = [task.is_correct(t, problem) for t in texts]
+        scores = prm.score(problem.question, [[s.text for s in leaf.steps()] for leaf in leaves])
+        best = max(range(len(leaves)), key=lambda j: scores[j].final.median)
+        answers = [task.extract_answer(t) for t in texts]
+        votes: dict[str | None, int] = defaultdict(int)
+        for a in answers:
+            votes[a] += 1
+        top = max((a for a in votes if a is not None), key=lambda a: votes[a], default=None)
+        rows[problem.level or 0].append((sum(correct) / len(correct), any(correct), correct[best], top == problem.answer))
+        progress(i + 1, len(problems))
+
+    def summarise(items: list[tuple[float, bool, bool, bool]]) -> LevelStats:
+        n = len(items)
+        return LevelStats(n, sum(r[0] for r in items) / n, sum(r[1] for r in items) / n,
+                          sum(r[2] for r in items) / n, sum(r[3] for r in items) / n)
+
+    every = [r for items in rows.values() for r in items]
+    return ModelEvaluation(
+        samples_per_problem=samples,
+        temperature=temperature,
+        overall=summarise(every),
+        by_level={level: summarise(items) for level, items in sorted(rows.items())},
+        generated_tokens=(generator.usage - before).generated_tokens,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def time_easy_search(
+    generator: Generator, prm: QuantilePRM, task: Task, problems: Sequence[Problem], n: int = 8
+) -> dict[str, float]:
+    """Wall seconds to answer each easy problem with best-of-n search, models already loaded."""
+    times = []
+    for i, problem in enumerate(problems):
+        times.append(best_of_n(generator, prm, task, problem, n, seed=i).cost.wall_s)
+    times.sort()
+    return {"n": n, "problems": len(times), "median_s": statistics.median(times), "max_s": times[-1]}

@@ -1,0 +1,230 @@
+"""The recipe that builds the shipped default models, end to end, seeded.
+
+1. train a small Llama generator from scratch on the default task's train split; export it to
+   GGUF (F32, verified against PyTorch) and quantize it;
+2. build the calibration set with the rollout tool and the *quantized* generator, on the
+   calibration split;
+3. train the quantile PRM (backbone initialised from the generator) and export it to ONNX;
+4. evaluate both on the test split and write ``manifest.json`` and ``MODEL_CARD.md``.
+
+Each stage leaves its outputs and a stamp (its settings) in the work directory; a rerun with the
+same settings skips finished stages, so an interrupted recipe resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_adapt.files import atomic_write_text
+from edge_adapt.generator import Generator, GeneratorConfig
+from edge_adapt.models import MANIFEST, sha256_of
+from edge_adapt.prm import PRMFormat, QuantilePRM
+from edge_adapt.tasks import ArithmeticTask
+from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
+from export.calibration_data import read_records
+from export.gguf_export import export_gguf
+from export.model_card import write_model_card
+from export.model_eval import evaluate_models, time_easy_search
+from export.prm_pipeline import PRMBuildSettings, build_quantile_prm
+from export.prm_train import TrainSettings
+from export.rollouts import RolloutSettings, build_calibration_set
+from export.train_generator import GeneratorTrainSettings, train_generator
+
+GENERATOR_FILE = "generator-{quant}.gguf"
+PRM_DIR = "prm"
+CALIBRATION_FILE = "calibration.jsonl"
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    seed: int = 0
+    generator: GeneratorTrainSettings = field(default_factory=GeneratorTrainSettings)
+    quant: str = "Q8_0"
+    calibration_per_level: int = 40
+    rollouts: RolloutSettings = field(default_factory=RolloutSettings)
+    prm: PRMBuildSettings = field(
+        default_factory=lambda: PRMBuildSettings(
+            fmt=PRMFormat(question_template="Q:{question}\n", step_separator="\n\n", max_length=256),
+            holdout=0.2,
+            train=TrainSettings(epochs=4, batch_size=32, lr=3e-4, head_lr=3e-3),
+        )
+    )
+    test_per_level: tuple[int, ...] = TEST_PER_LEVEL  # 500 problems
+    test_samples: int = 16
+    threads: int | None = None
+
+
+def _stamp(settings: Any) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _Stages:
+    """Runs stages once: a stage whose stamp matches its settings is skipped on a rerun."""
+
+    def __init__(self, work: Path, log: Callable[[str], None]) -> None:
+        self.work = work
+        self.log = log
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, settings: Any, body: Callable[[], Any]) -> Any:
+        stamp_file = self.work / f"{name}.done.json"
+        stamp = _stamp(settings)
+        if stamp_file.is_file():
+            done = json.loads(stamp_file.read_text())
+            if done.get("stamp") == stamp:
+                self.log(f"stage {name}: done in an earlier run ({done['seconds']:.0f}s), skipped")
+                self.seconds[name] = done["seconds"]
+                return done.get("result")
+        started = time.perf_counter()
+        self.log(f"stage {name}: started")
+        result = body()
+        seconds = time.perf_counter() - started
+        atomic_write_text(stamp_file, json.dumps({"stamp": stamp, "seconds": seconds, "result": result}, default=str))
+        self.seconds[name] = seconds
+        self.log(f"stage {name}: {seconds:.0f}s")
+        return result
+
+
+def run_recipe(
+    out_dir: str | Path,
+    work_dir: str | Path,
+    settings: RecipeSettings = RecipeSettings(),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Build the default models into ``out_dir``; returns the manifest."""
+    out, work = Path(out_dir), Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    task = ArithmeticTask()
+    stages = _Stages(work, log)
+    gen_hf = work / "generator-hf"
+    gen_file = out / GENERATOR_FILE.format(quant=settings.quant)
+    threads = settings.threads
+
+    def train() -> dict:
+        gs = dataclasses.replace(settings.generator, seed=settings.seed, threads=threads)
+        last = [0.0]
+
+        def progress(step: int, total: int, loss: float) -> None:
+            if step % 100 == 0 or step == total:
+                log(f"  generator step {step}/{total}, loss {loss:.4f} ({time.perf_counter() - last[0]:.0f}s since the last report)")
+                last[0] = time.perf_counter()
+
+        last[0] = time.perf_counter()
+        return dataclasses.asdict(train_generator(task, gen_hf, gs, progress))
+
+    training = stages.run("1-train-generator", [settings.seed, dataclasses.asdict(settings.generator)], train)
+
+    def export() -> dict:
+        result = export_gguf(gen_hf, work / "gguf", name="generator", quant_types=[settings.quant])
+        shutil.copy(result.quantized[0].report.path, gen_file)
+        lg, q = result.logits, result.quantized[0]
+        return {
+            "f32_max_abs_logit_diff": lg.max_abs_diff, "f32_greedy_match": lg.greedy_match,
+            "tokenizer_probes": result.tokenizer.n_probes, "quantized_max_abs_logit_diff": q.parity.max_abs_diff,
+            "quantized_top1_agreement": q.parity.top1_agreement, "tensor_types": q.report.tensor_types,
+            "fallbacks": len(q.report.fallbacks), "sha256": sha256_of(gen_file),
+        }
+
+    exported = stages.run("2-export-generator", [training, settings.quant], export)
+
+    calibration = work / CALIBRATION_FILE
+
+    def rollouts() -> dict:
+        problems = task.problems("calibration", settings.calibration_per_level, seed=settings.seed)
+        rs = dataclasses.replace(settings.rollouts, seed=settings.seed)
+        config = GeneratorConfig(n_ctx=8192, n_seq_max=256, n_threads=threads)
+        report = build_calibration_set(
+            gen_file, task, problems, calibration, rs, config,
+            progress=lambda p, done, total: log(f"  rollouts {done}/{total}") if done % 50 == 0 or done == total else None,
+        )
+        return dataclasses.asdict(report)
+
+    rollout_report = stages.run(
+        "3-rollouts", [exported["sha256"], settings.calibration_per_level, dataclasses.asdict(settings.rollouts), settings.seed], rollouts
+    )
+
+    def prm() -> dict:
+        ps = dataclasses.replace(settings.prm, train=dataclasses.replace(settings.prm.train, seed=settings.seed, threads=threads))
+        build = build_quantile_prm(gen_hf, calibration, work / PRM_DIR, ps, progress=lambda m: None)
+        return {"before": build.before.to_dict(), "after": build.after.to_dict(), "counts": build.counts,
+                "best_step": build.training.best_step, "cpu_variant": build.export.cpu_variant,
+                "parity_max_abs_diff": build.export.parity_max_abs_diff,
+                "variants": {v.variant: {"accepted": v.accepted, "note": v.note, "size_bytes": v.size_bytes,
+                                         "metrics": v.metrics.to_dict() if v.metrics else None} for v in build.export.variants}}
+
+    prm_report = stages.run("4-prm", [rollout_report, _stamp(dataclasses.asdict(settings.prm)), settings.seed], prm)
+    shutil.rmtree(out / PRM_DIR, ignore_errors=True)
+    shutil.copytree(work / PRM_DIR, out / PRM_DIR)
+    shutil.copy(calibration, out / CALIBRATION_FILE)
+
+    def evaluate() -> dict:
+        problems = task.problems("test", list(settings.test_per_level), seed=settings.seed)
+        with Generator(gen_file, GeneratorConfig(n_ctx=8192, n_seq_max=64, n_threads=threads)) as gen:
+            prm_model = QuantilePRM(out / PRM_DIR, threads=threads)
+            evaluation = evaluate_models(
+                gen, prm_model, task, problems, samples=settings.test_samples, seed=settings.seed,
+                progress=lambda done, total: log(f"  evaluated {done}/{total}") if done % 100 == 0 or done == total else None,
+            )
+            easy = [p for p in problems if p.level == 1][:20]
+            evaluation.easy_search_seconds = time_easy_search(gen, prm_model, task, easy)
+        return evaluation.to_dict()
+
+    evaluation = stages.run("5-evaluate", [exported["sha256"], prm_report, settings.test_per_level, settings.test_samples, settings.seed], evaluate)
+
+    manifest = _manifest(out, settings, training, exported, rollout_report, prm_report, evaluation, stages.seconds)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    write_model_card(out, manifest)
+    return manifest
+
+
+def _manifest(out: Path, settings: RecipeSettings, training: dict, exported: dict, rollouts: dict,
+              prm: dict, evaluation: dict, seconds: dict[str, float]) -> dict[str, Any]:
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name not in (MANIFEST, "MODEL_CARD.md", "README.md"))
+    task = ArithmeticTask()
+    prm_config = json.loads((out / PRM_DIR / "prm_config.json").read_text())
+    calib = read_records(out / CALIBRATION_FILE)
+    return {
+        "version": 1,
+        "created": time.strftime("%Y-%m-%d"),
+        "recipe": {
+            "command": f"edge-adapt export recipe --out {out.name} --seed {settings.seed}",
+            "seed": settings.seed,
+            "stage_seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "total_seconds": round(sum(seconds.values()), 1),
+            "machine": f"{platform.machine()}, {platform.system()}, {settings.threads or 'all'} threads",
+        },
+        "task": {"name": task.name, "levels": [dataclasses.asdict(level) for level in task.levels]},
+        "generator": {
+            "file": GENERATOR_FILE.format(quant=settings.quant),
+            "architecture": "LlamaForCausalLM",
+            "quantization": settings.quant,
+            "n_params": training["n_params"],
+            "tokenizer": "one token per character (byte-level BPE, no merges; llama.cpp pre-tokenizer 'smollm')",
+            "training": {**training["settings"], "final_loss": round(training["final_loss"], 4), "seconds": round(training["seconds"], 1)},
+            "export": exported,
+        },
+        "prm": {
+            "dir": PRM_DIR,
+            "architecture": "LlamaForTokenClassification (backbone initialised from the generator)",
+            "quantile_levels": prm_config["quantile_levels"],
+            "cpu_variant": prm["cpu_variant"],
+            "format": prm_config["format"],
+            "training": {**dataclasses.asdict(settings.prm.train), "best_step": prm["best_step"]},
+            "variants": prm["variants"],
+        },
+        "calibration": {"file": CALIBRATION_FILE, "records": len(calib), "questions": len({r.question_id for r in calib}),
+                        "rollouts": rollouts, "n_solutions": settings.rollouts.n_solutions,
+                        "n_continuations": settings.rollouts.n_continuations},
+        "metrics": {"generator_and_prm_on_test": evaluation, "prm_held_out": {"before": prm["before"], "after": prm["after"]}},
+        "files": [{"path": str(p.relative_to(out)), "sha256": sha256_of(p), "size_bytes": p.stat().st_size} for p in files],
+    }
