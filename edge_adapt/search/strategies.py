@@ -1,0 +1,284 @@
+"""Search strategies: fixed budgets (best-of-N, step-level beam search) and their instance-adaptive
+versions (IAS best-of-N, IAS beam search), with voting and Adaptive-Consistency early stopping.
+
+All run on one :class:`Searcher` that holds the loaded generator, PRM and task, and return the
+same :class:`~edge_adapt.search.types.SearchResult`. The efficiency rules hold everywhere:
+siblings are decoded together from their parent's KV cache, PRM calls are batched over every
+live branch of a step, a pruned branch is released at once and never generated further, and a
+finished branch is scored once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from edge_adapt.errors import SamplingConfigError
+from edge_adapt.generator import Generator, Node, SamplingParams
+from edge_adapt.prm import QuantilePRM, Quantiles
+from edge_adapt.search.ias import beams_to_keep, expansion_width, n_samples
+from edge_adapt.search.types import Candidate, Cost, Decision, SearchResult
+from edge_adapt.search.voting import best_scored, group_answers, majority_confidence, majority_vote, weighted_vote
+from edge_adapt.tasks import Problem, Task
+from edge_adapt.tasks.grading import answers_equal
+
+Select = Literal["prm", "weighted", "majority"]
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """Adaptive-Consistency: sample in rounds, stop once P(leader is the majority) >= threshold."""
+
+    threshold: float = 0.95
+    round_size: int = 4
+
+
+@dataclass(frozen=True)
+class BestOfN:
+    n: int = 16
+    select: Select = "prm"
+    early_stop: EarlyStop | None = None
+    name: str = "best_of_n"
+
+
+@dataclass(frozen=True)
+class IASBestOfN:
+    """N = min(N(p_low), n_max), p_low the PRM's ``size_quantile`` for the question alone."""
+
+    n_max: int = 32
+    confidence: float = 0.99
+    size_quantile: float = 0.1
+    select: Select = "prm"
+    early_stop: EarlyStop | None = None
+    name: str = "ias_best_of_n"
+
+
+@dataclass(frozen=True)
+class BeamSearch:
+    """Keep the best n/width prefixes (by the PRM median) and expand each by width, every
+    ``score_every`` steps (in between, every beam is continued by one step)."""
+
+    n: int = 16
+    width: int = 4
+    score_every: int = 1
+    select: Select = "prm"
+    name: str = "beam"
+
+
+@dataclass(frozen=True)
+class IASBeamSearch:
+    """At each re-allocation: keep K = min{k : k*M_max >= N(p_(k))} <= K_max beams and expand each
+    by M = min(ceil(N(min p_kept)/K_max), M_max); the first expansion samples N(p_question)."""
+
+    k_max: int = 4
+    m_max: int = 4
+    confidence: float = 0.99
+    size_quantile: float = 0.1
+    realloc_every: int = 1
+    select: Select = "prm"
+    name: str = "ias_beam"
+
+
+Strategy = BestOfN | IASBestOfN | BeamSearch | IASBeamSearch
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
+    rank_quantile: float = 0.5  # which PRM quantile ranks candidates and prefixes
+    max_steps: int = 32
+
+
+class Searcher:
+    """Runs strategies on problems of one task with loaded models (reused across questions)."""
+
+    def __init__(self, generator: Generator, prm: QuantilePRM, task: Task, settings: SearchSettings | None = None) -> None:
+        self.generator = generator
+        self.prm = prm
+        self.task = task
+        self.settings = settings or SearchSettings()
+        self._equal = answers_equal
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def run(self, strategy: Strategy, problem: Problem, seed: int = 0) -> SearchResult:
+        started = time.perf_counter()
+        gen0, prm0 = self.generator.usage, self.prm.stats
+        run = _Run(self, problem, seed)
+        try:
+            if isinstance(strategy, (BestOfN, IASBestOfN)):
+                run.best_of_n(strategy)
+            elif isinstance(strategy, (BeamSearch, IASBeamSearch)):
+                run.beam(strategy)
+            else:
+                raise SamplingConfigError(f"unknown strategy {strategy!r}")
+        finally:
+            run.release_all()
+        chosen_index = run.select(strategy.select)
+        candidates = tuple(run.candidates)
+        chosen = candidates[chosen_index] if chosen_index is not None else None
+        cost = Cost.from_stats(self.generator.usage - gen0, self.prm.stats - prm0, len(candidates), time.perf_counter() - started)
+        run.decisions.append(Decision("select", {"by": strategy.select, "chosen": chosen_index}))
+        return SearchResult(strategy.name, problem.question, chosen.answer if chosen else None, chosen, candidates, tuple(run.decisions), cost)
+
+    def run_many(
+        self, strategy: Strategy, problems: Sequence[Problem], seed: int = 0,
+        progress: Callable[[int, int], None] = lambda done, total: None,
+    ) -> list[SearchResult]:
+        """Independent questions, one after another, sharing the loaded models."""
+        results = []
+        for i, problem in enumerate(problems):
+            results.append(self.run(strategy, problem, seed=seed + i))
+            progress(i + 1, len(problems))
+        return results
+
+
+class _Run:
+    """The state of one search on one question."""
+
+    def __init__(self, searcher: Searcher, problem: Problem, seed: int) -> None:
+        self.s = searcher
+        self.gen = searcher.generator
+        self.problem = problem
+        self.rules = searcher.task.step_rules
+        self.sampling = searcher.settings.sampling
+        self.q = searcher.settings.rank_quantile
+        self.root = self.gen.prefill(searcher.task.prompt(problem), seed=seed)
+        self.live: list[Node] = [self.root]
+        self.finished: list[Node] = []
+        self.candidates: list[Candidate] = []
+        self.decisions: list[Decision] = []
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+
+    def release_all(self) -> None:
+        self.gen.release(*self.live)
+        self.live = []
+
+    def _expand(self, parents: Sequence[Node], widths: Sequence[int]) -> list[Node]:
+        children = self.gen.expand(parents, widths, sampling=self.sampling, rules=self.rules).children
+        done = [c for c in children if c.ends_solution]
+        self.finished += done
+        return [c for c in children if not c.ends_solution]
+
+    def _score(self, nodes: Sequence[Node]) -> list[Quantiles]:
+        """One batched PRM call over the prefixes ending at ``nodes``."""
+        if not nodes:
+            return []
+        scores = self.s.prm.score(self.problem.question, [[s.text for s in n.steps()] for n in nodes])
+        return [sc.final for sc in scores]
+
+    def _finalise(self, nodes: Sequence[Node]) -> None:
+        """Score every newly finished (or cut-off) solution once, in one call, into candidates."""
+        if not nodes:
+            return
+        scores = self.s.prm.score(self.problem.question, [[s.text for s in n.steps()] for n in nodes], per_step=True)
+        for node, score in zip(nodes, scores, strict=True):
+            cand = Candidate.from_leaf(node, self.s.task.extract_answer(node.solution_text()))
+            self.candidates.append(replace(cand, final=score.final, per_step=score.per_step or ()))
+
+    def select(self, how: Select) -> int | None:
+        if how == "prm":
+            return best_scored(self.candidates)
+        if how == "weighted":
+            return weighted_vote(self.candidates, self.s._equal)
+        if how == "majority":
+            return majority_vote(self.candidates, self.s._equal)
+        raise SamplingConfigError(f"unknown selection {how!r}; choose prm, weighted or majority")
+
+    def _complete(self, n: int) -> None:
+        """Sample n more full solutions from the root (batched), finalising them."""
+        before = len(self.finished)
+        leaves, _ = self.gen.complete([self.root], n, sampling=self.sampling, rules=self.rules, max_steps=self.s.settings.max_steps)
+        self.finished += leaves
+        self._finalise(self.finished[before:])
+
+    # -- best-of-N --------------------------------------------------------------------------------
+
+    def best_of_n(self, st: BestOfN | IASBestOfN) -> None:
+        if isinstance(st, IASBestOfN):
+            q = self.s.prm.score_question(self.problem.question)
+            p_low = q.at(st.size_quantile)
+            needed = n_samples(p_low, st.confidence)
+            n = min(needed, st.n_max)
+            self.decisions.append(Decision("n_samples", {
+                "p_low": p_low, "quantile": st.size_quantile, "confidence": st.confidence,
+                "rule": "N = ceil(log(1-C)/log(1-p_low))", "needed": needed, "n": n, "capped_at_n_max": needed > st.n_max,
+            }))
+        else:
+            n = st.n
+            self.decisions.append(Decision("n_samples", {"n": n, "rule": "fixed"}))
+        if n < 1:
+            raise SamplingConfigError(f"best-of-N needs N >= 1, got {n}")
+        if st.early_stop is None:
+            self._complete(n)
+            return
+        drawn = 0
+        while drawn < n:
+            batch = min(st.early_stop.round_size, n - drawn)
+            self._complete(batch)
+            drawn += batch
+            votes = [len(g) for g in group_answers(self.candidates, self.s._equal)]
+            confidence = majority_confidence(votes) if votes else 0.0
+            if confidence >= st.early_stop.threshold and drawn < n:
+                self.decisions.append(Decision("early_stop", {"after": drawn, "of": n, "votes": sorted(votes, reverse=True),
+                                                              "confidence": confidence, "threshold": st.early_stop.threshold}))
+                return
+
+    # -- beam search ------------------------------------------------------------------------------
+
+    def beam(self, st: BeamSearch | IASBeamSearch) -> None:
+        budget = st.n if isinstance(st, BeamSearch) else st.k_max * st.m_max
+        if isinstance(st, IASBeamSearch):
+            q = self.s.prm.score_question(self.problem.question)
+            first = min(n_samples(q.at(st.size_quantile), st.confidence), budget)
+            self.decisions.append(Decision("n_samples", {"p_low": q.at(st.size_quantile), "first_expansion": first, "budget": budget}))
+        else:
+            first = budget
+        active = self._expand([self.root], [first])
+        self.live = [self.root, *active]
+        every = st.score_every if isinstance(st, BeamSearch) else st.realloc_every
+        step = 1
+        while active and step < self.s.settings.max_steps and len(self.finished) < budget:
+            remaining = budget - len(self.finished)
+            if step % every == 0:
+                kept, widths = self._allocate(st, active, remaining, step)
+            else:
+                kept, widths = active, [1] * len(active)
+            self.gen.release(*[n for n in active if n not in kept])  # pruned: never generated further
+            children = self._expand(kept, widths)
+            self.gen.release(*kept)
+            active = children
+            self.live = [self.root, *active]
+            step += 1
+        self._finalise(self.finished + active)  # solutions still going at the cap are graded as they stand
+
+    def _allocate(self, st: BeamSearch | IASBeamSearch, active: list[Node], remaining: int, step: int) -> tuple[list[Node], list[int]]:
+        scores = self._score(active)
+        if isinstance(st, BeamSearch):
+            k = max(1, min(len(active), -(-remaining // st.width)))
+            order = sorted(range(len(active)), key=lambda i: -scores[i].at(self.q))
+            kept = [active[i] for i in order[:k]]
+            widths = _cap([st.width] * k, remaining)
+            self.decisions.append(Decision("beam_allocation", {"step": step, "kept": k, "width": st.width}))
+            return kept, widths
+        p = [scores[i].at(st.size_quantile) for i in range(len(active))]
+        order = sorted(range(len(active)), key=lambda i: -p[i])
+        k = beams_to_keep([p[i] for i in order], st.m_max, st.k_max, st.confidence)
+        kept = [active[i] for i in order[:k]]
+        m = expansion_width(min(p[i] for i in order[:k]), st.k_max, st.m_max, st.confidence)
+        widths = _cap([m] * k, remaining)
+        self.decisions.append(Decision("beam_allocation", {"step": step, "K": k, "M": m, "p_kept": [round(p[i], 4) for i in order[:k]]}))
+        return kept, widths
+
+
+def _cap(widths: list[int], remaining: int) -> list[int]:
+    """Trim expansion widths so that no more than ``remaining`` new branches are made."""
+    out, left = [], remaining
+    for w in widths:
+        take = max(0, min(w, left))
+        out.append(take)
+        left -= take
+    return out

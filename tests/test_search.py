@@ -1,0 +1,110 @@
+"""Every search strategy end to end on tiny real models: budgets, reproducibility, accounting."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_adapt import Generator, GeneratorConfig, QuantilePRM, SamplingParams
+from edge_adapt.search import (
+    BeamSearch,
+    BestOfN,
+    EarlyStop,
+    IASBeamSearch,
+    IASBestOfN,
+    Searcher,
+    SearchSettings,
+    n_samples,
+)
+from model_factory import TINY_ARITHMETIC
+
+
+@pytest.fixture(scope="module")
+def searcher(step_gguf, llama_prm):
+    gen = Generator(step_gguf, GeneratorConfig(n_ctx=4096, n_seq_max=64))
+    prm = QuantilePRM(llama_prm.export.path, variant="fp32")
+    yield Searcher(gen, prm, TINY_ARITHMETIC, SearchSettings(sampling=SamplingParams(temperature=1.0), max_steps=8))
+    gen.close()
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return TINY_ARITHMETIC.problems("test", 2)
+
+
+def assert_clean(searcher: Searcher) -> None:
+    """Nothing left behind: every node released, every KV cell freed."""
+    assert searcher.generator.kv_cells_used == 0
+    assert searcher.generator.free_sequences == searcher.generator.ctx.n_seq_max
+
+
+@pytest.mark.parametrize("select", ["prm", "weighted", "majority"])
+def test_best_of_n_accounting(searcher, problems, select: str) -> None:
+    gen0, prm0 = searcher.generator.usage, searcher.prm.stats
+    result = searcher.run(BestOfN(n=6, select=select), problems[0], seed=1)
+    assert result.cost.samples == len(result.candidates) == 6
+    assert result.cost.generated_tokens == sum(c.n_tokens for c in result.candidates)
+    assert result.cost.generated_tokens == (searcher.generator.usage - gen0).generated_tokens
+    assert result.cost.prm_calls == (searcher.prm.stats - prm0).calls == 1  # all candidates in one call
+    assert result.cost.prompt_tokens == len(searcher.generator.vocab.tokenize(TINY_ARITHMETIC.prompt(problems[0])))
+    assert result.chosen in result.candidates and result.answer == result.chosen.answer
+    if select == "prm":
+        assert result.chosen.final.median == max(c.final.median for c in result.candidates)
+    assert [d.kind for d in result.decisions] == ["n_samples", "select"]
+    assert_clean(searcher)
+
+
+def test_a_seed_reproduces_every_strategy(searcher, problems) -> None:
+    for strategy in (BestOfN(n=4), IASBestOfN(n_max=6), BeamSearch(n=4, width=2), IASBeamSearch(k_max=2, m_max=2)):
+        a, b = (searcher.run(strategy, problems[1], seed=5) for _ in range(2))
+        assert [c.steps for c in a.candidates] == [c.steps for c in b.candidates], strategy.name
+        assert a.answer == b.answer and a.decisions == b.decisions
+    runs = {tuple(c.steps for c in searcher.run(BestOfN(n=4), problems[1], seed=s).candidates) for s in range(4)}
+    assert len(runs) > 1
+
+
+def test_ias_best_of_n_sizes_n_by_the_question_score(searcher, problems) -> None:
+    for problem in problems[:3]:
+        q = searcher.prm.score_question(problem.question)
+        result = searcher.run(IASBestOfN(n_max=5, confidence=0.9), problem)
+        decision = result.decisions[0].detail
+        assert decision["n"] == min(n_samples(q.low, 0.9), 5) == result.cost.samples
+        assert decision["p_low"] == pytest.approx(q.low) and decision["capped_at_n_max"] == (n_samples(q.low, 0.9) > 5)
+        assert result.cost.prm_calls == 2  # the question once, the candidates once
+    assert_clean(searcher)
+
+
+def test_early_stopping_stops_once_answers_agree(searcher, problems) -> None:
+    result = searcher.run(BestOfN(n=12, select="majority", early_stop=EarlyStop(threshold=0.55, round_size=3)), problems[0])
+    stops = [d for d in result.decisions if d.kind == "early_stop"]
+    if stops:  # agreement reached before the cap
+        assert result.cost.samples == stops[0].detail["after"] < 12 and stops[0].detail["confidence"] >= 0.55
+    else:
+        assert result.cost.samples == 12
+    never = searcher.run(BestOfN(n=6, early_stop=EarlyStop(threshold=1.0, round_size=2)), problems[0])
+    assert never.cost.samples == 6 and not [d for d in never.decisions if d.kind == "early_stop"]
+
+
+@pytest.mark.parametrize("strategy", [BeamSearch(n=8, width=2), BeamSearch(n=6, width=3, score_every=2), IASBeamSearch(k_max=3, m_max=2)])
+def test_beam_search_respects_its_budget(searcher, problems, strategy) -> None:
+    budget = strategy.n if isinstance(strategy, BeamSearch) else strategy.k_max * strategy.m_max
+    for problem in problems[:4]:
+        result = searcher.run(strategy, problem, seed=2)
+        assert 1 <= result.cost.samples <= budget
+        allocations = [d.detail for d in result.decisions if d.kind == "beam_allocation"]
+        for a in allocations:
+            if isinstance(strategy, BeamSearch):
+                assert a["kept"] <= -(-budget // strategy.width)
+            else:
+                assert 1 <= a["K"] <= strategy.k_max and 1 <= a["M"] <= strategy.m_max
+        # one PRM call per scoring step (all live branches batched), one for the finished ones
+        scoring_steps = len(allocations)
+        ias_question = 1 if isinstance(strategy, IASBeamSearch) else 0
+        assert result.cost.prm_calls == scoring_steps + 1 + ias_question
+        assert_clean(searcher)
+
+
+def test_run_many_shares_the_models(searcher, problems) -> None:
+    seen = []
+    results = searcher.run_many(BestOfN(n=2), problems[:3], progress=lambda done, total: seen.append((done, total)))
+    assert len(results) == 3 and seen == [(1, 3), (2, 3), (3, 3)]
+    assert all(r.strategy == "best_of_n" for r in results)
