@@ -46,3 +46,11 @@ class QuantizationError(EdgeAdaptError):
 
 class MissingDependencyError(EdgeAdaptError):
     """An optional dependency (an extra such as ``[export]`` or ``[cpu]``) is not installed."""
+
+
+class MeterError(EdgeAdaptError):
+    """A power or energy meter is missing, unreadable, or gave a value that makes no sense."""
+
+
+class BudgetError(EdgeAdaptError):
+    """A compute budget cannot be met at all (too small for even one greedy answer), or is malformed."""

@@ -78,6 +78,9 @@ def test_jetson_orin_rails(tmp_path: Path) -> None:
 def test_jetson_nano_rail_name(tmp_path: Path) -> None:
     _write(tmp_path, "class/hwmon/hwmon0/name", "ina3221\n")
     _write(tmp_path, "class/hwmon/hwmon0/in1_label", "POM_5V_IN\n")
+    assert "cannot be read" in by_name(tmp_path)["jetson"].detail  # a label without its readings
+    _write(tmp_path, "class/hwmon/hwmon0/in1_input", "5000\n")
+    _write(tmp_path, "class/hwmon/hwmon0/curr1_input", "900\n")
     assert by_name(tmp_path)["jetson"].available
 
 

@@ -8,8 +8,23 @@ tests point at fixture trees laid out like real devices).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+
+from edge_adapt.energy.cost_model import DEFAULT_COST_MODELS, CostModel, Usage
+from edge_adapt.energy.meters import (
+    EstimateMeter,
+    Meter,
+    battery_meter,
+    jetson_rail_meter,
+    nvml_meter,
+    rapl_meter,
+)
+from edge_adapt.errors import MeterError
+
+METER_KINDS = ("nvml", "jetson", "rapl", "battery", "estimate")
 
 
 @dataclass(frozen=True)
@@ -17,6 +32,7 @@ class MeterAvailability:
     name: str  # nvml, jetson, rapl, battery, estimate
     available: bool
     detail: str  # what it measures, or why it is not available
+    open: Callable[[], Meter] | None = field(default=None, compare=False, repr=False)
 
 
 def _read(path: Path) -> str | None:
@@ -44,12 +60,12 @@ def detect_nvml() -> MeterAvailability:
         name = name.decode() if isinstance(name, bytes) else name
         try:
             pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-            return MeterAvailability("nvml", True, f"{name}: total energy counter (mJ)")
+            return MeterAvailability("nvml", True, f"{name}: total energy counter (mJ)", nvml_meter)
         except Exception:
             pass
         try:
             pynvml.nvmlDeviceGetPowerUsage(handle)
-            return MeterAvailability("nvml", True, f"{name}: power samples (mW), integrated over time")
+            return MeterAvailability("nvml", True, f"{name}: power samples (mW), integrated over time", nvml_meter)
         except Exception:
             # Jetson: NVML initialises but answers "not supported" for power.
             return MeterAvailability("nvml", False, f"not available because {name} reports no power through NVML (Jetson: use the INA3221 rails)")
@@ -70,7 +86,13 @@ def detect_jetson(sysfs_root: Path) -> MeterAvailability:
         labels = {_read(p): p for p in hwmon.glob("in*_label")}
         for rail in _JETSON_INPUT_RAILS:
             if rail in labels:
-                return MeterAvailability("jetson", True, f"INA3221 rail {rail} ({hwmon})")
+                channel = labels[rail].name.removeprefix("in").removesuffix("_label")
+                missing = [f for f in (f"in{channel}_input", f"curr{channel}_input") if not os.access(hwmon / f, os.R_OK)]
+                if missing:
+                    return MeterAvailability("jetson", False, f"not available because {', '.join(str(hwmon / f) for f in missing)} cannot be read")
+                mode = jetson_power_mode(sysfs_root)
+                detail = f"INA3221 rail {rail} ({hwmon})" + (f", power mode {mode}" if mode else "")
+                return MeterAvailability("jetson", True, detail, partial(jetson_rail_meter, hwmon, channel, rail))
         return MeterAvailability("jetson", False, f"not available because the INA3221 at {hwmon} has no total input rail ({', '.join(_JETSON_INPUT_RAILS)})")
     return MeterAvailability("jetson", False, "not available because no INA3221 power monitor is exposed in sysfs (not a Jetson)")
 
@@ -86,7 +108,7 @@ def detect_rapl(sysfs_root: Path) -> MeterAvailability:
             "rapl", False,
             f"not available because {zone / 'energy_uj'} is readable by root only (run as root, or chmod o+r it)",
         )
-    return MeterAvailability("rapl", True, f"{_read(zone / 'name') or zone.name} energy counter ({zone})")
+    return MeterAvailability("rapl", True, f"{_read(zone / 'name') or zone.name} energy counter ({zone})", partial(rapl_meter, zone))
 
 
 def detect_battery(sysfs_root: Path) -> MeterAvailability:
@@ -101,17 +123,64 @@ def detect_battery(sysfs_root: Path) -> MeterAvailability:
         status = _read(supply / "status") or "Unknown"
         if status != "Discharging":
             return MeterAvailability("battery", False, f"not available because {supply.name} is {status.lower()}: battery power only measures the machine while discharging")
-        return MeterAvailability("battery", True, f"{supply.name} discharge power")
+        return MeterAvailability("battery", True, f"{supply.name} discharge power", partial(battery_meter, supply))
     return MeterAvailability("battery", False, "not available because no battery is present")
 
 
-def detect_meters(sysfs_root: str | os.PathLike[str] = "/sys") -> list[MeterAvailability]:
-    """Every meter kind, in order of preference; the estimate is always last and available."""
+def detect_meters(sysfs_root: str | os.PathLike[str] = "/sys", *, nvml: bool = True) -> list[MeterAvailability]:
+    """Every meter kind, in order of preference; the estimate is always last and available.
+
+    ``nvml=False`` skips the NVML probe (tests that read fixture sysfs trees on a GPU machine)."""
     root = Path(sysfs_root)
     return [
-        detect_nvml(),
+        detect_nvml() if nvml else MeterAvailability("nvml", False, "not probed"),
         detect_jetson(root),
         detect_rapl(root),
         detect_battery(root),
         MeterAvailability("estimate", True, "cost model from wall time and token counts (joules labelled as estimated)"),
     ]
+
+
+def jetson_power_mode(sysfs_root: Path) -> str | None:
+    """The nvpmodel power mode (e.g. ``"0"``), from nvpmodel's status file next to the sysfs root."""
+    status = _read(sysfs_root.parent / "var" / "lib" / "nvpmodel" / "status")
+    if status and status.startswith("pmode:"):
+        return str(int(status.removeprefix("pmode:")))
+    return None
+
+
+def open_meter(
+    prefer: str | None = None,
+    *,
+    usage: Callable[[], Usage] = Usage,
+    cost_model: CostModel | None = None,
+    sysfs_root: str | os.PathLike[str] = "/sys",
+    nvml: bool = True,
+) -> Meter:
+    """The best meter this machine has (or the one named by ``prefer``), else the estimate.
+
+    ``usage`` returns the work done so far (token counts); only the estimate needs it.
+    """
+    if prefer is not None and prefer not in METER_KINDS:
+        raise MeterError(f"unknown meter {prefer!r}; choose one of {', '.join(METER_KINDS)}")
+    found = detect_meters(sysfs_root, nvml=nvml)
+    for meter in found:
+        if prefer is not None and meter.name != prefer:
+            continue
+        if meter.name == "estimate":
+            return EstimateMeter(cost_model or DEFAULT_COST_MODELS[default_device_class(found)], usage)
+        if meter.available and meter.open is not None:
+            return meter.open()
+        if prefer is not None:
+            raise MeterError(f"meter {prefer!r} is {meter.detail}")
+    raise AssertionError("the estimate is always available")
+
+
+def default_device_class(found: list[MeterAvailability]) -> str:
+    """Which default cost coefficients fit this machine: a Jetson, a GPU box, or a CPU."""
+    by_name = {m.name: m for m in found}
+    if by_name["jetson"].available:
+        return "jetson"
+    if by_name["nvml"].available:
+        return "gpu"
+    return "cpu"

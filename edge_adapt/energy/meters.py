@@ -1,0 +1,231 @@
+"""Energy meters: one interface over NVML, Jetson INA3221 rails, RAPL, laptop batteries and the
+cost-model estimate.
+
+Every meter reports *cumulative* joules since it was opened and, where the source gives it, the
+instantaneous power, with a source label on every reading. Counter sources (RAPL, NVML's total
+energy) are differenced, with wrap-around handled; power-only sources (Jetson rails, batteries,
+NVML power) are integrated by a background sampler, because energy spent between two reads would
+otherwise be invisible. Only files are read for sysfs sources, so tests point ``sysfs_root`` at
+fixture trees laid out like the real devices.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_adapt.energy.cost_model import CostModel, Usage
+from edge_adapt.errors import MeterError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EnergyReading:
+    joules: float  # cumulative since the meter was opened
+    watts: float | None  # instantaneous (or last-interval) power, when known
+    source: str  # e.g. "rapl:package-0", "jetson:VDD_IN", "battery:BAT0", "estimate:cpu-laptop"
+    estimated: bool  # True when the joules come from the cost model, not a measurement
+    timestamp: float  # time.monotonic() of the reading
+
+
+class Meter:
+    """Base class: ``read()`` returns an :class:`EnergyReading`; ``close()`` stops any sampler."""
+
+    source: str = "unknown"
+    estimated: bool = False
+
+    def read(self) -> EnergyReading:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Meter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_number(path: Path) -> float:
+    """A sysfs number; a clear MeterError when the file vanished or is unreadable."""
+    try:
+        return float(path.read_text().strip())
+    except PermissionError as exc:
+        raise MeterError(f"{path}: permission denied (readable by root only?); run as root or make it readable") from exc
+    except (OSError, ValueError) as exc:
+        raise MeterError(f"{path}: cannot read a number ({exc})") from exc
+
+
+# -- counters -----------------------------------------------------------------------------------
+
+
+class CounterMeter(Meter):
+    """Differences a monotonically increasing energy counter that wraps at ``wrap_at``.
+
+    One wrap between two reads is recovered; the policy reads the meter at least every expansion,
+    far more often than RAPL's counter wraps (tens of minutes at full package power).
+    """
+
+    def __init__(self, read_counter: Callable[[], float], scale_j: float, wrap_at: float | None, source: str) -> None:
+        self._read_counter = read_counter
+        self._scale = scale_j
+        self._wrap_at = wrap_at
+        self.source = source
+        self._lock = threading.Lock()
+        self._last = read_counter()
+        self._last_t = time.monotonic()
+        self._joules = 0.0
+        self._watts: float | None = None
+
+    def read(self) -> EnergyReading:
+        with self._lock:
+            now, t = self._read_counter(), time.monotonic()
+            delta = now - self._last
+            if delta < 0:
+                if self._wrap_at is None:
+                    log.warning("%s: energy counter went backwards (%s -> %s) and has no wrap range; ignored", self.source, self._last, now)
+                    delta = 0.0
+                else:
+                    delta += self._wrap_at
+            joules = delta * self._scale
+            if t > self._last_t and delta > 0:
+                self._watts = joules / (t - self._last_t)
+            self._joules += joules
+            self._last, self._last_t = now, t
+            return EnergyReading(self._joules, self._watts, self.source, False, t)
+
+
+def rapl_meter(zone: Path) -> CounterMeter:
+    """RAPL package zone: ``energy_uj`` (µJ), wrapping at ``max_energy_range_uj``."""
+    energy = zone / "energy_uj"
+    wrap_file = zone / "max_energy_range_uj"
+    wrap = read_number(wrap_file) + 1 if wrap_file.exists() else None
+    name = (zone / "name").read_text().strip() if (zone / "name").exists() else zone.name
+    return CounterMeter(lambda: read_number(energy), 1e-6, wrap, f"rapl:{name}")
+
+
+# -- power samplers -----------------------------------------------------------------------------
+
+
+class SampledPowerMeter(Meter):
+    """Integrates power samples (trapezoid rule) in a daemon thread every ``interval_s``.
+
+    Reads also take a sample, so short runs are covered even with a slow interval.
+    """
+
+    def __init__(self, read_watts: Callable[[], float], source: str, interval_s: float = 0.05) -> None:
+        self._read_watts = read_watts
+        self.source = source
+        self._lock = threading.Lock()
+        self._joules = 0.0
+        self._last_w = read_watts()
+        self._last_t = time.monotonic()
+        self._error: MeterError | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(interval_s,), name=f"meter-{source}", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> EnergyReading:
+        with self._lock:
+            w, t = self._read_watts(), time.monotonic()
+            self._joules += 0.5 * (w + self._last_w) * (t - self._last_t)
+            self._last_w, self._last_t = w, t
+            return EnergyReading(self._joules, w, self.source, False, t)
+
+    def _loop(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            try:
+                self._sample()
+            except MeterError as exc:  # surfaced by the next read() in the caller's thread
+                self._error = exc
+                return
+
+    def read(self) -> EnergyReading:
+        if self._error is not None:
+            raise self._error
+        return self._sample()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+
+def jetson_rail_meter(hwmon: Path, channel: str, rail: str, interval_s: float = 0.05) -> SampledPowerMeter:
+    """An INA3221 rail: ``in{n}_input`` (mV) x ``curr{n}_input`` (mA)."""
+    volts, amps = hwmon / f"in{channel}_input", hwmon / f"curr{channel}_input"
+    return SampledPowerMeter(lambda: read_number(volts) * read_number(amps) * 1e-6, f"jetson:{rail}", interval_s)
+
+
+def battery_meter(supply: Path, interval_s: float = 0.05) -> SampledPowerMeter:
+    """Discharge power: ``power_now`` (µW), or ``current_now`` (µA) x ``voltage_now`` (µV)."""
+    power = supply / "power_now"
+
+    def watts() -> float:
+        if power.exists():
+            return read_number(power) * 1e-6
+        return read_number(supply / "current_now") * read_number(supply / "voltage_now") * 1e-12
+
+    return SampledPowerMeter(watts, f"battery:{supply.name}", interval_s)
+
+
+# -- NVML ---------------------------------------------------------------------------------------
+
+
+def nvml_meter(index: int = 0, interval_s: float = 0.05) -> Meter:
+    """GPU ``index`` through NVML: the total energy counter (mJ) where supported, else power samples."""
+    try:
+        import pynvml
+    except ImportError as exc:
+        raise MeterError("NVML needs nvidia-ml-py: pip install nvidia-ml-py") from exc
+    try:
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    except Exception as exc:
+        raise MeterError(f"NVML did not initialise ({exc}); is the NVIDIA driver loaded?") from exc
+    name = pynvml.nvmlDeviceGetName(handle)
+    name = name.decode() if isinstance(name, bytes) else name
+    try:
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        return CounterMeter(lambda: float(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)), 1e-3, None, f"nvml:{name}")
+    except Exception:
+        pass
+    try:
+        pynvml.nvmlDeviceGetPowerUsage(handle)
+    except Exception as exc:
+        raise MeterError(f"{name} reports no power through NVML ({exc}); on a Jetson use the INA3221 rails") from exc
+    return SampledPowerMeter(lambda: pynvml.nvmlDeviceGetPowerUsage(handle) * 1e-3, f"nvml:{name}", interval_s)
+
+
+# -- the estimate -------------------------------------------------------------------------------
+
+
+class EstimateMeter(Meter):
+    """Joules from the cost model, wall time and the token counts ``usage()`` returns.
+
+    Always available and always labelled ``estimated``: it is a model, not a measurement.
+    """
+
+    estimated = True
+
+    def __init__(self, model: CostModel, usage: Callable[[], Usage]) -> None:
+        self.model = model
+        self._usage = usage
+        self.source = f"estimate:{model.device_class}"
+        self._t0 = time.monotonic()
+        self._u0 = usage()
+        self._last: tuple[float, float] | None = None
+
+    def read(self) -> EnergyReading:
+        t = time.monotonic()
+        joules = self.model.joules(t - self._t0, self._usage() - self._u0)
+        watts = None
+        if self._last is not None and t > self._last[0]:
+            watts = (joules - self._last[1]) / (t - self._last[0])
+        self._last = (t, joules)
+        return EnergyReading(joules, watts, self.source, True, t)

@@ -1,0 +1,160 @@
+"""Meters read from sysfs trees laid out as on real devices, the cost model and its fit, and the
+batch allocator. Fixture trees stand in for hardware this machine does not have."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_adapt.energy import DEFAULT_COST_MODELS, CostModel, CostSample, Usage, fit_cost_model, open_meter
+from edge_adapt.energy.meters import EstimateMeter
+from edge_adapt.errors import BudgetError, MeterError
+from edge_adapt.policy import Budget, allocate_batch, even_allocation
+
+
+def _write(root: Path, rel: str, text: str) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def orin(root: Path, mv: int = 5000, ma: int = 2000) -> Path:
+    """A Jetson AGX Orin: INA3221 at hwmon1, VDD_IN on channel 1 (mV, mA), nvpmodel mode 0."""
+    hw = root / "sys/class/hwmon/hwmon1"
+    _write(hw, "name", "ina3221\n")
+    for i, label in enumerate(["VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"], start=1):
+        _write(hw, f"in{i}_label", label + "\n")
+        _write(hw, f"in{i}_input", f"{mv}\n")
+        _write(hw, f"curr{i}_input", f"{ma}\n")
+    _write(root, "var/lib/nvpmodel/status", "pmode:0002\n")
+    return root / "sys"
+
+
+def rapl_laptop(root: Path, start: int = 1_000_000, wrap: int = 10_000_000) -> Path:
+    zone = root / "class/powercap/intel-rapl:0"
+    _write(zone, "name", "package-0\n")
+    _write(zone, "energy_uj", f"{start}\n")
+    _write(zone, "max_energy_range_uj", f"{wrap - 1}\n")
+    return zone
+
+
+def battery_laptop(root: Path, status: str = "Discharging") -> Path:
+    bat = root / "class/power_supply/BAT0"
+    _write(bat, "type", "Battery\n")
+    _write(bat, "status", f"{status}\n")
+    _write(bat, "current_now", "1000000\n")  # 1 A
+    _write(bat, "voltage_now", "12000000\n")  # 12 V
+    return bat
+
+
+def test_jetson_rail_is_integrated_over_time_with_power_mode(tmp_path: Path) -> None:
+    sysfs = orin(tmp_path, mv=5000, ma=2000)  # 10 W on VDD_IN
+    from edge_adapt.energy import detect_meters
+
+    jetson = {m.name: m for m in detect_meters(sysfs, nvml=False)}["jetson"]
+    assert jetson.available and "power mode 2" in jetson.detail
+    with open_meter(sysfs_root=sysfs, nvml=False) as meter:
+        first = meter.read()
+        time.sleep(0.3)
+        second = meter.read()
+    assert second.source == "jetson:VDD_IN" and not second.estimated
+    assert second.watts == pytest.approx(10.0)
+    assert second.joules - first.joules == pytest.approx(10.0 * (second.timestamp - first.timestamp), rel=1e-6)
+
+
+def test_rapl_counter_wraps_around(tmp_path: Path) -> None:
+    zone = rapl_laptop(tmp_path, start=9_000_000, wrap=10_000_000)
+    meter = open_meter(sysfs_root=tmp_path, nvml=False)
+    assert meter.source == "rapl:package-0"
+    _write(zone, "energy_uj", "9500000\n")
+    assert meter.read().joules == pytest.approx(0.5)
+    _write(zone, "energy_uj", "500000\n")  # wrapped: 9.5 -> 10.0 -> 0.5 J on the counter
+    assert meter.read().joules == pytest.approx(1.5)
+
+
+def test_rapl_counter_that_disappears_is_a_clear_error(tmp_path: Path) -> None:
+    zone = rapl_laptop(tmp_path)
+    meter = open_meter("rapl", sysfs_root=tmp_path, nvml=False)
+    (zone / "energy_uj").unlink()
+    with pytest.raises(MeterError, match="energy_uj"):
+        meter.read()
+
+
+def test_battery_power_from_current_and_voltage_only_while_discharging(tmp_path: Path) -> None:
+    bat = battery_laptop(tmp_path, status="Charging")
+    with pytest.raises(MeterError, match="charging"):
+        open_meter("battery", sysfs_root=tmp_path, nvml=False)
+    _write(bat, "status", "Discharging\n")
+    with open_meter(sysfs_root=tmp_path, nvml=False) as meter:
+        reading = meter.read()
+    assert reading.source == "battery:BAT0" and reading.watts == pytest.approx(12.0)
+
+
+def test_unreadable_rail_reports_why(tmp_path: Path) -> None:
+    sysfs = orin(tmp_path)
+    channel = sysfs / "class/hwmon/hwmon1/curr1_input"
+    channel.unlink()
+    channel.mkdir()  # unreadable as a file, even for root
+    with pytest.raises(MeterError, match="curr1_input"):
+        open_meter("jetson", sysfs_root=sysfs, nvml=False)
+
+
+def test_estimate_is_labelled_and_charges_time_and_tokens(tmp_path: Path) -> None:
+    work = {"u": Usage()}
+    model = CostModel("cpu", idle_w=10.0, j_per_prompt_token=0.1, j_per_generated_token=1.0, j_per_prm_token=0.01)
+    meter = open_meter(sysfs_root=tmp_path, nvml=False, usage=lambda: work["u"], cost_model=model)
+    assert isinstance(meter, EstimateMeter) and meter.source == "estimate:cpu"
+    work["u"] = Usage(prompt_tokens=10, generated_tokens=5, prm_tokens=100)
+    reading = meter.read()
+    assert reading.estimated
+    tokens_j = 10 * 0.1 + 5 * 1.0 + 100 * 0.01
+    assert tokens_j <= reading.joules < tokens_j + 10.0 * 1.0  # plus idle power for the elapsed time
+    with pytest.raises(MeterError, match="unknown meter"):
+        open_meter("wattmeter", sysfs_root=tmp_path)
+
+
+def test_cost_model_fit_recovers_coefficients_and_round_trips(tmp_path: Path) -> None:
+    truth = CostModel("cpu", idle_w=7.0, j_per_prompt_token=0.003, j_per_generated_token=0.02, j_per_prm_token=0.0)
+    samples = []
+    for i in range(12):
+        u = Usage(prompt_tokens=50 + 30 * i, generated_tokens=200 + 97 * (i % 5) + 11 * i, prm_tokens=1000 + 300 * (i % 3))
+        wall = 1.0 + 0.37 * i + 0.1 * (i % 4)
+        samples.append(CostSample(wall, u, truth.joules(wall, u)))
+    fitted = fit_cost_model(samples, "cpu")
+    assert fitted.fitted and fitted.idle_w == pytest.approx(7.0, rel=1e-6)
+    assert fitted.j_per_generated_token == pytest.approx(0.02, rel=1e-6) and fitted.j_per_prm_token >= 0
+    fitted.save(tmp_path / "cost.json")
+    assert CostModel.load(tmp_path / "cost.json") == fitted
+    with pytest.raises(MeterError, match="at least 4"):
+        fit_cost_model(samples[:2], "cpu")
+    with pytest.raises(MeterError, match="energy fit"):
+        CostModel.load(tmp_path / "missing.json")
+    assert set(DEFAULT_COST_MODELS) == {"cpu", "jetson", "gpu"}
+
+
+def test_budget_rejects_nonsense() -> None:
+    with pytest.raises(BudgetError, match="positive"):
+        Budget(energy_j=0)
+    with pytest.raises(BudgetError, match="safety"):
+        Budget(safety=0.5)
+
+
+def test_batch_allocation_buys_the_best_gain_per_joule() -> None:
+    # easy (p=0.9), medium (0.5), hopeless (0.0): 6 samples' worth of energy
+    alloc = allocate_batch([0.9, 0.5, 0.0], 1.0, 6.0)
+    # gains: easy 0.9, 0.09, ...; medium 0.5, 0.25, 0.125, 0.0625, 0.031...
+    # best six: 0.9, 0.5, 0.25, 0.125, 0.09, 0.0625 -> easy 2, medium 4, hopeless 0
+    assert alloc.samples == (2, 4, 0)
+    assert alloc.expected_correct == pytest.approx((1 - 0.1**2) + (1 - 0.5**4))
+    even = even_allocation(3, 1.0, 6.0)
+    assert even.samples == (2, 2, 2)
+    expected_even = (1 - 0.1**2) + (1 - 0.5**2)
+    assert alloc.expected_correct > expected_even
+    # a question whose next sample no longer fits does not block cheaper ones
+    # (question 0's first sample, 4 J, stops fitting after two cheap ones; question 1 takes the rest)
+    assert allocate_batch([0.5, 0.5], [4.0, 1.0], 4.5).samples == (0, 4)
+    with pytest.raises(BudgetError):
+        allocate_batch([0.5], [1.0, 2.0], 3.0)
