@@ -15,6 +15,7 @@ from edge_adapt.search import (
     SearchSettings,
     n_samples,
 )
+
 from model_factory import TINY_ARITHMETIC
 
 

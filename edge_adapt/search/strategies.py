@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from edge_adapt.energy import Usage
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import Generator, Node, SamplingParams
+from edge_adapt.policy import EnergyPolicy, QuestionGuard, Unlimited
 from edge_adapt.prm import QuantilePRM, Quantiles
-from edge_adapt.search.ias import beams_to_keep, expansion_width, n_samples
+from edge_adapt.search.ias import beams_to_keep, clip_probability, expansion_width, n_samples
 from edge_adapt.search.types import Candidate, Cost, Decision, SearchResult
 from edge_adapt.search.voting import best_scored, group_answers, majority_confidence, majority_vote, weighted_vote
 from edge_adapt.tasks import Problem, Task
@@ -94,19 +96,29 @@ class SearchSettings:
 class Searcher:
     """Runs strategies on problems of one task with loaded models (reused across questions)."""
 
-    def __init__(self, generator: Generator, prm: QuantilePRM, task: Task, settings: SearchSettings | None = None) -> None:
+    def __init__(self, generator: Generator, prm: QuantilePRM, task: Task, settings: SearchSettings | None = None,
+                 policy: EnergyPolicy | None = None) -> None:
         self.generator = generator
         self.prm = prm
         self.task = task
         self.settings = settings or SearchSettings()
+        self.policy = policy  # budgets every run asks before each expansion (None: unlimited)
         self._equal = answers_equal
+
+    def usage(self) -> Usage:
+        """Work done so far by the generator and the PRM (what the energy estimate charges for)."""
+        gen, prm = self.generator.usage, self.prm.stats
+        return Usage(gen.prompt_tokens, gen.generated_tokens, prm.tokens)
 
     # -- public ---------------------------------------------------------------------------------
 
     def run(self, strategy: Strategy, problem: Problem, seed: int = 0) -> SearchResult:
         started = time.perf_counter()
         gen0, prm0 = self.generator.usage, self.prm.stats
-        run = _Run(self, problem, seed)
+        decisions: list[Decision] = []
+        guard = self.policy.start_question(decisions) if self.policy is not None else Unlimited()
+        energy0 = self.policy.read() if self.policy is not None else None
+        run = _Run(self, problem, seed, guard, decisions)
         try:
             if isinstance(strategy, (BestOfN, IASBestOfN)):
                 run.best_of_n(strategy)
@@ -120,6 +132,10 @@ class Searcher:
         candidates = tuple(run.candidates)
         chosen = candidates[chosen_index] if chosen_index is not None else None
         cost = Cost.from_stats(self.generator.usage - gen0, self.prm.stats - prm0, len(candidates), time.perf_counter() - started)
+        if energy0 is not None:
+            assert self.policy is not None
+            energy = self.policy.read()
+            cost = replace(cost, joules=energy.joules - energy0.joules, energy_source=energy.source, energy_estimated=energy.estimated)
         run.decisions.append(Decision("select", {"by": strategy.select, "chosen": chosen_index}))
         return SearchResult(strategy.name, problem.question, chosen.answer if chosen else None, chosen, candidates, tuple(run.decisions), cost)
 
@@ -138,8 +154,10 @@ class Searcher:
 class _Run:
     """The state of one search on one question."""
 
-    def __init__(self, searcher: Searcher, problem: Problem, seed: int) -> None:
+    def __init__(self, searcher: Searcher, problem: Problem, seed: int, guard: QuestionGuard | Unlimited,
+                 decisions: list[Decision]) -> None:
         self.s = searcher
+        self.guard = guard
         self.gen = searcher.generator
         self.problem = problem
         self.rules = searcher.task.step_rules
@@ -149,7 +167,7 @@ class _Run:
         self.live: list[Node] = [self.root]
         self.finished: list[Node] = []
         self.candidates: list[Candidate] = []
-        self.decisions: list[Decision] = []
+        self.decisions = decisions
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
@@ -189,15 +207,24 @@ class _Run:
         raise SamplingConfigError(f"unknown selection {how!r}; choose prm, weighted or majority")
 
     def _complete(self, n: int) -> None:
-        """Sample n more full solutions from the root (batched), finalising them."""
+        """Sample n more full solutions from the root (batched), finalising them.
+
+        Stepping n live branches holds up to 2n sequences (parents and children), so a request
+        larger than the context's free sequences is drawn in as few chunks as fit.
+        """
         before = len(self.finished)
-        leaves, _ = self.gen.complete([self.root], n, sampling=self.sampling, rules=self.rules, max_steps=self.s.settings.max_steps)
-        self.finished += leaves
+        while n > 0:
+            chunk = min(n, max(1, (self.gen.free_sequences - 1) // 2))
+            leaves, _ = self.gen.complete([self.root], chunk, sampling=self.sampling, rules=self.rules,
+                                          max_steps=self.s.settings.max_steps)
+            self.finished += leaves
+            n -= chunk
         self._finalise(self.finished[before:])
 
     # -- best-of-N --------------------------------------------------------------------------------
 
     def best_of_n(self, st: BestOfN | IASBestOfN) -> None:
+        p_low = None
         if isinstance(st, IASBestOfN):
             q = self.s.prm.score_question(self.problem.question)
             p_low = q.at(st.size_quantile)
@@ -207,25 +234,33 @@ class _Run:
                 "p_low": p_low, "quantile": st.size_quantile, "confidence": st.confidence,
                 "rule": "N = ceil(log(1-C)/log(1-p_low))", "needed": needed, "n": n, "capped_at_n_max": needed > st.n_max,
             }))
+            affordable = self.guard.affordable("sample", n)
+            if affordable < n:  # a tight budget lowers the target confidence instead of failing
+                n = max(1, affordable)
+                self.decisions.append(Decision("lowered_confidence", {
+                    "from": st.confidence, "to": achieved_confidence(p_low, n), "n": n, "limit": self.guard.last_limit}))
         else:
             n = st.n
             self.decisions.append(Decision("n_samples", {"n": n, "rule": "fixed"}))
         if n < 1:
             raise SamplingConfigError(f"best-of-N needs N >= 1, got {n}")
-        if st.early_stop is None:
-            self._complete(n)
-            return
+        round_size = st.early_stop.round_size if st.early_stop is not None else n
         drawn = 0
         while drawn < n:
-            batch = min(st.early_stop.round_size, n - drawn)
-            self._complete(batch)
-            drawn += batch
-            votes = [len(g) for g in group_answers(self.candidates, self.s._equal)]
-            confidence = majority_confidence(votes) if votes else 0.0
-            if confidence >= st.early_stop.threshold and drawn < n:
-                self.decisions.append(Decision("early_stop", {"after": drawn, "of": n, "votes": sorted(votes, reverse=True),
-                                                              "confidence": confidence, "threshold": st.early_stop.threshold}))
-                return
+            granted = self.guard.grant("sample", min(round_size, n - drawn))
+            if granted == 0:
+                break
+            self._complete(granted)
+            self.guard.observe()
+            drawn += granted
+            if st.early_stop is not None and drawn < n:
+                votes = [len(g) for g in group_answers(self.candidates, self.s._equal)]
+                confidence = majority_confidence(votes) if votes else 0.0
+                if confidence >= st.early_stop.threshold:
+                    self.decisions.append(Decision("early_stop", {
+                        "after": drawn, "of": n, "votes": sorted(votes, reverse=True),
+                        "confidence": confidence, "threshold": st.early_stop.threshold}))
+                    return
 
     # -- beam search ------------------------------------------------------------------------------
 
@@ -237,7 +272,7 @@ class _Run:
             self.decisions.append(Decision("n_samples", {"p_low": q.at(st.size_quantile), "first_expansion": first, "budget": budget}))
         else:
             first = budget
-        active = self._expand([self.root], [first])
+        active = self._expand_within_budget([self.root], [first]) or []
         self.live = [self.root, *active]
         every = st.score_every if isinstance(st, BeamSearch) else st.realloc_every
         step = 1
@@ -248,12 +283,29 @@ class _Run:
             else:
                 kept, widths = active, [1] * len(active)
             self.gen.release(*[n for n in active if n not in kept])  # pruned: never generated further
-            children = self._expand(kept, widths)
+            children = self._expand_within_budget(kept, widths)
+            if children is None:  # the budget allows no further step: the kept beams stand as they are
+                active = kept
+                break
             self.gen.release(*kept)
             active = children
             self.live = [self.root, *active]
             step += 1
         self._finalise(self.finished + active)  # solutions still going at the cap are graded as they stand
+
+    def _expand_within_budget(self, parents: Sequence[Node], widths: Sequence[int]) -> list[Node] | None:
+        """Expand, after the policy has cut the widths down to what the budget allows; None when it
+        allows nothing."""
+        requested = sum(widths)
+        granted = self.guard.grant("step", requested)
+        if granted < requested:
+            widths = _cap(list(widths), granted)
+        if granted == 0:
+            return None
+        keep = [(p, w) for p, w in zip(parents, widths, strict=True) if w > 0]
+        children = self._expand([p for p, _ in keep], [w for _, w in keep])
+        self.guard.observe()
+        return children
 
     def _allocate(self, st: BeamSearch | IASBeamSearch, active: list[Node], remaining: int, step: int) -> tuple[list[Node], list[int]]:
         scores = self._score(active)
@@ -266,12 +318,30 @@ class _Run:
             return kept, widths
         p = [scores[i].at(st.size_quantile) for i in range(len(active))]
         order = sorted(range(len(active)), key=lambda i: -p[i])
-        k = beams_to_keep([p[i] for i in order], st.m_max, st.k_max, st.confidence)
+        confidence, affordable = st.confidence, self.guard.affordable("step", remaining)
+        while True:
+            k = beams_to_keep([p[i] for i in order], st.m_max, st.k_max, confidence)
+            m = expansion_width(min(p[i] for i in order[:k]), st.k_max, st.m_max, confidence)
+            lower = [c for c in CONFIDENCE_LADDER if c < confidence]
+            if min(k * m, remaining) <= affordable or not lower:
+                break
+            confidence = lower[0]
+        if confidence != st.confidence:
+            self.decisions.append(Decision("lowered_confidence", {
+                "step": step, "from": st.confidence, "to": confidence, "limit": self.guard.last_limit}))
         kept = [active[i] for i in order[:k]]
-        m = expansion_width(min(p[i] for i in order[:k]), st.k_max, st.m_max, st.confidence)
         widths = _cap([m] * k, remaining)
         self.decisions.append(Decision("beam_allocation", {"step": step, "K": k, "M": m, "p_kept": [round(p[i], 4) for i in order[:k]]}))
         return kept, widths
+
+
+# Targets a tight budget may fall back to, in order; below 0.5 a search is no longer a search.
+CONFIDENCE_LADDER = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5)
+
+
+def achieved_confidence(p: float, n: int) -> float:
+    """The C that ``n`` samples reach when each succeeds with probability ``p``: 1 - (1-p)^n."""
+    return 1.0 - (1.0 - clip_probability(p)) ** n
 
 
 def _cap(widths: list[int], remaining: int) -> list[int]:

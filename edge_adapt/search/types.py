@@ -20,6 +20,9 @@ class Cost:
     prm_tokens: int = 0
     samples: int = 0  # complete solutions produced
     wall_s: float = 0.0
+    joules: float | None = None  # set when a policy (and so a meter) is attached to the search
+    energy_source: str | None = None  # the meter: "rapl:package-0", "estimate:cpu", ...
+    energy_estimated: bool | None = None  # True when the joules come from the cost model
 
     @classmethod
     def from_stats(cls, gen: GenerationStats, prm: PRMStats, samples: int, wall_s: float) -> Cost:

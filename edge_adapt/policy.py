@@ -1,0 +1,308 @@
+"""The energy-aware policy: per-question budgets that cap what search may spend, and a batch
+allocator that spreads a battery's worth of energy over many questions.
+
+Search asks the policy before every expansion (:meth:`QuestionGuard.grant`); the policy turns
+what is left of each budget into the largest number of samples or branch-steps that still fits,
+using cost estimates it learns online (joules and seconds per generated token, tokens per
+sample and per step, measured around every expansion including its PRM call). Estimates are
+pessimistic on purpose (the largest tokens-per-unit seen, times a safety factor): a budget is a
+promise, and a branch that does not fit is cheaper to skip than to overrun.
+
+When a budget is tight, IAS keeps working at a lower target confidence C (search records the
+C it could afford); a budget too small for even one greedy answer is a :class:`BudgetError`
+before anything runs. A power cap is enforced by pacing: before an expansion the policy waits
+until the average power over the sliding window is back under the cap.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from edge_adapt.energy import EnergyReading, Meter, Usage
+from edge_adapt.errors import BudgetError
+
+log = logging.getLogger(__name__)
+
+Unit = Literal["sample", "step"]  # a full solution from the question, or one step of one branch
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Per-question limits; ``None`` means unlimited."""
+
+    energy_j: float | None = None
+    latency_s: float | None = None
+    tokens: int | None = None  # generated tokens
+    power_w: float | None = None  # average over ``power_window_s``, enforced by pacing
+    power_window_s: float = 2.0
+    safety: float = 1.25  # predicted costs are multiplied by this before they are granted
+
+    def __post_init__(self) -> None:
+        for name in ("energy_j", "latency_s", "tokens", "power_w"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise BudgetError(f"budget {name} must be positive, got {value}; leave it unset for no limit")
+        if self.safety < 1.0:
+            raise BudgetError(f"budget safety factor must be >= 1, got {self.safety}")
+
+    @property
+    def unlimited(self) -> bool:
+        return self.energy_j is None and self.latency_s is None and self.tokens is None and self.power_w is None
+
+
+@dataclass
+class CostEstimates:
+    """Online cost estimates shared by every question of a run (they describe the device)."""
+
+    joules_per_token: float | None = None
+    seconds_per_token: float | None = None
+    tokens_per_unit: dict[str, float] = field(default_factory=dict)  # largest seen, per unit
+    tokens_seen: int = 0
+    decay: float = 0.8  # weight of the past in the per-token averages
+
+    def update(self, unit: Unit, units: int, tokens: int, joules: float, seconds: float) -> None:
+        if units <= 0 or tokens <= 0:
+            return
+        jpt, spt = joules / tokens, seconds / tokens
+        if self.joules_per_token is None:
+            self.joules_per_token, self.seconds_per_token = jpt, spt
+        else:
+            self.joules_per_token = self.decay * self.joules_per_token + (1 - self.decay) * jpt
+            self.seconds_per_token = self.decay * self.seconds_per_token + (1 - self.decay) * spt
+            # never let a run of cheap rounds hide an expensive one entirely
+            self.joules_per_token = max(self.joules_per_token, 0.5 * jpt)
+            self.seconds_per_token = max(self.seconds_per_token, 0.5 * spt)
+        per_unit = tokens / units
+        self.tokens_per_unit[unit] = max(self.tokens_per_unit.get(unit, 0.0), per_unit)
+        self.tokens_seen += tokens
+
+    @property
+    def ready(self) -> bool:
+        return self.joules_per_token is not None
+
+    def unit_cost(self, unit: Unit) -> tuple[float, float, float]:
+        """(tokens, joules, seconds) one unit is expected to cost, at most."""
+        tokens = self.tokens_per_unit.get(unit) or self.tokens_per_unit.get("sample", 0.0)
+        assert self.joules_per_token is not None and self.seconds_per_token is not None
+        return tokens, tokens * self.joules_per_token, tokens * self.seconds_per_token
+
+
+@dataclass(frozen=True)
+class Spent:
+    joules: float
+    seconds: float
+    generated_tokens: int
+    source: str
+    estimated: bool
+
+
+class EnergyPolicy:
+    """Budgets for each question of a run, with cost estimates learnt as the run goes."""
+
+    def __init__(self, meter: Meter, budget: Budget, usage: Callable[[], Usage]) -> None:
+        self.meter = meter
+        self.budget = budget
+        self.usage = usage
+        self.estimates = CostEstimates()
+        self._power: deque[EnergyReading] = deque()
+
+    def read(self) -> EnergyReading:
+        reading = self.meter.read()
+        self._power.append(reading)
+        while len(self._power) > 2 and reading.timestamp - self._power[1].timestamp >= self.budget.power_window_s:
+            self._power.popleft()
+        return reading
+
+    def window_power(self) -> float | None:
+        """Average watts over the sliding window (None until two readings exist)."""
+        if len(self._power) < 2:
+            return None
+        first, last = self._power[0], self._power[-1]
+        dt = last.timestamp - first.timestamp
+        return (last.joules - first.joules) / dt if dt > 0 else None
+
+    def start_question(self, decisions: list | None = None) -> QuestionGuard:
+        return QuestionGuard(self, decisions if decisions is not None else [])
+
+
+class QuestionGuard:
+    """One question's budget: search calls ``grant`` before and ``observe`` after each expansion."""
+
+    def __init__(self, policy: EnergyPolicy, decisions: list) -> None:
+        self.policy = policy
+        self.budget = policy.budget
+        self.decisions = decisions
+        self._start = policy.read()
+        self._usage0 = policy.usage()
+        self._round: tuple[EnergyReading, Usage, Unit, int] | None = None
+        self.capped_by: set[str] = set()
+        self.last_limit: str | None = None
+        self._check_feasible()
+
+    # -- what has been spent ------------------------------------------------------------------------
+
+    def spent(self) -> Spent:
+        now = self.policy.read()
+        usage = self.policy.usage() - self._usage0
+        return Spent(now.joules - self._start.joules, now.timestamp - self._start.timestamp, usage.generated_tokens,
+                     now.source, now.estimated)
+
+    def _check_feasible(self) -> None:
+        est = self.policy.estimates
+        if not est.ready or self.budget.unlimited:
+            return
+        tokens, joules, seconds = est.unit_cost("sample")
+        if self.budget.energy_j is not None and joules > self.budget.energy_j:
+            raise BudgetError(
+                f"an energy budget of {self.budget.energy_j:g} J cannot buy one answer: one sample costs about "
+                f"{joules:.3g} J here ({self._start.source}{', estimated' if self._start.estimated else ''}); "
+                f"raise the budget to at least {math.ceil(joules * self.budget.safety * 100) / 100:g} J"
+            )
+        if self.budget.latency_s is not None and seconds > self.budget.latency_s:
+            raise BudgetError(f"a latency budget of {self.budget.latency_s:g} s cannot buy one answer: one sample takes "
+                              f"about {seconds:.3g} s here; raise it to at least {seconds * self.budget.safety:.2g} s")
+        if self.budget.tokens is not None and tokens > self.budget.tokens:
+            raise BudgetError(f"a budget of {self.budget.tokens} generated tokens cannot buy one answer: one sample takes "
+                              f"up to {tokens:.0f} tokens here; raise it to at least {math.ceil(tokens)}")
+
+    # -- before and after each expansion --------------------------------------------------------
+
+    def affordable(self, unit: Unit, requested: int) -> int:
+        """How many of ``requested`` units the budgets still fit, without committing to them;
+        ``last_limit`` names the binding limit when it is fewer."""
+        self.last_limit = None
+        est = self.policy.estimates
+        if requested <= 0 or not est.ready or self.budget.unlimited:
+            return max(0, requested)
+        tokens, joules, seconds = est.unit_cost(unit)
+        spent, safety = self.spent(), self.budget.safety
+        b = self.budget
+        fits = {
+            "energy": (b.energy_j - spent.joules) / (joules * safety) if b.energy_j is not None and joules > 0 else math.inf,
+            "latency": (b.latency_s - spent.seconds) / (seconds * safety) if b.latency_s is not None and seconds > 0 else math.inf,
+            "tokens": (b.tokens - spent.generated_tokens) / tokens if b.tokens is not None and tokens > 0 else math.inf,
+        }
+        limit = min(fits, key=lambda k: fits[k])
+        n = max(0, min(requested, math.floor(fits[limit])))
+        if n < requested:
+            self.last_limit = limit
+        return n
+
+    def grant(self, unit: Unit, requested: int) -> int:
+        """How many of ``requested`` units (samples or branch-steps) the budgets allow now."""
+        if requested <= 0:
+            return 0
+        self._pace()
+        granted = self.affordable(unit, requested)
+        if granted < requested:
+            assert self.last_limit is not None
+            self.capped_by.add(self.last_limit)
+            self._decide("budget_cap", {"limit": self.last_limit, "unit": unit, "requested": requested, "granted": granted})
+        if granted:
+            self._round = (self.policy.read(), self.policy.usage(), unit, granted)
+        return granted
+
+    def observe(self) -> None:
+        """After an expansion: learn what it cost."""
+        if self._round is None:
+            return
+        before, usage0, unit, units = self._round
+        after = self.policy.read()
+        tokens = (self.policy.usage() - usage0).generated_tokens
+        self.policy.estimates.update(unit, units, tokens, after.joules - before.joules, after.timestamp - before.timestamp)
+        self._round = None
+
+    def _pace(self) -> None:
+        cap = self.budget.power_w
+        if cap is None:
+            return
+        waited = 0.0
+        while True:
+            self.policy.read()
+            power = self.policy.window_power()
+            if power is None or power <= cap:
+                break
+            if self.budget.latency_s is not None and self.spent().seconds + 0.05 > self.budget.latency_s:
+                break  # pacing would break the latency budget: latency wins, and the record says so
+            time.sleep(0.05)
+            waited += 0.05
+        if waited:
+            self._decide("power_cap", {"cap_w": cap, "waited_s": round(waited, 3)})
+
+    def _decide(self, kind: str, detail: dict[str, Any]) -> None:
+        from edge_adapt.search.types import Decision  # the result type lives with search
+
+        self.decisions.append(Decision(kind, detail))
+
+
+class Unlimited:
+    """The guard used when no policy is set: grants everything, records nothing."""
+
+    capped_by: frozenset[str] = frozenset()
+    last_limit: str | None = None
+
+    def affordable(self, unit: Unit, requested: int) -> int:
+        return max(0, requested)
+
+    def grant(self, unit: Unit, requested: int) -> int:
+        return max(0, requested)
+
+    def observe(self) -> None:
+        pass
+
+
+# -- across a batch -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchAllocation:
+    samples: tuple[int, ...]  # per question
+    expected_correct: float  # sum over questions of P(at least one success)
+    joules_planned: float
+
+
+def allocate_batch(success: Sequence[float], joules_per_sample: float | Sequence[float], total_joules: float,
+                   max_per_question: int = 64) -> BatchAllocation:
+    """Spread ``total_joules`` over questions by expected gain per joule.
+
+    The n-th sample of a question with success probability p adds p(1-p)^(n-1) to the chance
+    that the question has a correct sample; greedily buying the best gain per joule maximises the
+    expected number of questions with a correct sample (the gains of each question decrease, so
+    greedy is optimal for this separable concave objective).
+    """
+    q = len(success)
+    costs = [float(joules_per_sample)] * q if isinstance(joules_per_sample, (int, float)) else [float(c) for c in joules_per_sample]
+    if len(costs) != q:
+        raise BudgetError(f"{len(costs)} per-question costs for {q} questions")
+    if any(c <= 0 for c in costs):
+        raise BudgetError("joules per sample must be positive")
+    n = [0] * q
+    p = [min(max(float(x), 0.0), 1.0) for x in success]
+    heap = [(-(p[i]) / costs[i], i) for i in range(q) if p[i] > 0]
+    heapq.heapify(heap)
+    left = total_joules
+    while heap:
+        neg_rate, i = heapq.heappop(heap)
+        if costs[i] > left:
+            continue  # this question's next sample no longer fits; cheaper ones still might
+        n[i] += 1
+        left -= costs[i]
+        if n[i] < max_per_question:
+            gain = p[i] * (1 - p[i]) ** n[i]
+            if gain > 0:
+                heapq.heappush(heap, (-gain / costs[i], i))
+    expected = sum(1 - (1 - p[i]) ** n[i] for i in range(q))
+    return BatchAllocation(tuple(n), expected, total_joules - left)
+
+
+def even_allocation(n_questions: int, joules_per_sample: float, total_joules: float) -> BatchAllocation:
+    """The baseline: every question gets the same share of the budget."""
+    per = math.floor(total_joules / n_questions / joules_per_sample) if joules_per_sample > 0 else 0
+    return BatchAllocation((per,) * n_questions, float("nan"), per * n_questions * joules_per_sample)
