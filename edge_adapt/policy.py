@@ -111,6 +111,10 @@ class EnergyPolicy:
         self.budget = budget
         self.usage = usage
         self.estimates = CostEstimates()
+        # What a question spends after its last expansion (scoring and picking the finished
+        # candidates): the largest seen is held back from every grant.
+        self.tail_joules = 0.0
+        self.tail_seconds = 0.0
         self._power: deque[EnergyReading] = deque()
 
     def read(self) -> EnergyReading:
@@ -142,6 +146,7 @@ class QuestionGuard:
         self._start = policy.read()
         self._usage0 = policy.usage()
         self._round: tuple[EnergyReading, Usage, Unit, int] | None = None
+        self._last_observed: EnergyReading | None = None
         self.capped_by: set[str] = set()
         self.last_limit: str | None = None
         self._check_feasible()
@@ -184,9 +189,10 @@ class QuestionGuard:
         tokens, joules, seconds = est.unit_cost(unit)
         spent, safety = self.spent(), self.budget.safety
         b = self.budget
+        tail_j, tail_s = self.policy.tail_joules * safety, self.policy.tail_seconds * safety
         fits = {
-            "energy": (b.energy_j - spent.joules) / (joules * safety) if b.energy_j is not None and joules > 0 else math.inf,
-            "latency": (b.latency_s - spent.seconds) / (seconds * safety) if b.latency_s is not None and seconds > 0 else math.inf,
+            "energy": (b.energy_j - spent.joules - tail_j) / (joules * safety) if b.energy_j is not None and joules > 0 else math.inf,
+            "latency": (b.latency_s - spent.seconds - tail_s) / (seconds * safety) if b.latency_s is not None and seconds > 0 else math.inf,
             "tokens": (b.tokens - spent.generated_tokens) / tokens if b.tokens is not None and tokens > 0 else math.inf,
         }
         limit = min(fits, key=lambda k: fits[k])
@@ -218,6 +224,15 @@ class QuestionGuard:
         tokens = (self.policy.usage() - usage0).generated_tokens
         self.policy.estimates.update(unit, units, tokens, after.joules - before.joules, after.timestamp - before.timestamp)
         self._round = None
+        self._last_observed = after
+
+    def finish(self) -> None:
+        """At the end of the question: learn what the work after the last expansion cost."""
+        if self._last_observed is None:
+            return
+        end = self.policy.read()
+        self.policy.tail_joules = max(self.policy.tail_joules, end.joules - self._last_observed.joules)
+        self.policy.tail_seconds = max(self.policy.tail_seconds, end.timestamp - self._last_observed.timestamp)
 
     def _pace(self) -> None:
         cap = self.budget.power_w
@@ -255,6 +270,9 @@ class Unlimited:
         return max(0, requested)
 
     def observe(self) -> None:
+        pass
+
+    def finish(self) -> None:
         pass
 
 

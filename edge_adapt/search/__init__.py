@@ -14,6 +14,7 @@ from edge_adapt.search.strategies import (
     Searcher,
     SearchSettings,
     Strategy,
+    sequences_needed,
 )
 from edge_adapt.search.types import Candidate, Cost, Decision, SearchResult
 from edge_adapt.search.voting import majority_confidence
@@ -36,4 +37,5 @@ __all__ = [
     "expansion_width",
     "majority_confidence",
     "n_samples",
+    "sequences_needed",
 ]

@@ -18,7 +18,7 @@ from typing import Literal
 from edge_adapt.energy import Usage
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import Generator, Node, SamplingParams
-from edge_adapt.policy import EnergyPolicy, QuestionGuard, Unlimited
+from edge_adapt.policy import Budget, EnergyPolicy, QuestionGuard, Unlimited
 from edge_adapt.prm import QuantilePRM, Quantiles
 from edge_adapt.search.ias import beams_to_keep, clip_probability, expansion_width, n_samples
 from edge_adapt.search.types import Candidate, Cost, Decision, SearchResult
@@ -129,6 +129,7 @@ class Searcher:
         finally:
             run.release_all()
         chosen_index = run.select(strategy.select)
+        guard.finish()
         candidates = tuple(run.candidates)
         chosen = candidates[chosen_index] if chosen_index is not None else None
         cost = Cost.from_stats(self.generator.usage - gen0, self.prm.stats - prm0, len(candidates), time.perf_counter() - started)
@@ -138,6 +139,18 @@ class Searcher:
             cost = replace(cost, joules=energy.joules - energy0.joules, energy_source=energy.source, energy_estimated=energy.estimated)
         run.decisions.append(Decision("select", {"by": strategy.select, "chosen": chosen_index}))
         return SearchResult(strategy.name, problem.question, chosen.answer if chosen else None, chosen, candidates, tuple(run.decisions), cost)
+
+    def warm_up(self, problem: Problem, samples: int = 4, seed: int = 0) -> None:
+        """Measure this device's costs with a short unbudgeted run, so the policy's first budgeted
+        question is sized on measurements rather than guesses."""
+        if self.policy is None:
+            return
+        budget = self.policy.budget
+        self.policy.budget = Budget()
+        try:
+            self.run(BestOfN(n=samples), problem, seed=seed)
+        finally:
+            self.policy.budget = budget
 
     def run_many(
         self, strategy: Strategy, problems: Sequence[Problem], seed: int = 0,
@@ -342,6 +355,18 @@ CONFIDENCE_LADDER = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5)
 def achieved_confidence(p: float, n: int) -> float:
     """The C that ``n`` samples reach when each succeeds with probability ``p``: 1 - (1-p)^n."""
     return 1.0 - (1.0 - clip_probability(p)) ** n
+
+
+def sequences_needed(strategy: Strategy) -> int:
+    """Generator sequences (``n_seq_max``) a strategy may hold at once: stepping N branches holds
+    their parents too, plus the root."""
+    if isinstance(strategy, (BestOfN, BeamSearch)):
+        n = strategy.n
+    elif isinstance(strategy, IASBestOfN):
+        n = strategy.n_max
+    else:
+        n = strategy.k_max * strategy.m_max
+    return min(256, 2 * n + 2)
 
 
 def _cap(widths: list[int], remaining: int) -> list[int]:
