@@ -13,9 +13,12 @@ import click
 from rich.logging import RichHandler
 
 from edge_adapt import __version__
+from edge_adapt.cli.bench_cmd import bench, report
 from edge_adapt.cli.console import err_console
+from edge_adapt.cli.energy_cmd import energy_group
 from edge_adapt.cli.export_cmd import export_group
 from edge_adapt.cli.info_cmd import info
+from edge_adapt.cli.solve_cmd import solve_cmd
 from edge_adapt.errors import EdgeAdaptError
 
 
@@ -41,6 +44,11 @@ def main(verbose: int) -> None:
 
     \b
     Examples:
+      edge-adapt solve "37+48*3"
+      edge-adapt solve "512*7-88+19*3" --energy 5 --latency 2
+      edge-adapt bench -o runs/default --limit 60
+      edge-adapt report runs/default
+      edge-adapt energy meters
       edge-adapt info
       edge-adapt export gguf ./my-hf-model -o ./gguf -q Q4_K_M -q Q8_0
     """
@@ -51,4 +59,8 @@ def main(verbose: int) -> None:
 
 
 main.add_command(info)
+main.add_command(solve_cmd, name="solve")
+main.add_command(bench)
+main.add_command(report)
+main.add_command(energy_group)
 main.add_command(export_group)

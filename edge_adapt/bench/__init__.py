@@ -1,0 +1,20 @@
+"""Benchmark runs: strategies x questions with one resumable JSONL record each, and summaries
+(tables, plots) rebuilt from the records alone."""
+
+from edge_adapt.bench.records import RunFolder, RunFolderError, stable_view
+from edge_adapt.bench.runner import DEFAULT_STRATEGIES, BenchConfig, load_problems, run_bench
+from edge_adapt.bench.summary import StrategySummary, summarise, write_plots, write_summary
+
+__all__ = [
+    "DEFAULT_STRATEGIES",
+    "BenchConfig",
+    "RunFolder",
+    "RunFolderError",
+    "StrategySummary",
+    "load_problems",
+    "run_bench",
+    "stable_view",
+    "summarise",
+    "write_plots",
+    "write_summary",
+]

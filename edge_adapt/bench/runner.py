@@ -1,0 +1,174 @@
+"""Running a benchmark: strategies x questions, one record each, appended as it goes, resumable.
+
+Each (question, strategy) pair runs with its own seed derived from the run's seed and the
+question's position, so a resumed run produces exactly the records an uninterrupted one would
+(with no budget policy attached: the policy's cost estimates are learnt as the run goes, so
+budgeted decisions depend on what ran before).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_adapt.bench.records import RunFolder
+from edge_adapt.energy import CostModel, open_meter
+from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
+from edge_adapt.policy import Budget, EnergyPolicy
+from edge_adapt.prm import QuantilePRM
+from edge_adapt.search import Searcher, SearchResult, SearchSettings, sequences_needed
+from edge_adapt.search.spec import parse_spec
+from edge_adapt.tasks import Problem, Task, get_task
+from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL, ArithmeticTask
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STRATEGIES = (
+    "best_of_n:n=16",
+    "best_of_n:n=32",
+    "majority:n=16",
+    "weighted:n=16",
+    "weighted:n=32+es",
+    "ias_best_of_n:n_max=32",
+    "ias_weighted:n_max=32+es",
+    "beam:n=16,width=4",
+    "ias_beam:k_max=4,m_max=4",
+)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything that defines a run; stored in config.json and checked when resuming."""
+
+    generator: str
+    prm: str
+    task: str = "default"
+    data: str | None = None
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
+    limit: int | None = None
+    seed: int = 0
+    temperature: float = 0.7
+    max_steps: int = 32
+    budget: dict[str, float] = field(default_factory=dict)  # Budget fields; empty: unlimited
+    meter: str | None = None  # a meter kind, or None for the best available
+    cost_model: str | None = None  # a fitted cost-model JSON for the estimate
+    threads: int | None = None
+    gpu_layers: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["strategies"] = list(self.strategies)
+        data.pop("threads")  # how fast, not what: a resume may use other threads
+        return data
+
+
+def load_problems(config: BenchConfig, task: Task) -> list[Problem]:
+    """The questions of a run: the default task's 500-problem test split (the one the model card
+    reports; ``--seed`` changes sampling, not the questions), or every problem of a JSONL file."""
+    if isinstance(task, ArithmeticTask):
+        problems = task.problems("test", list(TEST_PER_LEVEL))
+    else:
+        problems = task.problems()  # type: ignore[attr-defined]
+    if config.limit is not None:
+        # an even spread over the split (it is ordered by level), not just its easiest head
+        step = max(1, len(problems) // config.limit)
+        problems = problems[::step][: config.limit]
+    return problems
+
+
+def environment(prm: QuantilePRM, meter_source: str) -> dict[str, Any]:
+    """Where the run ran: versions, CPU, GPU offload, PRM provider and the meter."""
+    from edge_adapt import __version__
+    from edge_adapt.info import environment_report
+
+    env = environment_report()
+    return {
+        "edge_adapt": __version__,
+        "python": env.python,
+        "platform": env.platform,
+        "processor": platform.processor() or platform.machine(),
+        "cpu_threads": env.cpu_threads,
+        "packages": env.packages,
+        "llama_gpu_offload": env.llama_gpu_offload,
+        "prm_provider": prm.provider,
+        "prm_variant": prm.variant,
+        "meter": meter_source,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def to_record(problem: Problem, index: int, result: SearchResult, task: Task, question_q: Any) -> dict[str, Any]:
+    chosen = result.chosen
+    n_decision = next((d.detail for d in result.decisions if d.kind == "n_samples"), {})
+    return {
+        "question_id": problem.id,
+        "index": index,
+        "level": problem.level,
+        "strategy": result.strategy,
+        "answer": result.answer,
+        "gold": problem.answer,
+        "correct": bool(chosen is not None and task.is_correct(chosen.text, problem)),
+        "candidates": len(result.candidates),
+        "candidates_correct": sum(task.is_correct(c.text, problem) for c in result.candidates),
+        "samples_chosen": n_decision.get("n", n_decision.get("first_expansion")),
+        "question_quantiles": [question_q.low, question_q.median, question_q.high],
+        "chosen_final_median": chosen.final.median if chosen is not None and chosen.final is not None else None,
+        "cost": dataclasses.asdict(result.cost),
+        "decisions": [dataclasses.asdict(d) for d in result.decisions],
+    }
+
+
+def run_bench(
+    config: BenchConfig,
+    out: str | Path,
+    progress: Callable[[int, int, dict[str, Any] | None], None] = lambda done, total, record: None,
+    *,
+    task: Task | None = None,
+    problems: list[Problem] | None = None,
+) -> RunFolder:
+    """Run (or resume) a benchmark into ``out``; returns the run folder.
+
+    ``task`` and ``problems`` override what ``config.task`` names (library use with a task of
+    your own; ``config.task`` should then name it, for the records)."""
+    folder = RunFolder(out)
+    task = task or get_task(config.task, config.data)
+    problems = problems if problems is not None else load_problems(config, task)
+    if config.limit is not None and problems is not None:
+        problems = problems[: config.limit] if len(problems) > config.limit else problems
+    strategies = [parse_spec(s) for s in config.strategies]
+    budget = Budget(**config.budget) if config.budget else None
+    n_seq = max(sequences_needed(s) for s in strategies)
+    gen_config = GeneratorConfig(n_ctx=max(8192, 160 * n_seq), n_seq_max=n_seq, n_threads=config.threads,
+                                 n_gpu_layers=config.gpu_layers)
+    with Generator(config.generator, gen_config) as gen:
+        prm = QuantilePRM(config.prm, threads=config.threads)
+        settings = SearchSettings(sampling=SamplingParams(temperature=config.temperature), max_steps=config.max_steps)
+        searcher = Searcher(gen, prm, task, settings)
+        cost_model = CostModel.load(config.cost_model) if config.cost_model else None
+        meter = open_meter(config.meter, usage=searcher.usage, cost_model=cost_model)
+        try:
+            searcher.policy = EnergyPolicy(meter, budget or Budget(), searcher.usage)
+            done = folder.open(config.to_json(), environment(prm, meter.source))
+            total = len(problems) * len(strategies)
+            progress(len(done), total, None)
+            for index, problem in enumerate(problems):
+                pending = [s for s in strategies if (problem.id, s.name) not in done]
+                if not pending:
+                    continue
+                question_q = prm.score_question(problem.question)
+                for strategy in pending:
+                    result = searcher.run(strategy, problem, seed=config.seed * 1_000_003 + index)
+                    record = to_record(problem, index, result, task, question_q)
+                    folder.append(record)
+                    done.add((problem.id, strategy.name))
+                    progress(len(done), total, record)
+        finally:
+            meter.close()
+    return folder
+

@@ -1,0 +1,221 @@
+"""Summaries of a run, rebuilt from its records alone: tables (terminal, Markdown, CSV) and plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_adapt.files import atomic_write_text
+
+
+@dataclass(frozen=True)
+class StrategySummary:
+    strategy: str
+    questions: int
+    accuracy: float
+    tokens_per_question: float
+    tokens_per_correct: float
+    joules_per_question: float | None
+    joules_per_correct: float | None
+    energy_source: str | None
+    latency_p50_s: float
+    latency_p95_s: float
+    samples_per_question: float
+    samples_chosen: float | None  # the N IAS chose (or the fixed N), mean
+    prm_calls_per_question: float
+    by_level: dict[int, dict[str, float]] = field(default_factory=dict)  # accuracy and samples per level
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    pos = (len(ordered) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def summarise(records: list[dict[str, Any]]) -> list[StrategySummary]:
+    """One summary per strategy, in the order strategies first appear in the records."""
+    by_strategy: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_strategy[r["strategy"]].append(r)
+    out = []
+    for name, rs in by_strategy.items():
+        correct = sum(r["correct"] for r in rs)
+        tokens = [r["cost"]["generated_tokens"] for r in rs]
+        joules = [r["cost"].get("joules") for r in rs]
+        has_j = all(j is not None for j in joules)
+        sources = {r["cost"].get("energy_source") for r in rs} - {None}
+        estimated = any(r["cost"].get("energy_estimated") for r in rs)
+        chosen = [r["samples_chosen"] for r in rs if r.get("samples_chosen") is not None]
+        levels: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for r in rs:
+            if r.get("level") is not None:
+                levels[r["level"]].append(r)
+        out.append(StrategySummary(
+            strategy=name,
+            questions=len(rs),
+            accuracy=correct / len(rs),
+            tokens_per_question=statistics.mean(tokens),
+            tokens_per_correct=sum(tokens) / correct if correct else math.inf,
+            joules_per_question=statistics.mean(joules) if has_j else None,  # type: ignore[arg-type]
+            joules_per_correct=(sum(joules) / correct if correct else math.inf) if has_j else None,  # type: ignore[arg-type]
+            energy_source=(", ".join(sorted(sources)) + (" (estimated)" if estimated else "")) if sources else None,
+            latency_p50_s=_percentile([r["cost"]["wall_s"] for r in rs], 0.5),
+            latency_p95_s=_percentile([r["cost"]["wall_s"] for r in rs], 0.95),
+            samples_per_question=statistics.mean(r["cost"]["samples"] for r in rs),
+            samples_chosen=statistics.mean(chosen) if chosen else None,
+            prm_calls_per_question=statistics.mean(r["cost"]["prm_calls"] for r in rs),
+            by_level={lv: {"accuracy": sum(r["correct"] for r in v) / len(v),
+                           "samples": statistics.mean(r["cost"]["samples"] for r in v), "questions": len(v)}
+                      for lv, v in sorted(levels.items())},
+        ))
+    return out
+
+
+COLUMNS = ("strategy", "questions", "accuracy", "tokens/q", "tokens/correct", "J/q", "J/correct",
+           "latency p50 s", "latency p95 s", "samples/q", "N chosen", "PRM calls/q")
+
+
+def table_rows(summaries: list[StrategySummary]) -> list[list[str]]:
+    def num(x: float | None, fmt: str) -> str:
+        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else ("inf" if x == math.inf else format(x, fmt))
+
+    return [[s.strategy, str(s.questions), f"{s.accuracy:.1%}", num(s.tokens_per_question, ".0f"), num(s.tokens_per_correct, ".0f"),
+             num(s.joules_per_question, ".2f"), num(s.joules_per_correct, ".2f"), num(s.latency_p50_s, ".2f"),
+             num(s.latency_p95_s, ".2f"), num(s.samples_per_question, ".1f"), num(s.samples_chosen, ".1f"),
+             num(s.prm_calls_per_question, ".1f")] for s in summaries]
+
+
+def savings(summaries: list[StrategySummary]) -> list[str]:
+    """Each IAS strategy against the fixed strategy of the same kind with the largest budget."""
+    lines = []
+    by_name = {s.strategy: s for s in summaries}
+    for s in summaries:
+        if not s.strategy.startswith("ias_"):
+            continue
+        base_kind = s.strategy.removeprefix("ias_").split(":")[0]
+        base_kind = "best_of_n" if base_kind == "best_of_n" else base_kind
+        fixed = [f for f in by_name.values() if f.strategy.split(":")[0] == base_kind and "+es" not in f.strategy]
+        if not fixed:
+            continue
+        ref = max(fixed, key=lambda f: f.tokens_per_question)
+        ratio = s.tokens_per_question / ref.tokens_per_question if ref.tokens_per_question else math.nan
+        lines.append(f"{s.strategy} vs {ref.strategy}: {ratio:.0%} of the generated tokens, "
+                     f"accuracy {100 * (s.accuracy - ref.accuracy):+.1f} points")
+    return lines
+
+
+def markdown(summaries: list[StrategySummary], title: str) -> str:
+    rows = table_rows(summaries)
+    out = io.StringIO()
+    out.write(f"# {title}\n\n| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n")
+    for row in rows:
+        out.write("| " + " | ".join(row) + " |\n")
+    sources = {s.energy_source for s in summaries if s.energy_source}
+    if sources:
+        out.write(f"\nEnergy source: {', '.join(sorted(sources))}.\n")
+    lines = savings(summaries)
+    if lines:
+        out.write("\n" + "\n".join(f"- {line}" for line in lines) + "\n")
+    levels = sorted({lv for s in summaries for lv in s.by_level})
+    if levels:
+        out.write("\n## Accuracy / samples per difficulty level\n\n| strategy | " + " | ".join(f"L{lv}" for lv in levels) + " |\n|"
+                  + "---|" * (len(levels) + 1) + "\n")
+        for s in summaries:
+            cells = [f"{s.by_level[lv]['accuracy']:.0%} / {s.by_level[lv]['samples']:.1f}" if lv in s.by_level else "-" for lv in levels]
+            out.write(f"| {s.strategy} | " + " | ".join(cells) + " |\n")
+    return out.getvalue()
+
+
+def write_summary(folder: Path, summaries: list[StrategySummary], title: str) -> list[Path]:
+    """summary.md, summary.csv and summary.json (all written atomically)."""
+    atomic_write_text(folder / "summary.md", markdown(summaries, title))
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(COLUMNS)
+    writer.writerows(table_rows(summaries))
+    atomic_write_text(folder / "summary.csv", buf.getvalue())
+    import json
+
+    atomic_write_text(folder / "summary.json", json.dumps([asdict(s) for s in summaries], indent=2, default=str) + "\n")
+    return [folder / "summary.md", folder / "summary.csv", folder / "summary.json"]
+
+
+def reliability(records: list[dict[str, Any]], bins: int = 10) -> list[tuple[float, float, int]]:
+    """(mean predicted median, observed success rate, questions) per bin of the PRM's question-level
+    median; observed = the fraction of correct candidates per question (one record per question)."""
+    seen: dict[str, tuple[float, float]] = {}
+    for r in records:
+        if r["question_id"] in seen or not r.get("candidates"):
+            continue
+        seen[r["question_id"]] = (r["question_quantiles"][1], r["candidates_correct"] / r["candidates"])
+    grouped: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for pred, obs in seen.values():
+        grouped[min(bins - 1, int(pred * bins))].append((pred, obs))
+    return [(statistics.mean(p for p, _ in v), statistics.mean(o for _, o in v), len(v)) for _, v in sorted(grouped.items())]
+
+
+def write_plots(folder: Path, records: list[dict[str, Any]], summaries: list[StrategySummary]) -> list[Path]:
+    """PNG plots; an empty list (and the reason in the log) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        import logging
+
+        logging.getLogger(__name__).warning("plots skipped: matplotlib is not installed (pip install 'edge-adapt[plots]')")
+        return []
+    written = []
+
+    def save(fig: Any, name: str) -> None:
+        from edge_adapt.files import atomic_output
+
+        with atomic_output(folder / name) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(folder / name)
+
+    for xkey, xlabel, name in (("tokens_per_question", "generated tokens per question", "accuracy_vs_tokens.png"),
+                               ("joules_per_question", "joules per question", "accuracy_vs_joules.png")):
+        points = [(getattr(s, xkey), s.accuracy, s.strategy) for s in summaries if getattr(s, xkey) is not None]
+        if not points:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for x, y, label in points:
+            ax.scatter(x, 100 * y, s=40, marker="o" if label.startswith("ias_") else "s")
+            ax.annotate(label, (x, 100 * y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        save(fig, name)
+
+    levels = sorted({lv for s in summaries for lv in s.by_level})
+    if levels:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+        for s in summaries:
+            a1.plot(levels, [100 * s.by_level.get(lv, {}).get("accuracy", math.nan) for lv in levels], marker="o", label=s.strategy)
+            a2.plot(levels, [s.by_level.get(lv, {}).get("samples", math.nan) for lv in levels], marker="o", label=s.strategy)
+        a1.set(xlabel="difficulty level", ylabel="accuracy (%)")
+        a2.set(xlabel="difficulty level", ylabel="samples per question")
+        a2.legend(fontsize=6)
+        save(fig, "per_level.png")
+
+    rel = reliability(records)
+    if rel:
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
+        ax.scatter([p for p, _, _ in rel], [o for _, o, _ in rel], s=[10 + 3 * n for _, _, n in rel])
+        ax.set(xlabel="PRM median P(success), question", ylabel="observed fraction of correct samples", xlim=(0, 1), ylim=(0, 1))
+        save(fig, "reliability.png")
+    return written

@@ -1,0 +1,110 @@
+"""``edge-adapt bench`` and ``edge-adapt report``: benchmark runs and their summaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edge_adapt.bench import DEFAULT_STRATEGIES, BenchConfig, RunFolder, run_bench, summarise, write_plots, write_summary
+from edge_adapt.bench.summary import COLUMNS, savings, table_rows
+from edge_adapt.cli.console import console, err_console
+from edge_adapt.cli.options import budget_dict, budget_options, model_options, resolve_models
+from edge_adapt.search.spec import parse_spec
+from edge_adapt.tasks import TASK_NAMES
+
+
+@click.command()
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder; rerunning with the same options resumes it.")
+@click.option("-s", "--strategy", "strategies", multiple=True, metavar="SPEC",
+              help="Strategy spec, repeatable (default: the full matrix). E.g. best_of_n:n=16, ias_best_of_n:n_max=32, "
+                   "beam:n=16,width=4, ias_beam:k_max=4,m_max=4, majority:n=16, weighted:n=16+es.")
+@click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="default", show_default=True)
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use this many questions, spread evenly over the split.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
+@model_options
+@budget_options
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | None, limit: int | None, seed: int,
+          temperature: float, generator_path: Path | None, prm_path: Path | None, models: Path | None, threads: int | None,
+          gpu_layers: int, energy_j: float | None, latency_s: float | None, tokens: int | None, power_w: float | None,
+          meter: str | None, cost_model: Path | None, no_plots: bool) -> None:
+    """Run strategies x questions, one JSONL record each, then print and save the summary.
+
+    Records are appended as they finish; interrupt with Ctrl-C (or lose power) and rerun the
+    same command to resume without redoing or losing a record. The folder gets config.json,
+    environment.json, records.jsonl, summary.md/.csv/.json and PNG plots.
+
+    \b
+    Examples:
+      edge-adapt bench -o runs/default --limit 60
+      edge-adapt bench -o runs/bo -s best_of_n:n=16 -s ias_best_of_n:n_max=32 --energy 20
+      edge-adapt bench -o runs/gsm --task gsm8k --data gsm8k/test.jsonl --generator qwen.gguf --prm ./prm
+    """
+    for spec in strategies:
+        try:
+            parse_spec(spec)
+        except Exception as exc:
+            raise click.BadParameter(str(exc), param_hint="--strategy") from None
+    if task_name in ("gsm8k", "math") and data is None:
+        raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
+    generator_path, prm_path = resolve_models(generator_path, prm_path, models)
+    config = BenchConfig(
+        generator=str(generator_path), prm=str(prm_path), task=task_name, data=str(data) if data else None,
+        strategies=tuple(parse_spec(s).name for s in strategies) or DEFAULT_STRATEGIES, limit=limit, seed=seed,
+        temperature=temperature, budget=budget_dict(energy_j, latency_s, tokens, power_w), meter=meter,
+        cost_model=str(cost_model) if cost_model else None, threads=threads, gpu_layers=gpu_layers,
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        bar = progress.add_task("bench", total=None)
+
+        def update(done: int, total: int, record: dict | None) -> None:
+            progress.update(bar, completed=done, total=total,
+                            description=f"bench ({record['strategy'] if record else 'resuming'})")
+
+        folder = run_bench(config, out, update)
+    _report(folder, plots=not no_plots)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+def report(run_dir: Path, no_plots: bool) -> None:
+    """Rebuild RUN_DIR's tables (terminal, summary.md, summary.csv) and plots from its records alone.
+
+    \b
+    Example:
+      edge-adapt report runs/default
+    """
+    _report(RunFolder(run_dir), plots=not no_plots)
+
+
+def _report(folder: RunFolder, plots: bool) -> None:
+    config = folder.config()
+    records = folder.records()
+    if not records:
+        raise click.ClickException(f"{folder.path}: no records yet; run `edge-adapt bench -o {folder.path}` first")
+    summaries = summarise(records)
+    title = f"{config['task']} task, {len({r['question_id'] for r in records})} questions, seed {config['seed']}"
+    table = Table(title=title)
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for row in table_rows(summaries):
+        table.add_row(*row)
+    console.print(table)
+    sources = {s.energy_source for s in summaries if s.energy_source}
+    if sources:
+        console.print(f"energy: {', '.join(sorted(sources))}")
+    for line in savings(summaries):
+        console.print(line)
+    written = write_summary(folder.path, summaries, title)
+    if plots:
+        written += write_plots(folder.path, records, summaries)
+    console.print("wrote " + ", ".join(str(p) for p in written))

@@ -1,0 +1,98 @@
+"""``edge-adapt energy``: the meters this machine has, and fitting the cost model to one of them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from edge_adapt.cli.console import console, err_console
+from edge_adapt.cli.options import model_options, resolve_models
+from edge_adapt.energy import METER_KINDS, CostSample, detect_meters, fit_cost_model, open_meter
+from edge_adapt.energy.detect import MeterAvailability, default_device_class
+from edge_adapt.energy.meters import Meter
+from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
+from edge_adapt.prm import QuantilePRM
+from edge_adapt.search import BestOfN, Searcher, SearchSettings
+from edge_adapt.tasks import ArithmeticTask
+
+
+@click.group("energy")
+def energy_group() -> None:
+    """Power meters and the energy cost model."""
+
+
+@energy_group.command("meters")
+@click.option("--seconds", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Sample the chosen meter this long.")
+def meters(seconds: float) -> None:
+    """List every meter kind, available or why not, and read the one the policy would use.
+
+    \b
+    Example:
+      edge-adapt energy meters --seconds 2
+    """
+    table = Table(title="Energy meters, in order of preference")
+    for col in ("meter", "available", "detail"):
+        table.add_column(col)
+    for m in detect_meters():
+        table.add_row(m.name, "yes" if m.available else "no", m.detail)
+    console.print(table)
+    with open_meter() as meter:
+        first = meter.read()
+        time.sleep(seconds)
+        last = meter.read()
+    dt = last.timestamp - first.timestamp
+    watts = (last.joules - first.joules) / dt if dt > 0 else float("nan")
+    label = "estimated (no work running, so idle power only)" if last.estimated else "measured"
+    console.print(f"policy meter: {last.source}; {watts:.2f} W over {dt:.1f} s, {label}")
+
+
+@energy_group.command("fit")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Cost-model JSON to write.")
+@click.option("--meter", type=click.Choice([k for k in METER_KINDS if k != "estimate"]), help="Meter to fit against (default: best found).")
+@click.option("--runs", type=click.IntRange(min=4), default=12, show_default=True, help="Measured runs (different sizes).")
+@model_options
+def fit(out: Path, meter: str | None, runs: int, generator_path: Path | None, prm_path: Path | None, models: Path | None,
+        threads: int | None, gpu_layers: int) -> None:
+    """Fit the cost model (idle W, J per prompt / generated / PRM token) on this device.
+
+    Runs best-of-N searches of varied sizes on the default task while a real meter measures
+    them, then solves non-negative least squares. Use the file with --cost-model where no
+    meter is available at run time (e.g. a Jetson whose rails need root).
+
+    \b
+    Example:
+      sudo edge-adapt energy fit -o jetson-cost.json
+    """
+    found = detect_meters()
+    generator_path, prm_path = resolve_models(generator_path, prm_path, models)
+    task = ArithmeticTask()
+    problems = task.problems("calibration", 2)
+    with Generator(generator_path, GeneratorConfig(n_ctx=8192, n_seq_max=66, n_threads=threads, n_gpu_layers=gpu_layers)) as gen:
+        prm = QuantilePRM(prm_path, threads=threads)
+        searcher = Searcher(gen, prm, task, SearchSettings(sampling=SamplingParams(temperature=0.7)))
+        with open_meter(meter, sysfs_root="/sys") if meter else _real_meter(found) as m:
+            samples = []
+            for i in range(runs):
+                n = (1, 2, 4, 8, 16, 32)[i % 6]
+                problem = problems[i % len(problems)]
+                u0, r0 = searcher.usage(), m.read()
+                searcher.run(BestOfN(n=n), problem, seed=i)
+                r1, u1 = m.read(), searcher.usage()
+                samples.append(CostSample(r1.timestamp - r0.timestamp, u1 - u0, r1.joules - r0.joules))
+                err_console.print(f"run {i + 1}/{runs}: N={n}, {samples[-1].joules:.2f} J, {samples[-1].wall_s:.2f} s")
+    model = fit_cost_model(samples, default_device_class(found))
+    model.save(out)
+    console.print(f"fitted on {m.source}: idle {model.idle_w:.2f} W, {model.j_per_prompt_token:.3g} J/prompt token, "
+                  f"{model.j_per_generated_token:.3g} J/generated token, {model.j_per_prm_token:.3g} J/PRM token -> {out}")
+
+
+def _real_meter(found: list[MeterAvailability]) -> Meter:
+    for m in found:
+        if m.available and m.name != "estimate" and m.open is not None:
+            return m.open()
+    reasons = "; ".join(f"{m.name}: {m.detail}" for m in found if m.name != "estimate")
+    raise click.ClickException(f"fitting needs a real meter and this machine has none ({reasons})")
+

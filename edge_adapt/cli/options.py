@@ -1,0 +1,54 @@
+"""Options several commands share: which models, which budgets, which meter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_adapt.energy import METER_KINDS
+from edge_adapt.models import load_default_models
+
+
+def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--generator", "generator_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="GGUF generator (default: the shipped one)."),
+        click.option("--prm", "prm_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                     help="Exported PRM folder (default: the shipped one)."),
+        click.option("--models", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                     help="Folder of default models (default: models/ or $EDGE_ADAPT_MODELS)."),
+        click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all)."),
+        click.option("--gpu-layers", type=int, default=0, show_default=True, help="Generator layers to offload to a GPU (-1: all)."),
+    ]):
+        f = option(f)
+    return f
+
+
+def resolve_models(generator_path: Path | None, prm_path: Path | None, models: Path | None) -> tuple[Path, Path]:
+    if generator_path is None or prm_path is None:
+        defaults = load_default_models(models)
+        generator_path = generator_path or defaults.generator
+        prm_path = prm_path or defaults.prm
+    return generator_path, prm_path
+
+
+def budget_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--energy", "energy_j", type=click.FloatRange(min=0, min_open=True), help="Energy budget per question (J)."),
+        click.option("--latency", "latency_s", type=click.FloatRange(min=0, min_open=True), help="Latency budget per question (s)."),
+        click.option("--tokens", "tokens", type=click.IntRange(min=1), help="Generated-token budget per question."),
+        click.option("--power", "power_w", type=click.FloatRange(min=0, min_open=True),
+                     help="Power cap (W, average over a 2 s window), enforced by pacing."),
+        click.option("--meter", type=click.Choice(METER_KINDS), help="Energy meter (default: the best this machine has)."),
+        click.option("--cost-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Fitted cost model for the estimate (from `edge-adapt energy fit`)."),
+    ]):
+        f = option(f)
+    return f
+
+
+def budget_dict(energy_j: float | None, latency_s: float | None, tokens: int | None, power_w: float | None) -> dict[str, float]:
+    return {k: v for k, v in {"energy_j": energy_j, "latency_s": latency_s, "tokens": tokens, "power_w": power_w}.items() if v is not None}

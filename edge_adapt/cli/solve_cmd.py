@@ -1,0 +1,149 @@
+"""``edge-adapt solve``: answer one question with the generator and the PRM, and show the work."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from edge_adapt.cli.console import console
+from edge_adapt.cli.options import budget_dict, budget_options, model_options, resolve_models
+from edge_adapt.energy import CostModel, open_meter
+from edge_adapt.errors import EdgeAdaptError
+from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
+from edge_adapt.policy import Budget, EnergyPolicy
+from edge_adapt.prm import QuantilePRM, Quantiles
+from edge_adapt.search import Searcher, SearchResult, SearchSettings, sequences_needed
+from edge_adapt.search.spec import parse_spec
+from edge_adapt.tasks import TASK_NAMES, Problem, get_task
+from edge_adapt.tasks.arithmetic import ArithmeticTask, solve
+
+
+def _q(q: Quantiles | None) -> str:
+    return "-" if q is None else f"{q.low:.2f} / {q.median:.2f} / {q.high:.2f}"
+
+
+def _problem(task, question: str | None, index: int | None) -> Problem:
+    if (question is None) == (index is None):
+        raise click.UsageError("give either a QUESTION or --index N")
+    if index is not None:
+        if isinstance(task, ArithmeticTask):
+            return task.problem("test", index)
+        problems = task.problems()
+        if not 0 <= index < len(problems):
+            raise click.UsageError(f"--index must be in 0..{len(problems) - 1} for this file")
+        return problems[index]
+    if not isinstance(task, ArithmeticTask):
+        return Problem(id="cli", question=question, answer="")
+    text = question.strip().removeprefix("Q:").replace(" ", "")
+    try:
+        steps = solve(text)
+    except EdgeAdaptError:
+        raise click.UsageError(f"{question!r} is not a default-task question; write a chain like 37+48*3") from None
+    return Problem(id="cli", question=text, answer=str(steps[-1][3]))
+
+
+@click.command()
+@click.argument("question", required=False)
+@click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="default", show_default=True)
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
+@click.option("--index", type=click.IntRange(min=0), help="Solve problem N of the task (the default task's test split).")
+@click.option("-s", "--strategy", "spec", default="ias_best_of_n:n_max=16", show_default=True, metavar="SPEC",
+              help="Search strategy: best_of_n:n=8, ias_best_of_n:n_max=32, beam:n=16,width=4, ias_beam:k_max=4,m_max=4, "
+                   "majority:n=8, weighted:n=8 (+es adds early stopping).")
+@click.option("-n", "--samples", type=click.IntRange(min=1, max=120), help="Shorthand for --strategy best_of_n:n=N.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@model_options
+@budget_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def solve_cmd(question: str | None, task_name: str, data: Path | None, index: int | None, spec: str, samples: int | None,
+              temperature: float, seed: int, generator_path: Path | None, prm_path: Path | None, models: Path | None,
+              threads: int | None, gpu_layers: int, energy_j: float | None, latency_s: float | None, tokens: int | None,
+              power_w: float | None, meter: str | None, cost_model: Path | None, as_json: bool) -> None:
+    """Answer QUESTION with adaptive search: steps with PRM quantiles, the answer, and the cost.
+
+    By default IAS best-of-N: the calibrated PRM rates the question, that sets how many
+    solutions to sample (few for easy questions, more for hard ones), and the one the PRM rates
+    most likely correct wins. The quantiles shown are the PRM's 10% / 50% / 90% estimates of the
+    probability that the generator gets it right from there. Budgets cap what the search may
+    spend on this question; the energy figure says which meter measured it (or that it is estimated).
+
+    \b
+    Examples:
+      edge-adapt solve "37+48*3"
+      edge-adapt solve --index 420 -s beam:n=16,width=4
+      edge-adapt solve "512*7-88+19*3" --energy 5 --latency 2
+      edge-adapt solve --task gsm8k --data test.jsonl --index 3 --generator qwen.gguf --prm ./prm --json
+    """
+    try:
+        strategy = parse_spec(f"best_of_n:n={samples}" if samples else spec)
+    except EdgeAdaptError as exc:
+        raise click.BadParameter(str(exc), param_hint="--strategy") from None
+    if task_name in ("gsm8k", "math") and data is None:
+        raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
+    task = get_task(task_name, data)
+    problem = _problem(task, question, index)
+    generator_path, prm_path = resolve_models(generator_path, prm_path, models)
+    budget = budget_dict(energy_j, latency_s, tokens, power_w)
+    n_seq = sequences_needed(strategy)
+    with Generator(generator_path, GeneratorConfig(n_ctx=max(8192, 160 * n_seq), n_seq_max=n_seq, n_threads=threads,
+                                                   n_gpu_layers=gpu_layers)) as gen:
+        prm = QuantilePRM(prm_path, threads=threads)
+        searcher = Searcher(gen, prm, task, SearchSettings(sampling=SamplingParams(temperature=temperature)))
+        with open_meter(meter, usage=searcher.usage, cost_model=CostModel.load(cost_model) if cost_model else None) as m:
+            searcher.policy = EnergyPolicy(m, Budget(**budget), searcher.usage)
+            if budget:
+                searcher.warm_up(problem)
+            question_q = prm.score_question(problem.question)
+            result = searcher.run(strategy, problem, seed=seed)
+    correct = task.is_correct(result.chosen.text, problem) if (result.chosen and problem.answer) else None
+    if as_json:
+        data_out = dataclasses.asdict(result)
+        data_out.update(gold=problem.answer or None, correct=correct, question_quantiles=dataclasses.asdict(question_q),
+                        prm_provider=prm.provider, prm_variant=prm.variant, budget=budget)
+        click.echo(json.dumps(data_out, indent=2, default=str))
+        return
+    _print(result, problem, question_q, correct, prm)
+
+
+def _print(result: SearchResult, problem: Problem, question_q: Quantiles, correct: bool | None, prm: QuantilePRM) -> None:
+    console.print(f"[bold]Question[/] {problem.question}    PRM P(success) q10/q50/q90: {_q(question_q)}")
+    chosen = result.chosen
+    if chosen is not None:
+        steps = Table(title="Chosen solution", title_justify="left")
+        steps.add_column("#", justify="right")
+        steps.add_column("step")
+        steps.add_column("PRM q10 / q50 / q90 after it")
+        for i, text in enumerate(chosen.steps, start=1):
+            q = chosen.per_step[i] if i < len(chosen.per_step) else None
+            steps.add_row(str(i), text.strip() or "(empty)", _q(q))
+        console.print(steps)
+    verdict = "" if correct is None else ("  [green]correct[/]" if correct else f"  [red]wrong[/] (gold {problem.answer})")
+    console.print(f"[bold]Answer[/] {result.answer}{verdict}")
+    cands = Table(title=f"All {len(result.candidates)} candidates", title_justify="left")
+    for col in ("#", "answer", "PRM median", "tokens", "ended by"):
+        cands.add_column(col)
+    for i, c in enumerate(result.candidates):
+        mark = " *" if c is chosen else ""
+        cands.add_row(f"{i}{mark}", str(c.answer), f"{c.final.median:.3f}" if c.final else "-", str(c.n_tokens), c.end.value)
+    console.print(cands)
+    for d in result.decisions:
+        if d.kind != "select":
+            console.print(f"[bold]{d.kind}[/] " + ", ".join(f"{k}={_short(v)}" for k, v in d.detail.items()), highlight=False)
+    cost = result.cost
+    energy = ""
+    if cost.joules is not None:
+        energy = f", {cost.joules:.2f} J ({cost.energy_source}{', estimated' if cost.energy_estimated else ', measured'})"
+    console.print(
+        f"[bold]Cost[/] ({result.strategy}) {cost.samples} samples, {cost.generated_tokens} tokens generated, "
+        f"{cost.prompt_tokens} prompt tokens, {cost.prm_calls} PRM calls ({cost.prm_prefixes} prefixes, {cost.prm_tokens} tokens, "
+        f"{prm.provider.removesuffix('ExecutionProvider')} {prm.variant}), {cost.wall_s:.2f}s{energy}"
+    )
+
+
+def _short(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

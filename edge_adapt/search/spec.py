@@ -1,0 +1,83 @@
+"""Strategies written as short strings, for the command line and for benchmark records.
+
+    best_of_n:n=16        fixed best-of-N, ranked by the PRM
+    majority:n=16         best-of-N, plain majority vote
+    weighted:n=16         best-of-N, PRM-weighted majority vote
+    ias_best_of_n:n_max=32,confidence=0.99
+    beam:n=16,width=4     step-level beam search
+    ias_beam:k_max=4,m_max=4
+    ...+es                any best-of-N with Adaptive-Consistency early stopping (+es=0.95 sets the threshold)
+
+A spec round-trips: ``format_spec(parse_spec(s))`` names the same strategy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from edge_adapt.errors import SamplingConfigError
+from edge_adapt.search.strategies import BeamSearch, BestOfN, EarlyStop, IASBeamSearch, IASBestOfN, Strategy
+
+_KINDS: dict[str, tuple[type, dict[str, Any]]] = {
+    "best_of_n": (BestOfN, {}),
+    "majority": (BestOfN, {"select": "majority"}),
+    "weighted": (BestOfN, {"select": "weighted"}),
+    "ias_best_of_n": (IASBestOfN, {}),
+    "ias_majority": (IASBestOfN, {"select": "majority"}),
+    "ias_weighted": (IASBestOfN, {"select": "weighted"}),
+    "beam": (BeamSearch, {}),
+    "ias_beam": (IASBeamSearch, {}),
+}
+STRATEGY_KINDS = tuple(_KINDS)
+
+
+def parse_spec(spec: str) -> Strategy:
+    """``kind[:key=value,...][+es[=threshold]]`` -> a strategy named by its canonical spec."""
+    text = spec.strip()
+    early: EarlyStop | None = None
+    if "+es" in text:
+        text, _, threshold = text.partition("+es")
+        early = EarlyStop(threshold=float(threshold.lstrip("="))) if threshold.strip("=") else EarlyStop()
+    kind, _, args = text.partition(":")
+    if kind not in _KINDS:
+        raise SamplingConfigError(f"unknown strategy {kind!r} in {spec!r}; choose one of {', '.join(_KINDS)}")
+    cls, fixed = _KINDS[kind]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = dict(fixed)
+    for part in filter(None, (p.strip() for p in args.split(","))):
+        key, eq, raw = part.partition("=")
+        if not eq or key not in fields or key in ("name", "select", "early_stop"):
+            allowed = ", ".join(k for k in fields if k not in ("name", "select", "early_stop"))
+            raise SamplingConfigError(f"{spec!r}: bad setting {part!r}; {kind} takes {allowed}")
+        default = fields[key].default
+        try:
+            values[key] = type(default)(raw) if default is not dataclasses.MISSING else raw
+        except ValueError as exc:
+            raise SamplingConfigError(f"{spec!r}: {key} must be a {type(default).__name__}, got {raw!r}") from exc
+    if early is not None:
+        if "early_stop" not in fields:
+            raise SamplingConfigError(f"{spec!r}: early stopping (+es) composes with best-of-N strategies only")
+        values["early_stop"] = early
+    strategy = cls(**values)
+    return dataclasses.replace(strategy, name=format_spec(strategy, kind))
+
+
+def format_spec(strategy: Strategy, kind: str | None = None) -> str:
+    """The canonical spec: the kind and every setting that differs from its default."""
+    if kind is None:
+        kind = next(k for k, (cls, fixed) in _KINDS.items()
+                    if isinstance(strategy, cls) and all(getattr(strategy, f) == v for f, v in fixed.items()))
+    cls, fixed = _KINDS[kind]
+    defaults = cls()
+    keys = [f.name for f in dataclasses.fields(cls) if f.name not in ("name", "select", "early_stop")]
+    # the budget-defining setting is always written, so names say what they cost
+    main = {"best_of_n": "n", "majority": "n", "weighted": "n", "beam": "n", "ias_best_of_n": "n_max",
+            "ias_majority": "n_max", "ias_weighted": "n_max", "ias_beam": "k_max"}[kind]
+    parts = [f"{k}={getattr(strategy, k)}" for k in keys if k == main or getattr(strategy, k) != getattr(defaults, k)
+             or (kind == "beam" and k == "width") or (kind == "ias_beam" and k == "m_max")]
+    text = f"{kind}:{','.join(parts)}"
+    es = getattr(strategy, "early_stop", None)
+    if es is not None:
+        text += "+es" if es == EarlyStop() else f"+es={es.threshold:g}"
+    return text

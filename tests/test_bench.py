@@ -1,0 +1,85 @@
+"""Benchmark runs on tiny real models: records appended as they go, an interrupted run resumed
+into exactly the records of an uninterrupted one, summaries rebuilt from the records alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from edge_adapt.bench import BenchConfig, RunFolder, RunFolderError, run_bench, stable_view, summarise
+from edge_adapt.cli import main
+
+from model_factory import TINY_ARITHMETIC
+
+STRATEGIES = ("best_of_n:n=3", "ias_best_of_n:n_max=4", "beam:n=4,width=2")
+
+
+@pytest.fixture(scope="module")
+def config(step_gguf, llama_prm) -> BenchConfig:
+    return BenchConfig(generator=str(step_gguf), prm=str(llama_prm.export.path), task="tiny", strategies=STRATEGIES,
+                       seed=7, temperature=1.0, max_steps=6, meter="estimate", threads=2)
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return TINY_ARITHMETIC.problems("test", 2)[:4]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_records(config, problems, tmp_path) -> None:
+    whole = run_bench(config, tmp_path / "whole", task=TINY_ARITHMETIC, problems=problems)
+    expected = whole.records()
+    assert len(expected) == len(problems) * len(STRATEGIES)
+
+    def stop_after_five(done: int, total: int, record: dict | None) -> None:
+        if record is not None and done == 5:
+            raise Interrupt  # what Ctrl-C does mid-run
+    with pytest.raises(Interrupt):
+        run_bench(config, tmp_path / "cut", stop_after_five, task=TINY_ARITHMETIC, problems=problems)
+    cut = RunFolder(tmp_path / "cut")
+    assert len(cut.records()) == 5
+    # a power loss mid-write leaves a torn line: it is dropped, not fatal
+    with open(cut.records_path, "a") as f:
+        f.write('{"question_id": "test-L2-0000')
+    seen = []
+    run_bench(config, tmp_path / "cut", lambda done, total, record: seen.append(done), task=TINY_ARITHMETIC, problems=problems)
+    assert seen[0] == 5  # resumed where it stopped
+    resumed = cut.records()
+    key = lambda r: (r["question_id"], r["strategy"])
+    assert sorted(map(key, resumed)) == sorted(map(key, expected))
+    assert sorted((stable_view(r) for r in resumed), key=key) == sorted((stable_view(r) for r in expected), key=key)
+    # every record carries what a measurement run needs
+    r = resumed[0]
+    assert r["cost"]["energy_source"] == "estimate:cpu" and r["cost"]["energy_estimated"] is True
+    assert r["cost"]["joules"] > 0 and r["decisions"] and set(r["question_quantiles"]) and "level" in r
+
+
+def test_a_folder_with_another_configuration_is_refused(config, problems, tmp_path) -> None:
+    run_bench(config, tmp_path / "run", task=TINY_ARITHMETIC, problems=problems[:1])
+    other = BenchConfig(**{**config.__dict__, "seed": 8})
+    with pytest.raises(RunFolderError, match="seed"):
+        run_bench(other, tmp_path / "run", task=TINY_ARITHMETIC, problems=problems[:1])
+
+
+def test_report_rebuilds_tables_and_plots_from_records(config, problems, tmp_path) -> None:
+    folder = run_bench(config, tmp_path / "run", task=TINY_ARITHMETIC, problems=problems)
+    summaries = summarise(folder.records())
+    assert [s.strategy for s in summaries] == list(STRATEGIES)
+    for s in summaries:
+        assert s.questions == len(problems) and 0 <= s.accuracy <= 1 and s.tokens_per_question > 0
+        assert s.latency_p50_s <= s.latency_p95_s and s.joules_per_question > 0
+    result = CliRunner().invoke(main, ["report", str(folder.path)])
+    assert result.exit_code == 0, result.output
+    for name in ("summary.md", "summary.csv", "summary.json", "accuracy_vs_tokens.png", "accuracy_vs_joules.png",
+                 "per_level.png", "reliability.png"):
+        assert (folder.path / name).stat().st_size > 0, name
+    md = (folder.path / "summary.md").read_text()
+    assert "ias_best_of_n:n_max=4 vs best_of_n:n=3" in md and "| L1 |" not in md and "L1" in md
+    assert json.loads((folder.path / "summary.json").read_text())[0]["strategy"] == STRATEGIES[0]
+    empty = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert empty.exit_code == 1 and "not a benchmark run folder" in empty.output
