@@ -96,3 +96,24 @@ def test_majority_confidence_grows_with_agreement() -> None:
     values = [majority_confidence([k, 1]) for k in range(1, 12)]
     assert values == sorted(values) and values[-1] > 0.99
     assert math.isclose(majority_confidence([0]), 0.5)
+
+
+# -- strategy specs -------------------------------------------------------------------------------
+
+
+def test_specs_round_trip_and_reject_nonsense() -> None:
+    from edge_adapt.search import BeamSearch, BestOfN, EarlyStop, IASBeamSearch, IASBestOfN
+    from edge_adapt.search.spec import parse_spec
+
+    assert parse_spec("best_of_n:n=16") == BestOfN(n=16, name="best_of_n:n=16")
+    assert parse_spec("weighted:n=8+es=0.9") == BestOfN(n=8, select="weighted", early_stop=EarlyStop(threshold=0.9),
+                                                         name="weighted:n=8+es=0.9")
+    assert parse_spec("ias_best_of_n").n_max == 32 and parse_spec("ias_best_of_n").name == "ias_best_of_n:n_max=32"
+    assert isinstance(parse_spec("ias_beam:k_max=2,m_max=8"), IASBeamSearch)
+    beam = parse_spec("beam:n=16,width=4,score_every=2")
+    assert isinstance(beam, BeamSearch) and beam.score_every == 2 and parse_spec(beam.name) == beam
+    assert isinstance(parse_spec("ias_majority:n_max=8"), IASBestOfN)
+    for bad, message in (("best_of_k:n=3", "unknown strategy"), ("best_of_n:n=x", "must be a int"),
+                         ("beam:n=16,depth=3", "beam takes n, width, score_every"), ("beam:n=8+es", "best-of-N strategies only")):
+        with pytest.raises(SamplingConfigError, match=message):
+            parse_spec(bad)
