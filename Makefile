@@ -10,7 +10,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench bench-default info models clean
+.PHONY: run test bench bench-default bench-search info models clean
 
 QUESTION ?= 37+48*3
 
@@ -27,6 +27,12 @@ bench: $(VENV)/.dev
 # The headline benchmark: every strategy on the default models and the 500-problem test split.
 bench-default: $(VENV)/.runtime
 	$(BIN)/edge-adapt bench -o runs/default
+
+# IAS against fixed budgets (issue 5's comparison): best-of-16/32 vs IAS best-of-N (N_max 32),
+# beam 16 (width 4) vs IAS beam (K_max 4, M_max 4), same problems and seeds.
+bench-search: $(VENV)/.runtime
+	$(BIN)/edge-adapt bench -o runs/search -s best_of_n:n=16 -s best_of_n:n=32 -s ias_best_of_n:n_max=32 \
+		-s beam:n=16,width=4 -s ias_beam:k_max=4,m_max=4
 
 info: $(VENV)/.runtime
 	$(BIN)/edge-adapt info

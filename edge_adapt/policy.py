@@ -238,18 +238,28 @@ class QuestionGuard:
         cap = self.budget.power_w
         if cap is None:
             return
-        waited = 0.0
+        waited, power, gave_up = 0.0, None, None
+        # Waiting longer than two windows means the device draws more than the cap even idle:
+        # pacing cannot help, so go on and say so rather than stall forever.
+        max_wait = 2 * self.budget.power_window_s
         while True:
             self.policy.read()
             power = self.policy.window_power()
             if power is None or power <= cap:
                 break
             if self.budget.latency_s is not None and self.spent().seconds + 0.05 > self.budget.latency_s:
-                break  # pacing would break the latency budget: latency wins, and the record says so
+                gave_up = "latency budget"  # latency wins, and the record says so
+                break
+            if waited >= max_wait:
+                gave_up = "idle power above the cap"
+                break
             time.sleep(0.05)
             waited += 0.05
-        if waited:
-            self._decide("power_cap", {"cap_w": cap, "waited_s": round(waited, 3)})
+        if waited or gave_up:
+            detail = {"cap_w": cap, "waited_s": round(waited, 3), "window_w": None if power is None else round(power, 3)}
+            if gave_up:
+                detail["gave_up"] = gave_up
+            self._decide("power_cap", detail)
 
     def _decide(self, kind: str, detail: dict[str, Any]) -> None:
         from edge_adapt.search.types import Decision  # the result type lives with search

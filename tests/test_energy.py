@@ -158,3 +158,27 @@ def test_batch_allocation_buys_the_best_gain_per_joule() -> None:
     assert allocate_batch([0.5, 0.5], [4.0, 1.0], 4.5).samples == (0, 4)
     with pytest.raises(BudgetError):
         allocate_batch([0.5], [1.0, 2.0], 3.0)
+
+
+def test_power_cap_paces_until_the_window_average_is_under_it(tmp_path: Path) -> None:
+    import threading
+
+    from edge_adapt.policy import EnergyPolicy
+
+    bat = battery_laptop(tmp_path)
+    _write(bat, "power_now", "12000000\n")  # 12 W while busy
+    with open_meter("battery", sysfs_root=tmp_path, nvml=False) as meter:
+        policy = EnergyPolicy(meter, Budget(power_w=5.0, power_window_s=0.3), Usage)
+        decisions: list = []
+        guard = policy.start_question(decisions)
+        time.sleep(0.35)
+        threading.Timer(0.2, lambda: _write(bat, "power_now", "1000000\n")).start()  # the device idles: 1 W
+        assert guard.grant("sample", 4) == 4  # after waiting for the average to fall under 5 W
+        assert policy.window_power() <= 5.0
+        paced = [d.detail for d in decisions if d.kind == "power_cap"]
+        assert paced and paced[0]["waited_s"] >= 0.2 and paced[0]["cap_w"] == 5.0 and "gave_up" not in paced[0]
+        # a cap below what the device draws idle cannot be met by waiting: it says so instead of stalling
+        _write(bat, "power_now", "9000000\n")
+        time.sleep(0.35)
+        assert guard.grant("sample", 2) == 2
+        assert decisions[-1].detail["gave_up"] == "idle power above the cap"

@@ -1,0 +1,139 @@
+"""The shipped default models: the files the manifest lists, loaded through the real runtimes,
+clearing bars that a broken or untrained model cannot clear by accident."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from edge_adapt import Generator, GeneratorConfig, QuantilePRM, SamplingParams
+from edge_adapt.cli import main
+from edge_adapt.models import load_default_models
+from edge_adapt.tasks import ArithmeticTask
+from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL, solve
+
+TASK = ArithmeticTask()
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load_default_models(verify=True)  # every file's sha256 and size against manifest.json
+
+
+@pytest.fixture(scope="module")
+def test_problems(models):
+    return TASK.problems("test", list(TEST_PER_LEVEL), seed=models.manifest["recipe"]["seed"])
+
+
+@pytest.fixture(scope="module")
+def generator(models):
+    with Generator(models.generator, GeneratorConfig(n_ctx=4096, n_seq_max=32)) as gen:
+        yield gen
+
+
+@pytest.fixture(scope="module")
+def prm(models):
+    return QuantilePRM(models.prm)
+
+
+def test_manifest_describes_what_ships(models) -> None:
+    m = models.manifest
+    paths = {f["path"] for f in m["files"]}
+    assert m["generator"]["file"] in paths and f"{m['prm']['dir']}/prm_config.json" in paths
+    assert m["generator"]["export"]["f32_greedy_match"] and m["generator"]["export"]["fallbacks"] == 0
+    assert m["prm"]["quantile_levels"] == [0.1, 0.5, 0.9]
+    assert m["task"]["levels"] and m["metrics"]["generator_and_prm_on_test"]["overall"]["problems"] == 500
+    assert (models.root / "MODEL_CARD.md").read_text().count("| ") > 20
+
+
+def test_greedy_decoding_solves_the_easiest_test_problems(generator, test_problems) -> None:
+    easy = [p for p in test_problems if p.level == 1][:30]
+    correct = 0
+    for p in easy:
+        leaves, _ = generator.complete([generator.prefill(TASK.prompt(p))], 1, sampling=SamplingParams(temperature=0.0), rules=TASK.step_rules)
+        correct += TASK.is_correct(leaves[0].solution_text(), p)
+    generator.reset()
+    assert correct >= 26, f"{correct}/30"
+
+
+def _steps(lines: list[str], answer: int) -> list[str]:
+    return [line + "\n\n" for line in lines] + [f"A:{answer}"]
+
+
+def _right_and_corrupted(problem) -> tuple[list[str], list[str]]:
+    """The reference solution, and one whose first result is off by one, carried on consistently
+    through the remaining steps: only the arithmetic of step 1 gives it away."""
+    chain = solve(problem.question)
+    right = _steps([f"{a}{op}{b}={r}" for a, op, b, r in chain], chain[-1][3])
+    a, op, b, r = chain[0]
+    acc, lines = r + 1, [f"{a}{op}{b}={r + 1}"]
+    for _, op, b, _ in chain[1:]:
+        nxt = acc + b if op == "+" else acc - b if op == "-" else acc * b
+        lines.append(f"{acc}{op}{b}={nxt}")
+        acc = nxt
+    return right, _steps(lines, acc)
+
+
+def test_prm_ranks_a_correct_solution_above_a_corrupted_one(prm, test_problems) -> None:
+    easy = [p for p in test_problems if p.level in (1, 2)][:40]
+    wins = 0
+    for p in easy:
+        right, wrong = _right_and_corrupted(p)
+        s_right, s_wrong = prm.score(p.question, [right, wrong])
+        wins += s_right.final.median > s_wrong.final.median
+    assert wins >= 32, f"{wins}/40"
+
+
+def test_prm_knows_easy_questions_from_hard_ones(prm, test_problems) -> None:
+    by_level = {lv: [prm.score_question(p.question).median for p in test_problems if p.level == lv][:20] for lv in (1, 6)}
+    assert sum(by_level[1]) / 20 > sum(by_level[6]) / 20 + 0.3
+
+
+def test_solve_is_the_main_job(models) -> None:
+    result = CliRunner().invoke(main, ["solve", "37+48*3"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Answer" in text and "Cost" in text and "PRM P(success)" in text
+    result = CliRunner().invoke(main, ["solve", "--index", "3", "-n", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["strategy"] == "best_of_n:n=4" and len(data["candidates"]) == 4
+    assert data["cost"]["generated_tokens"] > 0 and data["cost"]["prm_calls"] == 1
+    assert data["gold"] == TASK.problem("test", 3, seed=models.manifest["recipe"]["seed"]).answer
+    bad = CliRunner().invoke(main, ["solve", "what is love"])
+    assert bad.exit_code == 2 and "not a default-task question" in bad.output
+
+
+def test_solve_with_budgets_reports_energy_and_caps(models) -> None:
+    result = CliRunner().invoke(main, ["solve", "--index", "450", "-s", "best_of_n:n=32", "--tokens", "150", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["cost"]["generated_tokens"] <= 150 and data["cost"]["energy_source"].startswith(("estimate", "rapl", "battery"))
+    assert any(d["kind"] == "budget_cap" and d["detail"]["limit"] == "tokens" for d in data["decisions"])
+    impossible = CliRunner().invoke(main, ["solve", "37+48*3", "--energy", "0.0001"])
+    assert impossible.exit_code == 1 and "cannot buy one answer" in impossible.output
+
+
+def test_ias_samples_less_on_easy_questions_than_on_hard_ones(generator, prm, test_problems) -> None:
+    from edge_adapt.search import IASBestOfN, Searcher, SearchSettings
+
+    searcher = Searcher(generator, prm, TASK, SearchSettings())
+    samples = {lv: [searcher.run(IASBestOfN(n_max=32), p).cost.samples for p in test_problems if p.level == lv][:8]
+               for lv in (1, 6)}
+    assert sum(samples[1]) < sum(samples[6]), samples
+
+
+def test_bench_runs_and_reports_on_the_default_models(models, tmp_path) -> None:
+    out = tmp_path / "run"
+    args = ["bench", "-o", str(out), "--limit", "6", "-s", "best_of_n:n=4", "-s", "ias_best_of_n:n_max=8"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and {r["strategy"] for r in records} == {"best_of_n:n=4", "ias_best_of_n:n_max=8"}
+    assert "ias_best_of_n:n_max=8 vs best_of_n:n=4" in (out / "summary.md").read_text()
+    again = CliRunner().invoke(main, args)  # everything recorded: nothing reruns, nothing is lost
+    assert again.exit_code == 0 and len((out / "records.jsonl").read_text().splitlines()) == 12
+    other = CliRunner().invoke(main, [*args[:4], "--seed", "3", *args[4:]])
+    assert other.exit_code == 1 and "different configuration" in other.output
