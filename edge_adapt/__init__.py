@@ -1,9 +1,12 @@
 """edge_adapt: instance-adaptive test-time search for small quantized models on the edge."""
 
+from edge_adapt.energy import EnergyReading, Meter, detect_meters, open_meter
 from edge_adapt.errors import (
     BranchCapacityError,
+    BudgetError,
     ContextOverflowError,
     EdgeAdaptError,
+    MeterError,
     MissingDependencyError,
     ModelLoadError,
     QuantizationError,
@@ -22,20 +25,44 @@ from edge_adapt.generator import (
     StepEnd,
     StepRules,
 )
+from edge_adapt.models import load_default_models
+from edge_adapt.policy import Budget, EnergyPolicy, allocate_batch
 from edge_adapt.prm import PrefixScore, PRMFormat, PRMStats, QuantilePRM, Quantiles
-from edge_adapt.tasks import ArithmeticTask, Problem, Task
+from edge_adapt.search import (
+    BeamSearch,
+    BestOfN,
+    EarlyStop,
+    IASBeamSearch,
+    IASBestOfN,
+    Searcher,
+    SearchResult,
+    SearchSettings,
+)
+from edge_adapt.search.spec import parse_spec
+from edge_adapt.tasks import ArithmeticTask, Problem, Task, get_task
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArithmeticTask",
+    "BeamSearch",
+    "BestOfN",
     "BranchCapacityError",
+    "Budget",
+    "BudgetError",
     "ContextOverflowError",
+    "EarlyStop",
     "EdgeAdaptError",
+    "EnergyPolicy",
+    "EnergyReading",
     "Expansion",
     "GenerationStats",
     "Generator",
     "GeneratorConfig",
+    "IASBeamSearch",
+    "IASBestOfN",
+    "Meter",
+    "MeterError",
     "MissingDependencyError",
     "ModelLoadError",
     "Node",
@@ -48,6 +75,9 @@ __all__ = [
     "QuantizationError",
     "SamplingConfigError",
     "SamplingParams",
+    "SearchResult",
+    "SearchSettings",
+    "Searcher",
     "StepEnd",
     "StepRules",
     "Task",
@@ -55,4 +85,10 @@ __all__ = [
     "UnsupportedModelError",
     "VerificationError",
     "__version__",
+    "allocate_batch",
+    "detect_meters",
+    "get_task",
+    "load_default_models",
+    "open_meter",
+    "parse_spec",
 ]
