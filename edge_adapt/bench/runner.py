@@ -155,6 +155,10 @@ def run_bench(
         try:
             searcher.policy = EnergyPolicy(meter, budget or Budget(), searcher.usage)
             done = folder.open(config.to_json(), environment(prm, meter.source))
+            if budget is not None and problems:
+                # measure the device first, so the first budgeted question is sized on measurements
+                warm = task.problems("calibration", 1)[0] if isinstance(task, ArithmeticTask) else problems[0]
+                searcher.warm_up(warm, seed=config.seed)
             total = len(problems) * len(strategies)
             progress(len(done), total, None)
             for index, problem in enumerate(problems):
