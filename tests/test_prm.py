@@ -201,3 +201,26 @@ def test_int8_acceptance_rule() -> None:
     assert _within_int8_tolerance(base, close)[0]
     ok, why = _within_int8_tolerance(base, far)
     assert not ok and "brier_median" in why
+
+
+def test_logistic_term_keeps_saturated_outputs_learning_and_ordered() -> None:
+    from export.prm_train import asymmetric_logistic_loss, pinball_loss
+
+    levels = torch.tensor([0.1, 0.5, 0.9])
+    targets = torch.tensor([1.0, 1.0, 0.75])
+    saturated = torch.full((3, 3), -11.0, requires_grad=True)  # every output ~ 1.7e-5: the collapse seen in training
+    pinball_loss(torch.sigmoid(saturated), targets, levels).backward()
+    assert saturated.grad.abs().max() < 1e-4  # the pinball loss alone barely moves it
+    saturated.grad = None
+    asymmetric_logistic_loss(saturated, targets, levels).backward()
+    assert (saturated.grad < -0.005).all()  # the logistic term pushes every output up (mean over 9 outputs)
+    # fitted to a spread of targets, the three outputs come out ordered by level
+    z = torch.zeros(1, 3, requires_grad=True)
+    draws = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 0.0])
+    opt = torch.optim.SGD([z], lr=2.0)
+    for _ in range(300):
+        opt.zero_grad()
+        asymmetric_logistic_loss(z.expand(len(draws), 3), draws, levels).backward()
+        opt.step()
+    p = torch.sigmoid(z)[0]
+    assert p[0] < p[1] < p[2]
