@@ -51,7 +51,9 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 @click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="default", show_default=True)
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
 @click.option("--index", type=click.IntRange(min=0), help="Solve problem N of the task (the default task's test split).")
-@click.option("-s", "--strategy", "spec", default="ias_best_of_n:n_max=16", show_default=True, metavar="SPEC",
+# IAS sizes N from the PRM's question score (which the default PRM gets right: easy ~0.9, hard
+# ~0.1) and majority picks the answer (the default PRM's step-level ranking is weak; see MODEL_CARD).
+@click.option("-s", "--strategy", "spec", default="ias_majority:n_max=16", show_default=True, metavar="SPEC",
               help="Search strategy: best_of_n:n=8, ias_best_of_n:n_max=32, beam:n=16,width=4, ias_beam:k_max=4,m_max=4, "
                    "majority:n=8, weighted:n=8 (+es adds early stopping).")
 @click.option("-n", "--samples", type=click.IntRange(min=1, max=120), help="Shorthand for --strategy best_of_n:n=N.")
@@ -66,9 +68,9 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
               power_w: float | None, meter: str | None, cost_model: Path | None, as_json: bool) -> None:
     """Answer QUESTION with adaptive search: steps with PRM quantiles, the answer, and the cost.
 
-    By default IAS best-of-N: the calibrated PRM rates the question, that sets how many
-    solutions to sample (few for easy questions, more for hard ones), and the one the PRM rates
-    most likely correct wins. The quantiles shown are the PRM's 10% / 50% / 90% estimates of the
+    By default IAS with a majority vote: the calibrated PRM rates the question, that sets how
+    many solutions to sample (few for easy questions, more for hard ones), and the most common
+    answer wins (-s ias_best_of_n:n_max=16 lets the PRM pick instead). The quantiles shown are the PRM's 10% / 50% / 90% estimates of the
     probability that the generator gets it right from there. Budgets cap what the search may
     spend on this question; the energy figure says which meter measured it (or that it is estimated).
 
