@@ -55,7 +55,7 @@ def main() -> None:
             warm = task.problems("calibration", 2)
             for p in warm:
                 searcher.run(BestOfN(n=32), p, seed=args.seed)  # measure this device; sets the default budgets
-            reference = [searcher.run(BestOfN(n=32), p, seed=args.seed + 1) for p in warm[::3]]
+            reference = [searcher.run(BestOfN(n=32), p, seed=args.seed + 1) for p in warm[::2]]  # one per level
             ref_j = statistics.mean(r.cost.joules for r in reference)
             ref_s = statistics.mean(r.cost.wall_s for r in reference)
             energy_budget = args.energy or round(0.4 * ref_j, 2)
@@ -87,7 +87,7 @@ def main() -> None:
             policy.budget = Budget()
             est = policy.estimates
             tokens, joules_per_sample, _ = est.unit_cost("sample")
-            per_sample = statistics.mean(r.cost.joules / r.cost.samples for r in reference)
+            per_sample = sum(r.cost.joules for r in reference) / sum(r.cost.samples for r in reference)
             total = args.samples_per_question * len(problems) * per_sample
             before = meter.read()
             scores = [prm.score_question(p.question) for p in problems]

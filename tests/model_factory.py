@@ -75,7 +75,7 @@ def random_checkpoint(
 
 # The default task's format with single-digit operands: a model trained for seconds learns the
 # format fully and the arithmetic partly, so its answers are a real mix of right and wrong.
-TINY_ARITHMETIC = ArithmeticTask(levels=(Level(1, 1, 9), Level(2, 1, 9), Level(3, 1, 9)))
+TINY_ARITHMETIC = ArithmeticTask(levels=tuple(Level(n, 1, 9, max_value=99_999) for n in (1, 2, 3)))
 
 
 def arithmetic_text(rng: random.Random) -> str:

@@ -50,7 +50,8 @@ def test_levels_get_harder_and_solutions_follow_the_format() -> None:
         assert not task.is_correct(solution.replace(f"A:{p.answer}", f"A:{int(p.answer) + 1}"), p)
         assert not task.is_correct(solution.rsplit("\n\n", 1)[0], p)  # no answer line
     lengths = [sum(len(task.solution(p)) for p in problems if p.level == lv) for lv in range(1, 7)]
-    assert lengths == sorted(lengths)
+    # longer chains within the two-digit levels (1-3) and within the three-digit ones (4-6)
+    assert lengths[0] < lengths[1] < lengths[2] and lengths[3] < lengths[4] < lengths[5] and lengths[0] < lengths[3]
 
 
 def test_task_registry_and_bad_requests() -> None:
