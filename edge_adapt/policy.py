@@ -196,7 +196,10 @@ class QuestionGuard:
             "tokens": (b.tokens - spent.generated_tokens) / tokens if b.tokens is not None and tokens > 0 else math.inf,
         }
         limit = min(fits, key=lambda k: fits[k])
-        n = max(0, min(requested, math.floor(fits[limit])))
+        fit = fits[limit]
+        # Near the limit, grant at most half of what is left: one round's spend varies (sample
+        # lengths do), and halving rounds as the budget runs out keeps an unlucky round inside it.
+        n = requested if requested <= fit / 2 else max(0, min(requested, math.floor(fit / 2 if fit >= 2 else fit)))
         if n < requested:
             self.last_limit = limit
         return n
