@@ -119,3 +119,18 @@ def llama_prm(checkpoint, synthetic_calib, tmp_path_factory):
 
     settings = PRMBuildSettings(fmt=FMT, holdout=0.25, train=TrainSettings(epochs=6, batch_size=16, lr=5e-4, head_lr=5e-3))
     return build_quantile_prm(checkpoint("llama-tied"), synthetic_calib, out, settings)
+
+
+@pytest.fixture(scope="module")
+def searcher(step_gguf, llama_prm):
+    """A Searcher over the tiny step generator and the tiny PRM (one per test module: its
+    generator's KV state is per module)."""
+    from edge_adapt import Generator, GeneratorConfig, QuantilePRM, SamplingParams
+    from edge_adapt.search import Searcher, SearchSettings
+
+    from model_factory import TINY_ARITHMETIC
+
+    gen = Generator(step_gguf, GeneratorConfig(n_ctx=4096, n_seq_max=64))
+    prm = QuantilePRM(llama_prm.export.path, variant="fp32")
+    yield Searcher(gen, prm, TINY_ARITHMETIC, SearchSettings(sampling=SamplingParams(temperature=1.0), max_steps=8))
+    gen.close()

@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from edge_adapt import Generator, GeneratorConfig, QuantilePRM, SamplingParams
 from edge_adapt.energy import CostModel, EstimateMeter
 from edge_adapt.errors import BudgetError
 from edge_adapt.policy import Budget, EnergyPolicy
-from edge_adapt.search import BeamSearch, BestOfN, IASBeamSearch, IASBestOfN, Searcher, SearchSettings
+from edge_adapt.search import BeamSearch, BestOfN, IASBeamSearch, IASBestOfN, Searcher
 
 from model_factory import TINY_ARITHMETIC
 
 # No idle term: the estimate then depends on token counts only, not on how busy this shared
 # machine happens to be (wall-time effects are measured by benchmarks/bench_energy.py).
 COST = CostModel("test", idle_w=0.0, j_per_prompt_token=0.01, j_per_generated_token=0.1, j_per_prm_token=0.001)
-
-
-@pytest.fixture(scope="module")
-def searcher(step_gguf, llama_prm):
-    gen = Generator(step_gguf, GeneratorConfig(n_ctx=4096, n_seq_max=64))
-    prm = QuantilePRM(llama_prm.export.path, variant="fp32")
-    yield Searcher(gen, prm, TINY_ARITHMETIC, SearchSettings(sampling=SamplingParams(temperature=1.0), max_steps=8))
-    gen.close()
 
 
 def with_policy(searcher: Searcher, budget: Budget) -> Searcher:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from edge_adapt import Generator, GeneratorConfig, QuantilePRM, SamplingParams
 from edge_adapt.search import (
     BeamSearch,
     BestOfN,
@@ -12,19 +11,10 @@ from edge_adapt.search import (
     IASBeamSearch,
     IASBestOfN,
     Searcher,
-    SearchSettings,
     n_samples,
 )
 
 from model_factory import TINY_ARITHMETIC
-
-
-@pytest.fixture(scope="module")
-def searcher(step_gguf, llama_prm):
-    gen = Generator(step_gguf, GeneratorConfig(n_ctx=4096, n_seq_max=64))
-    prm = QuantilePRM(llama_prm.export.path, variant="fp32")
-    yield Searcher(gen, prm, TINY_ARITHMETIC, SearchSettings(sampling=SamplingParams(temperature=1.0), max_steps=8))
-    gen.close()
 
 
 @pytest.fixture(scope="module")

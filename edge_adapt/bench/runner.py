@@ -139,8 +139,6 @@ def run_bench(
     folder = RunFolder(out)
     task = task or get_task(config.task, config.data)
     problems = problems if problems is not None else load_problems(config, task)
-    if config.limit is not None and problems is not None:
-        problems = problems[: config.limit] if len(problems) > config.limit else problems
     strategies = [parse_spec(s) for s in config.strategies]
     budget = Budget(**config.budget) if config.budget else None
     n_seq = max(sequences_needed(s) for s in strategies)

@@ -102,7 +102,6 @@ def savings(summaries: list[StrategySummary]) -> list[str]:
         if not s.strategy.startswith("ias_"):
             continue
         base_kind = s.strategy.removeprefix("ias_").split(":")[0]
-        base_kind = "best_of_n" if base_kind == "best_of_n" else base_kind
         fixed = [f for f in by_name.values() if f.strategy.split(":")[0] == base_kind and "+es" not in f.strategy]
         if not fixed:
             continue
