@@ -36,6 +36,7 @@ DEFAULT_STRATEGIES = (
     "weighted:n=16",
     "weighted:n=32+es",
     "ias_best_of_n:n_max=32",
+    "ias_best_of_n:n_max=32,size_quantile=0.5",  # sized by the median: what the conservative q10 buys
     "ias_weighted:n_max=32+es",
     "beam:n=16,width=4",
     "ias_beam:k_max=4,m_max=4",
