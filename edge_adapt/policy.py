@@ -3,8 +3,9 @@ allocator that spreads a battery's worth of energy over many questions.
 
 Search asks the policy before every expansion (:meth:`QuestionGuard.grant`); the policy turns
 what is left of each budget into the largest number of samples or branch-steps that still fits,
-using cost estimates it learns online (joules and seconds per generated token, tokens per
-sample and per step, measured around every expansion including its PRM call). Estimates are
+using cost estimates it learns online (joules and seconds as a fixed cost per round plus a cost
+per generated token, tokens per sample and per step, measured around every expansion including
+its PRM call). Estimates are
 pessimistic on purpose (the largest tokens-per-unit seen, times a safety factor): a budget is a
 promise, and a branch that does not fit is cheaper to skip than to overrun.
 
@@ -58,40 +59,75 @@ class Budget:
 
 
 @dataclass
+class AffineCost:
+    """``cost ~ fixed + per_token * tokens`` per round, fitted by exponentially weighted least squares.
+
+    Why not a plain cost per token: a round also pays a fixed part (the PRM call over the new
+    prefixes, scheduling, the first decode of each branch), so rounds of one sample cost far more
+    per token than rounds of 32 decoded together. A per-token average learnt from small rounds
+    made the policy grant ever fewer samples (the next rounds were smaller still and looked
+    dearer), down to none; one learnt from big rounds under-priced a lone sample.
+    """
+
+    decay: float = 0.8  # weight of the past
+    w: float = 0.0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
+
+    def add(self, tokens: float, cost: float) -> None:
+        d = self.decay
+        self.w, self.sx, self.sy = d * self.w + 1, d * self.sx + tokens, d * self.sy + cost
+        self.sxx, self.sxy = d * self.sxx + tokens * tokens, d * self.sxy + tokens * cost
+
+    @property
+    def ready(self) -> bool:
+        return self.w > 0
+
+    def coefficients(self) -> tuple[float, float]:
+        """(fixed, per_token), both >= 0; per_token is never below a quarter of the average cost
+        per token, so noise cannot make tokens look free."""
+        mx, my = self.sx / self.w, self.sy / self.w
+        average = my / mx if mx > 0 else 0.0
+        var = self.sxx / self.w - mx * mx
+        if var <= 1e-9 * max(mx * mx, 1.0):
+            return 0.0, average  # one round size seen so far: no way to split the cost
+        per_token = max((self.sxy / self.w - mx * my) / var, 0.25 * average)
+        return max(my - per_token * mx, 0.0), per_token
+
+
+@dataclass
 class CostEstimates:
     """Online cost estimates shared by every question of a run (they describe the device)."""
 
-    joules_per_token: float | None = None
-    seconds_per_token: float | None = None
+    joules: AffineCost = field(default_factory=AffineCost)
+    seconds: AffineCost = field(default_factory=AffineCost)
     tokens_per_unit: dict[str, float] = field(default_factory=dict)  # largest seen, per unit
     tokens_seen: int = 0
-    decay: float = 0.8  # weight of the past in the per-token averages
 
     def update(self, unit: Unit, units: int, tokens: int, joules: float, seconds: float) -> None:
         if units <= 0 or tokens <= 0:
             return
-        jpt, spt = joules / tokens, seconds / tokens
-        if self.joules_per_token is None:
-            self.joules_per_token, self.seconds_per_token = jpt, spt
-        else:
-            self.joules_per_token = self.decay * self.joules_per_token + (1 - self.decay) * jpt
-            self.seconds_per_token = self.decay * self.seconds_per_token + (1 - self.decay) * spt
-            # never let a run of cheap rounds hide an expensive one entirely
-            self.joules_per_token = max(self.joules_per_token, 0.5 * jpt)
-            self.seconds_per_token = max(self.seconds_per_token, 0.5 * spt)
+        self.joules.add(tokens, joules)
+        self.seconds.add(tokens, seconds)
         per_unit = tokens / units
         self.tokens_per_unit[unit] = max(self.tokens_per_unit.get(unit, 0.0), per_unit)
         self.tokens_seen += tokens
 
     @property
     def ready(self) -> bool:
-        return self.joules_per_token is not None
+        return self.joules.ready
+
+    def round_cost(self, unit: Unit, units: int) -> tuple[float, float, float]:
+        """(tokens, joules, seconds) a round of ``units`` units is expected to cost, at most."""
+        tokens = units * (self.tokens_per_unit.get(unit) or self.tokens_per_unit.get("sample", 0.0))
+        (j0, j1), (s0, s1) = self.joules.coefficients(), self.seconds.coefficients()
+        return tokens, j0 + j1 * tokens, s0 + s1 * tokens
 
     def unit_cost(self, unit: Unit) -> tuple[float, float, float]:
-        """(tokens, joules, seconds) one unit is expected to cost, at most."""
-        tokens = self.tokens_per_unit.get(unit) or self.tokens_per_unit.get("sample", 0.0)
-        assert self.joules_per_token is not None and self.seconds_per_token is not None
-        return tokens, tokens * self.joules_per_token, tokens * self.seconds_per_token
+        """(tokens, joules, seconds) of a round of one unit."""
+        return self.round_cost(unit, 1)
 
 
 @dataclass(frozen=True)
@@ -187,12 +223,21 @@ class QuestionGuard:
         if requested <= 0 or not est.ready or self.budget.unlimited:
             return max(0, requested)
         tokens, joules, seconds = est.unit_cost(unit)
+        (fixed_j, _), (fixed_s, _) = est.joules.coefficients(), est.seconds.coefficients()
+        per_j, per_s = joules - fixed_j, seconds - fixed_s  # what each further unit adds to a round
         spent, safety = self.spent(), self.budget.safety
         b = self.budget
-        tail_j, tail_s = self.policy.tail_joules * safety, self.policy.tail_seconds * safety
+        left_j = b.energy_j - spent.joules - (self.policy.tail_joules + fixed_j) * safety if b.energy_j is not None else math.inf
+        left_s = b.latency_s - spent.seconds - (self.policy.tail_seconds + fixed_s) * safety if b.latency_s is not None else math.inf
+
+        def units_in(left: float, per_unit: float) -> float:
+            if left <= 0:
+                return 0.0
+            return left / (per_unit * safety) if per_unit > 0 else math.inf
+
         fits = {
-            "energy": (b.energy_j - spent.joules - tail_j) / (joules * safety) if b.energy_j is not None and joules > 0 else math.inf,
-            "latency": (b.latency_s - spent.seconds - tail_s) / (seconds * safety) if b.latency_s is not None and seconds > 0 else math.inf,
+            "energy": units_in(left_j, per_j),
+            "latency": units_in(left_s, per_s),
             "tokens": (b.tokens - spent.generated_tokens) / tokens if b.tokens is not None and tokens > 0 else math.inf,
         }
         limit = min(fits, key=lambda k: fits[k])

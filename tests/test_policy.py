@@ -7,7 +7,7 @@ import pytest
 
 from edge_adapt.energy import CostModel, EstimateMeter
 from edge_adapt.errors import BudgetError
-from edge_adapt.policy import Budget, EnergyPolicy
+from edge_adapt.policy import Budget, CostEstimates, EnergyPolicy
 from edge_adapt.search import BeamSearch, BestOfN, IASBeamSearch, IASBestOfN, Searcher
 
 from model_factory import TINY_ARITHMETIC
@@ -70,3 +70,19 @@ def test_impossible_budget_is_a_clear_error(searcher, problems) -> None:
         guarded.run(BestOfN(n=4), problems[0])
     # and nothing is left allocated after the refusal
     assert searcher.generator.kv_cells_used == 0
+
+
+def test_round_costs_split_into_a_fixed_part_and_a_part_per_token() -> None:
+    # rounds that each pay 0.2 s of fixed work plus 1 ms per token: a per-token average would
+    # price a 20-token round at 11 ms/token; the affine fit recovers both parts
+    est = CostEstimates()
+    for tokens in (20, 640, 40, 320, 20, 1280):
+        est.update("sample", max(1, tokens // 20), tokens, joules=2.0 + 0.01 * tokens, seconds=0.2 + 0.001 * tokens)
+    fixed_s, per_token_s = est.seconds.coefficients()
+    assert fixed_s == pytest.approx(0.2, rel=1e-6) and per_token_s == pytest.approx(0.001, rel=1e-6)
+    tokens, joules, seconds = est.round_cost("sample", 4)
+    assert tokens == 80 and joules == pytest.approx(2.0 + 0.8) and seconds == pytest.approx(0.2 + 0.08)
+    # one round size only: the cost cannot be split, so it is all per token
+    single = CostEstimates()
+    single.update("sample", 1, 50, joules=1.0, seconds=0.1)
+    assert single.seconds.coefficients() == (0.0, pytest.approx(0.002))
