@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_adapt.bench import BenchConfig, RunFolder, RunFolderError, run_bench, stable_view, summarise
+from edge_adapt.bench.summary import StrategySummary, savings
 from edge_adapt.cli import main
 
 from model_factory import TINY_ARITHMETIC
@@ -83,3 +84,20 @@ def test_report_rebuilds_tables_and_plots_from_records(config, problems, tmp_pat
     assert json.loads((folder.path / "summary.json").read_text())[0]["strategy"] == STRATEGIES[0]
     empty = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert empty.exit_code == 1 and "not a benchmark run folder" in " ".join(empty.output.split())
+
+
+def _summary(strategy: str, accuracy: float, tokens: float) -> StrategySummary:
+    return StrategySummary(strategy, 100, accuracy, tokens, tokens / accuracy, None, None, None, 0.1, 0.2, 1.0, None, 1.0)
+
+
+def test_savings_compare_ias_with_each_fixed_budget_of_its_kind_and_early_stopping() -> None:
+    lines = savings([
+        _summary("best_of_n:n=16", 0.40, 800), _summary("best_of_n:n=32", 0.35, 1600),
+        _summary("weighted:n=16", 0.55, 800), _summary("weighted:n=32+es", 0.56, 1200),
+        _summary("ias_best_of_n:n_max=32", 0.42, 400), _summary("ias_weighted:n_max=32+es", 0.57, 600),
+    ])
+    assert lines == [
+        "ias_best_of_n:n_max=32 vs best_of_n:n=32: 25% of the generated tokens, accuracy +7.0 points",
+        "ias_best_of_n:n_max=32 vs best_of_n:n=16: 50% of the generated tokens, accuracy +2.0 points",
+        "ias_weighted:n_max=32+es vs weighted:n=32+es: 50% of the generated tokens, accuracy +1.0 points",
+    ]

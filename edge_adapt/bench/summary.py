@@ -95,20 +95,19 @@ def table_rows(summaries: list[StrategySummary]) -> list[list[str]]:
 
 
 def savings(summaries: list[StrategySummary]) -> list[str]:
-    """Each IAS strategy against the fixed strategy of the same kind with the largest budget."""
+    """Each IAS strategy against every fixed strategy of the same kind, with the same early
+    stopping, largest budget first (IAS with N_max 32 against best-of-32, then best-of-16)."""
     lines = []
-    by_name = {s.strategy: s for s in summaries}
     for s in summaries:
         if not s.strategy.startswith("ias_"):
             continue
         base_kind = s.strategy.removeprefix("ias_").split(":")[0]
-        fixed = [f for f in by_name.values() if f.strategy.split(":")[0] == base_kind and "+es" not in f.strategy]
-        if not fixed:
-            continue
-        ref = max(fixed, key=lambda f: f.tokens_per_question)
-        ratio = s.tokens_per_question / ref.tokens_per_question if ref.tokens_per_question else math.nan
-        lines.append(f"{s.strategy} vs {ref.strategy}: {ratio:.0%} of the generated tokens, "
-                     f"accuracy {100 * (s.accuracy - ref.accuracy):+.1f} points")
+        early_stop = "+es" in s.strategy
+        fixed = [f for f in summaries if f.strategy.split(":")[0] == base_kind and ("+es" in f.strategy) == early_stop]
+        for ref in sorted(fixed, key=lambda f: -f.tokens_per_question):
+            ratio = s.tokens_per_question / ref.tokens_per_question if ref.tokens_per_question else math.nan
+            lines.append(f"{s.strategy} vs {ref.strategy}: {ratio:.0%} of the generated tokens, "
+                         f"accuracy {100 * (s.accuracy - ref.accuracy):+.1f} points")
     return lines
 
 
