@@ -69,7 +69,7 @@ class AffineCost:
     dearer), down to none; one learnt from big rounds under-priced a lone sample.
     """
 
-    decay: float = 0.8  # weight of the past
+    decay: float = 0.9  # weight of the past (about the last ten rounds)
     w: float = 0.0
     sx: float = 0.0
     sy: float = 0.0
@@ -86,14 +86,15 @@ class AffineCost:
         return self.w > 0
 
     def coefficients(self) -> tuple[float, float]:
-        """(fixed, per_token), both >= 0; per_token is never below a quarter of the average cost
-        per token, so noise cannot make tokens look free."""
+        """(fixed, per_token), both >= 0. per_token stays between a quarter of the average cost
+        per token and that average: noise in a few similar-sized rounds can fit any slope, and an
+        unbounded one priced a lone sample at twice a whole best-of-32 round."""
         mx, my = self.sx / self.w, self.sy / self.w
         average = my / mx if mx > 0 else 0.0
         var = self.sxx / self.w - mx * mx
         if var <= 1e-9 * max(mx * mx, 1.0):
             return 0.0, average  # one round size seen so far: no way to split the cost
-        per_token = max((self.sxy / self.w - mx * my) / var, 0.25 * average)
+        per_token = min(max((self.sxy / self.w - mx * my) / var, 0.25 * average), average)
         return max(my - per_token * mx, 0.0), per_token
 
 

@@ -86,3 +86,12 @@ def test_round_costs_split_into_a_fixed_part_and_a_part_per_token() -> None:
     single = CostEstimates()
     single.update("sample", 1, 50, joules=1.0, seconds=0.1)
     assert single.seconds.coefficients() == (0.0, pytest.approx(0.002))
+
+
+def test_a_noisy_slope_cannot_price_tokens_above_their_average_cost() -> None:
+    est = CostEstimates()
+    for tokens, seconds in ((300, 0.05), (305, 0.30), (310, 0.05), (302, 0.31)):  # similar sizes, noisy times
+        est.update("sample", 1, tokens, joules=1.0, seconds=seconds)
+    fixed_s, per_token_s = est.seconds.coefficients()
+    average = est.seconds.sy / est.seconds.sx
+    assert 0.25 * average <= per_token_s <= average and fixed_s >= 0
