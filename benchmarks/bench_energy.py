@@ -4,7 +4,9 @@
    latency budget. Prints how many questions stayed within each (the energy one must be all of
    them; the latency one at least 95%), with the meter that measured them (or "estimated").
 2. A battery's worth of energy over the whole split: the same total joules spent evenly per
-   question vs allocated by expected gain per joule from the PRM's calibrated question scores.
+   question vs allocated by expected gain per joule from the PRM's calibrated question scores,
+   each question's samples answered by majority vote. Both plans are held to the total: a
+   question whose planned cost no longer fits is cut (in the same shuffled order for both).
    Prints correct answers and joules actually spent for both.
 
     python benchmarks/bench_energy.py                   # 500 test problems (about 10 minutes here)
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -21,14 +24,69 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from edge_adapt.energy import open_meter
+from edge_adapt.energy import Meter, open_meter
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
 from edge_adapt.models import load_default_models
 from edge_adapt.policy import Budget, EnergyPolicy, allocate_batch, even_allocation
 from edge_adapt.prm import QuantilePRM
-from edge_adapt.search import BestOfN, IASBestOfN, Searcher, SearchSettings
-from edge_adapt.tasks import ArithmeticTask
+from edge_adapt.search import BestOfN, IASBestOfN, Searcher, SearchResult, SearchSettings
+from edge_adapt.tasks import ArithmeticTask, Problem
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
+
+
+def sample_cost_model(reference: list[tuple[Problem, SearchResult]]) -> float:
+    """Joules per sample per question character, from the warm-up runs. A sample's cost grows with
+    its solution, and on a chain task the solution grows with the question (one step per
+    operation); planning with one flat cost per sample would starve cheap questions and overrun
+    on long ones (the first version of this benchmark overspent the even plan by 20%)."""
+    joules = sum(r.cost.joules for _, r in reference)
+    units = sum(r.cost.samples * len(p.question) for p, r in reference)
+    return joules / units
+
+
+def execute(searcher: Searcher, problems: list[Problem], samples: tuple[int, ...], costs: list[float], total: float,
+            already_spent: float, order: list[int], seed: int) -> tuple[int, float, int]:
+    """Run a plan under a hard total: questions in ``order`` (shuffled, so neither plan loses the
+    same questions to the empty battery), each with its planned number of majority-voted
+    samples, while its planned cost still fits what is left. Returns (correct, joules spent, questions cut)."""
+    correct, spent, cut = 0, already_spent, 0
+    for i in order:
+        n = samples[i]
+        if n == 0:
+            continue
+        if spent + n * costs[i] > total:
+            cut += 1
+            continue
+        r = searcher.run(BestOfN(n=n, select="majority"), problems[i], seed=seed + i)
+        spent += r.cost.joules
+        correct += bool(r.answer) and r.answer == problems[i].answer
+    return correct, spent, cut
+
+
+def battery_comparison(searcher: Searcher, prm: QuantilePRM, meter: Meter, problems: list[Problem],
+                       reference: list[tuple[Problem, SearchResult]], samples_per_question: float, seed: int) -> Table:
+    """One total energy budget over the split: even shares vs allocation by expected gain per joule."""
+    per_char = sample_cost_model(reference)
+    costs = [per_char * len(p.question) for p in problems]
+    total = samples_per_question * sum(costs)
+    before = meter.read()
+    scores = [prm.score_question(p.question) for p in problems]
+    scoring_j = meter.read().joules - before.joules  # charged to the allocation that needs the scores
+    plans = {
+        "even (same share per question)": (even_allocation(len(problems), sum(costs) / len(problems), total).samples, 0.0),
+        "by expected gain per joule": (allocate_batch([q.median for q in scores], costs, total - scoring_j).samples, scoring_j),
+    }
+    order = list(range(len(problems)))
+    random.Random(seed).shuffle(order)
+    table = Table(title=f"One energy budget for the whole split: {total:.1f} J ({samples_per_question:g} samples' worth "
+                        f"per question), majority vote over each question's samples")
+    for col in ("allocation", "correct", "accuracy", "joules spent", "within total", "given 0 samples", "cut by the budget"):
+        table.add_column(col, justify="left" if col == "allocation" else "right")
+    for label, (samples, spent_before) in plans.items():
+        correct, spent, cut = execute(searcher, problems, samples, costs, total, spent_before, order, seed)
+        table.add_row(label, str(correct), f"{correct / len(problems):.1%}", f"{spent:.1f}",
+                      "yes" if spent <= total else f"no (+{spent / total - 1:.1%})", str(samples.count(0)), str(cut))
+    return table
 
 
 def main() -> None:
@@ -36,7 +94,8 @@ def main() -> None:
     parser.add_argument("--per-level", type=int, default=None, help="problems per level (default: the 500-problem split)")
     parser.add_argument("--energy", type=float, default=None, help="per-question energy budget, J (default: 40%% of best-of-32's mean)")
     parser.add_argument("--latency", type=float, default=None, help="per-question latency budget, s (default: 40%% of best-of-32's mean)")
-    parser.add_argument("--samples-per-question", type=float, default=2.0, help="batch budget: this many samples' worth per question")
+    parser.add_argument("--samples-per-question", type=float, nargs="+", default=[1.0, 2.0, 4.0],
+                        help="batch budgets: this many samples' worth per question (one comparison each)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--meter", default=None)
@@ -55,9 +114,9 @@ def main() -> None:
             warm = task.problems("calibration", 2)
             for p in warm:
                 searcher.run(BestOfN(n=32), p, seed=args.seed)  # measure this device; sets the default budgets
-            reference = [searcher.run(BestOfN(n=32), p, seed=args.seed + 1) for p in warm[::2]]  # one per level
-            ref_j = statistics.mean(r.cost.joules for r in reference)
-            ref_s = statistics.mean(r.cost.wall_s for r in reference)
+            reference = [(p, searcher.run(BestOfN(n=32), p, seed=args.seed + 1)) for p in warm[::2]]  # one per level
+            ref_j = statistics.mean(r.cost.joules for _, r in reference)
+            ref_s = statistics.mean(r.cost.wall_s for _, r in reference)
             energy_budget = args.energy or round(0.4 * ref_j, 2)
             latency_budget = args.latency or round(0.4 * ref_s, 3)
             console.print(f"meter: {meter.source} ({'estimated' if meter.estimated else 'measured'}); best-of-32 costs "
@@ -85,33 +144,8 @@ def main() -> None:
 
             # -- a battery's worth over the whole split ---------------------------------------------
             policy.budget = Budget()
-            est = policy.estimates
-            tokens, joules_per_sample, _ = est.unit_cost("sample")
-            per_sample = sum(r.cost.joules for r in reference) / sum(r.cost.samples for r in reference)
-            total = args.samples_per_question * len(problems) * per_sample
-            before = meter.read()
-            scores = [prm.score_question(p.question) for p in problems]
-            scoring_j = meter.read().joules - before.joules  # charged to the allocation that needs the scores
-            plans = {
-                "even (same share per question)": (even_allocation(len(problems), per_sample, total), 0.0),
-                "by expected gain per joule": (allocate_batch([q.median for q in scores], per_sample, total - scoring_j), scoring_j),
-            }
-            table = Table(title=f"One energy budget for the whole split: {total:.1f} J ({args.samples_per_question:g} samples' worth per question)")
-            for col in ("allocation", "correct", "accuracy", "joules spent", "within total", "questions given 0 samples"):
-                table.add_column(col, justify="left" if col == "allocation" else "right")
-            for label, (plan, spent_before) in plans.items():
-                correct, spent = 0, spent_before
-                for i, (p, n) in enumerate(zip(problems, plan.samples, strict=True)):
-                    if n == 0:
-                        continue
-                    r = searcher.run(BestOfN(n=n), p, seed=args.seed + i)
-                    spent += r.cost.joules
-                    correct += bool(r.chosen) and task.is_correct(r.chosen.text, p)
-                table.add_row(label, str(correct), f"{correct / len(problems):.1%}", f"{spent:.1f}",
-                              "yes" if spent <= total else f"no (+{spent / total - 1:.0%})", str(plan.samples.count(0)))
-            console.print(table)
-            console.print(f"(planned with {per_sample:.3f} J per sample, measured on the warm-up; "
-                          f"largest sample seen {tokens:.0f} tokens, {joules_per_sample:.3f} J)")
+            for per_question in args.samples_per_question:
+                console.print(battery_comparison(searcher, prm, meter, problems, reference, per_question, args.seed))
 
 
 if __name__ == "__main__":
