@@ -9,7 +9,7 @@
    question whose planned cost no longer fits is cut (in the same shuffled order for both).
    Prints correct answers and joules actually spent for both.
 
-    python benchmarks/bench_energy.py                   # 500 test problems (about 10 minutes here)
+    python benchmarks/bench_energy.py --latency 0.6     # 500 test problems (6.5 minutes on 2 CPU cores)
     python benchmarks/bench_energy.py --per-level 20    # quicker
 """
 
