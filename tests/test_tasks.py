@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL, solve, split_of
 from edge_adapt.tasks.gsm8k import GSM8KTask
 from edge_adapt.tasks.math_problems import MATHTask
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The real benchmark files live next to the checkout (../shared/data); EDGE_ADAPT_DATA points
+# elsewhere, e.g. for a clone made in another directory.
+DATA = Path(os.environ.get("EDGE_ADAPT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 GSM8K = DATA / "gsm8k" / "test.jsonl"
 MATH500 = DATA / "math500" / "test.jsonl"
 
