@@ -15,9 +15,13 @@ from edge_adapt.policy import Budget, allocate_batch, even_allocation
 
 
 def _write(root: Path, rel: str, text: str) -> Path:
+    """Replace a fixture file in one step: a sysfs read never sees a half-written value, and the
+    pacing test rewrites power_now from a timer thread while the meter reads it."""
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
     return path
 
 
@@ -182,3 +186,12 @@ def test_power_cap_paces_until_the_window_average_is_under_it(tmp_path: Path) ->
         time.sleep(0.35)
         assert guard.grant("sample", 2) == 2
         assert decisions[-1].detail["gave_up"] == "idle power above the cap"
+
+
+def test_a_fixed_cost_per_question_keeps_the_allocator_from_opening_questions_worth_little() -> None:
+    # without the fixed cost both questions look worth a sample; with 3 J to open a question,
+    # the unlikely one is not opened and its budget buys the likely one's samples
+    assert allocate_batch([0.6, 0.05], 1.0, 6.0).samples[1] > 0
+    plan = allocate_batch([0.6, 0.05], 1.0, 6.0, first_sample_joules=3.0)
+    assert plan.samples == (3, 0) and plan.joules_planned == 6.0
+    assert even_allocation(2, 1.0, 8.0, first_sample_joules=2.0).samples == (2, 2)
