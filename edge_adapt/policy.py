@@ -345,32 +345,42 @@ class BatchAllocation:
     joules_planned: float
 
 
+def _per_question(value: float | Sequence[float], q: int, what: str) -> list[float]:
+    values = [float(value)] * q if isinstance(value, (int, float)) else [float(c) for c in value]
+    if len(values) != q:
+        raise BudgetError(f"{len(values)} per-question {what} for {q} questions")
+    return values
+
+
 def allocate_batch(success: Sequence[float], joules_per_sample: float | Sequence[float], total_joules: float,
-                   max_per_question: int = 64) -> BatchAllocation:
+                   max_per_question: int = 64, first_sample_joules: float | Sequence[float] = 0.0) -> BatchAllocation:
     """Spread ``total_joules`` over questions by expected gain per joule.
 
     The n-th sample of a question with success probability p adds p(1-p)^(n-1) to the chance
     that the question has a correct sample; greedily buying the best gain per joule maximises the
     expected number of questions with a correct sample (the gains of each question decrease, so
-    greedy is optimal for this separable concave objective).
+    greedy is optimal for this separable concave objective). ``first_sample_joules`` is what a
+    question costs once, whatever its number of samples (prefill, scoring the question): the
+    first sample carries it, so a question worth little is not opened at all. With it the
+    objective is no longer concave per joule and greedy becomes a (good) heuristic.
     """
     q = len(success)
-    costs = [float(joules_per_sample)] * q if isinstance(joules_per_sample, (int, float)) else [float(c) for c in joules_per_sample]
-    if len(costs) != q:
-        raise BudgetError(f"{len(costs)} per-question costs for {q} questions")
-    if any(c <= 0 for c in costs):
-        raise BudgetError("joules per sample must be positive")
+    costs = _per_question(joules_per_sample, q, "costs")
+    first = _per_question(first_sample_joules, q, "first-sample costs")
+    if any(c <= 0 for c in costs) or any(f < 0 for f in first):
+        raise BudgetError("joules per sample must be positive (and first-sample joules not negative)")
     n = [0] * q
     p = [min(max(float(x), 0.0), 1.0) for x in success]
-    heap = [(-(p[i]) / costs[i], i) for i in range(q) if p[i] > 0]
+    heap = [(-(p[i]) / (costs[i] + first[i]), i) for i in range(q) if p[i] > 0]
     heapq.heapify(heap)
     left = total_joules
     while heap:
         neg_rate, i = heapq.heappop(heap)
-        if costs[i] > left:
+        price = costs[i] + (first[i] if n[i] == 0 else 0.0)
+        if price > left:
             continue  # this question's next sample no longer fits; cheaper ones still might
         n[i] += 1
-        left -= costs[i]
+        left -= price
         if n[i] < max_per_question:
             gain = p[i] * (1 - p[i]) ** n[i]
             if gain > 0:
@@ -379,7 +389,10 @@ def allocate_batch(success: Sequence[float], joules_per_sample: float | Sequence
     return BatchAllocation(tuple(n), expected, total_joules - left)
 
 
-def even_allocation(n_questions: int, joules_per_sample: float, total_joules: float) -> BatchAllocation:
-    """The baseline: every question gets the same share of the budget."""
-    per = math.floor(total_joules / n_questions / joules_per_sample) if joules_per_sample > 0 else 0
-    return BatchAllocation((per,) * n_questions, float("nan"), per * n_questions * joules_per_sample)
+def even_allocation(n_questions: int, joules_per_sample: float, total_joules: float,
+                    first_sample_joules: float = 0.0) -> BatchAllocation:
+    """The baseline: every question gets the same number of samples, as many as the total affords."""
+    per_question = total_joules / n_questions - first_sample_joules
+    per = math.floor(per_question / joules_per_sample) if joules_per_sample > 0 and per_question > 0 else 0
+    spent = n_questions * (per * joules_per_sample + (first_sample_joules if per else 0.0))
+    return BatchAllocation((per,) * n_questions, float("nan"), spent)
