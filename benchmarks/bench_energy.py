@@ -34,27 +34,30 @@ from edge_adapt.tasks import ArithmeticTask, Problem
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
 
 
-def sample_cost_model(reference: list[tuple[Problem, SearchResult]]) -> float:
-    """Joules per sample per question character, from the warm-up runs. A sample's cost grows with
-    its solution, and on a chain task the solution grows with the question (one step per
-    operation); planning with one flat cost per sample would starve cheap questions and overrun
-    on long ones (the first version of this benchmark overspent the even plan by 20%)."""
-    joules = sum(r.cost.joules for _, r in reference)
-    units = sum(r.cost.samples * len(p.question) for p, r in reference)
-    return joules / units
+def sample_cost_model(one: list[tuple[Problem, SearchResult]], many: list[tuple[Problem, SearchResult]]) -> tuple[float, float]:
+    """(joules to open a question, joules per sample per question character), from warm-up runs of
+    one and of many samples on the same questions. A sample's cost grows with its solution, and on
+    a chain task the solution grows with the question (one step per operation); opening a
+    question (prefill, scoring it) costs the same whatever the number of samples. A flat cost per
+    sample overspent the even plan by 20% in the first version of this benchmark."""
+    extra = sum(r_many.cost.joules - r_one.cost.joules for (_, r_one), (_, r_many) in zip(one, many, strict=True))
+    units = sum((r_many.cost.samples - r_one.cost.samples) * len(p.question) for (p, r_one), (_, r_many) in zip(one, many, strict=True))
+    per_char = extra / units
+    fixed = statistics.mean(max(r.cost.joules - r.cost.samples * per_char * len(p.question), 0.0) for p, r in one)
+    return fixed, per_char
 
 
-def execute(searcher: Searcher, problems: list[Problem], samples: tuple[int, ...], costs: list[float], total: float,
+def execute(searcher: Searcher, problems: list[Problem], samples: tuple[int, ...], costs: list[float], fixed: float, total: float,
             already_spent: float, order: list[int], seed: int) -> tuple[int, float, int]:
     """Run a plan under a hard total: questions in ``order`` (shuffled, so neither plan loses the
     same questions to the empty battery), each with its planned number of majority-voted
-    samples, while its planned cost still fits what is left. Returns (correct, joules spent, questions cut)."""
+    samples, while its planned cost (opening the question plus its samples) still fits what is left. Returns (correct, joules spent, questions cut)."""
     correct, spent, cut = 0, already_spent, 0
     for i in order:
         n = samples[i]
         if n == 0:
             continue
-        if spent + n * costs[i] > total:
+        if spent + fixed + n * costs[i] > total:
             cut += 1
             continue
         r = searcher.run(BestOfN(n=n, select="majority"), problems[i], seed=seed + i)
@@ -64,17 +67,19 @@ def execute(searcher: Searcher, problems: list[Problem], samples: tuple[int, ...
 
 
 def battery_comparison(searcher: Searcher, prm: QuantilePRM, meter: Meter, problems: list[Problem],
-                       reference: list[tuple[Problem, SearchResult]], samples_per_question: float, seed: int) -> Table:
+                       one: list[tuple[Problem, SearchResult]], many: list[tuple[Problem, SearchResult]],
+                       samples_per_question: float, seed: int) -> Table:
     """One total energy budget over the split: even shares vs allocation by expected gain per joule."""
-    per_char = sample_cost_model(reference)
+    fixed, per_char = sample_cost_model(one, many)
     costs = [per_char * len(p.question) for p in problems]
-    total = samples_per_question * sum(costs)
+    total = len(problems) * fixed + samples_per_question * sum(costs)
     before = meter.read()
     scores = [prm.score_question(p.question) for p in problems]
     scoring_j = meter.read().joules - before.joules  # charged to the allocation that needs the scores
     plans = {
-        "even (same share per question)": (even_allocation(len(problems), sum(costs) / len(problems), total).samples, 0.0),
-        "by expected gain per joule": (allocate_batch([q.median for q in scores], costs, total - scoring_j).samples, scoring_j),
+        "even (same samples per question)": (even_allocation(len(problems), sum(costs) / len(problems), total, fixed).samples, 0.0),
+        "by expected gain per joule": (allocate_batch([q.median for q in scores], costs, total - scoring_j,
+                                                      first_sample_joules=fixed).samples, scoring_j),
     }
     order = list(range(len(problems)))
     random.Random(seed).shuffle(order)
@@ -83,7 +88,7 @@ def battery_comparison(searcher: Searcher, prm: QuantilePRM, meter: Meter, probl
     for col in ("allocation", "correct", "accuracy", "joules spent", "within total", "given 0 samples", "cut by the budget"):
         table.add_column(col, justify="left" if col == "allocation" else "right")
     for label, (samples, spent_before) in plans.items():
-        correct, spent, cut = execute(searcher, problems, samples, costs, total, spent_before, order, seed)
+        correct, spent, cut = execute(searcher, problems, samples, costs, fixed, total, spent_before, order, seed)
         table.add_row(label, str(correct), f"{correct / len(problems):.1%}", f"{spent:.1f}",
                       "yes" if spent <= total else f"no (+{spent / total - 1:.1%})", str(samples.count(0)), str(cut))
     return table
@@ -115,6 +120,7 @@ def main() -> None:
             for p in warm:
                 searcher.run(BestOfN(n=32), p, seed=args.seed)  # measure this device; sets the default budgets
             reference = [(p, searcher.run(BestOfN(n=32), p, seed=args.seed + 1)) for p in warm[::2]]  # one per level
+            single = [(p, searcher.run(BestOfN(n=1), p, seed=args.seed + 1)) for p in warm[::2]]
             ref_j = statistics.mean(r.cost.joules for _, r in reference)
             ref_s = statistics.mean(r.cost.wall_s for _, r in reference)
             energy_budget = args.energy or round(0.4 * ref_j, 2)
@@ -145,7 +151,7 @@ def main() -> None:
             # -- a battery's worth over the whole split ---------------------------------------------
             policy.budget = Budget()
             for per_question in args.samples_per_question:
-                console.print(battery_comparison(searcher, prm, meter, problems, reference, per_question, args.seed))
+                console.print(battery_comparison(searcher, prm, meter, problems, single, reference, per_question, args.seed))
 
 
 if __name__ == "__main__":
