@@ -3,13 +3,13 @@
 1. Per-question budgets: IAS best-of-N (N_max 32) under an energy budget and, separately, a
    latency budget. Prints how many questions stayed within each (the energy one must be all of
    them; the latency one at least 95%), with the meter that measured them (or "estimated").
-2. A battery's worth of energy over the whole split: the same total joules spent evenly per
-   question vs allocated by expected gain per joule from the PRM's calibrated question scores,
-   each question's samples answered by majority vote. Both plans are held to the total: a
-   question whose planned cost no longer fits is cut (in the same shuffled order for both).
-   Prints correct answers and joules actually spent for both.
+2. A battery's worth of energy over the whole split (1, 2 and 4 samples' worth per question):
+   every question the same number of samples vs samples allocated by expected gain per joule
+   from the PRM's calibrated question scores, each question answered by majority vote. Both
+   plans are held to the total: a question whose planned cost no longer fits is cut (in the same
+   shuffled order for both). Prints correct answers and joules actually spent for both.
 
-    python benchmarks/bench_energy.py --latency 0.6     # 500 test problems (6.5 minutes on 2 CPU cores)
+    python benchmarks/bench_energy.py --latency 0.6     # 500 test problems (7 minutes on 2 CPU cores)
     python benchmarks/bench_energy.py --per-level 20    # quicker
 """
 
@@ -51,7 +51,8 @@ def execute(searcher: Searcher, problems: list[Problem], samples: tuple[int, ...
             already_spent: float, order: list[int], seed: int) -> tuple[int, float, int]:
     """Run a plan under a hard total: questions in ``order`` (shuffled, so neither plan loses the
     same questions to the empty battery), each with its planned number of majority-voted
-    samples, while its planned cost (opening the question plus its samples) still fits what is left. Returns (correct, joules spent, questions cut)."""
+    samples, while its planned cost (opening the question plus its samples) still fits what is
+    left. Returns (correct, joules spent, questions cut)."""
     correct, spent, cut = 0, already_spent, 0
     for i in order:
         n = samples[i]
@@ -69,7 +70,8 @@ def execute(searcher: Searcher, problems: list[Problem], samples: tuple[int, ...
 def battery_comparison(searcher: Searcher, prm: QuantilePRM, meter: Meter, problems: list[Problem],
                        one: list[tuple[Problem, SearchResult]], many: list[tuple[Problem, SearchResult]],
                        samples_per_question: float, seed: int) -> Table:
-    """One total energy budget over the split: even shares vs allocation by expected gain per joule."""
+    """One total energy budget over the split: the same samples per question vs allocation by
+    expected gain per joule."""
     fixed, per_char = sample_cost_model(one, many)
     costs = [per_char * len(p.question) for p in problems]
     total = len(problems) * fixed + samples_per_question * sum(costs)

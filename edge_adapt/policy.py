@@ -5,8 +5,7 @@ Search asks the policy before every expansion (:meth:`QuestionGuard.grant`); the
 what is left of each budget into the largest number of samples or branch-steps that still fits,
 using cost estimates it learns online (joules and seconds as a fixed cost per round plus a cost
 per generated token, tokens per sample and per step, measured around every expansion including
-its PRM call). Estimates are
-pessimistic on purpose (the largest tokens-per-unit seen, times a safety factor): a budget is a
+its PRM call). Estimates are pessimistic on purpose (the largest tokens-per-unit seen, times a safety factor): a budget is a
 promise, and a branch that does not fit is cheaper to skip than to overrun.
 
 When a budget is tight, IAS keeps working at a lower target confidence C (search records the
@@ -120,9 +119,13 @@ class CostEstimates:
     def ready(self) -> bool:
         return self.joules.ready
 
+    def tokens_per(self, unit: Unit) -> float:
+        """The most tokens one unit has taken (a step falls back to a whole sample until seen)."""
+        return self.tokens_per_unit.get(unit) or self.tokens_per_unit.get("sample", 0.0)
+
     def round_cost(self, unit: Unit, units: int) -> tuple[float, float, float]:
         """(tokens, joules, seconds) a round of ``units`` units is expected to cost, at most."""
-        tokens = units * (self.tokens_per_unit.get(unit) or self.tokens_per_unit.get("sample", 0.0))
+        tokens = units * self.tokens_per(unit)
         (j0, j1), (s0, s1) = self.joules.coefficients(), self.seconds.coefficients()
         return tokens, j0 + j1 * tokens, s0 + s1 * tokens
 
@@ -223,9 +226,9 @@ class QuestionGuard:
         est = self.policy.estimates
         if requested <= 0 or not est.ready or self.budget.unlimited:
             return max(0, requested)
-        tokens, joules, seconds = est.unit_cost(unit)
-        (fixed_j, _), (fixed_s, _) = est.joules.coefficients(), est.seconds.coefficients()
-        per_j, per_s = joules - fixed_j, seconds - fixed_s  # what each further unit adds to a round
+        tokens = est.tokens_per(unit)
+        (fixed_j, j_per_token), (fixed_s, s_per_token) = est.joules.coefficients(), est.seconds.coefficients()
+        per_j, per_s = j_per_token * tokens, s_per_token * tokens  # what each further unit adds to a round
         spent, safety = self.spent(), self.budget.safety
         b = self.budget
         left_j = b.energy_j - spent.joules - (self.policy.tail_joules + fixed_j) * safety if b.energy_j is not None else math.inf
@@ -375,7 +378,7 @@ def allocate_batch(success: Sequence[float], joules_per_sample: float | Sequence
     heapq.heapify(heap)
     left = total_joules
     while heap:
-        neg_rate, i = heapq.heappop(heap)
+        _, i = heapq.heappop(heap)
         price = costs[i] + (first[i] if n[i] == 0 else 0.0)
         if price > left:
             continue  # this question's next sample no longer fits; cheaper ones still might
