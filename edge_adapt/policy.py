@@ -189,6 +189,7 @@ class QuestionGuard:
         self._last_observed: EnergyReading | None = None
         self.capped_by: set[str] = set()
         self.last_limit: str | None = None
+        self._granted_any = False
         self._check_feasible()
 
     # -- what has been spent ------------------------------------------------------------------------
@@ -204,6 +205,10 @@ class QuestionGuard:
         if not est.ready or self.budget.unlimited:
             return
         tokens, joules, seconds = est.unit_cost("sample")
+        # one answer is one sample plus the work after it (scoring, picking): the same terms
+        # ``affordable`` holds back, less the safety margin, so a question that passes here is
+        # never granted nothing (``grant`` floors its first round at one unit)
+        joules, seconds = joules + self.policy.tail_joules, seconds + self.policy.tail_seconds
         if self.budget.energy_j is not None and joules > self.budget.energy_j:
             raise BudgetError(
                 f"an energy budget of {self.budget.energy_j:g} J cannot buy one answer: one sample costs about "
@@ -261,9 +266,17 @@ class QuestionGuard:
         granted = self.affordable(unit, requested)
         if granted < requested:
             assert self.last_limit is not None
+            detail: dict[str, Any] = {"limit": self.last_limit, "unit": unit, "requested": requested, "granted": granted}
+            if granted == 0 and not self._granted_any:
+                # The question passed the feasibility check, so one unit fits the budget as
+                # estimated; only the safety margin (or a cost estimate that rose since) rules it
+                # out. An answer that may run a little over beats no answer at all.
+                granted = detail["granted"] = 1
+                detail["floor"] = "first unit of a feasible question"
             self.capped_by.add(self.last_limit)
-            self._decide("budget_cap", {"limit": self.last_limit, "unit": unit, "requested": requested, "granted": granted})
+            self._decide("budget_cap", detail)
         if granted:
+            self._granted_any = True
             self._round = (self.policy.read(), self.policy.usage(), unit, granted)
         return granted
 

@@ -64,6 +64,22 @@ def test_latency_budget_caps_the_samples(searcher, problems) -> None:
         assert 1 <= result.cost.samples < 48
 
 
+def test_a_feasible_question_always_gets_its_first_sample(searcher, problems) -> None:
+    # A budget just above one answer's estimated cost: the safety margin alone would grant
+    # nothing, and a question that passed the feasibility check must still get an answer.
+    guarded = with_policy(searcher, Budget())
+    _, joules_per_sample, _ = guarded.policy.estimates.unit_cost("sample")
+    one_answer = joules_per_sample + guarded.policy.tail_joules
+    guarded.policy.budget = Budget(energy_j=1.05 * one_answer)
+    assert guarded.policy.budget.safety * one_answer > guarded.policy.budget.energy_j
+    result = guarded.run(BestOfN(n=8), problems[0])
+    caps = [d.detail for d in result.decisions if d.kind == "budget_cap"]
+    assert caps[0]["granted"] == 1 and caps[0]["floor"] == "first unit of a feasible question"
+    assert result.cost.samples == 1 and result.candidates
+    # and later rounds get no such floor: the budget is spent
+    assert all(c["granted"] == 0 for c in caps[1:])
+
+
 def test_impossible_budget_is_a_clear_error(searcher, problems) -> None:
     guarded = with_policy(searcher, Budget(energy_j=0.01))
     with pytest.raises(BudgetError, match="cannot buy one answer.*raise the budget"):
