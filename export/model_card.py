@@ -60,6 +60,28 @@ def check_targets(manifest: dict[str, Any]) -> list[tuple[Target, float, bool]]:
     return [(t, v := t.value(manifest), t.ok(v)) for t in TARGETS]
 
 
+def _likelihood_text(p: dict) -> str:
+    fit = p.get("likelihood")
+    if not fit:
+        return ""
+    per_level = "; ".join(f"q{round(q * 100):02d}: {s:.3g}, {w:.3g}, {b:.3g}"
+                          for q, s, w, b in zip(p["quantile_levels"], fit["scale"], fit["weight"], fit["bias"], strict=True))
+    return (
+        "\n  Its graph also holds the generator (F32): each quantile's logit is `scale * PRM logit + weight * loglik +\n"
+        "  bias`, with loglik the generator's log-probability of the solution tokens so far, fitted on the training\n"
+        f"  questions after the PRM (scale, weight, bias per level: {per_level}). Why: the generator's mistakes are\n"
+        "  mostly a wrong digit it was unsure of, which the trained head alone barely notices (export/likelihood_prm.py)."
+    )
+
+
+def _text_only_row(held: dict) -> str:
+    t = held.get("text_only")
+    if not t:
+        return ""
+    return (f"| after, text only (without the likelihood term) | {t['brier_median']:.4f} | {t['ece_median']:.4f} | "
+            f"{' / '.join(f'{v:.0%}' for v in t['coverage'].values())} | {t['pinball']:.4f} |\n")
+
+
 def write_model_card(out: Path, manifest: dict[str, Any]) -> Path:
     g, p, c, r = manifest["generator"], manifest["prm"], manifest["calibration"], manifest["recipe"]
     test = manifest["metrics"]["generator_and_prm_on_test"]
@@ -96,7 +118,7 @@ project's own recipe, from scratch, in about {r['total_seconds'] / 60:.0f} minut
   probability that the generator (at temperature 0.7) finishes correctly; trained with the pinball loss on
   {c['records']:,} Monte-Carlo records from {c['questions']} calibration questions (N={c['n_solutions']} solutions,
   M={c['n_continuations']} continuations per prefix, `{c['file']}`), exported to ONNX; the CPU runs the
-  `{p['cpu_variant']}` variant.
+  `{p['cpu_variant']}` variant.{_likelihood_text(p)}
 - **The task**: chains like `Q:37+48*3` evaluated left to right, one operation per step, steps separated by a
   blank line, then `A:<answer>`. Levels:
 
@@ -131,7 +153,7 @@ fractions are q10 {held['after']['below']['q10']:.1%}, q50 {held['after']['below
 | | Brier (median) | ECE (median) | coverage q10 / q50 / q90 | pinball |
 |---|---|---|---|---|
 | before training (head at the base rate) | {held['before']['brier_median']:.4f} | {held['before']['ece_median']:.4f} | {' / '.join(f'{v:.0%}' for v in held['before']['coverage'].values())} | {held['before']['pinball']:.4f} |
-| after | {held['after']['brier_median']:.4f} | {held['after']['ece_median']:.4f} | {' / '.join(f'{v:.0%}' for v in held['after']['coverage'].values())} | {held['after']['pinball']:.4f} |
+{_text_only_row(held)}| after | {held['after']['brier_median']:.4f} | {held['after']['ece_median']:.4f} | {' / '.join(f'{v:.0%}' for v in held['after']['coverage'].values())} | {held['after']['pinball']:.4f} |
 
 Reliability diagram: `{p['dir']}/reliability.png`.
 

@@ -27,6 +27,7 @@ from edge_adapt.errors import VerificationError
 from edge_adapt.prm.bundle import TOKENIZER_FILE, PRMBundle
 from edge_adapt.prm.format import PRMFormat
 from export.calibration_data import CalibrationRecord
+from export.likelihood_prm import GeneratorAwarePRM
 from export.prm_data import TrainingSequence
 from export.prm_metrics import CalibrationMetrics, runtime_metrics
 
@@ -70,13 +71,22 @@ def register_llama_token_classification() -> None:
     TasksManager.create_register("onnx")("llama", "token-classification")(LlamaOnnxConfig)
 
 
-def export_onnx(model: PreTrainedModel, out_dir: Path, opset: int = 18) -> Path:
+def export_onnx(model: PreTrainedModel | GeneratorAwarePRM, out_dir: Path, opset: int = 18) -> Path:
     from optimum.exporters.onnx import onnx_export_from_model
+    from optimum.exporters.onnx.convert import export_pytorch
+    from optimum.exporters.tasks import TasksManager
 
     register_llama_token_classification()
     model = model.float().eval()
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_export_from_model(model, tmp, task="token-classification", opset=opset, do_validation=False)
+        if isinstance(model, GeneratorAwarePRM):
+            # not a transformers class, but the same inputs and output as its PRM: export it
+            # with the PRM's ONNX config, under optimum's patches that make the decoders traceable
+            config = TasksManager.get_exporter_config_constructor(
+                "onnx", model=model.prm, task="token-classification", library_name="transformers")(model.config)
+            export_pytorch(model, config, opset, Path(tmp) / "model.onnx")
+        else:
+            onnx_export_from_model(model, tmp, task="token-classification", opset=opset, do_validation=False)
         for f in Path(tmp).glob("model.onnx*"):  # model.onnx and, for >2 GB models, model.onnx_data
             shutil.move(str(f), out_dir / f.name)
     return out_dir / "model.onnx"

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 from edge_adapt.errors import EdgeAdaptError, TokenizerError, UnsupportedModelError
 from edge_adapt.prm.format import PRMFormat, pad_token_id
 from export.calibration_data import read_records
+from export.likelihood_prm import LikelihoodFit, add_likelihood_term, likelihood_source
 from export.prm_data import build_sequences, split_questions
 from export.prm_export import PRMExport, export_prm_bundle
 from export.prm_metrics import CalibrationMetrics, calibration_metrics, reliability_diagram
@@ -35,6 +36,9 @@ class PRMBuildSettings:
     base_kind: str = "auto"  # "prm" (two-label token classification), "backbone", or "auto"
     int8: bool = True
     fp16: bool = True
+    # the generator's Hugging Face folder: its likelihood of the solution joins the PRM's logits
+    # (export/likelihood_prm.py); None for a PRM that reads the text alone
+    likelihood_generator: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class PRMBuild:
     reliability_png: Path
     base_kind: str
     counts: dict[str, int]
+    likelihood: LikelihoodFit | None = None
+    after_prm_only: CalibrationMetrics | None = None  # held out, before the likelihood term joined
 
 
 def _metrics(predicted: tuple, levels: tuple[float, ...]) -> CalibrationMetrics:
@@ -97,6 +103,7 @@ def build_quantile_prm(
     held = build_sequences(records, tokenizer, settings.fmt, held_ids)
     held_records = [r for r in records if r.question_id in held_ids]
 
+    lik_source = None if settings.likelihood_generator is None else likelihood_source(settings.likelihood_generator, tokenizer, settings.fmt)
     kind = detect_base_kind(base) if settings.base_kind == "auto" else settings.base_kind
     progress(f"building the quantile head on the {kind} at {base}")
     if kind == "prm":
@@ -112,6 +119,12 @@ def build_quantile_prm(
         progress=lambda step, total, loss: progress(f"training step {step}/{total}, pinball {loss:.4f}"),
     )
     after_preds = predict(model, held, pad_id=pad_id)
+    likelihood, after_prm_only = None, None
+    if lik_source is not None:
+        progress(f"fitting the likelihood term of the generator at {lik_source.generator_dir}")
+        after_prm_only = _metrics(after_preds, settings.levels)
+        model, likelihood = add_likelihood_term(model, lik_source, train, settings.levels, pad_id)
+        after_preds = predict(model, held, pad_id=pad_id)
     before = _metrics(before_preds, settings.levels)
     after = _metrics(after_preds, settings.levels)
 
@@ -122,14 +135,19 @@ def build_quantile_prm(
         "train_records": sum(r.question_id in train_ids for r in records), "held_out_records": len(held_records),
         "train_sequences": len(train), "held_out_sequences": len(held),
     }
+    source = {"base": str(base), "kind": kind, "architecture": type(model).__name__}
+    extra: dict = {}
+    if likelihood is not None and after_prm_only is not None:
+        source["likelihood_generator"] = str(settings.likelihood_generator)
+        extra = {"likelihood": likelihood.to_dict(), "held_out_prm_only": after_prm_only.to_dict()}
     exported = export_prm_bundle(
         model, tokenizer_json, out_dir, fmt=settings.fmt, levels=settings.levels,
         held_out_records=held_records, parity_sequences=held, pad_id=pad_id,
-        generator=generator, source={"base": str(base), "kind": kind, "architecture": type(model).__name__},
-        metrics={"held_out": {"before": before.to_dict(), "after": after.to_dict()}, "counts": counts,
+        generator=generator, source=source,
+        metrics={"held_out": {"before": before.to_dict(), "after": after.to_dict()}, **extra, "counts": counts,
                  "split": {"holdout": settings.holdout, "seed": settings.train.seed},
                  "training": {"best_step": training.best_step, "seconds": round(training.seconds, 1)}},
         int8=settings.int8, fp16=settings.fp16,
     )
     png = reliability_diagram({"before": before_preds, "after": after_preds}, settings.levels, Path(out_dir) / "reliability.png")
-    return PRMBuild(exported, training, before, after, png, kind, counts)
+    return PRMBuild(exported, training, before, after, png, kind, counts, likelihood, after_prm_only)

@@ -60,6 +60,9 @@ class RecipeSettings:
             train=TrainSettings(epochs=20, batch_size=16, lr=3e-4, head_lr=1e-3, logistic_weight=1.0),
         )
     )
+    # the PRM also reads the generator's likelihood of the solution (export/likelihood_prm.py):
+    # the trained head alone barely tells a wrong step from a right one
+    generator_likelihood: bool = True
     test_per_level: tuple[int, ...] = TEST_PER_LEVEL  # 500 problems
     test_samples: int = 16
     threads: int | None = None
@@ -156,15 +159,18 @@ def run_recipe(
     )
 
     def prm() -> dict:
-        ps = dataclasses.replace(settings.prm, train=dataclasses.replace(settings.prm.train, seed=settings.seed, threads=threads))
+        ps = dataclasses.replace(settings.prm, train=dataclasses.replace(settings.prm.train, seed=settings.seed, threads=threads),
+                                 likelihood_generator=str(gen_hf) if settings.generator_likelihood else None)
         build = build_quantile_prm(gen_hf, calibration, work / PRM_DIR, ps, progress=lambda m: None)
         return {"before": build.before.to_dict(), "after": build.after.to_dict(), "counts": build.counts,
                 "best_step": build.training.best_step, "cpu_variant": build.export.cpu_variant,
+                "likelihood": build.likelihood.to_dict() if build.likelihood else None,
+                "after_prm_only": build.after_prm_only.to_dict() if build.after_prm_only else None,
                 "parity_max_abs_diff": build.export.parity_max_abs_diff,
                 "variants": {v.variant: {"accepted": v.accepted, "note": v.note, "size_bytes": v.size_bytes,
                                          "metrics": v.metrics.to_dict() if v.metrics else None} for v in build.export.variants}}
 
-    prm_report = stages.run("4-prm", [rollout_report, _stamp(dataclasses.asdict(settings.prm)), settings.seed], prm)
+    prm_report = stages.run("4-prm", [rollout_report, _stamp(dataclasses.asdict(settings.prm)), settings.generator_likelihood, settings.seed], prm)
     shutil.rmtree(out / PRM_DIR, ignore_errors=True)
     shutil.copytree(work / PRM_DIR, out / PRM_DIR)
     shutil.copy(calibration, out / CALIBRATION_FILE)
@@ -217,7 +223,9 @@ def _manifest(out: Path, settings: RecipeSettings, training: dict, exported: dic
         },
         "prm": {
             "dir": PRM_DIR,
-            "architecture": "LlamaForTokenClassification (backbone initialised from the generator)",
+            "architecture": "LlamaForTokenClassification (backbone initialised from the generator)"
+                            + (" plus the generator's own likelihood of the solution" if prm.get("likelihood") else ""),
+            "likelihood": prm.get("likelihood"),
             "quantile_levels": prm_config["quantile_levels"],
             "cpu_variant": prm["cpu_variant"],
             "format": prm_config["format"],
@@ -227,6 +235,7 @@ def _manifest(out: Path, settings: RecipeSettings, training: dict, exported: dic
         "calibration": {"file": CALIBRATION_FILE, "records": len(calib), "questions": len({r.question_id for r in calib}),
                         "rollouts": rollouts, "n_solutions": settings.rollouts.n_solutions,
                         "n_continuations": settings.rollouts.n_continuations},
-        "metrics": {"generator_and_prm_on_test": evaluation, "prm_held_out": {"before": prm["before"], "after": prm["after"]}},
+        "metrics": {"generator_and_prm_on_test": evaluation, "prm_held_out": {"before": prm["before"], "after": prm["after"],
+                                                                                   "text_only": prm.get("after_prm_only")}},
         "files": [{"path": str(p.relative_to(out)), "sha256": sha256_of(p), "size_bytes": p.stat().st_size} for p in files],
     }

@@ -76,8 +76,6 @@ def _right_and_corrupted(problem) -> tuple[list[str], list[str]]:
     return right, _steps(lines, acc)
 
 
-@pytest.mark.xfail(strict=True, reason="known weakness of the shipped PRM: it rates questions well but barely tells a "
-                   "wrong step from a right one (MODEL_CARD.md); strict, so a better PRM turns this into a failure to remove")
 def test_prm_ranks_a_correct_solution_above_a_corrupted_one(prm, test_problems) -> None:
     easy = [p for p in test_problems if p.level in (1, 2)][:40]
     wins = 0

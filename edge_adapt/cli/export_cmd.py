@@ -230,17 +230,22 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
 @click.option("--lora-rank", type=click.IntRange(min=1), help="Train the head plus LoRA adapters of this rank instead of every weight.")
 @click.option("--int8/--no-int8", default=True, show_default=True, help="Also ship dynamic int8 for CPU, if it passes the calibration check.")
 @click.option("--fp16/--no-fp16", default=True, show_default=True, help="Also ship fp16 for GPU providers.")
+@click.option("--likelihood-from", "likelihood_from", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The generator's Hugging Face folder: its likelihood of the solution joins the PRM's scores (same tokenizer needed).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, question_template: str, step_separator: str,
             max_length: int, holdout: float, epochs: int, batch_size: int, lr: float, head_lr: float, lora_rank: int | None,
-            int8: bool, fp16: bool, seed: int) -> None:
+            int8: bool, fp16: bool, likelihood_from: Path | None, seed: int) -> None:
     """Calibrate a PRM with quantile regression and export it to ONNX for the device.
 
     BASE is a Hugging Face folder: a two-label token-classification PRM (its head is replaced by
     10/50/90% quantile outputs initialised from w_right - w_wrong, so it starts as the original
     PRM), or a causal-LM backbone for a PRM trained from scratch. Trained with the pinball loss
     against the Monte-Carlo success rates in the calibration file; questions are held out to
-    report calibration before and after, and the reliability diagram is saved as PNG.
+    report calibration before and after, and the reliability diagram is saved as PNG. With
+    --likelihood-from, the generator travels inside the ONNX graph and its log-probability of the
+    solution so far is added to each quantile's logit by a fitted affine map: a small generator's
+    mistakes are mostly a wrong digit it was unsure of, which a trained head rarely sees.
 
     \b
     Example:
@@ -253,6 +258,7 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
     settings = pipeline.PRMBuildSettings(
         fmt=PRMFormat(question_template=_unescape(question_template), step_separator=_unescape(step_separator), max_length=max_length),
         holdout=holdout, base_kind=base_kind, int8=int8, fp16=fp16,
+        likelihood_generator=str(likelihood_from) if likelihood_from else None,
         train=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, lora_rank=lora_rank, seed=seed),
     )
     with err_console.status("building the quantile PRM") as status:
@@ -266,9 +272,16 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
     table = Table(title="Calibration on held-out questions", title_justify="left")
     for col in ("", "Brier (median)", "ECE (median)", *[f"coverage {k}" for k in build.after.coverage], "pinball"):
         table.add_column(col, justify="right")
-    for name, m in (("before", build.before), ("after", build.after)):
+    rows = [("before", build.before), ("after", build.after)]
+    if build.after_prm_only is not None:
+        rows.insert(1, ("after, text only", build.after_prm_only))
+    for name, m in rows:
         table.add_row(name, f"{m.brier_median:.4f}", f"{m.ece_median:.4f}", *[f"{v:.0%}" for v in m.coverage.values()], f"{m.pinball:.4f}")
     console.print(table)
+    if build.likelihood is not None:
+        fit = build.likelihood
+        console.print("likelihood term per level (logit = scale·PRM + weight·loglik + bias): " + "; ".join(
+            f"{q:g}: {s:.3g}, {w:.3g}, {b:.3g}" for q, s, w, b in zip(settings.levels, fit.scale, fit.weight, fit.bias, strict=True)))
     variants = Table(title="Exported models (metrics measured through the device runtime)", title_justify="left")
     for col in ("variant", "size", "Brier", "ECE", "coverage", "shipped", "note"):
         variants.add_column(col)

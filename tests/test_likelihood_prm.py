@@ -1,0 +1,145 @@
+"""The generator-aware PRM: the generator's likelihood joins the quantile logits, inside the ONNX
+graph, and ranks a right step above a wrong one where the text-only head cannot."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from transformers import AutoModelForCausalLM
+
+from edge_adapt.cli import main
+from edge_adapt.errors import UnsupportedModelError
+from edge_adapt.prm import PRMFormat, QuantilePRM
+from edge_adapt.tasks.arithmetic import solve
+from export.calibration_data import CalibrationRecord, CalibrationWriter, read_records
+from export.likelihood_prm import GeneratorAwarePRM
+from export.prm_data import split_questions
+
+from model_factory import TINY_ARITHMETIC
+
+FMT = PRMFormat(question_template="Q:{question}\n", step_separator="\n\n", max_length=96)
+
+
+def corrupted_calibration(path: Path, n_questions: int = 120, seed: int = 0) -> Path:
+    """Per question a right solution (success 1 all along) and one as long whose first result is
+    off by a few and which goes on correctly from there (success 0 from the wrong step on): the
+    texts differ in a digit the generator would not write."""
+    rng = random.Random(seed)
+    writer = CalibrationWriter(path, {"file": "tiny-steps", "sha256": "-"})
+    # one and two operations: the arithmetic a generator trained for seconds has mostly learnt
+    for i, problem in enumerate(TINY_ARITHMETIC.problems("train", (n_questions // 2, n_questions - n_questions // 2, 0))):
+        chain = solve(problem.question)
+        value = chain[0][3] + rng.choice([-7, -5, 5, 7])
+        wrong = [f"{chain[0][0]}{chain[0][1]}{chain[0][2]}={value}"]
+        for _, op, b, _ in chain[1:]:
+            new = value + b if op == "+" else value - b if op == "-" else value * b
+            wrong.append(f"{value}{op}{b}={new}")
+            value = new
+        right = TINY_ARITHMETIC.solution(problem).split("\n\n")
+        recs = [CalibrationRecord(f"q{i}", problem.question, problem.answer, (), 8, 4, generator=writer.generator)]
+        for steps, ok in ((right, True), ([*wrong, f"A:{value}"], False)):
+            prefix = tuple(s + "\n\n" for s in steps[:-1]) + (steps[-1],)
+            for depth in range(1, len(prefix) + 1):
+                recs.append(CalibrationRecord(f"q{i}", problem.question, problem.answer, prefix[:depth], 8, 8 * ok,
+                                              depth == len(prefix), generator=writer.generator))
+        writer.write_question(recs)
+    return path
+
+
+@pytest.fixture(scope="module")
+def aware_prm(step_checkpoint, tmp_path_factory):
+    from export.prm_pipeline import PRMBuildSettings, build_quantile_prm
+    from export.prm_train import TrainSettings
+
+    work = tmp_path_factory.mktemp("aware")
+    calib = corrupted_calibration(work / "calib.jsonl")
+    settings = PRMBuildSettings(fmt=FMT, holdout=0.25, train=TrainSettings(epochs=1, batch_size=16, lr=1e-4, head_lr=5e-3),
+                                likelihood_generator=str(step_checkpoint), fp16=False)
+    return build_quantile_prm(step_checkpoint, calib, work / "prm", settings), calib
+
+
+def _held_out_pairs(calib: Path) -> list[tuple[str, list[str], list[str]]]:
+    records = read_records(calib)
+    _, held = split_questions(records, 0.25)
+    pairs = []
+    for qid in sorted(held):
+        finals = [r for r in records if r.question_id == qid and r.complete]
+        right = next(r for r in finals if r.n_correct)
+        wrong = next(r for r in finals if not r.n_correct)
+        pairs.append((right.question, list(right.prefix), list(wrong.prefix)))
+    return pairs
+
+
+def test_likelihood_term_ranks_the_right_solution_first_through_the_device_runtime(aware_prm) -> None:
+    build, calib = aware_prm
+    fit = build.likelihood
+    assert fit is not None and fit.train_loss_after < fit.train_loss_before
+    assert fit.weight[1] > 0  # learnt from the data: a likelier solution is a likelier success
+    assert build.after.brier_median < build.after_prm_only.brier_median
+
+    prm = QuantilePRM(build.export.path, variant="fp32")
+    pairs = _held_out_pairs(calib)
+    wins = 0
+    for question, right, wrong in pairs:
+        r, w = prm.score(question, [right, wrong])
+        wins += r.final.median > w.final.median
+    assert wins >= 0.7 * len(pairs), f"{wins}/{len(pairs)}"
+    assert prm.bundle.source["likelihood_generator"]
+    assert prm.bundle.metrics["likelihood"]["weight"] == fit.weight
+
+
+def test_exported_graph_reproduces_the_torch_module(aware_prm, step_checkpoint) -> None:
+    build, _ = aware_prm
+    exported = build.export
+    assert exported.parity_max_abs_diff < 1e-3 * max(1.0, exported.parity_logit_scale)
+    variants = {v.variant: v for v in exported.variants}
+    assert variants["fp32"].accepted and "int8" in variants
+    # the graph holds the generator: it is bigger than the PRM alone by about one generator
+    gen_bytes = sum(p.numel() * 4 for p in AutoModelForCausalLM.from_pretrained(step_checkpoint).parameters())
+    assert variants["fp32"].size_bytes > 1.5 * gen_bytes
+
+
+def test_loglik_counts_solution_tokens_only(step_checkpoint) -> None:
+    from tokenizers import Tokenizer
+
+    from export.quantile_prm import from_backbone
+
+    tok = Tokenizer.from_file(str(step_checkpoint / "tokenizer.json"))
+    gen = AutoModelForCausalLM.from_pretrained(step_checkpoint).eval()
+    nl = tok.encode("\n", add_special_tokens=False).ids[-1]
+    model = GeneratorAwarePRM(from_backbone(step_checkpoint), gen, nl, [nl])
+    text = "Q:3+4\n3+4=7\n\nA:7\n\n"
+    ids = torch.tensor([tok.encode(text).ids])
+    with torch.no_grad():
+        got = model.loglik(ids, torch.ones_like(ids))[0].numpy()
+        logp = torch.log_softmax(gen(input_ids=ids).logits[0], -1).numpy()
+    tokens = ids[0].tolist()
+    q_end = tokens.index(nl)
+    expected = sum(logp[i - 1, t] for i, t in enumerate(tokens) if i > q_end and t != nl)
+    assert got[q_end] == 0.0  # nothing counted up to the question's end
+    assert got[-1] == pytest.approx(expected, abs=1e-4)
+    assert np.all(np.diff(got) <= 1e-6)  # log-probabilities only ever add up downwards
+
+
+def test_likelihood_needs_the_generators_tokenizer_and_a_question_end(step_checkpoint, checkpoint, tmp_path: Path) -> None:
+    calib = corrupted_calibration(tmp_path / "calib.jsonl", n_questions=12)
+    base = [str(step_checkpoint), "-c", str(calib), "-o", str(tmp_path / "prm"), "--epochs", "1", "--no-int8", "--no-fp16",
+            "--question-template", "Q:{question}\\n", "--holdout", "0.3"]
+    runner = CliRunner()
+    other = checkpoint("llama-tied")  # another tokenizer
+    result = runner.invoke(main, ["export", "prm", *base, "--likelihood-from", str(other)])
+    assert result.exit_code != 0 and "tokenizer differs from the PRM's" in " ".join(result.output.split())
+    bare = tmp_path / "bare"
+    shutil.copytree(step_checkpoint, bare)
+    result = runner.invoke(main, ["export", "prm", *base[:-4], "--question-template", "{question}", "--holdout", "0.3",
+                                  "--likelihood-from", str(bare)])
+    assert result.exit_code != 0 and "nothing after {question}" in " ".join(result.output.split())
+    with pytest.raises(UnsupportedModelError, match="vocabulary"):
+        GeneratorAwarePRM(AutoModelForCausalLM.from_pretrained(other), AutoModelForCausalLM.from_pretrained(step_checkpoint), 0, [0])
+    assert not (tmp_path / "prm").exists()  # nothing half-written
