@@ -37,7 +37,7 @@ from transformers.modeling_outputs import TokenClassifierOutput
 from edge_adapt.errors import UnsupportedModelError
 from edge_adapt.prm.format import PRMFormat
 from export.prm_data import TrainingSequence
-from export.prm_train import _collate, asymmetric_logistic_loss, pinball_loss
+from export.prm_train import _collate, quantile_loss
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def _features(model: GeneratorAwarePRM, sequences: Sequence[TrainingSequence], p
 
 def fit_likelihood_term(
     model: GeneratorAwarePRM, train: Sequence[TrainingSequence], levels: Sequence[float], pad_id: int,
-    steps: int = 1500, lr: float = 0.02, logistic_weight: float = 1.0,
+    logistic_weight: float = 0.0, steps: int = 1500, lr: float = 0.02,
 ) -> LikelihoodFit:
     """Fit scale, weight and bias per level on the training sequences, with the PRM's own loss
     (pinball on probabilities plus the asymmetric logistic term). Nine numbers on thousands of
@@ -122,9 +122,7 @@ def fit_likelihood_term(
     level_t = torch.tensor(list(levels), dtype=torch.float32)
 
     def loss_fn() -> torch.Tensor:
-        z = model.combine(prm_logits, loglik)
-        loss = pinball_loss(torch.sigmoid(z), targets, level_t)
-        return loss + logistic_weight * asymmetric_logistic_loss(z, targets, level_t) if logistic_weight else loss
+        return quantile_loss(model.combine(prm_logits, loglik), targets, level_t, logistic_weight)
 
     params = [model.scale, model.weight, model.bias]
     with torch.no_grad():
@@ -190,8 +188,9 @@ def likelihood_source(generator_dir: str | Path, tokenizer: Tokenizer, fmt: PRMF
 
 def add_likelihood_term(
     prm: PreTrainedModel, source: LikelihoodSource, train: Sequence[TrainingSequence], levels: Sequence[float], pad_id: int,
+    logistic_weight: float = 0.0,
 ) -> tuple[GeneratorAwarePRM, LikelihoodFit]:
     """Wrap a trained quantile PRM with the generator and fit the combination on the training sequences."""
     generator = AutoModelForCausalLM.from_pretrained(source.generator_dir, dtype=torch.float32)
     model = GeneratorAwarePRM(prm.float().eval(), generator, source.question_end_id, source.skip_ids)
-    return model, fit_likelihood_term(model, train, levels, pad_id)
+    return model, fit_likelihood_term(model, train, levels, pad_id, logistic_weight)

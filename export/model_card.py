@@ -74,12 +74,12 @@ def _likelihood_text(p: dict) -> str:
     )
 
 
-def _text_only_row(held: dict) -> str:
-    t = held.get("text_only")
-    if not t:
+def _calibration_row(name: str, m: dict | None) -> str:
+    """One row of the held-out calibration table ("" for a measurement the build did not make)."""
+    if not m:
         return ""
-    return (f"| after, text only (without the likelihood term) | {t['brier_median']:.4f} | {t['ece_median']:.4f} | "
-            f"{' / '.join(f'{v:.0%}' for v in t['coverage'].values())} | {t['pinball']:.4f} |\n")
+    return (f"| {name} | {m['brier_median']:.4f} | {m['ece_median']:.4f} | "
+            f"{' / '.join(f'{v:.0%}' for v in m['coverage'].values())} | {m['pinball']:.4f} |\n")
 
 
 def write_model_card(out: Path, manifest: dict[str, Any]) -> Path:
@@ -152,9 +152,8 @@ fractions are q10 {held['after']['below']['q10']:.1%}, q50 {held['after']['below
 
 | | Brier (median) | ECE (median) | coverage q10 / q50 / q90 | pinball |
 |---|---|---|---|---|
-| before training (head at the base rate) | {held['before']['brier_median']:.4f} | {held['before']['ece_median']:.4f} | {' / '.join(f'{v:.0%}' for v in held['before']['coverage'].values())} | {held['before']['pinball']:.4f} |
-{_text_only_row(held)}| after | {held['after']['brier_median']:.4f} | {held['after']['ece_median']:.4f} | {' / '.join(f'{v:.0%}' for v in held['after']['coverage'].values())} | {held['after']['pinball']:.4f} |
-
+{_calibration_row("before training (head at the base rate)", held["before"])}{_calibration_row(
+    "after, text only (without the likelihood term)", held.get("text_only"))}{_calibration_row("after", held["after"])}
 Reliability diagram: `{p['dir']}/reliability.png`.
 
 ## Rebuilding

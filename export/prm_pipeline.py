@@ -123,7 +123,7 @@ def build_quantile_prm(
     if lik_source is not None:
         progress(f"fitting the likelihood term of the generator at {lik_source.generator_dir}")
         after_prm_only = _metrics(after_preds, settings.levels)
-        model, likelihood = add_likelihood_term(model, lik_source, train, settings.levels, pad_id)
+        model, likelihood = add_likelihood_term(model, lik_source, train, settings.levels, pad_id, settings.train.logistic_weight)
         after_preds = predict(model, held, pad_id=pad_id)
     before = _metrics(before_preds, settings.levels)
     after = _metrics(after_preds, settings.levels)
@@ -137,7 +137,7 @@ def build_quantile_prm(
     }
     source = {"base": str(base), "kind": kind, "architecture": type(model).__name__}
     extra: dict = {}
-    if likelihood is not None and after_prm_only is not None:
+    if likelihood is not None and after_prm_only is not None:  # set together
         source["likelihood_generator"] = str(settings.likelihood_generator)
         extra = {"likelihood": likelihood.to_dict(), "held_out_prm_only": after_prm_only.to_dict()}
     exported = export_prm_bundle(

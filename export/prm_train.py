@@ -66,6 +66,13 @@ def asymmetric_logistic_loss(logits: torch.Tensor, targets: torch.Tensor, levels
     return (weight * torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")).mean()
 
 
+def quantile_loss(logits: torch.Tensor, targets: torch.Tensor, levels: torch.Tensor, logistic_weight: float = 0.0) -> torch.Tensor:
+    """The PRM's training loss: pinball on the sigmoid outputs, plus the asymmetric logistic
+    term when ``logistic_weight`` is set (see TrainSettings)."""
+    loss = pinball_loss(torch.sigmoid(logits), targets, levels)
+    return loss + logistic_weight * asymmetric_logistic_loss(logits, targets, levels) if logistic_weight else loss
+
+
 def _collate(batch: Sequence[TrainingSequence], pad_id: int) -> dict[str, torch.Tensor]:
     width = max(len(s.input_ids) for s in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -167,9 +174,7 @@ def train_quantile_prm(
             net.train()
             batch = _collate([train[i] for i in order[start : start + settings.batch_size]], pad_id)
             logits = _quantile_logits(net, batch)
-            loss = pinball_loss(torch.sigmoid(logits), batch["targets"], level_t)
-            if settings.logistic_weight:
-                loss = loss + settings.logistic_weight * asymmetric_logistic_loss(logits, batch["targets"], level_t)
+            loss = quantile_loss(logits, batch["targets"], level_t, settings.logistic_weight)
             optim.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

@@ -4,7 +4,6 @@ graph, and ranks a right step above a wrong one where the text-only head cannot.
 from __future__ import annotations
 
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -129,17 +128,17 @@ def test_loglik_counts_solution_tokens_only(step_checkpoint) -> None:
 
 def test_likelihood_needs_the_generators_tokenizer_and_a_question_end(step_checkpoint, checkpoint, tmp_path: Path) -> None:
     calib = corrupted_calibration(tmp_path / "calib.jsonl", n_questions=12)
-    base = [str(step_checkpoint), "-c", str(calib), "-o", str(tmp_path / "prm"), "--epochs", "1", "--no-int8", "--no-fp16",
-            "--question-template", "Q:{question}\\n", "--holdout", "0.3"]
-    runner = CliRunner()
+
+    def export_prm(generator: Path, template: str) -> str:
+        result = CliRunner().invoke(main, [
+            "export", "prm", str(step_checkpoint), "-c", str(calib), "-o", str(tmp_path / "prm"), "--epochs", "1",
+            "--no-int8", "--no-fp16", "--holdout", "0.3", "--question-template", template, "--likelihood-from", str(generator)])
+        assert result.exit_code != 0
+        return " ".join(result.output.split())
+
     other = checkpoint("llama-tied")  # another tokenizer
-    result = runner.invoke(main, ["export", "prm", *base, "--likelihood-from", str(other)])
-    assert result.exit_code != 0 and "tokenizer differs from the PRM's" in " ".join(result.output.split())
-    bare = tmp_path / "bare"
-    shutil.copytree(step_checkpoint, bare)
-    result = runner.invoke(main, ["export", "prm", *base[:-4], "--question-template", "{question}", "--holdout", "0.3",
-                                  "--likelihood-from", str(bare)])
-    assert result.exit_code != 0 and "nothing after {question}" in " ".join(result.output.split())
+    assert "tokenizer differs from the PRM's" in export_prm(other, "Q:{question}\\n")
+    assert "nothing after {question}" in export_prm(step_checkpoint, "{question}")
     with pytest.raises(UnsupportedModelError, match="vocabulary"):
         GeneratorAwarePRM(AutoModelForCausalLM.from_pretrained(other), AutoModelForCausalLM.from_pretrained(step_checkpoint), 0, [0])
     assert not (tmp_path / "prm").exists()  # nothing half-written
