@@ -5,7 +5,9 @@
    them; the latency one at least 95%), with the meter that measured them (or "estimated").
 2. A battery's worth of energy over the whole split (1, 2 and 4 samples' worth per question):
    every question the same number of samples vs samples allocated by expected gain per joule
-   from the PRM's calibrated question scores, each question answered by majority vote. Both
+   from the PRM's calibrated question scores, each question answered by majority vote. Two
+   allocations: with the pass@n gains p(1-p)^(n-1), and with the gains of the majority vote
+   that actually picks the answer (edge_adapt/batch_allocation.py says why they differ). Both
    plans are held to the total: a question whose planned cost no longer fits is cut (in the same
    shuffled order for both). Prints correct answers and joules actually spent for both.
 
@@ -24,10 +26,11 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from edge_adapt.batch_allocation import AnyCorrect, PluralityVote, allocate_batch, even_allocation
 from edge_adapt.energy import Meter, open_meter
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
 from edge_adapt.models import load_default_models
-from edge_adapt.policy import Budget, EnergyPolicy, allocate_batch, even_allocation
+from edge_adapt.policy import Budget, EnergyPolicy
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.search import BestOfN, IASBestOfN, Searcher, SearchResult, SearchSettings
 from edge_adapt.tasks import ArithmeticTask, Problem
@@ -71,18 +74,20 @@ def battery_comparison(searcher: Searcher, prm: QuantilePRM, meter: Meter, probl
                        one: list[tuple[Problem, SearchResult]], many: list[tuple[Problem, SearchResult]],
                        samples_per_question: float, seed: int) -> Table:
     """One total energy budget over the split: the same samples per question vs allocation by
-    expected gain per joule."""
+    expected gain per joule. A question runs with the same seed under every plan (its first
+    samples are the same ones), so the plans differ mostly where their sample counts differ."""
     fixed, per_char = sample_cost_model(one, many)
     costs = [per_char * len(p.question) for p in problems]
     total = len(problems) * fixed + samples_per_question * sum(costs)
     before = meter.read()
     scores = [prm.score_question(p.question) for p in problems]
     scoring_j = meter.read().joules - before.joules  # charged to the allocation that needs the scores
-    plans = {
-        "even (same samples per question)": (even_allocation(len(problems), sum(costs) / len(problems), total, fixed).samples, 0.0),
-        "by expected gain per joule": (allocate_batch([q.median for q in scores], costs, total - scoring_j,
-                                                      first_sample_joules=fixed).samples, scoring_j),
-    }
+    success = [q.median for q in scores]
+    plans = {"even (same samples per question)": (even_allocation(len(problems), sum(costs) / len(problems), total, fixed).samples, 0.0)}
+    for label, selection in (("gain per joule, pass@n gains p(1-p)^(n-1)", AnyCorrect()),
+                             ("gain per joule, majority-vote gains", PluralityVote())):
+        plan = allocate_batch(success, costs, total - scoring_j, first_sample_joules=fixed, selection=selection)
+        plans[label] = (plan.samples, scoring_j)
     order = list(range(len(problems)))
     random.Random(seed).shuffle(order)
     table = Table(title=f"One energy budget for the whole split: {total:.1f} J ({samples_per_question:g} samples' worth "

@@ -1,5 +1,6 @@
 """edge_adapt: instance-adaptive test-time search for small quantized models on the edge."""
 
+from edge_adapt.batch_allocation import AnyCorrect, BatchAllocation, PluralityVote, allocate_batch, even_allocation
 from edge_adapt.energy import EnergyReading, Meter, detect_meters, open_meter
 from edge_adapt.errors import (
     BranchCapacityError,
@@ -26,7 +27,7 @@ from edge_adapt.generator import (
     StepRules,
 )
 from edge_adapt.models import load_default_models
-from edge_adapt.policy import Budget, EnergyPolicy, allocate_batch
+from edge_adapt.policy import Budget, EnergyPolicy
 from edge_adapt.prm import PrefixScore, PRMFormat, PRMStats, QuantilePRM, Quantiles
 from edge_adapt.search import (
     BeamSearch,
@@ -44,7 +45,9 @@ from edge_adapt.tasks import ArithmeticTask, Problem, Task, get_task
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnyCorrect",
     "ArithmeticTask",
+    "BatchAllocation",
     "BeamSearch",
     "BestOfN",
     "BranchCapacityError",
@@ -67,6 +70,7 @@ __all__ = [
     "ModelLoadError",
     "Node",
     "PRMFormat",
+    "PluralityVote",
     "PRMStats",
     "PrefixScore",
     "Problem",
@@ -86,6 +90,7 @@ __all__ = [
     "VerificationError",
     "__version__",
     "allocate_batch",
+    "even_allocation",
     "detect_meters",
     "get_task",
     "load_default_models",

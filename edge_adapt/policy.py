@@ -1,5 +1,5 @@
-"""The energy-aware policy: per-question budgets that cap what search may spend, and a batch
-allocator that spreads a battery's worth of energy over many questions.
+"""The energy-aware policy: per-question budgets that cap what search may spend. (Spreading a
+battery's worth of energy over many questions is :mod:`edge_adapt.batch_allocation`.)
 
 Search asks the policy before every expansion (:meth:`QuestionGuard.grant`); the policy turns
 what is left of each budget into the largest number of samples or branch-steps that still fits,
@@ -16,12 +16,11 @@ until the average power over the sliding window is back under the cap.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -352,63 +351,3 @@ class Unlimited:
 
 
 # -- across a batch -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BatchAllocation:
-    samples: tuple[int, ...]  # per question
-    expected_correct: float  # sum over questions of P(at least one success)
-    joules_planned: float
-
-
-def _per_question(value: float | Sequence[float], q: int, what: str) -> list[float]:
-    values = [float(value)] * q if isinstance(value, (int, float)) else [float(c) for c in value]
-    if len(values) != q:
-        raise BudgetError(f"{len(values)} per-question {what} for {q} questions")
-    return values
-
-
-def allocate_batch(success: Sequence[float], joules_per_sample: float | Sequence[float], total_joules: float,
-                   max_per_question: int = 64, first_sample_joules: float | Sequence[float] = 0.0) -> BatchAllocation:
-    """Spread ``total_joules`` over questions by expected gain per joule.
-
-    The n-th sample of a question with success probability p adds p(1-p)^(n-1) to the chance
-    that the question has a correct sample; greedily buying the best gain per joule maximises the
-    expected number of questions with a correct sample (the gains of each question decrease, so
-    greedy is optimal for this separable concave objective). ``first_sample_joules`` is what a
-    question costs once, whatever its number of samples (prefill, scoring the question): the
-    first sample carries it, so a question worth little is not opened at all. With it the
-    objective is no longer concave per joule and greedy becomes a (good) heuristic.
-    """
-    q = len(success)
-    costs = _per_question(joules_per_sample, q, "costs")
-    first = _per_question(first_sample_joules, q, "first-sample costs")
-    if any(c <= 0 for c in costs) or any(f < 0 for f in first):
-        raise BudgetError("joules per sample must be positive (and first-sample joules not negative)")
-    n = [0] * q
-    p = [min(max(float(x), 0.0), 1.0) for x in success]
-    heap = [(-(p[i]) / (costs[i] + first[i]), i) for i in range(q) if p[i] > 0]
-    heapq.heapify(heap)
-    left = total_joules
-    while heap:
-        _, i = heapq.heappop(heap)
-        price = costs[i] + (first[i] if n[i] == 0 else 0.0)
-        if price > left:
-            continue  # this question's next sample no longer fits; cheaper ones still might
-        n[i] += 1
-        left -= price
-        if n[i] < max_per_question:
-            gain = p[i] * (1 - p[i]) ** n[i]
-            if gain > 0:
-                heapq.heappush(heap, (-gain / costs[i], i))
-    expected = sum(1 - (1 - p[i]) ** n[i] for i in range(q))
-    return BatchAllocation(tuple(n), expected, total_joules - left)
-
-
-def even_allocation(n_questions: int, joules_per_sample: float, total_joules: float,
-                    first_sample_joules: float = 0.0) -> BatchAllocation:
-    """The baseline: every question gets the same number of samples, as many as the total affords."""
-    per_question = total_joules / n_questions - first_sample_joules
-    per = math.floor(per_question / joules_per_sample) if joules_per_sample > 0 and per_question > 0 else 0
-    spent = n_questions * (per * joules_per_sample + (first_sample_joules if per else 0.0))
-    return BatchAllocation((per,) * n_questions, float("nan"), spent)

@@ -3,15 +3,17 @@ batch allocator. Fixture trees stand in for hardware this machine does not have.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import pytest
 
+from edge_adapt.batch_allocation import AnyCorrect, PluralityVote, allocate_batch, even_allocation
 from edge_adapt.energy import DEFAULT_COST_MODELS, CostModel, CostSample, Usage, fit_cost_model, open_meter
 from edge_adapt.energy.meters import EstimateMeter
 from edge_adapt.errors import BudgetError, MeterError
-from edge_adapt.policy import Budget, allocate_batch, even_allocation
+from edge_adapt.policy import Budget
 
 
 def _write(root: Path, rel: str, text: str) -> Path:
@@ -195,3 +197,54 @@ def test_a_fixed_cost_per_question_keeps_the_allocator_from_opening_questions_wo
     plan = allocate_batch([0.6, 0.05], 1.0, 6.0, first_sample_joules=3.0)
     assert plan.samples == (3, 0) and plan.joules_planned == 6.0
     assert even_allocation(2, 1.0, 8.0, first_sample_joules=2.0).samples == (2, 2)
+
+
+def _vote_accuracy_by_enumeration(p: float, n: int) -> float:
+    """The real ``majority_vote`` over every right/wrong pattern of n samples (wrong answers all different)."""
+    from itertools import product
+
+    from edge_adapt.generator import StepEnd
+    from edge_adapt.search.types import Candidate
+    from edge_adapt.search.voting import majority_vote
+
+    total = 0.0
+    for pattern in product((True, False), repeat=n):
+        answers = ["42" if right else f"wrong{i}" for i, right in enumerate(pattern)]
+        candidates = [Candidate(steps=(), answer=a, end=StepEnd.ANSWER, final=None) for a in answers]
+        picked = majority_vote(candidates, lambda a, b: a == b)
+        weight = math.prod(p if right else 1 - p for right in pattern)
+        total += weight * (picked is not None and answers[picked] == "42")
+    return total
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.83])
+def test_plurality_vote_model_matches_the_real_majority_vote(p: float) -> None:
+    model = PluralityVote()
+    assert model.accuracy(p, 0) == 0.0
+    for n in range(1, 8):
+        assert model.accuracy(p, n) == pytest.approx(_vote_accuracy_by_enumeration(p, n), abs=1e-12)
+    # by hand at p = 0.5: a second sample ties (0.5), three give 0.5 + 3/8 * 1/3 = 0.625
+    assert [round(PluralityVote().accuracy(0.5, n), 4) for n in (1, 2, 3, 4)] == [0.5, 0.5, 0.625, 0.75]
+    assert AnyCorrect().accuracy(0.5, 3) == 0.875
+
+
+def test_batch_allocation_plans_for_the_selector_that_picks_the_answer() -> None:
+    # two samples' worth for a likely (0.5) and an unlikely (0.2) question. pass@n buys the likely
+    # question's second sample (gain 0.25 > 0.2); under a vote that sample changes nothing, so the
+    # vote-aware plan opens the unlikely question instead
+    assert allocate_batch([0.5, 0.2], 1.0, 2.0).samples == (2, 0)
+    plan = allocate_batch([0.5, 0.2], 1.0, 2.0, selection=PluralityVote())
+    assert plan.samples == (1, 1) and plan.expected_correct == pytest.approx(0.7)
+    assert plan.selection == "majority vote"
+    # with three samples' worth for one question the vote-aware plan buys the bundle of two that
+    # makes the third pay (one at a time it would stop after the first: its second gains nothing)
+    assert allocate_batch([0.5], 1.0, 3.0, selection=PluralityVote()).samples == (3,)
+    # and spends an even split's worth better than the even split does, for a vote
+    success = [0.95, 0.9, 0.6, 0.5, 0.5, 0.3, 0.1, 0.05]
+    even = even_allocation(len(success), 1.0, 16.0)
+    vote = PluralityVote()
+    even_expected = sum(vote.accuracy(p, n) for p, n in zip(success, even.samples, strict=True))
+    planned = allocate_batch(success, 1.0, 16.0, selection=vote)
+    assert sum(planned.samples) == 16 and planned.expected_correct > even_expected + 0.3
+    with pytest.raises(BudgetError, match="lookahead"):
+        allocate_batch([0.5], 1.0, 3.0, lookahead=0)

@@ -1,0 +1,154 @@
+"""Spreading one energy budget (a battery's worth) over many questions by expected gain per joule.
+
+What a question gains from its n-th sample depends on how its answer is picked, not only on its
+success probability p:
+
+- :class:`AnyCorrect` is pass@n, ``1 - (1-p)^n``: the n-th sample adds ``p(1-p)^(n-1)``. It is the
+  right model when something can tell a right answer from a wrong one for sure (an oracle, or a
+  PRM that ranks perfectly).
+- :class:`PluralityVote` is a plain majority vote. Its accuracy is not pass@n: with one right and
+  one wrong answer a vote is a coin toss, so a second sample adds nothing, and two right
+  answers out of three win. Planning a majority-voted run with pass@n gains buys second samples
+  that change no answer (measured on the default models: 247 vs 270 correct for the even plan).
+
+The allocator buys, greedily, the bundle of samples (one or a few more for the same question)
+with the best gain per joule. Bundles matter because a vote's gains are not concave (0, then a
+jump): a one-sample-at-a-time greedy would never buy the second sample that makes the third one
+pay.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from edge_adapt.errors import BudgetError
+
+
+class SelectionModel(Protocol):
+    """How likely the answer picked from ``n`` samples is right, for a question whose samples are
+    each right with probability ``p``."""
+
+    name: str
+
+    def accuracy(self, p: float, n: int) -> float: ...
+
+
+@dataclass(frozen=True)
+class AnyCorrect:
+    """pass@n: some sample is right and the selector finds it. The n-th sample gains p(1-p)^(n-1)."""
+
+    name: str = "pass@n"
+
+    def accuracy(self, p: float, n: int) -> float:
+        return 1.0 - (1.0 - p) ** n
+
+
+@dataclass(frozen=True)
+class PluralityVote:
+    """A plain majority vote with ties to the earliest answer (``search.voting.majority_vote``).
+
+    Assumes the wrong answers differ from each other, so any two right answers win; with one
+    right answer among n, every answer ties at one vote and the earliest wins, which is the
+    right one with probability 1/n. Hence
+    ``P(k >= 2) + P(k = 1)/n = 1 - (1-p)^n - (n-1) p (1-p)^(n-1)``. Wrong answers that agree
+    make a vote weaker than this; on the default task they rarely do.
+    """
+
+    name: str = "majority vote"
+
+    def accuracy(self, p: float, n: int) -> float:
+        if n <= 0:
+            return 0.0
+        return 1.0 - (1.0 - p) ** n - (n - 1) * p * (1.0 - p) ** (n - 1)
+
+
+@dataclass(frozen=True)
+class BatchAllocation:
+    samples: tuple[int, ...]  # per question
+    expected_correct: float  # sum over questions of the selector's accuracy at their sample count
+    joules_planned: float
+    selection: str = ""  # the selection model the plan was made for
+
+
+def _per_question(value: float | Sequence[float], q: int, what: str) -> list[float]:
+    values = [float(value)] * q if isinstance(value, (int, float)) else [float(c) for c in value]
+    if len(values) != q:
+        raise BudgetError(f"{len(values)} per-question {what} for {q} questions")
+    return values
+
+
+def allocate_batch(success: Sequence[float], joules_per_sample: float | Sequence[float], total_joules: float,
+                   max_per_question: int = 64, first_sample_joules: float | Sequence[float] = 0.0,
+                   selection: SelectionModel = AnyCorrect(), lookahead: int = 4) -> BatchAllocation:
+    """Spread ``total_joules`` over questions by expected gain per joule.
+
+    ``success``: each question's probability that one sample is right (the PRM's calibrated
+    question-level median). ``selection``: how the answer will be picked, which decides what an
+    extra sample is worth (see the module docstring). ``first_sample_joules`` is what a question
+    costs once, whatever its number of samples (prefill, scoring the question): the first bundle
+    carries it, so a question worth little is not opened at all.
+
+    Greedy over bundles of up to ``lookahead`` samples: each question offers the bundle with the
+    best gain per joule from where it stands, and the best offer is bought while it fits. For
+    pass@n without a fixed cost the gains are concave and this is optimal; otherwise it is a
+    (good) heuristic.
+    """
+    q = len(success)
+    costs = _per_question(joules_per_sample, q, "costs")
+    first = _per_question(first_sample_joules, q, "first-sample costs")
+    if any(c <= 0 for c in costs) or any(f < 0 for f in first):
+        raise BudgetError("joules per sample must be positive (and first-sample joules not negative)")
+    if lookahead < 1 or max_per_question < 1:
+        raise BudgetError("lookahead and max_per_question must be at least 1")
+    p = [min(max(float(x), 0.0), 1.0) for x in success]
+    n = [0] * q
+    left = float(total_joules)
+
+    def price(i: int, k: int) -> float:
+        return k * costs[i] + (first[i] if n[i] == 0 else 0.0)
+
+    def best_offer(i: int, affordable: float) -> tuple[float, int] | None:
+        """(gain per joule, bundle size) of question i's best bundle that costs at most ``affordable``."""
+        now = selection.accuracy(p[i], n[i])
+        best: tuple[float, int] | None = None
+        for k in range(1, min(lookahead, max_per_question - n[i]) + 1):
+            if price(i, k) > affordable:
+                break
+            gain = selection.accuracy(p[i], n[i] + k) - now
+            if gain > 1e-12 and (best is None or gain / price(i, k) > best[0]):
+                best = (gain / price(i, k), k)
+        return best
+
+    heap: list[tuple[float, int, int]] = []
+    for i in range(q):
+        offer = best_offer(i, left)
+        if offer:
+            heap.append((-offer[0], i, offer[1]))
+    heapq.heapify(heap)
+    while heap:
+        _, i, k = heapq.heappop(heap)
+        if price(i, k) > left:  # no longer fits: offer what still does (cheaper questions may still fit)
+            offer = best_offer(i, left)
+            if offer:
+                heapq.heappush(heap, (-offer[0], i, offer[1]))
+            continue
+        left -= price(i, k)
+        n[i] += k
+        offer = best_offer(i, left)
+        if offer:
+            heapq.heappush(heap, (-offer[0], i, offer[1]))
+    expected = sum(selection.accuracy(p[i], n[i]) for i in range(q))
+    return BatchAllocation(tuple(n), expected, total_joules - left, selection.name)
+
+
+def even_allocation(n_questions: int, joules_per_sample: float, total_joules: float,
+                    first_sample_joules: float = 0.0) -> BatchAllocation:
+    """The baseline: every question gets the same number of samples, as many as the total affords."""
+    per_question = total_joules / n_questions - first_sample_joules
+    per = math.floor(per_question / joules_per_sample) if joules_per_sample > 0 and per_question > 0 else 0
+    spent = n_questions * (per * joules_per_sample + (first_sample_joules if per else 0.0))
+    return BatchAllocation((per,) * n_questions, float("nan"), spent, "even")
