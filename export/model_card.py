@@ -64,13 +64,15 @@ def _likelihood_text(p: dict) -> str:
     fit = p.get("likelihood")
     if not fit:
         return ""
-    per_level = "; ".join(f"q{round(q * 100):02d}: {s:.3g}, {w:.3g}, {b:.3g}"
-                          for q, s, w, b in zip(p["quantile_levels"], fit["scale"], fit["weight"], fit["bias"], strict=True))
+    per_level = "; ".join(f"q{round(q * 100):02d}: {a:.3g}, {s:.3g}, {w:.3g}, {b:.3g}" for q, a, s, w, b in zip(
+        p["quantile_levels"], fit["question"], fit["step"], fit["weight"], fit["bias"], strict=True))
     return (
-        "\n  Its graph also holds the generator (F32): each quantile's logit is `scale * PRM logit + weight * loglik +\n"
-        "  bias`, with loglik the generator's log-probability of the solution tokens so far, fitted on the training\n"
-        f"  questions after the PRM (scale, weight, bias per level: {per_level}). Why: the generator's mistakes are\n"
-        "  mostly a wrong digit it was unsure of, which the trained head alone barely notices (export/likelihood_prm.py)."
+        "\n  Its graph also holds the generator (dequantized from the shipped GGUF): each quantile's logit is\n"
+        "  `question * z_q + step * (z - z_q) + weight * loglik + bias`, with z the trained head's logit, z_q its logit\n"
+        "  at the end of the question and loglik the generator's log-probability of the solution tokens so far,\n"
+        f"  fitted on the training questions after the PRM (question, step, weight, bias per level: {per_level}).\n"
+        "  Why: the generator's mistakes are mostly a wrong digit it was unsure of, which the trained head alone\n"
+        "  barely notices; the head rates questions well (export/likelihood_prm.py)."
     )
 
 

@@ -4,11 +4,14 @@
    GGUF (F32, verified against PyTorch) and quantize it;
 2. build the calibration set with the rollout tool and the *quantized* generator, on the
    calibration split;
-3. train the quantile PRM (backbone initialised from the generator) and export it to ONNX;
+3. train the quantile PRM (backbone initialised from the quantized generator, dequantized,
+   which also supplies the likelihood term) and export it to ONNX;
 4. evaluate both on the test split and write ``manifest.json`` and ``MODEL_CARD.md``.
 
 Each stage leaves its outputs and a stamp (its settings) in the work directory; a rerun with the
-same settings skips finished stages, so an interrupted recipe resumes where it stopped.
+same settings skips finished stages, so an interrupted recipe resumes where it stopped. With
+``from_shipped`` the first stages are taken from the models already in ``out_dir`` (checked
+against their manifest), so the PRM can be rebuilt without retraining the generator.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.files import atomic_write_text
 from edge_adapt.generator import Generator, GeneratorConfig
 from edge_adapt.models import MANIFEST, sha256_of
@@ -31,7 +35,9 @@ from edge_adapt.prm import PRMFormat, QuantilePRM
 from edge_adapt.tasks import ArithmeticTask
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
 from export.calibration_data import read_records
+from export.gguf_dequantize import dequantize_gguf
 from export.gguf_export import export_gguf
+from export.likelihood_prm import LIKELIHOOD_FORM
 from export.model_card import write_model_card
 from export.model_eval import evaluate_models, time_easy_search
 from export.prm_pipeline import PRMBuildSettings, build_quantile_prm
@@ -98,14 +104,62 @@ class _Stages:
         self.log(f"stage {name}: {seconds:.0f}s")
         return result
 
+    def record(self, name: str, settings: Any, result: Any, seconds: float) -> None:
+        """Mark a stage done with a result obtained elsewhere (the shipped models)."""
+        payload = {"stamp": _stamp(settings), "seconds": seconds, "result": result, "from_shipped": True}
+        atomic_write_text(self.work / f"{name}.done.json", json.dumps(payload, default=str))
+
+
+def _stage_keys(settings: RecipeSettings, training: Any = None, exported: Any = None) -> dict[str, Any]:
+    """What each of the first stages is stamped with (a stage reruns when its key changes)."""
+    return {
+        "1-train-generator": [settings.seed, dataclasses.asdict(settings.generator)],
+        "2-export-generator": [training, settings.quant],
+        "3-rollouts": [exported["sha256"] if exported else None, settings.calibration_per_level,
+                       dataclasses.asdict(settings.rollouts), settings.seed],
+    }
+
+
+def _take_shipped_stages(out: Path, work: Path, settings: RecipeSettings, stages: _Stages) -> None:
+    """Stamp stages 1-3 done from ``out``'s manifest after checking that the shipped generator and
+    calibration set are the ones it describes and were built with these settings."""
+    manifest_file = out / MANIFEST
+    if not manifest_file.is_file():
+        raise EdgeAdaptError(f"{manifest_file}: missing; --from-shipped rebuilds on models that a recipe wrote.")
+    manifest = json.loads(manifest_file.read_text())
+    gen, trained = manifest["generator"], dict(manifest["generator"]["training"])
+    final_loss, seconds = trained.pop("final_loss"), trained.pop("seconds")
+    wanted = dataclasses.asdict(settings.generator)
+    if manifest["recipe"]["seed"] != settings.seed or gen["quantization"] != settings.quant or trained != wanted:
+        raise EdgeAdaptError(f"{manifest_file}: the shipped generator was built with other settings (seed, quantization or "
+                             "training); run the whole recipe instead of --from-shipped.")
+    shipped = {f["path"]: f["sha256"] for f in manifest["files"]}
+    for name in (gen["file"], CALIBRATION_FILE, f"{PRM_DIR}/tokenizer.json"):
+        if not (out / name).is_file() or sha256_of(out / name) != shipped.get(name):
+            raise EdgeAdaptError(f"{out / name}: missing or changed since the manifest was written; cannot build on it.")
+    calib = manifest["calibration"]
+    if calib["n_solutions"] != settings.rollouts.n_solutions or calib["n_continuations"] != settings.rollouts.n_continuations:
+        raise EdgeAdaptError(f"{out / CALIBRATION_FILE}: rolled out with other settings; run the whole recipe instead.")
+    shutil.copy(out / CALIBRATION_FILE, work / CALIBRATION_FILE)
+    shutil.copy(out / PRM_DIR / "tokenizer.json", work / "tokenizer.json")
+    training = {"steps": trained["steps"], "n_params": gen["n_params"], "final_loss": final_loss, "seconds": seconds, "settings": trained}
+    keys = _stage_keys(settings, training, gen["export"])
+    took = manifest["recipe"]["stage_seconds"]
+    stages.record("1-train-generator", keys["1-train-generator"], training, took["1-train-generator"])
+    stages.record("2-export-generator", keys["2-export-generator"], gen["export"], took["2-export-generator"])
+    stages.record("3-rollouts", keys["3-rollouts"], calib["rollouts"], took["3-rollouts"])
+    stages.log(f"stages 1-3 taken from the shipped models in {out} (generator {gen['export']['sha256'][:12]}...)")
+
 
 def run_recipe(
     out_dir: str | Path,
     work_dir: str | Path,
     settings: RecipeSettings = RecipeSettings(),
     log: Callable[[str], None] = print,
+    from_shipped: bool = False,
 ) -> dict[str, Any]:
-    """Build the default models into ``out_dir``; returns the manifest."""
+    """Build the default models into ``out_dir``; returns the manifest. ``from_shipped``: keep the
+    generator and calibration set already in ``out_dir`` and rebuild from the PRM on."""
     out, work = Path(out_dir), Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,6 +168,8 @@ def run_recipe(
     gen_hf = work / "generator-hf"
     gen_file = out / GENERATOR_FILE.format(quant=settings.quant)
     threads = settings.threads
+    if from_shipped:
+        _take_shipped_stages(out, work, settings, stages)
 
     def train() -> dict:
         gs = dataclasses.replace(settings.generator, seed=settings.seed, threads=threads)
@@ -127,7 +183,7 @@ def run_recipe(
         last[0] = time.perf_counter()
         return dataclasses.asdict(train_generator(task, gen_hf, gs, progress))
 
-    training = stages.run("1-train-generator", [settings.seed, dataclasses.asdict(settings.generator)], train)
+    training = stages.run("1-train-generator", _stage_keys(settings)["1-train-generator"], train)
 
     def export() -> dict:
         result = export_gguf(gen_hf, work / "gguf", name="generator", quant_types=[settings.quant])
@@ -140,7 +196,7 @@ def run_recipe(
             "fallbacks": len(q.report.fallbacks), "sha256": sha256_of(gen_file),
         }
 
-    exported = stages.run("2-export-generator", [training, settings.quant], export)
+    exported = stages.run("2-export-generator", _stage_keys(settings, training)["2-export-generator"], export)
 
     calibration = work / CALIBRATION_FILE
 
@@ -154,14 +210,16 @@ def run_recipe(
         )
         return dataclasses.asdict(report)
 
-    rollout_report = stages.run(
-        "3-rollouts", [exported["sha256"], settings.calibration_per_level, dataclasses.asdict(settings.rollouts), settings.seed], rollouts
-    )
+    rollout_report = stages.run("3-rollouts", _stage_keys(settings, training, exported)["3-rollouts"], rollouts)
 
     def prm() -> dict:
+        # the quantized generator, dequantized: the PRM starts from the weights that sample on the
+        # device and reads their likelihoods (export/gguf_dequantize.py)
+        tokenizer = gen_hf / "tokenizer.json" if (gen_hf / "tokenizer.json").is_file() else work / "tokenizer.json"
+        generator = dequantize_gguf(gen_file, tokenizer, work / "generator-dequantized")
         ps = dataclasses.replace(settings.prm, train=dataclasses.replace(settings.prm.train, seed=settings.seed, threads=threads),
-                                 likelihood_generator=str(gen_hf) if settings.generator_likelihood else None)
-        build = build_quantile_prm(gen_hf, calibration, work / PRM_DIR, ps, progress=lambda m: None)
+                                 likelihood_generator=str(generator) if settings.generator_likelihood else None)
+        build = build_quantile_prm(generator, calibration, work / PRM_DIR, ps, progress=lambda m: None)
         return {"before": build.before.to_dict(), "after": build.after.to_dict(), "counts": build.counts,
                 "best_step": build.training.best_step, "cpu_variant": build.export.cpu_variant,
                 "likelihood": build.likelihood.to_dict() if build.likelihood else None,
@@ -170,7 +228,8 @@ def run_recipe(
                 "variants": {v.variant: {"accepted": v.accepted, "note": v.note, "size_bytes": v.size_bytes,
                                          "metrics": v.metrics.to_dict() if v.metrics else None} for v in build.export.variants}}
 
-    prm_report = stages.run("4-prm", [rollout_report, _stamp(dataclasses.asdict(settings.prm)), settings.generator_likelihood, settings.seed], prm)
+    prm_report = stages.run("4-prm", [rollout_report, _stamp(dataclasses.asdict(settings.prm)), settings.generator_likelihood,
+                                      LIKELIHOOD_FORM, exported["sha256"], settings.seed], prm)
     shutil.rmtree(out / PRM_DIR, ignore_errors=True)
     shutil.copytree(work / PRM_DIR, out / PRM_DIR)
     shutil.copy(calibration, out / CALIBRATION_FILE)
@@ -223,7 +282,7 @@ def _manifest(out: Path, settings: RecipeSettings, training: dict, exported: dic
         },
         "prm": {
             "dir": PRM_DIR,
-            "architecture": "LlamaForTokenClassification (backbone initialised from the generator)"
+            "architecture": "LlamaForTokenClassification (backbone initialised from the quantized generator)"
                             + (" plus the generator's own likelihood of the solution" if prm.get("likelihood") else ""),
             "likelihood": prm.get("likelihood"),
             "quantile_levels": prm_config["quantile_levels"],

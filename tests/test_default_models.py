@@ -137,3 +137,39 @@ def test_bench_runs_and_reports_on_the_default_models(models, tmp_path) -> None:
     assert again.exit_code == 0 and len((out / "records.jsonl").read_text().splitlines()) == 12
     other = CliRunner().invoke(main, [*args, "--seed", "3"])
     assert other.exit_code == 1 and "different configuration" in other.output
+
+
+def test_the_recipe_can_rebuild_the_prm_on_the_shipped_generator(models, tmp_path) -> None:
+    """``--from-shipped`` stamps the generator's stages done from the manifest (their work is not
+    redone) after checking the files, and refuses models it cannot vouch for."""
+    import shutil
+
+    from export.recipe import RecipeSettings, _stage_keys, _Stages, _take_shipped_stages
+
+    shipped = models.root
+    stages = _Stages(tmp_path / "work", log=lambda m: None)
+    (tmp_path / "work").mkdir()
+    settings = RecipeSettings(seed=models.manifest["recipe"]["seed"])
+    _take_shipped_stages(shipped, tmp_path / "work", settings, stages)
+
+    def must_not_run() -> None:
+        raise AssertionError("a stage taken from the shipped models ran again")
+
+    training = stages.run("1-train-generator", _stage_keys(settings)["1-train-generator"], must_not_run)
+    exported = stages.run("2-export-generator", _stage_keys(settings, training)["2-export-generator"], must_not_run)
+    assert exported["sha256"] == models.manifest["generator"]["export"]["sha256"]
+    stages.run("3-rollouts", _stage_keys(settings, training, exported)["3-rollouts"], must_not_run)
+    assert (tmp_path / "work" / "calibration.jsonl").read_bytes() == (shipped / "calibration.jsonl").read_bytes()
+
+    from edge_adapt.errors import EdgeAdaptError
+
+    other = tmp_path / "other"
+    other.mkdir()
+    manifest = json.loads((shipped / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps({**manifest, "recipe": {**manifest["recipe"], "seed": 7}}))
+    with pytest.raises(EdgeAdaptError, match="other settings"):
+        _take_shipped_stages(other, tmp_path / "w2", settings, _Stages(tmp_path / "w2", log=lambda m: None))
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copy(shipped / "calibration.jsonl", other / "calibration.jsonl")
+    with pytest.raises(EdgeAdaptError, match="missing or changed"):  # no generator there
+        _take_shipped_stages(other, tmp_path / "w2", settings, _Stages(tmp_path / "w2", log=lambda m: None))

@@ -142,3 +142,65 @@ def test_likelihood_needs_the_generators_tokenizer_and_a_question_end(step_check
     with pytest.raises(UnsupportedModelError, match="vocabulary"):
         GeneratorAwarePRM(AutoModelForCausalLM.from_pretrained(other), AutoModelForCausalLM.from_pretrained(step_checkpoint), 0, [0])
     assert not (tmp_path / "prm").exists()  # nothing half-written
+
+
+def test_the_combination_starts_as_the_prm_and_splits_question_from_step(step_checkpoint) -> None:
+    """question = step = 1, weight = bias = 0 is the head alone; with step = 0 every position after
+    the question carries the question's logit (the question-level score, exactly)."""
+    from export.quantile_prm import from_backbone
+
+    head = from_backbone(step_checkpoint, (0.1, 0.5, 0.9), base_rate=0.5).eval()
+    with torch.no_grad():
+        head.score.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    generator = AutoModelForCausalLM.from_pretrained(step_checkpoint)
+    newline = _newline_id(step_checkpoint)
+    model = GeneratorAwarePRM(head, generator, question_end_id=newline, skip_ids=[])
+    ids = torch.tensor([_encode(step_checkpoint, "Q:12+5\n12+5=17\n\nA:17")])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        alone = head(input_ids=ids, attention_mask=mask).logits[0]
+        assert torch.allclose(model(input_ids=ids, attention_mask=mask).logits[0], alone, atol=1e-5)
+        model.step.zero_()
+        combined = model(input_ids=ids, attention_mask=mask).logits[0]
+    end = ids[0].tolist().index(newline)
+    assert torch.allclose(combined[end:], alone[end].expand_as(combined[end:]), atol=1e-5)
+    assert not torch.allclose(alone[end:], alone[end].expand_as(alone[end:]))  # the head itself varies
+
+
+def _encode(checkpoint: Path, text: str) -> list[int]:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(checkpoint / "tokenizer.json")).encode(text, add_special_tokens=True).ids
+
+
+def _newline_id(checkpoint: Path) -> int:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(checkpoint / "tokenizer.json")).encode("\n", add_special_tokens=False).ids[-1]
+
+
+def test_a_dequantized_gguf_is_the_generator_that_runs(step_checkpoint, step_gguf, tmp_path) -> None:
+    """The likelihood term reads the quantized generator: its dequantized weights reproduce
+    llama.cpp's logits more closely than the F32 model it was quantized from (what is left is
+    llama.cpp quantizing the activations in its Q8_0 dot products)."""
+    from transformers import AutoTokenizer
+
+    from edge_adapt.errors import TokenizerError
+    from export.gguf_dequantize import dequantize_gguf
+    from export.verify import check_logits, reference_outputs
+
+    folder = dequantize_gguf(step_gguf, step_checkpoint / "tokenizer.json", tmp_path / "deq")
+    stamp = (folder / "dequantized_from.json").read_text()
+    assert dequantize_gguf(step_gguf, step_checkpoint / "tokenizer.json", tmp_path / "deq") == folder  # reused
+    assert (folder / "dequantized_from.json").read_text() == stamp
+    tokenizer = AutoTokenizer.from_pretrained(step_checkpoint)
+    to_dequantized = check_logits(step_gguf, reference_outputs(folder, tokenizer), tolerance=None)
+    to_parent = check_logits(step_gguf, reference_outputs(step_checkpoint, tokenizer), tolerance=None)
+    assert to_dequantized.max_abs_diff < to_parent.max_abs_diff, (to_dequantized, to_parent)
+    assert to_dequantized.top1_agreement == 1.0
+    # another tokenizer is refused before anything is written
+    other = tmp_path / "other.json"
+    other.write_text((step_checkpoint / "tokenizer.json").read_text().replace('"0"', '"zero"', 1))
+    with pytest.raises(TokenizerError, match="vocabulary differs"):
+        dequantize_gguf(step_gguf, other, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()

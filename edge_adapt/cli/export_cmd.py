@@ -280,8 +280,9 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
     console.print(table)
     if build.likelihood is not None:
         fit = build.likelihood
-        console.print("likelihood term per level (logit = scale·PRM + weight·loglik + bias): " + "; ".join(
-            f"{q:g}: {s:.3g}, {w:.3g}, {b:.3g}" for q, s, w, b in zip(settings.levels, fit.scale, fit.weight, fit.bias, strict=True)))
+        console.print("likelihood term per level (logit = question·z_q + step·(z - z_q) + weight·loglik + bias): " + "; ".join(
+            f"{q:g}: {a:.3g}, {s:.3g}, {w:.3g}, {b:.3g}"
+            for q, a, s, w, b in zip(settings.levels, fit.question, fit.step, fit.weight, fit.bias, strict=True)))
     variants = Table(title="Exported models (metrics measured through the device runtime)", title_justify="left")
     for col in ("variant", "size", "Brier", "ECE", "coverage", "shipped", "note"):
         variants.add_column(col)
@@ -305,7 +306,11 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all).")
 @click.option("--generator-steps", type=click.IntRange(min=1), help="Override the generator's training steps (for quick trials).")
 @click.option("--calibration-per-level", type=click.IntRange(min=1), help="Override the calibration questions per level.")
-def recipe_cmd(out_dir: Path, work_dir: Path, seed: int, threads: int | None, generator_steps: int | None, calibration_per_level: int | None) -> None:
+@click.option("--from-shipped", is_flag=True,
+              help="Keep the generator and calibration set already in --out (checked against its manifest); rebuild the PRM, "
+                   "the evaluation and the manifest only (minutes instead of the generator's 90).")
+def recipe_cmd(out_dir: Path, work_dir: Path, seed: int, threads: int | None, generator_steps: int | None, calibration_per_level: int | None,
+               from_shipped: bool) -> None:
     """Rebuild the shipped default models from scratch: generator, calibration set, PRM, manifest.
 
     Trains the generator on the default task, exports and quantizes it, rolls it out on the
@@ -314,8 +319,9 @@ def recipe_cmd(out_dir: Path, work_dir: Path, seed: int, threads: int | None, ge
     run resumes from its last finished stage.
 
     \b
-    Example:
+    Examples:
       edge-adapt export recipe --out models --seed 0
+      edge-adapt export recipe --out models --seed 0 --from-shipped   # PRM only
     """
     import dataclasses
 
@@ -326,7 +332,7 @@ def recipe_cmd(out_dir: Path, work_dir: Path, seed: int, threads: int | None, ge
         settings = dataclasses.replace(settings, generator=dataclasses.replace(settings.generator, steps=generator_steps))
     if calibration_per_level:
         settings = dataclasses.replace(settings, calibration_per_level=calibration_per_level)
-    manifest = recipe.run_recipe(out_dir, work_dir, settings, log=lambda m: err_console.print(m, highlight=False))
+    manifest = recipe.run_recipe(out_dir, work_dir, settings, log=lambda m: err_console.print(m, highlight=False), from_shipped=from_shipped)
     stages = Table(title="Recipe stages", title_justify="left")
     stages.add_column("stage")
     stages.add_column("minutes", justify="right")

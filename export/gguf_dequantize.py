@@ -1,0 +1,63 @@
+"""A quantized GGUF generator back as a Hugging Face folder (weights dequantized to F32).
+
+Why: the PRM's likelihood term (export/likelihood_prm.py) should read the probabilities of the
+generator that actually samples on the device, the quantized one, not of its F32 parent; and a
+user who has only the GGUF can still calibrate a PRM for it. transformers reads GGUF Llama and
+Qwen2 files and dequantizes them; the tokenizer is taken from the PRM's own tokenizer.json
+(checked against the GGUF's vocabulary), since a GGUF's tokenizer does not always convert back.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import gguf
+import torch
+from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM
+
+from edge_adapt.errors import TokenizerError, UnsupportedModelError
+from edge_adapt.models import sha256_of
+
+STAMP = "dequantized_from.json"
+
+
+def _gguf_tokens(path: Path) -> list[str]:
+    field = gguf.GGUFReader(str(path)).fields.get("tokenizer.ggml.tokens")
+    if field is None:
+        raise TokenizerError(f"{path}: the GGUF has no tokenizer.ggml.tokens; it cannot be matched to a tokenizer.json.")
+    return [bytes(field.parts[i]).decode("utf-8", errors="replace") for i in field.data]
+
+
+def dequantize_gguf(gguf_file: str | Path, tokenizer_json: str | Path, out_dir: str | Path) -> Path:
+    """Write ``out_dir`` (config.json, F32 weights, tokenizer.json) from ``gguf_file``; a folder
+    already made from the same file (same sha256) is reused. Returns ``out_dir``."""
+    gguf_file, tokenizer_json, out = Path(gguf_file), Path(tokenizer_json), Path(out_dir)
+    digest = sha256_of(gguf_file)
+    stamp = out / STAMP
+    if stamp.is_file() and json.loads(stamp.read_text()).get("sha256") == digest:
+        return out
+    vocab = Tokenizer.from_file(str(tokenizer_json)).get_vocab()
+    by_id = sorted(vocab, key=vocab.__getitem__)
+    tokens = _gguf_tokens(gguf_file)
+    # the GGUF pads the vocabulary up to the model's embedding rows with "[PAD<id>]" entries
+    if tokens[: len(by_id)] != by_id or any(not t.startswith("[PAD") for t in tokens[len(by_id):]):
+        raise TokenizerError(
+            f"{gguf_file}: its vocabulary differs from {tokenizer_json}; give the tokenizer.json the generator was built with."
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
+    except (ValueError, KeyError, OSError) as exc:
+        raise UnsupportedModelError(f"{gguf_file}: transformers cannot dequantize this GGUF ({exc}).") from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # complete or absent, never half-written
+        model.save_pretrained(tmp)
+        shutil.copy(tokenizer_json, Path(tmp) / "tokenizer.json")
+        Path(tmp, STAMP).write_text(json.dumps({"file": gguf_file.name, "sha256": digest}) + "\n")
+        shutil.rmtree(out, ignore_errors=True)
+        Path(tmp).rename(out)
+        Path(tmp).mkdir()  # for TemporaryDirectory's cleanup
+    return out
