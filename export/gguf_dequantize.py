@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import gguf
@@ -20,6 +19,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
 from edge_adapt.errors import TokenizerError, UnsupportedModelError
+from edge_adapt.files import atomic_write_text
 from edge_adapt.models import sha256_of
 
 STAMP = "dequantized_from.json"
@@ -52,12 +52,9 @@ def dequantize_gguf(gguf_file: str | Path, tokenizer_json: str | Path, out_dir: 
         model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
     except (ValueError, KeyError, OSError) as exc:
         raise UnsupportedModelError(f"{gguf_file}: transformers cannot dequantize this GGUF ({exc}).") from exc
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # complete or absent, never half-written
-        model.save_pretrained(tmp)
-        shutil.copy(tokenizer_json, Path(tmp) / "tokenizer.json")
-        Path(tmp, STAMP).write_text(json.dumps({"file": gguf_file.name, "sha256": digest}) + "\n")
-        shutil.rmtree(out, ignore_errors=True)
-        Path(tmp).rename(out)
-        Path(tmp).mkdir()  # for TemporaryDirectory's cleanup
+    shutil.rmtree(out, ignore_errors=True)
+    model.save_pretrained(out)
+    shutil.copy(tokenizer_json, out / "tokenizer.json")
+    # the stamp goes last: a folder left without it by an interruption is rebuilt, never reused
+    atomic_write_text(stamp, json.dumps({"file": gguf_file.name, "sha256": digest}) + "\n")
     return out

@@ -138,7 +138,8 @@ def _take_shipped_stages(out: Path, work: Path, settings: RecipeSettings, stages
         if not (out / name).is_file() or sha256_of(out / name) != shipped.get(name):
             raise EdgeAdaptError(f"{out / name}: missing or changed since the manifest was written; cannot build on it.")
     calib = manifest["calibration"]
-    if calib["n_solutions"] != settings.rollouts.n_solutions or calib["n_continuations"] != settings.rollouts.n_continuations:
+    if (calib["n_solutions"], calib["n_continuations"], calib["questions"]) != (
+            settings.rollouts.n_solutions, settings.rollouts.n_continuations, settings.calibration_per_level * len(manifest["task"]["levels"])):
         raise EdgeAdaptError(f"{out / CALIBRATION_FILE}: rolled out with other settings; run the whole recipe instead.")
     shutil.copy(out / CALIBRATION_FILE, work / CALIBRATION_FILE)
     shutil.copy(out / PRM_DIR / "tokenizer.json", work / "tokenizer.json")

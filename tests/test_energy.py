@@ -223,7 +223,10 @@ def test_plurality_vote_model_matches_the_real_majority_vote(p: float) -> None:
     assert model.accuracy(p, 0) == 0.0
     for n in range(1, 8):
         assert model.accuracy(p, n) == pytest.approx(_vote_accuracy_by_enumeration(p, n), abs=1e-12)
-    # by hand at p = 0.5: a second sample ties (0.5), three give 0.5 + 3/8 * 1/3 = 0.625
+
+
+def test_vote_and_pass_at_n_accuracy_by_hand() -> None:
+    # at p = 0.5 a second sample only ties (0.5); three give 0.5 + 3/8 * 1/3 = 0.625
     assert [round(PluralityVote().accuracy(0.5, n), 4) for n in (1, 2, 3, 4)] == [0.5, 0.5, 0.625, 0.75]
     assert AnyCorrect().accuracy(0.5, 3) == 0.875
 
