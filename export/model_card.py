@@ -19,6 +19,16 @@ class Target:
     fmt: str = "{:.1%}"
 
 
+def _training_details(training: dict) -> str:
+    """How the batches were drawn and computed, when the manifest says (older manifests do not)."""
+    parts = []
+    if training.get("level_weights"):
+        parts.append("levels drawn " + ":".join(f"{w:g}" for w in training["level_weights"]) + " (easiest first)")
+    if training.get("bf16"):
+        parts.append("matrix products in bfloat16")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def _test(m: dict) -> dict:
     return m["metrics"]["generator_and_prm_on_test"]
 
@@ -114,7 +124,7 @@ project's own recipe, from scratch, in about {r['total_seconds'] / 60:.0f} minut
 
 - **Generator** `{g['file']}`: a {g['n_params'] / 1e6:.1f}M-parameter Llama ({g['training']['layers']} layers,
   hidden {g['training']['hidden']}, {g['training']['heads']} heads, FFN {g['training']['ffn']}), {g['tokenizer']},
-  trained for {g['training']['steps']} steps on the train split, exported to GGUF (F32 verified against PyTorch:
+  trained for {g['training']['steps']} steps on the train split{_training_details(g['training'])}, exported to GGUF (F32 verified against PyTorch:
   max abs logit diff {g['export']['f32_max_abs_logit_diff']:.2g}) and quantized to {g['quantization']}.
 - **PRM** `{p['dir']}/`: {p['architecture']}, predicting the {', '.join(f'{q:.0%}' for q in p['quantile_levels'])} quantiles of the
   probability that the generator (at temperature 0.7) finishes correctly; trained with the pinball loss on

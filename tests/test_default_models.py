@@ -173,3 +173,21 @@ def test_the_recipe_can_rebuild_the_prm_on_the_shipped_generator(models, tmp_pat
     shutil.copy(shipped / "calibration.jsonl", other / "calibration.jsonl")
     with pytest.raises(EdgeAdaptError, match="missing or changed"):  # no generator there
         _take_shipped_stages(other, tmp_path / "w2", settings, _Stages(tmp_path / "w2", log=lambda m: None))
+
+
+def test_generator_training_draws_levels_by_weight_and_refuses_bad_weights(tmp_path) -> None:
+    import random
+
+    from edge_adapt.errors import EdgeAdaptError
+    from export.train_generator import GeneratorTrainSettings, _examples, char_tokenizer, train_generator
+
+    task = ArithmeticTask()
+    tok = char_tokenizer(task)
+    hardest_only = _examples(task, tok, random.Random(0), 20, level_weights=(0, 0, 0, 0, 0, 1))
+    questions = [tok.decode(ids[:prompt_len], skip_special_tokens=True) for ids, prompt_len in hardest_only]
+    assert all(len(solve(q.strip()[2:])) == task.levels[-1].n_ops for q in questions), questions
+    uniform = _examples(task, tok, random.Random(0), 60)
+    assert {len(solve(tok.decode(ids[:n], skip_special_tokens=True).strip()[2:])) for ids, n in uniform} == {lv.n_ops for lv in task.levels}
+    with pytest.raises(EdgeAdaptError, match="one non-negative weight per level"):
+        train_generator(task, tmp_path / "never", GeneratorTrainSettings(steps=1, level_weights=(1, 1)))
+    assert not (tmp_path / "never").exists()

@@ -230,8 +230,9 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
 @click.option("--lora-rank", type=click.IntRange(min=1), help="Train the head plus LoRA adapters of this rank instead of every weight.")
 @click.option("--int8/--no-int8", default=True, show_default=True, help="Also ship dynamic int8 for CPU, if it passes the calibration check.")
 @click.option("--fp16/--no-fp16", default=True, show_default=True, help="Also ship fp16 for GPU providers.")
-@click.option("--likelihood-from", "likelihood_from", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The generator's Hugging Face folder: its likelihood of the solution joins the PRM's scores (same tokenizer needed).")
+@click.option("--likelihood-from", "likelihood_from", type=click.Path(exists=True, path_type=Path),
+              help="The generator (its Hugging Face folder or its GGUF, which is dequantized): its likelihood of the solution "
+                   "joins the PRM's scores (same tokenizer needed).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, question_template: str, step_separator: str,
             max_length: int, holdout: float, epochs: int, batch_size: int, lr: float, head_lr: float, lora_rank: int | None,
@@ -298,6 +299,18 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
     console.print(f"[bold green]wrote[/] {build.export.path}")
 
 
+def _parse_weights(value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        weights = tuple(float(w) for w in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give one number per level, comma-separated, e.g. 2,2,2,1,1,1") from None
+    if min(weights) < 0 or sum(weights) <= 0:
+        raise click.BadParameter(f"{value!r}: weights must be non-negative and not all zero")
+    return weights
+
+
 @export_group.command("recipe")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models"), show_default=True, help="Where the default models go.")
 @click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".recipe-work"), show_default=True,
@@ -305,11 +318,15 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all).")
 @click.option("--generator-steps", type=click.IntRange(min=1), help="Override the generator's training steps (for quick trials).")
+@click.option("--generator-level-weights", callback=lambda ctx, param, value: _parse_weights(value),
+              help="How often each level is drawn for the generator's training, comma-separated (e.g. 2,2,2,1,1,1).")
+@click.option("--generator-bf16", is_flag=True, help="Train the generator with bfloat16 matrix products (faster on CPUs with native bf16).")
 @click.option("--calibration-per-level", type=click.IntRange(min=1), help="Override the calibration questions per level.")
 @click.option("--from-shipped", is_flag=True,
               help="Keep the generator and calibration set already in --out (checked against its manifest); rebuild the PRM, "
-                   "the evaluation and the manifest only (minutes instead of the generator's 90).")
-def recipe_cmd(out_dir: Path, work_dir: Path, seed: int, threads: int | None, generator_steps: int | None, calibration_per_level: int | None,
+                   "the evaluation and the manifest only (minutes instead of the generator's ~45 on 2 cores).")
+def recipe_cmd(out_dir: Path, work_dir: Path, seed: int, threads: int | None, generator_steps: int | None,
+               generator_level_weights: tuple[float, ...] | None, generator_bf16: bool, calibration_per_level: int | None,
                from_shipped: bool) -> None:
     """Rebuild the shipped default models from scratch: generator, calibration set, PRM, manifest.
 
@@ -322,14 +339,21 @@ def recipe_cmd(out_dir: Path, work_dir: Path, seed: int, threads: int | None, ge
     Examples:
       edge-adapt export recipe --out models --seed 0
       edge-adapt export recipe --out models --seed 0 --from-shipped   # PRM only
+      edge-adapt export recipe --out /tmp/trial --generator-steps 3500 --generator-bf16 --generator-level-weights 2,2,2,1,1,1
     """
     import dataclasses
 
     recipe = _load("export.recipe")
     model_card = _load("export.model_card")
     settings = recipe.RecipeSettings(seed=seed, threads=threads)
+    generator = settings.generator
     if generator_steps:
-        settings = dataclasses.replace(settings, generator=dataclasses.replace(settings.generator, steps=generator_steps))
+        generator = dataclasses.replace(generator, steps=generator_steps)
+    if generator_level_weights:
+        generator = dataclasses.replace(generator, level_weights=generator_level_weights)
+    if generator_bf16:
+        generator = dataclasses.replace(generator, bf16=True)
+    settings = dataclasses.replace(settings, generator=generator)
     if calibration_per_level:
         settings = dataclasses.replace(settings, calibration_per_level=calibration_per_level)
     manifest = recipe.run_recipe(out_dir, work_dir, settings, log=lambda m: err_console.print(m, highlight=False), from_shipped=from_shipped)
