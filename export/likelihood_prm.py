@@ -196,7 +196,7 @@ def likelihood_source(generator_dir: str | Path, tokenizer: Tokenizer, fmt: PRMF
     if not (generator_dir / "config.json").is_file() or not tokenizer_file.is_file():
         raise UnsupportedModelError(
             f"{generator_dir}: the likelihood term needs the generator as a Hugging Face folder "
-            "(config.json, weights, tokenizer.json): the one its GGUF was converted from."
+            "(config.json, weights, tokenizer.json) or as its GGUF file."
         )
     if Tokenizer.from_file(str(tokenizer_file)).get_vocab() != tokenizer.get_vocab():
         raise UnsupportedModelError(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from tokenizers import Tokenizer
 from edge_adapt.errors import EdgeAdaptError, TokenizerError, UnsupportedModelError
 from edge_adapt.prm.format import PRMFormat, pad_token_id
 from export.calibration_data import read_records
+from export.gguf_dequantize import dequantize_gguf
 from export.likelihood_prm import LikelihoodFit, add_likelihood_term, likelihood_source
 from export.prm_data import build_sequences, split_questions
 from export.prm_export import PRMExport, export_prm_bundle
@@ -36,8 +39,8 @@ class PRMBuildSettings:
     base_kind: str = "auto"  # "prm" (two-label token classification), "backbone", or "auto"
     int8: bool = True
     fp16: bool = True
-    # the generator's Hugging Face folder: its likelihood of the solution joins the PRM's logits
-    # (export/likelihood_prm.py); None for a PRM that reads the text alone
+    # the generator, as its Hugging Face folder or its GGUF file: its likelihood of the solution
+    # joins the PRM's logits (export/likelihood_prm.py); None for a PRM that reads the text alone
     likelihood_generator: str | None = None
 
 
@@ -57,6 +60,19 @@ class PRMBuild:
 def _metrics(predicted: tuple, levels: tuple[float, ...]) -> CalibrationMetrics:
     preds, targets, n_rollouts = predicted
     return calibration_metrics(preds, targets, levels, n_rollouts)
+
+
+def _likelihood_generator_folder(generator: Path, tokenizer_json: Path, cleanup: ExitStack) -> Path:
+    """The generator as a Hugging Face folder: a GGUF file is dequantized (with the PRM's
+    tokenizer, which must match its vocabulary) into a temporary folder that lives as long as
+    ``cleanup``; the ONNX graph embeds the weights, so nothing of it is needed afterwards."""
+    if not generator.is_file():
+        return generator
+    if generator.suffix != ".gguf":
+        raise UnsupportedModelError(f"{generator}: give the generator's Hugging Face folder or its .gguf file.")
+    folder = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="edge-adapt-generator-")))
+    log.info("dequantizing %s for the likelihood term", generator)
+    return dequantize_gguf(generator, tokenizer_json, folder / "generator")
 
 
 def detect_base_kind(base: Path) -> str:
@@ -103,51 +119,55 @@ def build_quantile_prm(
     held = build_sequences(records, tokenizer, settings.fmt, held_ids)
     held_records = [r for r in records if r.question_id in held_ids]
 
-    lik_source = None if settings.likelihood_generator is None else likelihood_source(settings.likelihood_generator, tokenizer, settings.fmt)
-    kind = detect_base_kind(base) if settings.base_kind == "auto" else settings.base_kind
-    progress(f"building the quantile head on the {kind} at {base}")
-    if kind == "prm":
-        model = from_two_label_prm(base, settings.levels)
-    else:
-        rate = sum(t for s in train for t in s.targets) / sum(len(s.targets) for s in train)
-        model = from_backbone(base, settings.levels, base_rate=rate)
+    with ExitStack() as cleanup:
+        lik_source = None
+        if settings.likelihood_generator is not None:
+            generator_dir = _likelihood_generator_folder(Path(settings.likelihood_generator), tokenizer_json, cleanup)
+            lik_source = likelihood_source(generator_dir, tokenizer, settings.fmt)
+        kind = detect_base_kind(base) if settings.base_kind == "auto" else settings.base_kind
+        progress(f"building the quantile head on the {kind} at {base}")
+        if kind == "prm":
+            model = from_two_label_prm(base, settings.levels)
+        else:
+            rate = sum(t for s in train for t in s.targets) / sum(len(s.targets) for s in train)
+            model = from_backbone(base, settings.levels, base_rate=rate)
 
-    before_preds = predict(model, held, pad_id=pad_id)
-    progress(f"training on {len(train)} sequences ({sum(len(s.targets) for s in train)} labels)")
-    model, training = train_quantile_prm(
-        model, train, held, settings.levels, settings.train, pad_id=pad_id,
-        progress=lambda step, total, loss: progress(f"training step {step}/{total}, pinball {loss:.4f}"),
-    )
-    after_preds = predict(model, held, pad_id=pad_id)
-    likelihood, after_prm_only = None, None
-    if lik_source is not None:
-        progress(f"fitting the likelihood term of the generator at {lik_source.generator_dir}")
-        after_prm_only = _metrics(after_preds, settings.levels)
-        model, likelihood = add_likelihood_term(model, lik_source, train, settings.levels, pad_id, settings.train.logistic_weight)
+        before_preds = predict(model, held, pad_id=pad_id)
+        progress(f"training on {len(train)} sequences ({sum(len(s.targets) for s in train)} labels)")
+        model, training = train_quantile_prm(
+            model, train, held, settings.levels, settings.train, pad_id=pad_id,
+            progress=lambda step, total, loss: progress(f"training step {step}/{total}, pinball {loss:.4f}"),
+        )
         after_preds = predict(model, held, pad_id=pad_id)
-    before = _metrics(before_preds, settings.levels)
-    after = _metrics(after_preds, settings.levels)
+        likelihood, after_prm_only = None, None
+        if lik_source is not None:
+            progress(f"fitting the likelihood term of the generator at {lik_source.generator_dir}")
+            after_prm_only = _metrics(after_preds, settings.levels)
+            model, likelihood = add_likelihood_term(model, lik_source, train, settings.levels, pad_id, settings.train.logistic_weight)
+            after_preds = predict(model, held, pad_id=pad_id)
+        before = _metrics(before_preds, settings.levels)
+        after = _metrics(after_preds, settings.levels)
 
-    progress("exporting to ONNX and checking it")
-    generator = dict(records[0].generator)
-    counts = {
-        "train_questions": len(train_ids), "held_out_questions": len(held_ids),
-        "train_records": sum(r.question_id in train_ids for r in records), "held_out_records": len(held_records),
-        "train_sequences": len(train), "held_out_sequences": len(held),
-    }
-    source = {"base": str(base), "kind": kind, "architecture": type(model).__name__}
-    extra: dict = {}
-    if likelihood is not None and after_prm_only is not None:  # set together
-        source["likelihood_generator"] = str(settings.likelihood_generator)
-        extra = {"likelihood": likelihood.to_dict(), "held_out_prm_only": after_prm_only.to_dict()}
-    exported = export_prm_bundle(
-        model, tokenizer_json, out_dir, fmt=settings.fmt, levels=settings.levels,
-        held_out_records=held_records, parity_sequences=held, pad_id=pad_id,
-        generator=generator, source=source,
-        metrics={"held_out": {"before": before.to_dict(), "after": after.to_dict()}, **extra, "counts": counts,
-                 "split": {"holdout": settings.holdout, "seed": settings.train.seed},
-                 "training": {"best_step": training.best_step, "seconds": round(training.seconds, 1)}},
-        int8=settings.int8, fp16=settings.fp16,
-    )
-    png = reliability_diagram({"before": before_preds, "after": after_preds}, settings.levels, Path(out_dir) / "reliability.png")
-    return PRMBuild(exported, training, before, after, png, kind, counts, likelihood, after_prm_only)
+        progress("exporting to ONNX and checking it")
+        generator = dict(records[0].generator)
+        counts = {
+            "train_questions": len(train_ids), "held_out_questions": len(held_ids),
+            "train_records": sum(r.question_id in train_ids for r in records), "held_out_records": len(held_records),
+            "train_sequences": len(train), "held_out_sequences": len(held),
+        }
+        source = {"base": str(base), "kind": kind, "architecture": type(model).__name__}
+        extra: dict = {}
+        if likelihood is not None and after_prm_only is not None:  # set together
+            source["likelihood_generator"] = str(settings.likelihood_generator)
+            extra = {"likelihood": likelihood.to_dict(), "held_out_prm_only": after_prm_only.to_dict()}
+        exported = export_prm_bundle(
+            model, tokenizer_json, out_dir, fmt=settings.fmt, levels=settings.levels,
+            held_out_records=held_records, parity_sequences=held, pad_id=pad_id,
+            generator=generator, source=source,
+            metrics={"held_out": {"before": before.to_dict(), "after": after.to_dict()}, **extra, "counts": counts,
+                     "split": {"holdout": settings.holdout, "seed": settings.train.seed},
+                     "training": {"best_step": training.best_step, "seconds": round(training.seconds, 1)}},
+            int8=settings.int8, fp16=settings.fp16,
+        )
+        png = reliability_diagram({"before": before_preds, "after": after_preds}, settings.levels, Path(out_dir) / "reliability.png")
+        return PRMBuild(exported, training, before, after, png, kind, counts, likelihood, after_prm_only)

@@ -204,3 +204,33 @@ def test_a_dequantized_gguf_is_the_generator_that_runs(step_checkpoint, step_ggu
     with pytest.raises(TokenizerError, match="vocabulary differs"):
         dequantize_gguf(step_gguf, other, tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+def test_likelihood_from_a_gguf_dequantizes_it_for_the_build_only(step_checkpoint, step_gguf, tmp_path: Path) -> None:
+    """A user with only the generator's GGUF still gets the likelihood term; the temporary
+    dequantized folder is gone afterwards (the ONNX graph holds the weights)."""
+    import tempfile
+
+    calib = corrupted_calibration(tmp_path / "calib.jsonl", n_questions=24)
+    temp_before = set(Path(tempfile.gettempdir()).glob("edge-adapt-generator-*"))
+
+    def export_prm(generator: Path, out: str):
+        return CliRunner().invoke(main, [
+            "export", "prm", str(step_checkpoint), "-c", str(calib), "-o", str(tmp_path / out), "--epochs", "1",
+            "--no-int8", "--no-fp16", "--holdout", "0.3", "--question-template", "Q:{question}\\n", "--max-length", "96",
+            "--likelihood-from", str(generator)])
+
+    result = export_prm(step_gguf, "prm")
+    assert result.exit_code == 0, result.output
+    prm = QuantilePRM(tmp_path / "prm", variant="fp32")
+    assert prm.bundle.source["likelihood_generator"] == str(step_gguf)
+    assert set(prm.bundle.metrics["likelihood"]) >= {"question", "step", "weight", "bias"}
+    question, right, wrong = _held_out_pairs(calib)[0]
+    assert len(prm.score(question, [right, wrong])) == 2
+    assert set(Path(tempfile.gettempdir()).glob("edge-adapt-generator-*")) == temp_before
+
+    not_a_model = tmp_path / "generator.bin"
+    not_a_model.write_bytes(b"\0")
+    refused = export_prm(not_a_model, "refused")
+    assert refused.exit_code != 0 and "folder or its .gguf file" in " ".join(refused.output.split())
+    assert not (tmp_path / "refused").exists()
