@@ -5,13 +5,14 @@
    them; the latency one at least 95%), with the meter that measured them (or "estimated").
 2. A battery's worth of energy over the whole split (1, 2 and 4 samples' worth per question):
    every question the same number of samples vs samples allocated by expected gain per joule
-   from the PRM's calibrated question scores, each question answered by majority vote. Two
-   allocations: with the pass@n gains p(1-p)^(n-1), and with the gains of the majority vote
-   that actually picks the answer (edge_adapt/batch_allocation.py says why they differ). Both
-   plans are held to the total: a question whose planned cost no longer fits is cut (in the same
-   shuffled order for both). Prints correct answers and joules actually spent for both.
+   from the PRM's calibrated question scores, each question answered by majority vote. Three
+   allocations: with the pass@n gains p(1-p)^(n-1) at the PRM's median p; with the gains of the
+   majority vote that actually picks the answer, at the median p; and with the vote's gains
+   averaged over the PRM's quantiles of p (edge_adapt/batch_allocation.py says why each step
+   matters). Every plan is held to the total: a question whose planned cost no longer fits is cut (in the same
+   shuffled order for all). Prints correct answers and joules actually spent for each.
 
-    python benchmarks/bench_energy.py --latency 0.6     # 500 test problems (7 minutes on 2 CPU cores)
+    python benchmarks/bench_energy.py --latency 0.6     # 500 test problems (about 12 minutes on 2 CPU cores)
     python benchmarks/bench_energy.py --per-level 20    # quicker
 """
 
@@ -26,7 +27,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from edge_adapt.batch_allocation import AnyCorrect, PluralityVote, allocate_batch, even_allocation
+from edge_adapt.batch_allocation import AnyCorrect, PluralityVote, SuccessBelief, allocate_batch, even_allocation
 from edge_adapt.energy import Meter, open_meter
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
 from edge_adapt.models import load_default_models
@@ -82,10 +83,12 @@ def battery_comparison(searcher: Searcher, prm: QuantilePRM, meter: Meter, probl
     before = meter.read()
     scores = [prm.score_question(p.question) for p in problems]
     scoring_j = meter.read().joules - before.joules  # charged to the allocation that needs the scores
-    success = [q.median for q in scores]
+    medians = [q.median for q in scores]
+    beliefs = [SuccessBelief.from_quantiles(q.levels, q.values) for q in scores]
     plans = {"even (same samples per question)": (even_allocation(len(problems), sum(costs) / len(problems), total, fixed).samples, 0.0)}
-    for label, selection in (("gain per joule, pass@n gains p(1-p)^(n-1)", AnyCorrect()),
-                             ("gain per joule, majority-vote gains", PluralityVote())):
+    for label, success, selection in (("gain per joule, pass@n gains p(1-p)^(n-1), median p", medians, AnyCorrect()),
+                                      ("gain per joule, majority-vote gains, median p", medians, PluralityVote()),
+                                      ("gain per joule, majority-vote gains, p's quantiles", beliefs, PluralityVote())):
         plan = allocate_batch(success, costs, total - scoring_j, first_sample_joules=fixed, selection=selection)
         plans[label] = (plan.samples, scoring_j)
     order = list(range(len(problems)))

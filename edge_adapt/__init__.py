@@ -1,6 +1,13 @@
 """edge_adapt: instance-adaptive test-time search for small quantized models on the edge."""
 
-from edge_adapt.batch_allocation import AnyCorrect, BatchAllocation, PluralityVote, allocate_batch, even_allocation
+from edge_adapt.batch_allocation import (
+    AnyCorrect,
+    BatchAllocation,
+    PluralityVote,
+    SuccessBelief,
+    allocate_batch,
+    even_allocation,
+)
 from edge_adapt.energy import EnergyReading, Meter, detect_meters, open_meter
 from edge_adapt.errors import (
     BranchCapacityError,
@@ -84,6 +91,7 @@ __all__ = [
     "Searcher",
     "StepEnd",
     "StepRules",
+    "SuccessBelief",
     "Task",
     "TokenizerError",
     "UnsupportedModelError",

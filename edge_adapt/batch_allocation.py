@@ -11,6 +11,14 @@ success probability p:
   answers out of three win. Planning a majority-voted run with pass@n gains buys second samples
   that change no answer (measured on the default models: 247 vs 270 correct for the even plan).
 
+What a question's p is, the PRM says as quantiles, not as one number, and a plan made with the
+median alone treats an uncertain question as a sure one. :class:`SuccessBelief` keeps the
+quantiles as a small discrete distribution of p and averages the selector's accuracy over it:
+a hard question whose median is 0.05 but whose q90 is 0.4 is worth opening (its expected p is
+about 0.15), and a third vote on a question that is "0.7, give or take 0.3" pays less than on a
+sure 0.7 (on the default models, median-only plans left ~50 hard questions unopened and lost to
+the even plan at one sample's worth per question).
+
 The allocator buys, greedily, the bundle of samples (one or a few more for the same question)
 with the best gain per joule. Bundles matter because a vote's gains are not concave (0, then a
 jump): a one-sample-at-a-time greedy would never buy the second sample that makes the third one
@@ -67,6 +75,43 @@ class PluralityVote:
 
 
 @dataclass(frozen=True)
+class SuccessBelief:
+    """A question's success probability as a few values of p with weights that sum to 1."""
+
+    values: tuple[float, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.values or len(self.values) != len(self.weights):
+            raise BudgetError(f"a success belief needs one weight per value, got {len(self.values)} values and {len(self.weights)} weights")
+        if min(self.weights) < 0 or not math.isclose(sum(self.weights), 1.0, abs_tol=1e-9):
+            raise BudgetError(f"success belief weights must be non-negative and sum to 1, got {self.weights}")
+
+    @classmethod
+    def point(cls, p: float) -> SuccessBelief:
+        return cls((min(max(float(p), 0.0), 1.0),), (1.0,))
+
+    @classmethod
+    def from_quantiles(cls, levels: Sequence[float], values: Sequence[float]) -> SuccessBelief:
+        """Each quantile stands for the probability mass nearest to it: the mass between the
+        midpoints of its neighbouring levels (0 and 1 at the ends). For the 10/50/90% quantiles
+        that is 0.3 / 0.4 / 0.3, Swanson's rule for the mean of a distribution known by its
+        P10, P50 and P90."""
+        if len(levels) != len(values) or not levels or list(levels) != sorted(levels) or not 0 < levels[0] <= levels[-1] < 1:
+            raise BudgetError(f"quantile levels must be increasing in (0, 1), one per value; got {levels} for {values}")
+        cuts = [0.0, *((a + b) / 2 for a, b in zip(levels, levels[1:], strict=False)), 1.0]
+        return cls(tuple(min(max(float(v), 0.0), 1.0) for v in values), tuple(b - a for a, b in zip(cuts, cuts[1:], strict=False)))
+
+    @property
+    def mean(self) -> float:
+        return sum(w * v for v, w in zip(self.values, self.weights, strict=True))
+
+    def accuracy(self, selection: SelectionModel, n: int) -> float:
+        """The selector's accuracy at ``n`` samples, averaged over what p may be."""
+        return sum(w * selection.accuracy(v, n) for v, w in zip(self.values, self.weights, strict=True))
+
+
+@dataclass(frozen=True)
 class BatchAllocation:
     samples: tuple[int, ...]  # per question
     expected_correct: float  # sum over questions of the selector's accuracy at their sample count
@@ -81,13 +126,13 @@ def _per_question(value: float | Sequence[float], q: int, what: str) -> list[flo
     return values
 
 
-def allocate_batch(success: Sequence[float], joules_per_sample: float | Sequence[float], total_joules: float,
+def allocate_batch(success: Sequence[float | SuccessBelief], joules_per_sample: float | Sequence[float], total_joules: float,
                    max_per_question: int = 64, first_sample_joules: float | Sequence[float] = 0.0,
                    selection: SelectionModel = AnyCorrect(), lookahead: int = 4) -> BatchAllocation:
     """Spread ``total_joules`` over questions by expected gain per joule.
 
-    ``success``: each question's probability that one sample is right (the PRM's calibrated
-    question-level median). ``selection``: how the answer will be picked, which decides what an
+    ``success``: each question's probability that one sample is right, as a number or, better,
+    as a :class:`SuccessBelief` from the PRM's calibrated question-level quantiles. ``selection``: how the answer will be picked, which decides what an
     extra sample is worth (see the module docstring). ``first_sample_joules`` is what a question
     costs once, whatever its number of samples (prefill, scoring the question): the first bundle
     carries it, so a question worth little is not opened at all.
@@ -104,7 +149,7 @@ def allocate_batch(success: Sequence[float], joules_per_sample: float | Sequence
         raise BudgetError("joules per sample must be positive (and first-sample joules not negative)")
     if lookahead < 1 or max_per_question < 1:
         raise BudgetError("lookahead and max_per_question must be at least 1")
-    p = [min(max(float(x), 0.0), 1.0) for x in success]
+    p = [x if isinstance(x, SuccessBelief) else SuccessBelief.point(x) for x in success]
     n = [0] * q
     left = float(total_joules)
 
@@ -113,12 +158,12 @@ def allocate_batch(success: Sequence[float], joules_per_sample: float | Sequence
 
     def best_offer(i: int, affordable: float) -> tuple[float, int] | None:
         """(gain per joule, bundle size) of question i's best bundle that costs at most ``affordable``."""
-        now = selection.accuracy(p[i], n[i])
+        now = p[i].accuracy(selection, n[i])
         best: tuple[float, int] | None = None
         for k in range(1, min(lookahead, max_per_question - n[i]) + 1):
             if price(i, k) > affordable:
                 break
-            gain = selection.accuracy(p[i], n[i] + k) - now
+            gain = p[i].accuracy(selection, n[i] + k) - now
             if gain > 1e-12 and (best is None or gain / price(i, k) > best[0]):
                 best = (gain / price(i, k), k)
         return best
@@ -141,7 +186,7 @@ def allocate_batch(success: Sequence[float], joules_per_sample: float | Sequence
         offer = best_offer(i, left)
         if offer:
             heapq.heappush(heap, (-offer[0], i, offer[1]))
-    expected = sum(selection.accuracy(p[i], n[i]) for i in range(q))
+    expected = sum(p[i].accuracy(selection, n[i]) for i in range(q))
     return BatchAllocation(tuple(n), expected, total_joules - left, selection.name)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_adapt.batch_allocation import AnyCorrect, PluralityVote, allocate_batch, even_allocation
+from edge_adapt.batch_allocation import AnyCorrect, PluralityVote, SuccessBelief, allocate_batch, even_allocation
 from edge_adapt.energy import DEFAULT_COST_MODELS, CostModel, CostSample, Usage, fit_cost_model, open_meter
 from edge_adapt.energy.meters import EstimateMeter
 from edge_adapt.errors import BudgetError, MeterError
@@ -251,3 +251,32 @@ def test_batch_allocation_plans_for_the_selector_that_picks_the_answer() -> None
     assert sum(planned.samples) == 16 and planned.expected_correct > even_expected + 0.3
     with pytest.raises(BudgetError, match="lookahead"):
         allocate_batch([0.5], 1.0, 3.0, lookahead=0)
+
+
+def test_success_belief_from_quantiles_weighs_each_by_the_mass_nearest_it() -> None:
+    belief = SuccessBelief.from_quantiles((0.1, 0.5, 0.9), (0.0, 0.05, 0.4))
+    assert belief.weights == pytest.approx((0.3, 0.4, 0.3))  # Swanson's rule
+    assert belief.mean == pytest.approx(0.14)
+    assert SuccessBelief.from_quantiles((0.25, 0.75), (0.2, 0.6)).weights == pytest.approx((0.5, 0.5))
+    assert SuccessBelief.point(1.3).values == (1.0,)
+    with pytest.raises(BudgetError, match="increasing"):
+        SuccessBelief.from_quantiles((0.9, 0.1), (0.1, 0.2))
+    with pytest.raises(BudgetError, match="sum to 1"):
+        SuccessBelief((0.1, 0.2), (0.5, 0.6))
+
+
+def test_the_allocator_plans_with_what_the_prm_does_not_know() -> None:
+    # a sure 0.5 and a question whose median is 0.2 but could well be 0.7 (expected p 0.29):
+    # with medians the sure question's second sample (0.25) beats opening the other (0.2);
+    # with the quantiles opening it is worth more
+    uncertain = SuccessBelief.from_quantiles((0.1, 0.5, 0.9), (0.0, 0.2, 0.7))
+    assert allocate_batch([0.5, 0.2], 1.0, 2.0).samples == (2, 0)
+    plan = allocate_batch([0.5, uncertain], 1.0, 2.0)
+    assert plan.samples == (1, 1) and plan.expected_correct == pytest.approx(0.5 + uncertain.mean)
+    # a vote's third sample pays less on "0.7, give or take 0.3" than on a sure 0.7
+    vote, sure = PluralityVote(), SuccessBelief.point(0.7)
+    spread = SuccessBelief.from_quantiles((0.1, 0.5, 0.9), (0.4, 0.7, 1.0))
+    assert spread.mean == pytest.approx(0.7)
+    gain = {b: b.accuracy(vote, 3) - b.accuracy(vote, 1) for b in (sure, spread)}
+    assert gain[sure] == pytest.approx(0.147)
+    assert gain[spread] == pytest.approx(0.3 * (0.496 - 0.4) + 0.4 * 0.147)
