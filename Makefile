@@ -29,11 +29,11 @@ bench-default: $(VENV)/.runtime
 	$(BIN)/edge-adapt bench -o runs/default
 
 # IAS against fixed budgets (issue 5's comparison): best-of-16/32 vs IAS best-of-N (N_max 32),
-# IAS sized by the median instead of q10, beam 16 (width 4) vs IAS beam (K_max 4, M_max 4),
-# same problems and seeds.
+# IAS sized by the median instead of q10, IAS with Adaptive-Consistency early stopping (+es),
+# beam 16 (width 4) vs IAS beam (K_max 4, M_max 4), same problems and seeds.
 bench-search: $(VENV)/.runtime
 	$(BIN)/edge-adapt bench -o runs/search -s best_of_n:n=16 -s best_of_n:n=32 -s ias_best_of_n:n_max=32 \
-		-s ias_best_of_n:n_max=32,size_quantile=0.5 \
+		-s ias_best_of_n:n_max=32,size_quantile=0.5 -s ias_best_of_n:n_max=32+es \
 		-s beam:n=16,width=4 -s ias_beam:k_max=4,m_max=4
 
 info: $(VENV)/.runtime
