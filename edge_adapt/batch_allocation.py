@@ -194,6 +194,7 @@ def even_allocation(n_questions: int, joules_per_sample: float, total_joules: fl
                     first_sample_joules: float = 0.0) -> BatchAllocation:
     """The baseline: every question gets the same number of samples, as many as the total affords."""
     per_question = total_joules / n_questions - first_sample_joules
-    per = math.floor(per_question / joules_per_sample) if joules_per_sample > 0 and per_question > 0 else 0
+    # the tolerance keeps a budget of exactly k samples' worth from rounding down to k - 1
+    per = math.floor(per_question / joules_per_sample + 1e-9) if joules_per_sample > 0 and per_question > 0 else 0
     spent = n_questions * (per * joules_per_sample + (first_sample_joules if per else 0.0))
     return BatchAllocation((per,) * n_questions, float("nan"), spent, "even")

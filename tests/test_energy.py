@@ -4,6 +4,7 @@ batch allocator. Fixture trees stand in for hardware this machine does not have.
 from __future__ import annotations
 
 import math
+import random
 import time
 from pathlib import Path
 
@@ -280,3 +281,12 @@ def test_the_allocator_plans_with_what_the_prm_does_not_know() -> None:
     gain = {b: b.accuracy(vote, 3) - b.accuracy(vote, 1) for b in (sure, spread)}
     assert gain[sure] == pytest.approx(0.147)
     assert gain[spread] == pytest.approx(0.3 * (0.496 - 0.4) + 0.4 * 0.147)
+
+
+def test_an_even_split_of_exactly_k_samples_worth_gives_k_samples() -> None:
+    # costs whose sum does not divide back exactly in floating point (0.9999999999999999 of a sample)
+    rng = random.Random(1)
+    costs = [rng.uniform(0.2, 1.3) for _ in range(500)]
+    for k in (1, 2, 4):
+        total = 500 * 0.48 + k * sum(costs)
+        assert even_allocation(500, sum(costs) / 500, total, first_sample_joules=0.48).samples == (k,) * 500
