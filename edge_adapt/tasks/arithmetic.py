@@ -47,9 +47,10 @@ class Level:
     max_value: int = 999  # every intermediate result stays in [0, max_value]
 
 
-# Levels 1..6. Two-digit operands (levels 1-3) are what a 3.5M-parameter model masters in half an
-# hour of CPU training; three-digit operands and larger values (levels 4-6) it learns only partly,
-# and longer chains compound the errors: easy questions need no search, hard ones do.
+# Levels 1..6. Two-digit operands (levels 1-3) are what a 3.5M-parameter model learns first;
+# three-digit operands and larger values (levels 4-6) it learns only partly, and longer chains
+# compound the errors: easy questions need no search, hard ones do. The spread is a property of
+# the task *and* the generator: one trained longer (models/README.md, "Next") nearly solves all six.
 DEFAULT_LEVELS: tuple[Level, ...] = (
     Level(1, 2, 9, max_value=99),
     Level(2, 2, 9, max_value=999),
