@@ -196,8 +196,15 @@ def test_answer_pattern_step_limit_and_length_cap(step_gen: Generator) -> None:
     leaves, _ = step_gen.complete([root], 4, rules=StepRules(max_new_tokens=5))
     assert all(leaf.end is StepEnd.LENGTH and sum(len(s.tokens) for s in leaf.steps()) == 5 for leaf in leaves)
 
-    by_equals = step_gen.expand([root], 2, rules=StepRules(delimiter="=")).children
-    assert all(c.end is StepEnd.DELIMITER and c.text.endswith("=") for c in by_equals)
+    # any delimiter: a step stops right after its first "=" (the briefly trained model's text
+    # varies from build to build, so a branch that writes no "=" may end otherwise)
+    by_equals = step_gen.expand([root], 8, rules=StepRules(delimiter="=")).children
+    for c in by_equals:
+        if c.end is StepEnd.DELIMITER:
+            assert c.text.endswith("=") and c.text.count("=") == 1, c.text
+        else:
+            assert "=" not in c.text, (c.end, c.text)
+    assert sum(c.end is StepEnd.DELIMITER for c in by_equals) >= 4, [(c.end, c.text) for c in by_equals]
 
 
 # -- a real third-party GGUF -------------------------------------------------------------------
