@@ -9,8 +9,8 @@
    allocations: with the pass@n gains p(1-p)^(n-1) at the PRM's median p; with the gains of the
    majority vote that actually picks the answer, at the median p; and with the vote's gains
    averaged over the PRM's quantiles of p (edge_adapt/batch_allocation.py says why each step
-   matters). Every plan is held to the total: a question whose planned cost no longer fits is cut (in the same
-   shuffled order for all). Prints correct answers and joules actually spent for each.
+   matters). Every plan is held to the total: a question whose planned cost no longer fits is
+   cut (in the same shuffled order for all). Prints correct answers and joules spent for each.
 
     python benchmarks/bench_energy.py --latency 0.6     # 500 test problems (about 15 minutes on 2 CPU cores)
     python benchmarks/bench_energy.py --per-level 20    # quicker

@@ -133,10 +133,11 @@ def allocate_batch(success: Sequence[float | SuccessBelief], joules_per_sample: 
     """Spread ``total_joules`` over questions by expected gain per joule.
 
     ``success``: each question's probability that one sample is right, as a number or, better,
-    as a :class:`SuccessBelief` from the PRM's calibrated question-level quantiles. ``selection``: how the answer will be picked, which decides what an
-    extra sample is worth (see the module docstring). ``first_sample_joules`` is what a question
-    costs once, whatever its number of samples (prefill, scoring the question): the first bundle
-    carries it, so a question worth little is not opened at all.
+    as a :class:`SuccessBelief` from the PRM's calibrated question-level quantiles.
+    ``selection``: how the answer will be picked, which decides what an extra sample is worth
+    (see the module docstring). ``first_sample_joules`` is what a question costs once, whatever
+    its number of samples (prefill, scoring the question): the first bundle carries it, so a
+    question worth little is not opened at all.
 
     Greedy over bundles of up to ``lookahead`` samples: each question offers the bundle with the
     best gain per joule from where it stands, and the best offer is bought while it fits. For

@@ -129,10 +129,10 @@ def _take_shipped_stages(out: Path, work: Path, settings: RecipeSettings, stages
     manifest = json.loads(manifest_file.read_text())
     gen, trained = manifest["generator"], dict(manifest["generator"]["training"])
     final_loss, seconds = trained.pop("final_loss"), trained.pop("seconds")
-    # a setting added after the manifest was written has a default that keeps the old behaviour
-    trained = {**dataclasses.asdict(GeneratorTrainSettings()), **trained}
-    wanted = json.loads(json.dumps(dataclasses.asdict(settings.generator)))  # tuples as the manifest holds them
-    trained = json.loads(json.dumps(trained))
+    # a setting added after the manifest was written has a default that keeps the old behaviour;
+    # both sides go through JSON so tuples compare as the manifest holds them (lists)
+    trained = json.loads(json.dumps({**dataclasses.asdict(GeneratorTrainSettings()), **trained}))
+    wanted = json.loads(json.dumps(dataclasses.asdict(settings.generator)))
     if manifest["recipe"]["seed"] != settings.seed or gen["quantization"] != settings.quant or trained != wanted:
         raise EdgeAdaptError(f"{manifest_file}: the shipped generator was built with other settings (seed, quantization or "
                              "training); run the whole recipe instead of --from-shipped.")
