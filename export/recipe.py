@@ -110,10 +110,15 @@ class _Stages:
         atomic_write_text(self.work / f"{name}.done.json", json.dumps(payload, default=str))
 
 
+def _task_levels(task: ArithmeticTask) -> list[dict[str, int]]:
+    return [dataclasses.asdict(level) for level in task.levels]
+
+
 def _stage_keys(settings: RecipeSettings, training: Any = None, exported: Any = None) -> dict[str, Any]:
     """What each of the first stages is stamped with (a stage reruns when its key changes)."""
     return {
-        "1-train-generator": [settings.seed, dataclasses.asdict(settings.generator)],
+        # the task's levels too: changing them must retrain the generator in an existing work dir
+        "1-train-generator": [settings.seed, dataclasses.asdict(settings.generator), _task_levels(ArithmeticTask())],
         "2-export-generator": [training, settings.quant],
         "3-rollouts": [exported["sha256"] if exported else None, settings.calibration_per_level,
                        dataclasses.asdict(settings.rollouts), settings.seed],
@@ -133,9 +138,10 @@ def _take_shipped_stages(out: Path, work: Path, settings: RecipeSettings, stages
     # both sides go through JSON so tuples compare as the manifest holds them (lists)
     trained = json.loads(json.dumps({**dataclasses.asdict(GeneratorTrainSettings()), **trained}))
     wanted = json.loads(json.dumps(dataclasses.asdict(settings.generator)))
-    if manifest["recipe"]["seed"] != settings.seed or gen["quantization"] != settings.quant or trained != wanted:
-        raise EdgeAdaptError(f"{manifest_file}: the shipped generator was built with other settings (seed, quantization or "
-                             "training); run the whole recipe instead of --from-shipped.")
+    if (manifest["recipe"]["seed"] != settings.seed or gen["quantization"] != settings.quant or trained != wanted
+            or manifest["task"]["levels"] != _task_levels(ArithmeticTask())):
+        raise EdgeAdaptError(f"{manifest_file}: the shipped generator was built with other settings (seed, quantization, "
+                             "training or the task's levels); run the whole recipe instead of --from-shipped.")
     shipped = {f["path"]: f["sha256"] for f in manifest["files"]}
     for name in (gen["file"], CALIBRATION_FILE, f"{PRM_DIR}/tokenizer.json"):
         if not (out / name).is_file() or sha256_of(out / name) != shipped.get(name):
@@ -274,7 +280,7 @@ def _manifest(out: Path, settings: RecipeSettings, training: dict, exported: dic
             "total_seconds": round(sum(seconds.values()), 1),
             "machine": f"{platform.machine()}, {platform.system()}, {settings.threads or 'all'} threads",
         },
-        "task": {"name": task.name, "levels": [dataclasses.asdict(level) for level in task.levels]},
+        "task": {"name": task.name, "levels": _task_levels(task)},
         "generator": {
             "file": GENERATOR_FILE.format(quant=settings.quant),
             "architecture": "LlamaForCausalLM",

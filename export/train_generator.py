@@ -5,14 +5,12 @@ format in minutes on two CPU cores. Every batch mixes all difficulty levels, pac
 ``ROW_LEN`` tokens (each example attending only to itself), so no compute goes to padding even
 though the levels differ a lot in length. The loss covers the solution only, not the question.
 
-Two options buy accuracy per CPU minute (off by default: the shipped generator was trained
-without them, and the recipe must rebuild what is shipped): ``bf16`` runs the matrix products in
-bfloat16 (autocast; weights and optimizer state stay fp32), about 1.5x faster per step on a CPU
-with native bf16 (AVX512-BF16 or AMX); ``level_weights`` draws some levels more often, e.g. the
-two-digit ones, where the shipped generator's easy-level misses were almost all two-digit
-subtractions with a borrow. Measured together with 3,500 steps (39 minutes on 2 cores): level-1
-pass@1 99.9% (shipped: 79.4%), but level 6 rose to 68% too, so the default task's levels are no
-longer a spread for that generator (models/README.md, "Next").
+Two options buy accuracy per CPU minute, both on for the shipped generator: ``bf16`` runs the
+matrix products in bfloat16 (autocast; weights and optimizer state stay fp32), about 1.5x faster
+per step on a CPU with native bf16 (AVX512-BF16 or AMX; elsewhere it is emulated and slower, so
+train with ``bf16=False`` there, and expect a slightly different model); ``level_weights`` draws
+the three easy levels twice as often: the earlier fp32 generator, drawing levels uniformly, missed
+level 1 almost only on two-digit subtractions with a borrow (models/README.md).
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ from export.tokenizer_train import train_bpe_tokenizer
 
 log = logging.getLogger(__name__)
 
-ROW_LEN = 256  # packed row length; the longest default-task example is under 200 tokens
+ROW_LEN = 256  # packed row length; the longest default-task example is about 210 tokens
 
 
 @dataclass(frozen=True)
@@ -44,15 +42,15 @@ class GeneratorTrainSettings:
     heads: int = 8
     kv_heads: int = 8
     ffn: int = 768
-    steps: int = 2000
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 2e-3
     warmup: int = 100
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.1
     # relative frequency of each difficulty level in the training batches (None: uniform)
-    level_weights: tuple[float, ...] | None = None
-    bf16: bool = False  # autocast the matrix products to bfloat16 (see the module docstring)
+    level_weights: tuple[float, ...] | None = (2, 2, 2, 1, 1, 1)
+    bf16: bool = True  # autocast the matrix products to bfloat16 (see the module docstring)
     seed: int = 0
     threads: int | None = None
 

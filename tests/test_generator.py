@@ -239,6 +239,20 @@ def test_prompt_longer_than_the_context(random_gguf: Path) -> None:
         assert g.kv_cells_used == 0 and g.free_sequences == 2  # nothing leaked
 
 
+def test_a_large_shared_context_warns_only_when_a_path_outgrows_training(random_gguf: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # n_ctx is the KV pool of all branches: 4096 cells for 1024-position paths is normal use
+    with caplog.at_level("WARNING", logger="edge_adapt"), Generator(random_gguf, GeneratorConfig(n_ctx=4096, n_seq_max=8)) as g:
+        assert g.model.n_ctx_train == 1024
+        g.expand([g.prefill(PROMPT)], 6, sampling=HOT, rules=NO_DELIMITER)
+        g.reset()
+        assert not [r for r in caplog.records if "trained for" in r.getMessage()]
+        filler = g.vocab.tokenize(PROMPT * 60, add_special=False)[:1020]
+        root = g.prefill(filler, seed=0)  # seeded: the same sampled tokens on every run
+        g.expand([root], 1, sampling=HOT, rules=StepRules(delimiter="\x00", max_step_tokens=20, max_new_tokens=20))
+        warned = [r.getMessage() for r in caplog.records if "trained for" in r.getMessage()]
+        assert len(warned) == 1 and "past the 1024 the model was trained for" in warned[0], warned
+
+
 def test_more_branches_than_the_context_holds(random_gguf: Path) -> None:
     with Generator(random_gguf, GeneratorConfig(n_ctx=256, n_seq_max=4)) as g:
         assert g.n_ctx == 256

@@ -214,11 +214,9 @@ class Generator:
                 kv_type=cfg.kv_type,
             ),
         )
-        if cfg.n_ctx > self.model.n_ctx_train:
-            log.warning(
-                "%s: n_ctx=%d exceeds the %d tokens the model was trained for; quality may drop past that",
-                self.model.path, cfg.n_ctx, self.model.n_ctx_train,
-            )
+        # n_ctx is the KV pool shared by all branches (unified cache), so a large one is no sign of
+        # trouble; a single path longer than the model's training context is (see _past_training).
+        self._warned_past_training = False
         self.n_ctx = self.ctx.n_ctx
         self._batch = Batch(self.ctx.n_batch, self.ctx.n_seq_max)
         self._candidates = CandidateBuffer(self.vocab.n_tokens)
@@ -522,6 +520,7 @@ class Generator:
                 self._cells_used += len(chunk)
             node.n_past = pos
             node._logits = self._logits(last_index).copy()
+            self._past_training(pos)
         except BaseException:
             self._release_one(node)
             raise
@@ -578,6 +577,17 @@ class Generator:
                 else:
                     b.node._logits = logits.copy()
             active = [b for b in to_decode if b.node.end is None]
+            if not self._warned_past_training:
+                self._past_training(max(b.node.n_past for b in to_decode))
+
+    def _past_training(self, n_past: int) -> None:
+        """Warn once when a path runs past the positions the model was trained on."""
+        if n_past > self.model.n_ctx_train and not self._warned_past_training:
+            self._warned_past_training = True
+            log.warning(
+                "%s: a branch reached %d tokens, past the %d the model was trained for; quality may drop from here",
+                self.model.path, n_past, self.model.n_ctx_train,
+            )
 
     def _finish(self, b: _Branch, end: StepEnd, started: float, overwrite: bool = False) -> None:
         node = b.node
