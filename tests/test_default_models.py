@@ -169,6 +169,10 @@ def test_the_recipe_can_rebuild_the_prm_on_the_shipped_generator(models, tmp_pat
     (other / "manifest.json").write_text(json.dumps({**manifest, "recipe": {**manifest["recipe"], "seed": 7}}))
     with pytest.raises(EdgeAdaptError, match="other settings"):
         _take_shipped_stages(other, tmp_path / "w2", settings, _Stages(tmp_path / "w2", log=lambda m: None))
+    easier = [{**level, "max_value": 99} for level in manifest["task"]["levels"]]  # built for other levels
+    (other / "manifest.json").write_text(json.dumps({**manifest, "task": {**manifest["task"], "levels": easier}}))
+    with pytest.raises(EdgeAdaptError, match="the task's levels"):
+        _take_shipped_stages(other, tmp_path / "w2", settings, _Stages(tmp_path / "w2", log=lambda m: None))
     (other / "manifest.json").write_text(json.dumps(manifest))
     shutil.copy(shipped / "calibration.jsonl", other / "calibration.jsonl")
     with pytest.raises(EdgeAdaptError, match="missing or changed"):  # no generator there
