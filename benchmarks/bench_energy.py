@@ -12,7 +12,7 @@
    matters). Every plan is held to the total: a question whose planned cost no longer fits is
    cut (in the same shuffled order for all). Prints correct answers and joules spent for each.
 
-    python benchmarks/bench_energy.py --latency 0.6     # 500 test problems (about 15 minutes on 2 CPU cores)
+    python benchmarks/bench_energy.py --latency 0.6     # 500 test problems (12-15 minutes on 2 CPU cores)
     python benchmarks/bench_energy.py --per-level 20    # quicker
 """
 

@@ -110,6 +110,10 @@ class _Stages:
         atomic_write_text(self.work / f"{name}.done.json", json.dumps(payload, default=str))
 
 
+# generator settings added after the first manifests, with the behaviour those manifests had
+_GENERATOR_SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"level_weights": None, "bf16": False}
+
+
 def _task_levels(task: ArithmeticTask) -> list[dict[str, int]]:
     return [dataclasses.asdict(level) for level in task.levels]
 
@@ -134,9 +138,9 @@ def _take_shipped_stages(out: Path, work: Path, settings: RecipeSettings, stages
     manifest = json.loads(manifest_file.read_text())
     gen, trained = manifest["generator"], dict(manifest["generator"]["training"])
     final_loss, seconds = trained.pop("final_loss"), trained.pop("seconds")
-    # a setting added after the manifest was written has a default that keeps the old behaviour;
-    # both sides go through JSON so tuples compare as the manifest holds them (lists)
-    trained = json.loads(json.dumps({**dataclasses.asdict(GeneratorTrainSettings()), **trained}))
+    # a manifest written before a setting existed was built with that setting's value of the time
+    # (not today's default); both sides go through JSON so tuples compare as the manifest holds them
+    trained = json.loads(json.dumps({**_GENERATOR_SETTINGS_BEFORE_THEY_EXISTED, **trained}))
     wanted = json.loads(json.dumps(dataclasses.asdict(settings.generator)))
     if (manifest["recipe"]["seed"] != settings.seed or gen["quantization"] != settings.quant or trained != wanted
             or manifest["task"]["levels"] != _task_levels(ArithmeticTask())):

@@ -173,6 +173,11 @@ def test_the_recipe_can_rebuild_the_prm_on_the_shipped_generator(models, tmp_pat
     (other / "manifest.json").write_text(json.dumps({**manifest, "task": {**manifest["task"], "levels": easier}}))
     with pytest.raises(EdgeAdaptError, match="the task's levels"):
         _take_shipped_stages(other, tmp_path / "w2", settings, _Stages(tmp_path / "w2", log=lambda m: None))
+    # a manifest from before level weights and bf16 existed was built without them, not with today's defaults
+    older = {k: v for k, v in manifest["generator"]["training"].items() if k not in ("level_weights", "bf16")}
+    (other / "manifest.json").write_text(json.dumps({**manifest, "generator": {**manifest["generator"], "training": older}}))
+    with pytest.raises(EdgeAdaptError, match="other settings"):
+        _take_shipped_stages(other, tmp_path / "w2", settings, _Stages(tmp_path / "w2", log=lambda m: None))
     (other / "manifest.json").write_text(json.dumps(manifest))
     shutil.copy(shipped / "calibration.jsonl", other / "calibration.jsonl")
     with pytest.raises(EdgeAdaptError, match="missing or changed"):  # no generator there

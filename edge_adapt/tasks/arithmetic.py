@@ -51,8 +51,8 @@ class Level:
 # operations it masters (level 1 needs no search); three- and four-digit operands and results up
 # to seven digits it gets right only some of the time, and longer chains compound the errors, so
 # the hard levels need search and the hardest stays mostly out of reach. The spread is a property
-# of the task *and* the generator: the shipped one, trained with the earlier, smaller levels
-# (two- and three-digit operands), nearly solved all six of them.
+# of the task *and* the generator: the same training on the earlier, smaller levels (two- and
+# three-digit operands) gave a generator that nearly solved all six of them (89% overall).
 DEFAULT_LEVELS: tuple[Level, ...] = (
     Level(1, 2, 9, max_value=99),
     Level(2, 3, 9, max_value=9_999),
