@@ -13,6 +13,10 @@ One line per (question, prefix); every line is self-contained::
   reached the right answer. For the empty prefix the rollouts are the N sampled solutions; for a
   partial prefix, M fresh continuations; a ``complete`` prefix is a whole solution, graded as it
   stands (``n_rollouts`` counts the sampled solutions that were identical to it).
+- ``origin``: ``"sample"`` for the records above; ``"continuation"`` for a whole solution that one
+  of the M continuations produced (distinct ones only, none equal to a sampled solution), graded
+  exactly like a complete sampled one. They are extra training labels for the PRM; calibration
+  is measured on the ``"sample"`` records, as the paper defines it.
 - ``generator``: provenance, identical on every line of a file (a run refuses to append to a file
   built with another generator or other settings).
 - ``question_lines``: how many lines the question has; a question's lines are written together and
@@ -34,6 +38,8 @@ from edge_adapt.errors import EdgeAdaptError
 
 log = logging.getLogger(__name__)
 
+ORIGINS = ("sample", "continuation")
+
 
 @dataclass(frozen=True)
 class CalibrationRecord:
@@ -47,6 +53,9 @@ class CalibrationRecord:
     level: int | None = None
     generator: dict[str, Any] = field(default_factory=dict)
     question_lines: int = 1  # lines this question has in the file: resume detects a half-written question
+    # "sample": a point of one of the N sampled solutions (the calibration set proper);
+    # "continuation": a whole solution one of the M continuations of a prefix produced
+    origin: str = "sample"
 
     @property
     def success_rate(self) -> float:
@@ -70,9 +79,12 @@ class CalibrationRecord:
             level=data.get("level"),
             generator=dict(data.get("generator") or {}),
             question_lines=int(data.get("question_lines", 1)),
+            origin=str(data.get("origin", "sample")),
         )
         if record.n_rollouts < 1 or not 0 <= record.n_correct <= record.n_rollouts:
             raise ValueError(f"n_correct={record.n_correct} / n_rollouts={record.n_rollouts} is not a success count")
+        if record.origin not in ORIGINS or (record.origin == "continuation" and not record.complete):
+            raise ValueError(f"origin {record.origin!r} is not one of {ORIGINS} (a continuation is a complete solution)")
         return record
 
 

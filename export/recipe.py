@@ -61,7 +61,8 @@ class RecipeSettings:
         default_factory=lambda: PRMBuildSettings(
             fmt=PRMFormat(question_template="Q:{question}\n", step_separator="\n\n", max_length=256),
             holdout=0.2,
-            # ~840 optimizer steps, and the logistic term: with the pinball loss alone the heads
+            # 20 epochs (a few hundred optimizer steps; the best by held-out pinball is kept), and
+            # the logistic term: with the pinball loss alone the heads
             # saturated at the marginal quantiles (q50 ~ 3e-5 for every prefix, Brier 0.224)
             train=TrainSettings(epochs=20, batch_size=16, lr=3e-4, head_lr=1e-3, logistic_weight=1.0),
         )
@@ -151,9 +152,12 @@ def _take_shipped_stages(out: Path, work: Path, settings: RecipeSettings, stages
         if not (out / name).is_file() or sha256_of(out / name) != shipped.get(name):
             raise EdgeAdaptError(f"{out / name}: missing or changed since the manifest was written; cannot build on it.")
     calib = manifest["calibration"]
-    if (calib["n_solutions"], calib["n_continuations"], calib["questions"]) != (
-            settings.rollouts.n_solutions, settings.rollouts.n_continuations, settings.calibration_per_level * len(manifest["task"]["levels"])):
-        raise EdgeAdaptError(f"{out / CALIBRATION_FILE}: rolled out with other settings; run the whole recipe instead.")
+    provenance = read_records(out / CALIBRATION_FILE)[0].generator
+    if (calib["n_solutions"], calib["n_continuations"], calib["questions"], provenance.get("record_continuations", False)) != (
+            settings.rollouts.n_solutions, settings.rollouts.n_continuations,
+            settings.calibration_per_level * len(manifest["task"]["levels"]), settings.rollouts.record_continuations):
+        raise EdgeAdaptError(f"{out / CALIBRATION_FILE}: rolled out with other settings (solutions, continuations, questions, "
+                             "or whether continuations were kept); run the whole recipe instead.")
     shutil.copy(out / CALIBRATION_FILE, work / CALIBRATION_FILE)
     shutil.copy(out / PRM_DIR / "tokenizer.json", work / "tokenizer.json")
     training = {"steps": trained["steps"], "n_params": gen["n_params"], "final_loss": final_loss, "seconds": seconds, "settings": trained}
@@ -215,6 +219,8 @@ def run_recipe(
     calibration = work / CALIBRATION_FILE
 
     def rollouts() -> dict:
+        if (work / "3-rollouts.done.json").is_file():  # finished under other settings: start afresh
+            calibration.unlink(missing_ok=True)
         problems = task.problems("calibration", settings.calibration_per_level, seed=settings.seed)
         rs = dataclasses.replace(settings.rollouts, seed=settings.seed)
         config = GeneratorConfig(n_ctx=8192, n_seq_max=256, n_threads=threads)

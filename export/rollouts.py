@@ -8,7 +8,9 @@ Per question (the paper's recipe, on the project's own branching runtime):
    never re-evaluated) and grade every continuation with the task's checker.
 
 The empty prefix's rate comes from the N solutions themselves, which are exactly N samples from
-the question. Records go to a :class:`~export.calibration_data.CalibrationWriter`, one question
+the question. With ``record_continuations`` every distinct graded continuation is kept too, as a
+complete record of origin "continuation": its label is exact (a whole solution is right or
+wrong), and it is the generator's own kind of mistake, which the PRM must learn to rank. Records go to a :class:`~export.calibration_data.CalibrationWriter`, one question
 at a time, so an interrupted run resumes where it stopped.
 """
 
@@ -37,6 +39,11 @@ class RolloutSettings:
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
     seed: int = 0
     max_steps: int = 32
+    # also keep every distinct graded continuation as a complete record of its own (origin
+    # "continuation"): free, exact labels of the kind best-of-N ranks. Off by default: on the
+    # default task they are nearly all wrong (a right solution is one canonical text, already
+    # sampled) and bought one question in a hundred at best-of-16 (models/README.md)
+    record_continuations: bool = False
 
 
 @dataclass
@@ -86,8 +93,9 @@ def rollout_question(
         kept += cut_short
         leaves += cut_short  # graded as they stand
 
-        def record(prefix: tuple[str, ...], n: int, k: int, complete: bool) -> CalibrationRecord:
-            return CalibrationRecord(problem.id, problem.question, problem.answer, prefix, n, k, complete, problem.level, provenance)
+        def record(prefix: tuple[str, ...], n: int, k: int, complete: bool, origin: str = "sample") -> CalibrationRecord:
+            return CalibrationRecord(problem.id, problem.question, problem.answer, prefix, n, k, complete, problem.level,
+                                     provenance, origin=origin)
 
         correct = {id(leaf): task.is_correct(leaf.solution_text(), problem) for leaf in leaves}
         records = [record((), len(leaves), sum(correct.values()), False)]
@@ -106,6 +114,7 @@ def rollout_question(
 
         # 3. M continuations from every distinct partial prefix, as many prefixes at a time as fit
         cut = 0
+        continued: dict[tuple[str, ...], list[bool]] = defaultdict(list)  # distinct continuations, graded
         items = list(partial.items())
         expected = max((sum(len(s.tokens) for s in leaf.steps()) for leaf in leaves), default=32)
         while items:
@@ -119,9 +128,14 @@ def rollout_question(
             starts = {id(node) for node in nodes}
             for end in ends:
                 origin = next(n for n in reversed(end.path()) if id(n) in starts)  # nearest start above
-                outcome[id(origin)].append(task.is_correct(end.solution_text(), problem))
+                right = task.is_correct(end.solution_text(), problem)
+                outcome[id(origin)].append(right)
                 cut += end.end is StepEnd.CONTEXT
+                texts = tuple(s.text for s in end.steps())
+                if settings.record_continuations and texts not in complete:  # a sampled one is recorded already
+                    continued[texts].append(right)
             records += [record(texts, len(outcome[id(node)]), sum(outcome[id(node)]), False) for texts, node in chunk]
+        records += [record(texts, len(flags), sum(flags), True, "continuation") for texts, flags in continued.items()]
     finally:
         gen.release(*kept)
     return records, gen.usage - before, cut
@@ -149,6 +163,7 @@ def build_calibration_set(
         "seed": settings.seed,
         "n_solutions": settings.n_solutions,
         "n_continuations": settings.n_continuations,
+        "record_continuations": settings.record_continuations,
         "task": task.name,
     }
     writer = CalibrationWriter(out_path, provenance)

@@ -3,6 +3,7 @@ clearing bars that a broken or untrained model cannot clear by accident."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -162,6 +163,10 @@ def test_the_recipe_can_rebuild_the_prm_on_the_shipped_generator(models, tmp_pat
     assert (tmp_path / "work" / "calibration.jsonl").read_bytes() == (shipped / "calibration.jsonl").read_bytes()
 
     from edge_adapt.errors import EdgeAdaptError
+
+    keeping = dataclasses.replace(settings, rollouts=dataclasses.replace(settings.rollouts, record_continuations=True))
+    with pytest.raises(EdgeAdaptError, match="whether continuations were kept"):  # the shipped set has none
+        _take_shipped_stages(shipped, tmp_path / "w2", keeping, _Stages(tmp_path / "w2", log=lambda m: None))
 
     other = tmp_path / "other"
     other.mkdir()

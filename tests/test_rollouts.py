@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -53,11 +54,14 @@ def test_malformed_lines_and_other_settings_are_errors(tmp_path: Path) -> None:
         CalibrationWriter(path, {**PROVENANCE, "temperature": 1.0})
     with pytest.raises(ValueError):
         CalibrationRecord.from_dict({**record("q").__dict__, "n_correct": 9})
+    with pytest.raises(ValueError, match="origin"):
+        CalibrationRecord.from_dict({**record("q").__dict__, "origin": "continuation"})  # only whole solutions
 
 
 def test_rollouts_measure_success_per_prefix(step_gguf: Path, tmp_path: Path) -> None:
     problems = TINY_ARITHMETIC.problems("calibration", 2)
-    settings = RolloutSettings(n_solutions=6, n_continuations=4, sampling=SamplingParams(temperature=1.0), seed=3)
+    settings = RolloutSettings(n_solutions=6, n_continuations=4, sampling=SamplingParams(temperature=1.0), seed=3,
+                               record_continuations=True)
     report = build_calibration_set(step_gguf, TINY_ARITHMETIC, problems, tmp_path / "c.jsonl", settings)
     assert report.questions == len(problems) and report.resumed == 0
     assert report.generated_tokens > 0 and report.cut_by_context == 0
@@ -69,14 +73,19 @@ def test_rollouts_measure_success_per_prefix(step_gguf: Path, tmp_path: Path) ->
         recs = by_q[problem.id]
         empty = [r for r in recs if not r.prefix]
         assert len(empty) == 1 and empty[0].n_rollouts == 6  # the N solutions are the question's rollouts
-        complete = [r for r in recs if r.complete]
+        complete = [r for r in recs if r.complete and r.origin == "sample"]
         assert sum(r.n_rollouts for r in complete) == 6
         assert sum(r.n_correct for r in complete) == empty[0].n_correct
-        for r in complete:  # a whole solution is graded as it stands
-            assert r.n_correct in (0, r.n_rollouts)
+        continued = [r for r in recs if r.origin == "continuation"]
+        for r in complete + continued:  # a whole solution is graded as it stands
+            assert r.complete and r.n_correct in (0, r.n_rollouts)
             assert (r.n_correct > 0) == TINY_ARITHMETIC.is_correct("".join(r.prefix), problem)
         partial = [r for r in recs if r.prefix and not r.complete]
         assert partial and all(r.n_rollouts == 4 for r in partial)
+        # every continuation that is not one of the sampled solutions is kept, once
+        assert continued and sum(r.n_rollouts for r in continued) <= 4 * len(partial)
+        assert not {r.prefix for r in continued} & {r.prefix for r in complete}
+        assert all(any(r.prefix[: len(p.prefix)] == p.prefix for p in partial) for r in continued)
         assert len({r.prefix for r in recs}) == len(recs)  # distinct prefixes only
         assert all(r.prefix[-1].endswith("\n\n") for r in partial)
         assert all(r.generator["sha256"] == recs[0].generator["sha256"] for r in recs)
@@ -88,6 +97,7 @@ def test_an_interrupted_run_resumes_to_the_same_file(step_gguf: Path, tmp_path: 
     settings = RolloutSettings(n_solutions=4, n_continuations=3, seed=7)
     whole = tmp_path / "whole.jsonl"
     build_calibration_set(step_gguf, TINY_ARITHMETIC, problems, whole, settings)
+    assert {r.origin for r in read_records(whole)} == {"sample"}  # continuations are only counted by default
 
     interrupted = tmp_path / "interrupted.jsonl"
     build_calibration_set(step_gguf, TINY_ARITHMETIC, problems[:2], interrupted, settings)
@@ -99,3 +109,5 @@ def test_an_interrupted_run_resumes_to_the_same_file(step_gguf: Path, tmp_path: 
 
     with pytest.raises(EdgeAdaptError, match="other settings"):
         build_calibration_set(step_gguf, TINY_ARITHMETIC, problems, whole, RolloutSettings(seed=8))
+    with pytest.raises(EdgeAdaptError, match="other settings"):  # a file without continuations is another file
+        build_calibration_set(step_gguf, TINY_ARITHMETIC, problems, whole, dataclasses.replace(settings, record_continuations=True))

@@ -154,6 +154,9 @@ def _unescape(text: str) -> str:
               help="Default task: questions per difficulty level. JSONL tasks: the first this-many x 6 questions.")
 @click.option("-n", "--solutions", type=click.IntRange(min=1), default=8, show_default=True, help="N: full solutions per question.")
 @click.option("-m", "--continuations", type=click.IntRange(min=1), default=8, show_default=True, help="M: continuations per partial prefix.")
+@click.option("--keep-continuations/--count-continuations", default=False, show_default=True,
+              help="Also write each distinct continuation as a graded whole solution (extra PRM training labels), "
+                   "or only count them into their prefix's rate.")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
 @click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True)
@@ -162,7 +165,7 @@ def _unescape(text: str) -> str:
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all).")
 @click.option("--gpu-layers", type=int, default=0, show_default=True, help="Layers to offload (-1: all; needs a GPU build).")
 def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, split: str, per_level: int, solutions: int, continuations: int,
-                 temperature: float, top_p: float, top_k: int, seed: int, n_ctx: int, threads: int | None, gpu_layers: int) -> None:
+                 keep_continuations: bool, temperature: float, top_p: float, top_k: int, seed: int, n_ctx: int, threads: int | None, gpu_layers: int) -> None:
     """Build a calibration set: Monte-Carlo success rates of reasoning prefixes of GENERATOR.
 
     For each question: N full solutions (whose success rate is the empty prefix's), every
@@ -185,7 +188,7 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
     task = get_task(task_name, data)
     problems = task.problems(split, per_level, seed=seed) if isinstance(task, ArithmeticTask) else task.problems()[: 6 * per_level]
     settings = rollouts.RolloutSettings(
-        n_solutions=solutions, n_continuations=continuations,
+        n_solutions=solutions, n_continuations=continuations, record_continuations=keep_continuations,
         sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k), seed=seed,
     )
     config = GeneratorConfig(n_ctx=n_ctx, n_seq_max=256, n_threads=threads, n_gpu_layers=gpu_layers)
@@ -202,7 +205,12 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
         f"{report.records} records, {report.generated_tokens:,} tokens generated and {report.prompt_tokens:,} "
         f"evaluated as prompt in {report.wall_s:.1f}s ({rate:,.0f} generated tokens/s)"
     )
-    records = [r for r in read_records(out) if not r.prefix]
+    every = read_records(out)
+    kept = sum(r.origin == "continuation" for r in every)
+    if kept:
+        console.print(f"{kept} distinct continuations kept as graded whole solutions "
+                      f"({sum(r.origin == 'continuation' and r.n_correct > 0 for r in every)} of them right)")
+    records = [r for r in every if not r.prefix]
     table = Table(title="Question-level success rate (empty prefix) by level", title_justify="left")
     for col in ("level", "questions", "mean success", "all wrong", "all right"):
         table.add_column(col, justify="right")
