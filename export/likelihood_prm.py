@@ -47,8 +47,9 @@ from export.prm_train import _collate, quantile_loss
 log = logging.getLogger(__name__)
 
 # the form of the combination below; part of the recipe's stage stamp, so a PRM built with an
-# earlier form is rebuilt rather than reused (1: one scale on the head's logit)
-LIKELIHOOD_FORM = 2
+# earlier form is rebuilt rather than reused (1: one scale on the head's logit; 2: unconstrained
+# scales, fitted on the head's own training questions)
+LIKELIHOOD_FORM = 3
 
 
 class GeneratorAwarePRM(nn.Module):
@@ -141,9 +142,11 @@ def fit_likelihood_term(
     model: GeneratorAwarePRM, train: Sequence[TrainingSequence], levels: Sequence[float], pad_id: int,
     logistic_weight: float = 0.0, steps: int = 1500, lr: float = 0.02,
 ) -> LikelihoodFit:
-    """Fit question, step, weight and bias per level on the training sequences, with the PRM's
-    own loss (pinball on probabilities plus the asymmetric logistic term). Twelve numbers on
-    thousands of labels: full-batch Adam, seconds on a CPU."""
+    """Fit question, step, weight and bias per level on sequences the head did not train on, with
+    the PRM's own loss (pinball on probabilities plus the asymmetric logistic term). Twelve
+    numbers: full-batch Adam, seconds on a CPU. The three scales are kept non-negative (projected
+    after each step): unconstrained, a fit on a few dozen questions gave the head's step score a
+    weight of -11 at the median and held-out Brier got worse than the head alone."""
     prm_logits, question_logits, loglik, targets = _features(model, list(train), pad_id)
     level_t = torch.tensor(list(levels), dtype=torch.float32)
 
@@ -159,6 +162,9 @@ def fit_likelihood_term(
         loss = loss_fn()
         loss.backward()
         optim.step()
+        with torch.no_grad():  # a higher head score or a likelier solution never means less success
+            for p in params[:3]:
+                p.clamp_(min=0.0)
     with torch.no_grad():
         after = float(loss_fn())
     if not np.isfinite(after) or after > before:  # never ship a fit that made things worse

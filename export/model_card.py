@@ -80,7 +80,8 @@ def _likelihood_text(p: dict) -> str:
         "\n  Its graph also holds the generator (dequantized from the shipped GGUF): each quantile's logit is\n"
         "  `question * z_q + step * (z - z_q) + weight * loglik + bias`, with z the trained head's logit, z_q its logit\n"
         "  at the end of the question and loglik the generator's log-probability of the solution tokens so far,\n"
-        f"  fitted on the training questions after the PRM (question, step, weight, bias per level: {per_level}).\n"
+        "  fitted after the head on training questions held back from it, so that it weighs the head's scores as\n"
+        f"  they are on unseen questions (question, step, weight, bias per level: {per_level}).\n"
         "  Why: the generator's mistakes are mostly a wrong digit it was unsure of, which the trained head alone\n"
         "  barely notices; the head rates questions well (export/likelihood_prm.py)."
     )

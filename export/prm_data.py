@@ -28,10 +28,13 @@ class TrainingSequence:
     n_rollouts: list[int]  # how many rollouts each target averages (its resolution)
 
 
-def split_questions(records: Iterable[CalibrationRecord], holdout: float, seed: int = 0) -> tuple[set[str], set[str]]:
-    """(train, held-out) question ids; the split is by question, never by prefix."""
+def split_questions(
+    records: Iterable[CalibrationRecord], holdout: float, seed: int = 0, salt: str = ""
+) -> tuple[set[str], set[str]]:
+    """(train, held-out) question ids; the split is by question, never by prefix. ``salt`` draws
+    another split of the same questions (splitting a split again)."""
     ids = sorted({r.question_id for r in records})
-    held = {q for q in ids if int(hashlib.sha256(f"{seed}:{q}".encode()).hexdigest(), 16) % 10_000 < holdout * 10_000}
+    held = {q for q in ids if int(hashlib.sha256(f"{salt}{seed}:{q}".encode()).hexdigest(), 16) % 10_000 < holdout * 10_000}
     return set(ids) - held, held
 
 

@@ -42,6 +42,11 @@ class PRMBuildSettings:
     # the generator, as its Hugging Face folder or its GGUF file: its likelihood of the solution
     # joins the PRM's logits (export/likelihood_prm.py); None for a PRM that reads the text alone
     likelihood_generator: str | None = None
+    # share of the training questions the head never trains on: the likelihood combination is
+    # fitted on them. Fitted on the head's own training questions, it trusted the head's overfit
+    # step scores and ranked a question's solutions worse than the likelihood alone (best-of-16
+    # 69.6% against 74.0% on the default models' test split).
+    likelihood_fit_share: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -115,9 +120,21 @@ def build_quantile_prm(
         raise TokenizerError(f"{base}: no tokenizer.json; the PRM's tokenizer must travel to the device as tokenizer.json.")
     tokenizer = Tokenizer.from_file(str(tokenizer_json))
     pad_id = pad_token_id(tokenizer)
+    fit_ids: set[str] = set()
+    if settings.likelihood_generator is not None:
+        train_ids, fit_ids = split_questions([r for r in records if r.question_id in train_ids], settings.likelihood_fit_share,
+                                             settings.train.seed, salt="likelihood-fit:")
+        if not train_ids or not fit_ids:
+            raise EdgeAdaptError(
+                f"{calibration}: {len(train_ids)} questions to train the head on and {len(fit_ids)} to fit the likelihood "
+                "term on; need some of each (more questions, or another likelihood fit share)."
+            )
     train = build_sequences(records, tokenizer, settings.fmt, train_ids)
-    held = build_sequences(records, tokenizer, settings.fmt, held_ids)
-    held_records = [r for r in records if r.question_id in held_ids]
+    # calibration is measured where the paper measures it, on the sampled solutions' points; the
+    # continuations of held-out questions are left out of both sides
+    sampled = [r for r in records if r.origin == "sample"]
+    held = build_sequences(sampled, tokenizer, settings.fmt, held_ids)
+    held_records = [r for r in sampled if r.question_id in held_ids]
 
     with ExitStack() as cleanup:
         lik_source = None
@@ -143,7 +160,8 @@ def build_quantile_prm(
         if lik_source is not None:
             progress(f"fitting the likelihood term of the generator at {lik_source.generator_dir}")
             after_prm_only = _metrics(after_preds, settings.levels)
-            model, likelihood = add_likelihood_term(model, lik_source, train, settings.levels, pad_id, settings.train.logistic_weight)
+            fit = build_sequences(records, tokenizer, settings.fmt, fit_ids)
+            model, likelihood = add_likelihood_term(model, lik_source, fit, settings.levels, pad_id, settings.train.logistic_weight)
             after_preds = predict(model, held, pad_id=pad_id)
         before = _metrics(before_preds, settings.levels)
         after = _metrics(after_preds, settings.levels)
@@ -151,8 +169,10 @@ def build_quantile_prm(
         progress("exporting to ONNX and checking it")
         generator = dict(records[0].generator)
         counts = {
-            "train_questions": len(train_ids), "held_out_questions": len(held_ids),
+            "train_questions": len(train_ids), "likelihood_fit_questions": len(fit_ids), "held_out_questions": len(held_ids),
             "train_records": sum(r.question_id in train_ids for r in records), "held_out_records": len(held_records),
+            "train_continuations": sum(r.question_id in train_ids and r.origin == "continuation" for r in records),
+            "likelihood_fit_records": sum(r.question_id in fit_ids for r in records),
             "train_sequences": len(train), "held_out_sequences": len(held),
         }
         source = {"base": str(base), "kind": kind, "architecture": type(model).__name__}

@@ -81,6 +81,11 @@ def test_likelihood_term_ranks_the_right_solution_first_through_the_device_runti
     assert fit is not None and fit.train_loss_after < fit.train_loss_before
     assert fit.weight[1] > 0  # learnt from the data: a likelier solution is a likelier success
     assert build.after.brier_median < build.after_prm_only.brier_median
+    # the combination is fitted on questions the head never trained on (nor held out)
+    counts = build.counts
+    assert counts["likelihood_fit_questions"] > 0 and fit.points == counts["likelihood_fit_records"]
+    questions = len({r.question_id for r in read_records(calib)})
+    assert counts["train_questions"] + counts["likelihood_fit_questions"] + counts["held_out_questions"] == questions
 
     prm = QuantilePRM(build.export.path, variant="fp32")
     pairs = _held_out_pairs(calib)
