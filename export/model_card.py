@@ -87,6 +87,14 @@ def _likelihood_text(p: dict) -> str:
     )
 
 
+def _taken_text(recipe: dict) -> str:
+    taken = recipe.get("taken_from_shipped") or []
+    if not taken:
+        return ""
+    return (f" This build took {', '.join(taken)} from the models shipped before it (`--from-shipped`) and reran the"
+            " rest; the times of the stages it took are the earlier build's.")
+
+
 def _calibration_row(name: str, m: dict | None) -> str:
     """One row of the held-out calibration table ("" for a measurement the build did not make)."""
     if not m:
@@ -172,7 +180,7 @@ Reliability diagram: `{p['dir']}/reliability.png`.
 ## Rebuilding
 
 `{r['command']}` (seeded; about {r['total_seconds'] / 60:.0f} minutes on {r['machine']}; stages:
-{', '.join(f'{k} {v / 60:.1f} min' for k, v in r['stage_seconds'].items())}). `python benchmarks/eval_default_models.py`
+{', '.join(f'{k} {v / 60:.1f} min' for k, v in r['stage_seconds'].items())}).{_taken_text(r)} `python benchmarks/eval_default_models.py`
 re-measures the table above from the shipped files. `manifest.json` lists every file with its sha256.
 """
     path = out / "MODEL_CARD.md"

@@ -86,6 +86,7 @@ class _Stages:
         self.work = work
         self.log = log
         self.seconds: dict[str, float] = {}
+        self.taken: list[str] = []  # stages whose results came from shipped models (their times are that build's)
 
     def run(self, name: str, settings: Any, body: Callable[[], Any]) -> Any:
         stamp_file = self.work / f"{name}.done.json"
@@ -95,6 +96,8 @@ class _Stages:
             if done.get("stamp") == stamp:
                 self.log(f"stage {name}: done in an earlier run ({done['seconds']:.0f}s), skipped")
                 self.seconds[name] = done["seconds"]
+                if done.get("from_shipped"):
+                    self.taken.append(name)
                 return done.get("result")
         started = time.perf_counter()
         self.log(f"stage {name}: started")
@@ -268,14 +271,14 @@ def run_recipe(
 
     evaluation = stages.run("5-evaluate", [exported["sha256"], prm_report, settings.test_per_level, settings.test_samples, settings.seed], evaluate)
 
-    manifest = _manifest(out, settings, training, exported, rollout_report, prm_report, evaluation, stages.seconds)
+    manifest = _manifest(out, settings, training, exported, rollout_report, prm_report, evaluation, stages.seconds, stages.taken)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     write_model_card(out, manifest)
     return manifest
 
 
 def _manifest(out: Path, settings: RecipeSettings, training: dict, exported: dict, rollouts: dict,
-              prm: dict, evaluation: dict, seconds: dict[str, float]) -> dict[str, Any]:
+              prm: dict, evaluation: dict, seconds: dict[str, float], taken: list[str]) -> dict[str, Any]:
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name not in (MANIFEST, "MODEL_CARD.md", "README.md"))
     task = ArithmeticTask()
     prm_config = json.loads((out / PRM_DIR / "prm_config.json").read_text())
@@ -288,6 +291,7 @@ def _manifest(out: Path, settings: RecipeSettings, training: dict, exported: dic
             "seed": settings.seed,
             "stage_seconds": {k: round(v, 1) for k, v in seconds.items()},
             "total_seconds": round(sum(seconds.values()), 1),
+            "taken_from_shipped": taken,  # --from-shipped: these stages (and their times) are the earlier build's
             "machine": f"{platform.machine()}, {platform.system()}, {settings.threads or 'all'} threads",
         },
         "task": {"name": task.name, "levels": _task_levels(task)},

@@ -161,6 +161,7 @@ def test_the_recipe_can_rebuild_the_prm_on_the_shipped_generator(models, tmp_pat
     assert exported["sha256"] == models.manifest["generator"]["export"]["sha256"]
     stages.run("3-rollouts", _stage_keys(settings, training, exported)["3-rollouts"], must_not_run)
     assert (tmp_path / "work" / "calibration.jsonl").read_bytes() == (shipped / "calibration.jsonl").read_bytes()
+    assert stages.taken == ["1-train-generator", "2-export-generator", "3-rollouts"]  # the manifest will say so
 
     from edge_adapt.errors import EdgeAdaptError
 
