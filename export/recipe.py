@@ -222,8 +222,10 @@ def run_recipe(
     calibration = work / CALIBRATION_FILE
 
     def rollouts() -> dict:
-        if (work / "3-rollouts.done.json").is_file():  # finished under other settings: start afresh
+        stale = work / "3-rollouts.done.json"
+        if stale.is_file():  # finished under other settings: start afresh (and resume this run if interrupted)
             calibration.unlink(missing_ok=True)
+            stale.unlink()
         problems = task.problems("calibration", settings.calibration_per_level, seed=settings.seed)
         rs = dataclasses.replace(settings.rollouts, seed=settings.seed)
         config = GeneratorConfig(n_ctx=8192, n_seq_max=256, n_threads=threads)

@@ -127,9 +127,9 @@ def rollout_question(
             outcome: dict[int, list[bool]] = defaultdict(list)
             starts = {id(node) for node in nodes}
             for end in ends:
-                origin = next(n for n in reversed(end.path()) if id(n) in starts)  # nearest start above
+                start = next(n for n in reversed(end.path()) if id(n) in starts)  # nearest start above
                 right = task.is_correct(end.solution_text(), problem)
-                outcome[id(origin)].append(right)
+                outcome[id(start)].append(right)
                 cut += end.end is StepEnd.CONTEXT
                 texts = tuple(s.text for s in end.steps())
                 if settings.record_continuations and texts not in complete:  # a sampled one is recorded already
