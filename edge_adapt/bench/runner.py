@@ -20,8 +20,10 @@ from typing import Any
 from edge_adapt.bench.records import RunFolder
 from edge_adapt.energy import CostModel, open_meter
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
+from edge_adapt.models import sha256_of
 from edge_adapt.policy import Budget, EnergyPolicy
 from edge_adapt.prm import QuantilePRM
+from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
 from edge_adapt.search import Searcher, SearchResult, SearchSettings, sequences_needed
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import Problem, Task, get_task
@@ -67,6 +69,13 @@ class BenchConfig:
         data["strategies"] = list(self.strategies)
         data.pop("threads")  # how fast, not what: a resume may use other threads
         return data
+
+
+def model_fingerprints(config: BenchConfig) -> dict[str, str]:
+    """sha256 of the generator file and of the PRM's prm_config.json (its metrics and fitted
+    numbers change with every rebuild): the paths alone would let a resume after the models were
+    rebuilt mix two models' records in one run."""
+    return {"generator": sha256_of(config.generator), "prm_config": sha256_of(Path(config.prm) / PRM_CONFIG)}
 
 
 def load_problems(config: BenchConfig, task: Task) -> list[Problem]:
@@ -153,7 +162,7 @@ def run_bench(
         meter = open_meter(config.meter, usage=searcher.usage, cost_model=cost_model)
         try:
             searcher.policy = EnergyPolicy(meter, budget or Budget(), searcher.usage)
-            done = folder.open(config.to_json(), environment(prm, meter.source))
+            done = folder.open({**config.to_json(), "models_sha256": model_fingerprints(config)}, environment(prm, meter.source))
             if budget is not None and problems:
                 # measure the device first, so the first budgeted question is sized on measurements
                 warm = task.problems("calibration", 1)[0] if isinstance(task, ArithmeticTask) else problems[0]
