@@ -12,7 +12,7 @@ BIN    := $(VENV)/bin
 
 .PHONY: run test bench bench-default bench-search info models clean
 
-QUESTION ?= 37+48*3
+QUESTION ?= 454+762*3
 
 run: $(VENV)/.runtime
 	$(BIN)/edge-adapt solve "$(QUESTION)"

@@ -42,7 +42,7 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
     try:
         steps = solve(text)
     except EdgeAdaptError:
-        raise click.UsageError(f"{question!r} is not a default-task question; write a chain like 37+48*3") from None
+        raise click.UsageError(f"{question!r} is not a default-task question; write a chain like 454+762*3 (operands and lengths like the task's levels: `edge-adapt solve --index N` shows one)") from None
     return Problem(id="cli", question=text, answer=str(steps[-1][3]))
 
 
@@ -76,9 +76,9 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
 
     \b
     Examples:
-      edge-adapt solve "37+48*3"
+      edge-adapt solve "454+762*3"
       edge-adapt solve --index 420 -s beam:n=16,width=4
-      edge-adapt solve "512*7-88+19*3" --energy 5 --latency 2
+      edge-adapt solve "3348*6+7430*2" --energy 5 --latency 2
       edge-adapt solve --task gsm8k --data test.jsonl --index 3 --generator qwen.gguf --prm ./prm --json
     """
     try:
