@@ -10,8 +10,9 @@ Per question (the paper's recipe, on the project's own branching runtime):
 The empty prefix's rate comes from the N solutions themselves, which are exactly N samples from
 the question. With ``record_continuations`` every distinct graded continuation is kept too, as a
 complete record of origin "continuation": its label is exact (a whole solution is right or
-wrong), and it is the generator's own kind of mistake, which the PRM must learn to rank. Records go to a :class:`~export.calibration_data.CalibrationWriter`, one question
-at a time, so an interrupted run resumes where it stopped.
+wrong), and it is the generator's own kind of mistake, which the PRM must learn to rank.
+Records go to a :class:`~export.calibration_data.CalibrationWriter`, one question at a time,
+so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -131,9 +132,10 @@ def rollout_question(
                 right = task.is_correct(end.solution_text(), problem)
                 outcome[id(start)].append(right)
                 cut += end.end is StepEnd.CONTEXT
-                texts = tuple(s.text for s in end.steps())
-                if settings.record_continuations and texts not in complete:  # a sampled one is recorded already
-                    continued[texts].append(right)
+                if settings.record_continuations:
+                    texts = tuple(s.text for s in end.steps())
+                    if texts not in complete:  # a sampled one is recorded already
+                        continued[texts].append(right)
             records += [record(texts, len(outcome[id(node)]), sum(outcome[id(node)]), False) for texts, node in chunk]
         records += [record(texts, len(flags), sum(flags), True, "continuation") for texts, flags in continued.items()]
     finally:

@@ -69,10 +69,11 @@ def test_a_folder_with_another_configuration_is_refused(config, problems, tmp_pa
     # the same paths holding rebuilt models: refused too, not mixed into the run
     rebuilt = tmp_path / "prm"
     shutil.copytree(config.prm, rebuilt)
-    run_bench(BenchConfig(**{**config.__dict__, "prm": str(rebuilt)}), tmp_path / "run2", task=TINY_ARITHMETIC, problems=problems[:1])
+    at_rebuilt = BenchConfig(**{**config.__dict__, "prm": str(rebuilt)})
+    run_bench(at_rebuilt, tmp_path / "run2", task=TINY_ARITHMETIC, problems=problems[:1])
     (rebuilt / "prm_config.json").write_text((rebuilt / "prm_config.json").read_text().replace("{", "{ ", 1))
     with pytest.raises(RunFolderError, match="models_sha256"):
-        run_bench(BenchConfig(**{**config.__dict__, "prm": str(rebuilt)}), tmp_path / "run2", task=TINY_ARITHMETIC, problems=problems[:1])
+        run_bench(at_rebuilt, tmp_path / "run2", task=TINY_ARITHMETIC, problems=problems[:1])
 
 
 def test_report_rebuilds_tables_and_plots_from_records(config, problems, tmp_path) -> None:

@@ -80,6 +80,7 @@ def test_likelihood_term_ranks_the_right_solution_first_through_the_device_runti
     fit = build.likelihood
     assert fit is not None and fit.train_loss_after < fit.train_loss_before
     assert fit.weight[1] > 0  # learnt from the data: a likelier solution is a likelier success
+    assert min(fit.question + fit.step + fit.weight) >= 0  # the scales are kept non-negative (unconstrained: -9.5 here)
     assert build.after.brier_median < build.after_prm_only.brier_median
     # the combination is fitted on questions the head never trained on (nor held out)
     counts = build.counts
