@@ -108,7 +108,7 @@ def test_solve_is_the_main_job(models) -> None:
     data = json.loads(result.output)
     assert data["strategy"] == "best_of_n:n=4" and len(data["candidates"]) == 4
     assert data["cost"]["generated_tokens"] > 0 and data["cost"]["prm_calls"] == 1
-    assert data["gold"] == TASK.problem("test", 3, seed=models.manifest["recipe"]["seed"]).answer
+    assert data["gold"] == TASK.problem("test", 3, seed=models.manifest["recipe"]["seed"]).answer and data["level"] == 1
     bad = CliRunner().invoke(main, ["solve", "what is love"])
     assert bad.exit_code == 2 and "not a default-task question" in bad.output
 
@@ -121,6 +121,8 @@ def test_solve_with_budgets_reports_energy_and_caps(models) -> None:
     assert any(d["kind"] == "budget_cap" and d["detail"]["limit"] == "tokens" for d in data["decisions"])
     impossible = CliRunner().invoke(main, ["solve", "37+48*3", "--energy", "0.0001"])
     assert impossible.exit_code == 1 and "cannot buy one answer" in impossible.output
+    # 37+48*3 has two-digit operands in a chain, unlike every level: solve says so before answering
+    assert "unlike every level" in " ".join(impossible.output.split())
 
 
 def test_ias_samples_less_on_easy_questions_than_on_hard_ones(generator, prm, test_problems) -> None:

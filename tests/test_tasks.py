@@ -53,8 +53,18 @@ def test_levels_get_harder_and_solutions_follow_the_format() -> None:
         assert not task.is_correct(solution.replace(f"A:{p.answer}", f"A:{int(p.answer) + 1}"), p)
         assert not task.is_correct(solution.rsplit("\n\n", 1)[0], p)  # no answer line
     lengths = [sum(len(task.solution(p)) for p in problems if p.level == lv) for lv in range(1, 7)]
-    # longer chains within the two-digit levels (1-3) and within the three-digit ones (4-6)
+    # longer chains or larger operands through levels 1-3, then four-digit chains of 3, 5 and 8 operations (4-6)
     assert lengths[0] < lengths[1] < lengths[2] and lengths[3] < lengths[4] < lengths[5] and lengths[0] < lengths[3]
+
+
+def test_a_question_is_placed_in_the_level_whose_shape_it_has() -> None:
+    task = ArithmeticTask()
+    problems = task.problems("test", TEST_PER_LEVEL) + task.problems("train", 30, seed=7)
+    assert [task.level_of(p.question) for p in problems] == [p.level for p in problems]
+    # outside every level: operand digits, chain length, a multiplier of 12, a negative step
+    for question in ("37+48*3", "1+2", "12+34+56", "454+762*12", "3348*6+7430*2-9999*9", "12-34"):
+        assert task.level_of(question) is None, question
+    assert task.level_of("454+762*3") == 2 and task.level_of("3348*6+7430*2") == 4
 
 
 def test_task_registry_and_bad_requests() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from edge_adapt.cli.console import console
+from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import budget_dict, budget_options, model_options, resolve_models
 from edge_adapt.energy import CostModel, open_meter
 from edge_adapt.errors import EdgeAdaptError
@@ -43,7 +43,13 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
         steps = solve(text)
     except EdgeAdaptError:
         raise click.UsageError(f"{question!r} is not a default-task question; write a chain like 454+762*3 (operands and lengths like the task's levels: `edge-adapt solve --index N` shows one)") from None
-    return Problem(id="cli", question=text, answer=str(steps[-1][3]))
+    level = task.level_of(text)
+    if level is None:
+        err_console.print(f"[yellow]warning:[/] {text} is unlike every level of the default task (operation count, operand "
+                          "digits, result size), so the shipped generator has never seen such a question and may answer it "
+                          "wrong; `edge-adapt solve --index N` shows questions it was built for (0-83 are the easiest)",
+                          highlight=False)
+    return Problem(id="cli", question=text, answer=str(steps[-1][3]), level=level)
 
 
 @click.command()
@@ -105,7 +111,7 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
     correct = task.is_correct(result.chosen.text, problem) if (result.chosen and problem.answer) else None
     if as_json:
         data_out = dataclasses.asdict(result)
-        data_out.update(gold=problem.answer or None, correct=correct, question_quantiles=dataclasses.asdict(question_q),
+        data_out.update(gold=problem.answer or None, level=problem.level, correct=correct, question_quantiles=dataclasses.asdict(question_q),
                         prm_provider=prm.provider, prm_variant=prm.variant, budget=budget)
         click.echo(json.dumps(data_out, indent=2, default=str))
         return

@@ -191,7 +191,7 @@ class Generator:
     Not thread-safe: one Generator serves one thread (load one per worker thread).
 
     >>> gen = Generator("model.gguf", GeneratorConfig(n_ctx=2048, n_seq_max=16))
-    >>> root = gen.prefill("Q: 37+48*3\\n", seed=1)
+    >>> root = gen.prefill("Q:454+762*3\\n", seed=1)
     >>> steps = gen.expand([root], 8, sampling=SamplingParams(temperature=0.7)).children
     >>> gen.release(root)
     """

@@ -1,14 +1,14 @@
 """The default task: multi-step integer arithmetic with a controlled difficulty spread.
 
-A problem is a chain of operations applied left to right, ``Q:37+48*3``; its solution does one
+A problem is a chain of operations applied left to right, ``Q:454+762*3``; its solution does one
 operation per step, steps separated by a blank line, then an answer line::
 
-    Q:37+48*3
-    37+48=85
+    Q:454+762*3
+    454+762=1216
 
-    85*3=255
+    1216*3=3648
 
-    A:255
+    A:3648
 
 The format is compact on purpose (no words, one character per token for the default model):
 a tiny generator learns it in minutes on a CPU, while the number of operations and the operand
@@ -112,6 +112,21 @@ class ArithmeticTask:
 
     def is_correct(self, solution: str, problem: Problem) -> bool:
         return self.extract_answer(solution) == problem.answer
+
+    def level_of(self, question: str) -> int | None:
+        """The first level whose shape ``question`` has (operation count, operand digits,
+        multipliers, intermediate results), or None: a generator trained on the levels has seen
+        nothing like such a question, and the shipped one answers them wrong (``37+48*3``, two-digit
+        operands in a chain, it copies as ``347+448``)."""
+        steps = solve(question)
+        first = steps[0][0]
+        for level, spec in enumerate(self.levels, start=1):
+            digits = range(10 ** (spec.add_digits - 1), 10**spec.add_digits)
+            if (len(steps) == spec.n_ops and first in digits
+                    and all(b in range(2, spec.mul_max + 1) if op == "*" else b in digits for _, op, b, _ in steps)
+                    and all(0 <= r <= spec.max_value for *_, r in steps)):
+                return level
+        return None
 
     # -- problems ----------------------------------------------------------------------------
 
