@@ -16,6 +16,7 @@ from edge_adapt.cli import main
 from edge_adapt.errors import EdgeAdaptError, ModelLoadError
 from edge_adapt.prm import PRMFormat, QuantilePRM
 from edge_adapt.prm.format import encode_prefix
+from edge_adapt.prm.scorer import sigmoid
 from export.calibration_data import read_records
 from export.prm_data import build_sequences, split_questions
 from export.prm_export import INT8_TOLERANCE, _within_int8_tolerance
@@ -192,6 +193,15 @@ def test_calibration_metrics_by_hand() -> None:
     assert m.coverage["q90"] == pytest.approx((0.9 + 1 + 1) / 3)
     # ECE: bins 0.2, 0.6 and 0.05 hold one point each
     assert m.ece_median == pytest.approx((0.05 + 0.1 + 0.05) / 3)
+
+
+def test_sigmoid_of_extreme_logits_is_quiet_and_exact() -> None:
+    # the shipped PRM's logits reach -100 on hopeless prefixes; 1/(1+exp(100)) overflowed float32
+    logits = np.array([-300, -100, -20, 0, 3, 20, 300], dtype=np.float32)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is fine (numpy ignores it)
+        probs = sigmoid(logits)
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits.astype(np.float64))), rtol=1e-5, atol=1e-45)
 
 
 def test_int8_acceptance_rule() -> None:

@@ -28,6 +28,12 @@ PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CP
 _GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-x) without overflow: the default PRM's logits reach -100 on a hopeless prefix,
+    where exp(100) overflows float32 (a RuntimeWarning on every such call)."""
+    return np.exp(-np.logaddexp(np.float32(0), -logits))
+
+
 @dataclass(frozen=True)
 class Quantiles:
     """Quantiles of the success probability at ``levels`` (values ordered, in [0, 1])."""
@@ -207,8 +213,7 @@ class QuantilePRM:
         if "token_type_ids" in names:
             feed["token_type_ids"] = np.zeros_like(ids)
         (logits,) = session.run(None, feed)[:1]
-        probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float32)))
-        return np.sort(probs, axis=-1)
+        return np.sort(sigmoid(logits.astype(np.float32)), axis=-1)
 
     def _read(self, enc: EncodedPrefix, probs: np.ndarray, per_step: bool) -> PrefixScore:
         def at(pos: int | None) -> Quantiles | None:
