@@ -15,12 +15,12 @@ as the recipe (`export/prm_metrics.py`: coverage counts a tie within half a Mont
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from edge_adapt.bench.records import RunFolder, RunFolderError
 from export.prm_metrics import calibration_metrics
 
 LEVELS = (0.1, 0.5, 0.9)  # the quantiles a bench record stores for the question
@@ -31,22 +31,20 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="an edge-adapt bench output folder (holds records.jsonl)")
     parser.add_argument("-s", "--strategy", default="best_of_n:n=32", help="a fixed best-of-N strategy of that run")
     args = parser.parse_args()
-    records_file = args.run / "records.jsonl"
-    if not records_file.is_file():
-        raise SystemExit(f"{records_file} not found: pass the folder an `edge-adapt bench -o` run wrote")
+    folder = RunFolder(args.run)
+    try:
+        folder.config()  # a clear error when this is not a bench run folder
+    except RunFolderError as exc:
+        raise SystemExit(str(exc)) from None
     by_level: dict[str, list[tuple[list[float], float, int]]] = defaultdict(list)
-    for line in records_file.open():
-        r = json.loads(line)
-        if r["strategy"] != args.strategy or not r.get("question_quantiles"):
-            continue
-        correct = r["candidates_correct"]
-        n = len(correct) if isinstance(correct, list) else r["cost"]["samples"]
-        rate = (sum(correct) if isinstance(correct, list) else correct) / n
-        by_level[str(r.get("level"))].append((r["question_quantiles"], rate, n))
+    for r in folder.records():
+        if r["strategy"] == args.strategy and r.get("question_quantiles") and r.get("candidates"):
+            rate = r["candidates_correct"] / r["candidates"]
+            by_level[str(r.get("level"))].append((r["question_quantiles"], rate, r["candidates"]))
     if not by_level:
-        raise SystemExit(f"no records of {args.strategy!r} with question quantiles in {records_file}; "
+        raise SystemExit(f"no records of {args.strategy!r} with question quantiles in {folder.records_path}; "
                          "choose a best_of_n strategy the run holds (-s)")
-    print(f"question score vs the share of right samples ({args.strategy}), {records_file}")
+    print(f"question score vs the share of right samples ({args.strategy}), {folder.records_path}")
     print("| level | questions | share right | PRM median (mean) | Brier of the median | coverage q10 / q50 / q90 |")
     print("|---|---|---|---|---|---|")
     rows = sorted(by_level.items(), key=lambda kv: (kv[0] == "None", kv[0]))

@@ -46,6 +46,17 @@ class Level:
     mul_max: int  # multipliers are drawn from 2..mul_max
     max_value: int = 999  # every intermediate result stays in [0, max_value]
 
+    @property
+    def operands(self) -> range:
+        """The first operand and the operands of + and -."""
+        return range(10 ** (self.add_digits - 1), 10**self.add_digits)
+
+    def fits(self, steps: Sequence[tuple[int, str, int, int]]) -> bool:
+        """Whether a chain's steps (``solve``) have this level's shape and stay in its value range."""
+        return (len(steps) == self.n_ops and steps[0][0] in self.operands
+                and all(b in range(2, self.mul_max + 1) if op == "*" else b in self.operands for _, op, b, _ in steps)
+                and all(0 <= r <= self.max_value for *_, r in steps))
+
 
 # Levels 1..6, sized for the shipped 3.5M-parameter generator (models/README.md): two-digit
 # operations it masters (level 1 needs no search); three- and four-digit operands and results up
@@ -119,14 +130,7 @@ class ArithmeticTask:
         nothing like such a question, and the shipped one answers them wrong (``37+48*3``, two-digit
         operands in a chain, it copies as ``347+448``)."""
         steps = solve(question)
-        first = steps[0][0]
-        for level, spec in enumerate(self.levels, start=1):
-            digits = range(10 ** (spec.add_digits - 1), 10**spec.add_digits)
-            if (len(steps) == spec.n_ops and first in digits
-                    and all(b in range(2, spec.mul_max + 1) if op == "*" else b in digits for _, op, b, _ in steps)
-                    and all(0 <= r <= spec.max_value for *_, r in steps)):
-                return level
-        return None
+        return next((level for level, spec in enumerate(self.levels, start=1) if spec.fits(steps)), None)
 
     # -- problems ----------------------------------------------------------------------------
 
@@ -140,8 +144,8 @@ class ArithmeticTask:
     def sample(self, rng: random.Random, level: int) -> Problem:
         """One random problem of ``level`` (1-based), ignoring splits."""
         spec = self.levels[level - 1]
+        lo, hi = spec.operands[0], spec.operands[-1]
         while True:
-            lo, hi = 10 ** (spec.add_digits - 1), 10**spec.add_digits - 1
             acc = rng.randint(lo, hi)
             parts = [str(acc)]
             for _ in range(spec.n_ops):
@@ -149,8 +153,8 @@ class ArithmeticTask:
                 right = rng.randint(2, spec.mul_max) if op == "*" else rng.randint(lo, hi)
                 acc = acc + right if op == "+" else acc - right if op == "-" else acc * right
                 parts += [op, str(right)]
-            if 0 <= acc and all(0 <= s[3] <= spec.max_value for s in solve("".join(parts))):
-                question = "".join(parts)
+            question = "".join(parts)
+            if spec.fits(solve(question)):  # the shape holds by construction; this checks the values
                 return Problem(id="", question=question, answer=str(acc), level=level)
 
     def problems(self, split: str, n_per_level: int | Sequence[int], *, seed: int = 0) -> list[Problem]:
