@@ -4,8 +4,8 @@
     python benchmarks/eval_default_models.py --quick    # 60 problems, for a smoke check
 
 Checks every file against models/manifest.json first, then evaluates the generator (pass@1,
-oracle pass@16, per level), the PRM (best-of-16 by its median) and the time to answer an easy
-question with search; the PRM's held-out calibration numbers come from the manifest (they need
+oracle pass@16, per level), the PRM (best-of-16 by its median; its question score against the
+share of right samples) and the time to answer an easy question with search; the PRM's held-out calibration numbers come from the manifest (they need
 the calibration split's rollouts, which the recipe measured).
 """
 
@@ -23,7 +23,7 @@ from edge_adapt.models import load_default_models
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.tasks import ArithmeticTask
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
-from export.model_card import check_targets
+from export.model_card import check_targets, question_score_summary
 from export.model_eval import evaluate_models, time_easy_search
 
 
@@ -50,6 +50,7 @@ def main() -> None:
     measured["metrics"]["generator_and_prm_on_test"] = evaluation.to_dict()
     console.print(f"evaluated {len(problems)} test problems x {evaluation.samples_per_problem} samples in {evaluation.seconds:.0f}s")
     _print_targets(check_targets(measured))
+    console.print(question_score_summary(evaluation.to_dict()))
 
 
 if __name__ == "__main__":

@@ -77,11 +77,12 @@ def _likelihood_text(p: dict) -> str:
     per_level = "; ".join(f"q{round(q * 100):02d}: {a:.3g}, {s:.3g}, {w:.3g}, {b:.3g}" for q, a, s, w, b in zip(
         p["quantile_levels"], fit["question"], fit["step"], fit["weight"], fit["bias"], strict=True))
     return (
-        "\n  Its graph also holds the generator (dequantized from the shipped GGUF): each quantile's logit is\n"
-        "  `question * z_q + step * (z - z_q) + weight * loglik + bias`, with z the trained head's logit, z_q its logit\n"
-        "  at the end of the question and loglik the generator's log-probability of the solution tokens so far,\n"
-        "  fitted after the head on training questions held back from it, so that it weighs the head's scores as\n"
+        "\n  Its graph also holds the generator (dequantized from the shipped GGUF): inside a solution each quantile's\n"
+        "  logit is `question * z_q + step * (z - z_q) + weight * loglik + bias`, with z the trained head's logit, z_q\n"
+        "  its logit at the end of the question and loglik the generator's log-probability of the solution tokens so\n"
+        "  far, fitted after the head on training questions held back from it, so that it weighs the head's scores as\n"
         f"  they are on unseen questions (question, step, weight, bias per level: {per_level}).\n"
+        "  The question alone keeps the head's own score z_q (the bias, fitted for solutions, would lift it).\n"
         "  Why: the generator's mistakes are mostly a wrong digit it was unsure of, which the trained head alone\n"
         "  barely notices; the head rates questions well (export/likelihood_prm.py)."
     )
@@ -103,6 +104,27 @@ def _calibration_row(name: str, m: dict | None) -> str:
             f"{' / '.join(f'{v:.0%}' for v in m['coverage'].values())} | {m['pinball']:.4f} |\n")
 
 
+def question_score_summary(test: dict) -> str:
+    """The PRM's score of the question alone against the share of right samples per problem ("" if
+    not measured): adaptive search sizes N by it, and the held-out calibration figures pool it with
+    every prefix of a solution, where it is about one record in twelve."""
+    m = test.get("question_calibration")
+    if not m:
+        return ""
+    return (f"PRM question score against the share of right samples: Brier of the median {m['brier_median']:.4f}, "
+            f"coverage q10 / q50 / q90 {' / '.join(f'{v:.0%}' for v in m['coverage'].values())} (ideal 10 / 50 / 90%)")
+
+
+def _question_text(test: dict) -> str:
+    summary = question_score_summary(test)
+    if not summary:
+        return ""
+    return ("\nThe PRM question median is its score for the question alone (no step written yet), which adaptive\n"
+            "search sizes N by; calibrated, it tracks pass@1.\n"
+            f"{summary}; the share of {test['samples_per_problem']} samples is itself noisy, which adds its binomial\n"
+            "variance (about 0.01) to that Brier.\n")
+
+
 def write_model_card(out: Path, manifest: dict[str, Any]) -> Path:
     g, p, c, r = manifest["generator"], manifest["prm"], manifest["calibration"], manifest["recipe"]
     test = manifest["metrics"]["generator_and_prm_on_test"]
@@ -110,7 +132,8 @@ def write_model_card(out: Path, manifest: dict[str, Any]) -> Path:
         f"| {t.name} | {t.requirement} | {t.fmt.format(v)} | {'met' if ok else '**not met**'} |" for t, v, ok in check_targets(manifest)
     )
     levels = "\n".join(
-        f"| {lvl} | {s['problems']} | {s['pass_at_1']:.1%} | {s['oracle']:.1%} | {s['prm_best']:.1%} | {s['majority']:.1%} |"
+        f"| {lvl} | {s['problems']} | {s['pass_at_1']:.1%} | {s['oracle']:.1%} | {s['prm_best']:.1%} | {s['majority']:.1%} | "
+        f"{s.get('question_median', float('nan')):.2f} |"
         for lvl, s in sorted(test["by_level"].items(), key=lambda kv: int(kv[0]))
     )
     level_specs = "\n".join(
@@ -165,10 +188,10 @@ fractions are q10 {held['after']['below']['q10']:.1%}, q50 {held['after']['below
 
 ### By level ({test['samples_per_problem']} samples per problem, temperature {test['temperature']})
 
-| level | problems | pass@1 | oracle pass@{test['samples_per_problem']} | PRM best-of-{test['samples_per_problem']} | majority vote |
-|---|---|---|---|---|---|
+| level | problems | pass@1 | oracle pass@{test['samples_per_problem']} | PRM best-of-{test['samples_per_problem']} | majority vote | PRM question median |
+|---|---|---|---|---|---|---|
 {levels}
-
+{_question_text(test)}
 ### PRM calibration on held-out calibration questions
 
 | | Brier (median) | ECE (median) | coverage q10 / q50 / q90 | pinball |

@@ -3,8 +3,11 @@
 For every test problem the generator samples K solutions at temperature 0.7 (one shared
 prefill, all K decoded together); from those: pass@1 (the expected accuracy of one sample:
 correct / K, averaged), oracle pass@K (any sample correct), and best-of-K ranked by the PRM's
-median at the last step. Per difficulty level and overall. Speed: one easy question answered
-with best-of-N search, models loaded, timed.
+median at the last step. Per difficulty level and overall. The PRM's *question* score (the
+empty prefix, what adaptive search sizes N by) is checked against the share of the K samples that
+are right: the calibration recipe's held-out figures pool every prefix, where questions are about
+one record in twelve, and once hid a question score that was optimistic on every level. Speed:
+one easy question answered with best-of-N search, models loaded, timed.
 """
 
 from __future__ import annotations
@@ -15,10 +18,17 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from edge_adapt.generator import Generator, SamplingParams
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.search import best_of_n
 from edge_adapt.tasks import Problem, Task
+from export.prm_metrics import calibration_metrics
+
+# part of the recipe's evaluation stamp: a build evaluated by an earlier version is re-evaluated
+# (1: pass@1, oracle, PRM best-of-K, vote; 2: also the PRM's question score against the samples)
+EVALUATION_FORM = 2
 
 
 @dataclass
@@ -28,6 +38,7 @@ class LevelStats:
     oracle: float = 0.0
     prm_best: float = 0.0
     majority: float = 0.0
+    question_median: float = 0.0  # the PRM's median at the empty prefix, to set beside pass_at_1
 
 
 @dataclass
@@ -39,6 +50,8 @@ class ModelEvaluation:
     generated_tokens: int = 0
     seconds: float = 0.0
     easy_search_seconds: dict[str, float] = field(default_factory=dict)
+    # the question score's quantiles against the share of right samples (CalibrationMetrics.to_dict)
+    question_calibration: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +71,10 @@ def evaluate_models(
     started = time.perf_counter()
     sampling = SamplingParams(temperature=temperature)
     before = generator.usage
-    rows: dict[int, list[tuple[float, bool, bool, bool]]] = defaultdict(list)
+    rows: dict[int, list[tuple[float, bool, bool, bool, float]]] = defaultdict(list)
+    # per problem: the question score's quantiles, the share of its samples that are right, and how many
+    question_scores: list[tuple[float, ...]] = []
+    rate_by_problem: list[tuple[float, int]] = []
     for i, problem in enumerate(problems):
         root = generator.prefill(task.prompt(problem), seed=seed + i)
         try:
@@ -67,22 +83,28 @@ def evaluate_models(
             generator.release(root)
         texts = [leaf.solution_text() for leaf in leaves]
         correct = [task.is_correct(t, problem) for t in texts]
-        scores = prm.score(problem.question, [[s.text for s in leaf.steps()] for leaf in leaves])
+        question, *scores = prm.score(problem.question, [[], *([s.text for s in leaf.steps()] for leaf in leaves)])
+        question_scores.append(question.final.values)
+        rate_by_problem.append((sum(correct) / len(correct), len(correct)))
         best = max(range(len(leaves)), key=lambda j: scores[j].final.median)
         answers = [task.extract_answer(t) for t in texts]
         votes: dict[str | None, int] = defaultdict(int)
         for a in answers:
             votes[a] += 1
         top = max((a for a in votes if a is not None), key=lambda a: votes[a], default=None)
-        rows[problem.level or 0].append((sum(correct) / len(correct), any(correct), correct[best], top == problem.answer))
+        rows[problem.level or 0].append((sum(correct) / len(correct), any(correct), correct[best], top == problem.answer,
+                                         question.final.median))
         progress(i + 1, len(problems))
 
-    def summarise(items: list[tuple[float, bool, bool, bool]]) -> LevelStats:
+    def summarise(items: list[tuple[float, bool, bool, bool, float]]) -> LevelStats:
         n = len(items)
-        return LevelStats(n, sum(r[0] for r in items) / n, sum(r[1] for r in items) / n,
-                          sum(r[2] for r in items) / n, sum(r[3] for r in items) / n)
+        return LevelStats(n, *(sum(r[k] for r in items) / n for k in range(5)))
 
     every = [r for items in rows.values() for r in items]
+    question_fit = calibration_metrics(
+        np.array(question_scores), np.array([r for r, _ in rate_by_problem]), prm.bundle.quantile_levels,
+        n_rollouts=np.array([n for _, n in rate_by_problem]),
+    ) if problems else None
     return ModelEvaluation(
         samples_per_problem=samples,
         temperature=temperature,
@@ -90,6 +112,7 @@ def evaluate_models(
         by_level={level: summarise(items) for level, items in sorted(rows.items())},
         generated_tokens=(generator.usage - before).generated_tokens,
         seconds=time.perf_counter() - started,
+        question_calibration=question_fit.to_dict() if question_fit else {},
     )
 
 

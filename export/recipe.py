@@ -39,7 +39,7 @@ from export.gguf_dequantize import dequantize_gguf
 from export.gguf_export import export_gguf
 from export.likelihood_prm import LIKELIHOOD_FORM
 from export.model_card import write_model_card
-from export.model_eval import evaluate_models, time_easy_search
+from export.model_eval import EVALUATION_FORM, evaluate_models, time_easy_search
 from export.prm_pipeline import PRMBuildSettings, build_quantile_prm
 from export.prm_train import TrainSettings
 from export.rollouts import RolloutSettings, build_calibration_set
@@ -271,7 +271,8 @@ def run_recipe(
             evaluation.easy_search_seconds = time_easy_search(gen, prm_model, task, easy)
         return evaluation.to_dict()
 
-    evaluation = stages.run("5-evaluate", [exported["sha256"], prm_report, settings.test_per_level, settings.test_samples, settings.seed], evaluate)
+    evaluation = stages.run("5-evaluate", [exported["sha256"], prm_report, settings.test_per_level, settings.test_samples,
+                                               settings.seed, EVALUATION_FORM], evaluate)
 
     manifest = _manifest(out, settings, training, exported, rollout_report, prm_report, evaluation, stages.seconds, stages.taken)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")

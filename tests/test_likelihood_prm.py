@@ -81,10 +81,17 @@ def test_likelihood_term_ranks_the_right_solution_first_through_the_device_runti
     assert fit is not None and fit.train_loss_after < fit.train_loss_before
     assert fit.weight[1] > 0  # learnt from the data: a likelier solution is a likelier success
     assert min(fit.question + fit.step + fit.weight) >= 0  # the scales are kept non-negative (unconstrained: -9.5 here)
-    assert build.after.brier_median < build.after_prm_only.brier_median
-    # the combination is fitted on questions the head never trained on (nor held out)
+    # held out, the combination lowers the loss it is fitted with. Not the Brier of the median here:
+    # this fixture's solution targets are 0 or 1, whose median is 0 or 1, so a better quantile fit
+    # can score a worse median Brier (it does, 0.32 against 0.24: a weak generator's likelihood of a
+    # hand-made wrong digit overlaps a right one's across questions). On the default models, whose
+    # targets are Monte-Carlo rates, the term lowers both (models/MODEL_CARD.md).
+    assert build.after.pinball < build.after_prm_only.pinball
+    # the combination is fitted on questions the head never trained on (nor held out), at the
+    # positions inside their solutions: one record per question is the question's own
     counts = build.counts
-    assert counts["likelihood_fit_questions"] > 0 and fit.points == counts["likelihood_fit_records"]
+    assert counts["likelihood_fit_questions"] > 0
+    assert fit.points == counts["likelihood_fit_records"] - counts["likelihood_fit_questions"]
     questions = len({r.question_id for r in read_records(calib)})
     assert counts["train_questions"] + counts["likelihood_fit_questions"] + counts["held_out_questions"] == questions
 
@@ -97,6 +104,27 @@ def test_likelihood_term_ranks_the_right_solution_first_through_the_device_runti
     assert wins >= 0.7 * len(pairs), f"{wins}/{len(pairs)}"
     assert prm.bundle.source["likelihood_generator"]
     assert prm.bundle.metrics["likelihood"]["weight"] == fit.weight
+
+
+def test_the_question_scores_as_the_head_alone(step_checkpoint) -> None:
+    """Up to the end of the question the combination's bias (fitted for solutions, whose
+    likelihood is always below one) must not move the head's question score; after it, it does."""
+    from tokenizers import Tokenizer
+
+    from export.quantile_prm import from_backbone
+
+    tok = Tokenizer.from_file(str(step_checkpoint / "tokenizer.json"))
+    nl = tok.encode("\n", add_special_tokens=False).ids[-1]
+    model = GeneratorAwarePRM(from_backbone(step_checkpoint), AutoModelForCausalLM.from_pretrained(step_checkpoint), nl, [nl])
+    with torch.no_grad():  # any fitted combination
+        for p, v in ((model.question, 0.5), (model.step, 2.0), (model.weight, 1.0), (model.bias, 3.0)):
+            p.fill_(v)
+        ids = torch.tensor([tok.encode("Q:3+4\n3+4=7\n\nA:7\n\n").ids])
+        got = model(ids, torch.ones_like(ids)).logits[0]
+        head = model.prm(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
+    q_end = ids[0].tolist().index(nl)
+    torch.testing.assert_close(got[: q_end + 1], head[: q_end + 1])
+    assert not torch.allclose(got[q_end + 1 :], head[q_end + 1 :], atol=0.1)  # the solution's positions are combined
 
 
 def test_exported_graph_reproduces_the_torch_module(aware_prm, step_checkpoint) -> None:

@@ -373,6 +373,8 @@ def recipe_cmd(out_dir: Path, work_dir: Path, seed: int, threads: int | None, ge
     stages.add_row("total", f"{manifest['recipe']['total_seconds'] / 60:.1f}")
     console.print(stages)
     _print_targets(model_card.check_targets(manifest))
+    if summary := model_card.question_score_summary(manifest["metrics"]["generator_and_prm_on_test"]):
+        console.print(summary)
     console.print(f"[bold green]wrote[/] {out_dir}/manifest.json and {out_dir}/MODEL_CARD.md")
 
 
