@@ -2,7 +2,8 @@
 
 IAS sizes N from the PRM's quantiles of the empty prefix alone, but the recipe's calibration
 figures pool every held-out prefix, where empty prefixes are about one record in twelve: a
-question score biased one way can hide inside a good pooled figure. This reads the records of
+question score biased one way can hide inside a good pooled figure (it did; the recipe's
+evaluation now also reports the question score, over its 16 samples). This reads the records of
 an `edge-adapt bench` run, takes a fixed best-of-N strategy (every question sampled N times at the
 run's temperature: N Monte-Carlo rollouts of the empty prefix), and compares the question
 quantiles the bench recorded with the share of right samples, by level, with the same metrics
