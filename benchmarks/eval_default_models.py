@@ -5,8 +5,9 @@
 
 Checks every file against models/manifest.json first, then evaluates the generator (pass@1,
 oracle pass@16, per level), the PRM (best-of-16 by its median; its question score against the
-share of right samples) and the time to answer an easy question with search; the PRM's held-out calibration numbers come from the manifest (they need
-the calibration split's rollouts, which the recipe measured).
+share of right samples) and the time to answer an easy question with search; the PRM's held-out
+calibration numbers come from the manifest (they need the calibration split's rollouts, which
+the recipe measured).
 """
 
 from __future__ import annotations
