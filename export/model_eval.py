@@ -83,8 +83,11 @@ def evaluate_models(
             generator.release(root)
         texts = [leaf.solution_text() for leaf in leaves]
         correct = [task.is_correct(t, problem) for t in texts]
-        question, *scores = prm.score(problem.question, [[], *([s.text for s in leaf.steps()] for leaf in leaves)])
-        question_scores.append(question.final.values)
+        scores = prm.score(problem.question, [[s.text for s in leaf.steps()] for leaf in leaves])
+        # a call of its own: the int8 PRM quantizes activations per batch, so a question scored in the
+        # candidates' batch moves their scores by ~1e-3, enough to flip near-ties in the ranking
+        question = prm.score_question(problem.question)
+        question_scores.append(question.values)
         rate_by_problem.append((sum(correct) / len(correct), len(correct)))
         best = max(range(len(leaves)), key=lambda j: scores[j].final.median)
         answers = [task.extract_answer(t) for t in texts]
@@ -93,7 +96,7 @@ def evaluate_models(
             votes[a] += 1
         top = max((a for a in votes if a is not None), key=lambda a: votes[a], default=None)
         rows[problem.level or 0].append((sum(correct) / len(correct), any(correct), correct[best], top == problem.answer,
-                                         question.final.median))
+                                         question.median))
         progress(i + 1, len(problems))
 
     def summarise(items: list[tuple[float, bool, bool, bool, float]]) -> LevelStats:
