@@ -123,8 +123,8 @@ def _question_text(test: dict) -> str:
         return ""
     return ("\nThe PRM question median is its score for the question alone (no step written yet), which adaptive\n"
             "search sizes N by; calibrated, it tracks pass@1.\n"
-            f"{summary}; the share of {test['samples_per_problem']} samples is itself noisy, which adds its binomial\n"
-            "variance (about 0.01) to that Brier.\n")
+            f"{summary}; the share of {(k := test['samples_per_problem'])} samples is itself noisy, which adds its binomial\n"
+            f"variance p(1-p)/{k} (at most {0.25 / k:.3f}) to that Brier.\n")
 
 
 def write_model_card(out: Path, manifest: dict[str, Any]) -> Path:

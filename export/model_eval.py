@@ -74,7 +74,7 @@ def evaluate_models(
     rows: dict[int, list[tuple[float, bool, bool, bool, float]]] = defaultdict(list)
     # per problem: the question score's quantiles, the share of its samples that are right, and how many
     question_scores: list[tuple[float, ...]] = []
-    rate_by_problem: list[tuple[float, int]] = []
+    samples_right: list[tuple[float, int]] = []
     for i, problem in enumerate(problems):
         root = generator.prefill(task.prompt(problem), seed=seed + i)
         try:
@@ -87,16 +87,16 @@ def evaluate_models(
         # a call of its own: the int8 PRM quantizes activations per batch, so a question scored in the
         # candidates' batch moves their scores by ~1e-3, enough to flip near-ties in the ranking
         question = prm.score_question(problem.question)
+        rate = sum(correct) / len(correct)
         question_scores.append(question.values)
-        rate_by_problem.append((sum(correct) / len(correct), len(correct)))
+        samples_right.append((rate, len(correct)))
         best = max(range(len(leaves)), key=lambda j: scores[j].final.median)
         answers = [task.extract_answer(t) for t in texts]
         votes: dict[str | None, int] = defaultdict(int)
         for a in answers:
             votes[a] += 1
         top = max((a for a in votes if a is not None), key=lambda a: votes[a], default=None)
-        rows[problem.level or 0].append((sum(correct) / len(correct), any(correct), correct[best], top == problem.answer,
-                                         question.median))
+        rows[problem.level or 0].append((rate, any(correct), correct[best], top == problem.answer, question.median))
         progress(i + 1, len(problems))
 
     def summarise(items: list[tuple[float, bool, bool, bool, float]]) -> LevelStats:
@@ -105,9 +105,9 @@ def evaluate_models(
 
     every = [r for items in rows.values() for r in items]
     question_fit = calibration_metrics(
-        np.array(question_scores), np.array([r for r, _ in rate_by_problem]), prm.bundle.quantile_levels,
-        n_rollouts=np.array([n for _, n in rate_by_problem]),
-    ) if problems else None
+        np.array(question_scores), np.array([r for r, _ in samples_right]), prm.bundle.quantile_levels,
+        n_rollouts=np.array([n for _, n in samples_right]),
+    )
     return ModelEvaluation(
         samples_per_problem=samples,
         temperature=temperature,
@@ -115,7 +115,7 @@ def evaluate_models(
         by_level={level: summarise(items) for level, items in sorted(rows.items())},
         generated_tokens=(generator.usage - before).generated_tokens,
         seconds=time.perf_counter() - started,
-        question_calibration=question_fit.to_dict() if question_fit else {},
+        question_calibration=question_fit.to_dict(),
     )
 
 

@@ -26,6 +26,7 @@ from transformers import PreTrainedModel
 from edge_adapt.errors import VerificationError
 from edge_adapt.prm.bundle import TOKENIZER_FILE, PRMBundle
 from edge_adapt.prm.format import PRMFormat
+from edge_adapt.prm.scorer import sigmoid
 from export.calibration_data import CalibrationRecord
 from export.likelihood_prm import GeneratorAwarePRM
 from export.prm_data import TrainingSequence
@@ -218,7 +219,7 @@ def _add_fp16(staging: Path, fp32_path: Path, seqs: Sequence[TrainingSequence], 
     try:
         ref = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
         out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
-        diff = float(np.abs(1 / (1 + np.exp(-out.astype(np.float32))) - 1 / (1 + np.exp(-ref))).max())
+        diff = float(np.abs(sigmoid(out.astype(np.float32)) - sigmoid(ref.astype(np.float32))).max())
         note = f"for GPU providers; on CPU its probabilities differ from fp32 by at most {diff:.2g}"
         ok = diff < 2e-2
         if not ok:
