@@ -24,10 +24,11 @@ the fit keep what the head is good at (how hard a question is) while weighing wh
 head's noise between solutions and best-of-16 ranked by the PRM gained 1.6 points over pass@1.
 The question's score stays the head's because the head is trained on those labels and the
 combination is not: a solution's log-likelihood is negative even when it is right, so the fitted
-bias is positive (1.8 at the median on the default models: `likelihood` in prm_config.json) and, applied where no solution has
-been written yet, it raised every question's score (question-level coverage of the median 65%
-instead of 50% on the default test split; with the head's own score 36%, and q10 11%). The fit
-therefore uses only positions inside a solution.
+bias is positive (1.8 at the median on the default models: ``likelihood`` in prm_config.json)
+and, applied where no solution has been written yet, it raised every question's score
+(question-level coverage of the median 65% instead of 50% on the default test split; with the
+head's own score 36%, and q10 11%: ``benchmarks/question_calibration.py`` on a bench run). The
+fit therefore uses only positions inside a solution.
 
 The generator travels inside the ONNX graph, so the device runtime scores plain text exactly as
 before: same inputs, same ``logits`` output, no new code path.
