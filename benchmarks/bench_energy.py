@@ -9,7 +9,8 @@
    allocations: with the pass@n gains p(1-p)^(n-1) at the PRM's median p; with the gains of the
    majority vote that actually picks the answer, at the median p; and with the vote's gains
    averaged over the PRM's quantiles of p (edge_adapt/batch_allocation.py says why each step
-   matters). Every plan is held to the total: a question whose planned cost no longer fits is
+   matters); and with the majority vote's gain curves measured offline for this PRM (the ones
+   adaptive search is calibrated with, selector_model.json), by the question's median. Every plan is held to the total: a question whose planned cost no longer fits is
    cut (in the same shuffled order for all). Prints correct answers and joules spent for each.
 
     python benchmarks/bench_energy.py --latency 0.6     # 500 test problems (12-15 minutes on 2 CPU cores)
@@ -27,7 +28,14 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from edge_adapt.batch_allocation import AnyCorrect, PluralityVote, SuccessBelief, allocate_batch, even_allocation
+from edge_adapt.batch_allocation import (
+    AnyCorrect,
+    CalibratedSelection,
+    PluralityVote,
+    SuccessBelief,
+    allocate_batch,
+    even_allocation,
+)
 from edge_adapt.energy import Meter, open_meter
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
 from edge_adapt.models import load_default_models
@@ -88,7 +96,9 @@ def battery_comparison(searcher: Searcher, prm: QuantilePRM, meter: Meter, probl
     plans = {"even (same samples per question)": (even_allocation(len(problems), sum(costs) / len(problems), total, fixed).samples, 0.0)}
     for label, success, selection in (("gain per joule, pass@n gains p(1-p)^(n-1), median p", medians, AnyCorrect()),
                                       ("gain per joule, majority-vote gains, median p", medians, PluralityVote()),
-                                      ("gain per joule, majority-vote gains, p's quantiles", beliefs, PluralityVote())):
+                                      ("gain per joule, majority-vote gains, p's quantiles", beliefs, PluralityVote()),
+                                      ("gain per joule, calibrated majority-vote curves (selector_model.json)", medians,
+                                       CalibratedSelection(searcher.answer_model, "majority"))):
         plan = allocate_batch(success, costs, total - scoring_j, first_sample_joules=fixed, selection=selection)
         plans[label] = (plan.samples, scoring_j)
     order = list(range(len(problems)))

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edge_adapt.errors import BudgetError
+from edge_adapt.search.answer_model import AnswerModel
 
 
 class SelectionModel(Protocol):
@@ -74,6 +75,30 @@ class PluralityVote:
         if n <= 0:
             return 0.0
         return 1.0 - (1.0 - p) ** n - (n - 1) * p * (1.0 - p) ** (n - 1)
+
+
+@dataclass(frozen=True)
+class CalibratedSelection:
+    """The selector's accuracy as measured offline for this generator and PRM: the gain curves
+    stored beside the PRM (``selector_model.json``, the same ones adaptive search is calibrated
+    with), looked up by the question's PRM median, which is what ``p`` is here. Flat past the
+    largest n the calibration measured: there is no evidence that more samples pay."""
+
+    model: AnswerModel
+    selector: str = "majority"
+
+    @property
+    def name(self) -> str:
+        return f"calibrated {self.selector}"
+
+    def __post_init__(self) -> None:
+        if self.selector not in self.model.gains:
+            raise BudgetError(f"the answer model has no gain curves for {self.selector!r} "
+                              f"(has {', '.join(self.model.gains) or 'none: calibrate it with `edge-adapt export selector`'})")
+
+    def accuracy(self, p: float, n: int) -> float:
+        curve = self.model.gain_curve(self.selector, p)
+        return curve.at(n) if curve is not None else 0.0
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,8 @@ def build_quantile_prm(
             held_out_records=held_records, parity_sequences=held, pad_id=pad_id,
             generator=generator, source=source,
             metrics={"held_out": {"before": before.to_dict(), "after": after.to_dict()}, **extra, "counts": counts,
-                     "split": {"holdout": settings.holdout, "seed": settings.train.seed},
+                     "split": {"holdout": settings.holdout, "seed": settings.train.seed,
+                               "likelihood_fit_share": settings.likelihood_fit_share},
                      "training": {"best_step": training.best_step, "seconds": round(training.seconds, 1)}},
             int8=settings.int8, fp16=settings.fp16,
         )

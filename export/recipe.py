@@ -43,6 +43,7 @@ from export.model_eval import EVALUATION_FORM, evaluate_models, time_easy_search
 from export.prm_pipeline import PRMBuildSettings, build_quantile_prm
 from export.prm_train import TrainSettings
 from export.rollouts import RolloutSettings, build_calibration_set
+from export.selector_calibration import SELECTOR_FORM, calibrate_selector
 from export.train_generator import GeneratorTrainSettings, train_generator
 
 GENERATOR_FILE = "generator-{quant}.gguf"
@@ -70,6 +71,9 @@ class RecipeSettings:
     # the PRM also reads the generator's likelihood of the solution (export/likelihood_prm.py):
     # the trained head alone barely tells a wrong step from a right one
     generator_likelihood: bool = True
+    # fresh calibration-split questions per level, 16 samples each (about 11 minutes on 2 cores), that adaptive search's answer
+    # model is fitted on besides the calibration file's untrained questions (export/selector_calibration.py)
+    selector_fresh_per_level: int = 100
     test_per_level: tuple[int, ...] = TEST_PER_LEVEL  # 500 problems
     test_samples: int = 16
     threads: int | None = None
@@ -255,6 +259,13 @@ def run_recipe(
 
     prm_report = stages.run("4-prm", [rollout_report, _stamp(dataclasses.asdict(settings.prm)), settings.generator_likelihood,
                                       LIKELIHOOD_FORM, exported["sha256"], settings.seed], prm)
+
+    def selector() -> dict:
+        model = calibrate_selector(work / PRM_DIR, calibration, threads=threads, generator=gen_file,
+                                   fresh_per_level=settings.selector_fresh_per_level, seed=settings.seed)
+        return {"questions": model.provenance.get("questions"), "concentration": model.concentration}
+
+    stages.run("4b-selector", [prm_report, SELECTOR_FORM, settings.selector_fresh_per_level], selector)
     shutil.rmtree(out / PRM_DIR, ignore_errors=True)
     shutil.copytree(work / PRM_DIR, out / PRM_DIR)
     shutil.copy(calibration, out / CALIBRATION_FILE)

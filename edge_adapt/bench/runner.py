@@ -86,10 +86,28 @@ def load_problems(config: BenchConfig, task: Task) -> list[Problem]:
     else:
         problems = task.problems()  # type: ignore[attr-defined]
     if config.limit is not None:
-        # an even spread over the split (it is ordered by level), not just its easiest head
-        step = max(1, len(problems) // config.limit)
-        problems = problems[::step][: config.limit]
+        problems = spread(problems, config.limit)
     return problems
+
+
+def spread(problems: list[Problem], limit: int) -> list[Problem]:
+    """``limit`` problems spread evenly over the levels (as equal a share each as they hold) and,
+    within a level, evenly over its problems; in their original order. A quick run then samples
+    every level alike, not the easiest head of a split ordered by level."""
+    if limit >= len(problems):
+        return list(problems)
+    levels: dict[int | None, list[int]] = {}
+    for i, p in enumerate(problems):
+        levels.setdefault(p.level, []).append(i)
+    quota = dict.fromkeys(levels, 0)
+    left = limit
+    while left > 0:  # one more for each level that still has problems, until the limit is reached
+        for level, members in levels.items():
+            if left and quota[level] < len(members):
+                quota[level] += 1
+                left -= 1
+    chosen = [members[(j * len(members)) // quota[level]] for level, members in levels.items() for j in range(quota[level])]
+    return [problems[i] for i in sorted(chosen)]
 
 
 def environment(prm: QuantilePRM, meter_source: str) -> dict[str, Any]:

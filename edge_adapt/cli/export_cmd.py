@@ -304,7 +304,68 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
     console.print(variants)
     console.print(f"ONNX vs PyTorch: max abs logit diff {build.export.parity_max_abs_diff:.2g} (largest |logit| {build.export.parity_logit_scale:.3g})")
     console.print(f"CPU runs the {build.export.cpu_variant} model; reliability diagram: {build.reliability_png}")
+    with err_console.status("calibrating adaptive search's answer model"):
+        model = _load("export.selector_calibration").calibrate_selector(build.export.path, calibration)
+    _print_selector(model)
     console.print(f"[bold green]wrote[/] {build.export.path}")
+
+
+@export_group.command("selector")
+@click.argument("prm_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-c", "--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The JSONL from `export rollouts` the PRM was calibrated on.")
+@click.option("--all-questions", is_flag=True, help="Use the PRM's training questions too (its scores are over-confident there).")
+@click.option("--generator", "generator_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The GGUF the PRM was calibrated for: with --fresh-per-level, sample fresh questions too.")
+@click.option("--fresh-per-level", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Fresh questions per level of the default task (in all, for a file task) to sample with --generator.")
+@click.option("-n", "--samples", type=click.IntRange(min=2, max=64), default=16, show_default=True, help="Samples per fresh question.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="Generator and ONNX Runtime threads.")
+def selector_cmd(prm_dir: Path, calibration: Path, all_questions: bool, generator_path: Path | None, fresh_per_level: int,
+                 samples: int, seed: int, threads: int | None) -> None:
+    """Calibrate adaptive search's answer model for the PRM in PRM_DIR (writes selector_model.json).
+
+    `export prm` and the recipe do this already; run it for a PRM folder exported before, which
+    adaptive search otherwise runs with an uncalibrated fallback. The calibration file's complete
+    solutions are scored by this PRM on the device runtime: per bin of the question's score, the
+    prior of the success rate, how wrong answers repeat, how the PRM scores right and wrong
+    samples, and every selector's accuracy with 1..N samples.
+
+    The file's questions the PRM never trained on are few; --generator with --fresh-per-level
+    samples fresh questions as well (the recipe draws 100 per level, 16 samples each).
+
+    \b
+    Examples:
+      edge-adapt export selector ./prm -c calib.jsonl
+      edge-adapt export selector models/prm -c models/calibration.jsonl --generator models/generator-Q8_0.gguf --fresh-per-level 50
+    """
+    if fresh_per_level and generator_path is None:
+        raise click.UsageError("--fresh-per-level samples with the generator: pass --generator GGUF")
+    calibrate = _load("export.selector_calibration").calibrate_selector
+    with err_console.status("scoring the calibration solutions"):
+        model = calibrate(prm_dir, calibration, threads=threads, all_questions=all_questions, generator=generator_path,
+                          fresh_per_level=fresh_per_level, samples=samples, seed=seed)
+    _print_selector(model)
+    console.print(f"[bold green]wrote[/] {prm_dir / 'selector_model.json'}")
+
+
+def _print_selector(model) -> None:
+    console.print(f"answer model: {model.provenance.get('questions')} questions ({model.provenance.get('used')}), "
+                  f"{model.provenance.get('samples')} samples; wrong answers agree with probability {1 / (1 + model.concentration):.2f}")
+    table = Table(title="Selector accuracy with n samples, by the question's PRM median", title_justify="left")
+    edges = [0.0, *model.question_edges, 1.0]
+    table.add_column("question median")
+    table.add_column("selector")
+    longest = max((len(c.accuracy) for cs in model.gains.values() for c in cs), default=0)
+    for n in range(1, longest + 1):
+        table.add_column(f"n={n}", justify="right")
+    for b in range(len(edges) - 1):
+        for name, curves in model.gains.items():
+            c = curves[b]
+            table.add_row(f"{edges[b]:.2f}-{edges[b + 1]:.2f} ({c.questions} q)" if name == "prm" else "", name,
+                          *[f"{a:.0%}" for a in c.accuracy])
+    console.print(table)
 
 
 def _parse_weights(value: str | None) -> tuple[float, ...] | None:

@@ -89,7 +89,8 @@ class QuantilePRM:
 
     ``providers``: "auto" tries TensorRT, CUDA, then CPU, keeping the first that loads *and*
     computes the same numbers as the CPU (checked with a real inference on this model); or an
-    explicit list, tried in order. ``variant``: "fp32", "int8" or "fp16"; by default the bundle's
+    explicit list, tried in order. ``spin``: let ONNX Runtime's idle workers spin (off by default:
+    they would compete with the generator for the cores between calls). ``variant``: "fp32", "int8" or "fp16"; by default the bundle's
     CPU variant on CPU and fp16 (when shipped) on a GPU. Not thread-safe.
     """
 
@@ -101,6 +102,7 @@ class QuantilePRM:
         variant: str | None = None,
         threads: int | None = None,
         max_batch: int = 32,
+        spin: bool = False,
     ) -> None:
         self.bundle = PRMBundle.load(path)
         if variant is not None and variant not in self.bundle.models:
@@ -113,6 +115,7 @@ class QuantilePRM:
         self.format = self.bundle.format
         self.max_batch = max_batch
         self.threads = threads
+        self.spin = spin
         self._pad_id = pad_token_id(self.tokenizer)
         self.stats = PRMStats()
         self.session, self.provider, self.variant = self._open(providers, variant)
@@ -150,6 +153,11 @@ class QuantilePRM:
         options.log_severity_level = 3
         if self.threads:
             options.intra_op_num_threads = self.threads
+        # ONNX Runtime's workers spin after each run waiting for the next; between PRM calls
+        # llama.cpp decodes on the same cores, and spinning workers slow it down
+        # (benchmarks/bench_search_time.py prints both settings).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if self.spin else "0")
         chain = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
         return ort.InferenceSession(str(self.bundle.model_path(variant)), sess_options=options, providers=chain)
 

@@ -7,6 +7,8 @@
     beam:n=16,width=4     step-level beam search
     ias_beam:k_max=4,m_max=4
     ...+es                any best-of-N with Adaptive-Consistency early stopping (+es=0.95 sets the threshold)
+    adaptive:price=4      value-aware sequential sampling: a sample is drawn while it is expected to earn
+                          `price` accuracy points per 1,000 tokens of work (n_max, stop_at, use_prm, ...)
 
 A spec round-trips: ``format_spec(parse_spec(s))`` names the same strategy.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.search.strategies import BeamSearch, BestOfN, EarlyStop, IASBeamSearch, IASBestOfN, Strategy
+from edge_adapt.search.value_sampling import ValueSampling
 
 _KINDS: dict[str, tuple[type, dict[str, Any]]] = {
     "best_of_n": (BestOfN, {}),
@@ -28,6 +31,7 @@ _KINDS: dict[str, tuple[type, dict[str, Any]]] = {
     "ias_weighted": (IASBestOfN, {"select": "weighted"}),
     "beam": (BeamSearch, {}),
     "ias_beam": (IASBeamSearch, {}),
+    "adaptive": (ValueSampling, {}),
 }
 STRATEGY_KINDS = tuple(_KINDS)
 
@@ -52,15 +56,25 @@ def parse_spec(spec: str) -> Strategy:
             raise SamplingConfigError(f"{spec!r}: bad setting {part!r}; {kind} takes {allowed}")
         default = fields[key].default
         try:
-            values[key] = type(default)(raw) if default is not dataclasses.MISSING else raw
+            values[key] = _parse_value(raw, default)
         except ValueError as exc:
             raise SamplingConfigError(f"{spec!r}: {key} must be a {type(default).__name__}, got {raw!r}") from exc
     if early is not None:
         if "early_stop" not in fields:
             raise SamplingConfigError(f"{spec!r}: early stopping (+es) composes with best-of-N strategies only")
         values["early_stop"] = early
-    strategy = cls(**values)
+    strategy = cls(**values)  # each strategy checks its own settings
     return dataclasses.replace(strategy, name=format_spec(strategy, kind))
+
+
+def _parse_value(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):  # bool("false") is True
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    return type(default)(raw) if default is not dataclasses.MISSING else raw
 
 
 def format_spec(strategy: Strategy, kind: str | None = None) -> str:
@@ -73,11 +87,15 @@ def format_spec(strategy: Strategy, kind: str | None = None) -> str:
     keys = [f.name for f in dataclasses.fields(cls) if f.name not in ("name", "select", "early_stop")]
     # the budget-defining setting is always written, so names say what they cost
     main = {"best_of_n": "n", "majority": "n", "weighted": "n", "beam": "n", "ias_best_of_n": "n_max",
-            "ias_majority": "n_max", "ias_weighted": "n_max", "ias_beam": "k_max"}[kind]
-    parts = [f"{k}={getattr(strategy, k)}" for k in keys if k == main or getattr(strategy, k) != getattr(defaults, k)
+            "ias_majority": "n_max", "ias_weighted": "n_max", "ias_beam": "k_max", "adaptive": "price"}[kind]
+    parts = [f"{k}={_format_value(getattr(strategy, k))}" for k in keys if k == main or getattr(strategy, k) != getattr(defaults, k)
              or (kind == "beam" and k == "width") or (kind == "ias_beam" and k == "m_max")]
     text = f"{kind}:{','.join(parts)}"
     es = getattr(strategy, "early_stop", None)
     if es is not None:
         text += "+es" if es == EarlyStop() else f"+es={es.threshold:g}"
     return text
+
+
+def _format_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)

@@ -20,13 +20,15 @@ from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import Generator, Node, SamplingParams
 from edge_adapt.policy import Budget, EnergyPolicy, QuestionGuard, Unlimited
 from edge_adapt.prm import QuantilePRM, Quantiles
+from edge_adapt.search.answer_model import AnswerModel, Evidence, Moments, PickState, posterior
 from edge_adapt.search.ias import beams_to_keep, clip_probability, expansion_width, n_samples
 from edge_adapt.search.types import Candidate, Cost, Decision, SearchResult
+from edge_adapt.search.value_sampling import ValueSampling, next_round
 from edge_adapt.search.voting import best_scored, group_answers, majority_confidence, majority_vote, weighted_vote
 from edge_adapt.tasks import Problem, Task
 from edge_adapt.tasks.grading import answers_equal
 
-Select = Literal["prm", "weighted", "majority"]
+Select = Literal["prm", "weighted", "majority", "auto"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class IASBeamSearch:
     name: str = "ias_beam"
 
 
-Strategy = BestOfN | IASBestOfN | BeamSearch | IASBeamSearch
+Strategy = BestOfN | IASBestOfN | BeamSearch | IASBeamSearch | ValueSampling
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,22 @@ class Searcher:
     """Runs strategies on problems of one task with loaded models (reused across questions)."""
 
     def __init__(self, generator: Generator, prm: QuantilePRM, task: Task, settings: SearchSettings | None = None,
-                 policy: EnergyPolicy | None = None) -> None:
+                 policy: EnergyPolicy | None = None, answer_model: AnswerModel | None = None) -> None:
         self.generator = generator
         self.prm = prm
         self.task = task
         self.settings = settings or SearchSettings()
         self.policy = policy  # budgets every run asks before each expansion (None: unlimited)
+        self._answer_model = answer_model
         self._equal = answers_equal
+
+    @property
+    def answer_model(self) -> AnswerModel:
+        """The selector model calibrated with the PRM (its folder's selector_model.json), or the
+        documented fallback; loaded on first use by adaptive search."""
+        if self._answer_model is None:
+            self._answer_model = AnswerModel.for_prm(self.prm.bundle.path)
+        return self._answer_model
 
     def usage(self) -> Usage:
         """Work done so far by the generator and the PRM (what the energy estimate charges for)."""
@@ -124,6 +135,8 @@ class Searcher:
                 run.best_of_n(strategy)
             elif isinstance(strategy, (BeamSearch, IASBeamSearch)):
                 run.beam(strategy)
+            elif isinstance(strategy, ValueSampling):
+                run.value_sampling(strategy)
             else:
                 raise SamplingConfigError(f"unknown strategy {strategy!r}")
         finally:
@@ -181,6 +194,7 @@ class _Run:
         self.finished: list[Node] = []
         self.candidates: list[Candidate] = []
         self.decisions = decisions
+        self.adaptive_pick: int | None = None  # set by value sampling
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
@@ -201,14 +215,21 @@ class _Run:
         scores = self.s.prm.score(self.problem.question, [[s.text for s in n.steps()] for n in nodes])
         return [sc.final for sc in scores]
 
-    def _finalise(self, nodes: Sequence[Node]) -> None:
-        """Score every newly finished (or cut-off) solution once, in one call, into candidates."""
+    def _finalise(self, nodes: Sequence[Node], score: bool = True) -> None:
+        """Every newly finished (or cut-off) solution into a candidate, scored once in one PRM call
+        (``score=False`` where nobody reads the scores: a plain vote)."""
         if not nodes:
             return
-        scores = self.s.prm.score(self.problem.question, [[s.text for s in n.steps()] for n in nodes], per_step=True)
-        for node, score in zip(nodes, scores, strict=True):
+        if not score:
+            self.candidates += [Candidate.from_leaf(n, self.s.task.extract_answer(n.solution_text())) for n in nodes]
+            return
+        # identical solutions (frequent: a small generator often writes the same one) are scored once
+        texts = [tuple(s.text for s in n.steps()) for n in nodes]
+        distinct = list(dict.fromkeys(texts))
+        scored = dict(zip(distinct, self.s.prm.score(self.problem.question, [list(t) for t in distinct], per_step=True), strict=True))
+        for node, sc in zip(nodes, (scored[t] for t in texts), strict=True):
             cand = Candidate.from_leaf(node, self.s.task.extract_answer(node.solution_text()))
-            self.candidates.append(replace(cand, final=score.final, per_step=score.per_step or ()))
+            self.candidates.append(replace(cand, final=sc.final, per_step=sc.per_step or ()))
 
     def select(self, how: Select) -> int | None:
         if how == "prm":
@@ -217,9 +238,11 @@ class _Run:
             return weighted_vote(self.candidates, self.s._equal)
         if how == "majority":
             return majority_vote(self.candidates, self.s._equal)
+        if how == "auto":
+            return self.adaptive_pick
         raise SamplingConfigError(f"unknown selection {how!r}; choose prm, weighted or majority")
 
-    def _complete(self, n: int) -> None:
+    def _complete(self, n: int, score: bool = True) -> None:
         """Sample n more full solutions from the root (batched), finalising them.
 
         Stepping n live branches holds up to 2n sequences (parents and children), so a request
@@ -232,7 +255,7 @@ class _Run:
                                           max_steps=self.s.settings.max_steps)
             self.finished += leaves
             n -= chunk
-        self._finalise(self.finished[before:])
+        self._finalise(self.finished[before:], score=score)
 
     # -- best-of-N --------------------------------------------------------------------------------
 
@@ -263,7 +286,7 @@ class _Run:
             granted = self.guard.grant("sample", min(round_size, n - drawn))
             if granted == 0:
                 break
-            self._complete(granted)
+            self._complete(granted, score=st.select != "majority")
             self.guard.observe()
             drawn += granted
             if st.early_stop is not None and drawn < n:
@@ -274,6 +297,73 @@ class _Run:
                         "after": drawn, "of": n, "votes": sorted(votes, reverse=True),
                         "confidence": confidence, "threshold": st.early_stop.threshold}))
                     return
+
+    # -- value-aware sampling -----------------------------------------------------------------------
+
+    def value_sampling(self, st: ValueSampling) -> None:
+        """Rounds of 1..lookahead samples while their expected gain in the picked answer's accuracy
+        exceeds their cost at ``st.price`` (see :mod:`edge_adapt.search.value_sampling`)."""
+        q = self.s.prm.score_question(self.problem.question)
+        model = self.s.answer_model.for_question(q.values, q.levels)
+        moments = Moments(model.prior, st.n_max + st.lookahead + 1)
+        evidence, firsts = Evidence(), []  # firsts: each answer group's first candidate, as in the evidence
+        gen0, prm0 = self.gen.usage, self.s.prm.stats
+        rounds = []
+        while True:
+            drawn = len(self.candidates)
+            work = 0.0
+            if drawn:
+                gen, prm = self.gen.usage - gen0, self.s.prm.stats - prm0
+                work = (gen.generated_tokens + st.prm_token_weight * prm.tokens) / drawn
+            self.adaptive_pick = self._pick_for(model.selector, evidence, moments, model, firsts)
+            decision = next_round(evidence, moments, model, st, work, self._pick_state(self.adaptive_pick))
+            rounds.append(decision)
+            if decision.draw == 0:
+                break
+            granted = self.guard.grant("sample", decision.draw)
+            if granted == 0:
+                break
+            self._complete(granted, score=st.use_prm or model.selector != "majority")
+            self.guard.observe()
+            for index in range(drawn, len(self.candidates)):
+                cand = self.candidates[index]
+                if cand.answer is None:
+                    evidence = evidence.add(None, 0.0)
+                    continue
+                group = next((g for g, first in enumerate(firsts) if self.s._equal(cand.answer, self.candidates[first].answer)),
+                             len(firsts))
+                if group == len(firsts):
+                    firsts.append(index)
+                median = cand.final.median if cand.final is not None else None
+                evidence = evidence.add(group, model.evidence_of(median))
+        self.adaptive_pick = self._pick_for(model.selector, evidence, moments, model, firsts)
+        last = rounds[-1]
+        self.decisions.append(Decision("value_sampling", {
+            "question_q": [round(v, 4) for v in q.values], "calibrated_model": self.s.answer_model.calibrated,
+            "picked_by": model.selector, "price": st.price, "samples": len(self.candidates),
+            "rounds": [r.draw for r in rounds if r.draw], "stop": last.reason if last.draw == 0 else "budget_cap",
+            "p_answer": round(last.accuracy, 4), "gave_up": last.reason == "not_worth" and last.accuracy < 0.5,
+            "gains_at_stop": [round(g, 4) for g in last.gains], "work_per_sample": round(last.cost_per_sample, 1),
+            "groups": [g.count for g in evidence.groups],
+        }))
+
+    def _pick_for(self, selector: str, evidence: Evidence, moments: Moments, model, firsts: list[int]) -> int | None:
+        """The candidate adaptive search would answer with now."""
+        if selector != "posterior":
+            return self.select(selector)  # type: ignore[arg-type]
+        best = posterior(evidence, moments, model.concentration).best
+        if best is None:
+            return None
+        members = [i for i, c in enumerate(self.candidates)
+                   if c.answer is not None and self.s._equal(c.answer, self.candidates[firsts[best]].answer)]
+        return max(members, key=lambda i: (self.candidates[i].final.median if self.candidates[i].final else 0.0, -i))
+
+    def _pick_state(self, pick: int | None) -> PickState:
+        if pick is None:
+            return PickState(len(self.candidates), 0.0, False)
+        chosen = self.candidates[pick]
+        votes = sum(1 for c in self.candidates if c.answer is not None and chosen.answer is not None and self.s._equal(c.answer, chosen.answer))
+        return PickState(len(self.candidates), chosen.final.median if chosen.final is not None else 0.0, votes >= 2)
 
     # -- beam search ------------------------------------------------------------------------------
 
@@ -364,6 +454,8 @@ def sequences_needed(strategy: Strategy) -> int:
         n = strategy.n
     elif isinstance(strategy, IASBestOfN):
         n = strategy.n_max
+    elif isinstance(strategy, ValueSampling):
+        n = strategy.lookahead  # rounds draw at most this many at once
     else:
         n = strategy.k_max * strategy.m_max
     return min(256, 2 * n + 2)

@@ -20,13 +20,16 @@ class Cost:
     prm_tokens: int = 0
     samples: int = 0  # complete solutions produced
     wall_s: float = 0.0
+    generation_s: float = 0.0  # of wall_s: inside the generator (prefill, decode, sampling)
+    prm_s: float = 0.0  # of wall_s: inside the PRM (tokenizing, ONNX Runtime)
     joules: float | None = None  # set when a policy (and so a meter) is attached to the search
     energy_source: str | None = None  # the meter: "rapl:package-0", "estimate:cpu", ...
     energy_estimated: bool | None = None  # True when the joules come from the cost model
 
     @classmethod
     def from_stats(cls, gen: GenerationStats, prm: PRMStats, samples: int, wall_s: float) -> Cost:
-        return cls(gen.generated_tokens, gen.prompt_tokens, prm.calls, prm.prefixes, prm.tokens, samples, wall_s)
+        return cls(gen.generated_tokens, gen.prompt_tokens, prm.calls, prm.prefixes, prm.tokens, samples, wall_s,
+                   generation_s=gen.wall_s, prm_s=prm.wall_s)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,443 @@
+"""What the samples drawn so far say about a question's answer: a small Bayesian model, calibrated
+offline for one generator and PRM, and its posterior.
+
+The model (one question):
+
+- each sample is right with an unknown probability ``p``; before any sample, ``p`` follows a
+  prior chosen by the PRM's score of the question alone (a distribution over a grid of ``p``,
+  one per bin of that score, fitted on calibration questions);
+- every right sample gives the same answer; wrong samples pick their answers by a Chinese
+  restaurant process with concentration ``alpha``: a wrong answer repeats an earlier wrong answer
+  in proportion to its count, or is new with weight ``alpha`` (two wrong samples agree with
+  probability 1/(1+alpha); fitted on calibration solutions);
+- a finished sample's PRM score (its last-step median, in bins) is evidence with likelihoods
+  ``f_right(bin)`` and ``f_wrong(bin)``, fitted on calibration solutions the PRM never trained on.
+
+From the answer groups seen so far the posterior says, for each group, the probability that it is
+the right answer, and for "none of them". The answer picked is the most probable group, and the
+accuracy of stopping now is that probability. What a few more samples are worth is the expected
+accuracy after them minus that: computed exactly, by enumerating the next samples' outcomes (join
+an answer group or start a new one, and the PRM score bin). These are pure functions of numbers;
+:mod:`edge_adapt.search.selector_calibration` fits the model, and
+:mod:`edge_adapt.search.value_sampling` spends samples with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_adapt.errors import ModelLoadError, SamplingConfigError
+from edge_adapt.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "selector_model.json"
+MODEL_VERSION = 1
+GRID_SIZE = 40  # values of p: midpoints of 40 equal cells of [0, 1]
+FALLBACK_CONCENTRATION = 1.0  # two wrong answers agree half the time: a cautious guess
+
+
+def p_grid(size: int = GRID_SIZE) -> np.ndarray:
+    return (np.arange(size) + 0.5) / size
+
+
+@dataclass(frozen=True)
+class GainCurve:
+    """Accuracy of one selector with n = 1..len(accuracy) samples, for questions in one score bin."""
+
+    accuracy: tuple[float, ...]
+    questions: int
+
+    def at(self, n: int) -> float:
+        """Accuracy with n samples; 0 at n = 0 and flat past the measured range (no evidence
+        that more samples pay is taken as no gain)."""
+        if n <= 0 or not self.accuracy:
+            return 0.0
+        return self.accuracy[min(n, len(self.accuracy)) - 1]
+
+
+@dataclass(frozen=True)
+class ScoreEvidence:
+    """How a sample's last-step median tells right from wrong, for questions of one score bin:
+    likelihoods per score bin (shared edges), and the bins' centers for interpolation."""
+
+    right: tuple[float, ...] = (1.0,)  # P(score bin | right sample)
+    wrong: tuple[float, ...] = (1.0,)  # P(score bin | wrong sample)
+
+
+@dataclass(frozen=True)
+class ValueCell:
+    """Replayed sequential searches that reached one state: how often the pick was right, and how
+    much one and two more samples changed that, on average."""
+
+    count: int
+    right: float
+    gains: tuple[float, ...]  # mean accuracy change after 1, 2 more samples
+
+
+@dataclass(frozen=True)
+class PickState:
+    """What the search has, as the value table sees it: samples drawn, the picked candidate's
+    last-step median, and whether another sample gave the same answer."""
+
+    n: int
+    median: float
+    agree: bool
+
+
+@dataclass(frozen=True)
+class ValueTable:
+    """What more samples are worth, measured offline (``selector_calibration.fit_values``): for
+    questions of one score bin, by samples drawn (``n_edges``), the pick's last-step median
+    (``score_edges``) and agreement. A state the replays never reached often enough
+    (``min_count``) borrows from the same pick at any n, then regardless of agreement, then from
+    every state."""
+
+    n_edges: tuple[int, ...]  # inner edges of the sample-count buckets
+    score_edges: tuple[float, ...]  # inner edges of the pick's median buckets
+    cells: dict[str, ValueCell]  # "n,score,agree" with "*" for a dropped condition
+    min_count: int = 20
+
+    def lookup(self, state: PickState) -> ValueCell | None:
+        nb = int(np.searchsorted(self.n_edges, state.n, side="right"))
+        sb = int(np.searchsorted(self.score_edges, state.median, side="right"))
+        ag = int(state.agree)
+        for key in (f"{nb},{sb},{ag}", f"*,{sb},{ag}", f"*,{sb},*", "*,*,*"):
+            cell = self.cells.get(key)
+            if cell is not None and cell.count >= self.min_count:
+                return cell
+        return None
+
+
+@dataclass(frozen=True)
+class QuestionModel:
+    """The answer model as it applies to one question: its prior, and its score evidence."""
+
+    prior: np.ndarray
+    concentration: float
+    score_edges: tuple[float, ...] = ()
+    score_centers: tuple[float, ...] = ()
+    score: ScoreEvidence = field(default_factory=ScoreEvidence)
+    values: ValueTable | None = None  # measured worth of more samples; None: the model's own lookahead
+    max_measured: int = 0  # the replays saw at most this many samples of a question
+    selector: str = "posterior"  # how the answer is picked (what ``values`` were measured for)
+
+    @property
+    def score_bins(self) -> int:
+        return len(self.score.right)
+
+    def score_bin(self, median: float | None) -> int | None:
+        """The bin of a sample's last-step median; None when there is no score (or no score model)."""
+        if median is None or self.score_bins == 1:
+            return None
+        return int(np.searchsorted(self.score_edges, median, side="right"))
+
+    def log_ratio(self, score_bin: int | None) -> float:
+        """log f_right / f_wrong of a score bin (0 without a score)."""
+        if score_bin is None:
+            return 0.0
+        return math.log(self.score.right[score_bin]) - math.log(self.score.wrong[score_bin])
+
+    def evidence_of(self, median: float | None) -> float:
+        """log f_right / f_wrong of an observed score: interpolated linearly between the bins'
+        centers (a score near a bin's edge should not jump), the end bins' values beyond them."""
+        if median is None or self.score_bins == 1:
+            return 0.0
+        ratios = [self.log_ratio(b) for b in range(self.score_bins)]
+        if not self.score_centers:
+            return ratios[self.score_bin(median)]  # type: ignore[index]
+        return float(np.interp(median, self.score_centers, ratios))
+
+
+@dataclass(frozen=True)
+class AnswerModel:
+    """The calibrated parameters (see the module docstring). ``calibrated`` is False for the
+    fallback used with PRM folders that hold no ``selector_model.json``.
+
+    The score evidence is kept per question bin: on hard questions the PRM tells a right sample
+    from a wrong one less well than on easy ones, and pooled likelihoods made the model expect
+    to recognise a right answer on a hard question, so it kept sampling for it."""
+
+    question_edges: tuple[float, ...]  # inner edges of the question-score bins (its median)
+    priors: tuple[tuple[float, ...], ...]  # per question bin: weights over p_grid()
+    concentration: float  # alpha of the wrong answers' restaurant process
+    score_edges: tuple[float, ...] = ()  # inner edges of the last-step median's bins
+    score_centers: tuple[float, ...] = ()  # median last-step score inside each bin (interpolation knots)
+    scores: tuple[ScoreEvidence, ...] = ()  # per question bin; empty: no score evidence
+    values: tuple[ValueTable, ...] = ()  # per question bin; empty: decide by the model's lookahead
+    max_measured: int = 0  # samples per calibration question: past it, values are unknown
+    selector: str = "posterior"  # the pick the values were measured for: the best selector's gain curves
+    gains: dict[str, tuple[GainCurve, ...]] = field(default_factory=dict)  # selector -> curve per question bin
+    calibrated: bool = True
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bins = len(self.question_edges) + 1
+        if len(self.priors) != bins:
+            raise ModelLoadError(f"answer model: {len(self.priors)} priors for {bins} question bins")
+        if any(len(p) != GRID_SIZE for p in self.priors):
+            raise ModelLoadError(f"answer model: every prior needs {GRID_SIZE} weights")
+        if self.scores:
+            if len(self.scores) != bins:
+                raise ModelLoadError("answer model: score evidence for every question bin, or none")
+            if any(not len(e.right) == len(e.wrong) == len(self.score_edges) + 1 for e in self.scores):
+                raise ModelLoadError("answer model: one right and one wrong likelihood per score bin")
+            if any(min(*e.right, *e.wrong) <= 0 for e in self.scores):
+                raise ModelLoadError("answer model: score likelihoods must be positive")
+        if self.values and len(self.values) != bins:
+            raise ModelLoadError("answer model: a value table for every question bin, or none")
+        if self.score_centers and len(self.score_centers) != len(self.score_edges) + 1:
+            raise ModelLoadError("answer model: one center per score bin")
+        if not (self.concentration > 0 and math.isfinite(self.concentration)):
+            raise ModelLoadError(f"answer model: the concentration must be positive, got {self.concentration}")
+        for name, curves in self.gains.items():
+            if len(curves) != bins:
+                raise ModelLoadError(f"answer model: gain curves for {name!r} need one per question bin")
+
+    # -- lookups ------------------------------------------------------------------------------------
+
+    def question_bin(self, question_median: float) -> int:
+        return int(np.searchsorted(self.question_edges, question_median, side="right"))
+
+    def for_question(self, question_quantiles: Sequence[float], levels: Sequence[float]) -> QuestionModel:
+        """The model for a question the PRM scored ``question_quantiles`` at ``levels``.
+
+        Calibrated: the prior, score evidence and value table of the median's bin. Fallback: the
+        quantiles themselves as a three-point prior (each quantile carries the mass nearest to it,
+        0.3/0.4/0.3 for 10/50/90%) on the grid's nearest points, no score evidence, no value table:
+        decisions by the model's own lookahead, and the pick by its posterior."""
+        if not self.calibrated:
+            cuts = [0.0, *((a + b) / 2 for a, b in zip(levels, levels[1:], strict=False)), 1.0]
+            weights = np.zeros(GRID_SIZE)
+            for value, lo, hi in zip(question_quantiles, cuts, cuts[1:], strict=False):
+                weights[min(GRID_SIZE - 1, int(min(max(value, 0.0), 1.0) * GRID_SIZE))] += hi - lo
+            return QuestionModel(weights / weights.sum(), self.concentration)
+        b = self.question_bin(_at_level(question_quantiles, levels, 0.5))
+        score = self.scores[b] if self.scores else ScoreEvidence()
+        values = self.values[b] if self.values else None
+        return QuestionModel(np.asarray(self.priors[b], dtype=float), self.concentration, self.score_edges, self.score_centers,
+                             score, values, self.max_measured, self.selector if values is not None else "posterior")
+
+    def gain_curve(self, selector: str, question_median: float) -> GainCurve | None:
+        curves = self.gains.get(selector)
+        return None if curves is None else curves[self.question_bin(question_median)]
+
+    # -- files --------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["gains"] = {k: [asdict(c) for c in v] for k, v in self.gains.items()}
+        return {"version": MODEL_VERSION, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AnswerModel:
+        if data.get("version") != MODEL_VERSION:
+            raise ModelLoadError(f"answer model version {data.get('version')!r}; this edge_adapt reads version {MODEL_VERSION}")
+        try:
+            return cls(
+                question_edges=tuple(float(x) for x in data["question_edges"]),
+                priors=tuple(tuple(float(x) for x in p) for p in data["priors"]),
+                concentration=float(data["concentration"]),
+                score_edges=tuple(float(x) for x in data["score_edges"]),
+                score_centers=tuple(float(x) for x in data.get("score_centers", ())),
+                scores=tuple(ScoreEvidence(tuple(float(x) for x in e["right"]), tuple(float(x) for x in e["wrong"]))
+                             for e in data.get("scores", ())),
+                values=tuple(ValueTable(tuple(int(x) for x in v["n_edges"]), tuple(float(x) for x in v["score_edges"]),
+                                        {str(k): ValueCell(int(c["count"]), float(c["right"]), tuple(float(g) for g in c["gains"]))
+                                         for k, c in v["cells"].items()}, int(v.get("min_count", 20)))
+                             for v in data.get("values", ())),
+                max_measured=int(data.get("max_measured", 0)),
+                selector=str(data.get("selector", "posterior")),
+                gains={str(k): tuple(GainCurve(tuple(float(a) for a in c["accuracy"]), int(c["questions"])) for c in v)
+                       for k, v in (data.get("gains") or {}).items()},
+                calibrated=bool(data.get("calibrated", True)),
+                provenance=dict(data.get("provenance") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"malformed answer model ({exc})") from exc
+
+    def save(self, prm_folder: str | os.PathLike[str]) -> Path:
+        path = Path(prm_folder) / MODEL_FILE
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def fallback(cls) -> AnswerModel:
+        """For a PRM folder without ``selector_model.json``: the prior from the question's own
+        quantiles, a cautious concentration, and no score evidence (a vote weighed by the prior)."""
+        flat = tuple([1.0 / GRID_SIZE] * GRID_SIZE)
+        return cls((), (flat,), FALLBACK_CONCENTRATION, calibrated=False,
+                   provenance={"note": "fallback: no selector_model.json beside the PRM (`edge-adapt export selector`)"})
+
+    @classmethod
+    def for_prm(cls, prm_folder: str | os.PathLike[str]) -> AnswerModel:
+        """The model stored beside a PRM, or the documented fallback when there is none."""
+        path = Path(prm_folder) / MODEL_FILE
+        if not path.is_file():
+            log.warning("%s has no %s: adaptive search uses the uncalibrated fallback; run `edge-adapt export selector %s "
+                        "-c CALIBRATION.jsonl` to calibrate it", prm_folder, MODEL_FILE, prm_folder)
+            return cls.fallback()
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, ModelLoadError) as exc:
+            raise ModelLoadError(f"{path}: {exc}; rebuild it with `edge-adapt export selector`.") from exc
+
+
+def _at_level(values: Sequence[float], levels: Sequence[float], level: float) -> float:
+    return values[list(levels).index(level)] if level in levels else values[len(values) // 2]
+
+
+# -- the posterior ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Group:
+    """Samples that gave one answer: how many, and the sum of their scores' log ratios."""
+
+    count: int
+    log_ratio: float = 0.0
+
+    @property
+    def evidence(self) -> float:
+        """The group's score evidence, counted once: the mean of its members' log ratios.
+
+        Samples with one answer are mostly the same solution, scored alike; their scores are one
+        piece of evidence, not ``count`` independent ones (summed, five identical low scores
+        outweighed five agreeing votes, and the model kept sampling for an answer it had)."""
+        return self.log_ratio / self.count if self.count else 0.0
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a question's samples showed: answer groups (in order of first appearance) and the
+    number of samples that gave no answer (counted as wrong, in no group)."""
+
+    groups: tuple[Group, ...] = ()
+    unanswered: int = 0
+
+    @property
+    def samples(self) -> int:
+        return sum(g.count for g in self.groups) + self.unanswered
+
+    def add(self, group: int | None, log_ratio: float) -> Evidence:
+        """One more sample: joining ``group`` (an index), a new group (``len(groups)``), or none."""
+        if group is None:
+            return Evidence(self.groups, self.unanswered + 1)
+        if group == len(self.groups):
+            return Evidence((*self.groups, Group(1, log_ratio)), self.unanswered)
+        g = self.groups[group]
+        return Evidence(self.groups[:group] + (Group(g.count + 1, g.log_ratio + log_ratio),) + self.groups[group + 1:],
+                        self.unanswered)
+
+
+class Moments:
+    """log E[p^a (1-p)^b] under a prior on p_grid(), tabulated for a + b <= n_max."""
+
+    def __init__(self, prior: np.ndarray, n_max: int) -> None:
+        if prior.shape != (GRID_SIZE,) or prior.min() < 0 or not prior.sum() > 0:
+            raise SamplingConfigError("a prior needs one non-negative weight per grid point, not all zero")
+        grid = p_grid()
+        k = np.arange(n_max + 1)[:, None]
+        logp, log1p = k * np.log(grid), k * np.log1p(-grid)  # [n_max+1, G]
+        with np.errstate(divide="ignore"):
+            logw = np.log(prior / prior.sum())
+        terms = logw[None, None, :] + logp[:, None, :] + log1p[None, :, :]
+        top = terms.max(axis=-1)
+        self.table = top + np.log(np.exp(terms - top[..., None]).sum(axis=-1))
+        self.n_max = n_max
+
+    def log(self, a: int, b: int) -> float:
+        return float(self.table[a, b])
+
+
+def _log_crp(counts: Sequence[int], alpha: float) -> float:
+    """log probability of one sequence of wrong answers falling into groups of these sizes."""
+    total = sum(counts)
+    if total == 0:
+        return 0.0
+    return (len(counts) * math.log(alpha) + sum(math.lgamma(c) for c in counts)
+            + math.lgamma(alpha) - math.lgamma(alpha + total))
+
+
+@dataclass(frozen=True)
+class Posterior:
+    right: tuple[float, ...]  # P(group j holds the right answer)
+    none: float  # P(no group does)
+    p_right: tuple[float, ...]  # E[p | group j is right], the chance the next sample is right, per hypothesis
+    p_none: float
+
+    @property
+    def best(self) -> int | None:
+        return max(range(len(self.right)), key=lambda j: self.right[j]) if self.right else None
+
+    @property
+    def accuracy(self) -> float:
+        """The probability that the most probable group is right: stopping now's accuracy."""
+        return max(self.right) if self.right else 0.0
+
+
+def posterior(evidence: Evidence, moments: Moments, alpha: float) -> Posterior:
+    n = evidence.samples
+    counts = [g.count for g in evidence.groups]
+    if n + 1 > moments.n_max:
+        raise SamplingConfigError(f"{n} samples exceed the {moments.n_max - 1} the moments were tabulated for")
+    logs = []
+    for j, g in enumerate(evidence.groups):
+        others = counts[:j] + counts[j + 1:]
+        logs.append(moments.log(g.count, n - g.count) + g.evidence + _log_crp(others, alpha))
+    logs.append(moments.log(0, n) + _log_crp(counts, alpha))
+    top = max(logs)
+    weights = [math.exp(x - top) for x in logs]
+    total = sum(weights)
+    probs = [w / total for w in weights]
+    p_right = tuple(math.exp(moments.log(g.count + 1, n - g.count) - moments.log(g.count, n - g.count)) for g in evidence.groups)
+    p_none = math.exp(moments.log(1, n) - moments.log(0, n))
+    return Posterior(tuple(probs[:-1]), probs[-1], p_right, p_none)
+
+
+def outcomes(evidence: Evidence, post: Posterior, model: QuestionModel) -> list[tuple[float, Evidence]]:
+    """The next sample's possible outcomes with their probabilities (summing to 1): it joins an
+    answer group or starts a new one, with a PRM score in one of the model's bins."""
+    counts = [g.count for g in evidence.groups]
+    wrong_total = sum(counts)
+    k = len(counts)
+    # probability that the next sample joins group i (or a new one, i = k) being right / wrong
+    join_right = [post.right[i] * post.p_right[i] for i in range(k)] + [post.none * post.p_none]
+    join_wrong = [0.0] * (k + 1)
+    hypotheses = [(post.right[h], post.p_right[h], h) for h in range(k)] + [(post.none, post.p_none, None)]
+    alpha = model.concentration
+    for weight, p_next, right in hypotheses:
+        m = wrong_total - (counts[right] if right is not None else 0)
+        scale = weight * (1.0 - p_next) / (alpha + m)
+        for i in range(k):
+            if i != right:
+                join_wrong[i] += scale * counts[i]
+        join_wrong[k] += scale * alpha
+    out = []
+    bins: list[int | None] = list(range(model.score_bins)) if model.score_bins > 1 else [None]
+    for i in range(k + 1):
+        for b in bins:
+            fr = model.score.right[b] if b is not None else 1.0
+            fw = model.score.wrong[b] if b is not None else 1.0
+            prob = join_right[i] * fr + join_wrong[i] * fw
+            if prob > 0:
+                out.append((prob, evidence.add(i, model.log_ratio(b))))
+    return out
+
+
+def expected_accuracy(evidence: Evidence, moments: Moments, model: QuestionModel, more: int) -> float:
+    """Expected accuracy of the most-probable-answer pick after ``more`` further samples (exact
+    enumeration of their outcomes; the work grows as (groups x score bins)^more, so keep more <= 2)."""
+    post = posterior(evidence, moments, model.concentration)
+    if more == 0:
+        return post.accuracy
+    return sum(prob * expected_accuracy(nxt, moments, model, more - 1) for prob, nxt in outcomes(evidence, post, model))

@@ -1,0 +1,101 @@
+"""Value-aware sequential sampling: draw samples while the next ones are worth their cost.
+
+Instance-adaptive scaling sizes N so that *some* sample is right (coverage). A user gets the
+*picked* answer, and with a small PRM the picker, not coverage, bounds accuracy: past a few
+samples, more of them buy nothing, and coverage gives the hardest questions the most samples.
+This strategy instead asks, before every round, what one or two more samples would add to the
+probability that the picked answer is right (:mod:`edge_adapt.search.answer_model`: a calibrated
+prior from the PRM's question score, answer agreement, and the PRM's scores of the finished
+samples), and draws them only while that gain exceeds their cost times a price.
+
+One knob, ``price``, in accuracy points per 1,000 tokens of work (a sample's generated tokens
+plus its PRM tokens at ``prm_token_weight``: reading a token is a fraction of what writing one
+costs), traces a whole accuracy-compute curve: a low price samples until answers settle, a high
+one stops after the first sample unless the question is both uncertain and likely to be
+resolved by a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge_adapt.errors import SamplingConfigError
+from edge_adapt.search.answer_model import Evidence, Moments, PickState, QuestionModel, expected_accuracy, posterior
+
+
+@dataclass(frozen=True)
+class ValueSampling:
+    price: float = 4.0  # accuracy points (0-100) per 1,000 tokens of work a further sample must earn
+    n_max: int = 16
+    stop_at: float = 0.98  # stop at once when the picked answer is at least this likely right
+    lookahead: int = 2  # rounds of 1..lookahead samples are weighed (a vote's second sample may only tie)
+    prm_token_weight: float = 0.1  # a PRM token's cost in generated tokens (default CPU cost model: 0.001 J / 0.01 J)
+    use_prm: bool = True  # score finished samples with the PRM (evidence); False: agreement and the prior only
+    select: str = "auto"  # the calibrated pick (the PRM folder's selector_model.json says which), else the posterior
+    name: str = "adaptive"
+
+    def __post_init__(self) -> None:
+        if not self.price >= 0:
+            raise SamplingConfigError(f"adaptive: price must be >= 0 accuracy points per 1,000 tokens, got {self.price}")
+        if not 1 <= self.n_max <= 128:
+            raise SamplingConfigError(f"adaptive: n_max must be in 1..128, got {self.n_max}")
+        if not 0.5 <= self.stop_at <= 1.0:
+            raise SamplingConfigError(f"adaptive: stop_at must be in [0.5, 1], got {self.stop_at}")
+        if self.lookahead not in (1, 2, 3):
+            raise SamplingConfigError(f"adaptive: lookahead must be 1, 2 or 3, got {self.lookahead}")
+        if not self.prm_token_weight >= 0:
+            raise SamplingConfigError(f"adaptive: prm_token_weight must be >= 0, got {self.prm_token_weight}")
+
+
+@dataclass(frozen=True)
+class RoundDecision:
+    """What to do next: draw ``draw`` samples (0: stop), and why."""
+
+    draw: int
+    reason: str  # "first", "gain", "confident", "not_worth", "n_max", "past_calibration"
+    accuracy: float  # P(the answer picked now is right): measured in replays where the model has them
+    gains: tuple[float, ...] = ()  # expected accuracy gain of 1, 2, ... more samples
+    cost_per_sample: float = 0.0  # tokens of work
+
+
+def next_round(evidence: Evidence, moments: Moments, model: QuestionModel, strategy: ValueSampling,
+               cost_per_sample: float, pick: PickState | None = None) -> RoundDecision:
+    """The rule, as a pure function of what was seen: draw the round size r in 1..lookahead that
+    maximises ``gain(r) - price * r * cost``, if that is positive; the first sample is always drawn.
+
+    With a value table (a calibrated model), the pick's accuracy and the gains are what replays of
+    sequential search on calibration questions measured in the state ``pick`` describes. Without
+    one, they are the answer model's posterior and its exact lookahead over ``evidence``."""
+    n = evidence.samples
+    if n == 0:
+        return RoundDecision(1, "first", 0.0)
+    if n >= strategy.n_max:
+        return RoundDecision(0, "n_max", _accuracy(evidence, moments, model, pick), cost_per_sample=cost_per_sample)
+    horizon = min(strategy.lookahead, strategy.n_max - n)
+    if model.values is not None:
+        if pick is None:
+            raise SamplingConfigError("a calibrated answer model decides on the pick's state: pass it")
+        cell = model.values.lookup(pick)
+        if n >= model.max_measured or cell is None:
+            right = cell.right if cell is not None else 0.0
+            return RoundDecision(0, "past_calibration", right, cost_per_sample=cost_per_sample)
+        right, gains = cell.right, list(cell.gains[:min(horizon, model.max_measured - n)])
+    else:
+        right = posterior(evidence, moments, model.concentration).accuracy
+        gains = [expected_accuracy(evidence, moments, model, r) - right for r in range(1, horizon + 1)]
+    if right >= strategy.stop_at:
+        return RoundDecision(0, "confident", right, cost_per_sample=cost_per_sample)
+    per_token = strategy.price / 100.0 / 1000.0
+    best, best_net = 0, 0.0
+    for r, gain in enumerate(gains, start=1):
+        net = gain - per_token * r * cost_per_sample
+        if net > best_net + 1e-12:
+            best, best_net = r, net
+    return RoundDecision(best, "gain" if best else "not_worth", right, tuple(gains), cost_per_sample)
+
+
+def _accuracy(evidence: Evidence, moments: Moments, model: QuestionModel, pick: PickState | None) -> float:
+    if model.values is not None and pick is not None:
+        cell = model.values.lookup(pick)
+        return cell.right if cell is not None else 0.0
+    return posterior(evidence, moments, model.concentration).accuracy
