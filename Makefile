@@ -10,7 +10,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench bench-default bench-search info models clean
+.PHONY: run test bench bench-default bench-time info models clean
 
 QUESTION ?= 454+762*3
 
@@ -24,17 +24,14 @@ test: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_branching.py
 
-# The headline benchmark: every strategy on the default models and the 500-problem test split.
+# The headline benchmark (docs/RESULTS.md): the fixed frontier (best-of-N and majority at N = 1..32),
+# the paper's IAS variants and adaptive search at four prices, on the 500-problem test split.
 bench-default: $(VENV)/.runtime
 	$(BIN)/edge-adapt bench -o runs/default
 
-# IAS against fixed budgets (issue 5's comparison): best-of-16/32 vs IAS best-of-N (N_max 32),
-# IAS sized by the median instead of q10, IAS with Adaptive-Consistency early stopping (+es),
-# beam 16 (width 4) vs IAS beam (K_max 4, M_max 4), same problems and seeds.
-bench-search: $(VENV)/.runtime
-	$(BIN)/edge-adapt bench -o runs/search -s best_of_n:n=16 -s best_of_n:n=32 -s ias_best_of_n:n_max=32 \
-		-s ias_best_of_n:n_max=32,size_quantile=0.5 -s ias_best_of_n:n_max=32+es \
-		-s beam:n=16,width=4 -s ias_beam:k_max=4,m_max=4
+# Where a best-of-16's wall time goes (generation, PRM, other) under five thread settings.
+bench-time: $(VENV)/.runtime
+	$(BIN)/python benchmarks/bench_search_time.py
 
 info: $(VENV)/.runtime
 	$(BIN)/edge-adapt info

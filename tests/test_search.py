@@ -13,6 +13,7 @@ from edge_adapt.search import (
     Searcher,
     n_samples,
 )
+from edge_adapt.search.spec import parse_spec
 
 from model_factory import TINY_ARITHMETIC
 
@@ -35,11 +36,14 @@ def test_best_of_n_accounting(searcher, problems, select: str) -> None:
     assert result.cost.samples == len(result.candidates) == 6
     assert result.cost.generated_tokens == sum(c.n_tokens for c in result.candidates)
     assert result.cost.generated_tokens == (searcher.generator.usage - gen0).generated_tokens
-    assert result.cost.prm_calls == (searcher.prm.stats - prm0).calls == 1  # all candidates in one call
+    # all candidates in one call; a plain vote reads no PRM score, so it makes none
+    assert result.cost.prm_calls == (searcher.prm.stats - prm0).calls == (0 if select == "majority" else 1)
     assert result.cost.prompt_tokens == len(searcher.generator.vocab.tokenize(TINY_ARITHMETIC.prompt(problems[0])))
     assert result.chosen in result.candidates and result.answer == result.chosen.answer
     if select == "prm":
         assert result.chosen.final.median == max(c.final.median for c in result.candidates)
+    if select == "majority":
+        assert all(c.final is None for c in result.candidates) and result.cost.prm_tokens == 0
     assert [d.kind for d in result.decisions] == ["n_samples", "select"]
     assert_clean(searcher)
 
@@ -99,3 +103,60 @@ def test_run_many_shares_the_models(searcher, problems) -> None:
     results = searcher.run_many(BestOfN(n=2), problems[:3], progress=lambda done, total: seen.append((done, total)))
     assert len(results) == 3 and seen == [(1, 3), (2, 3), (3, 3)]
     assert all(r.strategy == "best_of_n" for r in results)
+
+
+def test_identical_solutions_are_scored_once(searcher, problems) -> None:
+    result = searcher.run(BestOfN(n=8), problems[0], seed=2)
+    distinct = {c.steps for c in result.candidates}
+    assert result.cost.prm_prefixes == len(distinct) <= 8
+    by_text = {}
+    for c in result.candidates:  # equal texts, equal scores
+        assert by_text.setdefault(c.steps, c.final) == c.final
+
+
+def _value_decision(result) -> dict:
+    (decision,) = [d.detail for d in result.decisions if d.kind == "value_sampling"]
+    return decision
+
+
+def test_adaptive_search_with_the_fallback_model(searcher, problems) -> None:
+    """The tiny PRM folder holds no selector_model.json: adaptive search runs on the documented
+    fallback (the question's quantiles as the prior, votes, the model's own lookahead)."""
+    for problem in problems[:2]:
+        result = searcher.run(parse_spec("adaptive:price=0,n_max=5"), problem, seed=3)
+        d = _value_decision(result)
+        assert d["calibrated_model"] is False and d["picked_by"] == "posterior"
+        assert 1 <= result.cost.samples == len(result.candidates) == sum(d["rounds"]) <= 5
+        assert d["stop"] in ("confident", "not_worth", "n_max")
+        assert result.chosen in result.candidates and result.answer == result.chosen.answer
+        again = searcher.run(parse_spec("adaptive:price=0,n_max=5"), problem, seed=3)
+        assert [c.steps for c in again.candidates] == [c.steps for c in result.candidates] and again.decisions == result.decisions
+        assert_clean(searcher)
+    # a price no gain can pay stops after the first sample
+    cheap = searcher.run(parse_spec("adaptive:price=1000000"), problems[0], seed=3)
+    assert cheap.cost.samples == 1 and _value_decision(cheap)["stop"] in ("not_worth", "confident")
+
+
+def test_adaptive_search_with_a_calibrated_model(searcher, problems) -> None:
+    """Fit the answer model on the tiny generator's own samples of calibration questions, then
+    search with it: decisions come from its value table and the pick from its best selector."""
+    from edge_adapt.search.selector_calibration import CalibrationQuestion, ScoredSolution, fit_answer_model
+    from edge_adapt.tasks.grading import answers_equal
+
+    questions = []
+    for i, problem in enumerate(TINY_ARITHMETIC.problems("calibration", 8)):
+        r = searcher.run(BestOfN(n=6), problem, seed=100 + i)
+        q = searcher.prm.score_question(problem.question)
+        questions.append(CalibrationQuestion(q.median, tuple(
+            ScoredSolution(c.answer, TINY_ARITHMETIC.is_correct(c.text, problem), c.final.median) for c in r.candidates)))
+    model = fit_answer_model(questions, answers_equal, min_per_bin=8)
+    assert model.calibrated and model.values and model.max_measured == 6 and model.selector in ("prm", "weighted", "majority")
+    calibrated = Searcher(searcher.generator, searcher.prm, TINY_ARITHMETIC, searcher.settings, answer_model=model)
+    for price in (0.0, 50.0):
+        result = calibrated.run(parse_spec(f"adaptive:price={price:g},n_max=12"), problems[1], seed=4)
+        d = _value_decision(result)
+        assert d["calibrated_model"] is True and d["picked_by"] == model.selector
+        assert 1 <= result.cost.samples <= 6  # the replays measured no more than 6 samples of a question
+        if model.selector == "prm":
+            assert result.chosen.final.median == max(c.final.median for c in result.candidates)
+        assert_clean(searcher)

@@ -26,7 +26,7 @@ RECORDS = "records.jsonl"
 
 # What a record holds that differs between two runs of the same configuration and seed: time
 # and energy. Everything else (answers, candidates, decisions, token counts) must match.
-VOLATILE_COST_FIELDS = ("wall_s", "joules")
+VOLATILE_COST_FIELDS = ("wall_s", "generation_s", "prm_s", "joules")
 
 
 class RunFolderError(EdgeAdaptError):

@@ -20,6 +20,7 @@ from typing import Any
 from edge_adapt.bench.records import RunFolder
 from edge_adapt.energy import CostModel, open_meter
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
+from edge_adapt.generator.runtime import default_threads
 from edge_adapt.models import sha256_of
 from edge_adapt.policy import Budget, EnergyPolicy
 from edge_adapt.prm import QuantilePRM
@@ -31,17 +32,16 @@ from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL, ArithmeticTask
 
 log = logging.getLogger(__name__)
 
+# The fixed-budget frontier (best-of-N by the PRM and majority votes at N = 1..32), the paper's
+# IAS variants, and value-aware sampling at several prices: every point placed on the fixed curve.
 DEFAULT_STRATEGIES = (
-    "best_of_n:n=16",
-    "best_of_n:n=32",
-    "majority:n=16",
-    "weighted:n=16",
-    "weighted:n=32+es",
+    "best_of_n:n=1", "best_of_n:n=2", "best_of_n:n=4", "best_of_n:n=8", "best_of_n:n=16", "best_of_n:n=32",
+    "majority:n=2", "majority:n=4", "majority:n=8", "majority:n=16", "majority:n=32",
     "ias_best_of_n:n_max=32",
-    "ias_best_of_n:n_max=32,size_quantile=0.5",  # sized by the median: what the conservative q10 buys
-    "ias_weighted:n_max=32+es",
-    "beam:n=16,width=4",
+    "ias_majority:n_max=16",
+    "ias_best_of_n:n_max=32+es",
     "ias_beam:k_max=4,m_max=4",
+    "adaptive:price=4", "adaptive:price=16", "adaptive:price=32", "adaptive:price=64",
 )
 
 
@@ -110,8 +110,8 @@ def spread(problems: list[Problem], limit: int) -> list[Problem]:
     return [problems[i] for i in sorted(chosen)]
 
 
-def environment(prm: QuantilePRM, meter_source: str) -> dict[str, Any]:
-    """Where the run ran: versions, CPU, GPU offload, PRM provider and the meter."""
+def environment(prm: QuantilePRM, meter_source: str, generator_threads: int) -> dict[str, Any]:
+    """Where the run ran: versions, CPU, GPU offload, PRM provider, thread settings and the meter."""
     from edge_adapt import __version__
     from edge_adapt.info import environment_report
 
@@ -126,6 +126,7 @@ def environment(prm: QuantilePRM, meter_source: str) -> dict[str, Any]:
         "llama_gpu_offload": env.llama_gpu_offload,
         "prm_provider": prm.provider,
         "prm_variant": prm.variant,
+        "threads": {"generator": generator_threads, "prm": prm.threads or "onnxruntime default (all cores)", "prm_spin": prm.spin},
         "meter": meter_source,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -180,7 +181,7 @@ def run_bench(
         meter = open_meter(config.meter, usage=searcher.usage, cost_model=cost_model)
         try:
             searcher.policy = EnergyPolicy(meter, budget or Budget(), searcher.usage)
-            done = folder.open({**config.to_json(), "models_sha256": model_fingerprints(config)}, environment(prm, meter.source))
+            done = folder.open({**config.to_json(), "models_sha256": model_fingerprints(config)}, environment(prm, meter.source, gen_config.n_threads or default_threads()))
             if budget is not None and problems:
                 # measure the device first, so the first budgeted question is sized on measurements
                 warm = task.problems("calibration", 1)[0] if isinstance(task, ArithmeticTask) else problems[0]

@@ -29,6 +29,9 @@ class StrategySummary:
     samples_per_question: float
     samples_chosen: float | None  # the N IAS chose (or the fixed N), mean
     prm_calls_per_question: float
+    prm_tokens_per_question: float = 0.0
+    prm_share: float | None = None  # of the search's wall time, inside the PRM (None: records predate it)
+    gave_up: int = 0  # questions adaptive search stopped on as not worth more samples, picked answer unlikely
     by_level: dict[int, dict[str, float]] = field(default_factory=dict)  # accuracy and samples per level
 
 
@@ -73,6 +76,10 @@ def summarise(records: list[dict[str, Any]]) -> list[StrategySummary]:
             samples_per_question=statistics.mean(r["cost"]["samples"] for r in rs),
             samples_chosen=statistics.mean(chosen) if chosen else None,
             prm_calls_per_question=statistics.mean(r["cost"]["prm_calls"] for r in rs),
+            prm_tokens_per_question=statistics.mean(r["cost"]["prm_tokens"] for r in rs),
+            prm_share=(sum(r["cost"]["prm_s"] for r in rs) / wall if (wall := sum(r["cost"]["wall_s"] for r in rs))
+                       and all("prm_s" in r["cost"] for r in rs) else None),
+            gave_up=sum(any(d["kind"] == "value_sampling" and d["detail"].get("gave_up") for d in r["decisions"]) for r in rs),
             by_level={lv: {"accuracy": sum(r["correct"] for r in v) / len(v),
                            "samples": statistics.mean(r["cost"]["samples"] for r in v), "questions": len(v)}
                       for lv, v in sorted(levels.items())},
@@ -80,18 +87,61 @@ def summarise(records: list[dict[str, Any]]) -> list[StrategySummary]:
     return out
 
 
-COLUMNS = ("strategy", "questions", "accuracy", "tokens/q", "tokens/correct", "J/q", "J/correct",
-           "latency p50 s", "latency p95 s", "samples/q", "N chosen", "PRM calls/q")
+COLUMNS = ("strategy", "questions", "accuracy", "tokens/q", "PRM tokens/q", "J/q", "J/correct",
+           "latency p50 s", "latency p95 s", "PRM share", "samples/q", "N chosen", "PRM calls/q")
 
 
 def table_rows(summaries: list[StrategySummary]) -> list[list[str]]:
     def num(x: float | None, fmt: str) -> str:
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else ("inf" if x == math.inf else format(x, fmt))
 
-    return [[s.strategy, str(s.questions), f"{s.accuracy:.1%}", num(s.tokens_per_question, ".0f"), num(s.tokens_per_correct, ".0f"),
+    return [[s.strategy, str(s.questions), f"{s.accuracy:.1%}", num(s.tokens_per_question, ".0f"), num(s.prm_tokens_per_question, ".0f"),
              num(s.joules_per_question, ".2f"), num(s.joules_per_correct, ".2f"), num(s.latency_p50_s, ".2f"),
-             num(s.latency_p95_s, ".2f"), num(s.samples_per_question, ".1f"), num(s.samples_chosen, ".1f"),
+             num(s.latency_p95_s, ".2f"), num(s.prm_share, ".0%"), num(s.samples_per_question, ".1f"), num(s.samples_chosen, ".1f"),
              num(s.prm_calls_per_question, ".1f")] for s in summaries]
+
+
+def is_fixed(strategy: str) -> bool:
+    """A fixed-budget strategy: best-of-N (any selector) or beam search, without early stopping."""
+    return strategy.split(":")[0] in ("best_of_n", "majority", "weighted", "beam") and "+es" not in strategy
+
+
+def dominated_by(s: StrategySummary, others: list[StrategySummary], cost: str, points: float = 1.0) -> str | None:
+    """A fixed strategy that costs no more than ``s`` (by ``cost``, an attribute) and is more than
+    ``points`` accuracy points better; the best such one, or None."""
+    mine = getattr(s, cost)
+    if mine is None:
+        return None
+    better = [o for o in others if o is not s and is_fixed(o.strategy) and getattr(o, cost) is not None
+              and getattr(o, cost) <= mine and 100 * (o.accuracy - s.accuracy) > points]
+    return max(better, key=lambda o: o.accuracy).strategy if better else None
+
+
+def pareto_lines(summaries: list[StrategySummary], points: float = 1.0) -> list[str]:
+    """Every adaptive strategy placed against the whole fixed frontier of the run: the best fixed
+    strategy, the share of its tokens and joules spent to come within ``points`` of it, and any
+    fixed strategy that is both cheaper and more than ``points`` more accurate."""
+    fixed = [s for s in summaries if is_fixed(s.strategy)]
+    if not fixed:
+        return []
+    best = max(fixed, key=lambda s: (s.accuracy, -s.tokens_per_question))
+    lines = [f"best fixed strategy: {best.strategy}, {best.accuracy:.1%} at {best.tokens_per_question:.0f} tokens"
+             + (f" and {best.joules_per_question:.2f} J" if best.joules_per_question is not None else "") + " per question"]
+    for s in summaries:
+        if is_fixed(s.strategy):
+            continue
+        tokens = s.tokens_per_question / best.tokens_per_question if best.tokens_per_question else math.nan
+        joules = (s.joules_per_question / best.joules_per_question
+                  if s.joules_per_question is not None and best.joules_per_question else None)
+        within = 100 * (best.accuracy - s.accuracy) <= points
+        parts = [f"{s.strategy}: {s.accuracy:.1%} ({100 * (s.accuracy - best.accuracy):+.1f} points vs the best fixed, "
+                 f"{'within' if within else 'not within'} {points:g}), {tokens:.0%} of its tokens"
+                 + (f", {joules:.0%} of its joules" if joules is not None else "")]
+        for cost, label in (("tokens_per_question", "tokens"), ("joules_per_question", "joules")):
+            dom = dominated_by(s, summaries, cost, points)
+            parts.append(f"dominated on {label} by {dom}" if dom else f"no fixed strategy is cheaper in {label} and {points:g}+ points better")
+        lines.append("; ".join(parts))
+    return lines
 
 
 def savings(summaries: list[StrategySummary]) -> list[str]:
@@ -120,9 +170,12 @@ def markdown(summaries: list[StrategySummary], title: str) -> str:
     sources = {s.energy_source for s in summaries if s.energy_source}
     if sources:
         out.write(f"\nEnergy source: {', '.join(sorted(sources))}.\n")
+    lines = pareto_lines(summaries)
+    if lines:
+        out.write("\n## Against the fixed frontier\n\n" + "\n".join(f"- {line}" for line in lines) + "\n")
     lines = savings(summaries)
     if lines:
-        out.write("\n" + "\n".join(f"- {line}" for line in lines) + "\n")
+        out.write("\n## IAS against fixed budgets of its kind\n\n" + "\n".join(f"- {line}" for line in lines) + "\n")
     levels = sorted({lv for s in summaries for lv in s.by_level})
     if levels:
         out.write("\n## Accuracy / samples per difficulty level\n\n| strategy | " + " | ".join(f"L{lv}" for lv in levels) + " |\n|"
@@ -130,6 +183,10 @@ def markdown(summaries: list[StrategySummary], title: str) -> str:
         for s in summaries:
             cells = [f"{s.by_level[lv]['accuracy']:.0%} / {s.by_level[lv]['samples']:.1f}" if lv in s.by_level else "-" for lv in levels]
             out.write(f"| {s.strategy} | " + " | ".join(cells) + " |\n")
+    gave_up = [s for s in summaries if s.gave_up]
+    if gave_up:
+        out.write("\nGave up (adaptive search stopped as more samples were not worth their cost, its pick unlikely right): "
+                  + "; ".join(f"{s.strategy} on {s.gave_up} of {s.questions} questions" for s in gave_up) + ".\n")
     return out.getvalue()
 
 
@@ -188,10 +245,23 @@ def write_plots(folder: Path, records: list[dict[str, Any]], summaries: list[Str
         points = [(getattr(s, xkey), s.accuracy, s.strategy) for s in summaries if getattr(s, xkey) is not None]
         if not points:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(8, 5))
+        families: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
         for x, y, label in points:
-            ax.scatter(x, 100 * y, s=40, marker="o" if label.startswith("ias_") else "s")
-            ax.annotate(label, (x, 100 * y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            kind = label.split(":")[0]
+            family = kind if is_fixed(label) or kind == "adaptive" else "other"
+            families[family].append((x, y, label))
+        for family, pts in families.items():
+            pts.sort()
+            if family == "other":
+                ax.scatter([x for x, _, _ in pts], [100 * y for _, y, _ in pts], s=40, marker="o", label="IAS and others")
+            else:
+                ax.plot([x for x, _, _ in pts], [100 * y for _, y, _ in pts], marker="D" if family == "adaptive" else "s",
+                        lw=2 if family == "adaptive" else 1, label=f"{family} (fixed)" if family != "adaptive" else "adaptive (price)")
+            for x, y, label in pts:
+                short = label.split(":", 1)[1] if family != "other" else label
+                ax.annotate(short, (x, 100 * y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.legend(fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy (%)")

@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edge_adapt.bench import DEFAULT_STRATEGIES, BenchConfig, RunFolder, run_bench, summarise, write_plots, write_summary
-from edge_adapt.bench.summary import COLUMNS, savings, table_rows
+from edge_adapt.bench.summary import COLUMNS, pareto_lines, savings, table_rows
 from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import budget_dict, budget_options, model_options, resolve_models
 from edge_adapt.search.spec import parse_spec
@@ -102,8 +102,8 @@ def _report(folder: RunFolder, plots: bool) -> None:
     sources = {s.energy_source for s in summaries if s.energy_source}
     if sources:
         console.print(f"energy: {', '.join(sorted(sources))}")
-    for line in savings(summaries):
-        console.print(line)
+    for line in [*pareto_lines(summaries), *savings(summaries)]:
+        console.print(line, highlight=False)
     written = write_summary(folder.path, summaries, title)
     if plots:
         written += write_plots(folder.path, records, summaries)

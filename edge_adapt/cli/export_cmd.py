@@ -352,19 +352,21 @@ def selector_cmd(prm_dir: Path, calibration: Path, all_questions: bool, generato
 
 def _print_selector(model) -> None:
     console.print(f"answer model: {model.provenance.get('questions')} questions ({model.provenance.get('used')}), "
-                  f"{model.provenance.get('samples')} samples; wrong answers agree with probability {1 / (1 + model.concentration):.2f}")
+                  f"{model.provenance.get('samples')} samples; wrong answers agree with probability {1 / (1 + model.concentration):.2f}; "
+                  f"adaptive search picks by [bold]{model.selector}[/]", highlight=False)
     table = Table(title="Selector accuracy with n samples, by the question's PRM median", title_justify="left")
     edges = [0.0, *model.question_edges, 1.0]
     table.add_column("question median")
     table.add_column("selector")
     longest = max((len(c.accuracy) for cs in model.gains.values() for c in cs), default=0)
-    for n in range(1, longest + 1):
+    shown = [n for n in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if n <= longest]
+    for n in shown:
         table.add_column(f"n={n}", justify="right")
     for b in range(len(edges) - 1):
-        for name, curves in model.gains.items():
+        for i, (name, curves) in enumerate(model.gains.items()):
             c = curves[b]
-            table.add_row(f"{edges[b]:.2f}-{edges[b + 1]:.2f} ({c.questions} q)" if name == "prm" else "", name,
-                          *[f"{a:.0%}" for a in c.accuracy])
+            table.add_row(f"{edges[b]:.2f}-{edges[b + 1]:.2f} ({c.questions} q)" if i == 0 else "", name,
+                          *[f"{100 * c.at(n):.0f}%" for n in shown])
     console.print(table)
 
 

@@ -21,6 +21,8 @@ from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
 from edge_adapt.tasks.arithmetic import ArithmeticTask, solve
 
+DEFAULT_STRATEGY = "adaptive:price=16"
+
 
 def _q(q: Quantiles | None) -> str:
     return "-" if q is None else f"{q.low:.2f} / {q.median:.2f} / {q.high:.2f}"
@@ -57,12 +59,12 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 @click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="default", show_default=True)
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
 @click.option("--index", type=click.IntRange(min=0), help="Solve problem N of the task (the default task's test split).")
-# IAS sizes N from the PRM's question score (which the default PRM orders by level: median ~0.95
-# on level 1, ~0.2 on level 6) and majority picks the answer: on the default models the PRM's pick
-# is barely better than a vote (best-of-16 55.6% vs 54.6%, within noise; see MODEL_CARD).
-@click.option("-s", "--strategy", "spec", default="ias_majority:n_max=16", show_default=True, metavar="SPEC",
-              help="Search strategy: best_of_n:n=8, ias_best_of_n:n_max=32, beam:n=16,width=4, ias_beam:k_max=4,m_max=4, "
-                   "majority:n=8, weighted:n=8 (+es adds early stopping).")
+# Value-aware sampling (edge_adapt/search/value_sampling.py): a sample is drawn only while it is
+# expected to earn its cost in the picked answer's accuracy; docs/RESULTS.md places it on the
+# fixed-budget frontier of the shipped models.
+@click.option("-s", "--strategy", "spec", default=DEFAULT_STRATEGY, show_default=True, metavar="SPEC",
+              help="Search strategy: adaptive:price=16 (lower prices buy more samples), best_of_n:n=8, majority:n=8, "
+                   "ias_best_of_n:n_max=32, beam:n=16,width=4, ias_beam:k_max=4,m_max=4 (+es adds early stopping to best-of-N).")
 @click.option("-n", "--samples", type=click.IntRange(min=1, max=120), help="Shorthand for --strategy best_of_n:n=N.")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
@@ -75,10 +77,11 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
               power_w: float | None, meter: str | None, cost_model: Path | None, as_json: bool) -> None:
     """Answer QUESTION with adaptive search: steps with PRM quantiles, the answer, and the cost.
 
-    By default IAS with a majority vote: the calibrated PRM rates the question, that sets how
-    many solutions to sample (few for easy questions, more for hard ones), and the most common
-    answer wins (-s ias_best_of_n:n_max=16 lets the PRM pick instead). The quantiles shown are the PRM's 10% / 50% / 90% estimates of the
-    probability that the generator gets it right from there. Budgets cap what the search may
+    By default value-aware sampling: solutions are drawn one or two at a time, and another is
+    drawn only while it is expected to raise the chance that the picked answer is right by more
+    than its cost at the given price (measured offline for this PRM: selector_model.json beside
+    it). Easy questions stop after one sample, hopeless ones soon after. The quantiles shown are
+    the PRM's 10% / 50% / 90% estimates of the probability that the generator gets it right from there. Budgets cap what the search may
     spend on this question; the energy figure says which meter measured it (or that it is estimated).
 
     \b

@@ -265,11 +265,33 @@ def _score_evidence(solutions: Sequence[ScoredSolution], edges: tuple[float, ...
     return ScoreEvidence(tuple(float(x) for x in right / right.sum()), tuple(float(x) for x in wrong / wrong.sum()))
 
 
+def canonical(question: CalibrationQuestion, equal: Equal) -> CalibrationQuestion:
+    """The question with each answer replaced by the label of its equivalence class ("a0", "a1", ...)."""
+    firsts: list[str] = []
+    labels: list[str | None] = []
+    for s in question.solutions:
+        if s.answer is None:
+            labels.append(None)
+            continue
+        j = next((k for k, a in enumerate(firsts) if equal(s.answer, a)), len(firsts))
+        if j == len(firsts):
+            firsts.append(s.answer)
+        labels.append(f"a{j}")
+    return CalibrationQuestion(question.question_median, tuple(
+        ScoredSolution(label, s.correct, s.median) for label, s in zip(labels, question.solutions, strict=True)))
+
+
+def _same_label(a: str | None, b: str) -> bool:
+    return a == b
+
+
 def fit_answer_model(questions: Sequence[CalibrationQuestion], equal: Equal, *, question_bins: int = 5, score_bins: int = 5,
                      min_per_bin: int = 12, provenance: dict[str, Any] | None = None) -> AnswerModel:
     """The calibrated :class:`AnswerModel` (see the module docstring). Bins shrink to what the data
     supports: at least ``min_per_bin`` questions per question bin, and ~40 samples per score bin."""
-    questions = [q for q in questions if q.solutions]
+    # answers compared once per question: the fit compares them many thousand times, as labels
+    questions = [canonical(q, equal) for q in questions if q.solutions]
+    equal = _same_label
     if len(questions) < 2:
         raise EdgeAdaptError(f"calibrating the selector needs graded solutions of at least 2 questions, got {len(questions)}")
     medians = [q.question_median for q in questions]
