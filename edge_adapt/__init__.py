@@ -37,6 +37,7 @@ from edge_adapt.models import load_default_models
 from edge_adapt.policy import Budget, EnergyPolicy
 from edge_adapt.prm import PrefixScore, PRMFormat, PRMStats, QuantilePRM, Quantiles
 from edge_adapt.search import (
+    AnswerModel,
     BeamSearch,
     BestOfN,
     EarlyStop,
@@ -45,6 +46,7 @@ from edge_adapt.search import (
     Searcher,
     SearchResult,
     SearchSettings,
+    ValueSampling,
 )
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import ArithmeticTask, Problem, Task, get_task
@@ -52,6 +54,7 @@ from edge_adapt.tasks import ArithmeticTask, Problem, Task, get_task
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnswerModel",
     "AnyCorrect",
     "ArithmeticTask",
     "BatchAllocation",
@@ -77,8 +80,8 @@ __all__ = [
     "ModelLoadError",
     "Node",
     "PRMFormat",
-    "PluralityVote",
     "PRMStats",
+    "PluralityVote",
     "PrefixScore",
     "Problem",
     "QuantilePRM",
@@ -95,11 +98,12 @@ __all__ = [
     "Task",
     "TokenizerError",
     "UnsupportedModelError",
+    "ValueSampling",
     "VerificationError",
     "__version__",
     "allocate_batch",
-    "even_allocation",
     "detect_meters",
+    "even_allocation",
     "get_task",
     "load_default_models",
     "open_meter",

@@ -110,3 +110,18 @@ def test_savings_compare_ias_with_each_fixed_budget_of_its_kind_and_early_stoppi
         "ias_best_of_n:n_max=32 vs best_of_n:n=16: 50% of the generated tokens, accuracy +2.0 points",
         "ias_weighted:n_max=32+es vs weighted:n=32+es: 50% of the generated tokens, accuracy +1.0 points",
     ]
+
+
+def test_limit_spreads_over_every_level() -> None:
+    from edge_adapt.bench.runner import spread
+    from edge_adapt.tasks import Problem
+
+    split = [Problem(f"q{i}", str(i), "0", level=1 + i // 84 if i < 420 else 6) for i in range(500)]  # 84 x 5 + 80
+    chosen = spread(split, 150)
+    counts = {lv: sum(p.level == lv for p in chosen) for lv in range(1, 7)}
+    assert counts == dict.fromkeys(range(1, 7), 25)
+    assert [p.id for p in chosen] == sorted((p.id for p in chosen), key=lambda x: int(x[1:]))  # original order
+    assert len({p.id for p in chosen}) == 150
+    small = spread([p for p in split if p.level != 6] + split[-3:], 30)  # a level with fewer than its share
+    assert sum(p.level == 6 for p in small) == 3 and len(small) == 30
+    assert spread(split[:10], 50) == split[:10]

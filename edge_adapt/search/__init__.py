@@ -3,6 +3,7 @@
 Every strategy returns a :class:`SearchResult` with the same cost accounting.
 """
 
+from edge_adapt.search.answer_model import AnswerModel
 from edge_adapt.search.best_of_n import best_of_n
 from edge_adapt.search.ias import beams_to_keep, expansion_width, n_samples
 from edge_adapt.search.strategies import (
@@ -17,9 +18,11 @@ from edge_adapt.search.strategies import (
     sequences_needed,
 )
 from edge_adapt.search.types import Candidate, Cost, Decision, SearchResult
+from edge_adapt.search.value_sampling import ValueSampling
 from edge_adapt.search.voting import majority_confidence
 
 __all__ = [
+    "AnswerModel",
     "BeamSearch",
     "BestOfN",
     "Candidate",
@@ -32,6 +35,7 @@ __all__ = [
     "SearchSettings",
     "Searcher",
     "Strategy",
+    "ValueSampling",
     "beams_to_keep",
     "best_of_n",
     "expansion_width",
