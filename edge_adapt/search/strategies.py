@@ -19,7 +19,7 @@ from edge_adapt.energy import Usage
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import Generator, Node, SamplingParams
 from edge_adapt.policy import Budget, EnergyPolicy, QuestionGuard, Unlimited
-from edge_adapt.prm import QuantilePRM, Quantiles
+from edge_adapt.prm import PrefixScore, QuantilePRM, Quantiles
 from edge_adapt.search.answer_model import AnswerModel, Evidence, Moments, PickState, posterior
 from edge_adapt.search.ias import beams_to_keep, clip_probability, expansion_width, n_samples
 from edge_adapt.search.types import Candidate, Cost, Decision, SearchResult
@@ -195,6 +195,7 @@ class _Run:
         self.candidates: list[Candidate] = []
         self.decisions = decisions
         self.adaptive_pick: int | None = None  # set by value sampling
+        self.scored: dict[tuple[str, ...], PrefixScore] = {}  # finished solutions' PRM scores, by their steps
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
@@ -223,11 +224,13 @@ class _Run:
         if not score:
             self.candidates += [Candidate.from_leaf(n, self.s.task.extract_answer(n.solution_text())) for n in nodes]
             return
-        # identical solutions (frequent: a small generator often writes the same one) are scored once
+        # identical solutions (frequent: a small generator often writes the same one) are scored
+        # once per question, also across rounds of sequential search
         texts = [tuple(s.text for s in n.steps()) for n in nodes]
-        distinct = list(dict.fromkeys(texts))
-        scored = dict(zip(distinct, self.s.prm.score(self.problem.question, [list(t) for t in distinct], per_step=True), strict=True))
-        for node, sc in zip(nodes, (scored[t] for t in texts), strict=True):
+        new = [t for t in dict.fromkeys(texts) if t not in self.scored]
+        if new:
+            self.scored.update(zip(new, self.s.prm.score(self.problem.question, [list(t) for t in new], per_step=True), strict=True))
+        for node, sc in zip(nodes, (self.scored[t] for t in texts), strict=True):
             cand = Candidate.from_leaf(node, self.s.task.extract_answer(node.solution_text()))
             self.candidates.append(replace(cand, final=sc.final, per_step=sc.per_step or ()))
 
