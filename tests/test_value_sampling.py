@@ -160,7 +160,7 @@ def test_spec_round_trip() -> None:
     assert isinstance(st, ValueSampling) and st.price == 2.5 and st.n_max == 8 and st.use_prm is False
     assert st.name == "adaptive:price=2.5,n_max=8,use_prm=false"
     assert format_spec(parse_spec(st.name)) == st.name
-    assert parse_spec("adaptive").name == "adaptive:price=4"
+    assert parse_spec("adaptive").name == "adaptive:price=8"
 
 
 def _sol(answer: str, correct: bool, median: float | None = None) -> ScoredSolution:

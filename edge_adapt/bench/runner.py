@@ -41,7 +41,7 @@ DEFAULT_STRATEGIES = (
     "ias_majority:n_max=16",
     "ias_best_of_n:n_max=32+es",
     "ias_beam:k_max=4,m_max=4",
-    "adaptive:price=4", "adaptive:price=16", "adaptive:price=32", "adaptive:price=64",
+    "adaptive:price=4", "adaptive:price=8", "adaptive:price=16", "adaptive:price=32", "adaptive:price=64",
 )
 
 

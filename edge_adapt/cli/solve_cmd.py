@@ -21,7 +21,7 @@ from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
 from edge_adapt.tasks.arithmetic import ArithmeticTask, solve
 
-DEFAULT_STRATEGY = "adaptive:price=4"
+DEFAULT_STRATEGY = "adaptive:price=8"
 
 
 def _q(q: Quantiles | None) -> str:
@@ -63,7 +63,7 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 # expected to earn its cost in the picked answer's accuracy; docs/RESULTS.md places it on the
 # fixed-budget frontier of the shipped models.
 @click.option("-s", "--strategy", "spec", default=DEFAULT_STRATEGY, show_default=True, metavar="SPEC",
-              help="Search strategy: adaptive:price=4 (lower prices buy more samples), best_of_n:n=8, majority:n=8, "
+              help="Search strategy: adaptive:price=8 (lower prices buy more samples), best_of_n:n=8, majority:n=8, "
                    "ias_best_of_n:n_max=32, beam:n=16,width=4, ias_beam:k_max=4,m_max=4 (+es adds early stopping to best-of-N).")
 @click.option("-n", "--samples", type=click.IntRange(min=1, max=120), help="Shorthand for --strategy best_of_n:n=N.")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)

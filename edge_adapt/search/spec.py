@@ -7,7 +7,7 @@
     beam:n=16,width=4     step-level beam search
     ias_beam:k_max=4,m_max=4
     ...+es                any best-of-N with Adaptive-Consistency early stopping (+es=0.95 sets the threshold)
-    adaptive:price=4      value-aware sequential sampling: a sample is drawn while it is expected to earn
+    adaptive:price=8      value-aware sequential sampling: a sample is drawn while it is expected to earn
                           `price` accuracy points per 1,000 tokens of work (n_max, stop_at, use_prm, ...)
 
 A spec round-trips: ``format_spec(parse_spec(s))`` names the same strategy.

@@ -25,7 +25,7 @@ from edge_adapt.search.answer_model import Evidence, Moments, PickState, Questio
 
 @dataclass(frozen=True)
 class ValueSampling:
-    price: float = 4.0  # accuracy points (0-100) per 1,000 tokens of work a further sample must earn
+    price: float = 8.0  # accuracy points (0-100) per 1,000 tokens of work a further sample must earn
     n_max: int = 16
     stop_at: float = 0.98  # stop at once when the picked answer is at least this likely right
     lookahead: int = 2  # rounds of 1..lookahead samples are weighed (a vote's second sample may only tie)
