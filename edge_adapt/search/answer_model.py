@@ -1,25 +1,20 @@
-"""What the samples drawn so far say about a question's answer: a small Bayesian model, calibrated
-offline for one generator and PRM, and its posterior.
+"""What the samples drawn so far say about a question's answer, calibrated offline for one
+generator and PRM and stored beside the PRM as ``selector_model.json``.
 
-The model (one question):
+Calibrated (``selector_calibration`` fits it): per bin of the question's PRM median, the gain
+curves of each picker, and a :class:`ValueTable` measured by replaying sequential search on
+calibration questions: in a state like this one (samples drawn, the pick's last-step median,
+agreement), how often was the pick right, and what did one or two more samples add. Adaptive
+search decides with the table and picks with the best picker.
 
-- each sample is right with an unknown probability ``p``; before any sample, ``p`` follows a
-  prior chosen by the PRM's score of the question alone (a distribution over a grid of ``p``,
-  one per bin of that score, fitted on calibration questions);
-- every right sample gives the same answer; wrong samples pick their answers by a Chinese
-  restaurant process with concentration ``alpha``: a wrong answer repeats an earlier wrong answer
-  in proportion to its count, or is new with weight ``alpha`` (two wrong samples agree with
-  probability 1/(1+alpha); fitted on calibration solutions);
-- a finished sample's PRM score (its last-step median, in bins) is evidence with likelihoods
-  ``f_right(bin)`` and ``f_wrong(bin)``, fitted on calibration solutions the PRM never trained on.
-
-From the answer groups seen so far the posterior says, for each group, the probability that it is
-the right answer, and for "none of them". The answer picked is the most probable group, and the
-accuracy of stopping now is that probability. What a few more samples are worth is the expected
-accuracy after them minus that: computed exactly, by enumerating the next samples' outcomes (join
-an answer group or start a new one, and the PRM score bin). These are pure functions of numbers;
-:mod:`edge_adapt.search.selector_calibration` fits the model, and
-:mod:`edge_adapt.search.value_sampling` spends samples with it.
+The fallback, for a PRM folder without the file (and the parameters fitted beside the table):
+a small Bayesian model of one question. Each sample is right with an unknown probability ``p``
+(a prior on a grid of ``p``: per question bin, or the question's own quantiles); every right
+sample gives the same answer; wrong answers follow a Chinese restaurant process with
+concentration ``alpha`` (two agree with probability 1/(1+alpha)); a sample's PRM score may be
+evidence through likelihoods ``f_right(bin)`` / ``f_wrong(bin)``, counted once per answer group.
+Its posterior says which answer group is right, and :func:`expected_accuracy` what more samples
+would add, by exact enumeration of their outcomes. Pure functions of numbers throughout.
 """
 
 from __future__ import annotations
