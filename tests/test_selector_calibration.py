@@ -34,6 +34,8 @@ def test_export_selector_refuses_what_it_cannot_use(llama_prm, synthetic_calib, 
     fresh_without_generator = CliRunner().invoke(main, ["export", "selector", str(prm_dir), "-c", str(synthetic_calib),
                                                         "--fresh-per-level", "5"])
     assert fresh_without_generator.exit_code == 2 and "--generator" in fresh_without_generator.output
+    no_data = CliRunner().invoke(main, ["export", "selector", str(prm_dir), "-c", str(synthetic_calib), "--task", "gsm8k"])
+    assert no_data.exit_code == 2 and "--data" in no_data.output
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     result = CliRunner().invoke(main, ["export", "selector", str(prm_dir), "-c", str(empty)])

@@ -320,10 +320,13 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
 @click.option("--fresh-per-level", type=click.IntRange(min=0), default=0, show_default=True,
               help="Fresh questions per level of the default task (in all, for a file task) to sample with --generator.")
 @click.option("-n", "--samples", type=click.IntRange(min=2, max=64), default=16, show_default=True, help="Samples per fresh question.")
+@click.option("--task", "task_name", type=click.Choice(["default", "arithmetic", "gsm8k", "math"]), default=None,
+              help="The task the calibration file is for (default: what its records name; gsm8k/math need --data).")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="Generator and ONNX Runtime threads.")
 def selector_cmd(prm_dir: Path, calibration: Path, all_questions: bool, generator_path: Path | None, fresh_per_level: int,
-                 samples: int, seed: int, threads: int | None) -> None:
+                 samples: int, task_name: str | None, data: Path | None, seed: int, threads: int | None) -> None:
     """Calibrate adaptive search's answer model for the PRM in PRM_DIR (writes selector_model.json).
 
     `export prm` and the recipe do this already; run it for a PRM folder exported before, which
@@ -342,9 +345,14 @@ def selector_cmd(prm_dir: Path, calibration: Path, all_questions: bool, generato
     """
     if fresh_per_level and generator_path is None:
         raise click.UsageError("--fresh-per-level samples with the generator: pass --generator GGUF")
+    if task_name in ("gsm8k", "math") and data is None:
+        raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
+    from edge_adapt.tasks import get_task
+
+    task = get_task(task_name, data) if task_name else None
     calibrate = _load("export.selector_calibration").calibrate_selector
     with err_console.status("scoring the calibration solutions"):
-        model = calibrate(prm_dir, calibration, threads=threads, all_questions=all_questions, generator=generator_path,
+        model = calibrate(prm_dir, calibration, task, threads=threads, all_questions=all_questions, generator=generator_path,
                           fresh_per_level=fresh_per_level, samples=samples, seed=seed)
     _print_selector(model)
     console.print(f"[bold green]wrote[/] {prm_dir / 'selector_model.json'}")
