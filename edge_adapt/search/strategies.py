@@ -20,7 +20,7 @@ from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import Generator, Node, SamplingParams
 from edge_adapt.policy import Budget, EnergyPolicy, QuestionGuard, Unlimited
 from edge_adapt.prm import PrefixScore, QuantilePRM, Quantiles
-from edge_adapt.search.answer_model import AnswerModel, Evidence, Moments, PickState, posterior
+from edge_adapt.search.answer_model import AnswerModel, Evidence, Moments, PickState, QuestionModel, posterior
 from edge_adapt.search.ias import beams_to_keep, clip_probability, expansion_width, n_samples
 from edge_adapt.search.types import Candidate, Cost, Decision, SearchResult
 from edge_adapt.search.value_sampling import ValueSampling, next_round
@@ -350,7 +350,7 @@ class _Run:
             "groups": [g.count for g in evidence.groups],
         }))
 
-    def _pick_for(self, selector: str, evidence: Evidence, moments: Moments, model, firsts: list[int]) -> int | None:
+    def _pick_for(self, selector: str, evidence: Evidence, moments: Moments, model: QuestionModel, firsts: list[int]) -> int | None:
         """The candidate adaptive search would answer with now."""
         if selector != "posterior":
             return self.select(selector)  # type: ignore[arg-type]
