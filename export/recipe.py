@@ -71,7 +71,7 @@ class RecipeSettings:
     # the PRM also reads the generator's likelihood of the solution (export/likelihood_prm.py):
     # the trained head alone barely tells a wrong step from a right one
     generator_likelihood: bool = True
-    # fresh calibration-split questions per level, 16 samples each (about 11 minutes on 2 cores), that adaptive search's answer
+    # fresh calibration-split questions per level, 16 samples each, that adaptive search's answer
     # model is fitted on besides the calibration file's untrained questions (export/selector_calibration.py)
     selector_fresh_per_level: int = 100
     test_per_level: tuple[int, ...] = TEST_PER_LEVEL  # 500 problems

@@ -53,19 +53,10 @@ def untrained_questions(records: list[CalibrationRecord], prm: QuantilePRM) -> t
     return held, f"{len(held)} held-out questions"
 
 
-def answer_reader(records: list[CalibrationRecord], task: Task | None) -> Callable[[str], str | None]:
-    """How to read a solution's answer: the task's own reader, or the one its records name."""
-    if task is not None:
-        return task.extract_answer
+def _task_of(records: list[CalibrationRecord]) -> Task | None:
+    """The task the records name, where it needs no data file (the default task); else None."""
     name = (records[0].generator.get("task") if records else None) or "arithmetic"
-    return ArithmeticTask().extract_answer if name in ("arithmetic", "default") else extract_answer
-
-
-def _task_of(records: list[CalibrationRecord]) -> Task:
-    name = (records[0].generator.get("task") if records else None) or "arithmetic"
-    if name not in ("arithmetic", "default"):
-        raise EdgeAdaptError(f"fresh calibration questions for the {name} task need the task (with its --data file)")
-    return ArithmeticTask()
+    return ArithmeticTask() if name in ("arithmetic", "default") else None
 
 
 def fresh_problems(task: Task, exclude: set[str], per_level: int) -> list[Problem]:
@@ -113,7 +104,8 @@ def calibrate_selector(prm_folder: str | os.PathLike[str], calibration: str | os
     (a fifth of them, or two fifths with a likelihood term), and the gain curves and the score
     evidence per question bin need more."""
     records = [r for r in read_records(calibration) if r.origin == "sample"]
-    extract = answer_reader(records, task)
+    task = task or _task_of(records)
+    extract = task.extract_answer if task is not None else extract_answer
     prm = QuantilePRM(prm_folder, threads=threads)
     ids, how = ({r.question_id for r in records}, "all questions (asked for)") if all_questions else untrained_questions(records, prm)
     by_question: dict[str, list[CalibrationRecord]] = defaultdict(list)
@@ -135,9 +127,10 @@ def calibrate_selector(prm_folder: str | os.PathLike[str], calibration: str | os
         questions.append(CalibrationQuestion(q.median, tuple(solutions)))
         progress(done, len(by_question))
     if generator is not None and fresh_per_level > 0:
-        the_task = task or _task_of(records)
-        problems = fresh_problems(the_task, {r.question for r in records}, fresh_per_level)
-        questions += sample_questions(generator, prm, the_task, problems, samples, seed=seed, threads=threads, progress=progress,
+        if task is None:
+            raise EdgeAdaptError(f"{calibration}: fresh questions for a file task come from your file: pass the task with its --data")
+        problems = fresh_problems(task, {r.question for r in records}, fresh_per_level)
+        questions += sample_questions(generator, prm, task, problems, samples, seed=seed, threads=threads, progress=progress,
                                       temperature=float(records[0].generator.get("temperature", 0.7)) if records else 0.7)
         how += f", and {len(problems)} fresh questions x {samples} samples"
     if len(questions) < 2:

@@ -159,8 +159,7 @@ class AnswerModel:
     fallback used with PRM folders that hold no ``selector_model.json``.
 
     The score evidence is kept per question bin: on hard questions the PRM tells a right sample
-    from a wrong one less well than on easy ones, and pooled likelihoods made the model expect
-    to recognise a right answer on a hard question, so it kept sampling for it."""
+    from a wrong one less well than on easy ones."""
 
     question_edges: tuple[float, ...]  # inner edges of the question-score bins (its median)
     priors: tuple[tuple[float, ...], ...]  # per question bin: weights over p_grid()
@@ -303,11 +302,9 @@ class Group:
 
     @property
     def evidence(self) -> float:
-        """The group's score evidence, counted once: the mean of its members' log ratios.
-
-        Samples with one answer are mostly the same solution, scored alike; their scores are one
-        piece of evidence, not ``count`` independent ones (summed, five identical low scores
-        outweighed five agreeing votes, and the model kept sampling for an answer it had)."""
+        """The group's score evidence, counted once: the mean of its members' log ratios. Samples
+        with one answer are mostly the same solution, scored alike: one piece of evidence, not
+        ``count`` independent ones."""
         return self.log_ratio / self.count if self.count else 0.0
 
 

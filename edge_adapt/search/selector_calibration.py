@@ -10,11 +10,12 @@ sampled solutions (answer, right or wrong, last-step PRM median). Output: an
 - the wrong answers' concentration alpha, by maximum likelihood of how wrong answers repeat;
 - the likelihoods of a sample's last-step median (in bins with equal counts) for right and
   wrong samples, Laplace-smoothed;
-- gain curves: per question bin and selector (PRM pick, majority vote, PRM-weighted vote, and
-  the model's own posterior pick), the accuracy with n = 1..m samples, averaged over every subset
-  of n of a question's m samples (a seeded sample of subsets where there are too many), made
-  non-decreasing in n by pool-adjacent-violators (a subset's accuracy can only fall with n by
-  noise; a selector can always ignore a sample).
+- gain curves: per question bin and selector (PRM pick, majority vote, PRM-weighted vote), the
+  accuracy with n = 1..m samples, averaged over every subset of n of a question's m samples (a
+  seeded sample of subsets where there are too many), made non-decreasing in n by
+  pool-adjacent-violators (a subset's accuracy can only fall with n by noise; a selector can
+  always ignore a sample); the best of them is the picker adaptive search uses;
+- the value table of that picker, from replays of sequential search (:func:`fit_values`).
 
 Pure: numbers in, numbers out. ``export/selector_calibration.py`` reads a calibration file and
 scores it with the exported PRM.
@@ -36,21 +37,18 @@ from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.search.answer_model import (
     GRID_SIZE,
     AnswerModel,
-    Evidence,
     GainCurve,
-    Moments,
     PickState,
-    QuestionModel,
     ScoreEvidence,
     ValueCell,
     ValueTable,
     _log_crp,
     p_grid,
-    posterior,
 )
+from edge_adapt.search.voting import group_indices, pick, votes_for
 
 Equal = Callable[[str | None, str], bool]
-SELECTORS = ("prm", "majority", "weighted")
+SELECTORS = ("prm", "majority", "weighted")  # gain curves are measured for each; adaptive search picks with the best
 MAX_SUBSETS = 200  # per question and n; exhaustive below this
 
 
@@ -82,26 +80,12 @@ def _jeffreys(k: int, m: int) -> np.ndarray:
     return d / d.sum()
 
 
-def _groups(answers: Sequence[str | None], equal: Equal) -> list[list[int]]:
-    groups: list[list[int]] = []
-    for i, a in enumerate(answers):
-        if a is None:
-            continue
-        for g in groups:
-            if equal(a, answers[g[0]]):
-                g.append(i)
-                break
-        else:
-            groups.append([i])
-    return groups
-
-
 def fit_concentration(questions: Sequence[CalibrationQuestion], equal: Equal) -> float:
     """alpha maximising the probability of how each question's wrong answers repeat."""
     partitions = []
     for q in questions:
         wrong = [s.answer for s in q.solutions if not s.correct and s.answer is not None]
-        sizes = [len(g) for g in _groups(wrong, equal)]
+        sizes = [len(g) for g in group_indices(wrong, equal)]
         if sum(sizes) >= 2:
             partitions.append(sizes)
     if not partitions:
@@ -111,39 +95,14 @@ def fit_concentration(questions: Sequence[CalibrationQuestion], equal: Equal) ->
     return float(alphas[int(np.argmax(ll))])
 
 
-def _pick(selector: str, subset: Sequence[ScoredSolution], equal: Equal, model: QuestionModel | None,
-          moments: Moments | None) -> ScoredSolution | None:
-    def score(s: ScoredSolution) -> float:
-        return s.median if s.median is not None else 0.0
-
-    if selector == "prm":
-        return max(subset, key=score) if subset else None
-    groups = _groups([s.answer for s in subset], equal)
-    if not groups:
-        return None
-    if selector == "majority":
-        return subset[max(groups, key=len)[0]]
-    if selector == "weighted":
-        return subset[max(groups, key=lambda g: sum(score(subset[i]) for i in g))[0]]
-    assert model is not None and moments is not None
-    evidence = Evidence()
-    order = {}
-    for i, s in enumerate(subset):
-        if s.answer is None:
-            evidence = evidence.add(None, 0.0)
-            continue
-        g = next(j for j, members in enumerate(groups) if i in members)
-        if g not in order:
-            order[g] = len(order)
-        evidence = evidence.add(order[g], model.evidence_of(s.median))
-    best = posterior(evidence, moments, model.concentration).best
-    group = next(g for g, j in order.items() if j == best)
-    return subset[groups[group][0]]
+def _pick(selector: str, subset: Sequence[ScoredSolution], equal: Equal) -> ScoredSolution | None:
+    """What ``selector`` answers with among ``subset``: the same rule search uses (``voting.pick``)."""
+    i = pick(selector, [s.answer for s in subset], [s.median for s in subset], equal)
+    return None if i is None else subset[i]
 
 
 N_EDGES = (2, 3, 4, 6, 9)  # sample-count buckets of the value table: 1, 2, 3, 4-5, 6-8, 9+
 SCORE_BUCKETS = 5
-PICKERS = ("prm", "weighted", "majority")  # what adaptive search may pick with (the best by the gain curves)
 
 
 def replay(solutions: Sequence[ScoredSolution], selector: str, equal: Equal) -> list[tuple[PickState, bool]]:
@@ -152,12 +111,12 @@ def replay(solutions: Sequence[ScoredSolution], selector: str, equal: Equal) -> 
     out = []
     for n in range(1, len(solutions) + 1):
         seen = solutions[:n]
-        pick = _pick(selector, seen, equal, None, None)
-        if pick is None:
+        chosen = _pick(selector, seen, equal)
+        if chosen is None:
             out.append((PickState(n, 0.0, False), False))
             continue
-        votes = sum(1 for s in seen if s.answer is not None and pick.answer is not None and equal(s.answer, pick.answer))
-        out.append((PickState(n, pick.median if pick.median is not None else 0.0, votes >= 2), pick.correct))
+        votes = votes_for([s.answer for s in seen], seen.index(chosen), equal)
+        out.append((PickState(n, chosen.median if chosen.median is not None else 0.0, votes >= 2), chosen.correct))
     return out
 
 
@@ -168,7 +127,7 @@ def best_selector(gains: dict[str, tuple[GainCurve, ...]]) -> str:
         total = sum(c.questions for c in curves) or 1
         return sum(c.questions * (sum(c.accuracy) / len(c.accuracy) if c.accuracy else 0.0) for c in curves) / total
 
-    return max((s for s in PICKERS if s in gains), key=lambda s: area(gains[s]))
+    return max((s for s in SELECTORS if s in gains), key=lambda s: area(gains[s]))
 
 
 def fit_values(questions: Sequence[CalibrationQuestion], model: AnswerModel, selector: str, equal: Equal, *,
@@ -223,8 +182,7 @@ def _isotonic(values: Sequence[float], weights: Sequence[float]) -> list[float]:
     return [b[0] for b in blocks for _ in range(int(b[2]))]
 
 
-def gain_curve(questions: Sequence[CalibrationQuestion], selector: str, equal: Equal, model: AnswerModel | None = None,
-               seed: int = 0) -> GainCurve:
+def gain_curve(questions: Sequence[CalibrationQuestion], selector: str, equal: Equal, seed: int = 0) -> GainCurve:
     """Accuracy of ``selector`` with n = 1..max samples, averaged over questions and subsets."""
     rng = random.Random(seed)
     longest = max((len(q.solutions) for q in questions), default=0)
@@ -235,16 +193,14 @@ def gain_curve(questions: Sequence[CalibrationQuestion], selector: str, equal: E
             m = len(q.solutions)
             if m < n:
                 continue
-            qm = model.for_question([q.question_median], [0.5]) if selector == "posterior" and model else None
-            moments = Moments(qm.prior, n + 1) if qm is not None else None
             if math.comb(m, n) <= MAX_SUBSETS:
                 subsets = list(itertools.combinations(range(m), n))
             else:
                 subsets = [tuple(sorted(rng.sample(range(m), n))) for _ in range(MAX_SUBSETS)]
             right = 0
             for idx in subsets:
-                pick = _pick(selector, [q.solutions[i] for i in idx], equal, qm, moments)
-                right += bool(pick is not None and pick.correct)
+                chosen = _pick(selector, [q.solutions[i] for i in idx], equal)
+                right += bool(chosen is not None and chosen.correct)
             total += right / len(subsets)
             count += 1
         if count:
@@ -330,7 +286,7 @@ def fit_answer_model(questions: Sequence[CalibrationQuestion], equal: Equal, *, 
         curves = []
         for b in range(len(q_edges) + 1):
             members = [q for q, qb in zip(questions, bins, strict=True) if qb == b]
-            curves.append(gain_curve(members, selector, equal, model) if members else GainCurve((), 0))
+            curves.append(gain_curve(members, selector, equal) if members else GainCurve((), 0))
         gains[selector] = tuple(curves)
     selector = best_selector(gains)
     values = fit_values(questions, model, selector, equal)

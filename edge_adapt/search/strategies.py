@@ -24,7 +24,14 @@ from edge_adapt.search.answer_model import AnswerModel, Evidence, Moments, PickS
 from edge_adapt.search.ias import beams_to_keep, clip_probability, expansion_width, n_samples
 from edge_adapt.search.types import Candidate, Cost, Decision, SearchResult
 from edge_adapt.search.value_sampling import ValueSampling, next_round
-from edge_adapt.search.voting import best_scored, group_answers, majority_confidence, majority_vote, weighted_vote
+from edge_adapt.search.voting import (
+    best_scored,
+    group_answers,
+    majority_confidence,
+    majority_vote,
+    votes_for,
+    weighted_vote,
+)
 from edge_adapt.tasks import Problem, Task
 from edge_adapt.tasks.grading import answers_equal
 
@@ -365,7 +372,7 @@ class _Run:
         if pick is None:
             return PickState(len(self.candidates), 0.0, False)
         chosen = self.candidates[pick]
-        votes = sum(1 for c in self.candidates if c.answer is not None and chosen.answer is not None and self.s._equal(c.answer, chosen.answer))
+        votes = votes_for([c.answer for c in self.candidates], pick, self.s._equal)
         return PickState(len(self.candidates), chosen.final.median if chosen.final is not None else 0.0, votes >= 2)
 
     # -- beam search ------------------------------------------------------------------------------

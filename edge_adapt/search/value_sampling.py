@@ -4,9 +4,10 @@ Instance-adaptive scaling sizes N so that *some* sample is right (coverage). A u
 *picked* answer, and with a small PRM the picker, not coverage, bounds accuracy: past a few
 samples, more of them buy nothing, and coverage gives the hardest questions the most samples.
 This strategy instead asks, before every round, what one or two more samples would add to the
-probability that the picked answer is right (:mod:`edge_adapt.search.answer_model`: a calibrated
-prior from the PRM's question score, answer agreement, and the PRM's scores of the finished
-samples), and draws them only while that gain exceeds their cost times a price.
+probability that the picked answer is right, and draws them only while that gain exceeds their
+cost times a price. The gains come from the value table calibrated for this PRM
+(:mod:`edge_adapt.search.answer_model`: measured in states like the current one: samples drawn,
+the pick's score, agreement), or, without one, from the Bayesian fallback's lookahead.
 
 One knob, ``price``, in accuracy points per 1,000 tokens of work (a sample's generated tokens
 plus its PRM tokens at ``prm_token_weight``: reading a token is a fraction of what writing one
@@ -19,8 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge_adapt.energy.cost_model import DEFAULT_COST_MODELS
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.search.answer_model import Evidence, Moments, PickState, QuestionModel, expected_accuracy, posterior
+
+# what reading a token costs the PRM against writing one, by the default CPU cost model
+_PRM_TOKEN_WEIGHT = round(DEFAULT_COST_MODELS["cpu"].j_per_prm_token / DEFAULT_COST_MODELS["cpu"].j_per_generated_token, 6)
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class ValueSampling:
     n_max: int = 16
     stop_at: float = 0.98  # stop at once when the picked answer is at least this likely right
     lookahead: int = 2  # rounds of 1..lookahead samples are weighed (a vote's second sample may only tie)
-    prm_token_weight: float = 0.1  # a PRM token's cost in generated tokens (default CPU cost model: 0.001 J / 0.01 J)
+    prm_token_weight: float = _PRM_TOKEN_WEIGHT  # a PRM token's cost in generated tokens
     use_prm: bool = True  # score finished samples with the PRM (evidence); False: agreement and the prior only
     select: str = "auto"  # the calibrated pick (the PRM folder's selector_model.json says which), else the posterior
     name: str = "adaptive"

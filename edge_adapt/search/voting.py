@@ -6,20 +6,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from edge_adapt.errors import SamplingConfigError
 from edge_adapt.search.types import Candidate
 
 Equal = Callable[[str | None, str], bool]
 
 
-def group_answers(candidates: Sequence[Candidate], equal: Equal) -> list[list[int]]:
-    """Indices of candidates grouped by equivalent answer (first member's answer is the key);
-    candidates without an answer are left out."""
+def group_indices(answers: Sequence[str | None], equal: Equal) -> list[list[int]]:
+    """Indices grouped by equivalent answer (a group's first member's answer is its key); ``None``
+    (no answer) joins no group."""
     groups: list[list[int]] = []
-    for i, c in enumerate(candidates):
-        if c.answer is None:
+    for i, a in enumerate(answers):
+        if a is None:
             continue
         for group in groups:
-            if equal(c.answer, candidates[group[0]].answer):
+            if equal(a, answers[group[0]]):  # type: ignore[arg-type]
                 group.append(i)
                 break
         else:
@@ -27,29 +28,59 @@ def group_answers(candidates: Sequence[Candidate], equal: Equal) -> list[list[in
     return groups
 
 
+def pick(how: str, answers: Sequence[str | None], scores: Sequence[float | None], equal: Equal) -> int | None:
+    """The index a selector answers with, from the answers and last-step PRM medians alone (search
+    picks with it, and the offline calibration replays the same rule):
+
+    - ``prm``: the highest score (the first on ties; unscored samples are not candidates);
+    - ``majority``: the first sample of the most frequent answer (ties: the earliest group);
+    - ``weighted``: the answer whose scores sum highest, its best-scored sample.
+    """
+    if how == "prm":
+        scored = [i for i, sc in enumerate(scores) if sc is not None]
+        return max(scored, key=lambda i: scores[i]) if scored else None  # type: ignore[arg-type, return-value]
+    if how not in ("majority", "weighted"):
+        raise SamplingConfigError(f"unknown selection {how!r}; choose prm, weighted or majority")
+    groups = group_indices(answers, equal)
+    if not groups:
+        return None
+    if how == "majority":
+        return max(groups, key=len)[0]
+
+    def score(i: int) -> float:
+        return scores[i] or 0.0
+
+    return max(max(groups, key=lambda g: sum(score(i) for i in g)), key=score)
+
+
+def votes_for(answers: Sequence[str | None], index: int, equal: Equal) -> int:
+    """How many samples gave the answer of sample ``index`` (itself included; 0 if it has none)."""
+    mine = answers[index]
+    return 0 if mine is None else sum(1 for a in answers if a is not None and equal(a, mine))
+
+
+def _medians(candidates: Sequence[Candidate]) -> list[float | None]:
+    return [c.final.median if c.final is not None else None for c in candidates]
+
+
+def group_answers(candidates: Sequence[Candidate], equal: Equal) -> list[list[int]]:
+    """Indices of candidates grouped by equivalent answer; candidates without an answer are left out."""
+    return group_indices([c.answer for c in candidates], equal)
+
+
 def majority_vote(candidates: Sequence[Candidate], equal: Equal) -> int | None:
     """The first candidate of the most frequent answer (ties: the earliest group), or None."""
-    groups = group_answers(candidates, equal)
-    return max(groups, key=len)[0] if groups else None
+    return pick("majority", [c.answer for c in candidates], _medians(candidates), equal)
 
 
 def weighted_vote(candidates: Sequence[Candidate], equal: Equal) -> int | None:
     """The answer whose candidates' PRM medians sum highest; returns its best-scored candidate."""
-    groups = group_answers(candidates, equal)
-    if not groups:
-        return None
-
-    def score(i: int) -> float:
-        return candidates[i].final.median if candidates[i].final is not None else 0.0
-
-    best = max(groups, key=lambda g: sum(score(i) for i in g))
-    return max(best, key=score)
+    return pick("weighted", [c.answer for c in candidates], _medians(candidates), equal)
 
 
 def best_scored(candidates: Sequence[Candidate]) -> int | None:
     """The candidate with the highest PRM median at its last step."""
-    scored = [i for i, c in enumerate(candidates) if c.final is not None]
-    return max(scored, key=lambda i: candidates[i].final.median) if scored else None
+    return pick("prm", [c.answer for c in candidates], _medians(candidates), lambda a, b: a == b)
 
 
 def majority_confidence(votes: Sequence[int]) -> float:
