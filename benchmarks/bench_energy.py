@@ -11,7 +11,10 @@
    averaged over the PRM's quantiles of p (edge_adapt/batch_allocation.py says why each step
    matters); and with the majority vote's gain curves measured offline for this PRM (the ones
    adaptive search is calibrated with, selector_model.json), by the question's median. Every plan is held to the total: a question whose planned cost no longer fits is
-   cut (in the same shuffled order for all). Prints correct answers and joules spent for each.
+   cut (in the same shuffled order for all). And, planned as it goes, adaptive search (the
+   ``solve`` default, its calibrated pick, its PRM work charged) with its price paced to the
+   battery (``BatteryPacer``): it also sees each question's samples, not only the question's
+   score. Prints correct answers and joules spent for each.
 
     python benchmarks/bench_energy.py --latency 0.6     # 500 test problems (12-15 minutes on 2 CPU cores)
     python benchmarks/bench_energy.py --per-level 20    # quicker
@@ -30,6 +33,7 @@ from rich.table import Table
 
 from edge_adapt.batch_allocation import (
     AnyCorrect,
+    BatteryPacer,
     CalibratedSelection,
     PluralityVote,
     SuccessBelief,
@@ -41,7 +45,7 @@ from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
 from edge_adapt.models import load_default_models
 from edge_adapt.policy import Budget, EnergyPolicy
 from edge_adapt.prm import QuantilePRM
-from edge_adapt.search import BestOfN, IASBestOfN, Searcher, SearchResult, SearchSettings
+from edge_adapt.search import BestOfN, IASBestOfN, Searcher, SearchResult, SearchSettings, ValueSampling
 from edge_adapt.tasks import ArithmeticTask, Problem
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
 
@@ -79,7 +83,30 @@ def execute(searcher: Searcher, problems: list[Problem], samples: tuple[int, ...
     return correct, spent, cut
 
 
-def battery_comparison(searcher: Searcher, prm: QuantilePRM, meter: Meter, problems: list[Problem],
+def execute_paced(searcher: Searcher, policy: EnergyPolicy, problems: list[Problem], costs: list[float], fixed: float, total: float,
+                  order: list[int], seed: int) -> tuple[int, float, int, float]:
+    """Adaptive search over the questions in ``order``, its price paced to spend ``total`` by the
+    last one; each question is also capped by what is left. Returns (correct, joules spent,
+    questions cut, mean samples)."""
+    pacer = BatteryPacer(total, len(problems))
+    correct, cut, samples = 0, 0, 0
+    try:
+        for i in order:
+            if pacer.spent + fixed + costs[i] > total:
+                cut += 1
+                pacer.record(0.0)
+                continue
+            policy.budget = Budget(energy_j=pacer.left, safety=1.0)
+            r = searcher.run(ValueSampling(price=pacer.price), problems[i], seed=seed + i)
+            pacer.record(r.cost.joules)
+            samples += r.cost.samples
+            correct += bool(r.answer) and r.answer == problems[i].answer
+    finally:
+        policy.budget = Budget()
+    return correct, pacer.spent, cut, samples / len(problems)
+
+
+def battery_comparison(searcher: Searcher, policy: EnergyPolicy, prm: QuantilePRM, meter: Meter, problems: list[Problem],
                        one: list[tuple[Problem, SearchResult]], many: list[tuple[Problem, SearchResult]],
                        samples_per_question: float, seed: int) -> Table:
     """One total energy budget over the split: the same samples per question vs allocation by
@@ -111,6 +138,10 @@ def battery_comparison(searcher: Searcher, prm: QuantilePRM, meter: Meter, probl
         correct, spent, cut = execute(searcher, problems, samples, costs, fixed, total, spent_before, order, seed)
         table.add_row(label, str(correct), f"{correct / len(problems):.1%}", f"{spent:.1f}",
                       "yes" if spent <= total else f"no (+{spent / total - 1:.1%})", str(samples.count(0)), str(cut))
+    correct, spent, cut, mean_samples = execute_paced(searcher, policy, problems, costs, fixed, total, order, seed)
+    table.add_row(f"adaptive search (solve's default), price paced to the battery ({mean_samples:.2f} samples/q)", str(correct),
+                  f"{correct / len(problems):.1%}", f"{spent:.1f}", "yes" if spent <= total else f"no (+{spent / total - 1:.1%})",
+                  "-", str(cut))
     return table
 
 
@@ -171,7 +202,7 @@ def main() -> None:
             # -- a battery's worth over the whole split ---------------------------------------------
             policy.budget = Budget()
             for per_question in args.samples_per_question:
-                console.print(battery_comparison(searcher, prm, meter, problems, single, reference, per_question, args.seed))
+                console.print(battery_comparison(searcher, policy, prm, meter, problems, single, reference, per_question, args.seed))
 
 
 if __name__ == "__main__":

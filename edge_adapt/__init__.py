@@ -3,6 +3,8 @@
 from edge_adapt.batch_allocation import (
     AnyCorrect,
     BatchAllocation,
+    BatteryPacer,
+    CalibratedSelection,
     PluralityVote,
     SuccessBelief,
     allocate_batch,
@@ -58,6 +60,8 @@ __all__ = [
     "AnyCorrect",
     "ArithmeticTask",
     "BatchAllocation",
+    "BatteryPacer",
+    "CalibratedSelection",
     "BeamSearch",
     "BestOfN",
     "BranchCapacityError",

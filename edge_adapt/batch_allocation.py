@@ -226,3 +226,45 @@ def even_allocation(n_questions: int, joules_per_sample: float, total_joules: fl
     per = math.floor(per_question / joules_per_sample + 1e-9) if joules_per_sample > 0 and per_question > 0 else 0
     spent = n_questions * (per * joules_per_sample + (first_sample_joules if per else 0.0))
     return BatchAllocation((per,) * n_questions, float("nan"), spent, "even")
+
+
+@dataclass
+class BatteryPacer:
+    """The price that makes adaptive search spend one battery evenly over a queue of questions.
+
+    A plan made up front (:func:`allocate_batch`) knows each question only by its PRM score;
+    adaptive search also sees its samples (agreement, their scores) and stops where they settle.
+    Run over a queue under one battery, it needs a price that spends the battery by the last
+    question: after each question the price is scaled by how far spending is ahead of (dearer)
+    or behind (cheaper) an even pace, ``total * done / questions``, at most by ``max_step`` per
+    question. Not frozen: it is the queue's running state."""
+
+    total_joules: float
+    questions: int
+    price: float = 8.0  # the adaptive strategy's price to start from (accuracy points per 1,000 tokens)
+    max_step: float = 1.5
+    floor: float = 0.25
+    ceiling: float = 1024.0
+    spent: float = 0.0
+    done: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.total_joules > 0 or self.questions < 1:
+            raise BudgetError(f"a battery needs positive joules and at least one question, got {self.total_joules} J "
+                              f"for {self.questions}")
+        if not self.max_step > 1 or not 0 < self.floor <= self.price <= self.ceiling:
+            raise BudgetError(f"pacing needs max_step > 1 and floor <= price <= ceiling, got {self.max_step}, "
+                              f"{self.floor} <= {self.price} <= {self.ceiling}")
+
+    @property
+    def left(self) -> float:
+        return self.total_joules - self.spent
+
+    def record(self, joules: float) -> float:
+        """Account one answered (or skipped, 0 J) question; returns the price for the next."""
+        self.spent += max(float(joules), 0.0)
+        self.done += 1
+        pace = self.total_joules * self.done / self.questions
+        ratio = min(max(self.spent / pace, 1.0 / self.max_step), self.max_step) if pace > 0 else self.max_step
+        self.price = min(max(self.price * ratio, self.floor), self.ceiling)
+        return self.price

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_adapt.batch_allocation import AnyCorrect, PluralityVote, SuccessBelief, allocate_batch, even_allocation
+from edge_adapt.batch_allocation import AnyCorrect, BatteryPacer, PluralityVote, SuccessBelief, allocate_batch, even_allocation
 from edge_adapt.energy import DEFAULT_COST_MODELS, CostModel, CostSample, Usage, fit_cost_model, open_meter
 from edge_adapt.energy.meters import EstimateMeter
 from edge_adapt.errors import BudgetError, MeterError
@@ -290,3 +290,17 @@ def test_an_even_split_of_exactly_k_samples_worth_gives_k_samples() -> None:
     for k in (1, 2, 4):
         total = 500 * 0.48 + k * sum(costs)
         assert even_allocation(500, sum(costs) / 500, total, first_sample_joules=0.48).samples == (k,) * 500
+
+
+def test_battery_pacer_raises_the_price_when_ahead_of_pace_and_lowers_it_when_behind() -> None:
+    pacer = BatteryPacer(100.0, 10, price=8.0, max_step=1.5)
+    assert pacer.record(15.0) == pytest.approx(8.0 * 1.5)  # 15 J against a pace of 10: dearer, by at most 1.5x
+    assert pacer.record(5.0) == pytest.approx(12.0)  # 20 J after two: on pace, unchanged
+    assert pacer.record(0.0) == pytest.approx(12.0 / (30 / 20))  # skipped: 20 J against 30, cheaper
+    assert pacer.left == pytest.approx(80.0) and pacer.done == 3
+    floor = BatteryPacer(100.0, 10, price=0.3, floor=0.25)
+    assert floor.record(0.0) == 0.25  # never below the floor
+    with pytest.raises(BudgetError, match="positive joules"):
+        BatteryPacer(0.0, 10)
+    with pytest.raises(BudgetError, match="max_step > 1"):
+        BatteryPacer(10.0, 10, max_step=1.0)

@@ -109,6 +109,27 @@ def test_siblings_share_the_prefix_and_decode_in_one_batch(gen: Generator, rando
     assert gen.kv_cells_used == 0 and gen.free_sequences == 16
 
 
+def test_per_sequence_streams_branch_by_copying_and_stop_at_their_stream(random_gguf: Path) -> None:
+    """kv_unified=False: each branch copies its parent's stream and still computes what a lone
+    sequence would; a path ends where its own stream (n_ctx / n_seq_max cells) is full."""
+    with Generator(random_gguf, GeneratorConfig(n_ctx=512, n_seq_max=4, kv_unified=False, **EXACT)) as g:
+        assert g.seq_ctx == g.n_ctx // 4, (g.seq_ctx, g.n_ctx)
+        root = g.prefill(PROMPT, seed=1)
+        first = g.expand([root], 2, sampling=HOT, rules=NO_DELIMITER).children
+        live = [c for c in first if c.is_live]
+        g.release(root)
+        second = g.expand(live[:1], 2, sampling=HOT, rules=NO_DELIMITER).children
+        for node in first + second:
+            assert_matches_sequential(random_gguf, node)
+        g.release(*live, *second)
+        long_rules = StepRules(delimiter="\x00\x01", max_step_tokens=1000, max_new_tokens=1000)
+        near_full = g.vocab.tokenize(PROMPT * 10, add_special=False)[: g.seq_ctx - 8]
+        done = g.complete([g.prefill(near_full, seed=2)], 1, sampling=HOT, rules=long_rules)[0]
+        assert done[0].end is StepEnd.CONTEXT and done[0].n_past == g.seq_ctx - 1
+        with pytest.raises(ContextOverflowError, match=rf"the context holds {g.seq_ctx}\b"):
+            g.prefill(g.vocab.tokenize(PROMPT * 10, add_special=False)[: g.seq_ctx + 1])
+
+
 def test_a_seed_reproduces_a_run_exactly(random_gguf: Path) -> None:
     def run(seed: int) -> list[tuple[int, ...]]:
         with Generator(random_gguf, GeneratorConfig(n_ctx=512, n_seq_max=16)) as g:

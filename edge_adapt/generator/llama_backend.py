@@ -215,14 +215,17 @@ class ContextSettings:
     flash_attn: bool | None = None  # None: let llama.cpp decide
     offload_kqv: bool = True
     kv_type: str = "f16"  # KV cache precision: f16 (llama.cpp's default), f32 (exact checks), q8_0 (half the memory)
+    kv_unified: bool = True  # one KV pool shared by all sequences; False: one stream of n_ctx / n_seq_max cells each
 
 
 class LlamaContext:
-    """A llama.cpp context with a *unified* KV cache holding ``n_seq_max`` sequences.
+    """A llama.cpp context whose KV cache holds ``n_seq_max`` sequences.
 
-    ``kv_unified=True`` is what makes branching free: ``seq_cp`` then tags the parent's cells
+    Unified (the default) is what makes branching free: ``seq_cp`` then tags the parent's cells
     with the child's sequence id instead of copying them, and the cells of all sequences come
-    from one pool of ``n_ctx``. With per-sequence streams a batch can fail to find KV slots.
+    from one pool of ``n_ctx``; but every token then attends over the cells of every branch.
+    Per-sequence streams (``kv_unified=False``) give each sequence ``n_ctx / n_seq_max`` cells of
+    its own: ``seq_cp`` copies the parent's stream, and a token attends over its own stream only.
     """
 
     def __init__(self, model: LlamaModel, settings: ContextSettings) -> None:
@@ -233,7 +236,7 @@ class LlamaContext:
         params.n_seq_max = settings.n_seq_max
         params.n_threads = settings.n_threads
         params.n_threads_batch = settings.n_threads_batch
-        params.kv_unified = True
+        params.kv_unified = settings.kv_unified
         params.offload_kqv = settings.offload_kqv
         params.no_perf = True
         params.type_k = params.type_v = KV_TYPES[settings.kv_type]
@@ -253,6 +256,7 @@ class LlamaContext:
         self.model = model
         self.memory = llama_cpp.llama_get_memory(ptr)
         self.n_ctx = int(llama_cpp.llama_n_ctx(ptr))
+        self.n_ctx_seq = int(llama_cpp.llama_n_ctx_seq(ptr))  # what one sequence can hold
         self.n_batch = int(llama_cpp.llama_n_batch(ptr))
         self.n_seq_max = int(llama_cpp.llama_n_seq_max(ptr))
 

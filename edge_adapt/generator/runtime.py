@@ -64,6 +64,10 @@ class GeneratorConfig:
     main_gpu: int = 0
     flash_attn: bool | None = None  # None: llama.cpp decides
     kv_type: str = "f16"  # KV cache precision: "f16", "f32" (exact), "q8_0" (half the memory; needs flash attention)
+    # one KV pool for all branches (a branch costs nothing, shares its prefix) or one stream of
+    # n_ctx / n_seq_max cells per sequence (a branch copies its parent's stream; attention reads
+    # only its own); benchmarks/bench_kv.py measures both
+    kv_unified: bool = True
     use_mmap: bool = True
 
     def __post_init__(self) -> None:
@@ -212,12 +216,15 @@ class Generator:
                 n_threads_batch=cfg.n_threads_batch or threads,
                 flash_attn=cfg.flash_attn,
                 kv_type=cfg.kv_type,
+                kv_unified=cfg.kv_unified,
             ),
         )
         # n_ctx is the KV pool shared by all branches (unified cache), so a large one is no sign of
         # trouble; a single path longer than the model's training context is (see _past_training).
         self._warned_past_training = False
         self.n_ctx = self.ctx.n_ctx
+        # the cells one path can hold: the whole pool, or its own stream
+        self.seq_ctx = self.ctx.n_ctx_seq
         self._batch = Batch(self.ctx.n_batch, self.ctx.n_seq_max)
         self._candidates = CandidateBuffer(self.vocab.n_tokens)
         self._free_seqs = list(range(self.ctx.n_seq_max - 1, -1, -1))
@@ -241,6 +248,10 @@ class Generator:
 
     @property
     def kv_cells_free(self) -> int:
+        """Free cells of the shared pool (unified cache); with per-sequence streams every
+        sequence has ``seq_ctx`` cells of its own and the pool never runs out first."""
+        if not self.config.kv_unified:
+            return self.n_ctx
         return self.n_ctx - self._cells_used
 
     # -- building the tree --------------------------------------------------------------------
@@ -269,7 +280,7 @@ class Generator:
                 raise EdgeAdaptError(f"token ids {bad[:5]} are outside the vocabulary (0..{self.vocab.n_tokens - 1})")
         if not tokens:
             raise EdgeAdaptError("the prompt is empty (and the model adds no BOS token); give it some text")
-        check_fits(len(tokens), self.n_ctx, self.model.n_ctx_train)
+        check_fits(len(tokens), self.seq_ctx, self.model.n_ctx_train)
         node = Node(
             id=next(self._ids),
             parent=None,
@@ -291,7 +302,7 @@ class Generator:
         tokens = self.vocab.tokenize(text, add_special=False, parse_special=parse_special)
         if not tokens:
             raise EdgeAdaptError("extend() needs non-empty text")
-        check_fits(node.n_past + len(tokens), self.n_ctx, self.model.n_ctx_train, what="prompt plus forced text")
+        check_fits(node.n_past + len(tokens), self.seq_ctx, self.model.n_ctx_train, what="prompt plus forced text")
         assert node._seeds is not None
         child = Node(
             id=next(self._ids),
@@ -494,6 +505,11 @@ class Generator:
                 f"no free sequence for a new {what}: all n_seq_max={self.ctx.n_seq_max} are held by live "
                 "nodes; release nodes or raise n_seq_max."
             )
+        if not self.config.kv_unified and node.n_past + len(tokens) > self.seq_ctx:
+            raise ContextOverflowError(
+                f"the {what} needs {len(tokens)} KV cells after {node.n_past} but a sequence holds {self.seq_ctx} "
+                f"(n_ctx={self.n_ctx} split over n_seq_max={self.ctx.n_seq_max} streams); raise n_ctx."
+            )
         if len(tokens) > self.kv_cells_free:
             raise ContextOverflowError(
                 f"the {what} needs {len(tokens)} KV cells but only {self.kv_cells_free} of n_ctx={self.n_ctx} "
@@ -541,7 +557,7 @@ class Generator:
                 b.logprobs.append(logprob)
                 stats.generated_tokens += 1
                 end = b.scanner.push(self.vocab.piece(token), self.vocab.is_eog(token))
-                if (end is None or not end.ends_solution) and b.node.n_past + 1 >= self.n_ctx:
+                if (end is None or not end.ends_solution) and b.node.n_past + 1 >= self.seq_ctx:
                     end = StepEnd.CONTEXT
                 if end is not None:
                     self._finish(b, end, started)
