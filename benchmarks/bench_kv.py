@@ -10,6 +10,10 @@ layout the KV memory, the generation seconds per question (min and median) and p
 token, and whether the samples were the same as the first layout's.
 
     python benchmarks/bench_kv.py [--questions 24] [--repeats 2] [-s best_of_n:n=16 -s adaptive:price=8]
+    python benchmarks/bench_kv.py --generator SmolLM2-135M-Instruct.Q4_1.gguf --questions 6 --repeats 1 -s best_of_n:n=16
+
+With ``--generator`` another GGUF decodes the default task's prompts (the shipped PRM still
+scores them): a deeper model spends more of each token on attention, where the layout matters more.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ import statistics
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import llama_cpp
 
-from edge_adapt.generator import Generator, GeneratorConfig
+from edge_adapt.generator import Generator, GeneratorConfig, StepRules
 from edge_adapt.models import load_default_models
 from edge_adapt.prm import QuantilePRM
-from edge_adapt.search import Searcher, sequences_needed
+from edge_adapt.search import Searcher, Strategy, kv_cells_needed, sequences_needed
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL, ArithmeticTask
 
@@ -37,13 +42,16 @@ class Layout:
     name: str
     unified: bool
     n_ctx: int
+    clear: bool = False  # clear the cache before each search (llama.cpp then places cells from the start)
 
 
-def layouts(n_seq: int, n: int, max_new_tokens: int) -> list[Layout]:
-    path = PROMPT_ROOM + max_new_tokens  # the longest path one search can make
+def layouts(strategy: Strategy, rules: StepRules) -> list[Layout]:
+    n_seq = sequences_needed(strategy)
+    path = PROMPT_ROOM + rules.max_new_tokens  # the longest path one search can make
     return [
         Layout("unified, max(8192, 160 x n_seq) (the old default)", True, max(8192, 160 * n_seq)),
-        Layout("unified, sized to the search (prompt + n x longest solution)", True, PROMPT_ROOM + n * max_new_tokens),
+        Layout("unified, max(8192, 160 x n_seq), cleared before each search", True, max(8192, 160 * n_seq), clear=True),
+        Layout("unified, sized to the search: kv_cells_needed (the default)", True, kv_cells_needed(strategy, rules)),
         Layout("per-sequence streams, one longest path each", False, n_seq * path),
     ]
 
@@ -61,30 +69,32 @@ def main() -> int:
     parser.add_argument("--questions", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("-s", "--strategy", action="append", help="strategy specs (default: best_of_n:n=16 and adaptive:price=8)")
+    parser.add_argument("--generator", help="GGUF to decode with (default: the shipped generator)")
     args = parser.parse_args()
     specs = args.strategy or ["best_of_n:n=16", "adaptive:price=8"]
     task = ArithmeticTask()
     split = task.problems("test", list(TEST_PER_LEVEL))
     problems = [split[(i * len(split)) // args.questions] for i in range(args.questions)]
     models = load_default_models()
-    max_new = task.step_rules.max_new_tokens
+    generator = args.generator or models.generator
     for spec in specs:
         strategy = parse_spec(spec)
         n_seq = sequences_needed(strategy)
-        n = getattr(strategy, "n", None) or getattr(strategy, "n_max", None) or n_seq
-        plan = layouts(n_seq, n, max_new)
+        plan = layouts(strategy, task.step_rules)
         runs: dict[Layout, list[tuple[float, int, tuple]]] = {lay: [] for lay in plan}
         with ExitStack() as stack:
             searchers, memory = {}, {}
             prm = QuantilePRM(models.prm, spin=False)
             for lay in plan:
-                gen = stack.enter_context(Generator(models.generator, GeneratorConfig(n_ctx=lay.n_ctx, n_seq_max=n_seq, kv_unified=lay.unified)))
+                gen = stack.enter_context(Generator(generator, GeneratorConfig(n_ctx=lay.n_ctx, n_seq_max=n_seq, kv_unified=lay.unified)))
                 searchers[lay], memory[lay] = Searcher(gen, prm, task), kv_mib(gen)
             for lay in plan:  # warm-up: first calls allocate
                 searchers[lay].run(strategy, problems[0], seed=0)
             for rep in range(args.repeats):
                 for i, problem in enumerate(problems):
                     for lay in plan:
+                        if lay.clear:
+                            searchers[lay].generator.reset()
                         result = searchers[lay].run(strategy, problem, seed=rep * 1000 + i)
                         runs[lay].append((result.cost.generation_s, result.cost.generated_tokens,
                                           tuple(c.text for c in result.candidates)))
@@ -93,7 +103,8 @@ def main() -> int:
         print(file=sys.stderr)
         base = plan[0]
         base_median = statistics.median(r[0] for r in runs[base])
-        print(f"\n{spec} (n_seq_max {n_seq}), {len(problems)} questions x {args.repeats}; generation seconds per question")
+        print(f"\n{spec} on {Path(generator).name} (n_seq_max {n_seq}), {len(problems)} questions x {args.repeats}; "
+              "generation seconds per question")
         print("| layout | n_ctx | KV MiB | min s | median s | vs first | ms / generated token | same samples |")
         print("|---|---|---|---|---|---|---|---|")
         for lay in plan:

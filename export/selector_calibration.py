@@ -95,15 +95,22 @@ def sample_questions(generator: str | os.PathLike[str], prm: QuantilePRM, task: 
 
 def calibrate_selector(prm_folder: str | os.PathLike[str], calibration: str | os.PathLike[str], task: Task | None = None, *,
                        threads: int | None = None, all_questions: bool = False, generator: str | os.PathLike[str] | None = None,
-                       fresh_per_level: int = 0, samples: int = 16, seed: int = 0,
+                       fresh_per_level: int = 0, samples: int = 16, seed: int = 0, temperature: float | None = None,
                        progress: Callable[[int, int], None] = lambda done, total: None) -> AnswerModel:
     """Fit the answer model for the PRM in ``prm_folder`` and save it there; returns it.
 
     With ``generator`` and ``fresh_per_level``, ``samples`` solutions of that many fresh questions
     per level are drawn too: the calibration file's questions the PRM never trained on are few
     (a fifth of them, or two fifths with a likelihood term), and the gain curves and the score
-    evidence per question bin need more."""
+    evidence per question bin need more. They are sampled at the file's temperature, or at
+    ``temperature``: the answer model holds for the temperature search samples at, so with a
+    different one only the fresh questions are used."""
     records = [r for r in read_records(calibration) if r.origin == "sample"]
+    file_temperature = float(records[0].generator.get("temperature", 0.7)) if records else 0.7
+    temperature = file_temperature if temperature is None else float(temperature)
+    if temperature != file_temperature and not (generator is not None and fresh_per_level > 0):
+        raise EdgeAdaptError(f"{calibration} was sampled at temperature {file_temperature:g}; an answer model for {temperature:g} "
+                             "is fitted on fresh questions only: pass --generator and --fresh-per-level too")
     task = task or _task_of(records)
     extract = task.extract_answer if task is not None else extract_answer
     prm = QuantilePRM(prm_folder, threads=threads)
@@ -112,6 +119,9 @@ def calibrate_selector(prm_folder: str | os.PathLike[str], calibration: str | os
     for r in records:
         if r.question_id in ids:
             by_question[r.question_id].append(r)
+    if temperature != file_temperature:
+        by_question.clear()
+        how = f"no file questions (sampled at temperature {file_temperature:g}, not {temperature:g})"
     questions = []
     for done, rs in enumerate(by_question.values(), start=1):
         complete = [r for r in rs if r.complete]
@@ -131,12 +141,12 @@ def calibrate_selector(prm_folder: str | os.PathLike[str], calibration: str | os
             raise EdgeAdaptError(f"{calibration}: fresh questions for a file task come from your file: pass the task with its --data")
         problems = fresh_problems(task, {r.question for r in records}, fresh_per_level)
         questions += sample_questions(generator, prm, task, problems, samples, seed=seed, threads=threads, progress=progress,
-                                      temperature=float(records[0].generator.get("temperature", 0.7)) if records else 0.7)
+                                      temperature=temperature)
         how += f", and {len(problems)} fresh questions x {samples} samples"
     if len(questions) < 2:
         raise EdgeAdaptError(f"{calibration}: only {len(questions)} usable questions ({how}); need more calibration questions.")
     model = fit_answer_model(questions, answers_equal, provenance={
-        "calibration": Path(calibration).name, "used": how, "prm_variant": prm.variant})
+        "calibration": Path(calibration).name, "used": how, "prm_variant": prm.variant, "temperature": temperature})
     model.save(prm_folder)
     log.info("selector model for %s: %d questions, alpha %.3g", prm_folder, len(questions), model.concentration)
     return model

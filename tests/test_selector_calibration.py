@@ -36,6 +36,8 @@ def test_export_selector_refuses_what_it_cannot_use(llama_prm, synthetic_calib, 
     assert fresh_without_generator.exit_code == 2 and "--generator" in fresh_without_generator.output
     no_data = CliRunner().invoke(main, ["export", "selector", str(prm_dir), "-c", str(synthetic_calib), "--task", "gsm8k"])
     assert no_data.exit_code == 2 and "--data" in no_data.output
+    other_temperature = CliRunner().invoke(main, ["export", "selector", str(prm_dir), "-c", str(synthetic_calib), "--temperature", "1.3"])
+    assert other_temperature.exit_code == 1 and "fresh questions only" in other_temperature.output
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     result = CliRunner().invoke(main, ["export", "selector", str(prm_dir), "-c", str(empty)])

@@ -25,7 +25,7 @@ from edge_adapt.models import sha256_of
 from edge_adapt.policy import Budget, EnergyPolicy
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
-from edge_adapt.search import Searcher, SearchResult, SearchSettings, sequences_needed
+from edge_adapt.search import Searcher, SearchResult, SearchSettings, kv_cells_needed, sequences_needed
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import Problem, Task, get_task
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL, ArithmeticTask
@@ -110,8 +110,8 @@ def spread(problems: list[Problem], limit: int) -> list[Problem]:
     return [problems[i] for i in sorted(chosen)]
 
 
-def environment(prm: QuantilePRM, meter_source: str, generator_threads: int) -> dict[str, Any]:
-    """Where the run ran: versions, CPU, GPU offload, PRM provider, thread settings and the meter."""
+def environment(prm: QuantilePRM, meter_source: str, gen: Generator) -> dict[str, Any]:
+    """Where the run ran: versions, CPU, GPU offload, PRM provider, thread and KV settings and the meter."""
     from edge_adapt import __version__
     from edge_adapt.info import environment_report
 
@@ -126,7 +126,9 @@ def environment(prm: QuantilePRM, meter_source: str, generator_threads: int) -> 
         "llama_gpu_offload": env.llama_gpu_offload,
         "prm_provider": prm.provider,
         "prm_variant": prm.variant,
-        "threads": {"generator": generator_threads, "prm": prm.threads or "onnxruntime default (all cores)", "prm_spin": prm.spin},
+        "threads": {"generator": gen.config.n_threads or default_threads(), "prm": prm.threads or "onnxruntime default (all cores)",
+                    "prm_spin": prm.spin},
+        "kv_cache": {"n_ctx": gen.n_ctx, "n_seq_max": gen.ctx.n_seq_max, "unified": gen.config.kv_unified, "type": gen.config.kv_type},
         "meter": meter_source,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -171,7 +173,8 @@ def run_bench(
     strategies = [parse_spec(s) for s in config.strategies]
     budget = Budget(**config.budget) if config.budget else None
     n_seq = max(sequences_needed(s) for s in strategies)
-    gen_config = GeneratorConfig(n_ctx=max(8192, 160 * n_seq), n_seq_max=n_seq, n_threads=config.threads,
+    n_ctx = max(kv_cells_needed(s, task.step_rules) for s in strategies)
+    gen_config = GeneratorConfig(n_ctx=n_ctx, n_seq_max=n_seq, n_threads=config.threads,
                                  n_gpu_layers=config.gpu_layers)
     with Generator(config.generator, gen_config) as gen:
         prm = QuantilePRM(config.prm, threads=config.threads)
@@ -181,7 +184,7 @@ def run_bench(
         meter = open_meter(config.meter, usage=searcher.usage, cost_model=cost_model)
         try:
             searcher.policy = EnergyPolicy(meter, budget or Budget(), searcher.usage)
-            done = folder.open({**config.to_json(), "models_sha256": model_fingerprints(config)}, environment(prm, meter.source, gen_config.n_threads or default_threads()))
+            done = folder.open({**config.to_json(), "models_sha256": model_fingerprints(config)}, environment(prm, meter.source, gen))
             if budget is not None and problems:
                 # measure the device first, so the first budgeted question is sized on measurements
                 warm = task.problems("calibration", 1)[0] if isinstance(task, ArithmeticTask) else problems[0]

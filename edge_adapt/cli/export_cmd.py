@@ -324,9 +324,12 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
               help="The task the calibration file is for (default: what its records name; gsm8k/math need --data).")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0), default=None,
+              help="Sample the fresh questions at this temperature, the one search will use (default: the calibration file's; "
+                   "another one fits on fresh questions only).")
 @click.option("--threads", type=click.IntRange(min=1), help="Generator and ONNX Runtime threads.")
 def selector_cmd(prm_dir: Path, calibration: Path, all_questions: bool, generator_path: Path | None, fresh_per_level: int,
-                 samples: int, task_name: str | None, data: Path | None, seed: int, threads: int | None) -> None:
+                 samples: int, task_name: str | None, data: Path | None, seed: int, temperature: float | None, threads: int | None) -> None:
     """Calibrate adaptive search's answer model for the PRM in PRM_DIR (writes selector_model.json).
 
     `export prm` and the recipe do this already; run it for a PRM folder exported before, which
@@ -353,7 +356,7 @@ def selector_cmd(prm_dir: Path, calibration: Path, all_questions: bool, generato
     calibrate = _load("export.selector_calibration").calibrate_selector
     with err_console.status("scoring the calibration solutions"):
         model = calibrate(prm_dir, calibration, task, threads=threads, all_questions=all_questions, generator=generator_path,
-                          fresh_per_level=fresh_per_level, samples=samples, seed=seed)
+                          fresh_per_level=fresh_per_level, samples=samples, seed=seed, temperature=temperature)
     _print_selector(model)
     console.print(f"[bold green]wrote[/] {prm_dir / 'selector_model.json'}")
 

@@ -16,7 +16,7 @@ from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
 from edge_adapt.policy import Budget, EnergyPolicy
 from edge_adapt.prm import QuantilePRM, Quantiles
-from edge_adapt.search import Searcher, SearchResult, SearchSettings, sequences_needed
+from edge_adapt.search import Searcher, SearchResult, SearchSettings, kv_cells_needed, sequences_needed
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
 from edge_adapt.tasks.arithmetic import ArithmeticTask, solve
@@ -101,8 +101,8 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
     problem = _problem(task, question, index)
     generator_path, prm_path = resolve_models(generator_path, prm_path, models)
     budget = budget_dict(energy_j, latency_s, tokens, power_w)
-    n_seq = sequences_needed(strategy)
-    with Generator(generator_path, GeneratorConfig(n_ctx=max(8192, 160 * n_seq), n_seq_max=n_seq, n_threads=threads,
+    with Generator(generator_path, GeneratorConfig(n_ctx=kv_cells_needed(strategy, task.step_rules),
+                                                   n_seq_max=sequences_needed(strategy), n_threads=threads,
                                                    n_gpu_layers=gpu_layers)) as gen:
         prm = QuantilePRM(prm_path, threads=threads)
         searcher = Searcher(gen, prm, task, SearchSettings(sampling=SamplingParams(temperature=temperature)))

@@ -15,6 +15,7 @@ from edge_adapt.search.strategies import (
     Searcher,
     SearchSettings,
     Strategy,
+    kv_cells_needed,
     sequences_needed,
 )
 from edge_adapt.search.types import Candidate, Cost, Decision, SearchResult
@@ -41,5 +42,6 @@ __all__ = [
     "expansion_width",
     "majority_confidence",
     "n_samples",
+    "kv_cells_needed",
     "sequences_needed",
 ]

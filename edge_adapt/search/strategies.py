@@ -17,7 +17,7 @@ from typing import Literal
 
 from edge_adapt.energy import Usage
 from edge_adapt.errors import SamplingConfigError
-from edge_adapt.generator import Generator, Node, SamplingParams
+from edge_adapt.generator import Generator, Node, SamplingParams, StepRules
 from edge_adapt.policy import Budget, EnergyPolicy, QuestionGuard, Unlimited
 from edge_adapt.prm import PrefixScore, QuantilePRM, Quantiles
 from edge_adapt.search.answer_model import AnswerModel, Evidence, Moments, PickState, QuestionModel, posterior
@@ -457,18 +457,34 @@ def achieved_confidence(p: float, n: int) -> float:
     return 1.0 - (1.0 - clip_probability(p)) ** n
 
 
+def live_paths(strategy: Strategy) -> int:
+    """The most solution paths a strategy decodes at once."""
+    if isinstance(strategy, (BestOfN, BeamSearch)):
+        return strategy.n
+    if isinstance(strategy, IASBestOfN):
+        return strategy.n_max
+    if isinstance(strategy, ValueSampling):
+        return strategy.lookahead  # rounds draw at most this many at once; finished ones are released
+    return strategy.k_max * strategy.m_max
+
+
 def sequences_needed(strategy: Strategy) -> int:
     """Generator sequences (``n_seq_max``) a strategy may hold at once: stepping N branches holds
     their parents too, plus the root."""
-    if isinstance(strategy, (BestOfN, BeamSearch)):
-        n = strategy.n
-    elif isinstance(strategy, IASBestOfN):
-        n = strategy.n_max
-    elif isinstance(strategy, ValueSampling):
-        n = strategy.lookahead  # rounds draw at most this many at once
-    else:
-        n = strategy.k_max * strategy.m_max
-    return min(256, 2 * n + 2)
+    return min(256, 2 * live_paths(strategy) + 2)
+
+
+PROMPT_ROOM = 512  # KV cells kept for the prompt: a default-task prompt is under 64 tokens, a GSM8K one a few hundred
+MIN_KV_CELLS = 2048
+
+
+def kv_cells_needed(strategy: Strategy, rules: StepRules) -> int:
+    """The KV pool (``n_ctx`` of the unified cache) a search needs so that no path is cut short:
+    the prompt once (branches share it) plus every live path's longest solution. Sized to the
+    search rather than generously: benchmarks/bench_kv.py found the pool's size costs memory but
+    not speed (llama.cpp attends over the cells in use), and per-sequence streams slower (a
+    branch copies its parent's stream)."""
+    return max(MIN_KV_CELLS, PROMPT_ROOM + live_paths(strategy) * rules.max_new_tokens)
 
 
 def _cap(widths: list[int], remaining: int) -> list[int]:
