@@ -8,8 +8,9 @@ import math
 import pytest
 
 from edge_adapt.errors import SamplingConfigError
-from edge_adapt.generator import StepEnd
+from edge_adapt.generator import StepEnd, StepRules
 from edge_adapt.prm import Quantiles
+from edge_adapt.search import BestOfN, IASBeamSearch, ValueSampling, kv_cells_needed, sequences_needed
 from edge_adapt.search.ias import beams_to_keep, clip_probability, expansion_width, n_samples
 from edge_adapt.search.types import Candidate
 from edge_adapt.search.voting import best_scored, group_answers, majority_confidence, majority_vote, weighted_vote
@@ -117,3 +118,13 @@ def test_specs_round_trip_and_reject_nonsense() -> None:
                          ("beam:n=16,depth=3", "beam takes n, width, score_every"), ("beam:n=8+es", "best-of-N strategies only")):
         with pytest.raises(SamplingConfigError, match=message):
             parse_spec(bad)
+
+
+def test_generator_capacity_follows_the_strategy_and_the_task() -> None:
+    rules = StepRules(max_new_tokens=256)
+    # best-of-16: 16 paths live at once, each with a parent, plus the root; KV: the prompt once plus 16 longest solutions
+    assert sequences_needed(BestOfN(n=16)) == 34 and kv_cells_needed(BestOfN(n=16), rules) == 512 + 16 * 256
+    # adaptive search draws at most `lookahead` at once and releases finished samples: a small pool, floored
+    assert sequences_needed(ValueSampling(lookahead=2)) == 6 and kv_cells_needed(ValueSampling(lookahead=2), rules) == 2048
+    assert kv_cells_needed(IASBeamSearch(k_max=4, m_max=4), StepRules(max_new_tokens=1024)) == 512 + 16 * 1024
+    assert sequences_needed(BestOfN(n=200)) == 256  # llama.cpp's limit
