@@ -232,3 +232,14 @@ def test_generator_training_draws_levels_by_weight_and_refuses_bad_weights(tmp_p
     with pytest.raises(EdgeAdaptError, match="one non-negative weight per level"):
         train_generator(task, tmp_path / "never", GeneratorTrainSettings(steps=1, level_weights=(1, 1)))
     assert not (tmp_path / "never").exists()
+
+
+def test_the_shipped_answer_model_warns_when_search_samples_at_another_temperature(generator, prm, caplog) -> None:
+    from edge_adapt.search import Searcher, SearchSettings
+
+    fitted_at = Searcher(generator, prm, TASK).answer_model.provenance["temperature"]  # the default temperature: no warning
+    assert fitted_at == SearchSettings().sampling.temperature and not caplog.records
+    with caplog.at_level("WARNING", logger="edge_adapt"):
+        hotter = Searcher(generator, prm, TASK, SearchSettings(sampling=SamplingParams(temperature=1.0)))
+        assert hotter.answer_model.calibrated
+    assert any("fitted on samples at temperature 0.7, search samples at 1" in r.getMessage() for r in caplog.records)

@@ -10,6 +10,7 @@ finished branch is scored once.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,8 @@ from edge_adapt.search.voting import (
 )
 from edge_adapt.tasks import Problem, Task
 from edge_adapt.tasks.grading import answers_equal
+
+log = logging.getLogger(__name__)
 
 Select = Literal["prm", "weighted", "majority", "auto"]
 
@@ -121,6 +124,12 @@ class Searcher:
         documented fallback; loaded on first use by adaptive search."""
         if self._answer_model is None:
             self._answer_model = AnswerModel.for_prm(self.prm.bundle.path)
+            fitted_at = self._answer_model.provenance.get("temperature")
+            if fitted_at is not None and abs(float(fitted_at) - self.settings.sampling.temperature) > 1e-6:
+                log.warning("the answer model in %s was fitted on samples at temperature %g, search samples at %g: its gains "
+                            "and stopping rule hold for %g (refit it with `edge-adapt export selector ... --temperature %g`)",
+                            self.prm.bundle.path, float(fitted_at), self.settings.sampling.temperature, float(fitted_at),
+                            self.settings.sampling.temperature)
         return self._answer_model
 
     def usage(self) -> Usage:
