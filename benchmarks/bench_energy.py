@@ -16,7 +16,7 @@
    battery (``BatteryPacer``): it also sees each question's samples, not only the question's
    score. Prints correct answers and joules spent for each.
 
-    python benchmarks/bench_energy.py --latency 0.6     # 500 test problems (12-15 minutes on 2 CPU cores)
+    python benchmarks/bench_energy.py --latency 0.6     # 500 test problems (17 minutes on 2 CPU cores)
     python benchmarks/bench_energy.py --per-level 20    # quicker
 """
 
@@ -41,6 +41,7 @@ from edge_adapt.batch_allocation import (
     even_allocation,
 )
 from edge_adapt.energy import Meter, open_meter
+from edge_adapt.errors import BudgetError
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
 from edge_adapt.models import load_default_models
 from edge_adapt.policy import Budget, EnergyPolicy
@@ -97,7 +98,12 @@ def execute_paced(searcher: Searcher, policy: EnergyPolicy, problems: list[Probl
                 pacer.record(0.0)
                 continue
             policy.budget = Budget(energy_j=pacer.left, safety=1.0)
-            r = searcher.run(ValueSampling(price=pacer.price), problems[i], seed=seed + i)
+            try:
+                r = searcher.run(ValueSampling(price=pacer.price), problems[i], seed=seed + i)
+            except BudgetError:  # what is left cannot buy one answer here: the battery is empty
+                cut += 1
+                pacer.record(0.0)
+                continue
             pacer.record(r.cost.joules)
             samples += r.cost.samples
             correct += bool(r.answer) and r.answer == problems[i].answer
