@@ -314,6 +314,23 @@ def test_released_node_and_bad_settings(gen: Generator) -> None:
         GeneratorConfig(n_seq_max=300)
 
 
+def test_reset_releases_live_nodes_so_no_sequence_is_handed_out_twice(gen: Generator) -> None:
+    root = gen.prefill(PROMPT, seed=3)
+    old = gen.expand([root], 3, sampling=HOT, rules=NO_DELIMITER).children
+    gen.reset()
+    assert gen.free_sequences == 16 and gen.kv_cells_used == 0
+    with pytest.raises(EdgeAdaptError, match="was released"):
+        gen.expand([root], 1)
+    fresh = gen.prefill(PROMPT, seed=4)
+    kids = gen.expand([fresh], 2, sampling=HOT, rules=NO_DELIMITER).children
+    gen.release(root, *old)  # stale handles: nothing happens, the new nodes keep their sequences
+    assert gen.free_sequences == 16 - 1 - sum(k.is_live for k in kids)
+    held = [fresh._seq, *[k._seq for k in kids if k.is_live]]
+    assert len(set(held)) == len(held) and set(held).isdisjoint(gen._free_seqs)
+    gen.release(fresh, *kids)
+    assert gen.free_sequences == 16 and gen.kv_cells_used == 0
+
+
 def test_invalid_model_paths(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="no such file"):
         Generator(tmp_path / "missing.gguf")

@@ -228,6 +228,7 @@ class Generator:
         self._batch = Batch(self.ctx.n_batch, self.ctx.n_seq_max)
         self._candidates = CandidateBuffer(self.vocab.n_tokens)
         self._free_seqs = list(range(self.ctx.n_seq_max - 1, -1, -1))
+        self._live: dict[int, Node] = {}  # sequence id -> the node holding it
         self._cells_used = 0
         self._ids = count()
         self.usage = GenerationStats()
@@ -424,7 +425,17 @@ class Generator:
                 self._release_one(node)
 
     def reset(self) -> None:
-        """Forget every node and clear the KV cache (cheap; the model stays loaded)."""
+        """Forget every node and clear the KV cache (cheap; the model stays loaded). Nodes still
+        live become released: expanding one is an error, releasing one does nothing (its sequence
+        id may already belong to a new node)."""
+        for node in self._live.values():
+            node._seq = None
+            node._logits = None
+            ancestor: Node | None = node
+            while ancestor is not None:
+                ancestor._holders = 0
+                ancestor = ancestor.parent
+        self._live.clear()
         self.ctx.clear()
         self._free_seqs = list(range(self.ctx.n_seq_max - 1, -1, -1))
         self._cells_used = 0
@@ -466,6 +477,7 @@ class Generator:
         if copy_from is not None:
             self.ctx.seq_copy(copy_from, seq)
         node._seq = seq
+        self._live[seq] = node
         ancestor: Node | None = node
         while ancestor is not None:
             ancestor._holders += 1
@@ -477,6 +489,7 @@ class Generator:
         assert node._seq is not None
         self.ctx.seq_remove(node._seq)
         self._free_seqs.append(node._seq)
+        del self._live[node._seq]
         node._seq = None
         node._logits = None
         ancestor: Node | None = node
