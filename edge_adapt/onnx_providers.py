@@ -44,6 +44,22 @@ def import_onnxruntime():
     return onnxruntime
 
 
+class ProviderFellBack(RuntimeError):
+    """ONNX Runtime accepted the provider but runs the session on the CPU instead."""
+
+
+def open_session(model_path: str | Path, provider: str, options=None):
+    """A session on ``provider``, the CPU as its only fallback for unsupported operators; raises
+    :class:`ProviderFellBack` when the provider itself failed to initialise (the case ONNX
+    Runtime only logs)."""
+    ort = import_onnxruntime()
+    chain = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+    session = ort.InferenceSession(str(model_path), sess_options=options, providers=chain)
+    if provider not in session.get_providers():
+        raise ProviderFellBack("listed, but failed to initialise (missing libraries?); ONNX Runtime fell back to CPU")
+    return session
+
+
 def probe_expected(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(x @ PROBE_WEIGHT + PROBE_BIAS)))
 
@@ -55,13 +71,12 @@ def check_provider(name: str) -> ProviderCheck:
         return ProviderCheck(name, False, f"not probed: {_NOT_PROBED[name]}")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # failures are reported below, not as console noise
-    providers = [name] if name == "CPUExecutionProvider" else [name, "CPUExecutionProvider"]
     try:
-        session = ort.InferenceSession(str(PROBE_MODEL), sess_options=options, providers=providers)
+        session = open_session(PROBE_MODEL, name, options)
+    except ProviderFellBack as exc:
+        return ProviderCheck(name, False, str(exc))
     except Exception as exc:  # onnxruntime raises its own exception types per provider
         return ProviderCheck(name, False, f"session creation failed: {str(exc).splitlines()[0][:160]}")
-    if name not in session.get_providers():
-        return ProviderCheck(name, False, "listed, but failed to initialise (missing libraries?); ONNX Runtime fell back to CPU")
     x = np.random.default_rng(0).standard_normal((4, PROBE_WEIGHT.shape[0])).astype(np.float32)
     try:
         started = time.perf_counter()

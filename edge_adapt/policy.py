@@ -348,6 +348,3 @@ class Unlimited:
 
     def finish(self) -> None:
         pass
-
-
-# -- across a batch -------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_adapt.generator import GenerationStats, Generator, GeneratorConfig, Node, SamplingParams, StepEnd
+from edge_adapt.models import sha256_of
 from edge_adapt.tasks import Problem, Task
 from export.calibration_data import CalibrationRecord, CalibrationWriter
 
@@ -56,14 +57,6 @@ class RolloutReport:
     prompt_tokens: int = 0
     cut_by_context: int = 0  # continuations that ran out of KV cells (graded as they stood)
     wall_s: float = 0.0
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def question_seed(seed: int, question_id: str) -> int:
@@ -157,7 +150,7 @@ def build_calibration_set(
     config = config or GeneratorConfig(n_ctx=8192, n_seq_max=256)
     provenance = {
         "file": Path(generator_path).name,
-        "sha256": file_sha256(generator_path),
+        "sha256": sha256_of(generator_path),
         "temperature": settings.sampling.temperature,
         "top_p": settings.sampling.top_p,
         "top_k": settings.sampling.top_k,

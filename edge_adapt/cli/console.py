@@ -7,8 +7,9 @@ err_console = Console(stderr=True)
 
 
 def human_bytes(n: float) -> str:
+    unit = "B"
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            break
         n /= 1024
-    return f"{n:.1f} GB"  # pragma: no cover
+    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

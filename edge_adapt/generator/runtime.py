@@ -174,9 +174,6 @@ class Expansion:
     children: list[Node]
     stats: GenerationStats
 
-    def of(self, parent: Node) -> list[Node]:
-        return [c for c in self.children if c.parent is parent]
-
 
 @dataclass(eq=False)
 class _Branch:

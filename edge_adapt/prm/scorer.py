@@ -18,7 +18,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from edge_adapt.errors import EdgeAdaptError, ModelLoadError
-from edge_adapt.onnx_providers import import_onnxruntime
+from edge_adapt.onnx_providers import import_onnxruntime, open_session
 from edge_adapt.prm.bundle import PRMBundle
 from edge_adapt.prm.format import EncodedPrefix, encode_prefix, pad_token_id
 
@@ -158,8 +158,7 @@ class QuantilePRM:
         # (benchmarks/bench_search_time.py prints both settings).
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "1" if self.spin else "0")
-        chain = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
-        return ort.InferenceSession(str(self.bundle.model_path(variant)), sess_options=options, providers=chain)
+        return open_session(self.bundle.model_path(variant), provider, options)
 
     def _open(self, providers: str | Sequence[str], variant: str | None):
         ort = import_onnxruntime()
@@ -181,8 +180,6 @@ class QuantilePRM:
             chosen = variant or self._default_variant(provider)
             try:
                 session = self._session(provider, chosen)
-                if provider not in session.get_providers():
-                    raise RuntimeError("failed to initialise (missing libraries?); ONNX Runtime fell back to CPU")
                 out = self._run_session(session, [probe, probe])
                 if out.shape != (2, len(probe.input_ids), len(self.levels)) or not np.isfinite(out).all():
                     raise RuntimeError(f"probe inference returned shape {out.shape} or non-finite values")
