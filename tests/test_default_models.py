@@ -147,7 +147,7 @@ def test_ias_samples_less_on_easy_questions_than_on_hard_ones(generator, prm, te
     from edge_adapt.search import IASBestOfN, Searcher, SearchSettings
 
     searcher = Searcher(generator, prm, TASK, SearchSettings())
-    samples = {lv: [searcher.run(IASBestOfN(n_max=32), p).cost.samples for p in test_problems if p.level == lv][:8]
+    samples = {lv: [searcher.run(IASBestOfN(n_max=32), p).cost.samples for p in [q for q in test_problems if q.level == lv][:8]]
                for lv in (1, 6)}
     assert sum(samples[1]) < sum(samples[6]), samples
 

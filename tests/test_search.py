@@ -69,12 +69,17 @@ def test_ias_best_of_n_sizes_n_by_the_question_score(searcher, problems) -> None
 
 
 def test_early_stopping_stops_once_answers_agree(searcher, problems) -> None:
-    result = searcher.run(BestOfN(n=12, select="majority", early_stop=EarlyStop(threshold=0.55, round_size=3)), problems[0])
-    stops = [d for d in result.decisions if d.kind == "early_stop"]
-    if stops:  # agreement reached before the cap
-        assert result.cost.samples == stops[0].detail["after"] < 12 and stops[0].detail["confidence"] >= 0.55
-    else:
-        assert result.cost.samples == 12
+    # the leading answer is at least as likely the majority as not (confidence >= 0.5, even with no
+    # answer yet): a threshold of 0.5 must stop after the first round, every time
+    for problem in problems[:3]:
+        result = searcher.run(BestOfN(n=12, select="majority", early_stop=EarlyStop(threshold=0.5, round_size=3)), problem)
+        stops = [d for d in result.decisions if d.kind == "early_stop"]
+        assert len(stops) == 1 and result.cost.samples == stops[0].detail["after"] == 3 and stops[0].detail["confidence"] >= 0.5
+    # a stricter threshold stops later or not at all, never before its own criterion holds
+    strict = searcher.run(BestOfN(n=12, select="majority", early_stop=EarlyStop(threshold=0.8, round_size=3)), problems[0])
+    stops = [d for d in strict.decisions if d.kind == "early_stop"]
+    assert strict.cost.samples == (stops[0].detail["after"] if stops else 12)
+    assert all(d.detail["confidence"] >= 0.8 for d in stops)
     never = searcher.run(BestOfN(n=6, early_stop=EarlyStop(threshold=1.0, round_size=2)), problems[0])
     assert never.cost.samples == 6 and not [d for d in never.decisions if d.kind == "early_stop"]
 
