@@ -1,5 +1,6 @@
 """edge_adapt: instance-adaptive test-time search for small quantized models on the edge."""
 
+from edge_adapt.assembly import Stack, StackSettings, open_stack
 from edge_adapt.batch_allocation import (
     AnyCorrect,
     BatchAllocation,
@@ -56,6 +57,9 @@ from edge_adapt.tasks import ArithmeticTask, Problem, Task, get_task
 __version__ = "0.1.0"
 
 __all__ = [
+    "Stack",
+    "StackSettings",
+    "open_stack",
     "AnswerModel",
     "AnyCorrect",
     "ArithmeticTask",

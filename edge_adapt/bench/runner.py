@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.bench.records import RunFolder
-from edge_adapt.energy import CostModel, open_meter
-from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
+from edge_adapt.generator import Generator, SamplingParams
 from edge_adapt.generator.runtime import default_threads
 from edge_adapt.models import sha256_of
-from edge_adapt.policy import Budget, EnergyPolicy
+from edge_adapt.policy import Budget
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
-from edge_adapt.search import Searcher, SearchResult, SearchSettings, kv_cells_needed, sequences_needed
+from edge_adapt.search import SearchResult
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import Problem, Task, get_task
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL, ArithmeticTask
@@ -172,37 +172,29 @@ def run_bench(
     problems = problems if problems is not None else load_problems(config, task)
     strategies = [parse_spec(s) for s in config.strategies]
     budget = Budget(**config.budget) if config.budget else None
-    n_seq = max(sequences_needed(s) for s in strategies)
-    n_ctx = max(kv_cells_needed(s, task.step_rules) for s in strategies)
-    gen_config = GeneratorConfig(n_ctx=n_ctx, n_seq_max=n_seq, n_threads=config.threads,
-                                 n_gpu_layers=config.gpu_layers)
-    with Generator(config.generator, gen_config) as gen:
-        prm = QuantilePRM(config.prm, threads=config.threads)
-        settings = SearchSettings(sampling=SamplingParams(temperature=config.temperature), max_steps=config.max_steps)
-        searcher = Searcher(gen, prm, task, settings)
-        cost_model = CostModel.load(config.cost_model) if config.cost_model else None
-        meter = open_meter(config.meter, usage=searcher.usage, cost_model=cost_model)
-        try:
-            searcher.policy = EnergyPolicy(meter, budget or Budget(), searcher.usage)
-            done = folder.open({**config.to_json(), "models_sha256": model_fingerprints(config)}, environment(prm, meter.source, gen))
-            if budget is not None and problems:
-                # measure the device first, so the first budgeted question is sized on measurements
-                warm = task.problems("calibration", 1)[0] if isinstance(task, ArithmeticTask) else problems[0]
-                searcher.warm_up(warm, seed=config.seed)
-            total = len(problems) * len(strategies)
-            progress(len(done), total, None)
-            for index, problem in enumerate(problems):
-                pending = [s for s in strategies if (problem.id, s.name) not in done]
-                if not pending:
-                    continue
-                question_q = prm.score_question(problem.question)
-                for strategy in pending:
-                    result = searcher.run(strategy, problem, seed=config.seed * 1_000_003 + index)
-                    record = to_record(problem, index, result, task, question_q)
-                    folder.append(record)
-                    done.add((problem.id, strategy.name))
-                    progress(len(done), total, record)
-        finally:
-            meter.close()
+    settings = StackSettings(Path(config.generator), Path(config.prm), task, tuple(strategies),
+                             SamplingParams(temperature=config.temperature), config.max_steps, threads=config.threads,
+                             gpu_layers=config.gpu_layers, meter=config.meter,
+                             cost_model=Path(config.cost_model) if config.cost_model else None, budget=budget or Budget())
+    with open_stack(settings) as stack:
+        prm, searcher = stack.prm, stack.searcher
+        done = folder.open({**config.to_json(), "models_sha256": model_fingerprints(config)}, environment(prm, stack.meter.source, stack.generator))
+        if budget is not None and problems:
+            # measure the device first, so the first budgeted question is sized on measurements
+            warm = task.problems("calibration", 1)[0] if isinstance(task, ArithmeticTask) else problems[0]
+            searcher.warm_up(warm, seed=config.seed)
+        total = len(problems) * len(strategies)
+        progress(len(done), total, None)
+        for index, problem in enumerate(problems):
+            pending = [s for s in strategies if (problem.id, s.name) not in done]
+            if not pending:
+                continue
+            question_q = prm.score_question(problem.question)
+            for strategy in pending:
+                result = searcher.run(strategy, problem, seed=config.seed * 1_000_003 + index)
+                record = to_record(problem, index, result, task, question_q)
+                folder.append(record)
+                done.add((problem.id, strategy.name))
+                progress(len(done), total, record)
     return folder
 

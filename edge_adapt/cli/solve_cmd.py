@@ -9,14 +9,14 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import budget_dict, budget_options, model_options, resolve_models
-from edge_adapt.energy import CostModel, open_meter
 from edge_adapt.errors import EdgeAdaptError
-from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
-from edge_adapt.policy import Budget, EnergyPolicy
+from edge_adapt.generator import SamplingParams
+from edge_adapt.policy import Budget
 from edge_adapt.prm import QuantilePRM, Quantiles
-from edge_adapt.search import Searcher, SearchResult, SearchSettings, kv_cells_needed, sequences_needed
+from edge_adapt.search import SearchResult
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
 from edge_adapt.tasks.arithmetic import ArithmeticTask, solve
@@ -101,17 +101,14 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
     problem = _problem(task, question, index)
     generator_path, prm_path = resolve_models(generator_path, prm_path, models)
     budget = budget_dict(energy_j, latency_s, tokens, power_w)
-    with Generator(generator_path, GeneratorConfig(n_ctx=kv_cells_needed(strategy, task.step_rules),
-                                                   n_seq_max=sequences_needed(strategy), n_threads=threads,
-                                                   n_gpu_layers=gpu_layers)) as gen:
-        prm = QuantilePRM(prm_path, threads=threads)
-        searcher = Searcher(gen, prm, task, SearchSettings(sampling=SamplingParams(temperature=temperature)))
-        with open_meter(meter, usage=searcher.usage, cost_model=CostModel.load(cost_model) if cost_model else None) as m:
-            searcher.policy = EnergyPolicy(m, Budget(**budget), searcher.usage)
-            if budget:
-                searcher.warm_up(problem)
-            question_q = prm.score_question(problem.question)
-            result = searcher.run(strategy, problem, seed=seed)
+    settings = StackSettings(generator_path, prm_path, task, (strategy,), SamplingParams(temperature=temperature), threads=threads,
+                             gpu_layers=gpu_layers, meter=meter, cost_model=cost_model, budget=Budget(**budget))
+    with open_stack(settings) as stack:
+        prm = stack.prm
+        if budget:
+            stack.searcher.warm_up(problem)
+        question_q = prm.score_question(problem.question)
+        result = stack.searcher.run(strategy, problem, seed=seed)
     correct = task.is_correct(result.chosen.text, problem) if (result.chosen and problem.answer) else None
     if as_json:
         data_out = dataclasses.asdict(result)

@@ -1,0 +1,72 @@
+"""The composition root: the one place that builds a search stack from settings.
+
+A stack is the generator (its context sized from what the strategies need), the PRM, the energy
+meter, the policy (budgets, and joules whether or not a budget is set) and the searcher that
+receives all of them through its constructor. The meter and the policy read the work done from
+the generator and the PRM directly, so nothing is attached after construction. The CLI, the
+benchmarks, and the server and cluster workers to come open stacks here rather than wiring the
+parts themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_adapt.energy import CostModel, Meter, Usage, open_meter
+from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
+from edge_adapt.policy import Budget, EnergyPolicy
+from edge_adapt.prm import QuantilePRM
+from edge_adapt.search import Searcher, SearchSettings, Strategy, kv_cells_needed, sequences_needed
+from edge_adapt.tasks import Task
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    generator: Path
+    prm: Path
+    task: Task
+    strategies: tuple[Strategy, ...]  # every strategy the stack will run: they size the generator's context
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
+    max_steps: int = 32
+    threads: int | None = None  # generator and ONNX Runtime; None: all cores
+    gpu_layers: int = 0
+    meter: str | None = None  # None: the best this machine has
+    cost_model: Path | None = None  # a fitted cost model for the estimate
+    budget: Budget = field(default_factory=Budget)
+
+
+@dataclass(frozen=True)
+class Stack:
+    generator: Generator
+    prm: QuantilePRM
+    meter: Meter
+    policy: EnergyPolicy
+    searcher: Searcher
+
+
+def generator_config(strategies: Sequence[Strategy], task: Task, threads: int | None = None, gpu_layers: int = 0) -> GeneratorConfig:
+    """Sequences and KV cells for the most demanding of ``strategies`` on ``task``."""
+    return GeneratorConfig(n_ctx=max(kv_cells_needed(s, task.step_rules) for s in strategies),
+                           n_seq_max=max(sequences_needed(s) for s in strategies),
+                           n_threads=threads, n_gpu_layers=gpu_layers)
+
+
+@contextmanager
+def open_stack(settings: StackSettings) -> Iterator[Stack]:
+    """Build the stack; the generator and the meter are closed when the block ends."""
+    config = generator_config(settings.strategies, settings.task, settings.threads, settings.gpu_layers)
+    with Generator(settings.generator, config) as gen:
+        prm = QuantilePRM(settings.prm, threads=settings.threads)
+
+        def usage() -> Usage:
+            return Usage(gen.usage.prompt_tokens, gen.usage.generated_tokens, prm.stats.tokens)
+
+        cost_model = CostModel.load(settings.cost_model) if settings.cost_model else None
+        with open_meter(settings.meter, usage=usage, cost_model=cost_model) as meter:
+            policy = EnergyPolicy(meter, settings.budget, usage)
+            searcher = Searcher(gen, prm, settings.task, SearchSettings(sampling=settings.sampling, max_steps=settings.max_steps),
+                                policy=policy)
+            yield Stack(gen, prm, meter, policy, searcher)
