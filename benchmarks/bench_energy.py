@@ -84,35 +84,31 @@ def execute(searcher: Searcher, problems: list[Problem], samples: tuple[int, ...
     return correct, spent, cut
 
 
-def execute_paced(searcher: Searcher, policy: EnergyPolicy, problems: list[Problem], costs: list[float], fixed: float, total: float,
+def execute_paced(searcher: Searcher, problems: list[Problem], costs: list[float], fixed: float, total: float,
                   order: list[int], seed: int) -> tuple[int, float, int, float]:
     """Adaptive search over the questions in ``order``, its price paced to spend ``total`` by the
     last one; each question is also capped by what is left. Returns (correct, joules spent,
     questions cut, mean samples)."""
     pacer = BatteryPacer(total, len(problems))
     correct, cut, samples = 0, 0, 0
-    try:
-        for i in order:
-            if pacer.spent + fixed + costs[i] > total:
-                cut += 1
-                pacer.record(0.0)
-                continue
-            policy.budget = Budget(energy_j=pacer.left, safety=1.0)
-            try:
-                r = searcher.run(ValueSampling(price=pacer.price), problems[i], seed=seed + i)
-            except BudgetError:  # what is left cannot buy one answer here: the battery is empty
-                cut += 1
-                pacer.record(0.0)
-                continue
-            pacer.record(r.cost.joules)
-            samples += r.cost.samples
-            correct += bool(r.answer) and r.answer == problems[i].answer
-    finally:
-        policy.budget = Budget()
+    for i in order:
+        if pacer.spent + fixed + costs[i] > total:
+            cut += 1
+            pacer.record(0.0)
+            continue
+        try:
+            r = searcher.run(ValueSampling(price=pacer.price), problems[i], seed=seed + i, budget=Budget(energy_j=pacer.left, safety=1.0))
+        except BudgetError:  # what is left cannot buy one answer here: the battery is empty
+            cut += 1
+            pacer.record(0.0)
+            continue
+        pacer.record(r.cost.joules)
+        samples += r.cost.samples
+        correct += bool(r.answer) and r.answer == problems[i].answer
     return correct, pacer.spent, cut, samples / len(problems)
 
 
-def battery_comparison(searcher: Searcher, policy: EnergyPolicy, prm: QuantilePRM, meter: Meter, problems: list[Problem],
+def battery_comparison(searcher: Searcher, prm: QuantilePRM, meter: Meter, problems: list[Problem],
                        one: list[tuple[Problem, SearchResult]], many: list[tuple[Problem, SearchResult]],
                        samples_per_question: float, seed: int) -> Table:
     """One total energy budget over the split: the same samples per question vs allocation by
@@ -144,7 +140,7 @@ def battery_comparison(searcher: Searcher, policy: EnergyPolicy, prm: QuantilePR
         correct, spent, cut = execute(searcher, problems, samples, costs, fixed, total, spent_before, order, seed)
         table.add_row(label, str(correct), f"{correct / len(problems):.1%}", f"{spent:.1f}",
                       "yes" if spent <= total else f"no (+{spent / total - 1:.1%})", str(samples.count(0)), str(cut))
-    correct, spent, cut, mean_samples = execute_paced(searcher, policy, problems, costs, fixed, total, order, seed)
+    correct, spent, cut, mean_samples = execute_paced(searcher, problems, costs, fixed, total, order, seed)
     table.add_row(f"adaptive search (solve's default), price paced to the battery ({mean_samples:.2f} samples/q)", str(correct),
                   f"{correct / len(problems):.1%}", f"{spent:.1f}", "yes" if spent <= total else f"no (+{spent / total - 1:.1%})",
                   "-", str(cut))
@@ -208,7 +204,7 @@ def main() -> None:
             # -- a battery's worth over the whole split ---------------------------------------------
             policy.budget = Budget()
             for per_question in args.samples_per_question:
-                console.print(battery_comparison(searcher, policy, prm, meter, problems, single, reference, per_question, args.seed))
+                console.print(battery_comparison(searcher, prm, meter, problems, single, reference, per_question, args.seed))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+from edge_adapt.decisions import Decision
 from edge_adapt.energy import EnergyReading, Meter, Usage
 from edge_adapt.errors import BudgetError
 
@@ -171,16 +172,17 @@ class EnergyPolicy:
         dt = last.timestamp - first.timestamp
         return (last.joules - first.joules) / dt if dt > 0 else None
 
-    def start_question(self, decisions: list | None = None) -> QuestionGuard:
-        return QuestionGuard(self, decisions if decisions is not None else [])
+    def start_question(self, decisions: list | None = None, budget: Budget | None = None) -> QuestionGuard:
+        """A guard for one question, under ``budget`` (default: the policy's)."""
+        return QuestionGuard(self, decisions if decisions is not None else [], budget)
 
 
 class QuestionGuard:
     """One question's budget: search calls ``grant`` before and ``observe`` after each expansion."""
 
-    def __init__(self, policy: EnergyPolicy, decisions: list) -> None:
+    def __init__(self, policy: EnergyPolicy, decisions: list, budget: Budget | None = None) -> None:
         self.policy = policy
-        self.budget = policy.budget
+        self.budget = budget if budget is not None else policy.budget
         self.decisions = decisions
         self._start = policy.read()
         self._usage0 = policy.usage()
@@ -326,9 +328,22 @@ class QuestionGuard:
             self._decide("power_cap", detail)
 
     def _decide(self, kind: str, detail: dict[str, Any]) -> None:
-        from edge_adapt.search.types import Decision  # the result type lives with search
-
         self.decisions.append(Decision(kind, detail))
+
+
+class Guard(Protocol):
+    """What a search asks before each expansion: how many units it may have, then what they cost."""
+
+    capped_by: set[str] | frozenset[str]
+    last_limit: str | None
+
+    def affordable(self, unit: Unit, requested: int) -> int: ...
+
+    def grant(self, unit: Unit, requested: int) -> int: ...
+
+    def observe(self) -> None: ...
+
+    def finish(self) -> None: ...
 
 
 class Unlimited:

@@ -61,8 +61,7 @@ def test_latency_budget_caps_the_samples(searcher, problems) -> None:
         # learns from every sample, so a budget fixed once could become infeasible on a loaded
         # machine); one answer is a sample plus the scoring after it
         _, _, seconds_per_sample = guarded.policy.estimates.unit_cost("sample")
-        guarded.policy.budget = Budget(latency_s=4 * seconds_per_sample + guarded.policy.tail_seconds)
-        result = guarded.run(BestOfN(n=48), problem)
+        result = guarded.run(BestOfN(n=48), problem, budget=Budget(latency_s=4 * seconds_per_sample + guarded.policy.tail_seconds))
         caps = [d.detail for d in result.decisions if d.kind == "budget_cap"]
         assert caps and caps[0]["limit"] == "latency" and caps[0]["granted"] < 48
         assert 1 <= result.cost.samples < 48
@@ -74,9 +73,9 @@ def test_a_feasible_question_always_gets_its_first_sample(searcher, problems) ->
     guarded = with_policy(searcher, Budget())
     _, joules_per_sample, _ = guarded.policy.estimates.unit_cost("sample")
     one_answer = joules_per_sample + guarded.policy.tail_joules
-    guarded.policy.budget = Budget(energy_j=1.05 * one_answer)
-    assert guarded.policy.budget.safety * one_answer > guarded.policy.budget.energy_j
-    result = guarded.run(BestOfN(n=8), problems[0])
+    budget = Budget(energy_j=1.05 * one_answer)
+    assert budget.safety * one_answer > budget.energy_j
+    result = guarded.run(BestOfN(n=8), problems[0], budget=budget)
     caps = [d.detail for d in result.decisions if d.kind == "budget_cap"]
     assert caps[0]["granted"] == 1 and caps[0]["floor"] == "first unit of a feasible question"
     assert result.cost.samples == 1 and result.candidates

@@ -19,7 +19,7 @@ from typing import Literal
 from edge_adapt.energy import Usage
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import Generator, Node, SamplingParams, StepRules
-from edge_adapt.policy import Budget, EnergyPolicy, QuestionGuard, Unlimited
+from edge_adapt.policy import Budget, EnergyPolicy, Guard, Unlimited
 from edge_adapt.prm import PrefixScore, QuantilePRM, Quantiles
 from edge_adapt.search.answer_model import AnswerModel, Evidence, Moments, PickState, QuestionModel, posterior
 from edge_adapt.search.ias import beams_to_keep, clip_probability, expansion_width, n_samples
@@ -139,11 +139,12 @@ class Searcher:
 
     # -- public ---------------------------------------------------------------------------------
 
-    def run(self, strategy: Strategy, problem: Problem, seed: int = 0) -> SearchResult:
+    def run(self, strategy: Strategy, problem: Problem, seed: int = 0, budget: Budget | None = None) -> SearchResult:
+        """Search one problem; ``budget`` overrides the policy's for this question only."""
         started = time.perf_counter()
         gen0, prm0 = self.generator.usage, self.prm.stats
         decisions: list[Decision] = []
-        guard = self.policy.start_question(decisions) if self.policy is not None else Unlimited()
+        guard = self.policy.start_question(decisions, budget) if self.policy is not None else Unlimited()
         energy0 = self.policy.read() if self.policy is not None else None
         run = _Run(self, problem, seed, guard, decisions)
         try:
@@ -174,12 +175,7 @@ class Searcher:
         question is sized on measurements rather than guesses."""
         if self.policy is None:
             return
-        budget = self.policy.budget
-        self.policy.budget = Budget()
-        try:
-            self.run(BestOfN(n=samples), problem, seed=seed)
-        finally:
-            self.policy.budget = budget
+        self.run(BestOfN(n=samples), problem, seed=seed, budget=Budget())
 
     def run_many(
         self, strategy: Strategy, problems: Sequence[Problem], seed: int = 0,
@@ -196,7 +192,7 @@ class Searcher:
 class _Run:
     """The state of one search on one question."""
 
-    def __init__(self, searcher: Searcher, problem: Problem, seed: int, guard: QuestionGuard | Unlimited,
+    def __init__(self, searcher: Searcher, problem: Problem, seed: int, guard: Guard,
                  decisions: list[Decision]) -> None:
         self.s = searcher
         self.guard = guard

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+from edge_adapt.decisions import Decision
 from edge_adapt.generator import GenerationStats, Node, StepEnd
 from edge_adapt.prm import PRMStats, Quantiles
 
@@ -59,14 +59,6 @@ class Candidate:
             logprob=sum(sum(s.logprobs) for s in steps),
             n_tokens=sum(len(s.tokens) for s in steps),
         )
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A choice the search (or the budget policy) made, and why."""
-
-    kind: str  # e.g. "n_samples", "rank", "beam_allocation", "early_stop", "budget_cap"
-    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
