@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any, ClassVar
 
 from edge_adapt.generator.steps import StepRules
 from edge_adapt.tasks.base import Problem
-from edge_adapt.tasks.grading import answers_equal, extract_answer
-from edge_adapt.tasks.jsonl import load_jsonl
+from edge_adapt.tasks.jsonl import JSONLTask
 
 _CALCULATOR = re.compile(r"<<[^>]*>>")  # GSM8K's calculator annotations, e.g. <<9*2=18>>
 
@@ -19,16 +17,13 @@ DEFAULT_PROMPT = (
 )
 
 
-class GSM8KTask:
+class GSM8KTask(JSONLTask):
     name: ClassVar[str] = "gsm8k"
-
-    def __init__(self, path: str | os.PathLike[str], prompt_template: str = DEFAULT_PROMPT) -> None:
-        self.path = path
-        self.prompt_template = prompt_template
-        self._problems = load_jsonl(path, self._parse, required=("question", "answer"))
+    required: ClassVar[tuple[str, ...]] = ("question", "answer")
+    default_prompt: ClassVar[str] = DEFAULT_PROMPT
 
     @staticmethod
-    def _parse(row: dict[str, Any], line: int) -> Problem:
+    def parse(row: dict[str, Any], line: int) -> Problem:
         solution = row["answer"]
         if "####" not in solution:
             raise ValueError("the answer has no '#### N' final line")
@@ -41,15 +36,3 @@ class GSM8KTask:
     @property
     def step_rules(self) -> StepRules:
         return StepRules(delimiter="\n\n", answer_pattern=r"answer is[^\n]*\n", max_step_tokens=256, max_new_tokens=1024)
-
-    def problems(self) -> list[Problem]:
-        return list(self._problems)
-
-    def prompt(self, problem: Problem) -> str:
-        return self.prompt_template.format(question=problem.question)
-
-    def extract_answer(self, solution: str) -> str | None:
-        return extract_answer(solution)
-
-    def is_correct(self, solution: str, problem: Problem) -> bool:
-        return answers_equal(self.extract_answer(solution), problem.answer)

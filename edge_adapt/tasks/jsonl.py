@@ -6,9 +6,12 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from edge_adapt.errors import EdgeAdaptError
+from edge_adapt.generator.steps import StepRules
+from edge_adapt.tasks.base import Problem
+from edge_adapt.tasks.grading import answers_equal, extract_answer
 
 T = TypeVar("T")
 
@@ -43,3 +46,39 @@ def load_jsonl(
     if not items:
         raise EdgeAdaptError(f"{file}: no problems in the file")
     return items
+
+
+class JSONLTask:
+    """A task whose problems are the lines of a user's JSONL file (GSM8K- and MATH-style).
+
+    A subclass names its fields (``required``), turns a row into a :class:`Problem` (``parse``),
+    and sets its prompt and step rules; reading, prompting and grading are shared."""
+
+    name: ClassVar[str]
+    required: ClassVar[tuple[str, ...]]
+    default_prompt: ClassVar[str]
+
+    def __init__(self, path: str | os.PathLike[str], prompt_template: str | None = None) -> None:
+        self.path = path
+        self.prompt_template = prompt_template or self.default_prompt
+        self._problems = load_jsonl(path, self.parse, required=self.required)
+
+    @staticmethod
+    def parse(row: dict[str, Any], line: int) -> Problem:
+        raise NotImplementedError
+
+    @property
+    def step_rules(self) -> StepRules:
+        raise NotImplementedError
+
+    def problems(self) -> list[Problem]:
+        return list(self._problems)
+
+    def prompt(self, problem: Problem) -> str:
+        return self.prompt_template.format(question=problem.question)
+
+    def extract_answer(self, solution: str) -> str | None:
+        return extract_answer(solution)
+
+    def is_correct(self, solution: str, problem: Problem) -> bool:
+        return answers_equal(self.extract_answer(solution), problem.answer)

@@ -4,14 +4,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any, ClassVar
 
 from edge_adapt.generator.steps import StepRules
 from edge_adapt.tasks.base import Problem
-from edge_adapt.tasks.grading import answers_equal, extract_answer, last_boxed
-from edge_adapt.tasks.jsonl import load_jsonl
+from edge_adapt.tasks.grading import last_boxed
+from edge_adapt.tasks.jsonl import JSONLTask
 
 DEFAULT_PROMPT = (
     "Solve the problem step by step. Separate the steps with a blank line and put the final "
@@ -19,16 +18,13 @@ DEFAULT_PROMPT = (
 )
 
 
-class MATHTask:
+class MATHTask(JSONLTask):
     name: ClassVar[str] = "math"
-
-    def __init__(self, path: str | os.PathLike[str], prompt_template: str = DEFAULT_PROMPT) -> None:
-        self.path = path
-        self.prompt_template = prompt_template
-        self._problems = load_jsonl(path, self._parse, required=("problem", "solution"))
+    required: ClassVar[tuple[str, ...]] = ("problem", "solution")
+    default_prompt: ClassVar[str] = DEFAULT_PROMPT
 
     @staticmethod
-    def _parse(row: dict[str, Any], line: int) -> Problem:
+    def parse(row: dict[str, Any], line: int) -> Problem:
         answer = row.get("answer") if isinstance(row.get("answer"), str) and row["answer"].strip() else last_boxed(row["solution"])
         if not answer:
             raise ValueError("no 'answer' field and no \\boxed{} answer in the solution")
@@ -45,15 +41,3 @@ class MATHTask:
     @property
     def step_rules(self) -> StepRules:
         return StepRules(delimiter="\n\n", answer_pattern=r"\\boxed\{.*\}[^\n]*\n", max_step_tokens=384, max_new_tokens=2048)
-
-    def problems(self) -> list[Problem]:
-        return list(self._problems)
-
-    def prompt(self, problem: Problem) -> str:
-        return self.prompt_template.format(question=problem.question)
-
-    def extract_answer(self, solution: str) -> str | None:
-        return extract_answer(solution)
-
-    def is_correct(self, solution: str, problem: Problem) -> bool:
-        return answers_equal(self.extract_answer(solution), problem.answer)
