@@ -79,6 +79,26 @@ def test_task_registry_and_bad_requests() -> None:
         ArithmeticTask().problem("test", 500)
 
 
+def test_every_task_gives_its_benchmark_an_index_and_a_users_question(tmp_path: Path) -> None:
+    task = ArithmeticTask()
+    assert task.benchmark_problems() == task.problems("test", list(TEST_PER_LEVEL))
+    assert task.problem_at(420) == task.benchmark_problems()[420]
+    assert task.warm_up_problem() not in task.benchmark_problems()
+    mine = task.parse_question(" Q:454+762*3 ")
+    assert (mine.question, mine.answer, mine.level, mine.meta) == ("454+762*3", "3648", 2, {})
+    assert "unlike every level" in task.parse_question("37+48*3").meta["warning"]
+    with pytest.raises(EdgeAdaptError, match="not a default-task question"):
+        task.parse_question("what is two plus two?")
+    path = tmp_path / "gsm.jsonl"
+    path.write_text(json.dumps({"question": "1+1?", "answer": "2\n#### 2"}) + "\n" + json.dumps({"question": "2+2?", "answer": "#### 4"}) + "\n")
+    file_task = GSM8KTask(path)
+    assert file_task.benchmark_problems() == file_task.problems() and file_task.problem_at(1).answer == "4"
+    assert file_task.warm_up_problem() == file_task.problems()[0]
+    assert file_task.parse_question(" How many? ") == type(mine)(id="cli", question="How many?", answer="")
+    with pytest.raises(EdgeAdaptError, match=r"--index must be in 0\.\.1"):
+        file_task.problem_at(2)
+
+
 # -- real benchmark files -------------------------------------------------------------------------
 
 

@@ -28,7 +28,6 @@ from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
 from edge_adapt.search import SearchResult
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import Problem, Task, get_task
-from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL, ArithmeticTask
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +80,7 @@ def model_fingerprints(config: BenchConfig) -> dict[str, str]:
 def load_problems(config: BenchConfig, task: Task) -> list[Problem]:
     """The questions of a run: the default task's 500-problem test split (the one the model card
     reports; ``--seed`` changes sampling, not the questions), or every problem of a JSONL file."""
-    if isinstance(task, ArithmeticTask):
-        problems = task.problems("test", list(TEST_PER_LEVEL))
-    else:
-        problems = task.problems()  # type: ignore[attr-defined]
+    problems = task.benchmark_problems()
     if config.limit is not None:
         problems = spread(problems, config.limit)
     return problems
@@ -181,8 +177,7 @@ def run_bench(
         done = folder.open({**config.to_json(), "models_sha256": model_fingerprints(config)}, environment(prm, stack.meter.source, stack.generator))
         if budget is not None and problems:
             # measure the device first, so the first budgeted question is sized on measurements
-            warm = task.problems("calibration", 1)[0] if isinstance(task, ArithmeticTask) else problems[0]
-            searcher.warm_up(warm, seed=config.seed)
+            searcher.warm_up(task.warm_up_problem(), seed=config.seed)
         total = len(problems) * len(strategies)
         progress(len(done), total, None)
         for index, problem in enumerate(problems):

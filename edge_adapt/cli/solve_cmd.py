@@ -19,7 +19,6 @@ from edge_adapt.prm import QuantilePRM, Quantiles
 from edge_adapt.search import SearchResult
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
-from edge_adapt.tasks.arithmetic import ArithmeticTask, solve
 
 DEFAULT_STRATEGY = "adaptive:price=8"
 
@@ -31,27 +30,13 @@ def _q(q: Quantiles | None) -> str:
 def _problem(task, question: str | None, index: int | None) -> Problem:
     if (question is None) == (index is None):
         raise click.UsageError("give either a QUESTION or --index N")
-    if index is not None:
-        if isinstance(task, ArithmeticTask):
-            return task.problem("test", index)
-        problems = task.problems()
-        if not 0 <= index < len(problems):
-            raise click.UsageError(f"--index must be in 0..{len(problems) - 1} for this file")
-        return problems[index]
-    if not isinstance(task, ArithmeticTask):
-        return Problem(id="cli", question=question, answer="")
-    text = question.strip().removeprefix("Q:").replace(" ", "")
     try:
-        steps = solve(text)
-    except EdgeAdaptError:
-        raise click.UsageError(f"{question!r} is not a default-task question; write a chain like 454+762*3 (operands and lengths like the task's levels: `edge-adapt solve --index N` shows one)") from None
-    level = task.level_of(text)
-    if level is None:
-        err_console.print(f"[yellow]warning:[/] {text} is unlike every level of the default task (operation count, operand "
-                          "digits, result size), so the shipped generator has never seen such a question and may answer it "
-                          "wrong; `edge-adapt solve --index N` shows questions it was built for (0-83 are the easiest)",
-                          highlight=False)
-    return Problem(id="cli", question=text, answer=str(steps[-1][3]), level=level)
+        problem = task.problem_at(index) if index is not None else task.parse_question(question)
+    except EdgeAdaptError as exc:
+        raise click.UsageError(str(exc)) from None
+    if warning := problem.meta.get("warning"):
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    return problem
 
 
 @click.command()

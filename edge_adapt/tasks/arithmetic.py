@@ -134,6 +134,29 @@ class ArithmeticTask:
 
     # -- problems ----------------------------------------------------------------------------
 
+    def benchmark_problems(self) -> list[Problem]:
+        return self.problems("test", list(TEST_PER_LEVEL))
+
+    def problem_at(self, index: int) -> Problem:
+        return self.problem("test", index)
+
+    def warm_up_problem(self) -> Problem:
+        return self.problems("calibration", 1)[0]
+
+    def parse_question(self, text: str) -> Problem:
+        question = text.strip().removeprefix("Q:").replace(" ", "")
+        try:
+            steps = solve(question)
+        except EdgeAdaptError:
+            raise EdgeAdaptError(f"{text!r} is not a default-task question; write a chain like 454+762*3 (operands and lengths "
+                                 "like the task's levels: `edge-adapt solve --index N` shows one)") from None
+        level = self.level_of(question)
+        meta = {} if level is not None else {"warning": (
+            f"{question} is unlike every level of the default task (operation count, operand digits, result size), so the "
+            "shipped generator has never seen such a question and may answer it wrong; `edge-adapt solve --index N` shows "
+            "questions it was built for (0-83 are the easiest)")}
+        return Problem(id="cli", question=question, answer=str(steps[-1][3]), level=level, meta=meta)
+
     def problem(self, split: str, index: int, *, seed: int = 0) -> Problem:
         """Problem ``index`` of the standard test-sized list of ``split`` (levels in order)."""
         problems = self.problems(split, TEST_PER_LEVEL, seed=seed)

@@ -39,3 +39,21 @@ class Task(Protocol):
 
     def is_correct(self, solution: str, problem: Problem) -> bool:
         ...
+
+    def benchmark_problems(self) -> list[Problem]:
+        """The problems a benchmark runs by default (the test split, or every problem of a file)."""
+        ...
+
+    def problem_at(self, index: int) -> Problem:
+        """Problem ``index`` of :meth:`benchmark_problems` (``solve --index``); a clear error when out of range."""
+        ...
+
+    def parse_question(self, text: str) -> Problem:
+        """A user's own question, with the gold answer and level where the task can know them; a
+        question the task cannot take is an :class:`EdgeAdaptError` that says how to write one.
+        ``meta["warning"]`` says when the question is one the models were not built for."""
+        ...
+
+    def warm_up_problem(self) -> Problem:
+        """A problem to measure the device on before budgeted questions (outside the benchmark where possible)."""
+        ...

@@ -74,6 +74,22 @@ class JSONLTask:
     def problems(self) -> list[Problem]:
         return list(self._problems)
 
+    def benchmark_problems(self) -> list[Problem]:
+        return self.problems()
+
+    def problem_at(self, index: int) -> Problem:
+        if not 0 <= index < len(self._problems):
+            raise EdgeAdaptError(f"--index must be in 0..{len(self._problems) - 1} for {self.path}, got {index}")
+        return self._problems[index]
+
+    def warm_up_problem(self) -> Problem:
+        return self._problems[0]
+
+    def parse_question(self, text: str) -> Problem:
+        if not text.strip():
+            raise EdgeAdaptError("the question is empty")
+        return Problem(id="cli", question=text.strip(), answer="")
+
     def prompt(self, problem: Problem) -> str:
         return self.prompt_template.format(question=problem.question)
 
