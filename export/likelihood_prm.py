@@ -18,17 +18,14 @@ trained head's logit at the position, ``z_question`` its logit at the end of the
 question-level score, carried along the solution), and ``loglik`` the cumulative
 log-probability, under the generator, of every solution token up to the position (question
 tokens, and step separators, which the PRM format adds after the final answer where the
-generator would have stopped, are not counted). Splitting the head's logit in two is what lets
-the fit keep what the head is good at (how hard a question is) while weighing what it is bad at
-(how one solution differs from another) on its own: with one scale for both, the fit kept the
-head's noise between solutions and best-of-16 ranked by the PRM gained 1.6 points over pass@1.
-The question's score stays the head's because the head is trained on those labels and the
-combination is not: a solution's log-likelihood is negative even when it is right, so the fitted
-bias is positive (1.8 at the median on the default models: ``likelihood`` in prm_config.json)
-and, applied where no solution has been written yet, it raised every question's score
-(question-level coverage of the median 65% instead of 50% on the default test split; with the
-head's own score 36%, and q10 11%: ``benchmarks/question_calibration.py`` on a bench run). The
-fit therefore uses only positions inside a solution.
+generator would have stopped, are not counted). Splitting the head's logit in two lets the fit
+keep what the head is good at (how hard a question is) while weighing what it is bad at (how one
+solution differs from another) on its own; one scale for both keeps the head's noise between
+solutions. The question's score stays the head's because the head is trained on those labels
+and the combination is not: a solution's log-likelihood is negative even when it is right, so
+the fitted bias is positive (``likelihood`` in prm_config.json), and applied where no solution has
+been written yet it would raise every question's score. The fit therefore uses only positions
+inside a solution (docs/CALIBRATION.md and docs/RESULTS.md have the measured effects).
 
 The generator travels inside the ONNX graph, so the device runtime scores plain text exactly as
 before: same inputs, same ``logits`` output, no new code path.

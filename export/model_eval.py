@@ -5,8 +5,8 @@ prefill, all K decoded together); from those: pass@1 (the expected accuracy of o
 correct / K, averaged), oracle pass@K (any sample correct), and best-of-K ranked by the PRM's
 median at the last step. Per difficulty level and overall. The PRM's *question* score (the
 empty prefix, what adaptive search sizes N by) is checked against the share of the K samples that
-are right: the calibration recipe's held-out figures pool every prefix, where questions are about
-one record in twelve, and once hid a question score that was optimistic on every level. Speed:
+are right, on its own: the recipe's held-out figures pool every prefix, where questions are about
+one record in twelve, and an optimistic question score could hide among them. Speed:
 one easy question answered with best-of-N search, models loaded, timed.
 """
 

@@ -44,9 +44,7 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 @click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="default", show_default=True)
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
 @click.option("--index", type=click.IntRange(min=0), help="Solve problem N of the task (the default task's test split).")
-# Value-aware sampling (edge_adapt/search/value_sampling.py): a sample is drawn only while it is
-# expected to earn its cost in the picked answer's accuracy; docs/RESULTS.md places it on the
-# fixed-budget frontier of the shipped models.
+# the default: value-aware sampling (edge_adapt/search/value_sampling.py)
 @click.option("-s", "--strategy", "spec", default=DEFAULT_STRATEGY, show_default=True, metavar="SPEC",
               help="Search strategy: adaptive:price=8 (lower prices buy more samples), best_of_n:n=8, majority:n=8, "
                    "ias_best_of_n:n_max=32, beam:n=16,width=4, ias_beam:k_max=4,m_max=4 (+es adds early stopping to best-of-N).")
@@ -66,8 +64,9 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
     drawn only while it is expected to raise the chance that the picked answer is right by more
     than its cost at the given price (measured offline for this PRM: selector_model.json beside
     it). Easy questions stop after one sample, hopeless ones soon after. The quantiles shown are
-    the PRM's 10% / 50% / 90% estimates of the probability that the generator gets it right from there. Budgets cap what the search may
-    spend on this question; the energy figure says which meter measured it (or that it is estimated).
+    the PRM's 10% / 50% / 90% estimates of the probability that the generator gets it right from
+    there. Budgets cap what the search may spend on this question; the energy figure says which
+    meter measured it (or that it is estimated).
 
     \b
     Examples:
