@@ -10,7 +10,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench bench-default bench-time info models clean
+.PHONY: run test bench bench-default bench-time bench-kv info models clean
 
 QUESTION ?= 454+762*3
 
@@ -25,13 +25,17 @@ bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_branching.py
 
 # The headline benchmark (docs/RESULTS.md): the fixed frontier (best-of-N and majority at N = 1..32),
-# the paper's IAS variants and adaptive search at four prices, on the 500-problem test split.
+# the paper's IAS variants and adaptive search at several prices, on the 500-problem test split.
 bench-default: $(VENV)/.runtime
 	$(BIN)/edge-adapt bench -o runs/default
 
 # Where a best-of-16's wall time goes (generation, PRM, other) under five thread settings.
 bench-time: $(VENV)/.runtime
 	$(BIN)/python benchmarks/bench_search_time.py
+
+# The generator's KV cache: unified pool (old size, sized to the search) against per-sequence streams.
+bench-kv: $(VENV)/.runtime
+	$(BIN)/python benchmarks/bench_kv.py
 
 info: $(VENV)/.runtime
 	$(BIN)/edge-adapt info
