@@ -83,6 +83,12 @@ def test_a_feasible_question_always_gets_its_first_sample(searcher, problems) ->
     assert all(c["granted"] == 0 for c in caps[1:])
 
 
+def test_a_budget_without_a_policy_is_refused(searcher, problems) -> None:
+    assert searcher.policy is None
+    with pytest.raises(BudgetError, match="needs a policy"):
+        searcher.run(BestOfN(n=2), problems[0], budget=Budget(tokens=10))
+
+
 def test_impossible_budget_is_a_clear_error(searcher, problems) -> None:
     guarded = with_policy(searcher, Budget(energy_j=0.01))
     with pytest.raises(BudgetError, match="cannot buy one answer.*raise the budget"):

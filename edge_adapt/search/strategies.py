@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from edge_adapt.energy import Usage
-from edge_adapt.errors import SamplingConfigError
+from edge_adapt.errors import BudgetError, SamplingConfigError
 from edge_adapt.generator import Generator, Node, SamplingParams, StepRules
 from edge_adapt.policy import Budget, EnergyPolicy, Guard, Unlimited
 from edge_adapt.prm import PrefixScore, QuantilePRM, Quantiles
@@ -141,6 +141,9 @@ class Searcher:
 
     def run(self, strategy: Strategy, problem: Problem, seed: int = 0, budget: Budget | None = None) -> SearchResult:
         """Search one problem; ``budget`` overrides the policy's for this question only."""
+        if budget is not None and not budget.unlimited and self.policy is None:
+            raise BudgetError("a budget needs a policy to measure it: build the searcher with edge_adapt.open_stack "
+                              "(or pass policy=EnergyPolicy(...))")
         started = time.perf_counter()
         gen0, prm0 = self.generator.usage, self.prm.stats
         decisions: list[Decision] = []
