@@ -22,7 +22,7 @@ import numpy as np
 
 from edge_adapt.generator import Generator, SamplingParams
 from edge_adapt.prm import QuantilePRM
-from edge_adapt.search import best_of_n
+from edge_adapt.search import BestOfN, Searcher
 from edge_adapt.tasks import Problem, Task
 from export.prm_metrics import calibration_metrics
 
@@ -123,8 +123,7 @@ def time_easy_search(
     generator: Generator, prm: QuantilePRM, task: Task, problems: Sequence[Problem], n: int = 8
 ) -> dict[str, float]:
     """Wall seconds to answer each easy problem with best-of-n search, models already loaded."""
-    times = []
-    for i, problem in enumerate(problems):
-        times.append(best_of_n(generator, prm, task, problem, n, seed=i).cost.wall_s)
+    searcher = Searcher(generator, prm, task)
+    times = [searcher.run(BestOfN(n=n), problem, seed=i).cost.wall_s for i, problem in enumerate(problems)]
     times.sort()
     return {"n": n, "problems": len(times), "median_s": statistics.median(times), "max_s": times[-1]}

@@ -4,7 +4,6 @@ Every strategy returns a :class:`SearchResult` with the same cost accounting.
 """
 
 from edge_adapt.search.answer_model import AnswerModel
-from edge_adapt.search.best_of_n import best_of_n
 from edge_adapt.search.ias import beams_to_keep, expansion_width, n_samples
 from edge_adapt.search.strategies import (
     BeamSearch,
@@ -38,7 +37,6 @@ __all__ = [
     "Strategy",
     "ValueSampling",
     "beams_to_keep",
-    "best_of_n",
     "expansion_width",
     "majority_confidence",
     "n_samples",
