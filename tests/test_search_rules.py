@@ -11,7 +11,14 @@ from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import StepEnd, StepRules
 from edge_adapt.prm import Quantiles
 from edge_adapt.search import BestOfN, IASBeamSearch, ValueSampling, kv_cells_needed, sequences_needed
-from edge_adapt.search.ias import beams_to_keep, clip_probability, expansion_width, n_samples
+from edge_adapt.search.ias import (
+    CONFIDENCE_LADDER,
+    achieved_confidence,
+    beams_to_keep,
+    clip_probability,
+    expansion_width,
+    n_samples,
+)
 from edge_adapt.search.types import Candidate
 from edge_adapt.search.voting import best_scored, group_answers, majority_confidence, majority_vote, weighted_vote
 from edge_adapt.tasks.grading import answers_equal
@@ -128,3 +135,11 @@ def test_generator_capacity_follows_the_strategy_and_the_task() -> None:
     assert sequences_needed(ValueSampling(lookahead=2)) == 6 and kv_cells_needed(ValueSampling(lookahead=2), rules) == 2048
     assert kv_cells_needed(IASBeamSearch(k_max=4, m_max=4), StepRules(max_new_tokens=1024)) == 512 + 16 * 1024
     assert sequences_needed(BestOfN(n=200)) == 256  # llama.cpp's limit
+
+
+@pytest.mark.parametrize("p", [0.01, 0.1, 0.37, 0.9])
+def test_the_samples_ias_asks_for_reach_their_target(p: float) -> None:
+    assert achieved_confidence(0.5, 2) == pytest.approx(0.75)
+    for confidence in CONFIDENCE_LADDER:
+        n = n_samples(p, confidence)
+        assert achieved_confidence(p, n) >= confidence and (n == 1 or achieved_confidence(p, n - 1) < confidence)

@@ -54,3 +54,12 @@ def beams_to_keep(p_sorted: Sequence[float], m_max: int, k_max: int, confidence:
 def expansion_width(p_min_kept: float, k_max: int, m_max: int, confidence: float = 0.99) -> int:
     """M = min(ceil(N(min p_kept) / K_max), M_max), at least 1."""
     return max(1, min(math.ceil(n_samples(p_min_kept, confidence) / k_max), m_max))
+
+
+# Targets a tight budget may fall back to, in order; below 0.5 a search is no longer a search.
+CONFIDENCE_LADDER = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5)
+
+
+def achieved_confidence(p: float, n: int) -> float:
+    """The C that ``n`` samples reach when each succeeds with probability ``p``: 1 - (1-p)^n."""
+    return 1.0 - (1.0 - clip_probability(p)) ** n

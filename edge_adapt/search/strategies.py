@@ -22,7 +22,13 @@ from edge_adapt.generator import Generator, Node, SamplingParams, StepRules
 from edge_adapt.policy import Budget, EnergyPolicy, Guard, Unlimited
 from edge_adapt.prm import PrefixScore, QuantilePRM, Quantiles
 from edge_adapt.search.answer_model import AnswerModel, Evidence, Moments, PickState, QuestionModel, posterior
-from edge_adapt.search.ias import beams_to_keep, clip_probability, expansion_width, n_samples
+from edge_adapt.search.ias import (
+    CONFIDENCE_LADDER,
+    achieved_confidence,
+    beams_to_keep,
+    expansion_width,
+    n_samples,
+)
 from edge_adapt.search.types import Candidate, Cost, Decision, SearchResult
 from edge_adapt.search.value_sampling import ValueSampling, next_round
 from edge_adapt.search.voting import (
@@ -454,15 +460,6 @@ class _Run:
         widths = _cap([m] * k, remaining)
         self.decisions.append(Decision("beam_allocation", {"step": step, "K": k, "M": m, "p_kept": [round(p[i], 4) for i in order[:k]]}))
         return kept, widths
-
-
-# Targets a tight budget may fall back to, in order; below 0.5 a search is no longer a search.
-CONFIDENCE_LADDER = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5)
-
-
-def achieved_confidence(p: float, n: int) -> float:
-    """The C that ``n`` samples reach when each succeeds with probability ``p``: 1 - (1-p)^n."""
-    return 1.0 - (1.0 - clip_probability(p)) ** n
 
 
 def live_paths(strategy: Strategy) -> int:
