@@ -265,6 +265,6 @@ class BatteryPacer:
         self.spent += max(float(joules), 0.0)
         self.done += 1
         pace = self.total_joules * self.done / self.questions
-        ratio = min(max(self.spent / pace, 1.0 / self.max_step), self.max_step) if pace > 0 else self.max_step
+        ratio = min(max(self.spent / pace, 1.0 / self.max_step), self.max_step)  # pace > 0: total > 0, done >= 1
         self.price = min(max(self.price * ratio, self.floor), self.ceiling)
         return self.price

@@ -63,7 +63,8 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
     By default value-aware sampling: solutions are drawn one or two at a time, and another is
     drawn only while it is expected to raise the chance that the picked answer is right by more
     than its cost at the given price (measured offline for this PRM: selector_model.json beside
-    it). Easy questions stop after one sample, hopeless ones soon after. The quantiles shown are
+    it). It stops where the samples agree or where more of them would not change the pick, on easy
+    and on hopeless questions alike. The quantiles shown are
     the PRM's 10% / 50% / 90% estimates of the probability that the generator gets it right from
     there. Budgets cap what the search may spend on this question; the energy figure says which
     meter measured it (or that it is estimated).

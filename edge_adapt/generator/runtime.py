@@ -515,11 +515,6 @@ class Generator:
                 f"no free sequence for a new {what}: all n_seq_max={self.ctx.n_seq_max} are held by live "
                 "nodes; release nodes or raise n_seq_max."
             )
-        if not self.config.kv_unified and node.n_past + len(tokens) > self.seq_ctx:
-            raise ContextOverflowError(
-                f"the {what} needs {len(tokens)} KV cells after {node.n_past} but a sequence holds {self.seq_ctx} "
-                f"(n_ctx={self.n_ctx} split over n_seq_max={self.ctx.n_seq_max} streams); raise n_ctx."
-            )
         if len(tokens) > self.kv_cells_free:
             raise ContextOverflowError(
                 f"the {what} needs {len(tokens)} KV cells but only {self.kv_cells_free} of n_ctx={self.n_ctx} "
