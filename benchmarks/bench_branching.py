@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_adapt import Generator, GeneratorConfig, SamplingParams, StepRules
-from edge_adapt.generator.runtime import default_threads
+from edge_adapt.generator.config import default_threads
 
 PREFIX_TEXT = (
     "The history of numerical computing is a story of trade-offs between precision, memory and time. "

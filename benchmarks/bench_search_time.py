@@ -22,7 +22,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from edge_adapt.generator import Generator, GeneratorConfig
-from edge_adapt.generator.runtime import default_threads
+from edge_adapt.generator.config import default_threads
 from edge_adapt.models import load_default_models
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.search import BestOfN, Searcher, sequences_needed

@@ -20,7 +20,7 @@ from typing import Any
 from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.bench.records import RunFolder
 from edge_adapt.generator import Generator, SamplingParams
-from edge_adapt.generator.runtime import default_threads
+from edge_adapt.generator.config import default_threads
 from edge_adapt.models import sha256_of
 from edge_adapt.policy import Budget
 from edge_adapt.prm import QuantilePRM

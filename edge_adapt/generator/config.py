@@ -1,0 +1,55 @@
+"""How a GGUF generator is loaded and how much branching its KV cache can hold."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from edge_adapt.errors import SamplingConfigError
+from edge_adapt.generator.llama_backend import KV_TYPES
+
+MAX_SEQUENCES = 256  # LLAMA_MAX_SEQ in llama.cpp
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """How the model is loaded and how much branching its context can hold.
+
+    ``n_seq_max`` is the number of nodes that can be live at once (every branch being decoded
+    and every node kept for later expansion holds one); ``n_ctx`` is the pool of KV cells they
+    share: a shared prefix counts once.
+    """
+
+    n_ctx: int = 4096
+    n_seq_max: int = 32
+    n_batch: int = 512
+    n_threads: int | None = None  # None: all CPU cores this process may use
+    n_threads_batch: int | None = None
+    n_gpu_layers: int = 0  # -1 offloads every layer (needs a CUDA/Metal/Vulkan build of llama.cpp)
+    main_gpu: int = 0
+    flash_attn: bool | None = None  # None: llama.cpp decides
+    kv_type: str = "f16"  # KV cache precision: "f16", "f32" (exact), "q8_0" (half the memory; needs flash attention)
+    # one KV pool for all branches (a branch costs nothing, shares its prefix) or one stream of
+    # n_ctx / n_seq_max cells per sequence (a branch copies its parent's stream; attention reads
+    # only its own); benchmarks/bench_kv.py measures both
+    kv_unified: bool = True
+    use_mmap: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n_seq_max <= MAX_SEQUENCES:
+            raise SamplingConfigError(f"n_seq_max must be in [1, {MAX_SEQUENCES}], got {self.n_seq_max}")
+        if self.n_ctx < 16:
+            raise SamplingConfigError(f"n_ctx must be at least 16, got {self.n_ctx}")
+        if self.n_batch < 1:
+            raise SamplingConfigError(f"n_batch must be >= 1, got {self.n_batch}")
+        if self.kv_type not in KV_TYPES:
+            raise SamplingConfigError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {self.kv_type!r}")
+        if self.kv_type == "q8_0" and self.flash_attn is False:
+            raise SamplingConfigError("a q8_0 KV cache needs flash attention; leave flash_attn unset or True")
