@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_adapt.prm import PRMBundle, QuantilePRM
-from export.calibration_data import read_records
-from export.prm_data import split_questions
-from export.prm_metrics import runtime_metrics
+from edge_adapt_tools.prm.calibration_data import read_records
+from edge_adapt_tools.prm.data import split_questions
+from edge_adapt_tools.prm.metrics import runtime_metrics
 
 
 def main() -> None:

@@ -18,14 +18,14 @@ import sys
 
 from rich.console import Console
 
-from edge_adapt.cli.export_cmd import _print_targets
 from edge_adapt.generator import Generator, GeneratorConfig
 from edge_adapt.models import load_default_models
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.tasks import ArithmeticTask
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
-from export.model_card import check_targets, question_score_summary
-from export.model_eval import evaluate_models, time_easy_search
+from edge_adapt_tools.cli.recipe_cmd import print_targets
+from edge_adapt_tools.recipe.model_card import check_targets, question_score_summary
+from edge_adapt_tools.recipe.model_eval import evaluate_models, time_easy_search
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
     measured = copy.deepcopy(manifest)
     measured["metrics"]["generator_and_prm_on_test"] = evaluation.to_dict()
     console.print(f"evaluated {len(problems)} test problems x {evaluation.samples_per_problem} samples in {evaluation.seconds:.0f}s")
-    _print_targets(check_targets(measured))
+    print_targets(check_targets(measured))
     console.print(question_score_summary(evaluation.to_dict()))
 
 

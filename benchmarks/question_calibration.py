@@ -7,7 +7,7 @@ evaluation now also reports the question score, over its 16 samples). This reads
 an `edge-adapt bench` run, takes a fixed best-of-N strategy (every question sampled N times at the
 run's temperature: N Monte-Carlo rollouts of the empty prefix), and compares the question
 quantiles the bench recorded with the share of right samples, by level, with the same metrics
-as the recipe (`export/prm_metrics.py`: coverage counts a tie within half a Monte-Carlo step as tau).
+as the recipe (`edge_adapt_tools/prm/metrics.py`: coverage counts a tie within half a Monte-Carlo step as tau).
 
     python benchmarks/question_calibration.py runs/search                   # best_of_n:n=32
     python benchmarks/question_calibration.py runs/search -s best_of_n:n=16
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_adapt.bench.records import RunFolder, RunFolderError
-from export.prm_metrics import calibration_metrics
+from edge_adapt_tools.prm.metrics import calibration_metrics
 
 LEVELS = (0.1, 0.5, 0.9)  # the quantiles a bench record stores for the question
 

@@ -1,7 +1,7 @@
 """Best-of-16 on the test split ranked by single features: how well could any PRM built on this
 generator's signals rank its solutions?
 
-The same samples as the recipe's evaluation (`export/model_eval.py`: 16 per problem, T=0.7,
+The same samples as the recipe's evaluation (`edge_adapt_tools/recipe/model_eval.py`: 16 per problem, T=0.7,
 seed = problem index), ranked by the PRM's median, by the generator's own log-likelihood of the
 solution (summed over solution tokens, step separators excluded, as the PRM's likelihood term
 counts it), by its lowest token probability, and by a majority vote over answers. Needs the
@@ -27,8 +27,8 @@ from edge_adapt.prm import QuantilePRM
 from edge_adapt.prm.format import encode_prefix
 from edge_adapt.tasks import ArithmeticTask
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
-from export.gguf_dequantize import dequantize_gguf
-from export.likelihood_prm import likelihood_source
+from edge_adapt_tools.gguf.dequantize import dequantize_gguf
+from edge_adapt_tools.prm.likelihood_prm import likelihood_source
 
 
 def main() -> None:

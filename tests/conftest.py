@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge_adapt.prm import PRMFormat
-from export.calibration_data import CalibrationRecord, CalibrationWriter
+from edge_adapt_tools.prm.calibration_data import CalibrationRecord, CalibrationWriter
 
 from model_factory import random_checkpoint, trained_step_checkpoint
 
@@ -49,7 +49,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 @pytest.fixture(scope="session")
 def random_gguf(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A verified F32 GGUF of the untied random Llama (rope-scaled, GQA)."""
-    from export.gguf_export import export_gguf
+    from edge_adapt_tools.gguf.export import export_gguf
 
     out = tmp_path_factory.mktemp("random_gguf")
     return export_gguf(checkpoint("llama-untied"), out, name="llama").conversion.path
@@ -63,7 +63,7 @@ def step_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def step_gguf(step_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The briefly trained step model, exported and quantized to Q8_0 (as a user would run it)."""
-    from export.gguf_export import export_gguf
+    from edge_adapt_tools.gguf.export import export_gguf
 
     result = export_gguf(step_checkpoint, tmp_path_factory.mktemp("step_gguf"), name="steps", quant_types=["Q8_0"])
     return result.quantized[0].report.path
@@ -114,8 +114,8 @@ def synthetic_calib(tmp_path_factory) -> Path:
 def llama_prm(checkpoint, synthetic_calib, tmp_path_factory):
     """A quantile PRM trained from the random Llama backbone, exported (fp32, int8, fp16)."""
     out = tmp_path_factory.mktemp("prm") / "llama-prm"
-    from export.prm_pipeline import PRMBuildSettings, build_quantile_prm
-    from export.prm_train import TrainSettings
+    from edge_adapt_tools.prm.pipeline import PRMBuildSettings, build_quantile_prm
+    from edge_adapt_tools.prm.train import TrainSettings
 
     settings = PRMBuildSettings(fmt=FMT, holdout=0.25, train=TrainSettings(epochs=6, batch_size=16, lr=5e-4, head_lr=5e-3))
     return build_quantile_prm(checkpoint("llama-tied"), synthetic_calib, out, settings)

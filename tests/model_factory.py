@@ -15,7 +15,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from edge_adapt.tasks.arithmetic import ArithmeticTask, Level
-from export.tokenizer_train import train_bpe_tokenizer
+from edge_adapt_tools.recipe.train_tokenizer import train_bpe_tokenizer
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -98,8 +98,8 @@ def test_the_question_score_is_not_optimistic(generator, prm, test_problems) -> 
     samples. A likelihood combination whose bias also applied to the question scored the middle
     levels 0.72 / 0.73 where 0.47 / 0.45 of the samples were right, and adaptive search, which
     sizes N by that score, under-sampled them; the pooled held-out figures did not show it."""
-    from export.model_card import question_score_summary
-    from export.model_eval import evaluate_models
+    from edge_adapt_tools.recipe.model_card import question_score_summary
+    from edge_adapt_tools.recipe.model_eval import evaluate_models
 
     middle = [p for level in (3, 4) for p in [q for q in test_problems if q.level == level][:20]]
     evaluation = evaluate_models(generator, prm, TASK, middle, samples=8)
@@ -171,7 +171,7 @@ def test_the_recipe_can_rebuild_the_prm_on_the_shipped_generator(models, tmp_pat
     redone) after checking the files, and refuses models it cannot vouch for."""
     import shutil
 
-    from export.recipe import RecipeSettings, _stage_keys, _Stages, _take_shipped_stages
+    from edge_adapt_tools.recipe.build import RecipeSettings, _stage_keys, _Stages, _take_shipped_stages
 
     shipped = models.root
     stages = _Stages(tmp_path / "work", log=lambda m: None)
@@ -220,7 +220,7 @@ def test_generator_training_draws_levels_by_weight_and_refuses_bad_weights(tmp_p
     import random
 
     from edge_adapt.errors import EdgeAdaptError
-    from export.train_generator import GeneratorTrainSettings, _examples, char_tokenizer, train_generator
+    from edge_adapt_tools.recipe.train_generator import GeneratorTrainSettings, _examples, char_tokenizer, train_generator
 
     task = ArithmeticTask()
     tok = char_tokenizer(task)

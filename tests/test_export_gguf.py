@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from edge_adapt.cli import main
 from edge_adapt.errors import ModelLoadError, QuantizationError, TokenizerError, UnsupportedModelError, VerificationError
 from edge_adapt.generator.llama_backend import LlamaModel
-from export import hf_checkpoint
-from export.gguf_export import export_gguf
-from export.quantize import quantize_gguf
+from edge_adapt_tools.gguf import checkpoint as hf_checkpoint
+from edge_adapt_tools.gguf.export import export_gguf
+from edge_adapt_tools.gguf.quantize import quantize_gguf
 
 from conftest import VARIANTS
 from model_factory import random_checkpoint

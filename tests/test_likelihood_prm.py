@@ -16,9 +16,9 @@ from edge_adapt.cli import main
 from edge_adapt.errors import UnsupportedModelError
 from edge_adapt.prm import PRMFormat, QuantilePRM
 from edge_adapt.tasks.arithmetic import solve
-from export.calibration_data import CalibrationRecord, CalibrationWriter, read_records
-from export.likelihood_prm import GeneratorAwarePRM
-from export.prm_data import split_questions
+from edge_adapt_tools.prm.calibration_data import CalibrationRecord, CalibrationWriter, read_records
+from edge_adapt_tools.prm.data import split_questions
+from edge_adapt_tools.prm.likelihood_prm import GeneratorAwarePRM
 
 from model_factory import TINY_ARITHMETIC
 
@@ -53,8 +53,8 @@ def corrupted_calibration(path: Path, n_questions: int = 120, seed: int = 0) -> 
 
 @pytest.fixture(scope="module")
 def aware_prm(step_checkpoint, tmp_path_factory):
-    from export.prm_pipeline import PRMBuildSettings, build_quantile_prm
-    from export.prm_train import TrainSettings
+    from edge_adapt_tools.prm.pipeline import PRMBuildSettings, build_quantile_prm
+    from edge_adapt_tools.prm.train import TrainSettings
 
     work = tmp_path_factory.mktemp("aware")
     calib = corrupted_calibration(work / "calib.jsonl")
@@ -111,7 +111,7 @@ def test_the_question_scores_as_the_head_alone(step_checkpoint) -> None:
     likelihood is always below one) must not move the head's question score; after it, it does."""
     from tokenizers import Tokenizer
 
-    from export.quantile_prm import from_backbone
+    from edge_adapt_tools.prm.quantile_prm import from_backbone
 
     tok = Tokenizer.from_file(str(step_checkpoint / "tokenizer.json"))
     nl = tok.encode("\n", add_special_tokens=False).ids[-1]
@@ -141,7 +141,7 @@ def test_exported_graph_reproduces_the_torch_module(aware_prm, step_checkpoint) 
 def test_loglik_counts_solution_tokens_only(step_checkpoint) -> None:
     from tokenizers import Tokenizer
 
-    from export.quantile_prm import from_backbone
+    from edge_adapt_tools.prm.quantile_prm import from_backbone
 
     tok = Tokenizer.from_file(str(step_checkpoint / "tokenizer.json"))
     gen = AutoModelForCausalLM.from_pretrained(step_checkpoint).eval()
@@ -181,7 +181,7 @@ def test_likelihood_needs_the_generators_tokenizer_and_a_question_end(step_check
 def test_the_combination_starts_as_the_prm_and_splits_question_from_step(step_checkpoint) -> None:
     """question = step = 1, weight = bias = 0 is the head alone; with step = 0 every position after
     the question carries the question's logit (the question-level score, exactly)."""
-    from export.quantile_prm import from_backbone
+    from edge_adapt_tools.prm.quantile_prm import from_backbone
 
     head = from_backbone(step_checkpoint, (0.1, 0.5, 0.9), base_rate=0.5).eval()
     with torch.no_grad():
@@ -220,8 +220,8 @@ def test_a_dequantized_gguf_is_the_generator_that_runs(step_checkpoint, step_ggu
     from transformers import AutoTokenizer
 
     from edge_adapt.errors import TokenizerError
-    from export.gguf_dequantize import dequantize_gguf
-    from export.verify import check_logits, reference_outputs
+    from edge_adapt_tools.gguf.dequantize import dequantize_gguf
+    from edge_adapt_tools.gguf.verify import check_logits, reference_outputs
 
     folder = dequantize_gguf(step_gguf, step_checkpoint / "tokenizer.json", tmp_path / "deq")
     stamp = (folder / "dequantized_from.json").read_text()

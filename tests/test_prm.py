@@ -17,11 +17,11 @@ from edge_adapt.errors import EdgeAdaptError, ModelLoadError
 from edge_adapt.prm import PRMFormat, QuantilePRM
 from edge_adapt.prm.format import encode_prefix
 from edge_adapt.prm.scorer import sigmoid
-from export.calibration_data import read_records
-from export.prm_data import build_sequences, split_questions
-from export.prm_export import INT8_TOLERANCE, _within_int8_tolerance
-from export.prm_metrics import CalibrationMetrics, calibration_metrics
-from export.quantile_prm import from_two_label_prm
+from edge_adapt_tools.prm.calibration_data import read_records
+from edge_adapt_tools.prm.data import build_sequences, split_questions
+from edge_adapt_tools.prm.export import INT8_TOLERANCE, _within_int8_tolerance
+from edge_adapt_tools.prm.metrics import CalibrationMetrics, calibration_metrics
+from edge_adapt_tools.prm.quantile_prm import from_two_label_prm
 
 from conftest import FMT
 
@@ -214,7 +214,7 @@ def test_int8_acceptance_rule() -> None:
 
 
 def test_logistic_term_keeps_saturated_outputs_learning_and_ordered() -> None:
-    from export.prm_train import asymmetric_logistic_loss, pinball_loss
+    from edge_adapt_tools.prm.train import asymmetric_logistic_loss, pinball_loss
 
     levels = torch.tensor([0.1, 0.5, 0.9])
     targets = torch.tensor([1.0, 1.0, 0.75])

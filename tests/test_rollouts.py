@@ -10,8 +10,8 @@ import pytest
 
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
-from export.calibration_data import CalibrationRecord, CalibrationWriter, read_records
-from export.rollouts import RolloutSettings, build_calibration_set
+from edge_adapt_tools.prm.calibration_data import CalibrationRecord, CalibrationWriter, read_records
+from edge_adapt_tools.prm.rollouts import RolloutSettings, build_calibration_set
 
 from model_factory import TINY_ARITHMETIC
 

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import logging
 import sys
+from importlib.metadata import entry_points
 
 import click
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from edge_adapt import __version__
 from edge_adapt.cli.bench_cmd import bench, report
 from edge_adapt.cli.console import err_console
 from edge_adapt.cli.energy_cmd import energy_group
-from edge_adapt.cli.export_cmd import export_group
 from edge_adapt.cli.info_cmd import info
 from edge_adapt.cli.solve_cmd import solve_cmd
 from edge_adapt.errors import EdgeAdaptError
+
+log = logging.getLogger(__name__)
+COMMAND_ENTRY_POINTS = "edge_adapt.commands"
 
 
 class _Group(click.Group):
@@ -29,7 +33,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except EdgeAdaptError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             sys.exit(1)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
@@ -63,4 +67,18 @@ main.add_command(solve_cmd, name="solve")
 main.add_command(bench)
 main.add_command(report)
 main.add_command(energy_group)
-main.add_command(export_group)
+
+
+def _add_installed_commands(group: click.Group) -> None:
+    """Commands other packages register under the ``edge_adapt.commands`` entry point (the
+    workstation's ``export`` group): the device CLI knows them without importing them itself."""
+    for entry in entry_points(group=COMMAND_ENTRY_POINTS):
+        try:
+            command = entry.load()
+        except ImportError as exc:  # a plugin whose own dependencies are missing
+            log.debug("command %r not available: %s", entry.name, exc)
+            continue
+        group.add_command(command, name=entry.name)
+
+
+_add_installed_commands(main)

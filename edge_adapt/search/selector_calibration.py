@@ -17,7 +17,7 @@ sampled solutions (answer, right or wrong, last-step PRM median). Output: an
   always ignore a sample); the best of them is the picker adaptive search uses;
 - the value table of that picker, from replays of sequential search (:func:`fit_values`).
 
-Pure: numbers in, numbers out. ``export/selector_calibration.py`` reads a calibration file and
+Pure: numbers in, numbers out. ``edge_adapt_tools/prm/selector.py`` reads a calibration file and
 scores it with the exported PRM.
 """
 

@@ -140,6 +140,9 @@ class ArithmeticTask:
     def problem_at(self, index: int) -> Problem:
         return self.problem("test", index)
 
+    def calibration_problems(self, split: str, per_level: int, *, seed: int = 0) -> list[Problem]:
+        return self.problems(split, per_level, seed=seed)
+
     def warm_up_problem(self) -> Problem:
         return self.problems("calibration", 1)[0]
 

@@ -54,6 +54,11 @@ class Task(Protocol):
         ``meta["warning"]`` says when the question is one the models were not built for."""
         ...
 
+    def calibration_problems(self, split: str, per_level: int, *, seed: int = 0) -> list[Problem]:
+        """Problems to roll out for a PRM's calibration: ``per_level`` of each difficulty level of
+        ``split`` (a task without levels or splits: the first ``6 x per_level`` of its problems)."""
+        ...
+
     def warm_up_problem(self) -> Problem:
         """A problem to measure the device on before budgeted questions (outside the benchmark where possible)."""
         ...

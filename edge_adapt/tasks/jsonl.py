@@ -82,6 +82,10 @@ class JSONLTask:
             raise EdgeAdaptError(f"--index must be in 0..{len(self._problems) - 1} for {self.path}, got {index}")
         return self._problems[index]
 
+    def calibration_problems(self, split: str, per_level: int, *, seed: int = 0) -> list[Problem]:
+        """The file's first ``6 x per_level`` problems (a file is one split, read in order)."""
+        return self.problems()[: 6 * per_level]
+
     def warm_up_problem(self) -> Problem:
         return self._problems[0]
 

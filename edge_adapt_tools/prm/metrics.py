@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_adapt.prm.scorer import QuantilePRM
-from export.calibration_data import CalibrationRecord
+from edge_adapt_tools.prm.calibration_data import CalibrationRecord
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from export.prm_data import TrainingSequence
-from export.prm_metrics import pinball
+from edge_adapt_tools.prm.data import TrainingSequence
+from edge_adapt_tools.prm.metrics import pinball
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from edge_adapt.errors import EdgeAdaptError, VerificationError
 from edge_adapt.files import atomic_output
-from export.gguf_convert import OUTTYPES, ConversionResult, convert_checkpoint
-from export.gguf_tokenizer import load_tokenizer_export
-from export.hf_checkpoint import open_checkpoint
-from export.quantize import QuantizationReport, quantize_gguf, resolve_quant_type
-from export.verify import (
+from edge_adapt_tools.gguf.checkpoint import open_checkpoint
+from edge_adapt_tools.gguf.convert import OUTTYPES, ConversionResult, convert_checkpoint
+from edge_adapt_tools.gguf.quantize import QuantizationReport, quantize_gguf, resolve_quant_type
+from edge_adapt_tools.gguf.tokenizer import load_tokenizer_export
+from edge_adapt_tools.gguf.verify import (
     GREEDY_ENFORCED,
     TOLERANCES,
     LogitParity,

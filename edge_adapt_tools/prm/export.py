@@ -27,10 +27,10 @@ from edge_adapt.errors import VerificationError
 from edge_adapt.prm.bundle import TOKENIZER_FILE, PRMBundle
 from edge_adapt.prm.format import PRMFormat
 from edge_adapt.prm.scorer import sigmoid
-from export.calibration_data import CalibrationRecord
-from export.likelihood_prm import GeneratorAwarePRM
-from export.prm_data import TrainingSequence
-from export.prm_metrics import CalibrationMetrics, runtime_metrics
+from edge_adapt_tools.prm.calibration_data import CalibrationRecord
+from edge_adapt_tools.prm.data import TrainingSequence
+from edge_adapt_tools.prm.likelihood_prm import GeneratorAwarePRM
+from edge_adapt_tools.prm.metrics import CalibrationMetrics, runtime_metrics
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from export.gguf_tokenizer import LLAMA3_SPLIT, QWEN2_SPLIT
+from edge_adapt_tools.gguf.tokenizer import LLAMA3_SPLIT, QWEN2_SPLIT
 
 STYLES = ("gpt2", "llama3", "qwen2", "smollm")
 

@@ -24,7 +24,7 @@ from edge_adapt.generator import Generator, SamplingParams
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.search import BestOfN, Searcher
 from edge_adapt.tasks import Problem, Task
-from export.prm_metrics import calibration_metrics
+from edge_adapt_tools.prm.metrics import calibration_metrics
 
 # part of the recipe's evaluation stamp: a build evaluated by an earlier version is re-evaluated
 # (1: pass@1, oracle, PRM best-of-K, vote; 2: also the PRM's question score against the samples)

@@ -18,14 +18,14 @@ from tokenizers import Tokenizer
 
 from edge_adapt.errors import EdgeAdaptError, TokenizerError, UnsupportedModelError
 from edge_adapt.prm.format import PRMFormat, pad_token_id
-from export.calibration_data import read_records
-from export.gguf_dequantize import dequantize_gguf
-from export.likelihood_prm import LikelihoodFit, add_likelihood_term, likelihood_source
-from export.prm_data import build_sequences, split_questions
-from export.prm_export import PRMExport, export_prm_bundle
-from export.prm_metrics import CalibrationMetrics, calibration_metrics, reliability_diagram
-from export.prm_train import TrainResult, TrainSettings, predict, train_quantile_prm
-from export.quantile_prm import QUANTILE_LEVELS, from_backbone, from_two_label_prm
+from edge_adapt_tools.gguf.dequantize import dequantize_gguf
+from edge_adapt_tools.prm.calibration_data import read_records
+from edge_adapt_tools.prm.data import build_sequences, split_questions
+from edge_adapt_tools.prm.export import PRMExport, export_prm_bundle
+from edge_adapt_tools.prm.likelihood_prm import LikelihoodFit, add_likelihood_term, likelihood_source
+from edge_adapt_tools.prm.metrics import CalibrationMetrics, calibration_metrics, reliability_diagram
+from edge_adapt_tools.prm.quantile_prm import QUANTILE_LEVELS, from_backbone, from_two_label_prm
+from edge_adapt_tools.prm.train import TrainResult, TrainSettings, predict, train_quantile_prm
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class PRMBuildSettings:
     int8: bool = True
     fp16: bool = True
     # the generator, as its Hugging Face folder or its GGUF file: its likelihood of the solution
-    # joins the PRM's logits (export/likelihood_prm.py); None for a PRM that reads the text alone
+    # joins the PRM's logits (edge_adapt_tools/prm/likelihood_prm.py); None for a PRM that reads the text alone
     likelihood_generator: str | None = None
     # share of the training questions the head never trains on: the likelihood combination is
     # fitted on them. Fitted on the head's own training questions, it trusted the head's overfit

@@ -28,7 +28,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.tasks.arithmetic import ArithmeticTask, split_of
-from export.tokenizer_train import train_bpe_tokenizer
+from edge_adapt_tools.recipe.train_tokenizer import train_bpe_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from edge_adapt.search.selector_calibration import CalibrationQuestion, ScoredSo
 from edge_adapt.tasks import Problem, Task
 from edge_adapt.tasks.arithmetic import ArithmeticTask
 from edge_adapt.tasks.grading import answers_equal, extract_answer
-from export.calibration_data import CalibrationRecord, read_records
-from export.prm_data import split_questions
+from edge_adapt_tools.prm.calibration_data import CalibrationRecord, read_records
+from edge_adapt_tools.prm.data import split_questions
 
 log = logging.getLogger(__name__)
 

@@ -95,5 +95,5 @@ def from_backbone(path: str | Path, levels: Sequence[float] = QUANTILE_LEVELS, b
 def quantile_levels_of(model: PreTrainedModel) -> tuple[float, ...]:
     levels = getattr(model.config, "quantile_levels", None)
     if not levels:
-        raise UnsupportedModelError("this model has no quantile_levels in its config; build it with export.quantile_prm")
+        raise UnsupportedModelError("this model has no quantile_levels in its config; build it with edge_adapt_tools.prm.quantile_prm")
     return tuple(float(q) for q in levels)

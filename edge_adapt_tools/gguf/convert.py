@@ -21,8 +21,8 @@ import torch
 
 from edge_adapt.errors import UnsupportedModelError
 from edge_adapt.files import atomic_output
-from export.gguf_tokenizer import load_tokenizer_export, write_tokenizer
-from export.hf_checkpoint import HFCheckpoint
+from edge_adapt_tools.gguf.checkpoint import HFCheckpoint
+from edge_adapt_tools.gguf.tokenizer import load_tokenizer_export, write_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -86,7 +86,7 @@ def _likelihood_text(p: dict) -> str:
         f"  they are on unseen questions (question, step, weight, bias per level: {per_level}).\n"
         "  The question alone keeps the head's own score z_q (the bias, fitted for solutions, would lift it).\n"
         "  Why: the generator's mistakes are mostly a wrong digit it was unsure of, which the trained head alone\n"
-        "  barely notices; the head rates questions well (export/likelihood_prm.py)."
+        "  barely notices; the head rates questions well (edge_adapt_tools/prm/likelihood_prm.py)."
     )
 
 

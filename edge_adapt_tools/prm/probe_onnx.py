@@ -3,7 +3,7 @@
 ONNX Runtime lists providers it cannot actually use (a CUDA provider without cuDNN, TensorRT
 without its libraries) and silently falls back to CPU, so the runtime proves a provider by
 running this model on it. The runtime has no ``onnx`` dependency, hence the shipped file;
-regenerate it with ``python -m export.probe_onnx``.
+regenerate it with ``python -m edge_adapt_tools.prm.probe_onnx``.
 """
 
 from __future__ import annotations

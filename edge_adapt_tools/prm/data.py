@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from tokenizers import Tokenizer
 
 from edge_adapt.prm.format import PRMFormat, encode_prefix
-from export.calibration_data import CalibrationRecord
+from edge_adapt_tools.prm.calibration_data import CalibrationRecord
 
 
 @dataclass(frozen=True)

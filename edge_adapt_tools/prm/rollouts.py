@@ -11,7 +11,7 @@ The empty prefix's rate comes from the N solutions themselves, which are exactly
 the question. With ``record_continuations`` every distinct graded continuation is kept too, as a
 complete record of origin "continuation": its label is exact (a whole solution is right or
 wrong), and it is the generator's own kind of mistake, which the PRM must learn to rank.
-Records go to a :class:`~export.calibration_data.CalibrationWriter`, one question at a time,
+Records go to a :class:`~edge_adapt_tools.prm.calibration_data.CalibrationWriter`, one question at a time,
 so an interrupted run resumes where it stopped.
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from edge_adapt.generator import GenerationStats, Generator, GeneratorConfig, Node, SamplingParams, StepEnd
 from edge_adapt.models import sha256_of
 from edge_adapt.tasks import Problem, Task
-from export.calibration_data import CalibrationRecord, CalibrationWriter
+from edge_adapt_tools.prm.calibration_data import CalibrationRecord, CalibrationWriter
 
 log = logging.getLogger(__name__)
 

@@ -34,17 +34,17 @@ from edge_adapt.models import MANIFEST, sha256_of
 from edge_adapt.prm import PRMFormat, QuantilePRM
 from edge_adapt.tasks import ArithmeticTask
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
-from export.calibration_data import read_records
-from export.gguf_dequantize import dequantize_gguf
-from export.gguf_export import export_gguf
-from export.likelihood_prm import LIKELIHOOD_FORM
-from export.model_card import write_model_card
-from export.model_eval import EVALUATION_FORM, evaluate_models, time_easy_search
-from export.prm_pipeline import PRMBuildSettings, build_quantile_prm
-from export.prm_train import TrainSettings
-from export.rollouts import RolloutSettings, build_calibration_set
-from export.selector_calibration import SELECTOR_FORM, calibrate_selector
-from export.train_generator import GeneratorTrainSettings, train_generator
+from edge_adapt_tools.gguf.dequantize import dequantize_gguf
+from edge_adapt_tools.gguf.export import export_gguf
+from edge_adapt_tools.prm.calibration_data import read_records
+from edge_adapt_tools.prm.likelihood_prm import LIKELIHOOD_FORM
+from edge_adapt_tools.prm.pipeline import PRMBuildSettings, build_quantile_prm
+from edge_adapt_tools.prm.rollouts import RolloutSettings, build_calibration_set
+from edge_adapt_tools.prm.selector import SELECTOR_FORM, calibrate_selector
+from edge_adapt_tools.prm.train import TrainSettings
+from edge_adapt_tools.recipe.model_card import write_model_card
+from edge_adapt_tools.recipe.model_eval import EVALUATION_FORM, evaluate_models, time_easy_search
+from edge_adapt_tools.recipe.train_generator import GeneratorTrainSettings, train_generator
 
 GENERATOR_FILE = "generator-{quant}.gguf"
 PRM_DIR = "prm"
@@ -68,11 +68,11 @@ class RecipeSettings:
             train=TrainSettings(epochs=20, batch_size=16, lr=3e-4, head_lr=1e-3, logistic_weight=1.0),
         )
     )
-    # the PRM also reads the generator's likelihood of the solution (export/likelihood_prm.py):
+    # the PRM also reads the generator's likelihood of the solution (edge_adapt_tools/prm/likelihood_prm.py):
     # the trained head alone barely tells a wrong step from a right one
     generator_likelihood: bool = True
     # fresh calibration-split questions per level, 16 samples each, that adaptive search's answer
-    # model is fitted on besides the calibration file's untrained questions (export/selector_calibration.py)
+    # model is fitted on besides the calibration file's untrained questions (edge_adapt_tools/prm/selector.py)
     selector_fresh_per_level: int = 100
     test_per_level: tuple[int, ...] = TEST_PER_LEVEL  # 500 problems
     test_samples: int = 16
@@ -243,7 +243,7 @@ def run_recipe(
 
     def prm() -> dict:
         # the quantized generator, dequantized: the PRM starts from the weights that sample on the
-        # device and reads their likelihoods (export/gguf_dequantize.py)
+        # device and reads their likelihoods (edge_adapt_tools/gguf/dequantize.py)
         tokenizer = gen_hf / "tokenizer.json" if (gen_hf / "tokenizer.json").is_file() else work / "tokenizer.json"
         generator = dequantize_gguf(gen_file, tokenizer, work / "generator-dequantized")
         ps = dataclasses.replace(settings.prm, train=dataclasses.replace(settings.prm.train, seed=settings.seed, threads=threads),

@@ -47,8 +47,8 @@ from transformers.modeling_outputs import TokenClassifierOutput
 
 from edge_adapt.errors import UnsupportedModelError
 from edge_adapt.prm.format import PRMFormat
-from export.prm_data import TrainingSequence
-from export.prm_train import _collate, quantile_loss
+from edge_adapt_tools.prm.data import TrainingSequence
+from edge_adapt_tools.prm.train import _collate, quantile_loss
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A quantized GGUF generator back as a Hugging Face folder (weights dequantized to F32).
 
-Why: the PRM's likelihood term (export/likelihood_prm.py) should read the probabilities of the
+Why: the PRM's likelihood term (edge_adapt_tools/prm/likelihood_prm.py) should read the probabilities of the
 generator that actually samples on the device, the quantized one, not of its F32 parent; and a
 user who has only the GGUF can still calibrate a PRM for it. transformers reads GGUF Llama and
 Qwen2 files and dequantizes them; the tokenizer is taken from the PRM's own tokenizer.json

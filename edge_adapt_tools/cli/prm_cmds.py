@@ -1,141 +1,15 @@
-"""``edge-adapt export ...``: workstation commands (need the ``[export]`` extra)."""
+"""``edge-adapt export rollouts``, ``export prm`` and ``export selector``: calibrating a PRM for a generator."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from types import ModuleType
 
 import click
 from rich.table import Table
 
 from edge_adapt.cli.console import console, err_console, human_bytes
-from edge_adapt.errors import MissingDependencyError
 from edge_adapt.tasks import TASK_NAMES, get_task
-from edge_adapt.tasks.arithmetic import ArithmeticTask
-
-_EXPORT_HINT = (
-    "this command needs the workstation tools: pip install 'edge-adapt[export]' "
-    "(install torch first; the CPU build is `pip install torch==2.13.0`)"
-)
-
-
-def _load(module: str) -> ModuleType:
-    """Import an ``export`` module, turning a missing torch/transformers/gguf into a clear error."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingDependencyError(f"{_EXPORT_HINT} ({exc.name or exc} is missing)") from exc
-
-
-@click.group("export")
-def export_group() -> None:
-    """Convert Hugging Face models for the device runtime (GGUF generator, ONNX PRM)."""
-
-
-@export_group.command("gguf")
-@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True, help="Folder for the GGUF files.")
-@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16"]), default="f32", show_default=True, help="Precision of the unquantized file.")
-@click.option("-q", "--quantize", "quant_types", multiple=True, metavar="TYPE", help="Also quantize: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0... (repeatable).")
-@click.option("--name", help="File name stem (default: the checkpoint folder's name).")
-@click.option("--no-verify", is_flag=True, help="Skip the tokenizer and logits checks against PyTorch.")
-@click.option("--threads", type=click.IntRange(min=1), help="Quantization threads (default: all cores).")
-def export_gguf_cmd(checkpoint: Path, out_dir: Path, outtype: str, quant_types: tuple[str, ...], name: str | None, no_verify: bool, threads: int | None) -> None:
-    """Convert a Llama/Qwen2 Hugging Face CHECKPOINT folder to GGUF, verify it, and quantize it.
-
-    The unquantized file is checked before it is written under its final name: tokenization
-    must equal the Hugging Face tokenizer's on a probe set, and logits must match PyTorch
-    (max abs diff printed; for F32 the greedy continuation must be identical).
-
-    \b
-    Examples:
-      edge-adapt export gguf ./Qwen2.5-Math-1.5B -o ./gguf --outtype f16 -q Q4_K_M
-      edge-adapt export gguf ./tiny-llama -o out -q Q8_0 -q Q4_K_M -q Q5_K_M -q Q4_0
-    """
-    gguf_export = _load("export.gguf_export")
-    quantize = _load("export.quantize")
-    for q in quant_types:
-        quantize.resolve_quant_type(q)  # a typo fails before minutes of work
-    with err_console.status("exporting") as status:
-        result = gguf_export.export_gguf(
-            checkpoint, out_dir, outtype=outtype, quant_types=quant_types, verify=not no_verify,
-            name=name, threads=threads, progress=lambda message: status.update(message),
-        )
-    conv = result.conversion
-    console.print(
-        f"[bold green]wrote[/] {conv.path}  ({conv.architecture}, {conv.outtype.upper()}, "
-        f"{conv.n_params / 1e6:.2f}M parameters, {human_bytes(conv.size_bytes)}, tokenizer pre={conv.tokenizer_pre!r}, "
-        f"{'tied' if conv.tied_embeddings else 'untied'} embeddings, {conv.seconds:.2f}s)"
-    )
-    if result.tokenizer is not None and result.logits is not None:
-        tok, lg = result.tokenizer, result.logits
-        console.print(f"tokenization: identical to Hugging Face on {tok.n_probes}/{tok.n_probes} probes")
-        console.print(
-            f"logits vs PyTorch: max abs diff {lg.max_abs_diff:.3g} over {lg.n_positions} positions "
-            f"(largest |logit| {lg.logit_scale:.3g}; tolerance {lg.tolerance:g} x that), "
-            f"top-1 agreement {lg.top1_agreement:.0%}, greedy continuation "
-            f"{'identical' if lg.greedy_match else 'differs (near-tie; allowed for 16-bit files)'}"
-        )
-    else:
-        console.print("[yellow]verification skipped (--no-verify)[/]")
-    if result.quantized:
-        _print_quantized(result.quantized)
-
-
-def _print_quantized(files: list) -> None:
-    table = Table(title="Quantized files (logits compared with PyTorch, reported not enforced)", title_justify="left")
-    for col in ("type", "size", "ratio", "tensor types", "max |Δlogit|", "top-1", "greedy", "fallbacks"):
-        table.add_column(col)
-    for qf in files:
-        r, p = qf.report, qf.parity
-        table.add_row(
-            r.quant_type, human_bytes(r.size_bytes), f"{r.ratio:.2f}",
-            ", ".join(f"{k}:{v}" for k, v in r.tensor_types.items()),
-            f"{p.max_abs_diff:.3g}" if p else "-", f"{p.top1_agreement:.0%}" if p else "-",
-            ("same" if p.greedy_match else "differs") if p else "-",
-            str(len(r.fallbacks)) if r.fallbacks else "none",
-        )
-    console.print(table)
-    for qf in files:
-        console.print(f"[bold green]wrote[/] {qf.report.path}")
-        for fb in qf.report.fallbacks:
-            console.print(
-                f"[yellow]fallback[/] {qf.report.quant_type}: {fb.name} rows of {fb.row_size} are not a multiple "
-                f"of {fb.block_size} ({fb.wanted}); stored as {fb.stored_as}"
-            )
-
-
-@export_group.command("quantize")
-@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-t", "--type", "quant_type", required=True, metavar="TYPE", help="Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0...")
-@click.option("--threads", type=click.IntRange(min=1), help="Threads (default: all cores).")
-def quantize_cmd(source: Path, dest: Path, quant_type: str, threads: int | None) -> None:
-    """Quantize an F32/F16/BF16 GGUF SOURCE into DEST with llama.cpp's quantizer.
-
-    Tensors whose rows cannot hold the type (K-quants need multiples of 256) are listed with
-    the type llama.cpp used instead.
-
-    \b
-    Example:
-      edge-adapt export quantize model-F32.gguf model-Q4_K_M.gguf -t Q4_K_M
-    """
-    quantize = _load("export.quantize")
-    with err_console.status(f"quantizing to {quant_type}"):
-        report = quantize.quantize_gguf(source, dest, quant_type, threads=threads)
-    console.print(
-        f"[bold green]wrote[/] {report.path} ({report.quant_type}, {human_bytes(report.size_bytes)}, "
-        f"{report.ratio:.2f}x of the source, {report.seconds:.1f}s)"
-    )
-    console.print("tensor types: " + ", ".join(f"{k}: {v}" for k, v in report.tensor_types.items()))
-    for fb in report.fallbacks:
-        console.print(
-            f"[yellow]fallback[/] {fb.name}: rows of {fb.row_size} are not a multiple of {fb.block_size} "
-            f"({fb.wanted}); stored as {fb.stored_as}"
-        )
-    if not report.fallbacks:
-        console.print("no per-tensor fallbacks")
+from edge_adapt_tools.cli.loading import load_tool
 
 
 def _unescape(text: str) -> str:
@@ -143,7 +17,7 @@ def _unescape(text: str) -> str:
     return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
-@export_group.command("rollouts")
+@click.command("rollouts")
 @click.argument("generator", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Calibration JSONL (appended to; an interrupted run resumes).")
 @click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="arithmetic", show_default=True)
@@ -180,13 +54,13 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from edge_adapt.generator import GeneratorConfig, SamplingParams
-    rollouts = _load("export.rollouts")
-    from export.calibration_data import read_records
+    rollouts = load_tool("edge_adapt_tools.prm.rollouts")
+    from edge_adapt_tools.prm.calibration_data import read_records
 
     if task_name in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
     task = get_task(task_name, data)
-    problems = task.problems(split, per_level, seed=seed) if isinstance(task, ArithmeticTask) else task.problems()[: 6 * per_level]
+    problems = task.calibration_problems(split, per_level, seed=seed)
     settings = rollouts.RolloutSettings(
         n_solutions=solutions, n_continuations=continuations, record_continuations=keep_continuations,
         sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k), seed=seed,
@@ -221,7 +95,7 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
     console.print(table)
 
 
-@export_group.command("prm")
+@click.command("prm")
 @click.argument("base", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-c", "--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="JSONL from `export rollouts`.")
 @click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="The PRM folder to write.")
@@ -260,9 +134,9 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
     Example:
       edge-adapt export prm ./my-generator-hf -c calib.jsonl -o ./prm --question-template 'Q:{question}\\n'
     """
-    pipeline = _load("export.prm_pipeline")
+    pipeline = load_tool("edge_adapt_tools.prm.pipeline")
     from edge_adapt.prm.format import PRMFormat
-    from export.prm_train import TrainSettings
+    from edge_adapt_tools.prm.train import TrainSettings
 
     settings = pipeline.PRMBuildSettings(
         fmt=PRMFormat(question_template=_unescape(question_template), step_separator=_unescape(step_separator), max_length=max_length),
@@ -305,12 +179,12 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
     console.print(f"ONNX vs PyTorch: max abs logit diff {build.export.parity_max_abs_diff:.2g} (largest |logit| {build.export.parity_logit_scale:.3g})")
     console.print(f"CPU runs the {build.export.cpu_variant} model; reliability diagram: {build.reliability_png}")
     with err_console.status("calibrating adaptive search's answer model"):
-        model = _load("export.selector_calibration").calibrate_selector(build.export.path, calibration)
+        model = load_tool("edge_adapt_tools.prm.selector").calibrate_selector(build.export.path, calibration)
     _print_selector(model)
     console.print(f"[bold green]wrote[/] {build.export.path}")
 
 
-@export_group.command("selector")
+@click.command("selector")
 @click.argument("prm_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-c", "--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="The JSONL from `export rollouts` the PRM was calibrated on.")
@@ -353,7 +227,7 @@ def selector_cmd(prm_dir: Path, calibration: Path, all_questions: bool, generato
     from edge_adapt.tasks import get_task
 
     task = get_task(task_name, data) if task_name else None
-    calibrate = _load("export.selector_calibration").calibrate_selector
+    calibrate = load_tool("edge_adapt_tools.prm.selector").calibrate_selector
     with err_console.status("scoring the calibration solutions"):
         model = calibrate(prm_dir, calibration, task, threads=threads, all_questions=all_questions, generator=generator_path,
                           fresh_per_level=fresh_per_level, samples=samples, seed=seed, temperature=temperature)
@@ -381,81 +255,3 @@ def _print_selector(model) -> None:
     console.print(table)
 
 
-def _parse_weights(value: str | None) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    try:
-        weights = tuple(float(w) for w in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give one number per level, comma-separated, e.g. 2,2,2,1,1,1") from None
-    return weights  # their count and signs are checked by train_generator, which knows the levels
-
-
-@export_group.command("recipe")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models"), show_default=True, help="Where the default models go.")
-@click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".recipe-work"), show_default=True,
-              help="Intermediate files and stage stamps; a rerun skips finished stages.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all).")
-@click.option("--generator-steps", type=click.IntRange(min=1), help="Override the generator's training steps (for quick trials).")
-@click.option("--generator-level-weights", callback=lambda ctx, param, value: _parse_weights(value),
-              help="How often each level is drawn for the generator's training, comma-separated (e.g. 2,2,2,1,1,1).")
-@click.option("--generator-bf16/--generator-fp32", default=None,
-              help="Train the generator with bfloat16 matrix products (the default; ~1.5x faster on CPUs with native bf16) "
-                   "or in float32 (slower, for CPUs without native bf16; the result differs from the shipped generator).")
-@click.option("--calibration-per-level", type=click.IntRange(min=1), help="Override the calibration questions per level.")
-@click.option("--from-shipped", is_flag=True,
-              help="Keep the generator and calibration set already in --out (checked against its manifest); rebuild the PRM, "
-                   "the evaluation and the manifest only (minutes instead of the generator's ~40 on 2 cores).")
-def recipe_cmd(out_dir: Path, work_dir: Path, seed: int, threads: int | None, generator_steps: int | None,
-               generator_level_weights: tuple[float, ...] | None, generator_bf16: bool | None, calibration_per_level: int | None,
-               from_shipped: bool) -> None:
-    """Rebuild the shipped default models from scratch: generator, calibration set, PRM, manifest.
-
-    Trains the generator on the default task, exports and quantizes it, rolls it out on the
-    calibration split, trains and exports the quantile PRM, evaluates both on the test split and
-    writes manifest.json and MODEL_CARD.md. Prints each stage's time. Seeded; an interrupted
-    run resumes from its last finished stage.
-
-    \b
-    Examples:
-      edge-adapt export recipe --out models --seed 0
-      edge-adapt export recipe --out models --seed 0 --from-shipped   # PRM only
-      edge-adapt export recipe --out /tmp/trial --generator-steps 500 --generator-level-weights 1,1,1,1,1,1
-    """
-    import dataclasses
-
-    recipe = _load("export.recipe")
-    model_card = _load("export.model_card")
-    settings = recipe.RecipeSettings(seed=seed, threads=threads)
-    generator = settings.generator
-    if generator_steps:
-        generator = dataclasses.replace(generator, steps=generator_steps)
-    if generator_level_weights:
-        generator = dataclasses.replace(generator, level_weights=generator_level_weights)
-    if generator_bf16 is not None:
-        generator = dataclasses.replace(generator, bf16=generator_bf16)
-    settings = dataclasses.replace(settings, generator=generator)
-    if calibration_per_level:
-        settings = dataclasses.replace(settings, calibration_per_level=calibration_per_level)
-    manifest = recipe.run_recipe(out_dir, work_dir, settings, log=lambda m: err_console.print(m, highlight=False), from_shipped=from_shipped)
-    stages = Table(title="Recipe stages", title_justify="left")
-    stages.add_column("stage")
-    stages.add_column("minutes", justify="right")
-    for name, seconds in manifest["recipe"]["stage_seconds"].items():
-        stages.add_row(name, f"{seconds / 60:.1f}")
-    stages.add_row("total", f"{manifest['recipe']['total_seconds'] / 60:.1f}")
-    console.print(stages)
-    _print_targets(model_card.check_targets(manifest))
-    if summary := model_card.question_score_summary(manifest["metrics"]["generator_and_prm_on_test"]):
-        console.print(summary)
-    console.print(f"[bold green]wrote[/] {out_dir}/manifest.json and {out_dir}/MODEL_CARD.md")
-
-
-def _print_targets(checks: list) -> None:
-    table = Table(title="Default-model targets (test split)", title_justify="left")
-    for col in ("measure", "target", "measured", ""):
-        table.add_column(col)
-    for target, value, ok in checks:
-        table.add_row(target.name, target.requirement, target.fmt.format(value), "[green]met[/]" if ok else "[red]not met[/]")
-    console.print(table)

@@ -1,0 +1,72 @@
+"""The layering the code relies on: the device runtime imports nothing of the workstation side,
+policy and search stay apart, and the device CLI runs where torch is not installed."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imported_modules(package: Path) -> dict[str, set[str]]:
+    """Every module each file of ``package`` imports, relative imports resolved."""
+    found: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def offenders(package: str, forbidden: str) -> list[str]:
+    return sorted(
+        f"{file}: {name}"
+        for file, names in imported_modules(ROOT / package).items()
+        for name in names
+        if name == forbidden or name.startswith(forbidden + ".")
+    )
+
+
+def test_device_runtime_imports_nothing_from_the_workstation_package() -> None:
+    assert offenders("edge_adapt", "edge_adapt_tools") == []
+
+
+def test_search_does_not_import_the_policy() -> None:
+    assert offenders("edge_adapt/search", "edge_adapt.policy") == []
+
+
+def test_lower_layers_do_not_import_the_cli_or_the_composition_root() -> None:
+    for layer in ("generator", "prm", "search", "tasks", "energy"):
+        assert offenders(f"edge_adapt/{layer}", "edge_adapt.cli") == []
+        assert offenders(f"edge_adapt/{layer}", "edge_adapt.assembly") == []
+
+
+def test_the_device_cli_runs_without_torch() -> None:
+    # torch made unimportable: the device commands still load, `export` says what to install
+    blocker = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'transformers', 'optimum'):\n"
+        "            raise ImportError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from edge_adapt.cli import main\n"
+        "sys.argv = ['edge-adapt'] + sys.argv[1:]\n"
+        "main()\n"
+    )
+    info = subprocess.run([sys.executable, "-c", blocker, "solve", "--help"], capture_output=True, text=True)
+    assert info.returncode == 0, info.stderr
+    export = subprocess.run(
+        [sys.executable, "-c", blocker, "export", "prm", str(ROOT / "tests"), "-c", __file__, "-o", "/tmp/unused"],
+        capture_output=True, text=True,
+    )
+    assert export.returncode != 0
+    said = " ".join((export.stderr + export.stdout).split())  # the console wraps long lines
+    assert "pip install 'edge-adapt[export]'" in said and "torch is missing" in said
