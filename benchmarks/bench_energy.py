@@ -31,6 +31,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.batch_allocation import (
     AnyCorrect,
     BatteryPacer,
@@ -40,13 +41,12 @@ from edge_adapt.batch_allocation import (
     allocate_batch,
     even_allocation,
 )
-from edge_adapt.energy import Meter, open_meter
+from edge_adapt.energy import Meter
 from edge_adapt.errors import BudgetError
-from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
+from edge_adapt.guard import Budget
 from edge_adapt.models import load_default_models
-from edge_adapt.policy import Budget, EnergyPolicy
 from edge_adapt.prm import QuantilePRM
-from edge_adapt.search import BestOfN, IASBestOfN, Searcher, SearchResult, SearchSettings, ValueSampling
+from edge_adapt.search import BestOfN, IASBestOfN, Searcher, SearchResult, ValueSampling
 from edge_adapt.tasks import ArithmeticTask, Problem
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
 
@@ -163,48 +163,44 @@ def main() -> None:
     models = load_default_models()
     task = ArithmeticTask()
     problems = task.problems("test", [args.per_level] * 6 if args.per_level else list(TEST_PER_LEVEL))
-    with Generator(models.generator, GeneratorConfig(n_ctx=16384, n_seq_max=80, n_threads=args.threads)) as gen:
-        prm = QuantilePRM(models.prm, threads=args.threads)
-        searcher = Searcher(gen, prm, task, SearchSettings(sampling=SamplingParams(temperature=0.7)))
-        with open_meter(args.meter, usage=searcher.usage) as meter:
-            policy = EnergyPolicy(meter, Budget(), searcher.usage)
-            searcher.policy = policy
-            warm = task.problems("calibration", 2)
-            for p in warm:
-                searcher.run(BestOfN(n=32), p, seed=args.seed)  # measure this device; sets the default budgets
-            reference = [(p, searcher.run(BestOfN(n=32), p, seed=args.seed + 1)) for p in warm[::2]]  # one per level
-            single = [(p, searcher.run(BestOfN(n=1), p, seed=args.seed + 1)) for p in warm[::2]]
-            ref_j = statistics.mean(r.cost.joules for _, r in reference)
-            ref_s = statistics.mean(r.cost.wall_s for _, r in reference)
-            energy_budget = args.energy or round(0.4 * ref_j, 2)
-            latency_budget = args.latency or round(0.4 * ref_s, 3)
-            console.print(f"meter: {meter.source} ({'estimated' if meter.estimated else 'measured'}); best-of-32 costs "
-                          f"{ref_j:.2f} J and {ref_s:.2f} s per question here")
+    strategies = (BestOfN(n=32), IASBestOfN(n_max=32), ValueSampling())
+    settings = StackSettings(models.generator, models.prm, task, strategies, threads=args.threads, meter=args.meter)
+    with open_stack(settings) as stack:
+        searcher, prm, meter = stack.searcher, stack.prm, stack.meter
+        warm = task.problems("calibration", 2)
+        for p in warm:
+            searcher.run(BestOfN(n=32), p, seed=args.seed)  # measure this device; sets the default budgets
+        reference = [(p, searcher.run(BestOfN(n=32), p, seed=args.seed + 1)) for p in warm[::2]]  # one per level
+        single = [(p, searcher.run(BestOfN(n=1), p, seed=args.seed + 1)) for p in warm[::2]]
+        ref_j = statistics.mean(r.cost.joules for _, r in reference)
+        ref_s = statistics.mean(r.cost.wall_s for _, r in reference)
+        energy_budget = args.energy or round(0.4 * ref_j, 2)
+        latency_budget = args.latency or round(0.4 * ref_s, 3)
+        console.print(f"meter: {meter.source} ({'estimated' if meter.estimated else 'measured'}); best-of-32 costs "
+                      f"{ref_j:.2f} J and {ref_s:.2f} s per question here")
 
-            rows = []
-            for label, budget in (("energy", Budget(energy_j=energy_budget)), ("latency", Budget(latency_s=latency_budget))):
-                policy.budget = budget
-                started = time.perf_counter()
-                results = searcher.run_many(IASBestOfN(n_max=32), problems, seed=args.seed)
-                limit = energy_budget if label == "energy" else latency_budget
-                spent = [r.cost.joules if label == "energy" else r.cost.wall_s for r in results]
-                within = sum(x <= limit for x in spent)
-                correct = sum(bool(r.chosen) and task.is_correct(r.chosen.text, p) for r, p in zip(results, problems, strict=True))
-                capped = sum(any(d.kind in ("budget_cap", "lowered_confidence") for d in r.decisions) for r in results)
-                rows.append((label, f"{limit:g} {'J' if label == 'energy' else 's'}", f"{within}/{len(results)} ({within / len(results):.1%})",
-                             f"{max(spent):.3g}", f"{statistics.mean(spent):.3g}", f"{capped}", f"{correct / len(results):.1%}",
-                             f"{time.perf_counter() - started:.0f}"))
-            table = Table(title=f"Per-question budgets, IAS best-of-N (N_max 32), {len(problems)} test problems")
-            for col in ("budget", "limit", "within budget", "max spent", "mean spent", "questions capped", "accuracy", "run s"):
-                table.add_column(col, justify="left" if col == "budget" else "right")
-            for row in rows:
-                table.add_row(*row)
-            console.print(table)
+        rows = []
+        for label, budget in (("energy", Budget(energy_j=energy_budget)), ("latency", Budget(latency_s=latency_budget))):
+            started = time.perf_counter()
+            results = searcher.run_many(IASBestOfN(n_max=32), problems, seed=args.seed, budget=budget)
+            limit = energy_budget if label == "energy" else latency_budget
+            spent = [r.cost.joules if label == "energy" else r.cost.wall_s for r in results]
+            within = sum(x <= limit for x in spent)
+            correct = sum(bool(r.chosen) and task.is_correct(r.chosen.text, p) for r, p in zip(results, problems, strict=True))
+            capped = sum(any(d.kind in ("budget_cap", "lowered_confidence") for d in r.decisions) for r in results)
+            rows.append((label, f"{limit:g} {'J' if label == 'energy' else 's'}", f"{within}/{len(results)} ({within / len(results):.1%})",
+                         f"{max(spent):.3g}", f"{statistics.mean(spent):.3g}", f"{capped}", f"{correct / len(results):.1%}",
+                         f"{time.perf_counter() - started:.0f}"))
+        table = Table(title=f"Per-question budgets, IAS best-of-N (N_max 32), {len(problems)} test problems")
+        for col in ("budget", "limit", "within budget", "max spent", "mean spent", "questions capped", "accuracy", "run s"):
+            table.add_column(col, justify="left" if col == "budget" else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
 
-            # -- a battery's worth over the whole split ---------------------------------------------
-            policy.budget = Budget()
-            for per_question in args.samples_per_question:
-                console.print(battery_comparison(searcher, prm, meter, problems, single, reference, per_question, args.seed))
+        # -- a battery's worth over the whole split ---------------------------------------------
+        for per_question in args.samples_per_question:
+            console.print(battery_comparison(searcher, prm, meter, problems, single, reference, per_question, args.seed))
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import llama_cpp
 
+from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.generator import Generator, GeneratorConfig, StepRules
 from edge_adapt.models import load_default_models
-from edge_adapt.prm import QuantilePRM
-from edge_adapt.search import Searcher, Strategy, kv_cells_needed, sequences_needed
+from edge_adapt.search import Strategy, kv_cells_needed, sequences_needed
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL, ArithmeticTask
 
@@ -84,10 +84,11 @@ def main() -> int:
         runs: dict[Layout, list[tuple[float, int, tuple]]] = {lay: [] for lay in plan}
         with ExitStack() as stack:
             searchers, memory = {}, {}
-            prm = QuantilePRM(models.prm, spin=False)
             for lay in plan:
-                gen = stack.enter_context(Generator(generator, GeneratorConfig(n_ctx=lay.n_ctx, n_seq_max=n_seq, kv_unified=lay.unified)))
-                searchers[lay], memory[lay] = Searcher(gen, prm, task), kv_mib(gen)
+                config = GeneratorConfig(n_ctx=lay.n_ctx, n_seq_max=n_seq, kv_unified=lay.unified)
+                searchers[lay] = stack.enter_context(open_stack(StackSettings(
+                    generator, models.prm, task, (strategy,), generator_config=config))).searcher
+                memory[lay] = kv_mib(searchers[lay].generator)
             for lay in plan:  # warm-up: first calls allocate
                 searchers[lay].run(strategy, problems[0], seed=0)
             for rep in range(args.repeats):

@@ -21,11 +21,11 @@ import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from edge_adapt.generator import Generator, GeneratorConfig
+from edge_adapt.assembly import StackSettings, open_stack
+from edge_adapt.generator import GeneratorConfig
 from edge_adapt.generator.config import default_threads
 from edge_adapt.models import load_default_models
-from edge_adapt.prm import QuantilePRM
-from edge_adapt.search import BestOfN, Searcher, sequences_needed
+from edge_adapt.search import BestOfN, sequences_needed
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL, ArithmeticTask
 
 
@@ -69,9 +69,10 @@ def main() -> int:
     with ExitStack() as stack:
         searchers = {}
         for s in settings:
-            gen = stack.enter_context(Generator(models.generator, GeneratorConfig(n_ctx=4096, n_seq_max=n_seq, n_threads=s.gen_threads,
-                                                                                   n_threads_batch=s.gen_threads)))
-            searchers[s] = Searcher(gen, QuantilePRM(models.prm, threads=s.prm_threads, spin=s.spin), task)
+            config = GeneratorConfig(n_ctx=4096, n_seq_max=n_seq, n_threads=s.gen_threads, n_threads_batch=s.gen_threads)
+            searchers[s] = stack.enter_context(open_stack(StackSettings(
+                models.generator, models.prm, task, (strategy,), generator_config=config, prm_threads=s.prm_threads,
+                prm_spin=s.spin))).searcher
         for s in settings:  # warm-up: first calls allocate
             searchers[s].run(strategy, problems[0], seed=0)
         for rep in range(args.repeats):

@@ -18,14 +18,14 @@ import sys
 
 from rich.console import Console
 
-from edge_adapt.generator import Generator, GeneratorConfig
+from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.models import load_default_models
-from edge_adapt.prm import QuantilePRM
+from edge_adapt.search import BestOfN
 from edge_adapt.tasks import ArithmeticTask
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
 from edge_adapt_tools.cli.recipe_cmd import print_targets
 from edge_adapt_tools.recipe.model_card import check_targets, question_score_summary
-from edge_adapt_tools.recipe.model_eval import evaluate_models, time_easy_search
+from edge_adapt_tools.recipe.model_eval import EASY_SEARCH_N, EVALUATION_SAMPLES, evaluate_models, time_easy_search
 
 
 def main() -> None:
@@ -43,10 +43,10 @@ def main() -> None:
     seed = manifest["recipe"]["seed"]
     per_level = [10] * len(task.levels) if args.quick else list(TEST_PER_LEVEL)
     problems = task.problems("test", per_level, seed=seed)
-    with Generator(models.generator, GeneratorConfig(n_ctx=8192, n_seq_max=64, n_threads=args.threads)) as gen:
-        prm = QuantilePRM(models.prm, threads=args.threads)
-        evaluation = evaluate_models(gen, prm, task, problems, seed=seed)
-        evaluation.easy_search_seconds = time_easy_search(gen, prm, task, [p for p in problems if p.level == 1][:20])
+    strategies = (BestOfN(n=EVALUATION_SAMPLES), BestOfN(n=EASY_SEARCH_N))
+    with open_stack(StackSettings(models.generator, models.prm, task, strategies, threads=args.threads)) as stack:
+        evaluation = evaluate_models(stack.generator, stack.prm, task, problems, samples=EVALUATION_SAMPLES, seed=seed)
+        evaluation.easy_search_seconds = time_easy_search(stack.searcher, [p for p in problems if p.level == 1][:20])
     measured = copy.deepcopy(manifest)
     measured["metrics"]["generator_and_prm_on_test"] = evaluation.to_dict()
     console.print(f"evaluated {len(problems)} test problems x {evaluation.samples_per_problem} samples in {evaluation.seconds:.0f}s")

@@ -36,8 +36,9 @@ from edge_adapt.generator import (
     StepEnd,
     StepRules,
 )
+from edge_adapt.guard import Budget
 from edge_adapt.models import load_default_models
-from edge_adapt.policy import Budget, EnergyPolicy
+from edge_adapt.policy import EnergyPolicy
 from edge_adapt.prm import PrefixScore, PRMFormat, PRMStats, QuantilePRM, Quantiles
 from edge_adapt.search import (
     AnswerModel,

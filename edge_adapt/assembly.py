@@ -17,7 +17,8 @@ from pathlib import Path
 
 from edge_adapt.energy import CostModel, Meter, Usage, open_meter
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
-from edge_adapt.policy import Budget, EnergyPolicy
+from edge_adapt.guard import Budget
+from edge_adapt.policy import EnergyPolicy
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.search import Searcher, SearchSettings, Strategy, kv_cells_needed, sequences_needed
 from edge_adapt.tasks import Task
@@ -33,7 +34,13 @@ class StackSettings:
     max_steps: int = 32
     threads: int | None = None  # generator and ONNX Runtime; None: all cores
     gpu_layers: int = 0
+    # given: the generator is loaded with exactly this (benchmarks of layouts and threads); None:
+    # sized from the strategies with ``threads`` and ``gpu_layers``
+    generator_config: GeneratorConfig | None = None
+    prm_threads: int | None = None  # None: ``threads``
+    prm_spin: bool = False  # ONNX Runtime's intra-op threads spin between calls
     meter: str | None = None  # None: the best this machine has
+    measured_only: bool = False  # refuse the estimate: a real meter or a MeterError
     cost_model: Path | None = None  # a fitted cost model for the estimate
     budget: Budget = field(default_factory=Budget)
 
@@ -57,15 +64,16 @@ def generator_config(strategies: Sequence[Strategy], task: Task, threads: int | 
 @contextmanager
 def open_stack(settings: StackSettings) -> Iterator[Stack]:
     """Build the stack; the generator and the meter are closed when the block ends."""
-    config = generator_config(settings.strategies, settings.task, settings.threads, settings.gpu_layers)
+    config = settings.generator_config or generator_config(settings.strategies, settings.task, settings.threads,
+                                                           settings.gpu_layers)
     with Generator(settings.generator, config) as gen:
-        prm = QuantilePRM(settings.prm, threads=settings.threads)
+        prm = QuantilePRM(settings.prm, threads=settings.prm_threads or settings.threads, spin=settings.prm_spin)
 
         def usage() -> Usage:
             return Usage(gen.usage.prompt_tokens, gen.usage.generated_tokens, prm.stats.tokens)
 
         cost_model = CostModel.load(settings.cost_model) if settings.cost_model else None
-        with open_meter(settings.meter, usage=usage, cost_model=cost_model) as meter:
+        with open_meter(settings.meter, usage=usage, cost_model=cost_model, measured_only=settings.measured_only) as meter:
             policy = EnergyPolicy(meter, settings.budget, usage)
             searcher = Searcher(gen, prm, settings.task, SearchSettings(sampling=settings.sampling, max_steps=settings.max_steps),
                                 policy=policy)

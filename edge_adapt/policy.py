@@ -22,40 +22,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
 
-from edge_adapt.decisions import Decision
+from edge_adapt.decisions import BudgetCap, Decision, PowerPaced
 from edge_adapt.energy import EnergyReading, Meter, Usage
 from edge_adapt.errors import BudgetError
+from edge_adapt.guard import Allowance, Budget, Grant, Unit
 
 log = logging.getLogger(__name__)
-
-Unit = Literal["sample", "step"]  # a full solution from the question, or one step of one branch
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Per-question limits; ``None`` means unlimited."""
-
-    energy_j: float | None = None
-    latency_s: float | None = None
-    tokens: int | None = None  # generated tokens
-    power_w: float | None = None  # average over ``power_window_s``, enforced by pacing
-    power_window_s: float = 2.0
-    safety: float = 1.25  # predicted costs are multiplied by this before they are granted
-
-    def __post_init__(self) -> None:
-        for name in ("energy_j", "latency_s", "tokens", "power_w"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise BudgetError(f"budget {name} must be positive, got {value}; leave it unset for no limit")
-        if self.safety < 1.0:
-            raise BudgetError(f"budget safety factor must be >= 1, got {self.safety}")
-
-    @property
-    def unlimited(self) -> bool:
-        return self.energy_j is None and self.latency_s is None and self.tokens is None and self.power_w is None
-
 
 @dataclass
 class AffineCost:
@@ -172,24 +145,21 @@ class EnergyPolicy:
         dt = last.timestamp - first.timestamp
         return (last.joules - first.joules) / dt if dt > 0 else None
 
-    def start_question(self, decisions: list | None = None, budget: Budget | None = None) -> QuestionGuard:
+    def start_question(self, budget: Budget | None = None) -> QuestionGuard:
         """A guard for one question, under ``budget`` (default: the policy's)."""
-        return QuestionGuard(self, decisions if decisions is not None else [], budget)
+        return QuestionGuard(self, budget)
 
 
 class QuestionGuard:
     """One question's budget: search calls ``grant`` before and ``observe`` after each expansion."""
 
-    def __init__(self, policy: EnergyPolicy, decisions: list, budget: Budget | None = None) -> None:
+    def __init__(self, policy: EnergyPolicy, budget: Budget | None = None) -> None:
         self.policy = policy
         self.budget = budget if budget is not None else policy.budget
-        self.decisions = decisions
         self._start = policy.read()
         self._usage0 = policy.usage()
         self._round: tuple[EnergyReading, Usage, Unit, int] | None = None
         self._last_observed: EnergyReading | None = None
-        self.capped_by: set[str] = set()
-        self.last_limit: str | None = None
         self._granted_any = False
         self._check_feasible()
 
@@ -225,13 +195,11 @@ class QuestionGuard:
 
     # -- before and after each expansion --------------------------------------------------------
 
-    def affordable(self, unit: Unit, requested: int) -> int:
-        """How many of ``requested`` units the budgets still fit, without committing to them;
-        ``last_limit`` names the binding limit when it is fewer."""
-        self.last_limit = None
+    def affordable(self, unit: Unit, requested: int) -> Allowance:
+        """How many of ``requested`` units the budgets still fit, without committing to them."""
         est = self.policy.estimates
         if requested <= 0 or not est.ready or self.budget.unlimited:
-            return max(0, requested)
+            return Allowance(max(0, requested))
         tokens = est.tokens_per(unit)
         (fixed_j, j_per_token), (fixed_s, s_per_token) = est.joules.coefficients(), est.seconds.coefficients()
         per_j, per_s = j_per_token * tokens, s_per_token * tokens  # what each further unit adds to a round
@@ -255,31 +223,30 @@ class QuestionGuard:
         # Near the limit, grant at most half of what is left: one round's spend varies (sample
         # lengths do), and halving rounds as the budget runs out keeps an unlucky round inside it.
         n = requested if requested <= fit / 2 else max(0, min(requested, math.floor(fit / 2 if fit >= 2 else fit)))
-        if n < requested:
-            self.last_limit = limit
-        return n
+        return Allowance(n, limit if n < requested else None)
 
-    def grant(self, unit: Unit, requested: int) -> int:
+    def grant(self, unit: Unit, requested: int) -> Grant:
         """How many of ``requested`` units (samples or branch-steps) the budgets allow now."""
         if requested <= 0:
-            return 0
-        self._pace()
-        granted = self.affordable(unit, requested)
+            return Grant(0)
+        decisions: list[Decision] = []
+        if (paced := self._pace()) is not None:
+            decisions.append(paced)
+        allowance = self.affordable(unit, requested)
+        granted = allowance.units
         if granted < requested:
-            assert self.last_limit is not None
-            detail: dict[str, Any] = {"limit": self.last_limit, "unit": unit, "requested": requested, "granted": granted}
+            assert allowance.limit is not None
+            floor = None
             if granted == 0 and not self._granted_any:
                 # The question passed the feasibility check, so one unit fits the budget as
                 # estimated; only the safety margin (or a cost estimate that rose since) rules it
                 # out. An answer that may run a little over beats no answer at all.
-                granted = detail["granted"] = 1
-                detail["floor"] = "first unit of a feasible question"
-            self.capped_by.add(self.last_limit)
-            self._decide("budget_cap", detail)
+                granted, floor = 1, "first unit of a feasible question"
+            decisions.append(BudgetCap(allowance.limit, unit, requested, granted, floor))
         if granted:
             self._granted_any = True
             self._round = (self.policy.read(), self.policy.usage(), unit, granted)
-        return granted
+        return Grant(granted, tuple(decisions))
 
     def observe(self) -> None:
         """After an expansion: learn what it cost."""
@@ -300,10 +267,10 @@ class QuestionGuard:
         self.policy.tail_joules = max(self.policy.tail_joules, end.joules - self._last_observed.joules)
         self.policy.tail_seconds = max(self.policy.tail_seconds, end.timestamp - self._last_observed.timestamp)
 
-    def _pace(self) -> None:
+    def _pace(self) -> PowerPaced | None:
         cap = self.budget.power_w
         if cap is None:
-            return
+            return None
         waited, power, gave_up = 0.0, None, None
         # Waiting longer than two windows means the device draws more than the cap even idle:
         # pacing cannot help, so go on and say so rather than stall forever.
@@ -321,45 +288,6 @@ class QuestionGuard:
                 break
             time.sleep(0.05)
             waited += 0.05
-        if waited or gave_up:
-            detail = {"cap_w": cap, "waited_s": round(waited, 3), "window_w": None if power is None else round(power, 3)}
-            if gave_up:
-                detail["gave_up"] = gave_up
-            self._decide("power_cap", detail)
-
-    def _decide(self, kind: str, detail: dict[str, Any]) -> None:
-        self.decisions.append(Decision(kind, detail))
-
-
-class Guard(Protocol):
-    """What a search asks before each expansion: how many units it may have, then what they cost."""
-
-    capped_by: set[str] | frozenset[str]
-    last_limit: str | None
-
-    def affordable(self, unit: Unit, requested: int) -> int: ...
-
-    def grant(self, unit: Unit, requested: int) -> int: ...
-
-    def observe(self) -> None: ...
-
-    def finish(self) -> None: ...
-
-
-class Unlimited:
-    """The guard used when no policy is set: grants everything, records nothing."""
-
-    capped_by: frozenset[str] = frozenset()
-    last_limit: str | None = None
-
-    def affordable(self, unit: Unit, requested: int) -> int:
-        return max(0, requested)
-
-    def grant(self, unit: Unit, requested: int) -> int:
-        return max(0, requested)
-
-    def observe(self) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
+        if not (waited or gave_up):
+            return None
+        return PowerPaced(cap, round(waited, 3), None if power is None else round(power, 3), gave_up)

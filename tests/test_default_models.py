@@ -125,7 +125,10 @@ def test_solve_is_the_main_job(models) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["strategy"] == "best_of_n:n=4" and len(data["candidates"]) == 4
-    assert data["cost"]["generated_tokens"] > 0 and data["cost"]["prm_calls"] == 1
+    # one PRM call for the four candidates, one for the question's score solve shows: both in the cost
+    assert data["cost"]["generated_tokens"] > 0 and data["cost"]["prm_calls"] == 2
+    assert [d["kind"] for d in data["decisions"]] == ["n_samples", "select"]
+    assert all(0 <= v <= 1 for v in data["question_quantiles"]["values"])
     assert data["gold"] == TASK.problem("test", 3, seed=models.manifest["recipe"]["seed"]).answer and data["level"] == 1
     bad = CliRunner().invoke(main, ["solve", "what is love"])
     assert bad.exit_code == 2 and "not a default-task question" in bad.output

@@ -14,7 +14,7 @@ from edge_adapt.batch_allocation import AnyCorrect, BatteryPacer, PluralityVote,
 from edge_adapt.energy import DEFAULT_COST_MODELS, CostModel, CostSample, Usage, fit_cost_model, open_meter
 from edge_adapt.energy.meters import EstimateMeter
 from edge_adapt.errors import BudgetError, MeterError
-from edge_adapt.policy import Budget
+from edge_adapt.guard import Budget
 
 
 def _write(root: Path, rel: str, text: str) -> Path:
@@ -170,25 +170,28 @@ def test_batch_allocation_buys_the_best_gain_per_joule() -> None:
 def test_power_cap_paces_until_the_window_average_is_under_it(tmp_path: Path) -> None:
     import threading
 
+    from edge_adapt.decisions import PowerPaced
     from edge_adapt.policy import EnergyPolicy
 
     bat = battery_laptop(tmp_path)
     _write(bat, "power_now", "12000000\n")  # 12 W while busy
     with open_meter("battery", sysfs_root=tmp_path, nvml=False) as meter:
         policy = EnergyPolicy(meter, Budget(power_w=5.0, power_window_s=0.3), Usage)
-        decisions: list = []
-        guard = policy.start_question(decisions)
+        guard = policy.start_question()
         time.sleep(0.35)
         threading.Timer(0.2, lambda: _write(bat, "power_now", "1000000\n")).start()  # the device idles: 1 W
-        assert guard.grant("sample", 4) == 4  # after waiting for the average to fall under 5 W
+        grant = guard.grant("sample", 4)
+        assert grant.units == 4  # after waiting for the average to fall under 5 W
         assert policy.window_power() <= 5.0
-        paced = [d.detail for d in decisions if d.kind == "power_cap"]
-        assert paced and paced[0]["waited_s"] >= 0.2 and paced[0]["cap_w"] == 5.0 and "gave_up" not in paced[0]
+        (paced,) = grant.decisions
+        assert isinstance(paced, PowerPaced) and paced.waited_s >= 0.2 and paced.cap_w == 5.0 and paced.gave_up is None
+        assert "gave_up" not in paced.as_record()["detail"]
         # a cap below what the device draws idle cannot be met by waiting: it says so instead of stalling
         _write(bat, "power_now", "9000000\n")
         time.sleep(0.35)
-        assert guard.grant("sample", 2) == 2
-        assert decisions[-1].detail["gave_up"] == "idle power above the cap"
+        grant = guard.grant("sample", 2)
+        assert grant.units == 2
+        assert grant.decisions[-1].detail["gave_up"] == "idle power above the cap"
 
 
 def test_a_fixed_cost_per_question_keeps_the_allocator_from_opening_questions_worth_little() -> None:

@@ -19,10 +19,11 @@ from typing import Any
 
 from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.bench.records import RunFolder
+from edge_adapt.decisions import SampleSize
 from edge_adapt.generator import Generator, SamplingParams
 from edge_adapt.generator.config import default_threads
+from edge_adapt.guard import Budget
 from edge_adapt.models import sha256_of
-from edge_adapt.policy import Budget
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
 from edge_adapt.search import SearchResult
@@ -132,7 +133,7 @@ def environment(prm: QuantilePRM, meter_source: str, gen: Generator) -> dict[str
 
 def to_record(problem: Problem, index: int, result: SearchResult, task: Task, question_q: Any) -> dict[str, Any]:
     chosen = result.chosen
-    n_decision = next((d.detail for d in result.decisions if d.kind == "n_samples"), {})
+    sized = next((d for d in result.decisions if isinstance(d, SampleSize)), None)
     return {
         "question_id": problem.id,
         "index": index,
@@ -143,11 +144,11 @@ def to_record(problem: Problem, index: int, result: SearchResult, task: Task, qu
         "correct": bool(chosen is not None and task.is_correct(chosen.text, problem)),
         "candidates": len(result.candidates),
         "candidates_correct": sum(task.is_correct(c.text, problem) for c in result.candidates),
-        "samples_chosen": n_decision.get("n", n_decision.get("first_expansion")),
+        "samples_chosen": sized.samples if sized is not None else None,
         "question_quantiles": [question_q.low, question_q.median, question_q.high],
         "chosen_final_median": chosen.final.median if chosen is not None and chosen.final is not None else None,
         "cost": dataclasses.asdict(result.cost),
-        "decisions": [dataclasses.asdict(d) for d in result.decisions],
+        "decisions": [d.as_record() for d in result.decisions],
     }
 
 
@@ -184,6 +185,8 @@ def run_bench(
             pending = [s for s in strategies if (problem.id, s.name) not in done]
             if not pending:
                 continue
+            # the question's score is recorded for analysis (tables by difficulty); a strategy that
+            # does not read it is not charged for it
             question_q = prm.score_question(problem.question)
             for strategy in pending:
                 result = searcher.run(strategy, problem, seed=config.seed * 1_000_003 + index)

@@ -8,14 +8,12 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import model_options, resolve_models
 from edge_adapt.energy import METER_KINDS, CostSample, detect_meters, fit_cost_model, open_meter
-from edge_adapt.energy.detect import MeterAvailability, default_device_class
-from edge_adapt.energy.meters import Meter
-from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
-from edge_adapt.prm import QuantilePRM
-from edge_adapt.search import BestOfN, Searcher, SearchSettings
+from edge_adapt.energy.detect import default_device_class
+from edge_adapt.search import BestOfN
 from edge_adapt.tasks import ArithmeticTask
 
 
@@ -66,33 +64,24 @@ def fit(out: Path, meter: str | None, runs: int, generator_path: Path | None, pr
     Example:
       sudo edge-adapt energy fit -o jetson-cost.json
     """
-    found = detect_meters()
     generator_path, prm_path = resolve_models(generator_path, prm_path, models)
     task = ArithmeticTask()
     problems = task.problems("calibration", 2)
-    with Generator(generator_path, GeneratorConfig(n_ctx=8192, n_seq_max=66, n_threads=threads, n_gpu_layers=gpu_layers)) as gen:
-        prm = QuantilePRM(prm_path, threads=threads)
-        searcher = Searcher(gen, prm, task, SearchSettings(sampling=SamplingParams(temperature=0.7)))
-        with open_meter(meter, sysfs_root="/sys") if meter else _real_meter(found) as m:
-            samples = []
-            for i in range(runs):
-                n = (1, 2, 4, 8, 16, 32)[i % 6]
-                problem = problems[i % len(problems)]
-                u0, r0 = searcher.usage(), m.read()
-                searcher.run(BestOfN(n=n), problem, seed=i)
-                r1, u1 = m.read(), searcher.usage()
-                samples.append(CostSample(r1.timestamp - r0.timestamp, u1 - u0, r1.joules - r0.joules))
-                err_console.print(f"run {i + 1}/{runs}: N={n}, {samples[-1].joules:.2f} J, {samples[-1].wall_s:.2f} s")
-    model = fit_cost_model(samples, default_device_class(found))
+    sizes = (1, 2, 4, 8, 16, 32)
+    settings = StackSettings(generator_path, prm_path, task, tuple(BestOfN(n=n) for n in sizes), threads=threads,
+                             gpu_layers=gpu_layers, meter=meter, measured_only=True)
+    with open_stack(settings) as stack:
+        searcher, m = stack.searcher, stack.meter
+        samples = []
+        for i in range(runs):
+            n = sizes[i % len(sizes)]
+            problem = problems[i % len(problems)]
+            u0, r0 = searcher.usage(), m.read()
+            searcher.run(BestOfN(n=n), problem, seed=i)
+            r1, u1 = m.read(), searcher.usage()
+            samples.append(CostSample(r1.timestamp - r0.timestamp, u1 - u0, r1.joules - r0.joules))
+            err_console.print(f"run {i + 1}/{runs}: N={n}, {samples[-1].joules:.2f} J, {samples[-1].wall_s:.2f} s")
+    model = fit_cost_model(samples, default_device_class(detect_meters()))
     model.save(out)
     console.print(f"fitted on {m.source}: idle {model.idle_w:.2f} W, {model.j_per_prompt_token:.3g} J/prompt token, "
                   f"{model.j_per_generated_token:.3g} J/generated token, {model.j_per_prm_token:.3g} J/PRM token -> {out}")
-
-
-def _real_meter(found: list[MeterAvailability]) -> Meter:
-    for m in found:
-        if m.available and m.name != "estimate" and m.open is not None:
-            return m.open()
-    reasons = "; ".join(f"{m.name}: {m.detail}" for m in found if m.name != "estimate")
-    raise click.ClickException(f"fitting needs a real meter and this machine has none ({reasons})")
-

@@ -14,7 +14,7 @@ from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import budget_dict, budget_options, model_options, resolve_models
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
-from edge_adapt.policy import Budget
+from edge_adapt.guard import Budget
 from edge_adapt.prm import QuantilePRM, Quantiles
 from edge_adapt.search import SearchResult
 from edge_adapt.search.spec import parse_spec
@@ -92,11 +92,14 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
         prm = stack.prm
         if budget:
             stack.searcher.warm_up(problem)
-        question_q = prm.score_question(problem.question)
-        result = stack.searcher.run(strategy, problem, seed=seed)
+        result = stack.searcher.run(strategy, problem, seed=seed, score_question=True)
+    question_q = result.question_score
+    assert question_q is not None
     correct = task.is_correct(result.chosen.text, problem) if (result.chosen and problem.answer) else None
     if as_json:
         data_out = dataclasses.asdict(result)
+        data_out["decisions"] = [d.as_record() for d in result.decisions]
+        del data_out["question_score"]
         data_out.update(gold=problem.answer or None, level=problem.level, correct=correct, question_quantiles=dataclasses.asdict(question_q),
                         prm_provider=prm.provider, prm_variant=prm.variant, budget=budget)
         click.echo(json.dumps(data_out, indent=2, default=str))

@@ -156,10 +156,12 @@ def open_meter(
     cost_model: CostModel | None = None,
     sysfs_root: str | os.PathLike[str] = "/sys",
     nvml: bool = True,
+    measured_only: bool = False,
 ) -> Meter:
     """The best meter this machine has (or the one named by ``prefer``), else the estimate.
 
     ``usage`` returns the work done so far (token counts); only the estimate needs it.
+    ``measured_only`` refuses the estimate (fitting a cost model needs a real meter).
     """
     if prefer is not None and prefer not in METER_KINDS:
         raise MeterError(f"unknown meter {prefer!r}; choose one of {', '.join(METER_KINDS)}")
@@ -167,6 +169,9 @@ def open_meter(
     for meter in found:
         if prefer is not None and meter.name != prefer:
             continue
+        if meter.name == "estimate" and measured_only:
+            reasons = "; ".join(f"{m.name}: {m.detail}" for m in found if m.name != "estimate")
+            raise MeterError(f"this needs a real meter and this machine has none ({reasons})")
         if meter.name == "estimate":
             return EstimateMeter(cost_model or DEFAULT_COST_MODELS[default_device_class(found)], usage)
         if meter.available and meter.open is not None:

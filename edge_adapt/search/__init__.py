@@ -4,19 +4,12 @@ Every strategy returns a :class:`SearchResult` with the same cost accounting.
 """
 
 from edge_adapt.search.answer_model import AnswerModel
+from edge_adapt.search.beam import BeamSearch, IASBeamSearch
+from edge_adapt.search.best_of_n import BestOfN, IASBestOfN
+from edge_adapt.search.context import SearchContext, SearchSettings
 from edge_adapt.search.ias import beams_to_keep, expansion_width, n_samples
-from edge_adapt.search.strategies import (
-    BeamSearch,
-    BestOfN,
-    EarlyStop,
-    IASBeamSearch,
-    IASBestOfN,
-    Searcher,
-    SearchSettings,
-    Strategy,
-    kv_cells_needed,
-    sequences_needed,
-)
+from edge_adapt.search.searcher import Searcher
+from edge_adapt.search.strategy import EarlyStop, Strategy, kv_cells_needed, sequences_needed
 from edge_adapt.search.types import Candidate, Cost, Decision, SearchResult
 from edge_adapt.search.value_sampling import ValueSampling
 from edge_adapt.search.voting import majority_confidence
@@ -31,6 +24,7 @@ __all__ = [
     "EarlyStop",
     "IASBeamSearch",
     "IASBestOfN",
+    "SearchContext",
     "SearchResult",
     "SearchSettings",
     "Searcher",

@@ -19,19 +19,15 @@ import dataclasses
 from typing import Any
 
 from edge_adapt.errors import SamplingConfigError
-from edge_adapt.search.strategies import BeamSearch, BestOfN, EarlyStop, IASBeamSearch, IASBestOfN, Strategy
+from edge_adapt.search.beam import BeamSearch, IASBeamSearch
+from edge_adapt.search.best_of_n import BestOfN, IASBestOfN
+from edge_adapt.search.strategy import EarlyStop, Strategy
 from edge_adapt.search.value_sampling import ValueSampling
 
-_KINDS: dict[str, tuple[type, dict[str, Any]]] = {
-    "best_of_n": (BestOfN, {}),
-    "majority": (BestOfN, {"select": "majority"}),
-    "weighted": (BestOfN, {"select": "weighted"}),
-    "ias_best_of_n": (IASBestOfN, {}),
-    "ias_majority": (IASBestOfN, {"select": "majority"}),
-    "ias_weighted": (IASBestOfN, {"select": "weighted"}),
-    "beam": (BeamSearch, {}),
-    "ias_beam": (IASBeamSearch, {}),
-    "adaptive": (ValueSampling, {}),
+STRATEGY_TYPES: tuple[type[Strategy], ...] = (BestOfN, IASBestOfN, BeamSearch, IASBeamSearch, ValueSampling)
+# spec kind -> (strategy type, the settings the kind fixes), as each strategy declares them
+_KINDS: dict[str, tuple[type[Strategy], dict[str, Any]]] = {
+    kind: (cls, fixed) for cls in STRATEGY_TYPES for kind, fixed in cls.SPEC_KINDS.items()
 }
 STRATEGY_KINDS = tuple(_KINDS)
 
@@ -86,10 +82,8 @@ def format_spec(strategy: Strategy, kind: str | None = None) -> str:
     defaults = cls()
     keys = [f.name for f in dataclasses.fields(cls) if f.name not in ("name", "select", "early_stop")]
     # the budget-defining setting is always written, so names say what they cost
-    main = {"best_of_n": "n", "majority": "n", "weighted": "n", "beam": "n", "ias_best_of_n": "n_max",
-            "ias_majority": "n_max", "ias_weighted": "n_max", "ias_beam": "k_max", "adaptive": "price"}[kind]
-    parts = [f"{k}={_format_value(getattr(strategy, k))}" for k in keys if k == main or getattr(strategy, k) != getattr(defaults, k)
-             or (kind == "beam" and k == "width") or (kind == "ias_beam" and k == "m_max")]
+    always = (cls.SPEC_MAIN, *cls.SPEC_ALWAYS)
+    parts = [f"{k}={_format_value(getattr(strategy, k))}" for k in keys if k in always or getattr(strategy, k) != getattr(defaults, k)]
     text = f"{kind}:{','.join(parts)}"
     es = getattr(strategy, "early_stop", None)
     if es is not None:

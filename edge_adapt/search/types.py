@@ -70,3 +70,4 @@ class SearchResult:
     candidates: tuple[Candidate, ...]
     decisions: tuple[Decision, ...]
     cost: Cost
+    question_score: Quantiles | None = None  # the PRM's score of the question alone, where the search read it

@@ -19,10 +19,14 @@ resolved by a second.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from edge_adapt.decisions import ValueSamplingSummary
 from edge_adapt.energy.cost_model import DEFAULT_COST_MODELS
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.search.answer_model import Evidence, Moments, PickState, QuestionModel, expected_accuracy, posterior
+from edge_adapt.search.context import SearchContext
+from edge_adapt.search.voting import votes_for
 
 # what reading a token costs the PRM against writing one, by the default CPU cost model
 _PRM_TOKEN_WEIGHT = round(DEFAULT_COST_MODELS["cpu"].j_per_prm_token / DEFAULT_COST_MODELS["cpu"].j_per_generated_token, 6)
@@ -39,6 +43,10 @@ class ValueSampling:
     select: str = "auto"  # the calibrated pick (the PRM folder's selector_model.json says which), else the posterior
     name: str = "adaptive"
 
+    SPEC_KINDS: ClassVar[dict[str, dict[str, Any]]] = {"adaptive": {}}
+    SPEC_MAIN: ClassVar[str] = "price"
+    SPEC_ALWAYS: ClassVar[tuple[str, ...]] = ()
+
     def __post_init__(self) -> None:
         if not self.price >= 0:
             raise SamplingConfigError(f"adaptive: price must be >= 0 accuracy points per 1,000 tokens, got {self.price}")
@@ -50,6 +58,78 @@ class ValueSampling:
             raise SamplingConfigError(f"adaptive: lookahead must be 1, 2 or 3, got {self.lookahead}")
         if not self.prm_token_weight >= 0:
             raise SamplingConfigError(f"adaptive: prm_token_weight must be >= 0, got {self.prm_token_weight}")
+
+    @property
+    def live_paths(self) -> int:
+        return self.lookahead  # rounds draw at most this many at once; finished ones are released
+
+    def run(self, ctx: SearchContext) -> None:
+        """Rounds of 1..lookahead samples while their expected gain in the picked answer's accuracy
+        exceeds their cost at ``price``."""
+        q = ctx.question_score()
+        model = ctx.answer_model.for_question(q.values, q.levels)
+        moments = Moments(model.prior, self.n_max + self.lookahead + 1)
+        evidence, firsts = Evidence(), []  # firsts: each answer group's first candidate, as in the evidence
+        gen0, prm0 = ctx.gen.usage, ctx.prm.stats
+        rounds = []
+        while True:
+            drawn = len(ctx.candidates)
+            work = 0.0
+            if drawn:
+                gen, prm = ctx.gen.usage - gen0, ctx.prm.stats - prm0
+                work = (gen.generated_tokens + self.prm_token_weight * prm.tokens) / drawn
+            ctx.adaptive_pick = _pick_for(ctx, model.selector, evidence, moments, model, firsts)
+            decision = next_round(evidence, moments, model, self, work, _pick_state(ctx, ctx.adaptive_pick))
+            rounds.append(decision)
+            if decision.draw == 0:
+                break
+            granted = ctx.grant("sample", decision.draw)
+            if granted == 0:
+                break
+            ctx.complete(granted, score=self.use_prm or model.selector != "majority")
+            ctx.guard.observe()
+            for index in range(drawn, len(ctx.candidates)):
+                cand = ctx.candidates[index]
+                if cand.answer is None:
+                    evidence = evidence.add(None, 0.0)
+                    continue
+                group = next((g for g, first in enumerate(firsts) if ctx.equal(cand.answer, ctx.candidates[first].answer)),
+                             len(firsts))
+                if group == len(firsts):
+                    firsts.append(index)
+                median = cand.final.median if cand.final is not None else None
+                evidence = evidence.add(group, model.evidence_of(median))
+        ctx.adaptive_pick = _pick_for(ctx, model.selector, evidence, moments, model, firsts)
+        last = rounds[-1]
+        ctx.record(ValueSamplingSummary(
+            question_q=tuple(round(v, 4) for v in q.values), calibrated_model=ctx.answer_model.calibrated,
+            picked_by=model.selector, price=self.price, samples=len(ctx.candidates),
+            rounds=tuple(r.draw for r in rounds if r.draw), stop=last.reason if last.draw == 0 else "budget_cap",
+            p_answer=round(last.accuracy, 4), gave_up=last.reason == "not_worth" and last.accuracy < 0.5,
+            gains_at_stop=tuple(round(g, 4) for g in last.gains), work_per_sample=round(last.cost_per_sample, 1),
+            groups=tuple(g.count for g in evidence.groups),
+        ))
+
+
+def _pick_for(ctx: SearchContext, selector: str, evidence: Evidence, moments: Moments, model: QuestionModel,
+              firsts: list[int]) -> int | None:
+    """The candidate adaptive search would answer with now."""
+    if selector != "posterior":
+        return ctx.select(selector)
+    best = posterior(evidence, moments, model.concentration).best
+    if best is None:
+        return None
+    members = [i for i, c in enumerate(ctx.candidates)
+               if c.answer is not None and ctx.equal(c.answer, ctx.candidates[firsts[best]].answer)]
+    return max(members, key=lambda i: (ctx.candidates[i].final.median if ctx.candidates[i].final else 0.0, -i))
+
+
+def _pick_state(ctx: SearchContext, pick: int | None) -> PickState:
+    if pick is None:
+        return PickState(len(ctx.candidates), 0.0, False)
+    chosen = ctx.candidates[pick]
+    votes = votes_for([c.answer for c in ctx.candidates], pick, ctx.equal)
+    return PickState(len(ctx.candidates), chosen.final.median if chosen.final is not None else 0.0, votes >= 2)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.errors import EdgeAdaptError
-from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
+from edge_adapt.generator import SamplingParams
 from edge_adapt.prm import QuantilePRM
-from edge_adapt.search import BestOfN, Searcher, SearchSettings
+from edge_adapt.search import BestOfN
 from edge_adapt.search.answer_model import AnswerModel
 from edge_adapt.search.selector_calibration import CalibrationQuestion, ScoredSolution, fit_answer_model
 from edge_adapt.tasks import Problem, Task
@@ -81,9 +82,10 @@ def sample_questions(generator: str | os.PathLike[str], prm: QuantilePRM, task: 
     """Sample ``n`` solutions of each problem with the generator, as search samples them, graded and
     scored by the PRM: calibration data on questions the PRM never saw."""
     out = []
-    config = GeneratorConfig(n_ctx=max(4096, 160 * n), n_seq_max=min(256, 2 * n + 2), n_threads=threads, n_threads_batch=threads)
-    with Generator(generator, config) as gen:
-        searcher = Searcher(gen, prm, task, SearchSettings(sampling=SamplingParams(temperature=temperature)))
+    settings = StackSettings(Path(generator), prm.bundle.path, task, (BestOfN(n=n),),
+                             sampling=SamplingParams(temperature=temperature), threads=threads)
+    with open_stack(settings) as stack:
+        searcher, prm = stack.searcher, stack.prm
         for i, problem in enumerate(problems):
             result = searcher.run(BestOfN(n=n), problem, seed=seed * 1_000_003 + i)
             q = prm.score_question(problem.question)

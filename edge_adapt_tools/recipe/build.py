@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.files import atomic_write_text
-from edge_adapt.generator import Generator, GeneratorConfig
+from edge_adapt.generator import GeneratorConfig
 from edge_adapt.models import MANIFEST, sha256_of
-from edge_adapt.prm import PRMFormat, QuantilePRM
+from edge_adapt.prm import PRMFormat
+from edge_adapt.search import BestOfN
 from edge_adapt.tasks import ArithmeticTask
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
 from edge_adapt_tools.gguf.dequantize import dequantize_gguf
@@ -43,7 +45,7 @@ from edge_adapt_tools.prm.rollouts import RolloutSettings, build_calibration_set
 from edge_adapt_tools.prm.selector import SELECTOR_FORM, calibrate_selector
 from edge_adapt_tools.prm.train import TrainSettings
 from edge_adapt_tools.recipe.model_card import write_model_card
-from edge_adapt_tools.recipe.model_eval import EVALUATION_FORM, evaluate_models, time_easy_search
+from edge_adapt_tools.recipe.model_eval import EASY_SEARCH_N, EVALUATION_FORM, evaluate_models, time_easy_search
 from edge_adapt_tools.recipe.train_generator import GeneratorTrainSettings, train_generator
 
 GENERATOR_FILE = "generator-{quant}.gguf"
@@ -272,14 +274,14 @@ def run_recipe(
 
     def evaluate() -> dict:
         problems = task.problems("test", list(settings.test_per_level), seed=settings.seed)
-        with Generator(gen_file, GeneratorConfig(n_ctx=8192, n_seq_max=64, n_threads=threads)) as gen:
-            prm_model = QuantilePRM(out / PRM_DIR, threads=threads)
+        strategies = (BestOfN(n=settings.test_samples), BestOfN(n=EASY_SEARCH_N))
+        with open_stack(StackSettings(gen_file, out / PRM_DIR, task, strategies, threads=threads)) as stack:
             evaluation = evaluate_models(
-                gen, prm_model, task, problems, samples=settings.test_samples, seed=settings.seed,
+                stack.generator, stack.prm, task, problems, samples=settings.test_samples, seed=settings.seed,
                 progress=lambda done, total: log(f"  evaluated {done}/{total}") if done % 100 == 0 or done == total else None,
             )
             easy = [p for p in problems if p.level == 1][:20]
-            evaluation.easy_search_seconds = time_easy_search(gen, prm_model, task, easy)
+            evaluation.easy_search_seconds = time_easy_search(stack.searcher, easy, n=EASY_SEARCH_N)
         return evaluation.to_dict()
 
     evaluation = stages.run("5-evaluate", [exported["sha256"], prm_report, settings.test_per_level, settings.test_samples,

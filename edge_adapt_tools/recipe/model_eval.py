@@ -57,13 +57,16 @@ class ModelEvaluation:
         return asdict(self)
 
 
+EVALUATION_SAMPLES = 16  # samples per test problem
+
+
 def evaluate_models(
     generator: Generator,
     prm: QuantilePRM,
     task: Task,
     problems: Sequence[Problem],
     *,
-    samples: int = 16,
+    samples: int = EVALUATION_SAMPLES,
     temperature: float = 0.7,
     seed: int = 0,
     progress: Callable[[int, int], None] = lambda done, total: None,
@@ -119,11 +122,11 @@ def evaluate_models(
     )
 
 
-def time_easy_search(
-    generator: Generator, prm: QuantilePRM, task: Task, problems: Sequence[Problem], n: int = 8
-) -> dict[str, float]:
+EASY_SEARCH_N = 8  # samples per easy problem when timing search
+
+
+def time_easy_search(searcher: Searcher, problems: Sequence[Problem], n: int = EASY_SEARCH_N) -> dict[str, float]:
     """Wall seconds to answer each easy problem with best-of-n search, models already loaded."""
-    searcher = Searcher(generator, prm, task)
     times = [searcher.run(BestOfN(n=n), problem, seed=i).cost.wall_s for i, problem in enumerate(problems)]
     times.sort()
     return {"n": n, "problems": len(times), "median_s": statistics.median(times), "max_s": times[-1]}

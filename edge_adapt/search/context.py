@@ -1,0 +1,143 @@
+"""One search on one question: its tree, candidates and decisions, and the moves every strategy
+is made of (expand under the budget, score prefixes, finalise solutions, sample whole ones, pick).
+
+The efficiency rules live here so that every strategy keeps them: siblings are decoded together
+from their parent's KV cache, PRM calls are batched over every prefix of a step, a pruned branch
+is released at once and never generated further, and a finished solution is scored once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from edge_adapt.decisions import Decision
+from edge_adapt.errors import SamplingConfigError
+from edge_adapt.generator import Generator, Node, SamplingParams
+from edge_adapt.guard import Guard, Unit
+from edge_adapt.prm import PrefixScore, QuantilePRM, Quantiles
+from edge_adapt.search.answer_model import AnswerModel
+from edge_adapt.search.types import Candidate
+from edge_adapt.search.voting import best_scored, majority_vote, weighted_vote
+from edge_adapt.tasks import Problem, Task
+from edge_adapt.tasks.grading import answers_equal
+
+Select = Literal["prm", "weighted", "majority", "auto"]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
+    rank_quantile: float = 0.5  # which PRM quantile ranks candidates and prefixes
+    max_steps: int = 32
+
+
+class SearchContext:
+    """The state of one search on one question, and what a strategy may do with it."""
+
+    def __init__(self, generator: Generator, prm: QuantilePRM, task: Task, settings: SearchSettings,
+                 problem: Problem, seed: int, guard: Guard, answer_model: Callable[[], AnswerModel]) -> None:
+        self.gen = generator
+        self.prm = prm
+        self.task = task
+        self.settings = settings
+        self.problem = problem
+        self.guard = guard
+        self._answer_model = answer_model
+        self.rules = task.step_rules
+        self.sampling = settings.sampling
+        self.equal = answers_equal
+        self.root = generator.prefill(task.prompt(problem), seed=seed)
+        self.live: list[Node] = [self.root]  # nodes holding KV sequences, released at the end
+        self.finished: list[Node] = []
+        self.candidates: list[Candidate] = []
+        self.decisions: list[Decision] = []
+        self.adaptive_pick: int | None = None  # the pick of a strategy that chooses its own ("auto")
+        self.scored: dict[tuple[str, ...], PrefixScore] = {}  # finished solutions' PRM scores, by their steps
+        self.question_q: Quantiles | None = None  # the PRM's score of the question alone, once read
+
+    @property
+    def answer_model(self) -> AnswerModel:
+        return self._answer_model()
+
+    def record(self, decision: Decision) -> None:
+        self.decisions.append(decision)
+
+    def grant(self, unit: Unit, requested: int) -> int:
+        """Ask the guard for units before an expansion, recording what it decided."""
+        grant = self.guard.grant(unit, requested)
+        self.decisions.extend(grant.decisions)
+        return grant.units
+
+    def release_all(self) -> None:
+        self.gen.release(*self.live)
+        self.live = []
+
+    def question_score(self) -> Quantiles:
+        """The PRM's quantiles for the question alone (one PRM call, made once per search)."""
+        if self.question_q is None:
+            self.question_q = self.prm.score_question(self.problem.question)
+        return self.question_q
+
+    # -- the tree ------------------------------------------------------------------------------------
+
+    def expand(self, parents: Sequence[Node], widths: Sequence[int]) -> list[Node]:
+        """One step from each parent; finished children are kept, live ones returned."""
+        children = self.gen.expand(parents, widths, sampling=self.sampling, rules=self.rules).children
+        self.finished += [c for c in children if c.ends_solution]
+        return [c for c in children if not c.ends_solution]
+
+    def score(self, nodes: Sequence[Node]) -> list[Quantiles]:
+        """One batched PRM call over the prefixes ending at ``nodes``."""
+        if not nodes:
+            return []
+        scores = self.prm.score(self.problem.question, [[s.text for s in n.steps()] for n in nodes])
+        return [sc.final for sc in scores]
+
+    def finalise(self, nodes: Sequence[Node], score: bool = True) -> None:
+        """Every newly finished (or cut-off) solution into a candidate, scored once in one PRM call
+        (``score=False`` where nobody reads the scores: a plain vote)."""
+        if not nodes:
+            return
+        if not score:
+            self.candidates += [Candidate.from_leaf(n, self.task.extract_answer(n.solution_text())) for n in nodes]
+            return
+        # identical solutions (frequent: a small generator often writes the same one) are scored
+        # once per question, also across rounds of sequential search
+        texts = [tuple(s.text for s in n.steps()) for n in nodes]
+        new = [t for t in dict.fromkeys(texts) if t not in self.scored]
+        if new:
+            scores = self.prm.score(self.problem.question, [list(t) for t in new], per_step=True)
+            self.scored.update(zip(new, scores, strict=True))
+        for node, sc in zip(nodes, (self.scored[t] for t in texts), strict=True):
+            cand = Candidate.from_leaf(node, self.task.extract_answer(node.solution_text()))
+            self.candidates.append(replace(cand, final=sc.final, per_step=sc.per_step or ()))
+
+    def complete(self, n: int, score: bool = True) -> None:
+        """Sample n more full solutions from the root (batched), finalising them.
+
+        Stepping n live branches holds up to 2n sequences (parents and children), so a request
+        larger than the context's free sequences is drawn in as few chunks as fit.
+        """
+        before = len(self.finished)
+        while n > 0:
+            chunk = min(n, max(1, (self.gen.free_sequences - 1) // 2))
+            leaves, _ = self.gen.complete([self.root], chunk, sampling=self.sampling, rules=self.rules,
+                                          max_steps=self.settings.max_steps)
+            self.finished += leaves
+            n -= chunk
+        self.finalise(self.finished[before:], score=score)
+
+    # -- the answer ----------------------------------------------------------------------------------
+
+    def select(self, how: Select | str) -> int | None:
+        if how == "prm":
+            return best_scored(self.candidates)
+        if how == "weighted":
+            return weighted_vote(self.candidates, self.equal)
+        if how == "majority":
+            return majority_vote(self.candidates, self.equal)
+        if how == "auto":
+            return self.adaptive_pick
+        raise SamplingConfigError(f"unknown selection {how!r}; choose prm, weighted or majority")

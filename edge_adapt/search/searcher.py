@@ -1,0 +1,111 @@
+"""The searcher: loaded models and a task, running any strategy on one question at a time.
+
+It opens a :class:`SearchContext` per question, lets the strategy run in it under the guard the
+spending policy hands out, picks the answer, and accounts for what the question cost (tokens,
+PRM work, wall time, and joules from the policy's meter) the same way for every strategy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from edge_adapt.decisions import Selected
+from edge_adapt.energy import Usage
+from edge_adapt.errors import BudgetError
+from edge_adapt.generator import Generator
+from edge_adapt.guard import Budget, SpendingPolicy, Unlimited
+from edge_adapt.prm import QuantilePRM
+from edge_adapt.search.answer_model import AnswerModel
+from edge_adapt.search.best_of_n import BestOfN
+from edge_adapt.search.context import SearchContext, SearchSettings
+from edge_adapt.search.strategy import Strategy
+from edge_adapt.search.types import Cost, SearchResult
+from edge_adapt.tasks import Problem, Task
+
+log = logging.getLogger(__name__)
+
+
+class Searcher:
+    """Runs strategies on problems of one task with loaded models (reused across questions)."""
+
+    def __init__(self, generator: Generator, prm: QuantilePRM, task: Task, settings: SearchSettings | None = None,
+                 policy: SpendingPolicy | None = None, answer_model: AnswerModel | None = None) -> None:
+        self.generator = generator
+        self.prm = prm
+        self.task = task
+        self.settings = settings or SearchSettings()
+        self.policy = policy  # budgets every run asks before each expansion, and the meter (None: unlimited)
+        self._answer_model = answer_model
+
+    @property
+    def answer_model(self) -> AnswerModel:
+        """The selector model calibrated with the PRM (its folder's selector_model.json), or the
+        documented fallback; loaded on first use by adaptive search."""
+        if self._answer_model is None:
+            self._answer_model = AnswerModel.for_prm(self.prm.bundle.path)
+            fitted_at = self._answer_model.provenance.get("temperature")
+            if fitted_at is not None and abs(float(fitted_at) - self.settings.sampling.temperature) > 1e-6:
+                log.warning("the answer model in %s was fitted on samples at temperature %g, search samples at %g: its gains "
+                            "and stopping rule hold for %g (refit it with `edge-adapt export selector ... --temperature %g`)",
+                            self.prm.bundle.path, float(fitted_at), self.settings.sampling.temperature, float(fitted_at),
+                            self.settings.sampling.temperature)
+        return self._answer_model
+
+    def usage(self) -> Usage:
+        """Work done so far by the generator and the PRM (what the energy estimate charges for)."""
+        gen, prm = self.generator.usage, self.prm.stats
+        return Usage(gen.prompt_tokens, gen.generated_tokens, prm.tokens)
+
+    def run(self, strategy: Strategy, problem: Problem, seed: int = 0, budget: Budget | None = None, *,
+            score_question: bool = False) -> SearchResult:
+        """Search one problem; ``budget`` overrides the policy's for this question only.
+        ``score_question`` has the PRM score the question alone (in the cost) where the strategy
+        does not read that score itself, for a caller that shows it."""
+        if budget is not None and not budget.unlimited and self.policy is None:
+            raise BudgetError("a budget needs a policy to measure it: build the searcher with edge_adapt.open_stack "
+                              "(or pass policy=EnergyPolicy(...))")
+        started = time.perf_counter()
+        gen0, prm0 = self.generator.usage, self.prm.stats
+        guard = self.policy.start_question(budget) if self.policy is not None else Unlimited()
+        energy0 = self.policy.read() if self.policy is not None else None
+        ctx = SearchContext(self.generator, self.prm, self.task, self.settings, problem, seed, guard,
+                            lambda: self.answer_model)
+        try:
+            strategy.run(ctx)
+            if score_question:
+                ctx.question_score()
+        finally:
+            ctx.release_all()
+        chosen_index = ctx.select(strategy.select)
+        guard.finish()
+        candidates = tuple(ctx.candidates)
+        chosen = candidates[chosen_index] if chosen_index is not None else None
+        cost = Cost.from_stats(self.generator.usage - gen0, self.prm.stats - prm0, len(candidates), time.perf_counter() - started)
+        if energy0 is not None:
+            assert self.policy is not None
+            energy = self.policy.read()
+            cost = replace(cost, joules=energy.joules - energy0.joules, energy_source=energy.source, energy_estimated=energy.estimated)
+        ctx.record(Selected(strategy.select, chosen_index))
+        return SearchResult(strategy.name, problem.question, chosen.answer if chosen else None, chosen, candidates,
+                            tuple(ctx.decisions), cost, ctx.question_q)
+
+    def warm_up(self, problem: Problem, samples: int = 4, seed: int = 0) -> None:
+        """Measure this device's costs with a short unbudgeted run, so the policy's first budgeted
+        question is sized on measurements rather than guesses."""
+        if self.policy is None:
+            return
+        self.run(BestOfN(n=samples), problem, seed=seed, budget=Budget())
+
+    def run_many(
+        self, strategy: Strategy, problems: Sequence[Problem], seed: int = 0,
+        progress: Callable[[int, int], None] = lambda done, total: None, budget: Budget | None = None,
+    ) -> list[SearchResult]:
+        """Independent questions, one after another, sharing the loaded models (each under ``budget``)."""
+        results = []
+        for i, problem in enumerate(problems):
+            results.append(self.run(strategy, problem, seed=seed + i, budget=budget))
+            progress(i + 1, len(problems))
+        return results
