@@ -12,7 +12,7 @@ BIN    := $(VENV)/bin
 
 .PHONY: run test bench bench-default bench-time bench-kv info models clean
 
-QUESTION ?= 454+762*3
+QUESTION ?= (454+762)*3
 
 run: $(VENV)/.runtime
 	$(BIN)/edge-adapt solve "$(QUESTION)"

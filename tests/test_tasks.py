@@ -12,6 +12,7 @@ import pytest
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.tasks import ArithmeticTask, answers_equal, extract_answer, get_task
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL, solve, split_of
+from edge_adapt.tasks.expressions import to_chain, to_conventional
 from edge_adapt.tasks.gsm8k import GSM8KTask
 from edge_adapt.tasks.math_problems import MATHTask
 
@@ -84,11 +85,17 @@ def test_every_task_gives_its_benchmark_an_index_and_a_users_question(tmp_path: 
     assert task.benchmark_problems() == task.problems("test", list(TEST_PER_LEVEL))
     assert task.problem_at(420) == task.benchmark_problems()[420]
     assert task.warm_up_problem() not in task.benchmark_problems()
-    mine = task.parse_question(" Q:454+762*3 ")
+    mine = task.parse_question(" Q:(454+762)*3 ")
     assert (mine.question, mine.answer, mine.level, mine.meta) == ("454+762*3", "3648", 2, {})
+    assert task.display_question(mine) == "(454+762)*3"
+    # the usual precedence: 454+762*3 is 454+2286, asked as the chain that computes it
+    usual = task.parse_question("454+762*3")
+    assert (usual.question, usual.answer, usual.level) == ("762*3+454", "2740", 2) and "762*3+454" in usual.meta["note"]
     assert "unlike every level" in task.parse_question("37+48*3").meta["warning"]
-    with pytest.raises(EdgeAdaptError, match="not a default-task question"):
+    with pytest.raises(EdgeAdaptError, match="not an arithmetic expression"):
         task.parse_question("what is two plus two?")
+    with pytest.raises(EdgeAdaptError, match=r"cannot be asked as one chain.*\(454\+762\)\*3"):
+        task.parse_question("3348*6+7430*2")
     path = tmp_path / "gsm.jsonl"
     path.write_text(json.dumps({"question": "1+1?", "answer": "2\n#### 2"}) + "\n" + json.dumps({"question": "2+2?", "answer": "#### 4"}) + "\n")
     file_task = GSM8KTask(path)
@@ -175,3 +182,22 @@ def test_malformed_lines_are_reported_with_their_numbers(tmp_path: Path) -> None
     assert "answer" in message and "####" in message
     with pytest.raises(EdgeAdaptError, match="no such file"):
         MATHTask(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize("chain", ["454+762*3", "3348*6+7430*2", "12-34*5+6", "9*8-7*6", "5+6+7"])
+def test_a_chain_shown_the_usual_way_reads_back_as_the_same_chain_and_value(chain: str) -> None:
+    shown = to_conventional(chain)
+    assert to_chain(shown) == chain and eval(shown) == solve(chain)[-1][3]
+
+
+@pytest.mark.parametrize(("typed", "chain"), [("454+762*3", "762*3+454"), ("(454+762)*3", "454+762*3"),
+                                                ("3*(4+5)", "4+5*3"), ("100-7*3", None), ("2*3+4*5", None), ("(1+2)*(3+4)", None)])
+def test_a_users_expression_becomes_the_chain_with_its_value_or_a_clear_error(typed: str, chain: str | None) -> None:
+    if chain is None:
+        with pytest.raises(EdgeAdaptError, match="cannot be asked as one chain"):
+            to_chain(typed)
+        return
+    assert to_chain(typed) == chain and solve(chain)[-1][3] == eval(typed)
+    for bad in ("2**3", "import os", "1/2", "", "1+", "(1+2"):
+        with pytest.raises(EdgeAdaptError):
+            to_chain(bad)

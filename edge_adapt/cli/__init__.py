@@ -48,8 +48,8 @@ def main(verbose: int) -> None:
 
     \b
     Examples:
-      edge-adapt solve "454+762*3"
-      edge-adapt solve "3348*6+7430*2" --energy 5 --latency 2
+      edge-adapt solve "(454+762)*3"
+      edge-adapt solve "(3348*6+7430)*2" --energy 5 --latency 2
       edge-adapt bench -o runs/default --limit 60
       edge-adapt report runs/default
       edge-adapt energy meters

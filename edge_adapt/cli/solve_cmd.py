@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from edge_adapt.assembly import StackSettings, open_stack
@@ -34,8 +35,10 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
         problem = task.problem_at(index) if index is not None else task.parse_question(question)
     except EdgeAdaptError as exc:
         raise click.UsageError(str(exc)) from None
+    if note := problem.meta.get("note"):
+        err_console.print(f"note: {escape(note)}", highlight=False)
     if warning := problem.meta.get("warning"):
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     return problem
 
 
@@ -71,9 +74,9 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
 
     \b
     Examples:
-      edge-adapt solve "454+762*3"
+      edge-adapt solve "(454+762)*3"
       edge-adapt solve --index 420 -s beam:n=16,width=4
-      edge-adapt solve "3348*6+7430*2" --energy 5 --latency 2
+      edge-adapt solve "(3348*6+7430)*2" --energy 5 --latency 2
       edge-adapt solve --task gsm8k --data test.jsonl --index 3 --generator qwen.gguf --prm ./prm --json
     """
     try:
@@ -104,11 +107,12 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
                         prm_provider=prm.provider, prm_variant=prm.variant, budget=budget)
         click.echo(json.dumps(data_out, indent=2, default=str))
         return
-    _print(result, problem, question_q, correct, prm)
+    _print(result, problem, task.display_question(problem), question_q, correct, prm)
 
 
-def _print(result: SearchResult, problem: Problem, question_q: Quantiles, correct: bool | None, prm: QuantilePRM) -> None:
-    console.print(f"[bold]Question[/] {problem.question}    PRM P(success) q10/q50/q90: {_q(question_q)}")
+def _print(result: SearchResult, problem: Problem, shown: str, question_q: Quantiles, correct: bool | None, prm: QuantilePRM) -> None:
+    asked = f"  (asked as {escape(problem.question)})" if shown != problem.question else ""
+    console.print(f"[bold]Question[/] {escape(shown)}{asked}    PRM P(success) q10/q50/q90: {_q(question_q)}")
     chosen = result.chosen
     if chosen is not None:
         steps = Table(title="Chosen solution", title_justify="left")

@@ -1,7 +1,8 @@
 """The default task: multi-step integer arithmetic with a controlled difficulty spread.
 
-A problem is a chain of operations applied left to right, ``Q:454+762*3``; its solution does one
-operation per step, steps separated by a blank line, then an answer line::
+A problem is a chain of operations applied one at a time to the running result, ``Q:454+762*3``
+(shown to people as ``(454+762)*3``: :mod:`edge_adapt.tasks.expressions` translates); its
+solution does one operation per step, steps separated by a blank line, then an answer line::
 
     Q:454+762*3
     454+762=1216
@@ -29,6 +30,7 @@ from typing import ClassVar
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator.steps import StepRules
 from edge_adapt.tasks.base import Problem
+from edge_adapt.tasks.expressions import to_chain, to_conventional
 
 SPLITS = ("train", "calibration", "test")
 # Share of the question space (by hash) that each split owns.
@@ -62,8 +64,7 @@ class Level:
 # operations it masters (level 1 needs no search); three- and four-digit operands and results up
 # to seven digits it gets right only some of the time, and longer chains compound the errors, so
 # the hard levels need search and the hardest stays mostly out of reach. The spread is a property
-# of the task *and* the generator: the same training on the earlier, smaller levels (two- and
-# three-digit operands) gave a generator that nearly solved all six of them (89% overall).
+# of the task *and* the generator: a generator trained on smaller operands solves nearly all of it.
 DEFAULT_LEVELS: tuple[Level, ...] = (
     Level(1, 2, 9, max_value=99),
     Level(2, 3, 9, max_value=9_999),
@@ -147,18 +148,29 @@ class ArithmeticTask:
         return self.problems("calibration", 1)[0]
 
     def parse_question(self, text: str) -> Problem:
-        question = text.strip().removeprefix("Q:").replace(" ", "")
+        """A user's question, read by the usual precedence (parentheses allowed) and asked as the
+        chain with that value: ``454+762*3`` is asked as ``762*3+454`` (2740)."""
+        typed = text.strip().removeprefix("Q:")
         try:
-            steps = solve(question)
-        except EdgeAdaptError:
-            raise EdgeAdaptError(f"{text!r} is not a default-task question; write a chain like 454+762*3 (operands and lengths "
-                                 "like the task's levels: `edge-adapt solve --index N` shows one)") from None
+            question = to_chain(typed)
+        except EdgeAdaptError as exc:
+            raise EdgeAdaptError(f"not a default-task question: {exc}; its questions look like (454+762)*3 or 762*3+454 "
+                                 "(`edge-adapt solve --index N` shows one)") from None
+        typed = typed.replace(" ", "")
+        steps = solve(question)
         level = self.level_of(question)
-        meta = {} if level is not None else {"warning": (
-            f"{question} is unlike every level of the default task (operation count, operand digits, result size), so the "
-            "shipped generator has never seen such a question and may answer it wrong; `edge-adapt solve --index N` shows "
-            "questions it was built for (0-83 are the easiest)")}
+        meta: dict[str, str] = {}
+        if to_conventional(question) != typed:
+            meta["note"] = f"asked as the chain {question} (one operation at a time), which is {typed} by the usual precedence"
+        if level is None:
+            meta["warning"] = (
+                f"{to_conventional(question)} is unlike every level of the default task (operation count, operand digits, "
+                "result size), so the shipped generator has never seen such a question and may answer it wrong; "
+                "`edge-adapt solve --index N` shows questions it was built for (0-83 are the easiest)")
         return Problem(id="cli", question=question, answer=str(steps[-1][3]), level=level, meta=meta)
+
+    def display_question(self, problem: Problem) -> str:
+        return to_conventional(problem.question)
 
     def problem(self, split: str, index: int, *, seed: int = 0) -> Problem:
         """Problem ``index`` of the standard test-sized list of ``split`` (levels in order)."""

@@ -59,6 +59,10 @@ class Task(Protocol):
         ``split`` (a task without levels or splits: the first ``6 x per_level`` of its problems)."""
         ...
 
+    def display_question(self, problem: Problem) -> str:
+        """The question as a person reads it (the prompt's notation may differ)."""
+        ...
+
     def warm_up_problem(self) -> Problem:
         """A problem to measure the device on before budgeted questions (outside the benchmark where possible)."""
         ...

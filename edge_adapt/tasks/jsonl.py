@@ -86,6 +86,9 @@ class JSONLTask:
         """The file's first ``6 x per_level`` problems (a file is one split, read in order)."""
         return self.problems()[: 6 * per_level]
 
+    def display_question(self, problem: Problem) -> str:
+        return problem.question
+
     def warm_up_problem(self) -> Problem:
         return self._problems[0]
 

@@ -52,10 +52,9 @@ from edge_adapt_tools.prm.train import _collate, quantile_loss
 
 log = logging.getLogger(__name__)
 
-# the form of the combination below; part of the recipe's stage stamp, so a PRM built with an
-# earlier form is rebuilt rather than reused (1: one scale on the head's logit; 2: unconstrained
-# scales, fitted on the head's own training questions; 3: the combination also at the question's
-# end, where its bias made the question score optimistic; 4: the head's own score there)
+# the form of the combination below (per-level scales fitted on held-out questions, the head's own
+# score at the question's end); part of the recipe's stage stamp, so a PRM built with another form
+# is rebuilt rather than reused
 LIKELIHOOD_FORM = 4
 
 

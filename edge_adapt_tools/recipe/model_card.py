@@ -165,7 +165,7 @@ project's own recipe, from scratch, in about {r['total_seconds'] / 60:.0f} minut
   {c['records']:,} Monte-Carlo records from {c['questions']} calibration questions (N={c['n_solutions']} solutions,
   M={c['n_continuations']} continuations per prefix, `{c['file']}`), exported to ONNX; the CPU runs the
   `{p['cpu_variant']}` variant.{_likelihood_text(p)}
-- **The task**: chains like `Q:454+762*3` evaluated left to right, one operation per step, steps separated by a
+- **The task**: chains like `Q:454+762*3`, that is (454+762)*3: one operation at a time on the running result, one per step, steps separated by a
   blank line, then `A:<answer>`. Levels:
 
 | level | operations | + and - operands | multipliers | every value up to |

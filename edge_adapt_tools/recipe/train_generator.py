@@ -9,8 +9,8 @@ Two options buy accuracy per CPU minute, both on for the shipped generator: ``bf
 matrix products in bfloat16 (autocast; weights and optimizer state stay fp32), about 1.5x faster
 per step on a CPU with native bf16 (AVX512-BF16 or AMX; elsewhere it is emulated and slower, so
 train with ``bf16=False`` there, and expect a slightly different model); ``level_weights`` draws
-the three easy levels twice as often: the earlier fp32 generator, drawing levels uniformly, missed
-level 1 almost only on two-digit subtractions with a borrow (models/README.md).
+the three easy levels twice as often: drawn uniformly, they stay undertrained (level 1 is missed
+almost only on two-digit subtractions with a borrow; models/README.md).
 """
 
 from __future__ import annotations

@@ -1,0 +1,71 @@
+"""Between the usual arithmetic notation and the default task's chains.
+
+The models read a question as a *chain*: operations applied one at a time to the running result,
+``Q:454+762*3`` meaning (454+762)*3. People read ``454+762*3`` by the usual precedence, as
+454+(762*3). So a user's question is read the usual way (parentheses allowed) and rewritten as
+the chain with that value, and a chain is shown to people with the parentheses it needs.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from edge_adapt.errors import EdgeAdaptError
+
+_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*"}
+_CHAIN = re.compile(r"\d+|[+\-*]")
+
+
+def to_chain(text: str) -> str:
+    """The chain (in the models' notation) with the value ``text`` has by the usual precedence.
+
+    ``454+762*3`` is ``762*3+454``; ``(454+762)*3`` is ``454+762*3``. An expression no single
+    chain computes (``12*3+45*6``: two products added) is an :class:`EdgeAdaptError` that says
+    how to write one.
+    """
+    expression = text.replace(" ", "")
+    if not expression or not set(expression) <= set("0123456789+-*()"):
+        raise EdgeAdaptError(f"{text!r} is not an arithmetic expression of whole numbers, +, -, * and parentheses")
+    try:
+        tree = ast.parse(expression, mode="eval").body
+    except SyntaxError:
+        raise EdgeAdaptError(f"{text!r} is not a well-formed arithmetic expression") from None
+    parts = _chain(tree)
+    if parts is None:
+        raise EdgeAdaptError(
+            f"{text!r} cannot be asked as one chain (each operation applies to the running result and one number)"
+        )
+    return "".join(parts)
+
+
+def _chain(node: ast.expr) -> list[str] | None:
+    if _is_number(node):
+        return [str(node.value)]  # type: ignore[attr-defined]
+    if not (isinstance(node, ast.BinOp) and type(node.op) in _OPS):
+        return None
+    op = _OPS[type(node.op)]
+    if _is_number(node.right):
+        left = _chain(node.left)
+        return None if left is None else [*left, op, str(node.right.value)]  # type: ignore[attr-defined]
+    if op in "+*" and _is_number(node.left):  # commutative: the running result goes first
+        right = _chain(node.right)
+        return None if right is None else [*right, op, str(node.left.value)]  # type: ignore[attr-defined]
+    return None
+
+
+def _is_number(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and type(node.value) is int
+
+
+def to_conventional(chain: str) -> str:
+    """A chain written with the parentheses the usual precedence needs: ``454+762*3`` is shown as
+    ``(454+762)*3``."""
+    tokens = _CHAIN.findall(chain)
+    out, last_adds = tokens[0], False
+    for op, number in zip(tokens[1::2], tokens[2::2], strict=True):
+        if op == "*" and last_adds:
+            out = f"({out})"
+        out += op + number
+        last_adds = op != "*"
+    return out
