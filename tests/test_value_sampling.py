@@ -12,22 +12,8 @@ import pytest
 
 from edge_adapt.batch_allocation import PluralityVote
 from edge_adapt.errors import ModelLoadError, SamplingConfigError
-from edge_adapt.search.answer_model import (
-    GRID_SIZE,
-    MODEL_FILE,
-    AnswerModel,
-    Evidence,
-    GainCurve,
-    Group,
-    Moments,
-    QuestionModel,
-    ScoreEvidence,
-    _log_crp,
-    expected_accuracy,
-    outcomes,
-    p_grid,
-    posterior,
-)
+from edge_adapt.search.answer_model import GRID_SIZE, MODEL_FILE, AnswerModel, GainCurve, QuestionModel, ScoreEvidence, p_grid
+from edge_adapt.search.posterior import Evidence, Group, Moments, _log_crp, expected_accuracy, outcomes, posterior
 from edge_adapt.search.selector_calibration import (
     CalibrationQuestion,
     ScoredSolution,

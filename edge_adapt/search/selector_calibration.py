@@ -42,9 +42,9 @@ from edge_adapt.search.answer_model import (
     ScoreEvidence,
     ValueCell,
     ValueTable,
-    _log_crp,
     p_grid,
 )
+from edge_adapt.search.posterior import _log_crp
 from edge_adapt.search.voting import group_indices, pick, votes_for
 
 Equal = Callable[[str | None, str], bool]

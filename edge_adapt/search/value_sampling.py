@@ -24,8 +24,9 @@ from typing import Any, ClassVar
 from edge_adapt.decisions import ValueSamplingSummary
 from edge_adapt.energy.cost_model import DEFAULT_COST_MODELS
 from edge_adapt.errors import SamplingConfigError
-from edge_adapt.search.answer_model import Evidence, Moments, PickState, QuestionModel, expected_accuracy, posterior
+from edge_adapt.search.answer_model import PickState, QuestionModel
 from edge_adapt.search.context import SearchContext
+from edge_adapt.search.posterior import Evidence, Moments, expected_accuracy, posterior
 from edge_adapt.search.voting import votes_for
 
 # what reading a token costs the PRM against writing one, by the default CPU cost model
