@@ -11,7 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_adapt.errors import SamplingConfigError
 from edge_adapt.files import atomic_write_text
+from edge_adapt.search import BeamSearch, BestOfN, IASBeamSearch, IASBestOfN, Strategy
+from edge_adapt.search.spec import parse_spec
 
 
 @dataclass(frozen=True)
@@ -147,18 +150,34 @@ def pareto_lines(summaries: list[StrategySummary], points: float = 1.0) -> list[
 def savings(summaries: list[StrategySummary]) -> list[str]:
     """Each IAS strategy against every fixed strategy of the same kind, with the same early
     stopping, largest budget first (IAS with N_max 32 against best-of-32, then best-of-16)."""
+    parsed = {s.strategy: _parsed(s.strategy) for s in summaries}
     lines = []
     for s in summaries:
-        if not s.strategy.startswith("ias_"):
+        ias = parsed[s.strategy]
+        if not isinstance(ias, (IASBestOfN, IASBeamSearch)):
             continue
-        base_kind = s.strategy.removeprefix("ias_").split(":")[0]
-        early_stop = "+es" in s.strategy
-        fixed = [f for f in summaries if f.strategy.split(":")[0] == base_kind and ("+es" in f.strategy) == early_stop]
+        fixed = [f for f in summaries if _fixed_of_kind(ias, parsed[f.strategy])]
         for ref in sorted(fixed, key=lambda f: -f.tokens_per_question):
             ratio = s.tokens_per_question / ref.tokens_per_question if ref.tokens_per_question else math.nan
             lines.append(f"{s.strategy} vs {ref.strategy}: {ratio:.0%} of the generated tokens, "
                          f"accuracy {100 * (s.accuracy - ref.accuracy):+.1f} points")
     return lines
+
+
+def _parsed(spec: str) -> Strategy | None:
+    try:
+        return parse_spec(spec)
+    except SamplingConfigError:  # a record of a strategy this version does not know
+        return None
+
+
+def _fixed_of_kind(ias: IASBestOfN | IASBeamSearch, other: Strategy | None) -> bool:
+    """A fixed-budget strategy of the IAS strategy's kind: best-of-N with the same pick and early
+    stopping (or none), or beam search."""
+    if isinstance(ias, IASBestOfN):
+        return (isinstance(other, BestOfN) and other.select == ias.select
+                and (other.early_stop is None) == (ias.early_stop is None))
+    return isinstance(other, BeamSearch)
 
 
 def markdown(summaries: list[StrategySummary], title: str) -> str:
