@@ -9,6 +9,7 @@ each other.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -33,10 +34,12 @@ class Budget:
     def __post_init__(self) -> None:
         for name in ("energy_j", "latency_s", "tokens", "power_w"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise BudgetError(f"budget {name} must be positive, got {value}; leave it unset for no limit")
-        if self.safety < 1.0:
-            raise BudgetError(f"budget safety factor must be >= 1, got {self.safety}")
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise BudgetError(f"budget {name} must be a positive finite number, got {value}; leave it unset for no limit")
+        if not (math.isfinite(self.power_window_s) and self.power_window_s > 0):
+            raise BudgetError(f"budget power_window_s must be a positive finite number of seconds, got {self.power_window_s}")
+        if not (math.isfinite(self.safety) and self.safety >= 1.0):
+            raise BudgetError(f"budget safety factor must be a finite number >= 1, got {self.safety}")
 
     @property
     def unlimited(self) -> bool:

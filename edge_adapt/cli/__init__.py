@@ -27,17 +27,33 @@ COMMAND_ENTRY_POINTS = "edge_adapt.commands"
 
 
 class _Group(click.Group):
-    """Turns the project's errors into one readable line instead of a traceback."""
+    """The error boundary: the project's errors, and any OS or decoding error, become one line that
+    says what went wrong (exit 1) instead of a traceback; ``-vv`` shows the traceback as well."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except EdgeAdaptError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-            sys.exit(1)
+            _fail(ctx, str(exc))
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            _fail(ctx, f"{where}{exc.strerror or exc}; check the path and its permissions")
+        except UnicodeError as exc:
+            _fail(ctx, f"a file is not UTF-8 text ({exc}); pass the text file the option asks for")
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # a bug: still one line, and the way to see more
+            _fail(ctx, f"internal error: {type(exc).__name__}: {exc} (run with -vv for the traceback, and please report it)")
+
+
+def _fail(ctx: click.Context, message: str) -> None:
+    if ctx.params.get("verbose", 0) >= 2:
+        log.exception("traceback")
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    sys.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

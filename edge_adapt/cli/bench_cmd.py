@@ -11,7 +11,7 @@ from rich.table import Table
 from edge_adapt.bench import DEFAULT_STRATEGIES, BenchConfig, RunFolder, run_bench, summarise, write_plots, write_summary
 from edge_adapt.bench.summary import COLUMNS, pareto_lines, savings, table_rows
 from edge_adapt.cli.console import console, err_console
-from edge_adapt.cli.options import budget_dict, budget_options, model_options, resolve_models
+from edge_adapt.cli.options import FiniteFloat, budget_dict, budget_options, model_options, resolve_models
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import TASK_NAMES
 
@@ -26,7 +26,7 @@ from edge_adapt.tasks import TASK_NAMES
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use this many questions, spread evenly over the split.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
+@click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True)
 @model_options
 @budget_options
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.cli.console import console, err_console
-from edge_adapt.cli.options import model_options, resolve_models
+from edge_adapt.cli.options import FiniteFloat, model_options, resolve_models
 from edge_adapt.energy import METER_KINDS, CostSample, detect_meters, fit_cost_model, open_meter
 from edge_adapt.energy.detect import default_device_class
 from edge_adapt.search import BestOfN
@@ -23,7 +23,7 @@ def energy_group() -> None:
 
 
 @energy_group.command("meters")
-@click.option("--seconds", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Sample the chosen meter this long.")
+@click.option("--seconds", type=FiniteFloat(min=0), default=1.0, show_default=True, help="Sample the chosen meter this long.")
 def meters(seconds: float) -> None:
     """List every meter kind, available or why not, and read the one the policy would use.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,10 @@ def resolve_models(generator_path: Path | None, prm_path: Path | None, models: P
 
 def budget_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
-        click.option("--energy", "energy_j", type=click.FloatRange(min=0, min_open=True), help="Energy budget per question (J)."),
-        click.option("--latency", "latency_s", type=click.FloatRange(min=0, min_open=True), help="Latency budget per question (s)."),
+        click.option("--energy", "energy_j", type=FiniteFloat(min=0, min_open=True), help="Energy budget per question (J)."),
+        click.option("--latency", "latency_s", type=FiniteFloat(min=0, min_open=True), help="Latency budget per question (s)."),
         click.option("--tokens", "tokens", type=click.IntRange(min=1), help="Generated-token budget per question."),
-        click.option("--power", "power_w", type=click.FloatRange(min=0, min_open=True),
+        click.option("--power", "power_w", type=FiniteFloat(min=0, min_open=True),
                      help="Power cap (W, average over a 2 s window), enforced by pacing."),
         click.option("--meter", type=click.Choice(METER_KINDS), help="Energy meter (default: the best this machine has)."),
         click.option("--cost-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -52,3 +53,15 @@ def budget_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def budget_dict(energy_j: float | None, latency_s: float | None, tokens: int | None, power_w: float | None) -> dict[str, float]:
     return {k: v for k, v in {"energy_j": energy_j, "latency_s": latency_s, "tokens": tokens, "power_w": power_w}.items() if v is not None}
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option in a range that also refuses nan and inf (which compare false with any bound)."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number

@@ -12,13 +12,14 @@ from rich.table import Table
 
 from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.cli.console import console, err_console
-from edge_adapt.cli.options import budget_dict, budget_options, model_options, resolve_models
+from edge_adapt.cli.options import FiniteFloat, budget_dict, budget_options, model_options, resolve_models
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.guard import Budget
 from edge_adapt.prm import QuantilePRM, Quantiles
 from edge_adapt.search import SearchResult
 from edge_adapt.search.spec import parse_spec
+from edge_adapt.search.strategy import MAX_LIVE_PATHS
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
 
 DEFAULT_STRATEGY = "adaptive:price=8"
@@ -51,8 +52,8 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 @click.option("-s", "--strategy", "spec", default=DEFAULT_STRATEGY, show_default=True, metavar="SPEC",
               help="Search strategy: adaptive:price=8 (lower prices buy more samples), best_of_n:n=8, majority:n=8, "
                    "ias_best_of_n:n_max=32, beam:n=16,width=4, ias_beam:k_max=4,m_max=4 (+es adds early stopping to best-of-N).")
-@click.option("-n", "--samples", type=click.IntRange(min=1, max=120), help="Shorthand for --strategy best_of_n:n=N.")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
+@click.option("-n", "--samples", type=click.IntRange(min=1, max=MAX_LIVE_PATHS), help="Shorthand for --strategy best_of_n:n=N.")
+@click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @model_options
 @budget_options

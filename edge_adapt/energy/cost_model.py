@@ -10,6 +10,7 @@ are rough figures for the shipped default models per device class; ``fit_cost_mo
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +47,12 @@ class CostModel:
     j_per_prm_token: float
     fitted: bool = False  # True when fitted on this device against a real meter
 
+    def __post_init__(self) -> None:
+        for name in ("idle_w", "j_per_prompt_token", "j_per_generated_token", "j_per_prm_token"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise MeterError(f"cost model {name} must be a finite number >= 0, got {value!r}; refit it with `edge-adapt energy fit`")
+
     def joules(self, wall_s: float, usage: Usage) -> float:
         return (self.idle_w * wall_s + self.j_per_prompt_token * usage.prompt_tokens
                 + self.j_per_generated_token * usage.generated_tokens + self.j_per_prm_token * usage.prm_tokens)
@@ -56,12 +63,16 @@ class CostModel:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CostModel:
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
             return cls(**data)
         except FileNotFoundError as exc:
             raise MeterError(f"{path}: no such cost-model file; fit one with `edge-adapt energy fit`") from exc
-        except (json.JSONDecodeError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:  # JSON, UTF-8, fields
             raise MeterError(f"{path}: not a cost-model file ({exc}); fit one with `edge-adapt energy fit`") from exc
+        except OSError as exc:
+            raise MeterError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
 
 
 # Rough defaults for the shipped default models (a few million parameters): a CPU laptop or

@@ -17,6 +17,7 @@ from edge_adapt.decisions import BeamKept, IASBeamAllocation, IASFirstExpansion,
 from edge_adapt.generator import Node
 from edge_adapt.search.context import SearchContext, Select
 from edge_adapt.search.ias import CONFIDENCE_LADDER, beams_to_keep, expansion_width, n_samples
+from edge_adapt.search.strategy import MAX_LIVE_PATHS, check_int, check_number, check_pick
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,12 @@ class BeamSearch:
     SPEC_KINDS: ClassVar[dict[str, dict[str, Any]]] = {"beam": {}}
     SPEC_MAIN: ClassVar[str] = "n"
     SPEC_ALWAYS: ClassVar[tuple[str, ...]] = ("width",)
+
+    def __post_init__(self) -> None:
+        check_int("beam", "n", self.n, 1, MAX_LIVE_PATHS)
+        check_int("beam", "width", self.width, 1, self.n)
+        check_int("beam", "score_every", self.score_every, 1, 1_000)
+        check_pick("beam", self.select)
 
     @property
     def live_paths(self) -> int:
@@ -65,6 +72,14 @@ class IASBeamSearch:
     SPEC_KINDS: ClassVar[dict[str, dict[str, Any]]] = {"ias_beam": {}}
     SPEC_MAIN: ClassVar[str] = "k_max"
     SPEC_ALWAYS: ClassVar[tuple[str, ...]] = ("m_max",)
+
+    def __post_init__(self) -> None:
+        check_int("ias_beam", "k_max", self.k_max, 1, MAX_LIVE_PATHS)
+        check_int("ias_beam", "m_max", self.m_max, 1, MAX_LIVE_PATHS // self.k_max)
+        check_number("ias_beam", "confidence", self.confidence, 0.0, 1.0, low_open=True, high_open=True)
+        check_number("ias_beam", "size_quantile", self.size_quantile, 0.0, 1.0, low_open=True, high_open=True)
+        check_int("ias_beam", "realloc_every", self.realloc_every, 1, 1_000)
+        check_pick("ias_beam", self.select)
 
     @property
     def live_paths(self) -> int:

@@ -11,7 +11,7 @@ from edge_adapt.decisions import EarlyStopDecision, FixedSamples, IASSamples, Lo
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.search.context import SearchContext, Select
 from edge_adapt.search.ias import achieved_confidence, n_samples
-from edge_adapt.search.strategy import EarlyStop
+from edge_adapt.search.strategy import MAX_LIVE_PATHS, EarlyStop, check_int, check_number, check_pick
 from edge_adapt.search.voting import group_answers, majority_confidence
 
 _PICKS: dict[str, dict[str, Any]] = {"": {}, "majority": {"select": "majority"}, "weighted": {"select": "weighted"}}
@@ -28,6 +28,10 @@ class BestOfN:
         "best_of_n": _PICKS[""], "majority": _PICKS["majority"], "weighted": _PICKS["weighted"]}
     SPEC_MAIN: ClassVar[str] = "n"
     SPEC_ALWAYS: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        check_int("best_of_n", "n", self.n, 1, MAX_LIVE_PATHS)
+        check_pick("best_of_n", self.select)
 
     @property
     def live_paths(self) -> int:
@@ -53,6 +57,12 @@ class IASBestOfN:
         "ias_best_of_n": _PICKS[""], "ias_majority": _PICKS["majority"], "ias_weighted": _PICKS["weighted"]}
     SPEC_MAIN: ClassVar[str] = "n_max"
     SPEC_ALWAYS: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        check_int("ias_best_of_n", "n_max", self.n_max, 1, MAX_LIVE_PATHS)
+        check_number("ias_best_of_n", "confidence", self.confidence, 0.0, 1.0, low_open=True, high_open=True)
+        check_number("ias_best_of_n", "size_quantile", self.size_quantile, 0.0, 1.0, low_open=True, high_open=True)
+        check_pick("ias_best_of_n", self.select)
 
     @property
     def live_paths(self) -> int:

@@ -38,7 +38,10 @@ def parse_spec(spec: str) -> Strategy:
     early: EarlyStop | None = None
     if "+es" in text:
         text, _, threshold = text.partition("+es")
-        early = EarlyStop(threshold=float(threshold.lstrip("="))) if threshold.strip("=") else EarlyStop()
+        try:
+            early = EarlyStop(threshold=float(threshold.lstrip("="))) if threshold.strip("=") else EarlyStop()
+        except ValueError:
+            raise SamplingConfigError(f"{spec!r}: +es takes a threshold in (0, 1], e.g. +es=0.9; got {threshold.lstrip('=')!r}") from None
     kind, _, args = text.partition(":")
     if kind not in _KINDS:
         raise SamplingConfigError(f"unknown strategy {kind!r} in {spec!r}; choose one of {', '.join(_KINDS)}")

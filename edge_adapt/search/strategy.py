@@ -7,11 +7,18 @@ KV pool), and names the spec kinds it is written as (``best_of_n:n=16``, ``major
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import StepRules
 from edge_adapt.search.context import SearchContext
+
+# The most solution paths a search decodes at once: stepping them holds their parents too, plus
+# the root, and llama.cpp holds at most 256 sequences (2 x 127 + 2).
+MAX_LIVE_PATHS = 127
+PICKS = ("prm", "weighted", "majority")  # how a fixed strategy picks its answer ("auto": adaptive search's own)
 
 
 class Strategy(Protocol):
@@ -38,6 +45,31 @@ class EarlyStop:
 
     threshold: float = 0.95
     round_size: int = 4
+
+    def __post_init__(self) -> None:
+        check_number("+es", "threshold", self.threshold, 0.0, 1.0, low_open=True)
+        check_int("+es", "round_size", self.round_size, 1, MAX_LIVE_PATHS)
+
+
+def check_int(kind: str, name: str, value: int, low: int, high: int) -> None:
+    """A strategy's integer setting in [low, high], or a SamplingConfigError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SamplingConfigError(f"{kind}: {name} must be an integer in {low}..{high}, got {value!r}")
+
+
+def check_number(kind: str, name: str, value: float, low: float, high: float, *, low_open: bool = False,
+                 high_open: bool = False) -> None:
+    """A strategy's finite setting in its range (open ends as asked), or a SamplingConfigError naming it."""
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > low if low_open else value >= low) and (value < high if high_open else value <= high))
+    if not ok:
+        raise SamplingConfigError(f"{kind}: {name} must be a finite number in {'(' if low_open else '['}{low:g}, "
+                                  f"{high:g}{')' if high_open else ']'}, got {value!r}")
+
+
+def check_pick(kind: str, select: str) -> None:
+    if select not in PICKS:
+        raise SamplingConfigError(f"{kind}: select must be one of {', '.join(PICKS)}, got {select!r}")
 
 
 def sequences_needed(strategy: Strategy) -> int:

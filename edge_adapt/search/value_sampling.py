@@ -18,6 +18,7 @@ resolved by a second.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -49,15 +50,15 @@ class ValueSampling:
     SPEC_ALWAYS: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
-        if not self.price >= 0:
-            raise SamplingConfigError(f"adaptive: price must be >= 0 accuracy points per 1,000 tokens, got {self.price}")
+        if not (math.isfinite(self.price) and self.price >= 0):
+            raise SamplingConfigError(f"adaptive: price must be a finite number >= 0 (accuracy points per 1,000 tokens), got {self.price}")
         if not 1 <= self.n_max <= 128:
             raise SamplingConfigError(f"adaptive: n_max must be in 1..128, got {self.n_max}")
         if not 0.5 <= self.stop_at <= 1.0:
             raise SamplingConfigError(f"adaptive: stop_at must be in [0.5, 1], got {self.stop_at}")
         if self.lookahead not in (1, 2, 3):
             raise SamplingConfigError(f"adaptive: lookahead must be 1, 2 or 3, got {self.lookahead}")
-        if not self.prm_token_weight >= 0:
+        if not (math.isfinite(self.prm_token_weight) and self.prm_token_weight >= 0):
             raise SamplingConfigError(f"adaptive: prm_token_weight must be >= 0, got {self.prm_token_weight}")
 
     @property

@@ -15,6 +15,7 @@ from edge_adapt.errors import EdgeAdaptError
 
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*"}
 _CHAIN = re.compile(r"\d+|[+\-*]")
+MAX_DIGITS = 15  # far beyond the task's levels, and within exact integer arithmetic everywhere
 
 
 def to_chain(text: str) -> str:
@@ -24,18 +25,23 @@ def to_chain(text: str) -> str:
     chain computes (``12*3+45*6``: two products added) is an :class:`EdgeAdaptError` that says
     how to write one.
     """
+    shown = text if len(text) <= 60 else text[:57] + "..."
     expression = text.replace(" ", "")
     if not expression or not set(expression) <= set("0123456789+-*()"):
-        raise EdgeAdaptError(f"{text!r} is not an arithmetic expression of whole numbers, +, -, * and parentheses")
+        raise EdgeAdaptError(f"{shown!r} is not an arithmetic expression of whole numbers, +, -, * and parentheses")
+    if (longest := max((len(n) for n in re.findall(r"\d+", expression)), default=0)) > MAX_DIGITS:
+        raise EdgeAdaptError(f"{shown!r} has a number of {longest} digits; numbers here have at most {MAX_DIGITS}")
     try:
         tree = ast.parse(expression, mode="eval").body
     except SyntaxError:
-        raise EdgeAdaptError(f"{text!r} is not a well-formed arithmetic expression") from None
+        raise EdgeAdaptError(f"{shown!r} is not a well-formed arithmetic expression") from None
     parts = _chain(tree)
     if parts is None:
         raise EdgeAdaptError(
-            f"{text!r} cannot be asked as one chain (each operation applies to the running result and one number)"
+            f"{shown!r} cannot be asked as one chain (each operation applies to the running result and one number)"
         )
+    if len(parts) == 1:
+        raise EdgeAdaptError(f"{shown!r} asks no operation; a question applies at least one +, - or *")
     return "".join(parts)
 
 

@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from edge_adapt.cli.console import console, err_console, human_bytes
+from edge_adapt.cli.options import FiniteFloat
 from edge_adapt.tasks import TASK_NAMES, get_task
 from edge_adapt_tools.cli.loading import load_tool
 
@@ -31,8 +32,8 @@ def _unescape(text: str) -> str:
 @click.option("--keep-continuations/--count-continuations", default=False, show_default=True,
               help="Also write each distinct continuation as a graded whole solution (extra PRM training labels), "
                    "or only count them into their prefix's rate.")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True)
+@click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), default=1.0, show_default=True)
 @click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--n-ctx", type=click.IntRange(min=256), default=8192, show_default=True, help="KV cells shared by a question's tree.")
@@ -104,11 +105,11 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
 @click.option("--question-template", default="{question}\n", show_default=True, help="How the question is written before the steps.")
 @click.option("--step-separator", default="\n\n", show_default=True, help="Appended to steps that do not end with it.")
 @click.option("--max-length", type=click.IntRange(min=8), default=512, show_default=True, help="PRM context; longer prefixes are cut (see docs).")
-@click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True, help="Fraction of questions held out.")
+@click.option("--holdout", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.2, show_default=True, help="Fraction of questions held out.")
 @click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True, help="Backbone (or LoRA) learning rate.")
-@click.option("--head-lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=2e-4, show_default=True, help="Backbone (or LoRA) learning rate.")
+@click.option("--head-lr", type=FiniteFloat(min=0, min_open=True), default=2e-3, show_default=True)
 @click.option("--lora-rank", type=click.IntRange(min=1), help="Train the head plus LoRA adapters of this rank instead of every weight.")
 @click.option("--int8/--no-int8", default=True, show_default=True, help="Also ship dynamic int8 for CPU, if it passes the calibration check.")
 @click.option("--fp16/--no-fp16", default=True, show_default=True, help="Also ship fp16 for GPU providers.")
@@ -198,7 +199,7 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
               help="The task the calibration file is for (default: what its records name; gsm8k/math need --data).")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--temperature", type=click.FloatRange(min=0), default=None,
+@click.option("--temperature", type=FiniteFloat(min=0), default=None,
               help="Sample the fresh questions at this temperature, the one search will use (default: the calibration file's; "
                    "another one fits on fresh questions only).")
 @click.option("--threads", type=click.IntRange(min=1), help="Generator and ONNX Runtime threads.")
