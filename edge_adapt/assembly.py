@@ -10,6 +10,7 @@ parts themselves.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,10 +19,13 @@ from pathlib import Path
 from edge_adapt.energy import CostModel, Meter, Usage, open_meter
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
 from edge_adapt.guard import Budget
+from edge_adapt.models import sha256_of
 from edge_adapt.policy import EnergyPolicy
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.search import Searcher, SearchSettings, Strategy, kv_cells_needed, sequences_needed
 from edge_adapt.tasks import Task
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
                                                            settings.gpu_layers)
     with Generator(settings.generator, config) as gen:
         prm = QuantilePRM(settings.prm, threads=settings.prm_threads or settings.threads, spin=settings.prm_spin)
+        _check_calibrated_for(prm, settings.generator)
 
         def usage() -> Usage:
             return Usage(gen.usage.prompt_tokens, gen.usage.generated_tokens, prm.stats.tokens)
@@ -78,3 +83,14 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
             searcher = Searcher(gen, prm, settings.task, SearchSettings(sampling=settings.sampling, max_steps=settings.max_steps),
                                 policy=policy)
             yield Stack(gen, prm, meter, policy, searcher)
+
+
+def _check_calibrated_for(prm: QuantilePRM, generator: Path) -> None:
+    """Warn when the PRM was calibrated for another generator: its quantiles say how likely *that*
+    generator is to succeed, and they size the search and pick the answers."""
+    calibrated_for = prm.bundle.generator.get("sha256")
+    if calibrated_for and sha256_of(generator) != calibrated_for:
+        log.warning("the PRM in %s was calibrated for another generator (%s, sha256 %s...), not %s: its scores and the "
+                    "adaptive search they size are for that one; calibrate a PRM for this generator "
+                    "(`edge-adapt export rollouts`, then `export prm`)", prm.bundle.path,
+                    prm.bundle.generator.get("file", "?"), calibrated_for[:12], generator)

@@ -8,6 +8,7 @@ checkout.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +28,14 @@ def models_dir() -> Path:
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
+    """The file's sha256, hashed once per process while its size and modification time stay the same."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return _sha256(resolved, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -12,13 +12,15 @@ import dataclasses
 import logging
 import platform
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_adapt.assembly import StackSettings, open_stack
-from edge_adapt.bench.records import RunFolder
+from edge_adapt.bench.records import RunFolder, RunFolderError
 from edge_adapt.decisions import SampleSize
 from edge_adapt.generator import Generator, SamplingParams
 from edge_adapt.generator.config import default_threads
@@ -167,15 +169,22 @@ def run_bench(
     folder = RunFolder(out)
     task = task or get_task(config.task, config.data)
     problems = problems if problems is not None else load_problems(config, task)
+    repeated = sorted(i for i, n in Counter(p.id for p in problems).items() if n > 1)
+    if repeated:
+        raise RunFolderError(f"problem ids {', '.join(repeated[:5])} appear more than once; every question of a run needs its own id")
     strategies = [parse_spec(s) for s in config.strategies]
     budget = Budget(**config.budget) if config.budget else None
     settings = StackSettings(Path(config.generator), Path(config.prm), task, tuple(strategies),
                              SamplingParams(temperature=config.temperature), config.max_steps, threads=config.threads,
                              gpu_layers=config.gpu_layers, meter=config.meter,
                              cost_model=Path(config.cost_model) if config.cost_model else None, budget=budget or Budget())
-    with open_stack(settings) as stack:
+    fingerprint = {"models_sha256": model_fingerprints(config), "data_sha256": sha256_of(config.data) if config.data else None}
+    with open_stack(settings) as stack, _writing(folder) as folder:
         prm, searcher = stack.prm, stack.searcher
-        done = folder.open({**config.to_json(), "models_sha256": model_fingerprints(config)}, environment(prm, stack.meter.source, stack.generator))
+        # the meter that measures, not only the one asked for: a resume on another meter would mix
+        # measured and estimated joules in one summary
+        done = folder.open({**config.to_json(), **fingerprint, "meter_source": stack.meter.source},
+                           environment(prm, stack.meter.source, stack.generator))
         if budget is not None and problems:
             # measure the device first, so the first budgeted question is sized on measurements
             searcher.warm_up(task.warm_up_problem(), seed=config.seed)
@@ -195,4 +204,12 @@ def run_bench(
                 done.add((problem.id, strategy.name))
                 progress(len(done), total, record)
     return folder
+
+
+@contextmanager
+def _writing(folder: RunFolder) -> Iterator[RunFolder]:
+    try:
+        yield folder
+    finally:
+        folder.close()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_adapt.errors import BranchCapacityError, ContextOverflowError, EdgeAdaptError
+from edge_adapt.errors import BranchCapacityError, ContextOverflowError, EdgeAdaptError, ModelLoadError
 from edge_adapt.generator.kv_pool import SequencePool
 from edge_adapt.generator.llama_backend import Batch, LlamaContext, LlamaModel, ensure_backend, errors_in
 from edge_adapt.generator.sampling import BranchSampler, CandidateBuffer, SamplingParams
@@ -114,6 +114,9 @@ class TreeDecoder:
                 self._pool.grow(node, len(chunk))
             node.n_past = pos
             node._logits = self._logits(last_index).copy()
+            if not np.isfinite(node._logits).all():
+                raise ModelLoadError(f"{self._model.path}: the model's logits for the {what} are not finite (NaN or inf): "
+                                     "its weights are broken; re-export or re-download the GGUF")
             self._past_training(pos)
         except BaseException:
             self._pool.release(node)

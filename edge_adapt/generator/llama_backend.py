@@ -382,3 +382,9 @@ def compute_devices() -> list[ComputeDevice]:
             )
         )
     return devices
+
+
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build can offload layers to a GPU (CUDA, Metal, Vulkan...)."""
+    ensure_backend()
+    return bool(llama_cpp.llama_supports_gpu_offload())

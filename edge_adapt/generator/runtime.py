@@ -23,7 +23,7 @@ from edge_adapt.errors import EdgeAdaptError, SamplingConfigError
 from edge_adapt.generator.config import GeneratorConfig, default_threads
 from edge_adapt.generator.decoding import TreeDecoder
 from edge_adapt.generator.kv_pool import SequencePool
-from edge_adapt.generator.llama_backend import ContextSettings, LlamaContext, LlamaModel
+from edge_adapt.generator.llama_backend import ContextSettings, LlamaContext, LlamaModel, gpu_offload_supported
 from edge_adapt.generator.sampling import SamplingParams
 from edge_adapt.generator.steps import StepRules
 from edge_adapt.generator.tree import Expansion, GenerationStats, Node
@@ -46,6 +46,9 @@ class Generator:
     def __init__(self, model_path: str | os.PathLike[str], config: GeneratorConfig | None = None) -> None:
         self.config = config or GeneratorConfig()
         cfg = self.config
+        if cfg.n_gpu_layers != 0 and not gpu_offload_supported():
+            log.warning("GPU layers asked for (%d), but this llama.cpp build has no GPU offload: everything runs on the "
+                        "CPU (build llama-cpp-python with CMAKE_ARGS=\"-DGGML_CUDA=on\" for a GPU)", cfg.n_gpu_layers)
         self.model = LlamaModel(model_path, n_gpu_layers=cfg.n_gpu_layers, main_gpu=cfg.main_gpu, use_mmap=cfg.use_mmap)
         self.vocab = Vocabulary(self.model)
         threads = cfg.n_threads or default_threads()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_adapt.errors import ModelLoadError
+from edge_adapt.errors import EdgeAdaptError, ModelLoadError
 from edge_adapt.files import atomic_write_text
 from edge_adapt.prm.format import PRMFormat
 
@@ -58,7 +58,11 @@ class PRMBundle:
             raise ModelLoadError(f"{root}: no {CONFIG_FILE}; export the PRM with `edge-adapt export prm`.")
         try:
             data = json.loads(config_path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
             levels = tuple(float(q) for q in data["quantile_levels"])
+            if not isinstance(data["models"], dict):
+                raise TypeError("'models' must map variants to file names")
             models = {str(k): str(v) for k, v in data["models"].items()}
             bundle = cls(
                 path=root,
@@ -70,12 +74,17 @@ class PRMBundle:
                 source=dict(data.get("source") or {}),
                 metrics=dict(data.get("metrics") or {}),
             )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ModelLoadError(f"{config_path}: malformed PRM config ({exc}).") from exc
+        except (KeyError, TypeError, ValueError, RecursionError, AttributeError, EdgeAdaptError) as exc:  # JSON, UTF-8, fields
+            raise ModelLoadError(f"{config_path}: malformed PRM config ({exc!r}); re-export the PRM with "
+                                 "`edge-adapt export prm`.") from exc
         if list(levels) != sorted(levels) or not all(0.0 < q < 1.0 for q in levels):
             raise ModelLoadError(f"{config_path}: quantile_levels must be increasing and inside (0, 1), got {levels}.")
         if "fp32" not in models or bundle.cpu_variant not in models:
             raise ModelLoadError(f"{config_path}: needs an fp32 model and the cpu_variant {bundle.cpu_variant!r} in 'models'.")
+        outside = [name for name in models.values() if Path(name).name != name or name in ("", ".", "..")]
+        if outside:
+            raise ModelLoadError(f"{config_path}: model files must be plain file names inside the PRM folder, got "
+                                 f"{', '.join(map(repr, outside))}.")
         missing = [name for name in [*models.values(), TOKENIZER_FILE] if not (root / name).is_file()]
         if missing:
             raise ModelLoadError(f"{root}: files listed by {CONFIG_FILE} are missing: {', '.join(missing)}.")

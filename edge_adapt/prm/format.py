@@ -35,10 +35,17 @@ class PRMFormat:
     max_length: int = 512
 
     def __post_init__(self) -> None:
-        if "{question}" not in self.question_template:
+        if not isinstance(self.question_template, str) or "{question}" not in self.question_template:
             raise EdgeAdaptError(f"question_template must contain {{question}}, got {self.question_template!r}")
-        if self.max_length < 8:
-            raise EdgeAdaptError(f"max_length must be at least 8, got {self.max_length}")
+        try:
+            self.question_template.format(question="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise EdgeAdaptError(f"question_template {self.question_template!r} may hold {{question}} and no other "
+                                 f"placeholder ({exc!r}); write literal braces as {{{{ }}}}") from None
+        if not isinstance(self.step_separator, str) or not self.step_separator:
+            raise EdgeAdaptError(f"step_separator must be non-empty text, got {self.step_separator!r}")
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 8:
+            raise EdgeAdaptError(f"max_length must be an integer of at least 8, got {self.max_length!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +93,8 @@ def encode_prefix(
 
     sep = fmt.step_separator
     q_ids = ids(fmt.question_template.format(question=question), True)
+    if not q_ids:
+        raise EdgeAdaptError("the PRM's tokenizer turns the question into no tokens; check the PRM folder's tokenizer.json")
     step_ids = [ids(s if s.endswith(sep) else s + sep, False) for s in steps]
     if any(not ids for ids in step_ids):
         raise EdgeAdaptError("a step encodes to no tokens; steps must be non-empty text")

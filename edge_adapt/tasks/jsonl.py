@@ -26,12 +26,19 @@ def load_jsonl(
         raise EdgeAdaptError(f"{file}: no such file")
     items: list[T] = []
     problems: list[str] = []
-    with open(file, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
+    with open(file, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
             try:
-                row = json.loads(line)
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ValueError("not UTF-8 text (is this the JSONL file?)") from None
+                try:
+                    row = json.loads(line)
+                except RecursionError:
+                    raise ValueError("JSON nested too deeply") from None
                 if not isinstance(row, dict):
                     raise ValueError("not a JSON object")
                 missing = [k for k in required if not isinstance(row.get(k), str) or not row[k].strip()]
@@ -40,6 +47,8 @@ def load_jsonl(
                 items.append(parse(row, number))
             except (json.JSONDecodeError, ValueError) as exc:
                 problems.append(f"line {number}: {exc}")
+            if len(problems) > 100:  # a file of another kind: say so without reading all of it
+                break
     if problems:
         shown = "; ".join(problems[:10]) + (f"; ... {len(problems) - 10} more" if len(problems) > 10 else "")
         raise EdgeAdaptError(f"{file}: {len(problems)} malformed line(s): {shown}")
@@ -61,7 +70,18 @@ class JSONLTask:
     def __init__(self, path: str | os.PathLike[str], prompt_template: str | None = None) -> None:
         self.path = path
         self.prompt_template = prompt_template or self.default_prompt
+        try:
+            self.prompt_template.format(question="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise EdgeAdaptError(f"prompt template {self.prompt_template!r} must hold {{question}} and no other "
+                                 f"placeholder ({exc!r}); write literal braces as {{{{ }}}}") from None
         self._problems = load_jsonl(path, self.parse, required=self.required)
+        lines: dict[str, int] = {}
+        for p in self._problems:
+            if p.id in lines:
+                raise EdgeAdaptError(f"{path}: problem id {p.id!r} appears twice (lines {lines[p.id]} and "
+                                     f"{p.meta.get('line')}); every problem needs its own id")
+            lines[p.id] = p.meta.get("line", 0)
 
     @staticmethod
     def parse(row: dict[str, Any], line: int) -> Problem:
