@@ -7,12 +7,13 @@ import math
 import random
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
 from edge_adapt.batch_allocation import AnyCorrect, BatteryPacer, PluralityVote, SuccessBelief, allocate_batch, even_allocation
 from edge_adapt.energy import DEFAULT_COST_MODELS, CostModel, CostSample, Usage, fit_cost_model, open_meter
-from edge_adapt.energy.meters import EstimateMeter
+from edge_adapt.energy.meters import CounterMeter, EstimateMeter, SampledPowerMeter
 from edge_adapt.errors import BudgetError, MeterError
 from edge_adapt.guard import Budget
 
@@ -82,6 +83,50 @@ def test_rapl_counter_wraps_around(tmp_path: Path) -> None:
     assert meter.read().joules == pytest.approx(1.5)
 
 
+def test_a_counter_read_after_several_wraps_adds_the_wraps_its_last_power_implies() -> None:
+    # a 10 J counter read at steady 4 W: a read after 6 s has seen two wraps plus 4 J
+    clock = {"t": 0.0, "uj": 0.0}
+    meter = CounterMeter(lambda: clock["uj"], 1e-6, 10_000_000, "test")
+    with patch("edge_adapt.energy.meters.time.monotonic", lambda: clock["t"]):
+        meter._last_t = meter._t0 = 0.0
+        clock.update(t=1.0, uj=4_000_000.0)
+        assert meter.read().joules == pytest.approx(4.0)  # 4 W on average
+        clock.update(t=7.0, uj=8_000_000.0)  # 24 J later: 28 J on a 10 J counter shows 8
+        assert meter.read().joules == pytest.approx(28.0)
+
+
+def test_a_sampled_meter_whose_reader_fails_says_so_in_the_callers_thread() -> None:
+    calls = {"n": 0}
+
+    def watts() -> float:
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise RuntimeError("NVML_ERROR_GPU_IS_LOST")
+        return 5.0
+
+    meter = SampledPowerMeter(watts, "nvml:test", interval_s=0.01)
+    try:
+        time.sleep(0.1)
+        with pytest.raises(MeterError, match="nvml:test: reading the power failed.*GPU_IS_LOST"):
+            meter.read()
+    finally:
+        meter.close()
+    nan = SampledPowerMeter(lambda: 5.0 if calls["n"] < 10 else math.nan, "nan", interval_s=1.0)
+    calls["n"] = 10
+    with pytest.raises(MeterError, match="not a finite number"):
+        nan.read()
+    nan.close()
+
+
+def test_a_battery_that_starts_charging_mid_run_stops_being_a_meter(tmp_path: Path) -> None:
+    bat = battery_laptop(tmp_path)
+    with open_meter("battery", sysfs_root=tmp_path, nvml=False) as meter:
+        assert meter.read().watts == pytest.approx(12.0)
+        _write(bat, "status", "Charging\n")
+        with pytest.raises(MeterError, match="charging, not discharging"):
+            meter.read()
+
+
 def test_rapl_counter_that_disappears_is_a_clear_error(tmp_path: Path) -> None:
     zone = rapl_laptop(tmp_path)
     meter = open_meter("rapl", sysfs_root=tmp_path, nvml=False)
@@ -147,6 +192,13 @@ def test_budget_rejects_nonsense() -> None:
         Budget(energy_j=0)
     with pytest.raises(BudgetError, match="safety"):
         Budget(safety=0.5)
+    for bad in (math.nan, math.inf, -1.0):
+        with pytest.raises(BudgetError, match="finite"):
+            Budget(energy_j=bad)
+    with pytest.raises(MeterError, match="j_per_prm_token"):
+        CostModel("cpu", 6.0, 0.002, 0.01, math.nan)
+    with pytest.raises(MeterError, match="idle_w"):
+        CostModel("cpu", -1.0, 0.002, 0.01, 0.001)
 
 
 def test_batch_allocation_buys_the_best_gain_per_joule() -> None:

@@ -12,6 +12,7 @@ fixture trees laid out like the real devices.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -68,8 +69,10 @@ def read_number(path: Path) -> float:
 class CounterMeter(Meter):
     """Differences a monotonically increasing energy counter that wraps at ``wrap_at``.
 
-    One wrap between two reads is recovered; the policy reads the meter at least every expansion,
-    far more often than RAPL's counter wraps (tens of minutes at full package power).
+    One wrap between two reads is recovered exactly; the policy reads the meter at least every
+    expansion, far more often than RAPL's counter wraps (tens of minutes at full package power).
+    After a gap long enough for more wraps at the average power seen so far, the wraps that power
+    implies are added and a warning says the reading is inexact.
     """
 
     def __init__(self, read_counter: Callable[[], float], scale_j: float, wrap_at: float | None, source: str) -> None:
@@ -79,7 +82,7 @@ class CounterMeter(Meter):
         self.source = source
         self._lock = threading.Lock()
         self._last = read_counter()
-        self._last_t = time.monotonic()
+        self._last_t = self._t0 = time.monotonic()
         self._joules = 0.0
         self._watts: float | None = None
 
@@ -93,6 +96,18 @@ class CounterMeter(Meter):
                     delta = 0.0
                 else:
                     delta += self._wrap_at
+            seen_s = self._last_t - self._t0
+            if self._wrap_at is not None and seen_s >= 1.0 and self._joules > 0:
+                # whole wraps the average power implies beyond the one the counter shows (the
+                # average over at least a second: two reads a millisecond apart say little)
+                average_w = self._joules / seen_s
+                expected = average_w * (t - self._last_t) / self._scale
+                missed = math.floor((expected - delta) / self._wrap_at + 0.5)
+                if missed > 0:
+                    log.warning("%s: %.0f s since the last read, long enough for %d more counter wraps at %.1f W; "
+                                "added them, the joules are inexact (read the meter more often)",
+                                self.source, t - self._last_t, missed, average_w)
+                    delta += missed * self._wrap_at
             joules = delta * self._scale
             if t > self._last_t and delta > 0:
                 self._watts = joules / (t - self._last_t)
@@ -133,7 +148,15 @@ class SampledPowerMeter(Meter):
 
     def _sample(self) -> EnergyReading:
         with self._lock:
-            w, t = self._read_watts(), time.monotonic()
+            try:
+                w = float(self._read_watts())
+            except MeterError:
+                raise
+            except Exception as exc:  # a driver or library error: the meter cannot be trusted from here
+                raise MeterError(f"{self.source}: reading the power failed ({exc!r})") from exc
+            if not (math.isfinite(w) and w >= 0):
+                raise MeterError(f"{self.source}: the power read is {w!r} W, not a finite number >= 0")
+            t = time.monotonic()
             self._joules += 0.5 * (w + self._last_w) * (t - self._last_t)
             self._last_w, self._last_t = w, t
             return EnergyReading(self._joules, w, self.source, False, t)
@@ -166,7 +189,12 @@ def battery_meter(supply: Path, interval_s: float = 0.05) -> SampledPowerMeter:
     """Discharge power: ``power_now`` (µW), or ``current_now`` (µA) x ``voltage_now`` (µV)."""
     power = supply / "power_now"
 
+    status = supply / "status"
+
     def watts() -> float:
+        if status.exists() and (state := status.read_text().strip()) != "Discharging":
+            raise MeterError(f"battery {supply.name} is {state.lower()}, not discharging: its power is no longer this "
+                             "device's draw; unplug the charger for the whole run, or use another meter")
         if power.exists():
             return read_number(power) * 1e-6
         return read_number(supply / "current_now") * read_number(supply / "voltage_now") * 1e-12
