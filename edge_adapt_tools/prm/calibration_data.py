@@ -136,8 +136,14 @@ class CalibrationWriter:
         self.path = Path(path)
         self.generator = generator
         self.done: set[str] = set()
+        if self.path.is_dir():
+            raise EdgeAdaptError(f"{self.path} is a folder; give the calibration file's path (a .jsonl file)")
         if not self.path.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:  # created now, so that a path that cannot be written fails before any rollout
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.touch()
+            except OSError as exc:
+                raise EdgeAdaptError(f"cannot write the calibration file {self.path}: {exc.strerror or exc}") from None
             return
         records, torn_at = _parse(self.path)
         for record in records:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -23,8 +24,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from edge_adapt.errors import VerificationError
-from edge_adapt.prm.bundle import TOKENIZER_FILE, PRMBundle
+from edge_adapt.errors import EdgeAdaptError, VerificationError
+from edge_adapt.prm.bundle import CONFIG_FILE, TOKENIZER_FILE, PRMBundle
 from edge_adapt.prm.format import PRMFormat
 from edge_adapt.prm.scorer import sigmoid
 from edge_adapt_tools.prm.calibration_data import CalibrationRecord
@@ -230,6 +231,28 @@ def _add_fp16(staging: Path, fp32_path: Path, seqs: Sequence[TrainingSequence], 
     if not ok:
         path.unlink()
     return VariantCheck("fp16", path.name, size, None, ok, note)
+
+
+def check_output_dir(out: str | Path) -> Path:
+    """Where a PRM folder may be written, checked before any work: a new or empty folder, or an
+    existing PRM folder (replaced once the new one is complete). Anything else is refused, so that
+    no file of the user's is ever deleted."""
+    out = Path(out)
+    resolved = out.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents or resolved == Path(resolved.anchor):
+        raise EdgeAdaptError(f"-o {out}: give the PRM a folder of its own (e.g. ./prm), not the current folder or one above it")
+    if resolved.exists():
+        if not resolved.is_dir():
+            raise EdgeAdaptError(f"-o {out} is a file; give a folder for the PRM")
+        if any(resolved.iterdir()) and not (resolved / CONFIG_FILE).is_file():
+            raise EdgeAdaptError(f"-o {out} holds files that are not a PRM (no {CONFIG_FILE}); give a new or empty folder, "
+                                 "or an existing PRM folder to replace")
+    parent = resolved.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise EdgeAdaptError(f"-o {out}: {parent} is not writable")
+    return out
 
 
 def _replace_dir(staging: Path, out: Path) -> None:

@@ -21,7 +21,7 @@ from edge_adapt.prm.format import PRMFormat, pad_token_id
 from edge_adapt_tools.gguf.dequantize import dequantize_gguf
 from edge_adapt_tools.prm.calibration_data import read_records
 from edge_adapt_tools.prm.data import build_sequences, split_questions
-from edge_adapt_tools.prm.export import PRMExport, export_prm_bundle
+from edge_adapt_tools.prm.export import PRMExport, check_output_dir, export_prm_bundle
 from edge_adapt_tools.prm.likelihood_prm import LikelihoodFit, add_likelihood_term, likelihood_source
 from edge_adapt_tools.prm.metrics import CalibrationMetrics, calibration_metrics, reliability_diagram
 from edge_adapt_tools.prm.quantile_prm import QUANTILE_LEVELS, from_backbone, from_two_label_prm
@@ -103,6 +103,7 @@ def build_quantile_prm(
     progress: Callable[[str], None] = lambda message: None,
 ) -> PRMBuild:
     base = Path(base)
+    check_output_dir(out_dir)  # before minutes of training
     records = read_records(calibration)
     if not records:
         raise EdgeAdaptError(f"{calibration}: no calibration records; run `edge-adapt export rollouts` first.")

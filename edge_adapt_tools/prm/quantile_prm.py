@@ -53,11 +53,25 @@ def _check_type(path: Path) -> None:
         )
 
 
+def _load_token_classifier(path: Path, **kwargs: object) -> PreTrainedModel:
+    """The checkpoint as a token classifier; weights it will not load safely are a clear error."""
+    if not list(path.glob("*.safetensors")):
+        pickled = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
+        raise UnsupportedModelError(
+            f"{path}: no .safetensors weights" + (f" (only pickle files: {', '.join(pickled)}, which are not loaded: "
+                                                   "they can run code)" if pickled else "")
+            + "; convert the checkpoint with `model.save_pretrained(path, safe_serialization=True)` where you trust it")
+    try:
+        return AutoModelForTokenClassification.from_pretrained(path, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise UnsupportedModelError(f"{path}: the checkpoint does not load as a token classifier ({str(exc).splitlines()[0]})") from exc
+
+
 def from_two_label_prm(path: str | Path, levels: Sequence[float] = QUANTILE_LEVELS, positive_label: int = 1) -> PreTrainedModel:
     """A quantile PRM initialised from a two-label token-classification PRM (see module docstring)."""
     path = Path(path)
     _check_type(path)
-    model = AutoModelForTokenClassification.from_pretrained(path, dtype=torch.float32)
+    model = _load_token_classifier(path)
     old = _head(model)
     if old.out_features != 2:
         raise UnsupportedModelError(f"{path}: expected a two-label PRM head, found {old.out_features} labels.")
@@ -80,7 +94,7 @@ def from_backbone(path: str | Path, levels: Sequence[float] = QUANTILE_LEVELS, b
     """
     path = Path(path)
     _check_type(path)
-    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(levels), dtype=torch.float32)
+    model = _load_token_classifier(path, num_labels=len(levels))
     head = _head(model)
     rate = min(max(base_rate, 1e-3), 1 - 1e-3)
     with torch.no_grad():
