@@ -19,6 +19,7 @@ from edge_adapt.search.ias import (
     expansion_width,
     n_samples,
 )
+from edge_adapt.search.strategy import MAX_LIVE_PATHS
 from edge_adapt.search.types import Candidate
 from edge_adapt.search.voting import best_scored, group_answers, majority_confidence, majority_vote, weighted_vote
 from edge_adapt.tasks.grading import answers_equal
@@ -134,7 +135,9 @@ def test_generator_capacity_follows_the_strategy_and_the_task() -> None:
     # adaptive search draws at most `lookahead` at once and releases finished samples: a small pool, floored
     assert sequences_needed(ValueSampling(lookahead=2)) == 6 and kv_cells_needed(ValueSampling(lookahead=2), rules) == 2048
     assert kv_cells_needed(IASBeamSearch(k_max=4, m_max=4), StepRules(max_new_tokens=1024)) == 512 + 16 * 1024
-    assert sequences_needed(BestOfN(n=200)) == 256  # llama.cpp's limit
+    assert sequences_needed(BestOfN(n=MAX_LIVE_PATHS)) == 256  # llama.cpp's limit, hence the cap on samples
+    with pytest.raises(SamplingConfigError, match="1..127"):
+        BestOfN(n=MAX_LIVE_PATHS + 1)
 
 
 @pytest.mark.parametrize("p", [0.01, 0.1, 0.37, 0.9])

@@ -40,7 +40,9 @@ class RunFolderError(EdgeAdaptError):
 # What every record must hold for the summary and for resuming.
 RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "question_id": str, "strategy": str, "correct": bool, "cost": dict, "decisions": list, "candidates": int,
+    "candidates_correct": int, "question_quantiles": list,
 }
+COST_FIELDS = ("generated_tokens", "prm_tokens", "prm_calls", "samples", "wall_s", "prm_s")
 
 
 class RunFolder:
@@ -176,6 +178,9 @@ def _check_shape(record: Any, where: str) -> None:
     if not isinstance(record, dict):
         raise RunFolderError(f"{where}: not a benchmark record (a JSON object); fix or remove that line")
     wrong = [k for k, kind in RECORD_FIELDS.items() if not isinstance(record.get(k), kind)]
+    if isinstance(record.get("cost"), dict):
+        wrong += [f"cost.{k}" for k in COST_FIELDS
+                  if isinstance(record["cost"].get(k), bool) or not isinstance(record["cost"].get(k), (int, float))]
     if wrong:
         raise RunFolderError(f"{where}: not a benchmark record ({', '.join(wrong)} missing or of the wrong type); "
                              "fix or remove that line")

@@ -92,7 +92,7 @@ def _report(folder: RunFolder, plots: bool) -> None:
     if not records:
         raise click.ClickException(f"{folder.path}: no records yet; run `edge-adapt bench -o {folder.path}` first")
     summaries = summarise(records)
-    title = f"{config['task']} task, {len({r['question_id'] for r in records})} questions, seed {config['seed']}"
+    title = f"{config.get('task', '?')} task, {len({r['question_id'] for r in records})} questions, seed {config.get('seed', '?')}"
     table = Table(title=title)
     for col in COLUMNS:
         table.add_column(col, justify="left" if col == "strategy" else "right")
