@@ -2,7 +2,8 @@
 
 Compares, per (question, strategy), every field of the records except those that legitimately
 differ between identical runs (wall time, joules: ``bench.records.stable_view``). Prints what
-differs, field by field, for the first few pairs, and exits 1 if anything does.
+differs, field by field, for the first few pairs, and exits 1 if anything does. Fields the newer
+records add (and the older lack altogether) are listed, not counted as differences.
 
     edge-adapt bench -o runs/before --limit 60          # at the old commit
     edge-adapt bench -o runs/after --limit 60           # at the new one
@@ -41,6 +42,11 @@ def main() -> int:
     parser.add_argument("--show", type=int, default=5, help="differing pairs to print in full")
     args = parser.parse_args()
     a, b = keyed(args.before), keyed(args.after)
+    known = {k for r in a.values() for k in r}
+    added = sorted({k for r in b.values() for k in r} - known)
+    if added:
+        print(f"fields only the newer records have (not compared): {', '.join(added)}")
+        b = {key: {k: v for k, v in r.items() if k in known} for key, r in b.items()}
     only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
     differing = [k for k in sorted(set(a) & set(b)) if a[k] != b[k]]
     for k in differing[: args.show]:

@@ -180,3 +180,30 @@ def test_requantizing_is_refused(random_gguf: Path, tmp_path: Path) -> None:
     q8 = quantize_gguf(random_gguf, tmp_path / "q8.gguf", "Q8_0").path
     with pytest.raises(QuantizationError, match="already quantized"):
         quantize_gguf(q8, tmp_path / "q4.gguf", "Q4_0")
+
+
+def _tokenizer_json(normalizer, pre_tokenizer) -> dict:
+    """A real byte-level BPE tokenizer.json, built with `tokenizers` in the shape a checkpoint ships."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers  # noqa: F401
+
+    tok = Tokenizer(models.BPE())
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
+    tok.decoder = decoders.ByteLevel()
+    return json.loads(tok.to_str())
+
+
+def test_no_op_normalizers_convert_and_real_ones_are_refused_with_what_to_do(tmp_path: Path) -> None:
+    from tokenizers import normalizers, pre_tokenizers
+
+    from edge_adapt_tools.gguf.tokenizer import detect_pre_tokenizer
+
+    smollm = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    gpt2 = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # SmolLM2-135M-Instruct ships {"type": "Sequence", "normalizers": []}: nothing to normalize
+    assert detect_pre_tokenizer(_tokenizer_json(normalizers.Sequence([]), smollm), tmp_path) == "smollm"
+    assert detect_pre_tokenizer(_tokenizer_json(None, gpt2), tmp_path) == "gpt-2"
+    for changing, name in ((normalizers.NFKC(), "NFKC"), (normalizers.Sequence([normalizers.Lowercase()]), "Lowercase")):
+        with pytest.raises(TokenizerError, match=f"normalizer\\(s\\) {name} change the text"):
+            detect_pre_tokenizer(_tokenizer_json(changing, gpt2), tmp_path)

@@ -79,7 +79,8 @@ def test_votes_and_ranking() -> None:
     cands = [cand("12", 0.2), cand("12.0", 0.1), cand("7", 0.5), cand(None, 0.95), cand("12", 0.3)]
     assert group_answers(cands, answers_equal) == [[0, 1, 4], [2]]  # 12 == 12.0; no answer: no group
     assert majority_vote(cands, answers_equal) == 0  # three votes for 12
-    assert best_scored(cands) == 3  # the PRM likes the answerless one best
+    assert best_scored(cands) == 2  # the PRM likes the answerless one best, but it has no answer to give
+    assert best_scored([cand(None, 0.4), cand(None, 0.9)]) == 1  # none has one: the best-scored still
     # weighted: 12 gets 0.2 + 0.1 + 0.3 = 0.6 > 0.5 for 7; the group's best-scored member is returned
     assert weighted_vote(cands, answers_equal) == 4
     # one confident 7 outweighs two unsure 12s

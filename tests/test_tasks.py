@@ -135,7 +135,15 @@ def test_math500_gold_solutions_grade_correct() -> None:
     ("text", "answer"),
     [
         ("so the total is \\boxed{\\frac{3}{4}}. Then 12", "\\frac{3}{4}"),
-        ("Step 1...\nThe answer is 1,250.\nsome trailing 7", "1,250"),
+        ("Step 1...\nThe answer is 1,250.\nsome trailing 7", "1250"),
+        # chat output: prose after the answer, units and currency written out (one answer, one vote)
+        ("So she pays 600 in all. The answer is 600. The reason we know this is that", "600"),
+        ("The answer is $18 dollars.", "18"),
+        ("The answer is 18.", "18"),
+        ("The answer is: 20 minutes", "20"),
+        ("The final answer is -7.", "-7"),
+        ("The answer is 12 and 13.", "12 and 13"),
+        ("The answer is x = 5.", "x = 5"),
         ("blah\n#### 42", "42"),
         ("we get 3 apples, then 17 pears", "17"),
         ("the final answer is $\\boxed{(1, 2)}$.", "(1, 2)"),
@@ -201,3 +209,15 @@ def test_a_users_expression_becomes_the_chain_with_its_value_or_a_clear_error(ty
     for bad in ("2**3", "import os", "1/2", "", "1+", "(1+2"):
         with pytest.raises(EdgeAdaptError):
             to_chain(bad)
+
+
+def test_a_candidate_cut_off_before_its_end_has_no_answer_and_no_vote(searcher) -> None:
+    from edge_adapt.search import BestOfN, SearchSettings
+
+    capped = type(searcher)(searcher.generator, searcher.prm, searcher.task, SearchSettings(max_steps=1))
+    problem = searcher.task.problems("test", 1)[-1]  # the longest chains: one step does not finish them
+    result = capped.run(BestOfN(n=6, select="majority"), problem, seed=0)
+    unfinished = [c for c in result.candidates if not c.end.finished]
+    assert unfinished and all(c.answer is None for c in unfinished)
+    finished = [c for c in result.candidates if c.end.finished]
+    assert all(c.answer == searcher.task.extract_answer(c.text) for c in finished)

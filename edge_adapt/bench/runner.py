@@ -146,6 +146,7 @@ def to_record(problem: Problem, index: int, result: SearchResult, task: Task, qu
         "correct": bool(chosen is not None and task.is_correct(chosen.text, problem)),
         "candidates": len(result.candidates),
         "candidates_correct": sum(task.is_correct(c.text, problem) for c in result.candidates),
+        "candidates_unfinished": sum(not c.end.finished for c in result.candidates),  # cut off: no answer, no vote
         "samples_chosen": sized.samples if sized is not None else None,
         "question_quantiles": [question_q.low, question_q.median, question_q.high],
         "chosen_final_median": chosen.final.median if chosen is not None and chosen.final is not None else None,

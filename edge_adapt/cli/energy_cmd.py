@@ -23,7 +23,7 @@ def energy_group() -> None:
 
 
 @energy_group.command("meters")
-@click.option("--seconds", type=FiniteFloat(min=0), default=1.0, show_default=True, help="Sample the chosen meter this long.")
+@click.option("--seconds", type=FiniteFloat(min=0, max=3600), default=1.0, show_default=True, help="Sample the chosen meter this long (at most an hour).")
 def meters(seconds: float) -> None:
     """List every meter kind, available or why not, and read the one the policy would use.
 

@@ -27,6 +27,11 @@ class StepEnd(str, Enum):
     def ends_solution(self) -> bool:
         return self not in (StepEnd.DELIMITER, StepEnd.STEP_LIMIT)
 
+    @property
+    def finished(self) -> bool:
+        """Ended by the model (end of generation, or the answer), not cut off by a cap."""
+        return self in (StepEnd.EOG, StepEnd.ANSWER)
+
 
 @dataclass(frozen=True)
 class StepRules:

@@ -72,6 +72,11 @@ class Node:
         return self.end is not None and self.end.ends_solution
 
     @property
+    def finished(self) -> bool:
+        """The solution came to its end (end of generation, or its answer), not cut off."""
+        return self.end is not None and self.end.finished
+
+    @property
     def n_tokens(self) -> int:
         return len(self.tokens)
 

@@ -101,7 +101,7 @@ class SearchContext:
         if not nodes:
             return
         if not score:
-            self.candidates += [Candidate.from_leaf(n, self.task.extract_answer(n.solution_text())) for n in nodes]
+            self.candidates += [Candidate.from_leaf(n, self._answer_of(n)) for n in nodes]
             return
         # identical solutions (frequent: a small generator often writes the same one) are scored
         # once per question, also across rounds of sequential search
@@ -111,8 +111,15 @@ class SearchContext:
             scores = self.prm.score(self.problem.question, [list(t) for t in new], per_step=True)
             self.scored.update(zip(new, scores, strict=True))
         for node, sc in zip(nodes, (self.scored[t] for t in texts), strict=True):
-            cand = Candidate.from_leaf(node, self.task.extract_answer(node.solution_text()))
+            cand = Candidate.from_leaf(node, self._answer_of(node))
             self.candidates.append(replace(cand, final=sc.final, per_step=sc.per_step or ()))
+
+    def _answer_of(self, node: Node) -> str | None:
+        """The answer of a finished solution; one cut off (length, context, step cap) has none and
+        gets no vote: whatever number it stopped at is not its answer."""
+        if not node.finished:
+            return None
+        return self.task.extract_answer(node.solution_text())
 
     def complete(self, n: int, score: bool = True) -> None:
         """Sample n more full solutions from the root (batched), finalising them.

@@ -32,13 +32,15 @@ def pick(how: str, answers: Sequence[str | None], scores: Sequence[float | None]
     """The index a selector answers with, from the answers and last-step PRM medians alone (search
     picks with it, and the offline calibration replays the same rule):
 
-    - ``prm``: the highest score (the first on ties; unscored samples are not candidates);
+    - ``prm``: the highest score among samples with an answer (any sample when none has one; the
+      first on ties; unscored samples are not candidates);
     - ``majority``: the first sample of the most frequent answer (ties: the earliest group);
     - ``weighted``: the answer whose scores sum highest, its best-scored sample.
     """
     if how == "prm":
         scored = [i for i, sc in enumerate(scores) if sc is not None]
-        return max(scored, key=lambda i: scores[i]) if scored else None  # type: ignore[arg-type, return-value]
+        among = [i for i in scored if answers[i] is not None] or scored
+        return max(among, key=lambda i: scores[i]) if among else None  # type: ignore[arg-type, return-value]
     if how not in ("majority", "weighted"):
         raise SamplingConfigError(f"unknown selection {how!r}; choose prm, weighted or majority")
     groups = group_indices(answers, equal)

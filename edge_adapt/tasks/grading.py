@@ -22,6 +22,9 @@ _ANSWER_IS = re.compile(r"(?:final answer|answer) is[:\s]*(.+)", re.IGNORECASE)
 _HASHES = re.compile(r"####\s*(.+)")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _PLAIN_NUMBER = re.compile(r"^-?(?:\d+(?:\.\d*)?|\.\d+)$")
+# a number written with its unit or currency in words: "$18", "18 dollars", "20 minutes", "45%"
+_NUMBER_WITH_UNIT = re.compile(r"\$?\s*(-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:/\d+)?)\s*(?:\\?%|[A-Za-z][A-Za-z ]*)?")
+_SENTENCE_END = re.compile(r"\.(?:\s|$)|[;!?](?:\s|$)")
 
 
 def last_boxed(text: str) -> str | None:
@@ -52,7 +55,12 @@ def _clean(answer: str) -> str:
 
 def extract_answer(text: str) -> str | None:
     """The final answer of a solution, by the first convention that matches:
-    the last ``\\boxed{}``, "the answer is ...", ``#### ...``, then the last number."""
+    the last ``\\boxed{}``, "the answer is ...", ``#### ...``, then the last number.
+
+    After a marker the answer is what follows up to the end of its sentence, and a number
+    written with a unit or currency in words is the number alone ("$18 dollars." is 18,
+    "600. The reason..." is 600): chat models write prose around their answers, and one answer
+    written two ways must be one vote."""
     boxed = last_boxed(text)
     if boxed:
         return _clean(boxed)
@@ -61,11 +69,21 @@ def extract_answer(text: str) -> str | None:
         if found:
             line = found[-1].splitlines()[0] if found[-1].strip() else ""
             inner = last_boxed(line)
-            cleaned = _clean(inner if inner else line)
-            if cleaned:
-                return cleaned
+            answer = _clean(inner) if inner else _after_marker(line)
+            if answer:
+                return answer
     numbers = _NUMBER.findall(text)
     return numbers[-1] if numbers else None
+
+
+def _after_marker(line: str) -> str:
+    """The answer in the text after "the answer is": its sentence, or the number in it with
+    the unit dropped."""
+    line = line.strip().lstrip(":").strip()
+    end = _SENTENCE_END.search(line)
+    sentence = _clean(line[: end.start()] if end else line)
+    unit = _NUMBER_WITH_UNIT.fullmatch(sentence)
+    return unit.group(1).replace(",", "") if unit else sentence
 
 
 def _as_number(answer: str) -> float | None:

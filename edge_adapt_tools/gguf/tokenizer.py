@@ -87,11 +87,25 @@ def detect_pre_tokenizer(tokenizer_json: dict[str, Any], source: Path) -> str:
             f"{source}: pre-tokenizer {list(signature) or 'none'} is not one llama.cpp implements here. "
             "Supported: GPT-2 byte-level, Llama-3, Qwen2 and SmolLM splitting."
         )
-    # Qwen2 ships an NFC normalizer; llama.cpp does not normalize, which only matters for
-    # non-NFC input (decomposed accents). Anything else would change every tokenization.
-    if normalizer is not None and not (name == "qwen2" and normalizer.get("type") == "NFC"):
-        raise TokenizerError(f"{source}: tokenizer normalizer {normalizer.get('type')!r} is not supported by llama.cpp's BPE.")
+    # llama.cpp's BPE does not normalize. Normalizers that do nothing (an empty Sequence, as
+    # SmolLM2 ships) are fine; Qwen's NFC only matters for non-NFC input (decomposed accents).
+    # Anything else would change every tokenization, so the parity probes would fail anyway.
+    effective = [n for n in _normalizers(normalizer) if not (n == "NFC" and name in ("qwen2", "qwen3"))]
+    if effective:
+        raise TokenizerError(
+            f"{source}: tokenizer normalizer(s) {', '.join(effective)} change the text before tokenizing, and llama.cpp's "
+            "BPE does not: the GGUF would tokenize differently from the original. Only byte-level BPE tokenizers without "
+            "a normalizer (or with Qwen's NFC) convert; export a model whose tokenizer.json has none.")
     return name
+
+
+def _normalizers(normalizer: dict[str, Any] | None) -> list[str]:
+    """The normalizer steps that change text (a Sequence flattened; empty ones dropped)."""
+    if not normalizer:
+        return []
+    if normalizer.get("type") == "Sequence":
+        return [step for sub in normalizer.get("normalizers", []) for step in _normalizers(sub)]
+    return [str(normalizer.get("type"))]
 
 
 def load_tokenizer_export(checkpoint_dir: Path, vocab_size: int) -> TokenizerExport:
