@@ -11,17 +11,21 @@ parts themselves.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from edge_adapt.energy import CostModel, Meter, Usage, open_meter
+from edge_adapt.errors import ModelLoadError, SamplingConfigError
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
 from edge_adapt.guard import Budget
 from edge_adapt.models import sha256_of
 from edge_adapt.policy import EnergyPolicy
 from edge_adapt.prm import QuantilePRM
+from edge_adapt.prm.absent import NO_PRM_HINT, NoPRM
 from edge_adapt.search import Searcher, SearchSettings, Strategy, kv_cells_needed, sequences_needed
 from edge_adapt.tasks import Task
 
@@ -31,7 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class StackSettings:
     generator: Path
-    prm: Path
+    prm: Path | None  # None: no PRM (majority vote only, labelled as such)
     task: Task
     strategies: tuple[Strategy, ...]  # every strategy the stack will run: they size the generator's context
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
@@ -43,6 +47,9 @@ class StackSettings:
     generator_config: GeneratorConfig | None = None
     prm_threads: int | None = None  # None: ``threads``
     prm_spin: bool = False  # ONNX Runtime's intra-op threads spin between calls
+    # a PRM calibrated for another generator: "refuse" (its scores describe that generator), or
+    # "warn" (benchmarks of speed that only need some scores)
+    other_generator: Literal["refuse", "warn"] = "refuse"
     meter: str | None = None  # None: the best this machine has
     measured_only: bool = False  # refuse the estimate: a real meter or a MeterError
     cost_model: Path | None = None  # a fitted cost model for the estimate
@@ -52,7 +59,7 @@ class StackSettings:
 @dataclass(frozen=True)
 class Stack:
     generator: Generator
-    prm: QuantilePRM
+    prm: QuantilePRM | NoPRM
     meter: Meter
     policy: EnergyPolicy
     searcher: Searcher
@@ -71,8 +78,7 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
     config = settings.generator_config or generator_config(settings.strategies, settings.task, settings.threads,
                                                            settings.gpu_layers)
     with Generator(settings.generator, config) as gen:
-        prm = QuantilePRM(settings.prm, threads=settings.prm_threads or settings.threads, spin=settings.prm_spin)
-        _check_calibrated_for(prm, settings.generator)
+        prm = _open_prm(settings)
 
         def usage() -> Usage:
             return Usage(gen.usage.prompt_tokens, gen.usage.generated_tokens, prm.stats.tokens)
@@ -85,12 +91,27 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
             yield Stack(gen, prm, meter, policy, searcher)
 
 
-def _check_calibrated_for(prm: QuantilePRM, generator: Path) -> None:
-    """Warn when the PRM was calibrated for another generator: its quantiles say how likely *that*
-    generator is to succeed, and they size the search and pick the answers."""
-    calibrated_for = prm.bundle.generator.get("sha256")
-    if calibrated_for and sha256_of(generator) != calibrated_for:
-        log.warning("the PRM in %s was calibrated for another generator (%s, sha256 %s...), not %s: its scores and the "
-                    "adaptive search they size are for that one; calibrate a PRM for this generator "
-                    "(`edge-adapt export rollouts`, then `export prm`)", prm.bundle.path,
-                    prm.bundle.generator.get("file", "?"), calibrated_for[:12], generator)
+def _open_prm(settings: StackSettings) -> QuantilePRM | NoPRM:
+    """The PRM, or the no-PRM stand-in when none is given (then only strategies that read no
+    score may run); a PRM calibrated for another generator is refused (or warned about)."""
+    if settings.prm is None:
+        needing = [s.name for s in settings.strategies if s.needs_prm]
+        if needing:
+            raise SamplingConfigError(f"{', '.join(needing)} read PRM scores; {NO_PRM_HINT}")
+        return NoPRM()
+    prm = QuantilePRM(settings.prm, threads=settings.prm_threads or settings.threads, spin=settings.prm_spin)
+    calibrated_for = str(prm.bundle.generator.get("sha256") or "")
+    if not re.fullmatch(r"[0-9a-f]{64}", calibrated_for):
+        log.warning("the PRM in %s does not record the sha256 of the generator it was calibrated for; it cannot be "
+                    "checked against %s", prm.bundle.path, settings.generator)
+    elif sha256_of(settings.generator) != calibrated_for:
+        # its quantiles say how likely *that* generator is to succeed; they would size the search
+        # and pick the answers for one it knows nothing about
+        message = (f"the PRM in {prm.bundle.path} was calibrated for another generator "
+                   f"({prm.bundle.generator.get('file', '?')}, sha256 {calibrated_for[:12]}...), not {settings.generator}: "
+                   "calibrate one for this generator (`edge-adapt export rollouts GGUF -o calib.jsonl`, then "
+                   "`edge-adapt export prm BASE -c calib.jsonl -o prm`), or run without a PRM (--no-prm: majority vote)")
+        if settings.other_generator == "refuse":
+            raise ModelLoadError(message)
+        log.warning("%s", message)
+    return prm

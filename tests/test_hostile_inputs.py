@@ -160,7 +160,7 @@ def test_a_gguf_whose_weights_are_nan_is_refused_not_answered(checkpoint, tmp_pa
         tensors = load_file(weights)
         save_file({name: t.fill_(float("nan")) for name, t in tensors.items()}, weights)
     gguf = convert_checkpoint(open_checkpoint(broken), tmp_path / "nan.gguf").path
-    result = CliRunner().invoke(main, ["solve", Q, "--generator", str(gguf)])
+    result = CliRunner().invoke(main, ["solve", Q, "--generator", str(gguf), "--no-prm"])
     said = " ".join(result.output.split())
     assert result.exit_code == 1 and "logits for the prompt are not finite" in said and "Traceback" not in result.output
 
@@ -198,18 +198,33 @@ def test_a_checkpoint_with_only_pickle_weights_is_refused_before_loading(checkpo
     assert result.exit_code == 1 and "only pickle files: pytorch_model.bin" in said and "Traceback" not in result.output
 
 
-def test_the_shipped_prm_with_another_generator_is_warned_about(smollm2_gguf, caplog: pytest.LogCaptureFixture) -> None:
-    from edge_adapt import StackSettings, open_stack
-    from edge_adapt.search import BestOfN
-    from edge_adapt.tasks import ArithmeticTask
+def test_a_prm_calibrated_for_another_generator_is_refused_and_no_prm_mode_is_labelled(smollm2_gguf, tmp_path: Path) -> None:
+    # the shipped PRM with SmolLM2: its scores describe the shipped generator, so it is refused
+    refused = CliRunner().invoke(main, ["solve", Q, "--generator", str(smollm2_gguf), "-n", "2"])
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 1 and "calibrated for another generator (generator-Q8_0.gguf" in said and "--no-prm" in said
+    # without a PRM: a majority vote, said so in the output and the JSON
+    plain = CliRunner().invoke(main, ["solve", Q, "--no-prm", "-n", "3", "--json"])
+    assert plain.exit_code == 0, plain.output
+    data = json.loads(plain.output)
+    assert data["strategy"] == "majority:n=3" and data["prm_provider"] == "none" and data["question_quantiles"] is None
+    assert data["cost"]["prm_calls"] == 0 and len(data["candidates"]) == 3
+    shown = CliRunner().invoke(main, ["solve", Q, "--no-prm"])
+    assert shown.exit_code == 0 and "no PRM: majority vote over samples" in shown.output and "majority:n=8" in shown.output
+    for needs_prm in ("adaptive:price=8", "best_of_n:n=4", "beam:n=4,width=2"):
+        result = CliRunner().invoke(main, ["solve", Q, "--no-prm", "-s", needs_prm])
+        assert result.exit_code == 1 and "read PRM scores" in " ".join(result.output.split()), result.output
+    both = CliRunner().invoke(main, ["solve", Q, "--no-prm", "--prm", str(MODELS.prm)])
+    assert both.exit_code == 2 and "contradict" in both.output
+    # a bench without a PRM: the majority ladder, its records say there was no PRM
+    run = CliRunner().invoke(main, ["bench", "-o", str(tmp_path / "run"), "--no-prm", "--limit", "3", "--no-plots", "--meter", "estimate"])
+    assert run.exit_code == 0, run.output
+    from edge_adapt.bench import NO_PRM_STRATEGIES, RunFolder
 
-    with open_stack(StackSettings(smollm2_gguf, MODELS.prm, ArithmeticTask(), (BestOfN(n=1),), meter="estimate")):
-        pass
-    assert "was calibrated for another generator (generator-Q8_0.gguf" in caplog.text
-    caplog.clear()
-    with open_stack(StackSettings(MODELS.generator, MODELS.prm, ArithmeticTask(), (BestOfN(n=1),), meter="estimate")):
-        pass
-    assert "another generator" not in caplog.text
+    records = RunFolder(tmp_path / "run").records()
+    assert {r["strategy"] for r in records} == set(NO_PRM_STRATEGIES) and len(records) == 3 * len(NO_PRM_STRATEGIES)
+    assert all(r["question_quantiles"] is None and r["cost"]["prm_calls"] == 0 for r in records)
+    assert RunFolder(tmp_path / "run").config()["prm"] is None
 
 
 def test_gpu_layers_on_a_build_without_offload_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:

@@ -40,7 +40,7 @@ class RunFolderError(EdgeAdaptError):
 # What every record must hold for the summary and for resuming.
 RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "question_id": str, "strategy": str, "correct": bool, "cost": dict, "decisions": list, "candidates": int,
-    "candidates_correct": int, "question_quantiles": list,
+    "candidates_correct": int, "question_quantiles": (list, type(None)),  # None: run without a PRM
 }
 COST_FIELDS = ("generated_tokens", "prm_tokens", "prm_calls", "samples", "wall_s", "prm_s")
 

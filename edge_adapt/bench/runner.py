@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # The fixed-budget frontier (best-of-N by the PRM and majority votes at N = 1..32), the paper's
 # IAS variants, and value-aware sampling at several prices: every point placed on the fixed curve.
+# without a PRM: plain sampling and majority votes (the fixed ladder a PRM has to beat)
+NO_PRM_STRATEGIES = ("majority:n=1", "majority:n=2", "majority:n=4", "majority:n=8", "majority:n=16")
 DEFAULT_STRATEGIES = (
     "best_of_n:n=1", "best_of_n:n=2", "best_of_n:n=4", "best_of_n:n=8", "best_of_n:n=16", "best_of_n:n=32",
     "majority:n=2", "majority:n=4", "majority:n=8", "majority:n=16", "majority:n=32",
@@ -52,7 +54,7 @@ class BenchConfig:
     """Everything that defines a run; stored in config.json and checked when resuming."""
 
     generator: str
-    prm: str
+    prm: str | None  # None: no PRM (majority votes only)
     task: str = "default"
     data: str | None = None
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
@@ -77,7 +79,8 @@ def model_fingerprints(config: BenchConfig) -> dict[str, str]:
     """sha256 of the generator file and of the PRM's prm_config.json (its metrics and fitted
     numbers change with every rebuild): the paths alone would let a resume after the models were
     rebuilt mix two models' records in one run."""
-    return {"generator": sha256_of(config.generator), "prm_config": sha256_of(Path(config.prm) / PRM_CONFIG)}
+    prm = sha256_of(Path(config.prm) / PRM_CONFIG) if config.prm else None
+    return {"generator": sha256_of(config.generator), "prm_config": prm}
 
 
 def load_problems(config: BenchConfig, task: Task) -> list[Problem]:
@@ -148,7 +151,7 @@ def to_record(problem: Problem, index: int, result: SearchResult, task: Task, qu
         "candidates_correct": sum(task.is_correct(c.text, problem) for c in result.candidates),
         "candidates_unfinished": sum(not c.end.finished for c in result.candidates),  # cut off: no answer, no vote
         "samples_chosen": sized.samples if sized is not None else None,
-        "question_quantiles": [question_q.low, question_q.median, question_q.high],
+        "question_quantiles": [question_q.low, question_q.median, question_q.high] if question_q is not None else None,
         "chosen_final_median": chosen.final.median if chosen is not None and chosen.final is not None else None,
         "cost": dataclasses.asdict(result.cost),
         "decisions": [d.as_record() for d in result.decisions],
@@ -175,7 +178,7 @@ def run_bench(
         raise RunFolderError(f"problem ids {', '.join(repeated[:5])} appear more than once; every question of a run needs its own id")
     strategies = [parse_spec(s) for s in config.strategies]
     budget = Budget(**config.budget) if config.budget else None
-    settings = StackSettings(Path(config.generator), Path(config.prm), task, tuple(strategies),
+    settings = StackSettings(Path(config.generator), Path(config.prm) if config.prm else None, task, tuple(strategies),
                              SamplingParams(temperature=config.temperature), config.max_steps, threads=config.threads,
                              gpu_layers=config.gpu_layers, meter=config.meter,
                              cost_model=Path(config.cost_model) if config.cost_model else None, budget=budget or Budget())
@@ -197,7 +200,7 @@ def run_bench(
                 continue
             # the question's score is recorded for analysis (tables by difficulty); a strategy that
             # does not read it is not charged for it
-            question_q = prm.score_question(problem.question)
+            question_q = prm.score_question(problem.question) if prm.available else None
             for strategy in pending:
                 result = searcher.run(strategy, problem, seed=config.seed * 1_000_003 + index)
                 record = to_record(problem, index, result, task, question_q)

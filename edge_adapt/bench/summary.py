@@ -228,8 +228,8 @@ def reliability(records: list[dict[str, Any]], bins: int = 10) -> list[tuple[flo
     median; observed = the fraction of correct candidates per question (one record per question)."""
     seen: dict[str, tuple[float, float]] = {}
     for r in records:
-        if r["question_id"] in seen or not r.get("candidates"):
-            continue
+        if r["question_id"] in seen or not r.get("candidates") or r.get("question_quantiles") is None:
+            continue  # no PRM, no reliability
         seen[r["question_id"]] = (r["question_quantiles"][1], r["candidates_correct"] / r["candidates"])
     grouped: dict[int, list[tuple[float, float]]] = defaultdict(list)
     for pred, obs in seen.values():

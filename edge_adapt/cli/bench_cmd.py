@@ -8,10 +8,19 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edge_adapt.bench import DEFAULT_STRATEGIES, BenchConfig, RunFolder, run_bench, summarise, write_plots, write_summary
+from edge_adapt.bench import (
+    DEFAULT_STRATEGIES,
+    NO_PRM_STRATEGIES,
+    BenchConfig,
+    RunFolder,
+    run_bench,
+    summarise,
+    write_plots,
+    write_summary,
+)
 from edge_adapt.bench.summary import COLUMNS, pareto_lines, savings, table_rows
 from edge_adapt.cli.console import console, err_console
-from edge_adapt.cli.options import FiniteFloat, budget_dict, budget_options, model_options, resolve_models
+from edge_adapt.cli.options import FiniteFloat, budget_dict, budget_options, model_options, no_prm_option, resolve_models
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import TASK_NAMES
 
@@ -28,12 +37,13 @@ from edge_adapt.tasks import TASK_NAMES
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True)
 @model_options
+@no_prm_option
 @budget_options
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | None, limit: int | None, seed: int,
           temperature: float, generator_path: Path | None, prm_path: Path | None, models: Path | None, threads: int | None,
-          gpu_layers: int, energy_j: float | None, latency_s: float | None, tokens: int | None, power_w: float | None,
-          meter: str | None, cost_model: Path | None, no_plots: bool) -> None:
+          gpu_layers: int, no_prm: bool, energy_j: float | None, latency_s: float | None, tokens: int | None,
+          power_w: float | None, meter: str | None, cost_model: Path | None, no_plots: bool) -> None:
     """Run strategies x questions, one JSONL record each, then print and save the summary.
 
     Records are appended as they finish; interrupt with Ctrl-C (or lose power) and rerun the
@@ -53,10 +63,11 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
             raise click.BadParameter(str(exc), param_hint="--strategy") from None
     if task_name in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
-    generator_path, prm_path = resolve_models(generator_path, prm_path, models)
+    generator_path, prm_path = resolve_models(generator_path, prm_path, models, no_prm)
     config = BenchConfig(
-        generator=str(generator_path), prm=str(prm_path), task=task_name, data=str(data) if data else None,
-        strategies=tuple(parse_spec(s).name for s in strategies) or DEFAULT_STRATEGIES, limit=limit, seed=seed,
+        generator=str(generator_path), prm=str(prm_path) if prm_path else None, task=task_name, data=str(data) if data else None,
+        strategies=tuple(parse_spec(s).name for s in strategies) or (NO_PRM_STRATEGIES if no_prm else DEFAULT_STRATEGIES),
+        limit=limit, seed=seed,
         temperature=temperature, budget=budget_dict(energy_j, latency_s, tokens, power_w), meter=meter,
         cost_model=str(cost_model) if cost_model else None, threads=threads, gpu_layers=gpu_layers,
     )

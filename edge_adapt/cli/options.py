@@ -28,12 +28,21 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def resolve_models(generator_path: Path | None, prm_path: Path | None, models: Path | None) -> tuple[Path, Path]:
-    if generator_path is None or prm_path is None:
+def resolve_models(generator_path: Path | None, prm_path: Path | None, models: Path | None,
+                   no_prm: bool = False) -> tuple[Path, Path | None]:
+    """The generator and PRM to use: given ones, else the shipped defaults (no PRM with ``no_prm``)."""
+    if no_prm and prm_path is not None:
+        raise click.UsageError("--no-prm and --prm contradict each other; give one")
+    if generator_path is None or (prm_path is None and not no_prm):
         defaults = load_default_models(models)
         generator_path = generator_path or defaults.generator
-        prm_path = prm_path or defaults.prm
+        prm_path = None if no_prm else prm_path or defaults.prm
     return generator_path, prm_path
+
+
+no_prm_option = click.option(
+    "--no-prm", is_flag=True,
+    help="Run without a PRM: majority vote over samples only (majority:n=N; n=1 is plain sampling), labelled as such.")
 
 
 def budget_options(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -12,17 +12,19 @@ from rich.table import Table
 
 from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.cli.console import console, err_console
-from edge_adapt.cli.options import FiniteFloat, budget_dict, budget_options, model_options, resolve_models
+from edge_adapt.cli.options import FiniteFloat, budget_dict, budget_options, model_options, no_prm_option, resolve_models
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.guard import Budget
 from edge_adapt.prm import QuantilePRM, Quantiles
+from edge_adapt.prm.absent import NoPRM
 from edge_adapt.search import SearchResult
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
 
 DEFAULT_STRATEGY = "adaptive:price=8"
+NO_PRM_SAMPLES = 8  # --no-prm without -s or -n: a majority vote of this many samples
 
 
 def _q(q: Quantiles | None) -> str:
@@ -49,19 +51,21 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
 @click.option("--index", type=click.IntRange(min=0), help="Solve problem N of the task (the default task's test split).")
 # the default: value-aware sampling (edge_adapt/search/value_sampling.py)
-@click.option("-s", "--strategy", "spec", default=DEFAULT_STRATEGY, show_default=True, metavar="SPEC",
+@click.option("-s", "--strategy", "spec", default=None, show_default=f"{DEFAULT_STRATEGY}; majority:n={NO_PRM_SAMPLES} with --no-prm",
+              metavar="SPEC",
               help="Search strategy: adaptive:price=8 (lower prices buy more samples), best_of_n:n=8, majority:n=8, "
                    "ias_best_of_n:n_max=32, beam:n=16,width=4, ias_beam:k_max=4,m_max=4 (+es adds early stopping to best-of-N).")
 @click.option("-n", "--samples", type=click.IntRange(min=1, max=MAX_LIVE_PATHS), help="Shorthand for --strategy best_of_n:n=N.")
 @click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @model_options
+@no_prm_option
 @budget_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def solve_cmd(question: str | None, task_name: str, data: Path | None, index: int | None, spec: str, samples: int | None,
+def solve_cmd(question: str | None, task_name: str, data: Path | None, index: int | None, spec: str | None, samples: int | None,
               temperature: float, seed: int, generator_path: Path | None, prm_path: Path | None, models: Path | None,
-              threads: int | None, gpu_layers: int, energy_j: float | None, latency_s: float | None, tokens: int | None,
-              power_w: float | None, meter: str | None, cost_model: Path | None, as_json: bool) -> None:
+              threads: int | None, gpu_layers: int, no_prm: bool, energy_j: float | None, latency_s: float | None,
+              tokens: int | None, power_w: float | None, meter: str | None, cost_model: Path | None, as_json: bool) -> None:
     """Answer QUESTION with adaptive search: steps with PRM quantiles, the answer, and the cost.
 
     By default value-aware sampling: solutions are drawn one or two at a time, and another is
@@ -80,15 +84,17 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
       edge-adapt solve "(3348*6+7430)*2" --energy 5 --latency 2
       edge-adapt solve --task gsm8k --data test.jsonl --index 3 --generator qwen.gguf --prm ./prm --json
     """
+    if spec is None:  # the default reads PRM scores; without a PRM, a vote
+        spec = f"majority:n={NO_PRM_SAMPLES}" if no_prm else DEFAULT_STRATEGY
     try:
-        strategy = parse_spec(f"best_of_n:n={samples}" if samples else spec)
+        strategy = parse_spec(f"{'majority' if no_prm else 'best_of_n'}:n={samples}" if samples else spec)
     except EdgeAdaptError as exc:
         raise click.BadParameter(str(exc), param_hint="--strategy") from None
     if task_name in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
     task = get_task(task_name, data)
     problem = _problem(task, question, index)
-    generator_path, prm_path = resolve_models(generator_path, prm_path, models)
+    generator_path, prm_path = resolve_models(generator_path, prm_path, models, no_prm)
     budget = budget_dict(energy_j, latency_s, tokens, power_w)
     settings = StackSettings(generator_path, prm_path, task, (strategy,), SamplingParams(temperature=temperature), threads=threads,
                              gpu_layers=gpu_layers, meter=meter, cost_model=cost_model, budget=Budget(**budget))
@@ -96,24 +102,26 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
         prm = stack.prm
         if budget:
             stack.searcher.warm_up(problem)
-        result = stack.searcher.run(strategy, problem, seed=seed, score_question=True)
+        result = stack.searcher.run(strategy, problem, seed=seed, score_question=prm.available)
     question_q = result.question_score
-    assert question_q is not None
     correct = task.is_correct(result.chosen.text, problem) if (result.chosen and problem.answer) else None
     if as_json:
         data_out = dataclasses.asdict(result)
         data_out["decisions"] = [d.as_record() for d in result.decisions]
         del data_out["question_score"]
-        data_out.update(gold=problem.answer or None, level=problem.level, correct=correct, question_quantiles=dataclasses.asdict(question_q),
+        data_out.update(gold=problem.answer or None, level=problem.level, correct=correct,
+                        question_quantiles=dataclasses.asdict(question_q) if question_q is not None else None,
                         prm_provider=prm.provider, prm_variant=prm.variant, budget=budget)
         click.echo(json.dumps(data_out, indent=2, default=str))
         return
     _print(result, problem, task.display_question(problem), question_q, correct, prm)
 
 
-def _print(result: SearchResult, problem: Problem, shown: str, question_q: Quantiles, correct: bool | None, prm: QuantilePRM) -> None:
+def _print(result: SearchResult, problem: Problem, shown: str, question_q: Quantiles | None, correct: bool | None,
+           prm: QuantilePRM | NoPRM) -> None:
     asked = f"  (asked as {escape(problem.question)})" if shown != problem.question else ""
-    console.print(f"[bold]Question[/] {escape(shown)}{asked}    PRM P(success) q10/q50/q90: {_q(question_q)}")
+    rated = f"PRM P(success) q10/q50/q90: {_q(question_q)}" if prm.available else "no PRM: majority vote over samples"
+    console.print(f"[bold]Question[/] {escape(shown)}{asked}    {rated}")
     chosen = result.chosen
     if chosen is not None:
         steps = Table(title="Chosen solution", title_justify="left")

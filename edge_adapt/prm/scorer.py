@@ -94,6 +94,8 @@ class QuantilePRM:
     CPU variant on CPU and fp16 (when shipped) on a GPU. Not thread-safe.
     """
 
+    available = True  # a PRM is loaded (see edge_adapt.prm.absent for the no-PRM mode)
+
     def __init__(
         self,
         path: str | os.PathLike[str],

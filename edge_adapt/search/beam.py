@@ -45,6 +45,8 @@ class BeamSearch:
     def live_paths(self) -> int:
         return self.n
 
+    needs_prm = True  # prefixes are kept by their scores
+
     def run(self, ctx: SearchContext) -> None:
         beam_search(ctx, self, first=self.n, budget=self.n, every=self.score_every)
 
@@ -84,6 +86,8 @@ class IASBeamSearch:
     @property
     def live_paths(self) -> int:
         return self.k_max * self.m_max
+
+    needs_prm = True
 
     def run(self, ctx: SearchContext) -> None:
         budget = self.k_max * self.m_max

@@ -37,6 +37,10 @@ class BestOfN:
     def live_paths(self) -> int:
         return self.n
 
+    @property
+    def needs_prm(self) -> bool:
+        return self.select != "majority"
+
     def run(self, ctx: SearchContext) -> None:
         ctx.record(FixedSamples(self.n))
         sample(ctx, self.n, self.select, self.early_stop)
@@ -67,6 +71,8 @@ class IASBestOfN:
     @property
     def live_paths(self) -> int:
         return self.n_max
+
+    needs_prm = True  # N comes from the PRM's score of the question
 
     def run(self, ctx: SearchContext) -> None:
         p_low = ctx.question_score().at(self.size_quantile)

@@ -97,7 +97,8 @@ class Searcher:
         question is sized on measurements rather than guesses."""
         if self.policy is None:
             return
-        self.run(BestOfN(n=samples), problem, seed=seed, budget=Budget())
+        pick = "prm" if getattr(self.prm, "available", True) else "majority"
+        self.run(BestOfN(n=samples, select=pick), problem, seed=seed, budget=Budget())
 
     def run_many(
         self, strategy: Strategy, problems: Sequence[Problem], seed: int = 0,

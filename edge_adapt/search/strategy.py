@@ -34,6 +34,11 @@ class Strategy(Protocol):
         """The most solution paths the strategy decodes at once."""
         ...
 
+    @property
+    def needs_prm(self) -> bool:
+        """Whether it reads PRM scores (without a PRM only those that do not can run)."""
+        ...
+
     def run(self, ctx: SearchContext) -> None:
         """Search: leave the candidates (and, for an ``auto`` pick, the choice) in ``ctx``."""
         ...

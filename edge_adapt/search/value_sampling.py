@@ -65,6 +65,8 @@ class ValueSampling:
     def live_paths(self) -> int:
         return self.lookahead  # rounds draw at most this many at once; finished ones are released
 
+    needs_prm = True  # its prior comes from the PRM's score of the question
+
     def run(self, ctx: SearchContext) -> None:
         """Rounds of 1..lookahead samples while their expected gain in the picked answer's accuracy
         exceeds their cost at ``price``."""
