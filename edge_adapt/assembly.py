@@ -50,6 +50,8 @@ class StackSettings:
     # a PRM calibrated for another generator: "refuse" (its scores describe that generator), or
     # "warn" (benchmarks of speed that only need some scores)
     other_generator: Literal["refuse", "warn"] = "refuse"
+    chat: bool | None = None  # the generator's chat template around prompts; None: when the GGUF has one
+    system: str | None = None  # a system message (chat only)
     meter: str | None = None  # None: the best this machine has
     measured_only: bool = False  # refuse the estimate: a real meter or a MeterError
     cost_model: Path | None = None  # a fitted cost model for the estimate
@@ -86,7 +88,15 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
         cost_model = CostModel.load(settings.cost_model) if settings.cost_model else None
         with open_meter(settings.meter, usage=usage, cost_model=cost_model, measured_only=settings.measured_only) as meter:
             policy = EnergyPolicy(meter, settings.budget, usage)
-            searcher = Searcher(gen, prm, settings.task, SearchSettings(sampling=settings.sampling, max_steps=settings.max_steps),
+            chat = gen.vocab.has_chat_template if settings.chat is None else settings.chat
+            if chat and not gen.vocab.has_chat_template:
+                raise ModelLoadError(f"{settings.generator} has no chat template; run it with plain prompts (--no-chat)")
+            if prm.available and bool(prm.bundle.generator.get("chat")) != chat:
+                log.warning("the PRM in %s was calibrated on prompts %s the chat template, and search prompts %s it: "
+                            "its scores hold for the prompts it was calibrated on (pass --%schat)", prm.bundle.path,
+                            "with" if not chat else "without", "without" if not chat else "with", "" if not chat else "no-")
+            search = SearchSettings(sampling=settings.sampling, max_steps=settings.max_steps, chat=chat, system=settings.system)
+            searcher = Searcher(gen, prm, settings.task, search,
                                 policy=policy)
             yield Stack(gen, prm, meter, policy, searcher)
 

@@ -236,3 +236,26 @@ def test_gpu_layers_on_a_build_without_offload_are_warned_about(caplog: pytest.L
     with Generator(MODELS.generator, GeneratorConfig(n_ctx=256, n_seq_max=2, n_gpu_layers=99)):
         pass
     assert "no GPU offload" in caplog.text
+
+
+def test_a_chat_model_is_prompted_through_its_chat_template(smollm2_gguf: Path) -> None:
+    from edge_adapt import StackSettings, open_stack
+    from edge_adapt.errors import ModelLoadError
+    from edge_adapt.search import BestOfN
+    from edge_adapt.tasks import ArithmeticTask
+
+    task, vote = ArithmeticTask(), BestOfN(n=1, select="majority")
+    problem = task.parse_question(Q)
+    with open_stack(StackSettings(smollm2_gguf, None, task, (vote,), meter="estimate")) as stack:
+        assert stack.searcher.settings.chat  # the GGUF has a template: used by default
+        rendered = stack.generator.vocab.render_prompt(task.prompt(problem), chat=True, system="Be brief.")
+        assert rendered.startswith("<|im_start|>system\nBe brief.<|im_end|>") and rendered.endswith("<|im_start|>assistant\n")
+        plain = stack.generator.vocab.render_prompt(task.prompt(problem), chat=False)
+        assert plain == task.prompt(problem)
+        result = stack.searcher.run(vote, problem, seed=0)
+        chat_tokens = len(stack.generator.vocab.tokenize(stack.generator.vocab.render_prompt(task.prompt(problem), chat=True),
+                                                         parse_special=True))
+        assert result.cost.prompt_tokens == chat_tokens
+    with pytest.raises(ModelLoadError, match="no chat template"), \
+            open_stack(StackSettings(MODELS.generator, MODELS.prm, task, (vote,), meter="estimate", chat=True)):
+        pass

@@ -67,6 +67,8 @@ class BenchConfig:
     cost_model: str | None = None  # a fitted cost-model JSON for the estimate
     threads: int | None = None
     gpu_layers: int = 0
+    chat: bool | None = None  # the generator's chat template around prompts; None: when the GGUF has one
+    system: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -181,13 +183,15 @@ def run_bench(
     settings = StackSettings(Path(config.generator), Path(config.prm) if config.prm else None, task, tuple(strategies),
                              SamplingParams(temperature=config.temperature), config.max_steps, threads=config.threads,
                              gpu_layers=config.gpu_layers, meter=config.meter,
-                             cost_model=Path(config.cost_model) if config.cost_model else None, budget=budget or Budget())
+                             cost_model=Path(config.cost_model) if config.cost_model else None, budget=budget or Budget(),
+                             chat=config.chat, system=config.system)
     fingerprint = {"models_sha256": model_fingerprints(config), "data_sha256": sha256_of(config.data) if config.data else None}
     with open_stack(settings) as stack, _writing(folder) as folder:
         prm, searcher = stack.prm, stack.searcher
         # the meter that measures, not only the one asked for: a resume on another meter would mix
         # measured and estimated joules in one summary
-        done = folder.open({**config.to_json(), **fingerprint, "meter_source": stack.meter.source},
+        done = folder.open({**config.to_json(), **fingerprint, "meter_source": stack.meter.source,
+                            "chat_template": searcher.settings.chat},
                            environment(prm, stack.meter.source, stack.generator))
         if budget is not None and problems:
             # measure the device first, so the first budgeted question is sized on measurements

@@ -20,7 +20,15 @@ from edge_adapt.bench import (
 )
 from edge_adapt.bench.summary import COLUMNS, pareto_lines, savings, table_rows
 from edge_adapt.cli.console import console, err_console
-from edge_adapt.cli.options import FiniteFloat, budget_dict, budget_options, model_options, no_prm_option, resolve_models
+from edge_adapt.cli.options import (
+    FiniteFloat,
+    budget_dict,
+    budget_options,
+    model_options,
+    no_prm_option,
+    prompt_options,
+    resolve_models,
+)
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import TASK_NAMES
 
@@ -38,11 +46,12 @@ from edge_adapt.tasks import TASK_NAMES
 @click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True)
 @model_options
 @no_prm_option
+@prompt_options
 @budget_options
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | None, limit: int | None, seed: int,
           temperature: float, generator_path: Path | None, prm_path: Path | None, models: Path | None, threads: int | None,
-          gpu_layers: int, no_prm: bool, energy_j: float | None, latency_s: float | None, tokens: int | None,
+          gpu_layers: int, no_prm: bool, chat: bool | None, system: str | None, energy_j: float | None, latency_s: float | None, tokens: int | None,
           power_w: float | None, meter: str | None, cost_model: Path | None, no_plots: bool) -> None:
     """Run strategies x questions, one JSONL record each, then print and save the summary.
 
@@ -69,7 +78,7 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
         strategies=tuple(parse_spec(s).name for s in strategies) or (NO_PRM_STRATEGIES if no_prm else DEFAULT_STRATEGIES),
         limit=limit, seed=seed,
         temperature=temperature, budget=budget_dict(energy_j, latency_s, tokens, power_w), meter=meter,
-        cost_model=str(cost_model) if cost_model else None, threads=threads, gpu_layers=gpu_layers,
+        cost_model=str(cost_model) if cost_model else None, threads=threads, gpu_layers=gpu_layers, chat=chat, system=system,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())

@@ -74,3 +74,13 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return super().convert(number, param, ctx)
+
+
+def prompt_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--chat/--no-chat", default=None,
+                     help="Wrap prompts in the generator's chat template (default: when the GGUF has one)."),
+        click.option("--system", help="A system message before the question (with --chat)."),
+    ]):
+        f = option(f)
+    return f

@@ -12,7 +12,15 @@ from rich.table import Table
 
 from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.cli.console import console, err_console
-from edge_adapt.cli.options import FiniteFloat, budget_dict, budget_options, model_options, no_prm_option, resolve_models
+from edge_adapt.cli.options import (
+    FiniteFloat,
+    budget_dict,
+    budget_options,
+    model_options,
+    no_prm_option,
+    prompt_options,
+    resolve_models,
+)
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.guard import Budget
@@ -60,11 +68,13 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @model_options
 @no_prm_option
+@prompt_options
 @budget_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def solve_cmd(question: str | None, task_name: str, data: Path | None, index: int | None, spec: str | None, samples: int | None,
               temperature: float, seed: int, generator_path: Path | None, prm_path: Path | None, models: Path | None,
-              threads: int | None, gpu_layers: int, no_prm: bool, energy_j: float | None, latency_s: float | None,
+              threads: int | None, gpu_layers: int, no_prm: bool, chat: bool | None, system: str | None,
+              energy_j: float | None, latency_s: float | None,
               tokens: int | None, power_w: float | None, meter: str | None, cost_model: Path | None, as_json: bool) -> None:
     """Answer QUESTION with adaptive search: steps with PRM quantiles, the answer, and the cost.
 
@@ -97,7 +107,8 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
     generator_path, prm_path = resolve_models(generator_path, prm_path, models, no_prm)
     budget = budget_dict(energy_j, latency_s, tokens, power_w)
     settings = StackSettings(generator_path, prm_path, task, (strategy,), SamplingParams(temperature=temperature), threads=threads,
-                             gpu_layers=gpu_layers, meter=meter, cost_model=cost_model, budget=Budget(**budget))
+                             gpu_layers=gpu_layers, meter=meter, cost_model=cost_model, budget=Budget(**budget), chat=chat,
+                             system=system)
     with open_stack(settings) as stack:
         prm = stack.prm
         if budget:

@@ -65,6 +65,19 @@ class Vocabulary:
         raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
         return raw.decode("utf-8", errors="replace") if raw else ""
 
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the GGUF carries a chat template (``tokenizer.chat_template``)."""
+        return bool(llama_cpp.llama_model_chat_template(self._model.ptr, None))
+
+    def render_prompt(self, text: str, *, chat: bool, system: str | None = None) -> str:
+        """The text a generator continues: ``text`` as it is, or as a user message (after an
+        optional system message) in the model's chat template, ready for the assistant's turn."""
+        if not chat:
+            return text
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        return self.apply_chat_template(messages)
+
     def apply_chat_template(
         self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True
     ) -> str:

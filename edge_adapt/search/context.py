@@ -31,6 +31,8 @@ class SearchSettings:
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
     rank_quantile: float = 0.5  # which PRM quantile ranks candidates and prefixes
     max_steps: int = 32
+    chat: bool = False  # the task's prompt as a user message in the generator's chat template
+    system: str | None = None  # a system message before it (chat only)
 
 
 class SearchContext:
@@ -48,7 +50,8 @@ class SearchContext:
         self.rules = task.step_rules
         self.sampling = settings.sampling
         self.equal = answers_equal
-        self.root = generator.prefill(task.prompt(problem), seed=seed)
+        prompt = generator.vocab.render_prompt(task.prompt(problem), chat=settings.chat, system=settings.system)
+        self.root = generator.prefill(prompt, seed=seed)
         self.live: list[Node] = [self.root]  # nodes holding KV sequences, released at the end
         self.finished: list[Node] = []
         self.candidates: list[Candidate] = []

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from edge_adapt.cli.console import console, err_console, human_bytes
-from edge_adapt.cli.options import FiniteFloat
+from edge_adapt.cli.options import FiniteFloat, prompt_options
 from edge_adapt.tasks import TASK_NAMES, get_task
 from edge_adapt_tools.cli.loading import load_tool
 
@@ -39,8 +39,10 @@ def _unescape(text: str) -> str:
 @click.option("--n-ctx", type=click.IntRange(min=256), default=8192, show_default=True, help="KV cells shared by a question's tree.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all).")
 @click.option("--gpu-layers", type=int, default=0, show_default=True, help="Layers to offload (-1: all; needs a GPU build).")
+@prompt_options
 def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, split: str, per_level: int, solutions: int, continuations: int,
-                 keep_continuations: bool, temperature: float, top_p: float, top_k: int, seed: int, n_ctx: int, threads: int | None, gpu_layers: int) -> None:
+                 keep_continuations: bool, temperature: float, top_p: float, top_k: int, seed: int, n_ctx: int, threads: int | None,
+                 gpu_layers: int, chat: bool | None, system: str | None) -> None:
     """Build a calibration set: Monte-Carlo success rates of reasoning prefixes of GENERATOR.
 
     For each question: N full solutions (whose success rate is the empty prefix's), every
@@ -64,7 +66,7 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
     problems = task.calibration_problems(split, per_level, seed=seed)
     settings = rollouts.RolloutSettings(
         n_solutions=solutions, n_continuations=continuations, record_continuations=keep_continuations,
-        sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k), seed=seed,
+        sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k), seed=seed, chat=chat, system=system,
     )
     config = GeneratorConfig(n_ctx=n_ctx, n_seq_max=256, n_threads=threads, n_gpu_layers=gpu_layers)
     columns = (TextColumn("rollouts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())

@@ -17,6 +17,7 @@ so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -46,6 +47,10 @@ class RolloutSettings:
     # default task they are nearly all wrong (a right solution is one canonical text, already
     # sampled) and bought one question in a hundred at best-of-16 (models/README.md)
     record_continuations: bool = False
+    # the generator's chat template around the task's prompt, as search will use it (None: when
+    # the GGUF has one); recorded with the calibration, so the PRM knows how it was prompted
+    chat: bool | None = None
+    system: str | None = None
 
 
 @dataclass
@@ -71,7 +76,9 @@ def rollout_question(
     before = gen.usage
     rules = task.step_rules
     sampling = settings.sampling
-    root = gen.prefill(task.prompt(problem), seed=question_seed(settings.seed, problem.id))
+    chat = gen.vocab.has_chat_template if settings.chat is None else settings.chat
+    prompt = gen.vocab.render_prompt(task.prompt(problem), chat=chat, system=settings.system)
+    root = gen.prefill(prompt, seed=question_seed(settings.seed, problem.id))
     kept: list[Node] = [root]
     try:
         # 1. N full solutions; intermediate nodes stay live as rollout starting points.
@@ -161,12 +168,16 @@ def build_calibration_set(
         "record_continuations": settings.record_continuations,
         "task": task.name,
     }
-    writer = CalibrationWriter(out_path, provenance)
-    report = RolloutReport()
-    todo = [p for p in problems if p.id not in writer.done]
-    report.resumed = len(problems) - len(todo)
-    started = time.perf_counter()
     with Generator(generator_path, config) as gen:
+        chat = gen.vocab.has_chat_template if settings.chat is None else settings.chat
+        if chat:  # how the generator was prompted (absent: plain prompts, as every earlier file)
+            provenance.update(chat=True, system=settings.system)
+        settings = dataclasses.replace(settings, chat=chat)
+        writer = CalibrationWriter(out_path, provenance)
+        report = RolloutReport()
+        todo = [p for p in problems if p.id not in writer.done]
+        report.resumed = len(problems) - len(todo)
+        started = time.perf_counter()
         for i, problem in enumerate(todo):
             records, stats, cut = rollout_question(gen, task, problem, settings, provenance)
             writer.write_question(records)
