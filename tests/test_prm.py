@@ -193,6 +193,17 @@ def test_calibration_metrics_by_hand() -> None:
     assert m.coverage["q90"] == pytest.approx((0.9 + 1 + 1) / 3)
     # ECE: bins 0.2, 0.6 and 0.05 hold one point each
     assert m.ece_median == pytest.approx((0.05 + 0.1 + 0.05) / 3)
+    assert len(m.warnings) == 1 and "only 3 held-out targets" in m.warnings[0]
+
+
+def test_a_degenerate_hold_out_is_reported_as_such_not_as_perfect() -> None:
+    # three held-out questions the generator never solves: a PRM saying ~0 looks perfect on them
+    preds = np.tile([0.0001, 0.0002, 0.0003], (60, 1))
+    m = calibration_metrics(preds, np.zeros(60), (0.1, 0.5, 0.9), n_rollouts=np.full(60, 8))
+    assert m.brier_median < 1e-6 and m.coverage == {"q10": pytest.approx(0.1), "q50": pytest.approx(0.5), "q90": pytest.approx(0.9)}
+    assert m.warnings and "every held-out target is 0" in m.warnings[0] and "never succeeds" in m.warnings[0]
+    mixed = calibration_metrics(np.tile([0.2, 0.5, 0.8], (60, 1)), np.tile([0.0, 1.0], 30), (0.1, 0.5, 0.9))
+    assert mixed.warnings == ()
 
 
 def test_sigmoid_of_extreme_logits_is_quiet_and_exact() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from edge_adapt.cli.console import console, err_console, human_bytes
@@ -164,6 +165,8 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
     for name, m in rows:
         table.add_row(name, f"{m.brier_median:.4f}", f"{m.ece_median:.4f}", *[f"{v:.0%}" for v in m.coverage.values()], f"{m.pinball:.4f}")
     console.print(table)
+    for warning in build.after.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if build.likelihood is not None:
         fit = build.likelihood
         console.print("likelihood term per level (logit = question·z_q + step·(z - z_q) + weight·loglik + bias): " + "; ".join(

@@ -34,10 +34,11 @@ class CalibrationMetrics:
     coverage: dict[str, float]  # "q10" -> fraction of targets below q10, ties at MC resolution counting tau
     below: dict[str, float]  # "q10" -> fraction of targets strictly below q10 (literal, see module doc)
     pinball: float
+    warnings: tuple[str, ...] = ()  # why these numbers say little (too few targets, all alike)
 
     def to_dict(self) -> dict:
         return {"n": self.n, "brier_median": self.brier_median, "ece_median": self.ece_median,
-                "coverage": self.coverage, "below": self.below, "pinball": self.pinball}
+                "coverage": self.coverage, "below": self.below, "pinball": self.pinball, "warnings": list(self.warnings)}
 
 
 def level_name(level: float) -> str:
@@ -86,7 +87,25 @@ def calibration_metrics(
         coverage=coverage,
         below=below,
         pinball=pinball(preds, targets, levels),
+        warnings=degenerate(targets),
     )
+
+
+MIN_TARGETS = 50  # fewer held-out targets than this: the metrics are noise
+
+
+def degenerate(targets: np.ndarray) -> tuple[str, ...]:
+    """Why a calibration report on these targets would mislead: too few of them, or all alike
+    (all 0 or all 1: any score near that value looks perfect, and coverage is exactly nominal)."""
+    out = []
+    if len(targets) < MIN_TARGETS:
+        out.append(f"only {len(targets)} held-out targets (fewer than {MIN_TARGETS}): these metrics are mostly noise; "
+                   "roll out more questions or hold out more of them (--holdout)")
+    if len(targets) and (np.all(targets == 0) or np.all(targets == 1)):
+        out.append(f"every held-out target is {int(targets[0])}: the generator {'never' if targets[0] == 0 else 'always'} "
+                   "succeeds on these questions, so no score can be judged on them (a constant looks perfect); "
+                   "calibrate on questions it sometimes gets right and sometimes wrong")
+    return tuple(out)
 
 
 def reliability_diagram(

@@ -166,6 +166,8 @@ def build_quantile_prm(
             after_preds = predict(model, held, pad_id=pad_id)
         before = _metrics(before_preds, settings.levels)
         after = _metrics(after_preds, settings.levels)
+        for warning in after.warnings:
+            log.warning("held-out calibration: %s", warning)
 
         progress("exporting to ONNX and checking it")
         generator = dict(records[0].generator)
