@@ -159,10 +159,11 @@ def _print(result: SearchResult, problem: Problem, shown: str, question_q: Quant
     energy = ""
     if cost.joules is not None:
         energy = f", {cost.joules:.2f} J ({cost.energy_source}{', estimated' if cost.energy_estimated else ', measured'})"
+    scoring = (f"{cost.prm_calls} PRM calls ({cost.prm_prefixes} prefixes, {cost.prm_tokens} tokens, "
+               f"{prm.provider.removesuffix('ExecutionProvider')} {prm.variant})") if prm.available else "no PRM"
     console.print(
         f"[bold]Cost[/] ({result.strategy}) {cost.samples} samples, {cost.generated_tokens} tokens generated, "
-        f"{cost.prompt_tokens} prompt tokens, {cost.prm_calls} PRM calls ({cost.prm_prefixes} prefixes, {cost.prm_tokens} tokens, "
-        f"{prm.provider.removesuffix('ExecutionProvider')} {prm.variant}), {cost.wall_s:.2f}s{energy}"
+        f"{cost.prompt_tokens} prompt tokens, {scoring}, {cost.wall_s:.2f}s{energy}"
     )
 
 
