@@ -14,13 +14,13 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from edge_adapt.energy import CostModel, Meter, Usage, open_meter
 from edge_adapt.errors import ModelLoadError, SamplingConfigError
-from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
+from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams, StepRules
 from edge_adapt.guard import Budget
 from edge_adapt.models import sha256_of
 from edge_adapt.policy import EnergyPolicy
@@ -52,6 +52,18 @@ class StackSettings:
     other_generator: Literal["refuse", "warn"] = "refuse"
     chat: bool | None = None  # the generator's chat template around prompts; None: when the GGUF has one
     system: str | None = None  # a system message (chat only)
+    step_delimiter: str | None = None  # where a step ends, instead of the task's (e.g. "\n" for one line a step)
+    max_new_tokens: int | None = None  # one solution's token cap, instead of the task's
+
+    @property
+    def step_rules(self) -> StepRules:
+        """The task's step rules with this stack's overrides."""
+        rules = self.task.step_rules
+        if self.step_delimiter is not None:
+            rules = replace(rules, delimiter=self.step_delimiter)
+        if self.max_new_tokens is not None:
+            rules = replace(rules, max_new_tokens=self.max_new_tokens)
+        return rules
     meter: str | None = None  # None: the best this machine has
     measured_only: bool = False  # refuse the estimate: a real meter or a MeterError
     cost_model: Path | None = None  # a fitted cost model for the estimate
@@ -67,9 +79,10 @@ class Stack:
     searcher: Searcher
 
 
-def generator_config(strategies: Sequence[Strategy], task: Task, threads: int | None = None, gpu_layers: int = 0) -> GeneratorConfig:
-    """Sequences and KV cells for the most demanding of ``strategies`` on ``task``."""
-    return GeneratorConfig(n_ctx=max(kv_cells_needed(s, task.step_rules) for s in strategies),
+def generator_config(strategies: Sequence[Strategy], rules: StepRules, threads: int | None = None,
+                     gpu_layers: int = 0) -> GeneratorConfig:
+    """Sequences and KV cells for the most demanding of ``strategies`` under ``rules``."""
+    return GeneratorConfig(n_ctx=max(kv_cells_needed(s, rules) for s in strategies),
                            n_seq_max=max(sequences_needed(s) for s in strategies),
                            n_threads=threads, n_gpu_layers=gpu_layers)
 
@@ -77,7 +90,7 @@ def generator_config(strategies: Sequence[Strategy], task: Task, threads: int | 
 @contextmanager
 def open_stack(settings: StackSettings) -> Iterator[Stack]:
     """Build the stack; the generator and the meter are closed when the block ends."""
-    config = settings.generator_config or generator_config(settings.strategies, settings.task, settings.threads,
+    config = settings.generator_config or generator_config(settings.strategies, settings.step_rules, settings.threads,
                                                            settings.gpu_layers)
     with Generator(settings.generator, config) as gen:
         prm = _open_prm(settings)
@@ -95,7 +108,8 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
                 log.warning("the PRM in %s was calibrated on prompts %s the chat template, and search prompts %s it: "
                             "its scores hold for the prompts it was calibrated on (pass --%schat)", prm.bundle.path,
                             "with" if not chat else "without", "without" if not chat else "with", "" if not chat else "no-")
-            search = SearchSettings(sampling=settings.sampling, max_steps=settings.max_steps, chat=chat, system=settings.system)
+            search = SearchSettings(sampling=settings.sampling, max_steps=settings.max_steps, chat=chat, system=settings.system,
+                                    rules=settings.step_rules)
             searcher = Searcher(gen, prm, settings.task, search,
                                 policy=policy)
             yield Stack(gen, prm, meter, policy, searcher)

@@ -259,3 +259,18 @@ def test_a_chat_model_is_prompted_through_its_chat_template(smollm2_gguf: Path) 
     with pytest.raises(ModelLoadError, match="no chat template"), \
             open_stack(StackSettings(MODELS.generator, MODELS.prm, task, (vote,), meter="estimate", chat=True)):
         pass
+
+
+def test_the_step_delimiter_and_token_cap_can_be_set_for_a_model_that_writes_otherwise() -> None:
+    def steps(*extra: str) -> list[str]:
+        result = CliRunner().invoke(main, ["solve", Q, "-n", "1", "--json", *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["chosen"]["steps"]
+
+    blank_line = steps()
+    one_line = steps("--step-delimiter", "\\n")
+    assert all(s.endswith("\n\n") for s in blank_line[:-1])
+    assert len(one_line) > len(blank_line) and all(s.endswith("\n") for s in one_line[:-1])
+    capped = CliRunner().invoke(main, ["solve", Q, "-n", "1", "--json", "--max-new-tokens", "4"])
+    chosen = json.loads(capped.output)["chosen"]
+    assert chosen["end"] == "length" and chosen["n_tokens"] == 4

@@ -69,6 +69,8 @@ class BenchConfig:
     gpu_layers: int = 0
     chat: bool | None = None  # the generator's chat template around prompts; None: when the GGUF has one
     system: str | None = None
+    step_delimiter: str | None = None  # None: the task's
+    max_new_tokens: int | None = None  # None: the task's
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -184,7 +186,8 @@ def run_bench(
                              SamplingParams(temperature=config.temperature), config.max_steps, threads=config.threads,
                              gpu_layers=config.gpu_layers, meter=config.meter,
                              cost_model=Path(config.cost_model) if config.cost_model else None, budget=budget or Budget(),
-                             chat=config.chat, system=config.system)
+                             chat=config.chat, system=config.system, step_delimiter=config.step_delimiter,
+                             max_new_tokens=config.max_new_tokens)
     fingerprint = {"models_sha256": model_fingerprints(config), "data_sha256": sha256_of(config.data) if config.data else None}
     with open_stack(settings) as stack, _writing(folder) as folder:
         prm, searcher = stack.prm, stack.searcher

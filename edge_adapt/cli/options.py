@@ -81,6 +81,14 @@ def prompt_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--chat/--no-chat", default=None,
                      help="Wrap prompts in the generator's chat template (default: when the GGUF has one)."),
         click.option("--system", help="A system message before the question (with --chat)."),
+        click.option("--step-delimiter", callback=lambda ctx, param, value: unescape(value) if value else None,
+                     help="Where a step ends, instead of the task's ('\\n\\n': a blank line; '\\n': every line)."),
+        click.option("--max-new-tokens", type=click.IntRange(min=1, max=32768), help="One solution's token cap, instead of the task's."),
     ]):
         f = option(f)
     return f
+
+
+def unescape(text: str) -> str:
+    """Let shell users write '\\n' and '\\t' for newline and tab."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")

@@ -74,6 +74,7 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 def solve_cmd(question: str | None, task_name: str, data: Path | None, index: int | None, spec: str | None, samples: int | None,
               temperature: float, seed: int, generator_path: Path | None, prm_path: Path | None, models: Path | None,
               threads: int | None, gpu_layers: int, no_prm: bool, chat: bool | None, system: str | None,
+              step_delimiter: str | None, max_new_tokens: int | None,
               energy_j: float | None, latency_s: float | None,
               tokens: int | None, power_w: float | None, meter: str | None, cost_model: Path | None, as_json: bool) -> None:
     """Answer QUESTION with adaptive search: steps with PRM quantiles, the answer, and the cost.
@@ -108,7 +109,7 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
     budget = budget_dict(energy_j, latency_s, tokens, power_w)
     settings = StackSettings(generator_path, prm_path, task, (strategy,), SamplingParams(temperature=temperature), threads=threads,
                              gpu_layers=gpu_layers, meter=meter, cost_model=cost_model, budget=Budget(**budget), chat=chat,
-                             system=system)
+                             system=system, step_delimiter=step_delimiter, max_new_tokens=max_new_tokens)
     with open_stack(settings) as stack:
         prm = stack.prm
         if budget:

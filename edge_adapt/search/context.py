@@ -14,7 +14,7 @@ from typing import Literal
 
 from edge_adapt.decisions import Decision
 from edge_adapt.errors import SamplingConfigError
-from edge_adapt.generator import Generator, Node, SamplingParams
+from edge_adapt.generator import Generator, Node, SamplingParams, StepRules
 from edge_adapt.guard import Guard, Unit
 from edge_adapt.prm import PrefixScore, QuantilePRM, Quantiles
 from edge_adapt.search.answer_model import AnswerModel
@@ -33,6 +33,7 @@ class SearchSettings:
     max_steps: int = 32
     chat: bool = False  # the task's prompt as a user message in the generator's chat template
     system: str | None = None  # a system message before it (chat only)
+    rules: StepRules | None = None  # step and solution boundaries; None: the task's
 
 
 class SearchContext:
@@ -47,7 +48,7 @@ class SearchContext:
         self.problem = problem
         self.guard = guard
         self._answer_model = answer_model
-        self.rules = task.step_rules
+        self.rules = settings.rules or task.step_rules
         self.sampling = settings.sampling
         self.equal = answers_equal
         prompt = generator.vocab.render_prompt(task.prompt(problem), chat=settings.chat, system=settings.system)

@@ -9,14 +9,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from edge_adapt.cli.console import console, err_console, human_bytes
-from edge_adapt.cli.options import FiniteFloat, prompt_options
+from edge_adapt.cli.options import FiniteFloat, prompt_options, unescape
 from edge_adapt.tasks import TASK_NAMES, get_task
 from edge_adapt_tools.cli.loading import load_tool
-
-
-def _unescape(text: str) -> str:
-    """Let shell users write '\\n' and '\\t' for newline and tab in templates."""
-    return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
 @click.command("rollouts")
@@ -43,7 +38,8 @@ def _unescape(text: str) -> str:
 @prompt_options
 def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, split: str, per_level: int, solutions: int, continuations: int,
                  keep_continuations: bool, temperature: float, top_p: float, top_k: int, seed: int, n_ctx: int, threads: int | None,
-                 gpu_layers: int, chat: bool | None, system: str | None) -> None:
+                 gpu_layers: int, chat: bool | None, system: str | None, step_delimiter: str | None,
+                 max_new_tokens: int | None) -> None:
     """Build a calibration set: Monte-Carlo success rates of reasoning prefixes of GENERATOR.
 
     For each question: N full solutions (whose success rate is the empty prefix's), every
@@ -68,6 +64,7 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
     settings = rollouts.RolloutSettings(
         n_solutions=solutions, n_continuations=continuations, record_continuations=keep_continuations,
         sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k), seed=seed, chat=chat, system=system,
+        step_delimiter=step_delimiter, max_new_tokens=max_new_tokens,
     )
     config = GeneratorConfig(n_ctx=n_ctx, n_seq_max=256, n_threads=threads, n_gpu_layers=gpu_layers)
     columns = (TextColumn("rollouts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
@@ -143,7 +140,7 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
     from edge_adapt_tools.prm.train import TrainSettings
 
     settings = pipeline.PRMBuildSettings(
-        fmt=PRMFormat(question_template=_unescape(question_template), step_separator=_unescape(step_separator), max_length=max_length),
+        fmt=PRMFormat(question_template=unescape(question_template), step_separator=unescape(step_separator), max_length=max_length),
         holdout=holdout, base_kind=base_kind, int8=int8, fp16=fp16,
         likelihood_generator=str(likelihood_from) if likelihood_from else None,
         train=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, lora_rank=lora_rank, seed=seed),

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_adapt.generator import GenerationStats, Generator, GeneratorConfig, Node, SamplingParams, StepEnd
+from edge_adapt.generator import GenerationStats, Generator, GeneratorConfig, Node, SamplingParams, StepEnd, StepRules
 from edge_adapt.models import sha256_of
 from edge_adapt.tasks import Problem, Task
 from edge_adapt_tools.prm.calibration_data import CalibrationRecord, CalibrationWriter
@@ -51,6 +51,16 @@ class RolloutSettings:
     # the GGUF has one); recorded with the calibration, so the PRM knows how it was prompted
     chat: bool | None = None
     system: str | None = None
+    step_delimiter: str | None = None  # where a step ends, instead of the task's (recorded when set)
+    max_new_tokens: int | None = None  # one solution's cap, instead of the task's (recorded when set)
+
+    def rules_for(self, task: Task) -> StepRules:
+        rules = task.step_rules
+        if self.step_delimiter is not None:
+            rules = dataclasses.replace(rules, delimiter=self.step_delimiter)
+        if self.max_new_tokens is not None:
+            rules = dataclasses.replace(rules, max_new_tokens=self.max_new_tokens)
+        return rules
 
 
 @dataclass
@@ -74,7 +84,7 @@ def rollout_question(
 ) -> tuple[list[CalibrationRecord], GenerationStats, int]:
     """The records of one question, what they cost, and how many continuations hit the context cap."""
     before = gen.usage
-    rules = task.step_rules
+    rules = settings.rules_for(task)
     sampling = settings.sampling
     chat = gen.vocab.has_chat_template if settings.chat is None else settings.chat
     prompt = gen.vocab.render_prompt(task.prompt(problem), chat=chat, system=settings.system)
@@ -172,6 +182,9 @@ def build_calibration_set(
         chat = gen.vocab.has_chat_template if settings.chat is None else settings.chat
         if chat:  # how the generator was prompted (absent: plain prompts, as every earlier file)
             provenance.update(chat=True, system=settings.system)
+        if settings.step_delimiter is not None or settings.max_new_tokens is not None:
+            rules = settings.rules_for(task)
+            provenance.update(step_delimiter=rules.delimiter, max_new_tokens=rules.max_new_tokens)
         settings = dataclasses.replace(settings, chat=chat)
         writer = CalibrationWriter(out_path, provenance)
         report = RolloutReport()
