@@ -23,13 +23,14 @@ LLAMA3_ROPE = {
     "original_max_position_embeddings": 64,
 }
 
-# The four shapes the exporter must handle: both families, tied and untied embeddings, each with
+# The shapes the exporter must handle: the Llama and Qwen families, tied and untied embeddings, each with
 # grouped-query attention and its own pre-tokenizer style; the untied Llama also uses Llama-3 rope scaling.
 VARIANTS: dict[str, dict] = {
     "llama-untied": dict(arch="llama", tied=False, style="llama3", rope_scaling=LLAMA3_ROPE),
     "llama-tied": dict(arch="llama", tied=True, style="gpt2"),
     "qwen2-tied": dict(arch="qwen2", tied=True, style="qwen2"),
     "qwen2-untied": dict(arch="qwen2", tied=False, style="qwen2"),
+    "qwen3-tied": dict(arch="qwen3", tied=True, style="qwen2"),  # Qwen3 tokenizes as Qwen2 does
 }
 
 

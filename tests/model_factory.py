@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from edge_adapt.tasks.arithmetic import ArithmeticTask, Level
 from edge_adapt_tools.recipe.train_tokenizer import train_bpe_tokenizer
@@ -60,6 +60,8 @@ def random_checkpoint(
         model = LlamaForCausalLM(LlamaConfig(**common, rope_scaling=rope_scaling))
     elif arch == "qwen2":
         model = Qwen2ForCausalLM(Qwen2Config(**common))
+    elif arch == "qwen3":
+        model = Qwen3ForCausalLM(Qwen3Config(**common, head_dim=hidden // heads))
     else:
         raise ValueError(arch)
     with torch.no_grad():

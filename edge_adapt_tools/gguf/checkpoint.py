@@ -35,6 +35,8 @@ class ArchSpec:
 ARCHITECTURES: dict[str, ArchSpec] = {
     "LlamaForCausalLM": ArchSpec("LlamaForCausalLM", gguf.MODEL_ARCH.LLAMA, True, ("linear", "llama3")),
     "Qwen2ForCausalLM": ArchSpec("Qwen2ForCausalLM", gguf.MODEL_ARCH.QWEN2, False, ("linear",)),
+    # Qwen3: Qwen2's layout without Q/K/V biases, with an RMSNorm on every head's queries and keys
+    "Qwen3ForCausalLM": ArchSpec("Qwen3ForCausalLM", gguf.MODEL_ARCH.QWEN3, False, ("linear",)),
 }
 
 
