@@ -142,8 +142,11 @@ def test_math500_gold_solutions_grade_correct() -> None:
         ("The answer is 18.", "18"),
         ("The answer is: 20 minutes", "20"),
         ("The final answer is -7.", "-7"),
-        ("The answer is 12 and 13.", "12 and 13"),
-        ("The answer is x = 5.", "x = 5"),
+        ("The answer is 12 and 13.", "12"),  # prose: its first number
+        ("The answer is x = 5.", "5"),
+        ("The answer is indeed 76.", "76"),
+        ("14*5 = 70\nThe answer is N.", "70"),  # an instruction copied says nothing: the last number
+        ("The answer is 181. The answer is 17.", "17"),  # the last marker
         ("blah\n#### 42", "42"),
         ("we get 3 apples, then 17 pears", "17"),
         ("the final answer is $\\boxed{(1, 2)}$.", "(1, 2)"),
@@ -221,3 +224,9 @@ def test_a_candidate_cut_off_before_its_end_has_no_answer_and_no_vote(searcher) 
     assert unfinished and all(c.answer is None for c in unfinished)
     finished = [c for c in result.candidates if c.end.finished]
     assert all(c.answer == searcher.task.extract_answer(c.text) for c in finished)
+
+
+def test_answers_are_read_from_what_smollm2_actually_wrote() -> None:
+    fixture = json.loads((Path(__file__).parent / "data" / "smollm2_outputs.json").read_text())
+    got = [(o["text"][-60:], extract_answer(o["text"])) for o in fixture["outputs"]]
+    assert [a for _, a in got] == [o["extracted"] for o in fixture["outputs"]], got

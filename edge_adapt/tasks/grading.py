@@ -18,8 +18,8 @@ from edge_adapt.errors import MissingDependencyError
 
 log = logging.getLogger(__name__)
 
-_ANSWER_IS = re.compile(r"(?:final answer|answer) is[:\s]*(.+)", re.IGNORECASE)
-_HASHES = re.compile(r"####\s*(.+)")
+_ANSWER_IS = re.compile(r"(?:final answer|answer) is[:\s]*", re.IGNORECASE)
+_HASHES = re.compile(r"####\s*")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _PLAIN_NUMBER = re.compile(r"^-?(?:\d+(?:\.\d*)?|\.\d+)$")
 # a number written with its unit or currency in words: "$18", "18 dollars", "20 minutes", "45%"
@@ -60,17 +60,19 @@ def extract_answer(text: str) -> str | None:
     After a marker the answer is what follows up to the end of its sentence, and a number
     written with a unit or currency in words is the number alone ("$18 dollars." is 18,
     "600. The reason..." is 600): chat models write prose around their answers, and one answer
-    written two ways must be one vote."""
+    written two ways must be one vote. A marker followed by no number or expression ("The answer
+    is N.", an instruction copied) falls through to the next convention."""
     boxed = last_boxed(text)
     if boxed:
         return _clean(boxed)
     for pattern in (_ANSWER_IS, _HASHES):
-        found = pattern.findall(text)
-        if found:
-            line = found[-1].splitlines()[0] if found[-1].strip() else ""
+        markers = list(pattern.finditer(text))
+        if markers:  # what follows the last marker, to the end of its line
+            rest = text[markers[-1].end():]
+            line = rest.splitlines()[0] if rest.strip() else ""
             inner = last_boxed(line)
             answer = _clean(inner) if inner else _after_marker(line)
-            if answer:
+            if answer and re.search(r"[\d\\]", answer):  # "The answer is N." copied from a prompt says nothing
                 return answer
     numbers = _NUMBER.findall(text)
     return numbers[-1] if numbers else None
@@ -83,7 +85,14 @@ def _after_marker(line: str) -> str:
     end = _SENTENCE_END.search(line)
     sentence = _clean(line[: end.start()] if end else line)
     unit = _NUMBER_WITH_UNIT.fullmatch(sentence)
-    return unit.group(1).replace(",", "") if unit else sentence
+    if unit:
+        return unit.group(1).replace(",", "")
+    if re.search(r"[A-Za-z]", sentence) and not re.search(r"[\\{}]", sentence):
+        # prose, not LaTeX ("indeed 76", "x = 5"): its first number is the answer
+        number = _NUMBER.search(sentence)
+        if number:
+            return number.group(0).replace(",", "")
+    return sentence
 
 
 def _as_number(answer: str) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -12,6 +13,9 @@ from edge_adapt.cli.console import console, err_console, human_bytes
 from edge_adapt.cli.options import FiniteFloat, prompt_options, unescape
 from edge_adapt.tasks import TASK_NAMES, get_task
 from edge_adapt_tools.cli.loading import load_tool
+
+DEFAULT_LORA_RANK = 8
+LAPTOP_FULL_TUNE_LIMIT = 50_000_000  # backbone parameters above which export prm trains LoRA by default
 
 
 @click.command("rollouts")
@@ -107,10 +111,12 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
 @click.option("--max-length", type=click.IntRange(min=8), default=512, show_default=True, help="PRM context; longer prefixes are cut (see docs).")
 @click.option("--holdout", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.2, show_default=True, help="Fraction of questions held out.")
 @click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Sequences per step (memory grows with it).")
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=2e-4, show_default=True, help="Backbone (or LoRA) learning rate.")
 @click.option("--head-lr", type=FiniteFloat(min=0, min_open=True), default=2e-3, show_default=True)
-@click.option("--lora-rank", type=click.IntRange(min=1), help="Train the head plus LoRA adapters of this rank instead of every weight.")
+@click.option("--lora-rank", type=click.IntRange(min=0),
+              help="Train the head plus LoRA adapters of this rank, with gradient checkpointing; 0: every weight "
+                   "(default: LoRA rank 8 for backbones over 50M parameters, so a 100-500M one fits a laptop).")
 @click.option("--int8/--no-int8", default=True, show_default=True, help="Also ship dynamic int8 for CPU, if it passes the calibration check.")
 @click.option("--fp16/--no-fp16", default=True, show_default=True, help="Also ship fp16 for GPU providers.")
 @click.option("--likelihood-from", "likelihood_from", type=click.Path(exists=True, path_type=Path),
@@ -139,14 +145,31 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
     from edge_adapt.prm.format import PRMFormat
     from edge_adapt_tools.prm.train import TrainSettings
 
+    if lora_rank is None:
+        n_params = load_tool("edge_adapt_tools.prm.quantile_prm").parameter_count(base)
+        lora_rank = DEFAULT_LORA_RANK if n_params > LAPTOP_FULL_TUNE_LIMIT else 0
+        err_console.print(f"{base}: about {n_params / 1e6:.0f}M parameters: "
+                          + (f"training the head + LoRA rank {lora_rank} with gradient checkpointing" if lora_rank
+                             else "training every weight") + " (--lora-rank to choose)", highlight=False)
     settings = pipeline.PRMBuildSettings(
         fmt=PRMFormat(question_template=unescape(question_template), step_separator=unescape(step_separator), max_length=max_length),
         holdout=holdout, base_kind=base_kind, int8=int8, fp16=fp16,
         likelihood_generator=str(likelihood_from) if likelihood_from else None,
-        train=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, lora_rank=lora_rank, seed=seed),
+        train=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, lora_rank=lora_rank or None,
+                            gradient_checkpointing=bool(lora_rank), seed=seed),
     )
+
+    last_line = [0.0]
+
+    def progress(message: str) -> None:  # the spinner on a terminal; in a log, a line per stage (steps every 30 s)
+        if err_console.is_terminal:
+            status.update(message)
+        elif not message.startswith("training step") or time.monotonic() - last_line[0] >= 30:
+            last_line[0] = time.monotonic()
+            err_console.print(f"{time.strftime('%H:%M:%S')} {message}", highlight=False)
+
     with err_console.status("building the quantile PRM") as status:
-        build = pipeline.build_quantile_prm(base, calibration, out_dir, settings, progress=lambda m: status.update(m))
+        build = pipeline.build_quantile_prm(base, calibration, out_dir, settings, progress=progress)
     c = build.counts
     console.print(
         f"quantile PRM from the {build.base_kind} at {base}: trained on {c['train_questions']} questions "

@@ -111,3 +111,12 @@ def quantile_levels_of(model: PreTrainedModel) -> tuple[float, ...]:
     if not levels:
         raise UnsupportedModelError("this model has no quantile_levels in its config; build it with edge_adapt_tools.prm.quantile_prm")
     return tuple(float(q) for q in levels)
+
+
+
+def parameter_count(path: str | Path) -> int:
+    """About how many parameters the checkpoint at ``path`` has, from its config alone."""
+    config = AutoConfig.from_pretrained(path)
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    inner = getattr(config, "intermediate_size", 4 * hidden)
+    return layers * (4 * hidden * hidden + 3 * hidden * inner) + config.vocab_size * hidden
