@@ -145,6 +145,7 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
     from edge_adapt.prm.format import PRMFormat
     from edge_adapt_tools.prm.train import TrainSettings
 
+    load_tool("edge_adapt_tools.prm.export").check_output_dir(out_dir)  # before anything is loaded
     if lora_rank is None:
         n_params = load_tool("edge_adapt_tools.prm.quantile_prm").parameter_count(base)
         lora_rank = DEFAULT_LORA_RANK if n_params > LAPTOP_FULL_TUNE_LIMIT else 0

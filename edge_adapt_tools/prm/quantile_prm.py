@@ -116,7 +116,11 @@ def quantile_levels_of(model: PreTrainedModel) -> tuple[float, ...]:
 
 def parameter_count(path: str | Path) -> int:
     """About how many parameters the checkpoint at ``path`` has, from its config alone."""
-    config = AutoConfig.from_pretrained(path)
-    hidden, layers = config.hidden_size, config.num_hidden_layers
+    try:
+        config = AutoConfig.from_pretrained(path)
+        hidden, layers = config.hidden_size, config.num_hidden_layers
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UnsupportedModelError(f"{path}: not a Hugging Face model folder with a readable config.json "
+                                    f"({str(exc).splitlines()[0]})") from exc
     inner = getattr(config, "intermediate_size", 4 * hidden)
     return layers * (4 * hidden * hidden + 3 * hidden * inner) + config.vocab_size * hidden
