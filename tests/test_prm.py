@@ -245,3 +245,19 @@ def test_logistic_term_keeps_saturated_outputs_learning_and_ordered() -> None:
         opt.step()
     p = torch.sigmoid(z)[0]
     assert p[0] < p[1] < p[2]
+
+
+def test_the_prm_context_follows_the_data(checkpoint, synthetic_calib) -> None:
+    from tokenizers import Tokenizer
+
+    from edge_adapt_tools.prm.calibration_data import read_records
+    from edge_adapt_tools.prm.data import length_from_data
+
+    records = read_records(synthetic_calib)
+    tokenizer = Tokenizer.from_file(str(checkpoint("llama-tied") / "tokenizer.json"))
+    fmt = PRMFormat()
+    length = length_from_data(records, tokenizer, fmt)
+    whole = sorted(len(encode_prefix(tokenizer, PRMFormat(max_length=4096), r.question, list(r.prefix)).input_ids)
+                   for r in records if r.origin == "sample")
+    assert length % 64 == 0 and 64 <= length <= 1024
+    assert sum(n <= length for n in whole) >= 0.99 * len(whole) and length - 64 < whole[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -108,7 +109,9 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
               help="prm: a two-label token-classification PRM; backbone: a causal LM to train a PRM on.")
 @click.option("--question-template", default="{question}\n", show_default=True, help="How the question is written before the steps.")
 @click.option("--step-separator", default="\n\n", show_default=True, help="Appended to steps that do not end with it.")
-@click.option("--max-length", type=click.IntRange(min=8), default=512, show_default=True, help="PRM context; longer prefixes are cut (see docs).")
+@click.option("--max-length", type=click.IntRange(min=8),
+              help="PRM context; longer prefixes are cut (see docs). Default: what 99% of the calibration's solutions need, "
+                   "64 to 1024 tokens.")
 @click.option("--holdout", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.2, show_default=True, help="Fraction of questions held out.")
 @click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Sequences per step (memory grows with it).")
@@ -124,7 +127,7 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
                    "joins the PRM's scores (same tokenizer needed).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, question_template: str, step_separator: str,
-            max_length: int, holdout: float, epochs: int, batch_size: int, lr: float, head_lr: float, lora_rank: int | None,
+            max_length: int | None, holdout: float, epochs: int, batch_size: int, lr: float, head_lr: float, lora_rank: int | None,
             int8: bool, fp16: bool, likelihood_from: Path | None, seed: int) -> None:
     """Calibrate a PRM with quantile regression and export it to ONNX for the device.
 
@@ -152,8 +155,17 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
         err_console.print(f"{base}: about {n_params / 1e6:.0f}M parameters: "
                           + (f"training the head + LoRA rank {lora_rank} with gradient checkpointing" if lora_rank
                              else "training every weight") + " (--lora-rank to choose)", highlight=False)
+    fmt = PRMFormat(question_template=unescape(question_template), step_separator=unescape(step_separator))
+    if max_length is None and (base / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        data = load_tool("edge_adapt_tools.prm.data")
+        records = load_tool("edge_adapt_tools.prm.calibration_data").read_records(calibration)
+        max_length = data.length_from_data(records, Tokenizer.from_file(str(base / "tokenizer.json")), fmt)
+        err_console.print(f"PRM context: {max_length} tokens (99% of the calibration's solutions fit; --max-length to choose)",
+                          highlight=False)
     settings = pipeline.PRMBuildSettings(
-        fmt=PRMFormat(question_template=unescape(question_template), step_separator=unescape(step_separator), max_length=max_length),
+        fmt=replace(fmt, max_length=max_length or fmt.max_length),
         holdout=holdout, base_kind=base_kind, int8=int8, fp16=fp16,
         likelihood_generator=str(likelihood_from) if likelihood_from else None,
         train=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, lora_rank=lora_rank or None,

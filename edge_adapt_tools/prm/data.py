@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tokenizers import Tokenizer
 
@@ -68,3 +68,17 @@ def build_sequences(
                     )
                 )
     return sequences
+
+
+def length_from_data(records: Sequence[CalibrationRecord], tokenizer: Tokenizer, fmt: PRMFormat,
+                     quantile: float = 0.99, ceiling: int = 1024) -> int:
+    """A PRM context that holds ``quantile`` of the calibration's solutions whole: their token
+    length (question and every step), rounded up to a multiple of 64, between 64 and ``ceiling``.
+    Memory and time grow with the context, so it is no longer than the data needs."""
+    wide = replace(fmt, max_length=1 << 20)
+    lengths = sorted(len(encode_prefix(tokenizer, wide, r.question, list(r.prefix)).input_ids)
+                     for r in records if r.origin == "sample")
+    if not lengths:
+        return fmt.max_length
+    longest = lengths[min(len(lengths) - 1, int(quantile * len(lengths)))]
+    return max(64, min(ceiling, -(-longest // 64) * 64))
