@@ -87,6 +87,12 @@ def test_fallbacks_are_reported_per_tensor(tmp_path: Path) -> None:
         assert fb.stored_as not in ("Q4_K", "Q6_K")
     # Q8_0 blocks of 32 divide 320: no fallback there
     assert quantize_gguf(base, tmp_path / "q8.gguf", "Q8_0").fallbacks == []
+    # the command says it once per kind of fallback, not once per tensor (nor twice)
+    result = CliRunner().invoke(main, ["export", "quantize", str(base), str(tmp_path / "again.gguf"), "-t", "Q4_K_M"])
+    lines = [line for line in result.output.splitlines() if line.startswith("fallback ")]
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0 and len(lines) == len({(fb.wanted, fb.stored_as) for fb in report.fallbacks}), result.output
+    assert "tensor(s) with rows of 320" in said
 
 
 def test_cli_export_prints_the_checks(checkpoint, tmp_path: Path) -> None:

@@ -61,6 +61,10 @@ def export_gguf_cmd(checkpoint: Path, out_dir: Path, outtype: str, quant_types: 
         _print_quantized(result.quantized)
 
 
+def quantize_fallbacks(fallbacks: list) -> list[str]:
+    return load_tool("edge_adapt_tools.gguf.quantize").fallback_summary(fallbacks)
+
+
 def _print_quantized(files: list) -> None:
     table = Table(title="Quantized files (logits compared with PyTorch, reported not enforced)", title_justify="left")
     for col in ("type", "size", "ratio", "tensor types", "max |Δlogit|", "top-1", "greedy", "fallbacks"):
@@ -77,11 +81,8 @@ def _print_quantized(files: list) -> None:
     console.print(table)
     for qf in files:
         console.print(f"[bold green]wrote[/] {qf.report.path}")
-        for fb in qf.report.fallbacks:
-            console.print(
-                f"[yellow]fallback[/] {qf.report.quant_type}: {fb.name} rows of {fb.row_size} are not a multiple "
-                f"of {fb.block_size} ({fb.wanted}); stored as {fb.stored_as}"
-            )
+        for line in quantize_fallbacks(qf.report.fallbacks):
+            console.print(f"[yellow]fallback[/] {qf.report.quant_type}: {line}", highlight=False)
 
 
 @click.command("quantize")
@@ -107,11 +108,8 @@ def quantize_cmd(source: Path, dest: Path, quant_type: str, threads: int | None)
         f"{report.ratio:.2f}x of the source, {report.seconds:.1f}s)"
     )
     console.print("tensor types: " + ", ".join(f"{k}: {v}" for k, v in report.tensor_types.items()))
-    for fb in report.fallbacks:
-        console.print(
-            f"[yellow]fallback[/] {fb.name}: rows of {fb.row_size} are not a multiple of {fb.block_size} "
-            f"({fb.wanted}); stored as {fb.stored_as}"
-        )
+    for line in quantize_fallbacks(report.fallbacks):
+        console.print(f"[yellow]fallback[/] {line}", highlight=False)
     if not report.fallbacks:
         console.print("no per-tensor fallbacks")
 

@@ -120,12 +120,18 @@ def quantize_gguf(
         fallbacks=fallbacks,
         seconds=time.perf_counter() - started,
     )
-    for fb in fallbacks:
-        log.warning(
-            "%s: %s has rows of %d (not a multiple of %d for %s): stored as %s",
-            out.name, fb.name, fb.row_size, fb.block_size, fb.wanted, fb.stored_as,
-        )
+    for line in fallback_summary(fallbacks):  # the report holds every tensor; callers print the summary
+        log.info("%s: %s", out.name, line)
     return report
+
+
+def fallback_summary(fallbacks: list) -> list[str]:
+    """One line per kind of fallback (row size, wanted and stored type), with how many tensors."""
+    groups: dict[tuple, list[str]] = {}
+    for fb in fallbacks:
+        groups.setdefault((fb.row_size, fb.block_size, fb.wanted, fb.stored_as), []).append(fb.name)
+    return [f"{len(names)} tensor(s) with rows of {row} (not a multiple of {block} for {wanted}) stored as {stored}, "
+            f"e.g. {names[0]}" for (row, block, wanted, stored), names in groups.items()]
 
 
 def _tensor_types(path: Path) -> dict[str, gguf.GGMLQuantizationType]:
