@@ -52,7 +52,7 @@ class _Group(click.Group):
 def _fail(ctx: click.Context, message: str) -> None:
     if ctx.params.get("verbose", 0) >= 2:
         log.exception("traceback")
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # one line, also in logs
     sys.exit(1)
 
 
