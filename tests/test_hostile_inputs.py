@@ -101,6 +101,11 @@ CASES = [
     Case("data repeated ids", lambda t: ["bench", "-o", str(t / "b"), "--task", "math", "--data", str(_write(
         t / "m.jsonl", "\n".join(json.dumps({"problem": f"p{i}", "solution": r"\boxed{1}", "unique_id": "same"}) for i in range(3))))],
         1, "'same' appears twice"),
+    Case("template on the default task", lambda t: ["solve", Q, "--prompt-template", "Solve {question}"], 2,
+         "a prompt template is for --task gsm8k/math"),
+    Case("template placeholder", lambda t: ["solve", "--task", "gsm8k", "--data", str(_write(
+        t / "g.jsonl", json.dumps({"question": "1+1?", "answer": "#### 2"}))), "--index", "0", "--prompt-template", "{question} {0}"],
+        2, "no other placeholder"),
     Case("bench out in /proc", lambda t: ["bench", "-o", "/proc/edge-adapt-x", "--limit", "1", "-s", "best_of_n:n=1"],
          1, "cannot create the run folder /proc/edge-adapt-x"),
     Case("cost model binary", lambda t: ["solve", Q, "--meter", "estimate", "--cost-model", str(_write(t / "c.json", b"\x00\xff\x13"))],
@@ -274,3 +279,11 @@ def test_the_step_delimiter_and_token_cap_can_be_set_for_a_model_that_writes_oth
     capped = CliRunner().invoke(main, ["solve", Q, "-n", "1", "--json", "--max-new-tokens", "4"])
     chosen = json.loads(capped.output)["chosen"]
     assert chosen["end"] == "length" and chosen["n_tokens"] == 4
+
+
+def test_a_prompt_template_reaches_the_generator(tmp_path: Path) -> None:
+    data = _write(tmp_path / "g.jsonl", json.dumps({"question": "What is 2+2?", "answer": "#### 4"}))
+    args = ["solve", "--task", "gsm8k", "--data", str(data), "--index", "0", "--no-prm", "-n", "1", "--max-new-tokens", "8", "--json"]
+    default = json.loads(CliRunner().invoke(main, args).output)
+    short = json.loads(CliRunner().invoke(main, [*args, "--prompt-template", "{question}\\n"]).output)
+    assert short["cost"]["prompt_tokens"] < default["cost"]["prompt_tokens"]  # the default asks for "The answer is N."

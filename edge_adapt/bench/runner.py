@@ -69,6 +69,7 @@ class BenchConfig:
     gpu_layers: int = 0
     chat: bool | None = None  # the generator's chat template around prompts; None: when the GGUF has one
     system: str | None = None
+    prompt_template: str | None = None  # file tasks: the prompt around {question}; None: the task's
     step_delimiter: str | None = None  # None: the task's
     max_new_tokens: int | None = None  # None: the task's
 
@@ -175,7 +176,7 @@ def run_bench(
     ``task`` and ``problems`` override what ``config.task`` names (library use with a task of
     your own; ``config.task`` should then name it, for the records)."""
     folder = RunFolder(out)
-    task = task or get_task(config.task, config.data)
+    task = task or get_task(config.task, config.data, config.prompt_template)
     problems = problems if problems is not None else load_problems(config, task)
     repeated = sorted(i for i, n in Counter(p.id for p in problems).items() if n > 1)
     if repeated:

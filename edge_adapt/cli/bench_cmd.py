@@ -51,7 +51,8 @@ from edge_adapt.tasks import TASK_NAMES
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | None, limit: int | None, seed: int,
           temperature: float, generator_path: Path | None, prm_path: Path | None, models: Path | None, threads: int | None,
-          gpu_layers: int, no_prm: bool, chat: bool | None, system: str | None, step_delimiter: str | None,
+          gpu_layers: int, no_prm: bool, chat: bool | None, system: str | None, prompt_template: str | None,
+          step_delimiter: str | None,
           max_new_tokens: int | None, energy_j: float | None, latency_s: float | None, tokens: int | None,
           power_w: float | None, meter: str | None, cost_model: Path | None, no_plots: bool) -> None:
     """Run strategies x questions, one JSONL record each, then print and save the summary.
@@ -80,7 +81,7 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
         limit=limit, seed=seed,
         temperature=temperature, budget=budget_dict(energy_j, latency_s, tokens, power_w), meter=meter,
         cost_model=str(cost_model) if cost_model else None, threads=threads, gpu_layers=gpu_layers, chat=chat, system=system,
-        step_delimiter=step_delimiter, max_new_tokens=max_new_tokens,
+        step_delimiter=step_delimiter, max_new_tokens=max_new_tokens, prompt_template=prompt_template,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())

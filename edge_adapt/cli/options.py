@@ -81,6 +81,9 @@ def prompt_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--chat/--no-chat", default=None,
                      help="Wrap prompts in the generator's chat template (default: when the GGUF has one)."),
         click.option("--system", help="A system message before the question (with --chat)."),
+        click.option("--prompt-template", callback=lambda ctx, param, value: unescape(value) if value else None,
+                     help="The prompt around {question} for --task gsm8k/math (default: the task's, asking for "
+                          "'The answer is N.' or \\boxed{})."),
         click.option("--step-delimiter", callback=lambda ctx, param, value: unescape(value) if value else None,
                      help="Where a step ends, instead of the task's ('\\n\\n': a blank line; '\\n': every line)."),
         click.option("--max-new-tokens", type=click.IntRange(min=1, max=32768), help="One solution's token cap, instead of the task's."),

@@ -74,6 +74,7 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 def solve_cmd(question: str | None, task_name: str, data: Path | None, index: int | None, spec: str | None, samples: int | None,
               temperature: float, seed: int, generator_path: Path | None, prm_path: Path | None, models: Path | None,
               threads: int | None, gpu_layers: int, no_prm: bool, chat: bool | None, system: str | None,
+              prompt_template: str | None,
               step_delimiter: str | None, max_new_tokens: int | None,
               energy_j: float | None, latency_s: float | None,
               tokens: int | None, power_w: float | None, meter: str | None, cost_model: Path | None, as_json: bool) -> None:
@@ -103,7 +104,10 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
         raise click.BadParameter(str(exc), param_hint="--strategy") from None
     if task_name in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
-    task = get_task(task_name, data)
+    try:
+        task = get_task(task_name, data, prompt_template)
+    except EdgeAdaptError as exc:
+        raise click.UsageError(str(exc)) from None
     problem = _problem(task, question, index)
     generator_path, prm_path = resolve_models(generator_path, prm_path, models, no_prm)
     budget = budget_dict(energy_j, latency_s, tokens, power_w)

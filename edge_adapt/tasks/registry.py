@@ -11,11 +11,15 @@ from edge_adapt.tasks.base import Task
 TASK_NAMES = ("default", "arithmetic", "gsm8k", "math")
 
 
-def get_task(name: str, data: str | os.PathLike[str] | None = None) -> Task:
-    """``default``/``arithmetic`` (generated, no file), ``gsm8k`` or ``math`` (a JSONL file you have)."""
+def get_task(name: str, data: str | os.PathLike[str] | None = None, prompt_template: str | None = None) -> Task:
+    """``default``/``arithmetic`` (generated, no file), ``gsm8k`` or ``math`` (a JSONL file you have,
+    prompted with its default template or ``prompt_template``, which holds ``{question}``)."""
     if name in ("default", "arithmetic"):
         if data is not None:
             raise EdgeAdaptError("the default task generates its problems; it takes no --data file")
+        if prompt_template is not None:
+            raise EdgeAdaptError("the default task's prompt is the notation its models were trained on; a prompt "
+                                 "template is for --task gsm8k/math (write your questions to a JSONL file for another prompt)")
         return ArithmeticTask()
     if name in ("gsm8k", "math"):
         if data is None:
@@ -23,8 +27,8 @@ def get_task(name: str, data: str | os.PathLike[str] | None = None) -> Task:
         if name == "gsm8k":
             from edge_adapt.tasks.gsm8k import GSM8KTask
 
-            return GSM8KTask(data)
+            return GSM8KTask(data, prompt_template)
         from edge_adapt.tasks.math_problems import MATHTask
 
-        return MATHTask(data)
+        return MATHTask(data, prompt_template)
     raise EdgeAdaptError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}")

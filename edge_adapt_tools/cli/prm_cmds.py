@@ -43,7 +43,7 @@ LAPTOP_FULL_TUNE_LIMIT = 50_000_000  # backbone parameters above which export pr
 @prompt_options
 def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, split: str, per_level: int, solutions: int, continuations: int,
                  keep_continuations: bool, temperature: float, top_p: float, top_k: int, seed: int, n_ctx: int, threads: int | None,
-                 gpu_layers: int, chat: bool | None, system: str | None, step_delimiter: str | None,
+                 gpu_layers: int, chat: bool | None, system: str | None, prompt_template: str | None, step_delimiter: str | None,
                  max_new_tokens: int | None) -> None:
     """Build a calibration set: Monte-Carlo success rates of reasoning prefixes of GENERATOR.
 
@@ -64,7 +64,7 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
 
     if task_name in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
-    task = get_task(task_name, data)
+    task = get_task(task_name, data, prompt_template)
     problems = task.calibration_problems(split, per_level, seed=seed)
     settings = rollouts.RolloutSettings(
         n_solutions=solutions, n_continuations=continuations, record_continuations=keep_continuations,

@@ -182,6 +182,8 @@ def build_calibration_set(
         chat = gen.vocab.has_chat_template if settings.chat is None else settings.chat
         if chat:  # how the generator was prompted (absent: plain prompts, as every earlier file)
             provenance.update(chat=True, system=settings.system)
+        if getattr(task, "prompt_template", None) not in (None, getattr(task, "default_prompt", None)):
+            provenance.update(prompt_template=task.prompt_template)
         if settings.step_delimiter is not None or settings.max_new_tokens is not None:
             rules = settings.rules_for(task)
             provenance.update(step_delimiter=rules.delimiter, max_new_tokens=rules.max_new_tokens)
