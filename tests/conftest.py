@@ -31,6 +31,7 @@ VARIANTS: dict[str, dict] = {
     "qwen2-tied": dict(arch="qwen2", tied=True, style="qwen2"),
     "qwen2-untied": dict(arch="qwen2", tied=False, style="qwen2"),
     "qwen3-tied": dict(arch="qwen3", tied=True, style="qwen2"),  # Qwen3 tokenizes as Qwen2 does
+    "smollm3-tied": dict(arch="smollm3", tied=True, style="gpt2", layers=4),  # layer 4 attends without rope
 }
 
 

@@ -12,7 +12,16 @@ import random
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    SmolLM3Config,
+    SmolLM3ForCausalLM,
+)
 
 from edge_adapt.tasks.arithmetic import ArithmeticTask, Level
 from edge_adapt_tools.recipe.train_tokenizer import train_bpe_tokenizer
@@ -62,6 +71,8 @@ def random_checkpoint(
         model = Qwen2ForCausalLM(Qwen2Config(**common))
     elif arch == "qwen3":
         model = Qwen3ForCausalLM(Qwen3Config(**common, head_dim=hidden // heads))
+    elif arch == "smollm3":
+        model = SmolLM3ForCausalLM(SmolLM3Config(**common, pad_token_id=tok.eos_token_id))
     else:
         raise ValueError(arch)
     with torch.no_grad():

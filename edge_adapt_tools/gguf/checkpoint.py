@@ -37,6 +37,9 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "Qwen2ForCausalLM": ArchSpec("Qwen2ForCausalLM", gguf.MODEL_ARCH.QWEN2, False, ("linear",)),
     # Qwen3: Qwen2's layout without Q/K/V biases, with an RMSNorm on every head's queries and keys
     "Qwen3ForCausalLM": ArchSpec("Qwen3ForCausalLM", gguf.MODEL_ARCH.QWEN3, False, ("linear",)),
+    # SmolLM3: Llama's layout, with every fourth layer attending without rotary embeddings (NoPE),
+    # which llama.cpp's smollm3 graph does by itself
+    "SmolLM3ForCausalLM": ArchSpec("SmolLM3ForCausalLM", gguf.MODEL_ARCH.SMOLLM3, True, ("linear",)),
 }
 
 
@@ -79,7 +82,13 @@ class HFCheckpoint:
 
     @property
     def tied_embeddings(self) -> bool:
-        return bool(self.config.get("tie_word_embeddings", False))
+        """Whether the output projection is the embedding matrix; an absent key means the
+        architecture's own default (True for SmolLM3, False for Llama), as transformers reads it."""
+        if "tie_word_embeddings" in self.config:
+            return bool(self.config["tie_word_embeddings"])
+        from transformers import AutoConfig
+
+        return bool(AutoConfig.from_pretrained(self.path).tie_word_embeddings)
 
     @property
     def rope_theta(self) -> float:

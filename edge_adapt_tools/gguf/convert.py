@@ -1,4 +1,4 @@
-"""Hugging Face Llama / Qwen2 / Qwen3 checkpoint -> GGUF (F32, F16 or BF16), written atomically.
+"""Hugging Face Llama / Qwen2 / Qwen3 / SmolLM3 checkpoint -> GGUF (F32, F16 or BF16), written atomically.
 
 Hyper-parameters, tensor names and the tokenizer are written the way llama.cpp's loader
 expects them; the two traps that load fine and then produce garbage are handled explicitly:
