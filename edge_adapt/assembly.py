@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -54,20 +54,15 @@ class StackSettings:
     system: str | None = None  # a system message (chat only)
     step_delimiter: str | None = None  # where a step ends, instead of the task's (e.g. "\n" for one line a step)
     max_new_tokens: int | None = None  # one solution's token cap, instead of the task's
-
-    @property
-    def step_rules(self) -> StepRules:
-        """The task's step rules with this stack's overrides."""
-        rules = self.task.step_rules
-        if self.step_delimiter is not None:
-            rules = replace(rules, delimiter=self.step_delimiter)
-        if self.max_new_tokens is not None:
-            rules = replace(rules, max_new_tokens=self.max_new_tokens)
-        return rules
     meter: str | None = None  # None: the best this machine has
     measured_only: bool = False  # refuse the estimate: a real meter or a MeterError
     cost_model: Path | None = None  # a fitted cost model for the estimate
     budget: Budget = field(default_factory=Budget)
+
+    @property
+    def step_rules(self) -> StepRules:
+        """The task's step rules with this stack's overrides."""
+        return self.task.step_rules.overridden(self.step_delimiter, self.max_new_tokens)
 
 
 @dataclass(frozen=True)
@@ -90,8 +85,8 @@ def generator_config(strategies: Sequence[Strategy], rules: StepRules, threads: 
 @contextmanager
 def open_stack(settings: StackSettings) -> Iterator[Stack]:
     """Build the stack; the generator and the meter are closed when the block ends."""
-    config = settings.generator_config or generator_config(settings.strategies, settings.step_rules, settings.threads,
-                                                           settings.gpu_layers)
+    rules = settings.step_rules
+    config = settings.generator_config or generator_config(settings.strategies, rules, settings.threads, settings.gpu_layers)
     with Generator(settings.generator, config) as gen:
         prm = _open_prm(settings)
 
@@ -104,14 +99,15 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
             chat = gen.vocab.has_chat_template if settings.chat is None else settings.chat
             if chat and not gen.vocab.has_chat_template:
                 raise ModelLoadError(f"{settings.generator} has no chat template; run it with plain prompts (--no-chat)")
-            if prm.available and bool(prm.bundle.generator.get("chat")) != chat:
-                log.warning("the PRM in %s was calibrated on prompts %s the chat template, and search prompts %s it: "
-                            "its scores hold for the prompts it was calibrated on (pass --%schat)", prm.bundle.path,
-                            "with" if not chat else "without", "without" if not chat else "with", "" if not chat else "no-")
+            calibrated_chat = prm.available and bool(prm.bundle.generator.get("chat"))
+            if prm.available and calibrated_chat != chat:
+                log.warning("the PRM in %s was calibrated on %s prompts and search prompts are %s: its scores hold for "
+                            "the prompts it was calibrated on (pass --%s)", prm.bundle.path,
+                            "chat" if calibrated_chat else "plain", "chat" if chat else "plain",
+                            "chat" if calibrated_chat else "no-chat")
             search = SearchSettings(sampling=settings.sampling, max_steps=settings.max_steps, chat=chat, system=settings.system,
-                                    rules=settings.step_rules)
-            searcher = Searcher(gen, prm, settings.task, search,
-                                policy=policy)
+                                    rules=rules)
+            searcher = Searcher(gen, prm, settings.task, search, policy=policy)
             yield Stack(gen, prm, meter, policy, searcher)
 
 

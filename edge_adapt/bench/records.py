@@ -148,6 +148,12 @@ class RunFolder:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.records())
 
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _acquire_lock(self) -> None:
         if self._lock is not None:
             return

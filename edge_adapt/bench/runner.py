@@ -13,8 +13,7 @@ import logging
 import platform
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,7 +189,7 @@ def run_bench(
                              chat=config.chat, system=config.system, step_delimiter=config.step_delimiter,
                              max_new_tokens=config.max_new_tokens)
     fingerprint = {"models_sha256": model_fingerprints(config), "data_sha256": sha256_of(config.data) if config.data else None}
-    with open_stack(settings) as stack, _writing(folder) as folder:
+    with open_stack(settings) as stack, folder:
         prm, searcher = stack.prm, stack.searcher
         # the meter that measures, not only the one asked for: a resume on another meter would mix
         # measured and estimated joules in one summary
@@ -217,11 +216,4 @@ def run_bench(
                 progress(len(done), total, record)
     return folder
 
-
-@contextmanager
-def _writing(folder: RunFolder) -> Iterator[RunFolder]:
-    try:
-        yield folder
-    finally:
-        folder.close()
 

@@ -9,7 +9,7 @@ further, a finished solution is scored and kept.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from edge_adapt.errors import SamplingConfigError
@@ -60,6 +60,11 @@ class StepRules:
                 re.compile(self.answer_pattern)
             except re.error as exc:
                 raise SamplingConfigError(f"answer_pattern {self.answer_pattern!r} is not a valid regex: {exc}") from exc
+
+    def overridden(self, delimiter: str | None = None, max_new_tokens: int | None = None) -> StepRules:
+        """These rules with the delimiter and the solution cap replaced where given."""
+        changes = {k: v for k, v in (("delimiter", delimiter), ("max_new_tokens", max_new_tokens)) if v is not None}
+        return replace(self, **changes) if changes else self
 
 
 class StepScanner:

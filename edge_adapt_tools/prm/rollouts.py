@@ -55,12 +55,7 @@ class RolloutSettings:
     max_new_tokens: int | None = None  # one solution's cap, instead of the task's (recorded when set)
 
     def rules_for(self, task: Task) -> StepRules:
-        rules = task.step_rules
-        if self.step_delimiter is not None:
-            rules = dataclasses.replace(rules, delimiter=self.step_delimiter)
-        if self.max_new_tokens is not None:
-            rules = dataclasses.replace(rules, max_new_tokens=self.max_new_tokens)
-        return rules
+        return task.step_rules.overridden(self.step_delimiter, self.max_new_tokens)
 
 
 @dataclass
@@ -180,7 +175,7 @@ def build_calibration_set(
     }
     with Generator(generator_path, config) as gen:
         chat = gen.vocab.has_chat_template if settings.chat is None else settings.chat
-        if chat:  # how the generator was prompted (absent: plain prompts, as every earlier file)
+        if chat:  # how the generator was prompted (absent: plain prompts)
             provenance.update(chat=True, system=settings.system)
         if getattr(task, "prompt_template", None) not in (None, getattr(task, "default_prompt", None)):
             provenance.update(prompt_template=task.prompt_template)
