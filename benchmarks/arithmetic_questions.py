@@ -4,17 +4,64 @@ task's chain notation: "What is (454+762)*3?" with "#### 3648" as the gold answe
     python benchmarks/arithmetic_questions.py --split test --levels 1 2 3 -o arith-test.jsonl
     edge-adapt bench -o runs/smol-arith --task gsm8k --data arith-test.jsonl \\
         --generator SmolLM2-135M-Instruct.Q4_1.gguf --no-prm -s majority:n=1 -s majority:n=4 --limit 30 --max-new-tokens 256
+
+``--shape OPS,DIGITS,MUL_MAX,MAX_VALUE`` asks for one level of another shape instead (a small
+model's band: ``1,1,9,81`` is one operation on one-digit numbers). Such a level's questions are
+all enumerated, shuffled with ``--seed`` and dealt: ``--held-out K`` to ``-o``, the rest to
+``--rest-out`` (calibration questions disjoint from the benchmark's):
+
+    python benchmarks/arithmetic_questions.py --shape 1,1,9,81 --held-out 100 -o test.jsonl --rest-out calib.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import random
+from collections.abc import Iterator
 from pathlib import Path
 
 from edge_adapt.files import atomic_write_text
 from edge_adapt.tasks import ArithmeticTask
+from edge_adapt.tasks.arithmetic import Level, solve
+from edge_adapt.tasks.base import Problem
 from edge_adapt.tasks.expressions import to_conventional
+
+MAX_ENUMERATED = 200_000  # chains tried before a shape is called too large to enumerate
+
+
+def parse_shape(text: str) -> Level:
+    try:
+        n_ops, digits, mul_max, max_value = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shape wants OPS,DIGITS,MUL_MAX,MAX_VALUE (e.g. 1,1,9,81), got {text!r}") from None
+    return Level(n_ops, digits, mul_max, max_value)
+
+
+def chains(level: Level) -> Iterator[str]:
+    """Every chain of ``level``'s shape whose values stay in its range."""
+    operands = [str(n) for n in level.operands]
+    rights = [("+", operands), ("-", operands), ("*", [str(n) for n in range(2, level.mul_max + 1)])]
+    moves = [op + right for op, values in rights for right in values]
+    tried = 0
+    for first in operands:
+        for tail in itertools.product(moves, repeat=level.n_ops):
+            tried += 1
+            if tried > MAX_ENUMERATED:
+                raise SystemExit(f"--shape has over {MAX_ENUMERATED} chains; sample a standard level with --levels instead")
+            question = first + "".join(tail)
+            if level.fits(solve(question)):
+                yield question
+
+
+def row(question: str, answer: str, level: int) -> dict:
+    return {"question": f"What is {to_conventional(question)}?", "answer": f"#### {answer}", "level": level}
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    print(f"wrote {len(rows)} questions to {path}")
 
 
 def main() -> None:
@@ -22,14 +69,25 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=("train", "calibration", "test"))
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--per-level", type=int, default=60)
+    parser.add_argument("--shape", type=parse_shape, help="OPS,DIGITS,MUL_MAX,MAX_VALUE: one level of this shape, enumerated")
+    parser.add_argument("--held-out", type=int, default=100, help="with --shape: questions written to -o")
+    parser.add_argument("--rest-out", type=Path, help="with --shape: the other questions (for calibration)")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
-    task = ArithmeticTask()
-    problems = [p for p in task.problems(args.split, args.per_level) if p.level in args.levels]
-    rows = [{"question": f"What is {to_conventional(p.question)}?", "answer": f"#### {p.answer}", "level": p.level}
-            for p in problems]
-    atomic_write_text(args.out, "".join(json.dumps(r) + "\n" for r in rows))
-    print(f"wrote {len(rows)} questions to {args.out}")
+    if args.shape is None:
+        task = ArithmeticTask()
+        problems: list[Problem] = [p for p in task.problems(args.split, args.per_level) if p.level in args.levels]
+        write_rows(args.out, [row(p.question, p.answer, p.level) for p in problems])
+        return
+    questions = list(chains(args.shape))
+    random.Random(args.seed).shuffle(questions)
+    if args.held_out > len(questions):
+        raise SystemExit(f"--held-out {args.held_out} is more than the shape's {len(questions)} questions")
+    rows = [row(q, str(solve(q)[-1][3]), 1) for q in questions]
+    write_rows(args.out, rows[: args.held_out])
+    if args.rest_out:
+        write_rows(args.rest_out, rows[args.held_out:])
 
 
 if __name__ == "__main__":

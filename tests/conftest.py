@@ -32,6 +32,9 @@ VARIANTS: dict[str, dict] = {
     "qwen2-untied": dict(arch="qwen2", tied=False, style="qwen2"),
     "qwen3-tied": dict(arch="qwen3", tied=True, style="qwen2"),  # Qwen3 tokenizes as Qwen2 does
     "smollm3-tied": dict(arch="smollm3", tied=True, style="gpt2", layers=4),  # layer 4 attends without rope
+    # Gemma 3: SentencePiece-style tokenizer, (1 + w) norms, sliding windows on layers 1-5 and 7
+    # (its GELU goes through llama.cpp's fp16 table: logits within 2e-3 of their scale, not 1e-4)
+    "gemma3-tied": dict(arch="gemma3", tied=True, style="sentencepiece", layers=7, logit_bound=2e-3),
 }
 
 
@@ -42,7 +45,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 
     def get(variant: str) -> Path:
         if variant not in built:
-            built[variant] = random_checkpoint(tmp_path_factory.mktemp(variant), **VARIANTS[variant])
+            settings = {k: v for k, v in VARIANTS[variant].items() if k != "logit_bound"}
+            built[variant] = random_checkpoint(tmp_path_factory.mktemp(variant), **settings)
         return built[variant]
 
     return get

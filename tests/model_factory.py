@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     LlamaConfig,
     LlamaForCausalLM,
     Qwen2Config,
@@ -24,7 +26,7 @@ from transformers import (
 )
 
 from edge_adapt.tasks.arithmetic import ArithmeticTask, Level
-from edge_adapt_tools.recipe.train_tokenizer import train_bpe_tokenizer
+from edge_adapt_tools.recipe.train_tokenizer import train_bpe_tokenizer, train_sentencepiece_style_tokenizer
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -54,11 +56,15 @@ def random_checkpoint(
     rope_scaling: dict | None = None,
     seed: int = 0,
 ) -> Path:
-    """A random-weight Llama or Qwen2 with grouped-query attention and a chat template."""
-    tok = train_bpe_tokenizer(
-        _TOKENIZER_CORPUS, vocab_size=320, style=style, extra_special=["<|im_start|>", "<|im_end|>"],
-        chat_template=CHAT_TEMPLATE,
-    )
+    """A random-weight model of ``arch`` with grouped-query attention and a chat template."""
+    if style == "sentencepiece":
+        tok = train_sentencepiece_style_tokenizer(
+            _TOKENIZER_CORPUS, vocab_size=320, extra_special=["<|im_start|>", "<|im_end|>"], chat_template=CHAT_TEMPLATE)
+    else:
+        tok = train_bpe_tokenizer(
+            _TOKENIZER_CORPUS, vocab_size=320, style=style, extra_special=["<|im_start|>", "<|im_end|>"],
+            chat_template=CHAT_TEMPLATE,
+        )
     common = dict(
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=1024,
@@ -71,6 +77,10 @@ def random_checkpoint(
         model = Qwen2ForCausalLM(Qwen2Config(**common))
     elif arch == "qwen3":
         model = Qwen3ForCausalLM(Qwen3Config(**common, head_dim=hidden // heads))
+    elif arch == "gemma3":
+        # sliding window of 8 so that the parity prompt (47 tokens) crosses it; layer 6 is global
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**common, head_dim=hidden // heads, query_pre_attn_scalar=hidden // heads,
+                                                   sliding_window=8, pad_token_id=tok.pad_token_id))
     elif arch == "smollm3":
         model = SmolLM3ForCausalLM(SmolLM3Config(**common, pad_token_id=tok.eos_token_id))
     else:

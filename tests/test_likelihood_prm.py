@@ -3,6 +3,7 @@ graph, and ranks a right step above a wrong one where the text-only head cannot.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -268,3 +269,23 @@ def test_likelihood_from_a_gguf_dequantizes_it_for_the_build_only(step_checkpoin
     refused = export_prm(not_a_model, "refused")
     assert refused.exit_code != 0 and "folder or its .gguf file" in " ".join(refused.output.split())
     assert not (tmp_path / "refused").exists()
+
+
+def test_a_dequantized_folder_keeps_the_chat_template_through_export_gguf(step_checkpoint, step_gguf, tmp_path: Path) -> None:
+    """A user rebuilding a Hugging Face folder from a chat model's GGUF keeps its template: the
+    tokenizer's companion files travel with tokenizer.json, and `export gguf` writes the template."""
+    import gguf
+
+    from edge_adapt_tools.gguf.dequantize import dequantize_gguf
+    from edge_adapt_tools.gguf.export import export_gguf
+
+    template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}<|assistant|>"
+    tokenizer_dir = tmp_path / "tokenizer"
+    tokenizer_dir.mkdir()
+    (tokenizer_dir / "tokenizer.json").write_text((step_checkpoint / "tokenizer.json").read_text())
+    (tokenizer_dir / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    folder = dequantize_gguf(step_gguf, tokenizer_dir / "tokenizer.json", tmp_path / "deq")
+    assert json.loads((folder / "tokenizer_config.json").read_text())["chat_template"] == template
+    converted = export_gguf(folder, tmp_path / "gguf", name="again", verify=False).conversion.path
+    field = gguf.GGUFReader(converted).fields["tokenizer.chat_template"]
+    assert bytes(field.parts[field.data[0]]).decode() == template

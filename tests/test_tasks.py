@@ -145,6 +145,9 @@ def test_math500_gold_solutions_grade_correct() -> None:
         ("The answer is 12 and 13.", "12"),  # prose: its first number
         ("The answer is x = 5.", "5"),
         ("The answer is indeed 76.", "76"),
+        ("The answer is 8*8 = 64.", "64"),  # an equation: its right side (SmolLM2 wrote these)
+        ("The answer is 2+2=4", "4"),
+        ("So we have 5 - 4 = 1 and 9,", "9"),  # the last number, without the comma after it
         ("14*5 = 70\nThe answer is N.", "70"),  # an instruction copied says nothing: the last number
         ("The answer is 181. The answer is 17.", "17"),  # the last marker
         ("blah\n#### 42", "42"),

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 _ANSWER_IS = re.compile(r"(?:final answer|answer) is[:\s]*", re.IGNORECASE)
 _HASHES = re.compile(r"####\s*")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?|-?\.\d+")  # "1,250" yes, "9," no
 _PLAIN_NUMBER = re.compile(r"^-?(?:\d+(?:\.\d*)?|\.\d+)$")
 # a number written with its unit or currency in words: "$18", "18 dollars", "20 minutes", "45%"
 _NUMBER_WITH_UNIT = re.compile(r"\$?\s*(-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:/\d+)?)\s*(?:\\?%|[A-Za-z][A-Za-z ]*)?")
@@ -84,6 +84,9 @@ def _after_marker(line: str) -> str:
     line = line.strip().lstrip(":").strip()
     end = _SENTENCE_END.search(line)
     sentence = _clean(line[: end.start()] if end else line)
+    if "=" in sentence and not re.search(r"[\\{}]", sentence):
+        # an equation ("8*8 = 64", "x = 5"): its value is the right side of the last "="
+        sentence = _clean(sentence.rsplit("=", 1)[1])
     unit = _NUMBER_WITH_UNIT.fullmatch(sentence)
     if unit:
         return unit.group(1).replace(",", "")

@@ -20,7 +20,7 @@ from edge_adapt_tools.cli.loading import load_tool
 @click.option("--no-verify", is_flag=True, help="Skip the tokenizer and logits checks against PyTorch.")
 @click.option("--threads", type=click.IntRange(min=1), help="Quantization threads (default: all cores).")
 def export_gguf_cmd(checkpoint: Path, out_dir: Path, outtype: str, quant_types: tuple[str, ...], name: str | None, no_verify: bool, threads: int | None) -> None:
-    """Convert a Llama, Qwen2, Qwen3 or SmolLM3 Hugging Face CHECKPOINT folder to GGUF, verify it, and quantize it.
+    """Convert a Llama, Qwen2, Qwen3, SmolLM3 or Gemma 3 Hugging Face CHECKPOINT folder to GGUF, verify it, and quantize it.
 
     The unquantized file is checked before it is written under its final name: tokenization
     must equal the Hugging Face tokenizer's on a probe set, and logits must match PyTorch

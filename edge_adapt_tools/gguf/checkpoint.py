@@ -30,6 +30,12 @@ class ArchSpec:
     # and silently produces garbage. Qwen2 runs NEOX-style rope in llama.cpp: no permutation.
     permute_qk: bool
     rope_scalings: tuple[str, ...]
+    # Gemma's RMSNorm multiplies by (1 + weight); llama.cpp's by the weight: stored + this shift
+    norm_shift: float = 0.0
+    # Scales the logit tolerance of the verification: llama.cpp's CPU GELU reads an fp16 table
+    # (about 1e-3 relative error per activation), so GELU models match PyTorch to a few 1e-3 of
+    # the logit scale where SiLU models match to 1e-4. A wrong conversion is off by the scale itself.
+    tolerance_factor: float = 1.0
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -40,7 +46,16 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     # SmolLM3: Llama's layout, with every fourth layer attending without rotary embeddings (NoPE),
     # which llama.cpp's smollm3 graph does by itself
     "SmolLM3ForCausalLM": ArchSpec("SmolLM3ForCausalLM", gguf.MODEL_ARCH.SMOLLM3, True, ("linear",)),
+    # Gemma 3 (text): Q/K norms, norms after attention and MLP too, GELU, embeddings scaled by
+    # sqrt(hidden) in the graph, and sliding-window attention on five layers of every six
+    "Gemma3ForCausalLM": ArchSpec("Gemma3ForCausalLM", gguf.MODEL_ARCH.GEMMA3, False, ("linear",), norm_shift=1.0,
+                                   tolerance_factor=4.0),
 }
+
+# What llama.cpp's gemma3 graph fixes rather than reads from the file; a checkpoint that differs
+# would load and compute something else.
+GEMMA3_SWA_PERIOD = 6  # layers 6, 12, ... attend globally
+GEMMA3_LOCAL_ROPE_BASE = 10_000.0
 
 
 @dataclass(frozen=True)
@@ -145,12 +160,39 @@ def open_checkpoint(path: str | Path) -> HFCheckpoint:
             f"{config_file}: num_attention_heads={ckpt.n_heads} must divide hidden_size={ckpt.hidden_size} "
             f"and be a multiple of num_key_value_heads={ckpt.n_kv_heads}."
         )
+    if arch.gguf_arch == gguf.MODEL_ARCH.GEMMA3:
+        _check_gemma3(ckpt, config_file)
     if not (root / "tokenizer.json").is_file():
         raise TokenizerError(
-            f"{root}: no tokenizer.json. The exporter needs the model's fast (byte-level BPE) tokenizer: "
+            f"{root}: no tokenizer.json. The exporter needs the model's fast (BPE) tokenizer: "
             "save it next to the weights with tokenizer.save_pretrained(folder)."
         )
     return ckpt
+
+
+def _check_gemma3(ckpt: HFCheckpoint, config_file: Path) -> None:
+    c = ckpt.config
+    layers = c.get("layer_types") or [
+        "full_attention" if (i + 1) % int(c.get("sliding_window_pattern", GEMMA3_SWA_PERIOD)) == 0 else "sliding_attention"
+        for i in range(ckpt.n_layers)
+    ]
+    expected = ["full_attention" if (i + 1) % GEMMA3_SWA_PERIOD == 0 else "sliding_attention" for i in range(ckpt.n_layers)]
+    problems = []
+    if layers != expected:
+        problems.append(f"layer_types must be sliding attention with every {GEMMA3_SWA_PERIOD}th layer global")
+    if float(c.get("rope_local_base_freq", GEMMA3_LOCAL_ROPE_BASE)) != GEMMA3_LOCAL_ROPE_BASE:
+        problems.append(f"rope_local_base_freq must be {GEMMA3_LOCAL_ROPE_BASE:g}")
+    if int(c.get("query_pre_attn_scalar", ckpt.head_dim)) != ckpt.head_dim:
+        problems.append("query_pre_attn_scalar must equal head_dim (attention scaled by 1/sqrt(head_dim))")
+    if c.get("attn_logit_softcapping") is not None:
+        problems.append("attn_logit_softcapping must be null")
+    if c.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
+        problems.append("hidden_activation must be gelu_pytorch_tanh")
+    if c.get("use_bidirectional_attention"):
+        problems.append("use_bidirectional_attention must be false")
+    if problems:
+        raise UnsupportedModelError(
+            f"{config_file}: llama.cpp's gemma3 graph fixes what this checkpoint sets otherwise: {'; '.join(problems)}.")
 
 
 def _weight_files(root: Path) -> tuple[Path, ...]:

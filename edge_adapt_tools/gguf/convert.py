@@ -1,4 +1,4 @@
-"""Hugging Face Llama / Qwen2 / Qwen3 / SmolLM3 checkpoint -> GGUF (F32, F16 or BF16), written atomically.
+"""Hugging Face Llama / Qwen2 / Qwen3 / SmolLM3 / Gemma 3 checkpoint -> GGUF (F32, F16 or BF16), written atomically.
 
 Hyper-parameters, tensor names and the tokenizer are written the way llama.cpp's loader
 expects them; the two traps that load fine and then produce garbage are handled explicitly:
@@ -128,6 +128,10 @@ def _write_metadata(writer: gguf.GGUFWriter, ckpt: HFCheckpoint, outtype: str) -
     if ckpt.head_dim != ckpt.hidden_size // ckpt.n_heads:
         writer.add_key_length(ckpt.head_dim)
         writer.add_value_length(ckpt.head_dim)
+    if ckpt.arch.gguf_arch == gguf.MODEL_ARCH.GEMMA3:
+        writer.add_sliding_window(int(c.get("sliding_window", 4096)))
+        if c.get("final_logit_softcapping") is not None:
+            writer.add_final_logit_softcapping(float(c["final_logit_softcapping"]))
     if ckpt.rope_type == "linear":
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(float(ckpt.rope_parameters["factor"]))
@@ -151,6 +155,8 @@ def _write_tensors(writer: gguf.GGUFWriter, ckpt: HFCheckpoint, outtype: str) ->
                 "this checkpoint uses a feature the exporter does not handle."
             )
         data = tensor.to(torch.float32).numpy()
+        if ckpt.arch.norm_shift and hf_name.endswith("norm.weight"):
+            data = data + ckpt.arch.norm_shift
         if ckpt.arch.permute_qk and ".self_attn.q_proj." in hf_name:
             data = permute_rotary(data, ckpt.n_heads)
         elif ckpt.arch.permute_qk and ".self_attn.k_proj." in hf_name:

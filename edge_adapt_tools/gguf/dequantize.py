@@ -32,8 +32,13 @@ def _gguf_tokens(path: Path) -> list[str]:
     return [bytes(field.parts[i]).decode("utf-8", errors="replace") for i in field.data]
 
 
+# Files saved beside a tokenizer.json that a conversion reads too (gguf's SpecialVocab takes the
+# chat template and special token ids from them).
+TOKENIZER_COMPANIONS = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+
+
 def dequantize_gguf(gguf_file: str | Path, tokenizer_json: str | Path, out_dir: str | Path) -> Path:
-    """Write ``out_dir`` (config.json, F32 weights, tokenizer.json) from ``gguf_file``; a folder
+    """Write ``out_dir`` (config.json, F32 weights, tokenizer.json and its companions) from ``gguf_file``; a folder
     already made from the same file (same sha256) is reused. Returns ``out_dir``."""
     gguf_file, tokenizer_json, out = Path(gguf_file), Path(tokenizer_json), Path(out_dir)
     digest = sha256_of(gguf_file)
@@ -55,6 +60,9 @@ def dequantize_gguf(gguf_file: str | Path, tokenizer_json: str | Path, out_dir: 
     shutil.rmtree(out, ignore_errors=True)
     model.save_pretrained(out)
     shutil.copy(tokenizer_json, out / "tokenizer.json")
+    for name in TOKENIZER_COMPANIONS:  # the chat template and special tokens, when they are beside it
+        if (tokenizer_json.parent / name).is_file():
+            shutil.copy(tokenizer_json.parent / name, out / name)
     # the stamp goes last: a folder left without it by an interruption is rebuilt, never reused
     atomic_write_text(stamp, json.dumps({"file": gguf_file.name, "sha256": digest}) + "\n")
     return out

@@ -78,7 +78,7 @@ def export_gguf(
             tok_parity = check_tokenizer(staged, tokenizer)
             progress("checking logits and greedy text against PyTorch")
             reference = reference_outputs(ckpt.path, tokenizer)
-            logit_parity = check_logits(staged, reference, TOLERANCES[outtype], GREEDY_ENFORCED[outtype])
+            logit_parity = check_logits(staged, reference, TOLERANCES[outtype] * ckpt.arch.tolerance_factor, GREEDY_ENFORCED[outtype])
             _raise_unless_verified(base_path, tok_parity, logit_parity)
 
     quantized = []
