@@ -46,6 +46,30 @@ def test_lower_layers_do_not_import_the_cli_or_the_composition_root() -> None:
     for layer in ("generator", "prm", "search", "tasks", "energy"):
         assert offenders(f"edge_adapt/{layer}", "edge_adapt.cli") == []
         assert offenders(f"edge_adapt/{layer}", "edge_adapt.assembly") == []
+        assert offenders(f"edge_adapt/{layer}", "edge_adapt.server") == []
+
+
+def test_the_server_is_a_thin_layer_beside_the_cli() -> None:
+    assert offenders("edge_adapt/server", "edge_adapt.cli") == []
+    assert offenders("edge_adapt/server", "edge_adapt.policy") == []  # it receives the stack's policy
+
+
+def test_the_device_cli_runs_without_the_server_extra() -> None:
+    blocker = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('fastapi', 'uvicorn', 'sse_starlette', 'prometheus_client'):\n"
+        "            raise ImportError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from edge_adapt.cli import main\n"
+        "sys.argv = ['edge-adapt'] + sys.argv[1:]\n"
+        "main()\n"
+    )
+    assert subprocess.run([sys.executable, "-c", blocker, "solve", "--help"], capture_output=True, text=True).returncode == 0
+    serve = subprocess.run([sys.executable, "-c", blocker, "serve"], capture_output=True, text=True)
+    said = " ".join((serve.stderr + serve.stdout).split())
+    assert serve.returncode == 1 and "pip install 'edge-adapt[server]'" in said
 
 
 def test_the_device_cli_runs_without_torch() -> None:

@@ -19,6 +19,7 @@ from edge_adapt.cli.bench_cmd import bench, report
 from edge_adapt.cli.console import err_console
 from edge_adapt.cli.energy_cmd import energy_group
 from edge_adapt.cli.info_cmd import info
+from edge_adapt.cli.serve_cmd import serve_cmd
 from edge_adapt.cli.solve_cmd import solve_cmd
 from edge_adapt.errors import EdgeAdaptError
 
@@ -69,6 +70,7 @@ def main(verbose: int) -> None:
       edge-adapt bench -o runs/default --limit 60
       edge-adapt report runs/default
       edge-adapt energy meters
+      edge-adapt serve --port 8000
       edge-adapt info
       edge-adapt export gguf ./my-hf-model -o ./gguf -q Q4_K_M -q Q8_0
     """
@@ -83,6 +85,7 @@ main.add_command(solve_cmd, name="solve")
 main.add_command(bench)
 main.add_command(report)
 main.add_command(energy_group)
+main.add_command(serve_cmd)
 
 
 def _add_installed_commands(group: click.Group) -> None:

@@ -70,12 +70,15 @@ class Vocabulary:
         """Whether the GGUF carries a chat template (``tokenizer.chat_template``)."""
         return bool(llama_cpp.llama_model_chat_template(self._model.ptr, None))
 
-    def render_prompt(self, text: str, *, chat: bool, system: str | None = None) -> str:
+    def render_prompt(self, text: str, *, chat: bool, system: str | None = None,
+                      history: Sequence[tuple[str, str]] = ()) -> str:
         """The text a generator continues: ``text`` as it is, or as a user message (after an
-        optional system message) in the model's chat template, ready for the assistant's turn."""
+        optional system message and earlier ``(role, content)`` turns) in the model's chat
+        template, ready for the assistant's turn."""
         if not chat:
             return text
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": role, "content": content} for role, content in history] + [{"role": "user", "content": text}]
         return self.apply_chat_template(messages)
 
     def apply_chat_template(

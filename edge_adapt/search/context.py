@@ -33,6 +33,7 @@ class SearchSettings:
     max_steps: int = 32
     chat: bool = False  # the task's prompt as a user message in the generator's chat template
     system: str | None = None  # a system message before it (chat only)
+    history: tuple[tuple[str, str], ...] = ()  # earlier (role, content) turns before the question (chat only)
     rules: StepRules | None = None  # step and solution boundaries; None: the task's
 
 
@@ -51,7 +52,8 @@ class SearchContext:
         self.rules = settings.rules or task.step_rules
         self.sampling = settings.sampling
         self.equal = answers_equal
-        prompt = generator.vocab.render_prompt(task.prompt(problem), chat=settings.chat, system=settings.system)
+        prompt = generator.vocab.render_prompt(task.prompt(problem), chat=settings.chat, system=settings.system,
+                                               history=settings.history)
         self.root = generator.prefill(prompt, seed=seed)
         self.live: list[Node] = [self.root]  # nodes holding KV sequences, released at the end
         self.finished: list[Node] = []

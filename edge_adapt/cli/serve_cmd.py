@@ -1,0 +1,117 @@
+"""``edge-adapt serve``: the OpenAI-compatible local server (needs the [server] extra)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from pathlib import Path
+
+import click
+
+from edge_adapt.cli.console import err_console
+from edge_adapt.cli.options import (
+    FiniteFloat,
+    budget_dict,
+    budget_options,
+    model_options,
+    no_prm_option,
+    prompt_options,
+    resolve_models,
+)
+from edge_adapt.errors import EdgeAdaptError, MissingDependencyError
+from edge_adapt.generator import SamplingParams
+from edge_adapt.guard import Budget
+from edge_adapt.search.spec import parse_spec
+from edge_adapt.search.strategy import MAX_LIVE_PATHS
+from edge_adapt.tasks import TASK_NAMES, get_task
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STRATEGY = "adaptive:price=8"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; any but loopback needs --api-key.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--api-key", envvar="EDGE_ADAPT_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 (or $EDGE_ADAPT_API_KEY).")
+@click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="default", show_default=True,
+              help="How questions are prompted, cut into steps and answered.")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSONL file for --task gsm8k/math (its first question warms the server up).")
+@click.option("-s", "--strategy", "spec", default=DEFAULT_STRATEGY, show_default=True, metavar="SPEC",
+              help="The search a request gets when it names none (edge_adapt.strategy).")
+@click.option("--max-n", type=click.IntRange(1, MAX_LIVE_PATHS), default=8, show_default=True,
+              help="Most samples (n) a request may ask for; sizes the KV cache with --max-tokens.")
+@click.option("--max-tokens", type=click.IntRange(1, 32768), default=512, show_default=True, help="Most tokens one solution may have.")
+@click.option("--queue", "max_waiting", type=click.IntRange(0, 1024), default=8, show_default=True,
+              help="Requests that may wait while one runs; past it, 503 with Retry-After.")
+@click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True, help="When a request sets none.")
+@click.option("--no-warm-up", is_flag=True, help="Skip measuring this device's costs before serving.")
+@model_options
+@no_prm_option
+@prompt_options
+@budget_options
+def serve_cmd(host: str, port: int, api_key: str | None, task_name: str, data: Path | None, spec: str, max_n: int,
+              max_tokens: int, max_waiting: int, temperature: float, no_warm_up: bool, generator_path: Path | None,
+              prm_path: Path | None, models: Path | None, threads: int | None, gpu_layers: int, no_prm: bool, chat: bool | None,
+              system: str | None, prompt_template: str | None, step_delimiter: str | None, max_new_tokens: int | None,
+              energy_j: float | None, latency_s: float | None, tokens: int | None, power_w: float | None, meter: str | None,
+              cost_model: Path | None) -> None:
+    """Serve the models over an OpenAI-compatible HTTP API, searching adaptively per request.
+
+    POST /v1/chat/completions and /v1/completions take the usual fields (n, max_tokens,
+    temperature, top_p, seed, stop, stream) and an "edge_adapt" object: "strategy" (a spec,
+    or "sample" for n plain samples) and budgets "energy_j", "latency_s", "tokens", "power_w".
+    Responses carry "usage" and an "edge_adapt" object: samples drawn, PRM calls and tokens,
+    joules and the meter that measured them, the chosen answer's PRM quantiles, the decisions.
+    GET /v1/models, /health (503 while loading), /metrics (Prometheus).
+
+    \b
+    Examples:
+      edge-adapt serve
+      edge-adapt serve --host 0.0.0.0 --api-key "$KEY" --energy 20
+      edge-adapt serve --task gsm8k --data test.jsonl --generator smol.gguf --prm ./prm --max-tokens 256
+    """
+    try:
+        import uvicorn
+
+        from edge_adapt.server import ServeConfig, create_app
+    except ImportError as exc:
+        raise MissingDependencyError(f"edge-adapt serve needs the server extra ({exc.name} is missing): "
+                                     "pip install 'edge-adapt[server]'") from None
+    if not is_loopback(host) and not api_key:
+        raise click.UsageError(f"binding {host} exposes the server beyond this machine: pass --api-key (or set "
+                               "EDGE_ADAPT_API_KEY), or bind 127.0.0.1")
+    if max_new_tokens is not None:
+        raise click.UsageError("serve caps solutions with --max-tokens (a request's max_tokens may lower it)")
+    if task_name in ("gsm8k", "math") and data is None:
+        raise click.UsageError(f"--task {task_name} needs --data PATH (its first question warms the server up)")
+    try:
+        task = get_task(task_name, data, prompt_template)
+        if not no_prm:
+            parse_spec(spec)
+    except EdgeAdaptError as exc:
+        raise click.UsageError(str(exc)) from None
+    generator_path, prm_path = resolve_models(generator_path, prm_path, models, no_prm)
+    from edge_adapt.assembly import StackSettings
+
+    stack = StackSettings(generator_path, prm_path, task, (), SamplingParams(temperature=temperature), threads=threads,
+                          gpu_layers=gpu_layers, meter=meter, cost_model=cost_model,
+                          budget=Budget(**budget_dict(energy_j, latency_s, tokens, power_w)), chat=chat, system=system,
+                          step_delimiter=step_delimiter)
+    config = ServeConfig(stack=stack, model_id=generator_path.stem, default_strategy=spec, max_n=max_n, max_tokens=max_tokens,
+                         max_waiting=max_waiting, api_key=api_key or None, warm_up=not no_warm_up)
+    err_console.print(f"serving {generator_path.name} ({'no PRM' if prm_path is None else prm_path}) on http://{host}:{port}"
+                      f"{' (API key required)' if api_key else ''}", highlight=False)
+    uvicorn.run(create_app(config), host=host, port=port, log_level=os.environ.get("EDGE_ADAPT_LOG_LEVEL", "info"),
+                timeout_graceful_shutdown=None)

@@ -1,0 +1,220 @@
+"""From an OpenAI-style request to a search job, and from its result to the response body.
+
+A request runs one of two modes. **search**: the strategy (the request's ``edge_adapt.strategy``
+or the server's default) picks one answer; the response is that solution, with what the search
+cost and why. **sample**: ``n`` solutions decoded together from the shared prompt, no pick, no
+PRM: asked for with ``"strategy": "sample"``, by ``n`` > 1 without a strategy, and always when the
+server has no PRM (the response says so).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+from edge_adapt.errors import EdgeAdaptError
+from edge_adapt.generator import StepEnd, StepRules
+from edge_adapt.guard import Budget
+from edge_adapt.search import BestOfN, SearchResult, SearchSettings
+from edge_adapt.search.spec import format_spec, parse_spec
+from edge_adapt.search.strategy import Strategy
+from edge_adapt.search.types import Candidate
+from edge_adapt.server.engine import Job
+from edge_adapt.server.errors import bad_request
+from edge_adapt.server.schemas import ChatCompletionRequest, CompletionRequest
+from edge_adapt.tasks import Task
+
+SAMPLE = "sample"
+
+# Budgets past these are refused as absurd rather than treated as "unlimited" by accident.
+MAX_ENERGY_J = 1e6
+MAX_LATENCY_S = 3600.0
+MAX_BUDGET_TOKENS = 10_000_000
+MAX_POWER_W = 10_000.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What every request starts from, and the limits it may not pass."""
+
+    model_id: str
+    default_strategy: str
+    search: SearchSettings  # sampling, prompt and step settings of the loaded stack
+    budget: Budget = Budget()  # the server-wide default; a request's fields replace it field by field
+    max_n: int = 8
+    max_live_paths: int = 16  # what the generator's KV pool was sized for
+    max_tokens: int = 512  # per solution
+    can_judge: bool = True  # a PRM is loaded
+
+
+@dataclass(frozen=True)
+class Prepared:
+    job: Job
+    mode: str  # "search" or "sample"
+    n: int
+    stops: tuple[str, ...]
+
+
+def prepare(request: ChatCompletionRequest | CompletionRequest, server: ServerSettings, task: Task) -> Prepared:
+    """The job a request asks for, or a 400 naming the field that cannot be served."""
+    if request.model is not None and request.model != server.model_id:
+        raise bad_request(f"model {request.model!r} is not served here; this server serves {server.model_id!r} "
+                          "(GET /v1/models)", "model", "model_not_found")
+    if request.n > server.max_n:
+        raise bad_request(f"n must be at most {server.max_n} on this server (--max-n), got {request.n}", "n")
+    cap = request.token_cap
+    if cap is not None and cap > server.max_tokens:
+        field = "max_completion_tokens" if getattr(request, "max_completion_tokens", None) else "max_tokens"
+        raise bad_request(f"{field} must be at most {server.max_tokens} on this server (--max-tokens), got {cap}", field)
+    options = request.edge_adapt
+    spec = options.strategy
+    mode = "sample" if spec == SAMPLE or (spec is None and (request.n > 1 or not server.can_judge)) else "search"
+    if mode == "search":
+        strategy = _strategy(spec or server.default_strategy, server)
+        if request.n > 1:
+            raise bad_request('n > 1 asks for n samples; a search returns one answer. Use "edge_adapt": '
+                              '{"strategy": "sample"} for n samples, or n = 1 with a search', "n")
+    else:
+        strategy = BestOfN(n=request.n, select="majority")
+    question, system, history = _question(request)
+    try:
+        problem = task.parse_question(question)
+    except EdgeAdaptError as exc:
+        raise bad_request(str(exc), "messages" if isinstance(request, ChatCompletionRequest) else "prompt") from None
+    base = server.search
+    sampling = replace(base.sampling, **{k: v for k, v in (("temperature", request.temperature), ("top_p", request.top_p))
+                                         if v is not None})
+    rules: StepRules = (base.rules or task.step_rules).overridden(max_new_tokens=cap or server.max_tokens)
+    settings = replace(base, sampling=sampling, rules=rules,
+                       system=system if system is not None else base.system, history=history if base.chat else ())
+    budget = _budget(options.model_dump(), server.budget)
+    seed = request.seed if request.seed is not None else uuid.uuid4().int % 2**31
+    return Prepared(Job(problem, strategy, settings, seed, budget), mode, request.n, request.stops)
+
+
+def _strategy(spec: str, server: ServerSettings) -> Strategy:
+    try:
+        strategy = parse_spec(spec)
+    except EdgeAdaptError as exc:
+        raise bad_request(f"edge_adapt.strategy: {exc}", "edge_adapt.strategy") from None
+    if strategy.needs_prm and not server.can_judge:
+        raise bad_request("edge_adapt.strategy reads PRM scores and this server has no PRM", "edge_adapt.strategy")
+    if strategy.live_paths > server.max_live_paths:
+        raise bad_request(f"edge_adapt.strategy {spec!r} keeps {strategy.live_paths} paths; this server was sized for "
+                          f"{server.max_live_paths} (--max-n)", "edge_adapt.strategy")
+    return strategy
+
+
+def _question(request: ChatCompletionRequest | CompletionRequest) -> tuple[str, str | None, tuple[tuple[str, str], ...]]:
+    """The question (the last user message, or the prompt), the system message, earlier turns."""
+    if isinstance(request, CompletionRequest):
+        prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
+        if len(prompts) != 1:
+            raise bad_request(f"prompt must be one string (got a list of {len(prompts)}); send one request per prompt", "prompt")
+        return prompts[0], None, ()
+    messages = request.messages
+    if messages[-1].role != "user":
+        raise bad_request(f"the last message must be the user's (got {messages[-1].role!r})", "messages")
+    system = "\n\n".join(m.text for m in messages if m.role in ("system", "developer")) or None
+    history = tuple(("user" if m.role == "user" else "assistant", m.text) for m in messages[:-1]
+                    if m.role in ("user", "assistant"))
+    return messages[-1].text, system, history
+
+
+def _budget(options: dict[str, Any], default: Budget) -> Budget:
+    limits = {"energy_j": MAX_ENERGY_J, "latency_s": MAX_LATENCY_S, "tokens": MAX_BUDGET_TOKENS, "power_w": MAX_POWER_W}
+    changes = {}
+    for name, limit in limits.items():
+        value = options.get(name)
+        if value is None:
+            continue
+        if value > limit:
+            raise bad_request(f"edge_adapt.{name} must be at most {limit:g}, got {value:g}", f"edge_adapt.{name}")
+        changes[name] = value
+    try:
+        return replace(default, **changes)
+    except EdgeAdaptError as exc:
+        raise bad_request(str(exc), "edge_adapt") from None
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+
+def finish_reason(candidate: Candidate | None, stopped: bool) -> str:
+    if stopped:
+        return "stop"
+    return "length" if candidate is None or candidate.end == StepEnd.LENGTH else "stop"
+
+
+def apply_stops(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    """``text`` cut before the first stop string, and whether one was found."""
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def choices_of(prepared: Prepared, result: SearchResult) -> list[tuple[Candidate | None, str, str]]:
+    """(candidate, text, finish reason) per choice: the search's pick, or every sample."""
+    picked = [result.chosen] if prepared.mode == "search" else list(result.candidates)[: prepared.n]
+    out = []
+    for candidate in picked:
+        text, stopped = apply_stops(candidate.text if candidate else "", prepared.stops)
+        out.append((candidate, text, finish_reason(candidate, stopped)))
+    return out
+
+
+def cost_report(prepared: Prepared, result: SearchResult, server: ServerSettings) -> dict[str, Any]:
+    """What the answer cost and why: the ``edge_adapt`` object of a response."""
+    c = result.cost
+    chosen = result.chosen
+    quantiles = chosen.final if chosen is not None and chosen.final is not None else None
+    budget = {k: v for k, v in (("energy_j", prepared.job.budget.energy_j), ("latency_s", prepared.job.budget.latency_s),
+                                ("tokens", prepared.job.budget.tokens), ("power_w", prepared.job.budget.power_w))
+              if v is not None}
+    return {
+        "mode": prepared.mode,
+        "strategy": format_spec(prepared.job.strategy) if prepared.mode == "search" else SAMPLE,
+        "prm": server.can_judge,
+        "note": None if server.can_judge else "no PRM loaded: plain sampling, nothing judged",
+        "answer": result.answer,
+        "samples": c.samples,
+        "generated_tokens": c.generated_tokens,
+        "prompt_tokens": c.prompt_tokens,
+        "prm_calls": c.prm_calls,
+        "prm_tokens": c.prm_tokens,
+        "prm_s": round(c.prm_s, 4),
+        "wall_s": round(c.wall_s, 4),
+        "joules": None if c.joules is None else round(c.joules, 4),
+        "energy_source": c.energy_source,
+        "energy_estimated": c.energy_estimated,
+        "quantiles": None if quantiles is None else {"q10": quantiles.at(0.1), "q50": quantiles.at(0.5), "q90": quantiles.at(0.9)},
+        "budget": budget,
+        "seed": prepared.job.seed,
+        "decisions": [d.as_record() for d in result.decisions],
+    }
+
+
+def usage(result: SearchResult) -> dict[str, int]:
+    """OpenAI's usage: completion tokens count every token generated, for every sample drawn."""
+    c = result.cost
+    return {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.generated_tokens,
+            "total_tokens": c.prompt_tokens + c.generated_tokens}
+
+
+def chat_body(prepared: Prepared, result: SearchResult, server: ServerSettings, request_id: str) -> dict[str, Any]:
+    return {
+        "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": server.model_id,
+        "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason, "logprobs": None}
+                    for i, (_, text, reason) in enumerate(choices_of(prepared, result))],
+        "usage": usage(result), "edge_adapt": cost_report(prepared, result, server),
+    }
+
+
+def completion_body(prepared: Prepared, result: SearchResult, server: ServerSettings, request_id: str) -> dict[str, Any]:
+    return {
+        "id": request_id, "object": "text_completion", "created": int(time.time()), "model": server.model_id,
+        "choices": [{"index": i, "text": text, "finish_reason": reason, "logprobs": None}
+                    for i, (_, text, reason) in enumerate(choices_of(prepared, result))],
+        "usage": usage(result), "edge_adapt": cost_report(prepared, result, server),
+    }

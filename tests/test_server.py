@@ -1,0 +1,365 @@
+"""`edge-adapt serve` as a client sees it: the real server in its own process on a free port, the
+shipped default models (search with a PRM) and SmolLM2-135M-Instruct (a real chat model, no PRM),
+talked to over real HTTP with httpx and the `openai` client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+openai = pytest.importorskip("openai")
+
+QUESTION = "(454+762)*3"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"edge-adapt-serve-{self.port}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_adapt.cli", "serve", "--port", str(self.port), "--threads", "1", *args],
+            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the server exited ({self.proc.returncode}): {self.log.read_text()[-2000:]}")
+            try:
+                r = httpx.get(f"{self.url}/health", timeout=2)
+                if r.status_code == 200:
+                    return
+                assert r.status_code == 503 and r.json()["status"] == "loading", r.text
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"not ready after {timeout} s: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def metric(self, name: str) -> float:
+        for line in httpx.get(f"{self.url}/metrics").text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"{name} not in /metrics")
+
+
+@pytest.fixture(scope="module")
+def default_server() -> Iterator[Server]:
+    server = Server([])
+    server.wait_ready()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def smol_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("smol") / "questions.jsonl"
+    path.write_text(json.dumps({"question": "What is 7+4?", "answer": "#### 11"}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def smol_server(smollm2_gguf: Path, smol_data: Path) -> Iterator[Server]:
+    """SmolLM2 with its chat template and no PRM: every request is plain sampling."""
+    server = Server(["--generator", str(smollm2_gguf), "--no-prm", "--task", "gsm8k", "--data", str(smol_data),
+                     "--max-n", "2", "--max-tokens", "96", "--queue", "1", "--no-warm-up"])
+    server.wait_ready()
+    yield server
+    server.stop()
+
+
+def chat(server: Server, content: str = QUESTION, **body: object) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": content}], **body},
+                      timeout=120)
+
+
+# -- answers and what they cost ----------------------------------------------------------------
+
+
+def test_chat_through_the_openai_client_searches_and_reports_the_cost(default_server: Server) -> None:
+    client = openai.OpenAI(base_url=f"{default_server.url}/v1", api_key="unused")
+    assert [m.id for m in client.models.list().data] == ["generator-Q8_0"]
+    reply = client.chat.completions.create(model="generator-Q8_0", messages=[{"role": "user", "content": QUESTION}], seed=3)
+    assert len(reply.choices) == 1 and reply.choices[0].message.content.strip().endswith("A:3648")
+    cost = reply.model_extra["edge_adapt"]
+    assert cost["mode"] == "search" and cost["strategy"] == "adaptive:price=8" and cost["answer"] == "3648"
+    assert cost["samples"] >= 1 and cost["prm_calls"] >= 1 and cost["prm_tokens"] > 0
+    assert cost["energy_source"] and cost["joules"] > 0 and cost["energy_estimated"] in (True, False)
+    assert 0 <= cost["quantiles"]["q10"] <= cost["quantiles"]["q50"] <= cost["quantiles"]["q90"] <= 1
+    assert [d["kind"] for d in cost["decisions"]][-1] == "select"
+    assert reply.usage.completion_tokens == cost["generated_tokens"] > 0
+
+
+def test_n_samples_are_decoded_together_from_one_prompt(default_server: Server) -> None:
+    body = chat(default_server, n=4, seed=5, temperature=1.0).json()
+    assert len(body["choices"]) == 4 and [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
+    cost = body["edge_adapt"]
+    assert cost["mode"] == "sample" and cost["samples"] == 4 and cost["prm_calls"] == 0
+    one = chat(default_server, seed=5, edge_adapt={"strategy": "sample"}).json()
+    assert body["usage"]["prompt_tokens"] == one["usage"]["prompt_tokens"]  # the prompt is prefilled once for all four
+
+
+def test_streaming_sends_the_same_solution_step_by_step_then_the_cost(default_server: Server) -> None:
+    client = openai.OpenAI(base_url=f"{default_server.url}/v1", api_key="unused")
+    whole = client.chat.completions.create(model="generator-Q8_0", messages=[{"role": "user", "content": QUESTION}], seed=11)
+    chunks = list(client.chat.completions.create(model="generator-Q8_0", messages=[{"role": "user", "content": QUESTION}],
+                                                 seed=11, stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 2  # steps, not one blob
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    last = chunks[-1]
+    assert last.usage.completion_tokens == whole.usage.completion_tokens
+    assert last.model_extra["edge_adapt"]["answer"] == "3648"
+
+
+def test_budgets_are_honoured_and_reported(default_server: Server) -> None:
+    free = chat(default_server, seed=2, edge_adapt={"strategy": "best_of_n:n=8"}).json()["edge_adapt"]
+    capped = chat(default_server, seed=2, edge_adapt={"strategy": "best_of_n:n=8", "tokens": 120}).json()["edge_adapt"]
+    assert capped["budget"] == {"tokens": 120}
+    assert capped["generated_tokens"] <= 120 < free["generated_tokens"]
+    assert capped["samples"] < free["samples"] == 8
+    assert any(d["kind"] == "budget_cap" for d in capped["decisions"])
+    too_small = chat(default_server, edge_adapt={"energy_j": 1e-6})
+    assert too_small.status_code == 400 and too_small.json()["error"]["code"] == "budget_too_small"
+
+
+def test_the_completions_endpoint(default_server: Server) -> None:
+    body = httpx.post(f"{default_server.url}/v1/completions", json={"prompt": QUESTION, "seed": 1, "stop": ["\n\nA:"]},
+                      timeout=60).json()
+    assert body["object"] == "text_completion"
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "stop" and "A:" not in choice["text"] and choice["text"].startswith("454+762=1216")
+
+
+def test_requests_do_not_leak_into_each_other(default_server: Server) -> None:
+    """The same seed gives the same answer and cost alone and beside another request."""
+    alone = [chat(default_server, seed=s, temperature=1.0, edge_adapt={"strategy": "best_of_n:n=4"}).json() for s in (7, 8)]
+    with httpx.Client(timeout=60) as client:
+        results: dict[int, dict] = {}
+
+        def send(seed: int) -> None:
+            results[seed] = client.post(f"{default_server.url}/v1/chat/completions", json={
+                "messages": [{"role": "user", "content": QUESTION}], "seed": seed, "temperature": 1.0,
+                "edge_adapt": {"strategy": "best_of_n:n=4"}}).json()
+
+        threads = [threading.Thread(target=send, args=(s,)) for s in (7, 8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for seed, before in zip((7, 8), alone, strict=True):
+        after = results[seed]
+        assert after["choices"][0]["message"]["content"] == before["choices"][0]["message"]["content"]
+        for key in ("generated_tokens", "prm_tokens", "samples"):
+            assert after["edge_adapt"][key] == before["edge_adapt"][key]
+
+
+# -- bad requests: a clean 4xx that names the field --------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "status", "param"), [
+    ({"messages": []}, 400, "messages"),
+    ({"messages": [{"role": "user", "content": "hello there"}]}, 400, "messages"),  # not a default-task question
+    ({"messages": [{"role": "assistant", "content": QUESTION}]}, 400, "messages"),  # the last turn is not the user's
+    ({"messages": [{"role": "robot", "content": QUESTION}]}, 400, "messages.0.role"),
+    ({"messages": [{"role": "user", "content": QUESTION}], "n": 99}, 400, "n"),
+    ({"messages": [{"role": "user", "content": QUESTION}], "n": 0}, 400, "n"),
+    ({"messages": [{"role": "user", "content": QUESTION}], "n": 2, "edge_adapt": {"strategy": "best_of_n:n=4"}}, 400, "n"),
+    ({"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 10**6}, 400, "max_tokens"),
+    ({"messages": [{"role": "user", "content": QUESTION}], "temperature": -1}, 400, "temperature"),
+    ({"messages": [{"role": "user", "content": QUESTION}], "top_p": 0}, 400, "top_p"),
+    ({"messages": [{"role": "user", "content": QUESTION}], "seed": -4}, 400, "seed"),
+    ({"messages": [{"role": "user", "content": QUESTION}], "model": "gpt-4o"}, 400, "model"),
+    ({"messages": [{"role": "user", "content": QUESTION}], "edge_adapt": {"strategy": "nope:n=2"}}, 400, "edge_adapt.strategy"),
+    ({"messages": [{"role": "user", "content": QUESTION}], "edge_adapt": {"strategy": "best_of_n:n=100"}}, 400,
+     "edge_adapt.strategy"),
+    ({"messages": [{"role": "user", "content": QUESTION}], "edge_adapt": {"energy_j": -3}}, 400, "edge_adapt.energy_j"),
+    ({"messages": [{"role": "user", "content": QUESTION}], "edge_adapt": {"latency_s": 1e9}}, 400, "edge_adapt.latency_s"),
+    ({"messages": [{"role": "user", "content": QUESTION}], "edge_adapt": {"tokens": 0}}, 400, "edge_adapt.tokens"),
+    ({"messages": [{"role": "user", "content": QUESTION}], "edge_adapt": {"energyj": 3}}, 400, "edge_adapt.energyj"),
+    ({"prompt": [QUESTION, QUESTION]}, 400, "prompt"),
+])
+def test_bad_requests_get_an_openai_error_naming_the_field(default_server: Server, body: dict, status: int, param: str) -> None:
+    endpoint = "completions" if "prompt" in body else "chat/completions"
+    r = httpx.post(f"{default_server.url}/v1/{endpoint}", json=body, timeout=30)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param and error["message"]
+
+
+def test_malformed_bodies_and_unknown_routes(default_server: Server) -> None:
+    r = httpx.post(f"{default_server.url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    r = httpx.post(f"{default_server.url}/v1/chat/completions", content=b'{"messages": [{"role": "user", "content": "1+2"}],'
+                   b' "temperature": NaN}', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "temperature"
+    r = httpx.get(f"{default_server.url}/v1/nothing")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
+def test_metrics_count_what_was_served(default_server: Server) -> None:
+    before = default_server.metric("edge_adapt_samples_total")
+    chat(default_server, seed=1, edge_adapt={"strategy": "best_of_n:n=4"})
+    assert default_server.metric("edge_adapt_samples_total") == before + 4
+    text = httpx.get(f"{default_server.url}/metrics").text
+    for name in ("edge_adapt_generated_tokens_total", "edge_adapt_prm_tokens_total", "edge_adapt_request_seconds_bucket",
+                 "edge_adapt_queue_depth", 'edge_adapt_joules_total{estimated="true",source="estimate:cpu"}'):
+        assert name in text
+    assert default_server.metric("edge_adapt_kv_cells_used") == 0
+
+
+# -- a real chat model without a PRM ------------------------------------------------------------
+
+
+def test_without_a_prm_requests_are_plain_sampling_and_say_so(smol_server: Server) -> None:
+    body = chat(smol_server, "What is 7+4?", seed=0, max_tokens=64).json()
+    cost = body["edge_adapt"]
+    assert cost["mode"] == "sample" and cost["prm"] is False and "no PRM" in cost["note"]
+    assert cost["prm_calls"] == 0 and cost["quantiles"] is None
+    # the chat template wrapped the message: far more prompt tokens than the question's own
+    assert body["usage"]["prompt_tokens"] > 20 and body["choices"][0]["message"]["content"]
+    judged = chat(smol_server, "What is 7+4?", edge_adapt={"strategy": "best_of_n:n=2"})
+    assert judged.status_code == 400 and judged.json()["error"]["param"] == "edge_adapt.strategy"
+    voted = chat(smol_server, "What is 7+4?", seed=0, max_tokens=64, edge_adapt={"strategy": "majority:n=2"}).json()
+    assert voted["edge_adapt"]["mode"] == "search" and voted["edge_adapt"]["samples"] == 2  # a vote needs no PRM
+
+
+def test_a_prompt_over_the_context_is_a_400_with_the_numbers(smol_server: Server) -> None:
+    r = chat(smol_server, "What is 7+4? " + "Think hard. " * 1500)
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["code"] == "context_length_exceeded" and "n_prompt_tokens=" in error["message"] and "n_ctx=" in error["message"]
+
+
+def test_a_full_queue_answers_503_with_retry_after(smol_server: Server) -> None:
+    """One running and one waiting (--queue 1): the third is turned away at once."""
+    slow = {"messages": [{"role": "user", "content": "Write a long story about 7+4."}], "max_tokens": 96, "n": 2,
+            "temperature": 1.0}
+    with httpx.Client(timeout=120) as client:
+        statuses: list[int] = []
+        threads = [threading.Thread(target=lambda: statuses.append(client.post(f"{smol_server.url}/v1/chat/completions",
+                                                                               json=slow).status_code)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{smol_server.url}/health").json()["queue"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        third = client.post(f"{smol_server.url}/v1/chat/completions", json=slow)
+        for t in threads:
+            t.join()
+    assert third.status_code == 503 and third.headers["retry-after"]
+    assert third.json()["error"]["code"] == "busy"
+    assert statuses == [200, 200]
+
+
+def test_a_client_that_disconnects_cancels_its_search_and_frees_the_sequences(smol_server: Server) -> None:
+    before = smol_server.metric("edge_adapt_cancelled_total")
+    slow = {"messages": [{"role": "user", "content": "Write a long story about 7+4."}], "max_tokens": 96, "n": 2,
+            "temperature": 1.0}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{smol_server.url}/v1/chat/completions", json=slow, timeout=0.4)
+    deadline = time.monotonic() + 30
+    while smol_server.metric("edge_adapt_cancelled_total") == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert smol_server.metric("edge_adapt_cancelled_total") == before + 1
+    assert smol_server.metric("edge_adapt_kv_cells_used") == 0
+    assert httpx.get(f"{smol_server.url}/health").json()["queue"] == 0
+
+
+# -- security and lifecycle ---------------------------------------------------------------------
+
+
+def test_an_api_key_guards_v1_but_not_health(default_server: Server) -> None:
+    server = Server(["--api-key", "s3cret", "--no-warm-up"])
+    try:
+        server.wait_ready()
+        r = httpx.get(f"{server.url}/v1/models")
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        assert httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="s3cret")
+        assert client.chat.completions.create(model="generator-Q8_0", messages=[{"role": "user", "content": QUESTION}]).choices
+        assert httpx.get(f"{server.url}/health").status_code == 200
+    finally:
+        server.stop()
+    # without a key (the module's server) the API is open
+    assert httpx.get(f"{default_server.url}/v1/models").status_code == 200
+
+
+def test_binding_beyond_loopback_needs_a_key() -> None:
+    r = subprocess.run([sys.executable, "-m", "edge_adapt.cli", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+                       capture_output=True, text=True, timeout=60, env={k: v for k, v in os.environ.items() if k != "EDGE_ADAPT_API_KEY"})
+    assert r.returncode == 2 and "--api-key" in r.stderr
+
+
+def test_models_that_fail_to_load_say_so_on_health_and_every_request(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    server = Server(["--generator", str(broken), "--no-prm", "--no-warm-up"])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"{server.url}/health", timeout=2)
+                if health.json()["status"] == "error":
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        assert health.status_code == 503 and "broken.gguf" in health.json()["message"]
+        r = chat(server)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "load_failed"
+    finally:
+        server.stop()
+
+
+def test_sigterm_finishes_requests_in_flight_then_exits(smollm2_gguf: Path, smol_data: Path) -> None:
+    server = Server(["--generator", str(smollm2_gguf), "--no-prm", "--task", "gsm8k", "--data", str(smol_data),
+                     "--max-n", "2", "--max-tokens", "96", "--no-warm-up"])
+    try:
+        server.wait_ready()
+        answers: list[httpx.Response] = []
+        slow = {"messages": [{"role": "user", "content": "Write a long story about 7+4."}], "max_tokens": 96, "n": 2,
+                "temperature": 1.0}
+        sender = threading.Thread(target=lambda: answers.append(
+            httpx.post(f"{server.url}/v1/chat/completions", json=slow, timeout=120)))
+        sender.start()
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{server.url}/health").json()["queue"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server.proc.send_signal(signal.SIGTERM)
+        sender.join()
+        assert answers[0].status_code == 200 and len(answers[0].json()["choices"]) == 2
+        assert server.proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+        assert "Finished server process" in server.log.read_text()
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{server.url}/health", timeout=2)
+    finally:
+        server.stop()
