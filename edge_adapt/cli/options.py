@@ -95,3 +95,31 @@ def prompt_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def unescape(text: str) -> str:
     """Let shell users write '\\n' and '\\t' for newline and tab."""
     return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--ray`` and its settings (turned into ClusterSettings by :func:`cluster_settings`)."""
+    for option in reversed([
+        click.option("--ray", "ray", is_flag=True,
+                     help="Fan the questions out over a Ray cluster ($RAY_ADDRESS or --ray-address; else a local instance)."),
+        click.option("--ray-address", help="The cluster to join (default: $RAY_ADDRESS, else start a local one)."),
+        click.option("--ray-workers", type=click.IntRange(min=1), help="Workers (default: the cluster's CPUs / per worker)."),
+        click.option("--ray-cpus-per-worker", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Cores each worker holds (and runs its threads on)."),
+        click.option("--ray-gpus-per-worker", type=FiniteFloat(min=0), default=0.0, show_default=True,
+                     help="GPUs each worker holds (1: one worker per GPU; with --gpu-layers -1)."),
+    ]):
+        f = option(f)
+    return f
+
+
+def cluster_settings(ray: bool, address: str | None, workers: int | None, cpus: int, gpus: float) -> Any:
+    """ClusterSettings for ``--ray`` (None without it); says which extra to install when Ray is missing."""
+    if not ray:
+        if address or workers:
+            raise click.UsageError("--ray-address and --ray-workers need --ray")
+        return None
+    from edge_adapt.cluster import ClusterSettings, require_ray
+
+    require_ray()
+    return ClusterSettings(address=address, workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus)

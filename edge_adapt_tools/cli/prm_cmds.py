@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edge_adapt.cli.console import console, err_console, human_bytes
-from edge_adapt.cli.options import FiniteFloat, prompt_options, unescape
+from edge_adapt.cli.options import FiniteFloat, cluster_options, cluster_settings, prompt_options, unescape
 from edge_adapt.tasks import TASK_NAMES, get_task
 from edge_adapt_tools.cli.loading import load_tool
 
@@ -41,10 +41,12 @@ LAPTOP_FULL_TUNE_LIMIT = 50_000_000  # backbone parameters above which export pr
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all).")
 @click.option("--gpu-layers", type=int, default=0, show_default=True, help="Layers to offload (-1: all; needs a GPU build).")
 @prompt_options
+@cluster_options
 def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, split: str, per_level: int, solutions: int, continuations: int,
                  keep_continuations: bool, temperature: float, top_p: float, top_k: int, seed: int, n_ctx: int, threads: int | None,
                  gpu_layers: int, chat: bool | None, system: str | None, prompt_template: str | None, step_delimiter: str | None,
-                 max_new_tokens: int | None) -> None:
+                 max_new_tokens: int | None, ray: bool, ray_address: str | None, ray_workers: int | None, ray_cpus_per_worker: int,
+                 ray_gpus_per_worker: float) -> None:
     """Build a calibration set: Monte-Carlo success rates of reasoning prefixes of GENERATOR.
 
     For each question: N full solutions (whose success rate is the empty prefix's), every
@@ -55,6 +57,11 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
     Examples:
       edge-adapt export rollouts gen-Q4_K_M.gguf -o calib.jsonl --per-level 40 -n 8 -m 8
       edge-adapt export rollouts qwen-Q4_K_M.gguf -o calib.jsonl --task gsm8k --data train.jsonl --per-level 50
+      RAY_ADDRESS=auto edge-adapt export rollouts qwen-Q4_K_M.gguf -o calib.jsonl --ray --ray-gpus-per-worker 1 --gpu-layers -1
+
+    With --ray the questions go to Ray workers (each loads the GGUF, checked by sha256) and this
+    process appends each question's records as they arrive: the same records as a local run
+    (per-question seeds), the same resume; a question whose worker died is retried on another.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -64,6 +71,9 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
 
     if task_name in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
+    cluster = cluster_settings(ray, ray_address, ray_workers, ray_cpus_per_worker, ray_gpus_per_worker)
+    if cluster is not None and threads is None:
+        threads = ray_cpus_per_worker  # each worker runs on the cores it holds
     task = get_task(task_name, data, prompt_template)
     problems = task.calibration_problems(split, per_level, seed=seed)
     settings = rollouts.RolloutSettings(
@@ -77,7 +87,7 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
         job = bar.add_task("rollouts", total=len(problems))
         report = rollouts.build_calibration_set(
             generator, task, problems, out, settings, config,
-            progress=lambda problem, done, total: bar.update(job, completed=done),
+            progress=lambda problem, done, total: bar.update(job, completed=done), cluster=cluster,
         )
     rate = report.generated_tokens / report.wall_s if report.wall_s else 0.0
     console.print(
@@ -85,6 +95,12 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
         f"{report.records} records, {report.generated_tokens:,} tokens generated and {report.prompt_tokens:,} "
         f"evaluated as prompt in {report.wall_s:.1f}s ({rate:,.0f} generated tokens/s)"
     )
+    if report.cluster is not None:
+        for w in report.cluster["workers"]:
+            console.print(f"{w['worker']} on {w['host']}: {w['questions']} questions, {w['questions_per_hour'] or 0:,.0f} per hour"
+                          f"{' (died)' if w['died'] else ''}", highlight=False)
+        for retry in report.cluster["retries"]:
+            console.print(f"[yellow]retried[/] {retry['question']} after {retry['worker']} died (attempt {retry['attempt']})")
     every = read_records(out)
     kept = sum(r.origin == "continuation" for r in every)
     if kept:

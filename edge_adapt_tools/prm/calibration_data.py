@@ -25,11 +25,13 @@ One line per (question, prefix); every line is self-contained::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,8 +131,37 @@ def _drop_trailing_group(
     return [r for o, r in parsed if o < cut], cut
 
 
+@contextlib.contextmanager
+def writing_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """The one writer of a calibration file: an exclusive lock on ``<file>.lock`` while it writes
+    (released by the system if the process dies)."""
+    path = Path(path)
+    if path.is_dir():
+        raise EdgeAdaptError(f"{path} is a folder; give the calibration file's path (a .jsonl file)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise EdgeAdaptError(f"cannot write the calibration file {path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EdgeAdaptError(f"{path} is being written by another process; wait for it, or write another file") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def recorded_questions(path: str | os.PathLike[str]) -> set[str]:
+    """The questions a calibration file holds whole (what a resumed run skips)."""
+    path = Path(path)
+    return {r.question_id for r in _parse(path)[0]} if path.is_file() else set()
+
+
 class CalibrationWriter:
-    """Appends questions' records to a JSONL file, resuming a previous run of the same settings."""
+    """Appends questions' records to a JSONL file, resuming a previous run of the same settings
+    (hold :func:`writing_lock` while writing)."""
 
     def __init__(self, path: str | os.PathLike[str], generator: dict[str, Any]) -> None:
         self.path = Path(path)

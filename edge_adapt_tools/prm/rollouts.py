@@ -17,6 +17,7 @@ so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -26,11 +27,13 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from edge_adapt.cluster import ClusterSettings
 from edge_adapt.generator import GenerationStats, Generator, GeneratorConfig, Node, SamplingParams, StepEnd, StepRules
 from edge_adapt.models import sha256_of
 from edge_adapt.tasks import Problem, Task
-from edge_adapt_tools.prm.calibration_data import CalibrationRecord, CalibrationWriter
+from edge_adapt_tools.prm.calibration_data import CalibrationRecord, CalibrationWriter, recorded_questions, writing_lock
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class RolloutReport:
     prompt_tokens: int = 0
     cut_by_context: int = 0  # continuations that ran out of KV cells (graded as they stood)
     wall_s: float = 0.0
+    cluster: dict[str, Any] | None = None  # with --ray: per-worker throughput and retries
 
 
 def question_seed(seed: int, question_id: str) -> int:
@@ -156,11 +160,38 @@ def build_calibration_set(
     settings: RolloutSettings | None = None,
     config: GeneratorConfig | None = None,
     progress: Callable[[Problem, int, int], None] = lambda problem, done, total: None,
+    *,
+    cluster: ClusterSettings | None = None,
 ) -> RolloutReport:
-    """Roll out every problem not already in ``out_path`` and append its records."""
+    """Roll out every problem not already in ``out_path`` and append its records; ``cluster``
+    fans the questions out over Ray workers (this process stays the file's only writer)."""
     settings = settings or RolloutSettings()
     config = config or GeneratorConfig(n_ctx=8192, n_seq_max=256)
-    provenance = {
+    report = RolloutReport()
+    started = time.perf_counter()
+    with writing_lock(out_path):
+        if cluster is not None:
+            _on_cluster(generator_path, task, problems, out_path, settings, config, progress, cluster, report)
+        else:
+            with Generator(generator_path, config) as gen:
+                provenance, settings = _provenance(generator_path, gen, task, settings)
+                writer = CalibrationWriter(out_path, provenance)
+                todo = [p for p in problems if p.id not in writer.done]
+                report.resumed = len(problems) - len(todo)
+                for i, problem in enumerate(todo):
+                    _add(report, writer, *rollout_question(gen, task, problem, settings, provenance))
+                    progress(problem, report.resumed + i + 1, len(problems))
+    report.wall_s = time.perf_counter() - started
+    if report.cut_by_context:
+        log.warning("%d continuations ran out of context and were graded as they stood; raise n_ctx", report.cut_by_context)
+    return report
+
+
+def _provenance(generator_path: str | os.PathLike[str], gen: Generator, task: Task,
+                settings: RolloutSettings) -> tuple[dict[str, Any], RolloutSettings]:
+    """What the calibration records say about how they were made (the PRM keeps it), and the
+    settings with the chat choice resolved for this generator."""
+    provenance: dict[str, Any] = {
         "file": Path(generator_path).name,
         "sha256": sha256_of(generator_path),
         "temperature": settings.sampling.temperature,
@@ -173,31 +204,60 @@ def build_calibration_set(
         "record_continuations": settings.record_continuations,
         "task": task.name,
     }
-    with Generator(generator_path, config) as gen:
-        chat = gen.vocab.has_chat_template if settings.chat is None else settings.chat
-        if chat:  # how the generator was prompted (absent: plain prompts)
-            provenance.update(chat=True, system=settings.system)
-        if getattr(task, "prompt_template", None) not in (None, getattr(task, "default_prompt", None)):
-            provenance.update(prompt_template=task.prompt_template)
-        if settings.step_delimiter is not None or settings.max_new_tokens is not None:
-            rules = settings.rules_for(task)
-            provenance.update(step_delimiter=rules.delimiter, max_new_tokens=rules.max_new_tokens)
-        settings = dataclasses.replace(settings, chat=chat)
-        writer = CalibrationWriter(out_path, provenance)
-        report = RolloutReport()
-        todo = [p for p in problems if p.id not in writer.done]
-        report.resumed = len(problems) - len(todo)
-        started = time.perf_counter()
-        for i, problem in enumerate(todo):
-            records, stats, cut = rollout_question(gen, task, problem, settings, provenance)
-            writer.write_question(records)
-            report.questions += 1
-            report.records += len(records)
-            report.generated_tokens += stats.generated_tokens
-            report.prompt_tokens += stats.prompt_tokens
-            report.cut_by_context += cut
-            progress(problem, report.resumed + i + 1, len(problems))
-    report.wall_s = time.perf_counter() - started
-    if report.cut_by_context:
-        log.warning("%d continuations ran out of context and were graded as they stood; raise n_ctx", report.cut_by_context)
-    return report
+    chat = gen.vocab.has_chat_template if settings.chat is None else settings.chat
+    if chat:  # how the generator was prompted (absent: plain prompts)
+        provenance.update(chat=True, system=settings.system)
+    if getattr(task, "prompt_template", None) not in (None, getattr(task, "default_prompt", None)):
+        provenance.update(prompt_template=task.prompt_template)
+    if settings.step_delimiter is not None or settings.max_new_tokens is not None:
+        rules = settings.rules_for(task)
+        provenance.update(step_delimiter=rules.delimiter, max_new_tokens=rules.max_new_tokens)
+    return provenance, dataclasses.replace(settings, chat=chat)
+
+
+def _add(report: RolloutReport, writer: CalibrationWriter, records: list[CalibrationRecord], stats: GenerationStats,
+         cut: int) -> None:
+    writer.write_question(records)
+    report.questions += 1
+    report.records += len(records)
+    report.generated_tokens += stats.generated_tokens
+    report.prompt_tokens += stats.prompt_tokens
+    report.cut_by_context += cut
+
+
+@dataclass(frozen=True)
+class _RolloutWorker:
+    """What a Ray worker builds: the generator, then one question's records per call."""
+
+    generator_path: str
+    task: Task
+    settings: RolloutSettings
+    config: GeneratorConfig
+
+    def __call__(self, exit_stack: contextlib.ExitStack) -> tuple[Callable[[Problem], Any], dict[str, Any]]:
+        gen = exit_stack.enter_context(Generator(self.generator_path, self.config))
+        provenance, settings = _provenance(self.generator_path, gen, self.task, self.settings)
+        return (lambda problem: rollout_question(gen, self.task, problem, settings, provenance)), provenance
+
+
+def _on_cluster(generator_path: str | os.PathLike[str], task: Task, problems: Sequence[Problem],
+                out_path: str | os.PathLike[str], settings: RolloutSettings, config: GeneratorConfig,
+                progress: Callable[[Problem, int, int], None], cluster: ClusterSettings, report: RolloutReport) -> None:
+    from edge_adapt.cluster import FileCheck, run_unordered
+
+    recorded = recorded_questions(out_path)
+    todo = [p for p in problems if p.id not in recorded]
+    report.resumed = len(problems) - len(todo)
+    by_id = {p.id: p for p in todo}
+    writer: list[CalibrationWriter] = []
+    def ready(provenance: dict[str, Any]) -> None:  # the first worker's view of the generator (its chat template)
+        writer.append(CalibrationWriter(out_path, provenance))
+
+    def write(key: str, result: tuple[list[CalibrationRecord], GenerationStats, int]) -> None:
+        _add(report, writer[0], *result)
+        progress(by_id[key], report.resumed + report.questions, len(problems))
+
+    cluster_report = run_unordered(cluster, [FileCheck.of(generator_path)],
+                                   _RolloutWorker(str(generator_path), task, settings, config),
+                                   [(p.id, p) for p in todo], ready, write)
+    report.cluster = cluster_report.as_record()
