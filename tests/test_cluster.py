@@ -124,6 +124,8 @@ def test_rollouts_on_ray_write_the_local_records(ray_address: str, tmp_path: Pat
 
     assert keyed(tmp_path / "ray.jsonl") == keyed(tmp_path / "local.jsonl")
     assert "edge-adapt-worker-" in " ".join(remote.stdout.split())
+    workers = json.loads((tmp_path / "ray.jsonl.cluster.json").read_text())["workers"]
+    assert sum(w["questions"] for w in workers) == 6 and all(w["questions_per_hour"] for w in workers)
 
 
 def test_a_worker_with_another_file_refuses_clearly(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import count
 from pathlib import Path
 
@@ -225,12 +225,14 @@ class Generator:
         sampling: SamplingParams | None = None,
         rules: StepRules | None = None,
         max_steps: int = 64,
+        between_steps: Callable[[], None] | None = None,
     ) -> tuple[list[Node], GenerationStats]:
         """Sample ``n`` full solutions from each parent, step by step, all branches batched.
 
         Returns the last node of every solution (its path holds the steps) and the cost. A
         solution still going after ``max_steps`` steps is returned as it stands (its ``end`` is
-        then not a solution end). Every node this call made is released before it returns.
+        then not a solution end). Every node this call made is released before it returns, also
+        when ``between_steps`` (called before every step after the first) raises to stop it.
         """
         frontier = self.expand(parents, n, sampling=sampling, rules=rules)
         stats = frontier.stats
@@ -239,6 +241,8 @@ class Generator:
         try:
             steps = 1
             while live and steps < max_steps:
+                if between_steps is not None:
+                    between_steps()
                 step = self.expand(live, 1, sampling=sampling, rules=rules)
                 stats = stats + step.stats
                 self.release(*live)

@@ -41,7 +41,8 @@ class SearchContext:
     """The state of one search on one question, and what a strategy may do with it."""
 
     def __init__(self, generator: Generator, prm: QuantilePRM, task: Task, settings: SearchSettings,
-                 problem: Problem, seed: int, guard: Guard, answer_model: Callable[[], AnswerModel]) -> None:
+                 problem: Problem, seed: int, guard: Guard, answer_model: Callable[[], AnswerModel],
+                 interrupt: Callable[[], None] = lambda: None) -> None:
         self.gen = generator
         self.prm = prm
         self.task = task
@@ -49,6 +50,7 @@ class SearchContext:
         self.problem = problem
         self.guard = guard
         self._answer_model = answer_model
+        self.interrupt = interrupt  # raises to stop the search between steps (a client gone)
         self.rules = settings.rules or task.step_rules
         self.sampling = settings.sampling
         self.equal = answers_equal
@@ -72,6 +74,7 @@ class SearchContext:
 
     def grant(self, unit: Unit, requested: int) -> int:
         """Ask the guard for units before an expansion, recording what it decided."""
+        self.interrupt()
         grant = self.guard.grant(unit, requested)
         self.decisions.extend(grant.decisions)
         return grant.units
@@ -90,6 +93,7 @@ class SearchContext:
 
     def expand(self, parents: Sequence[Node], widths: Sequence[int]) -> list[Node]:
         """One step from each parent; finished children are kept, live ones returned."""
+        self.interrupt()
         children = self.gen.expand(parents, widths, sampling=self.sampling, rules=self.rules).children
         self.finished += [c for c in children if c.ends_solution]
         return [c for c in children if not c.ends_solution]
@@ -137,7 +141,7 @@ class SearchContext:
         while n > 0:
             chunk = min(n, max(1, (self.gen.free_sequences - 1) // 2))
             leaves, _ = self.gen.complete([self.root], chunk, sampling=self.sampling, rules=self.rules,
-                                          max_steps=self.settings.max_steps)
+                                          max_steps=self.settings.max_steps, between_steps=self.interrupt)
             self.finished += leaves
             n -= chunk
         self.finalise(self.finished[before:], score=score)

@@ -60,10 +60,11 @@ class Searcher:
         return Usage(gen.prompt_tokens, gen.generated_tokens, prm.tokens)
 
     def run(self, strategy: Strategy, problem: Problem, seed: int = 0, budget: Budget | None = None, *,
-            score_question: bool = False) -> SearchResult:
+            score_question: bool = False, interrupt: Callable[[], None] = lambda: None) -> SearchResult:
         """Search one problem; ``budget`` overrides the policy's for this question only.
         ``score_question`` has the PRM score the question alone (in the cost) where the strategy
-        does not read that score itself, for a caller that shows it."""
+        does not read that score itself, for a caller that shows it. ``interrupt`` is called
+        between steps and may raise to abandon the search (its KV sequences are freed)."""
         if budget is not None and not budget.unlimited and self.policy is None:
             raise BudgetError("a budget needs a policy to measure it: build the searcher with edge_adapt.open_stack "
                               "(or pass policy=EnergyPolicy(...))")
@@ -72,7 +73,7 @@ class Searcher:
         guard = self.policy.start_question(budget) if self.policy is not None else Unlimited()
         energy0 = self.policy.read() if self.policy is not None else None
         ctx = SearchContext(self.generator, self.prm, self.task, self.settings, problem, seed, guard,
-                            lambda: self.answer_model)
+                            lambda: self.answer_model, interrupt)
         try:
             strategy.run(ctx)
             if score_question:

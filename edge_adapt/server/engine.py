@@ -4,7 +4,7 @@ llama.cpp contexts are not thread-safe and the KV pool is sized for one search a
 single worker runs the searches in arrival order; each gets its own ``Searcher`` view (its
 sampling, prompt and step settings) over the shared generator and PRM, and its own seed, so
 nothing of one request reaches another's answer or cost. A client that goes away sets its job's
-cancel flag: the search stops at its next expansion and frees its KV sequences.
+cancel flag: the search stops before its next step and frees its KV sequences.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from edge_adapt.assembly import Stack
-from edge_adapt.energy import EnergyReading
 from edge_adapt.errors import EdgeAdaptError
-from edge_adapt.guard import Allowance, Budget, Grant, Guard, SpendingPolicy, Unit
+from edge_adapt.guard import Budget
 from edge_adapt.search import Searcher, SearchResult, SearchSettings
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.tasks import Problem
@@ -49,44 +48,6 @@ class Job:
     seed: int
     budget: Budget
     cancel: threading.Event = field(default_factory=threading.Event)
-
-
-class _CancellableGuard:
-    """The request's guard, refusing to go on once the client has gone."""
-
-    def __init__(self, inner: Guard, cancel: threading.Event) -> None:
-        self._inner = inner
-        self._cancel = cancel
-
-    def _check(self) -> None:
-        if self._cancel.is_set():
-            raise Cancelled("the client disconnected")
-
-    def affordable(self, unit: Unit, requested: int) -> Allowance:
-        self._check()
-        return self._inner.affordable(unit, requested)
-
-    def grant(self, unit: Unit, requested: int) -> Grant:
-        self._check()
-        return self._inner.grant(unit, requested)
-
-    def observe(self) -> None:
-        self._inner.observe()
-
-    def finish(self) -> None:
-        self._inner.finish()
-
-
-class _CancellablePolicy:
-    def __init__(self, inner: SpendingPolicy, cancel: threading.Event) -> None:
-        self._inner = inner
-        self._cancel = cancel
-
-    def start_question(self, budget: Budget | None = None) -> Guard:
-        return _CancellableGuard(self._inner.start_question(budget), self._cancel)
-
-    def read(self) -> EnergyReading:
-        return self._inner.read()
 
 
 class Engine:
@@ -143,7 +104,11 @@ class Engine:
 
     def _run(self, job: Job) -> SearchResult:
         stack = self.stack
-        searcher = Searcher(stack.generator, stack.prm, stack.searcher.task, job.settings,
-                            policy=_CancellablePolicy(stack.policy, job.cancel),
+        searcher = Searcher(stack.generator, stack.prm, stack.searcher.task, job.settings, policy=stack.policy,
                             answer_model=stack.searcher.answer_model if stack.prm.available else None)
-        return searcher.run(job.strategy, job.problem, seed=job.seed, budget=job.budget)
+
+        def interrupt() -> None:
+            if job.cancel.is_set():
+                raise Cancelled("the client disconnected")
+
+        return searcher.run(job.strategy, job.problem, seed=job.seed, budget=job.budget, interrupt=interrupt)

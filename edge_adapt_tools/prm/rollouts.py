@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_adapt.cluster import ClusterSettings
+from edge_adapt.files import atomic_write_text
 from edge_adapt.generator import GenerationStats, Generator, GeneratorConfig, Node, SamplingParams, StepEnd, StepRules
 from edge_adapt.models import sha256_of
 from edge_adapt.tasks import Problem, Task
@@ -261,3 +263,6 @@ def _on_cluster(generator_path: str | os.PathLike[str], task: Task, problems: Se
                                    _RolloutWorker(str(generator_path), task, settings, config),
                                    [(p.id, p) for p in todo], ready, write)
     report.cluster = cluster_report.as_record()
+    # the run's environment record: per-worker throughput and retries, beside the calibration file
+    out = Path(out_path)
+    atomic_write_text(out.with_name(out.name + ".cluster.json"), json.dumps(report.cluster, indent=2) + "\n")
