@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from without_modules import run_cli_without
 
 from edge_adapt.bench import BenchConfig, RunFolder, run_bench
 from edge_adapt.bench.records import stable_view
@@ -141,16 +142,5 @@ def test_a_worker_with_another_file_refuses_clearly(tmp_path: Path) -> None:
 
 
 def test_without_ray_the_flag_says_which_extra_to_install() -> None:
-    blocker = (
-        "import sys, importlib.abc\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path, target=None):\n"
-        "        if name.split('.')[0] == 'ray':\n"
-        "            raise ImportError(f'No module named {name!r}', name=name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "from edge_adapt.cli import main\n"
-        "sys.argv = ['edge-adapt'] + sys.argv[1:]\n"
-        "main()\n"
-    )
-    r = subprocess.run([sys.executable, "-c", blocker, "bench", "-o", "/tmp/unused-run", "--ray"], capture_output=True, text=True)
+    r = run_cli_without(("ray",), "bench", "-o", "/tmp/unused-run", "--ray")
     assert r.returncode == 1 and "pip install 'edge-adapt[cluster]'" in " ".join(r.stderr.split())

@@ -4,9 +4,9 @@ policy and search stay apart, and the device CLI runs where torch is not install
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
+
+from without_modules import run_cli_without
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,42 +55,19 @@ def test_the_server_is_a_thin_layer_beside_the_cli() -> None:
 
 
 def test_the_device_cli_runs_without_the_server_extra() -> None:
-    blocker = (
-        "import sys, importlib.abc\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path, target=None):\n"
-        "        if name.split('.')[0] in ('fastapi', 'uvicorn', 'sse_starlette', 'prometheus_client'):\n"
-        "            raise ImportError(f'No module named {name!r}', name=name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "from edge_adapt.cli import main\n"
-        "sys.argv = ['edge-adapt'] + sys.argv[1:]\n"
-        "main()\n"
-    )
-    assert subprocess.run([sys.executable, "-c", blocker, "solve", "--help"], capture_output=True, text=True).returncode == 0
-    serve = subprocess.run([sys.executable, "-c", blocker, "serve"], capture_output=True, text=True)
+    blocked = ("fastapi", "uvicorn", "sse_starlette", "prometheus_client")
+    assert run_cli_without(blocked, "solve", "--help").returncode == 0
+    serve = run_cli_without(blocked, "serve")
     said = " ".join((serve.stderr + serve.stdout).split())
     assert serve.returncode == 1 and "pip install 'edge-adapt[server]'" in said
 
 
 def test_the_device_cli_runs_without_torch() -> None:
     # torch made unimportable: the device commands still load, `export` says what to install
-    blocker = (
-        "import sys, importlib.abc\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'transformers', 'optimum'):\n"
-        "            raise ImportError(f'No module named {name!r}', name=name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "from edge_adapt.cli import main\n"
-        "sys.argv = ['edge-adapt'] + sys.argv[1:]\n"
-        "main()\n"
-    )
-    info = subprocess.run([sys.executable, "-c", blocker, "solve", "--help"], capture_output=True, text=True)
+    blocked = ("torch", "transformers", "optimum")
+    info = run_cli_without(blocked, "solve", "--help")
     assert info.returncode == 0, info.stderr
-    export = subprocess.run(
-        [sys.executable, "-c", blocker, "export", "prm", str(ROOT / "tests"), "-c", __file__, "-o", "/tmp/unused"],
-        capture_output=True, text=True,
-    )
+    export = run_cli_without(blocked, "export", "prm", str(ROOT / "tests"), "-c", __file__, "-o", "/tmp/unused")
     assert export.returncode != 0
     said = " ".join((export.stderr + export.stdout).split())  # the console wraps long lines
     assert "pip install 'edge-adapt[export]'" in said and "torch is missing" in said

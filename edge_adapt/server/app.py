@@ -82,6 +82,7 @@ class ServerState:
         self.engine: Engine | None = None
         self.settings: ServerSettings | None = None
         self.error: str | None = None
+        self.prompt_room = 0  # the longest prompt (tokens) the KV pool holds beside the largest search
         self._exit = contextlib.ExitStack()
         self._thread = threading.Thread(target=self._load, name="edge-adapt-load", daemon=True)
 
