@@ -28,11 +28,11 @@ import httpx
 
 from edge_adapt import StackSettings, open_stack
 from edge_adapt.models import load_default_models
-from edge_adapt.search.spec import parse_spec
+from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
 from edge_adapt.tasks import ArithmeticTask
 from edge_adapt.tasks.expressions import to_conventional
 
-STRATEGY = "adaptive:price=8"
+STRATEGY = DEFAULT_SPEC  # the server's default
 
 
 def free_port() -> int:

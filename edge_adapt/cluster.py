@@ -76,13 +76,12 @@ class WorkerStats:
 
 @dataclass
 class ClusterReport:
-    """What ran where: per-worker throughput, retries, wall time, and what the workers said at start."""
+    """What ran where: per-worker throughput, retries, wall time."""
 
     address: str
     workers: list[WorkerStats] = field(default_factory=list)
     retries: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
-    worker_info: dict[str, Any] = field(default_factory=dict)
 
     def as_record(self) -> dict[str, Any]:
         return {"address": self.address, "wall_s": round(self.wall_s, 3), "workers": [w.as_record() for w in self.workers],
@@ -167,7 +166,7 @@ def run_unordered(
         actor = ray.remote(num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker, max_restarts=0)(_Worker)
         serial = [0]
 
-        def start() -> tuple[Any, WorkerStats]:
+        def start() -> tuple[Any, WorkerStats, dict[str, Any]]:
             name = f"{WORKER_PREFIX}{serial[0]}"
             serial[0] += 1
             handle = actor.options(name=name, namespace=NAMESPACE).remote(list(checks), setup)
@@ -182,7 +181,6 @@ def run_unordered(
         for i in range(n_workers):
             handle, stats, info = start()
             if i == 0:
-                report.worker_info = info["setup"]
                 on_ready(info["setup"])
             workers.append((handle, stats))
         report.workers = [stats for _, stats in workers]

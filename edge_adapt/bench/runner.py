@@ -217,7 +217,7 @@ def run_bench(
         return _run_on_cluster(config, folder, task, problems, settings, fingerprint, cluster, progress)
     with open_stack(settings) as stack, folder:
         done = folder.open(_run_config(config, fingerprint, stack), environment(stack.prm, stack.meter.source, stack.generator))
-        if settings.budget is not None and not settings.budget.unlimited and problems:
+        if not settings.budget.unlimited and problems:
             # measure the device first, so the first budgeted question is sized on measurements
             stack.searcher.warm_up(task.warm_up_problem(), seed=config.seed)
         progress(len(done), total, None)

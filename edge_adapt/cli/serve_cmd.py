@@ -22,14 +22,11 @@ from edge_adapt.cli.options import (
 from edge_adapt.errors import EdgeAdaptError, MissingDependencyError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.guard import Budget
-from edge_adapt.search.spec import parse_spec
+from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS
 from edge_adapt.tasks import TASK_NAMES, get_task
 
 log = logging.getLogger(__name__)
-
-DEFAULT_STRATEGY = "adaptive:price=8"
-
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -48,7 +45,7 @@ def is_loopback(host: str) -> bool:
               help="How questions are prompted, cut into steps and answered.")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSONL file for --task gsm8k/math (its first question warms the server up).")
-@click.option("-s", "--strategy", "spec", default=DEFAULT_STRATEGY, show_default=True, metavar="SPEC",
+@click.option("-s", "--strategy", "spec", default=DEFAULT_SPEC, show_default=True, metavar="SPEC",
               help="The search a request gets when it names none (edge_adapt.strategy).")
 @click.option("--max-n", type=click.IntRange(1, MAX_LIVE_PATHS), default=8, show_default=True,
               help="Most samples (n) a request may ask for; sizes the KV cache with --max-tokens.")

@@ -27,11 +27,10 @@ from edge_adapt.guard import Budget
 from edge_adapt.prm import QuantilePRM, Quantiles
 from edge_adapt.prm.absent import NoPRM
 from edge_adapt.search import SearchResult
-from edge_adapt.search.spec import parse_spec
+from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
 
-DEFAULT_STRATEGY = "adaptive:price=8"
 NO_PRM_SAMPLES = 8  # --no-prm without -s or -n: a majority vote of this many samples
 
 
@@ -59,7 +58,7 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
 @click.option("--index", type=click.IntRange(min=0), help="Solve problem N of the task (the default task's test split).")
 # the default: value-aware sampling (edge_adapt/search/value_sampling.py)
-@click.option("-s", "--strategy", "spec", default=None, show_default=f"{DEFAULT_STRATEGY}; majority:n={NO_PRM_SAMPLES} with --no-prm",
+@click.option("-s", "--strategy", "spec", default=None, show_default=f"{DEFAULT_SPEC}; majority:n={NO_PRM_SAMPLES} with --no-prm",
               metavar="SPEC",
               help="Search strategy: adaptive:price=8 (lower prices buy more samples), best_of_n:n=8, majority:n=8, "
                    "ias_best_of_n:n_max=32, beam:n=16,width=4, ias_beam:k_max=4,m_max=4 (+es adds early stopping to best-of-N).")
@@ -97,7 +96,7 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
       edge-adapt solve --task gsm8k --data test.jsonl --index 3 --generator qwen.gguf --prm ./prm --json
     """
     if spec is None:  # the default reads PRM scores; without a PRM, a vote
-        spec = f"majority:n={NO_PRM_SAMPLES}" if no_prm else DEFAULT_STRATEGY
+        spec = f"majority:n={NO_PRM_SAMPLES}" if no_prm else DEFAULT_SPEC
     try:
         strategy = parse_spec(f"{'majority' if no_prm else 'best_of_n'}:n={samples}" if samples else spec)
     except EdgeAdaptError as exc:

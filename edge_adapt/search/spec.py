@@ -24,6 +24,9 @@ from edge_adapt.search.best_of_n import BestOfN, IASBestOfN
 from edge_adapt.search.strategy import EarlyStop, Strategy
 from edge_adapt.search.value_sampling import ValueSampling
 
+# What `solve` and `serve` run when told nothing else: value-aware sampling at its calibrated price.
+DEFAULT_SPEC = "adaptive:price=8"
+
 STRATEGY_TYPES: tuple[type[Strategy], ...] = (BestOfN, IASBestOfN, BeamSearch, IASBeamSearch, ValueSampling)
 # spec kind -> (strategy type, the settings the kind fixes), as each strategy declares them
 _KINDS: dict[str, tuple[type[Strategy], dict[str, Any]]] = {

@@ -14,10 +14,15 @@ class EdgeAdaptOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     strategy: str | None = Field(None, description='a search spec ("adaptive:price=8", "best_of_n:n=8") or "sample"')
-    energy_j: float | None = Field(None, gt=0)
-    latency_s: float | None = Field(None, gt=0)
-    tokens: int | None = Field(None, gt=0)
-    power_w: float | None = Field(None, gt=0)
+    # upper bounds refuse absurd budgets rather than treating them as "unlimited" by accident
+    energy_j: float | None = Field(None, gt=0, le=1e6)
+    latency_s: float | None = Field(None, gt=0, le=3600)
+    tokens: int | None = Field(None, gt=0, le=10_000_000)
+    power_w: float | None = Field(None, gt=0, le=10_000)
+
+    def budget_fields(self) -> dict[str, float]:
+        """The budgets this request sets (each replaces the server's default)."""
+        return {k: v for k, v in self.model_dump(exclude={"strategy"}).items() if v is not None}
 
 
 class TextPart(BaseModel):

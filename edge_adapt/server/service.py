@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from edge_adapt.errors import EdgeAdaptError
-from edge_adapt.generator import StepEnd, StepRules
+from edge_adapt.generator import StepRules
 from edge_adapt.guard import Budget
 from edge_adapt.search import BestOfN, SearchResult, SearchSettings
 from edge_adapt.search.spec import format_spec, parse_spec
@@ -27,12 +27,6 @@ from edge_adapt.server.schemas import ChatCompletionRequest, CompletionRequest
 from edge_adapt.tasks import Task
 
 SAMPLE = "sample"
-
-# Budgets past these are refused as absurd rather than treated as "unlimited" by accident.
-MAX_ENERGY_J = 1e6
-MAX_LATENCY_S = 3600.0
-MAX_BUDGET_TOKENS = 10_000_000
-MAX_POWER_W = 10_000.0
 
 
 @dataclass(frozen=True)
@@ -89,7 +83,10 @@ def prepare(request: ChatCompletionRequest | CompletionRequest, server: ServerSe
     rules: StepRules = (base.rules or task.step_rules).overridden(max_new_tokens=cap or server.max_tokens)
     settings = replace(base, sampling=sampling, rules=rules,
                        system=system if system is not None else base.system, history=history if base.chat else ())
-    budget = _budget(options.model_dump(), server.budget)
+    try:
+        budget = replace(server.budget, **options.budget_fields())
+    except EdgeAdaptError as exc:
+        raise bad_request(str(exc), "edge_adapt") from None
     seed = request.seed if request.seed is not None else uuid.uuid4().int % 2**31
     return Prepared(Job(problem, strategy, settings, seed, budget), mode, request.n, request.stops)
 
@@ -118,25 +115,8 @@ def _question(request: ChatCompletionRequest | CompletionRequest) -> tuple[str, 
     if messages[-1].role != "user":
         raise bad_request(f"the last message must be the user's (got {messages[-1].role!r})", "messages")
     system = "\n\n".join(m.text for m in messages if m.role in ("system", "developer")) or None
-    history = tuple(("user" if m.role == "user" else "assistant", m.text) for m in messages[:-1]
-                    if m.role in ("user", "assistant"))
+    history = tuple((m.role, m.text) for m in messages[:-1] if m.role in ("user", "assistant"))
     return messages[-1].text, system, history
-
-
-def _budget(options: dict[str, Any], default: Budget) -> Budget:
-    limits = {"energy_j": MAX_ENERGY_J, "latency_s": MAX_LATENCY_S, "tokens": MAX_BUDGET_TOKENS, "power_w": MAX_POWER_W}
-    changes = {}
-    for name, limit in limits.items():
-        value = options.get(name)
-        if value is None:
-            continue
-        if value > limit:
-            raise bad_request(f"edge_adapt.{name} must be at most {limit:g}, got {value:g}", f"edge_adapt.{name}")
-        changes[name] = value
-    try:
-        return replace(default, **changes)
-    except EdgeAdaptError as exc:
-        raise bad_request(str(exc), "edge_adapt") from None
 
 
 # -- responses ---------------------------------------------------------------------------------
@@ -145,7 +125,7 @@ def _budget(options: dict[str, Any], default: Budget) -> Budget:
 def finish_reason(candidate: Candidate | None, stopped: bool) -> str:
     if stopped:
         return "stop"
-    return "length" if candidate is None or candidate.end == StepEnd.LENGTH else "stop"
+    return "stop" if candidate is not None and candidate.end.finished else "length"  # cut off by a cap
 
 
 def apply_stops(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
