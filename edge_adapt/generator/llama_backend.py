@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import functools
 import logging
 import os
 import struct
@@ -71,6 +72,29 @@ class _LlamaLog:
 
 _backend_lock = threading.Lock()
 _llama_log: _LlamaLog | None = None
+
+
+EXTRA_BUFFERS_ENV = "EDGE_ADAPT_LLAMA_EXTRA_BUFFERS"
+
+
+@functools.lru_cache(maxsize=1)
+def use_extra_buffers() -> bool:
+    """Whether llama.cpp may place CPU weights in its extra buffer types (repacked layouts, and AMX
+    tiles where the CPU advertises AMX). A native build on a CPU that advertises AMX uses the AMX
+    kernels, and inside VMs that expose the flag without working tiles (seen on a Firecracker guest:
+    a segmentation fault in ggml_backend_amx_mul_mat at the first decode) the process dies. So they
+    are off where /proc/cpuinfo lists amx_tile; ``EDGE_ADAPT_LLAMA_EXTRA_BUFFERS=1`` (or 0) decides."""
+    forced = os.environ.get(EXTRA_BUFFERS_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True
+    if " amx_tile" in flags:
+        log.info("the CPU advertises AMX: llama.cpp's extra CPU buffer types are off (set %s=1 to use them)", EXTRA_BUFFERS_ENV)
+        return False
+    return True
 
 
 def ensure_backend() -> _LlamaLog:
@@ -153,6 +177,7 @@ class LlamaModel:
         params.main_gpu = main_gpu
         params.use_mmap = use_mmap
         params.vocab_only = vocab_only
+        params.use_extra_bufts = use_extra_buffers()
         with llama_log.capture() as lines:
             ptr = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
         if not ptr:
