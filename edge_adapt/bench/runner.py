@@ -29,7 +29,7 @@ from edge_adapt.guard import Budget
 from edge_adapt.models import sha256_of
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
-from edge_adapt.search import SearchResult
+from edge_adapt.search import Candidate, SearchResult
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.tasks import Problem, Task, get_task
@@ -74,11 +74,17 @@ class BenchConfig:
     prompt_template: str | None = None  # file tasks: the prompt around {question}; None: the task's
     step_delimiter: str | None = None  # None: the task's
     max_new_tokens: int | None = None  # None: the task's
+    vote_model: bool = True  # adaptive_vote reads the generator's calibration file when it has one
+    split: str = "test"  # the default task's split (calibration: where settings are chosen)
+    question_seed: int = 0  # the default task: another draw of the split's questions
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["strategies"] = list(self.strategies)
         data.pop("threads")  # how fast, not what: a resume may use other threads
+        for key in ("split", "question_seed"):  # written when set, so runs from before they existed resume
+            if data[key] == BenchConfig.__dataclass_fields__[key].default:
+                data.pop(key)
         return data
 
 
@@ -92,8 +98,9 @@ def model_fingerprints(config: BenchConfig) -> dict[str, str]:
 
 def load_problems(config: BenchConfig, task: Task) -> list[Problem]:
     """The questions of a run: the default task's 500-problem test split (the one the model card
-    reports; ``--seed`` changes sampling, not the questions), or every problem of a JSONL file."""
-    problems = task.benchmark_problems()
+    reports; ``--seed`` changes sampling, not the questions; ``question_seed`` draws another set,
+    ``split`` another split), or every problem of a JSONL file."""
+    problems = task.benchmark_problems(config.split, config.question_seed)
     if config.limit is not None:
         problems = spread(problems, config.limit)
     return problems
@@ -162,6 +169,22 @@ def to_record(problem: Problem, index: int, result: SearchResult, task: Task, qu
         "chosen_final_median": chosen.final.median if chosen is not None and chosen.final is not None else None,
         "cost": dataclasses.asdict(result.cost),
         "decisions": [d.as_record() for d in result.decisions],
+        "samples": [sample_record(c, task.is_correct(c.text, problem)) for c in result.candidates],
+    }
+
+
+ANSWER_CHARS = 200  # an answer longer than this is kept cut (free text: only its equality is read)
+
+
+def sample_record(candidate: Candidate, correct: bool) -> dict[str, Any]:
+    """What one sample said and how sure the generator was: the evidence calibration fits on."""
+    return {
+        "answer": candidate.answer[:ANSWER_CHARS] if candidate.answer is not None else None,
+        "correct": correct,
+        "finished": candidate.end.finished,
+        "tokens": candidate.n_tokens,
+        "confidence": candidate.confidence.as_record(),
+        "prm_median": round(candidate.final.median, 5) if candidate.final is not None else None,
     }
 
 
@@ -172,7 +195,8 @@ def stack_settings(config: BenchConfig, task: Task) -> StackSettings:
                          config.max_steps, threads=config.threads, gpu_layers=config.gpu_layers, meter=config.meter,
                          cost_model=Path(config.cost_model) if config.cost_model else None,
                          budget=Budget(**config.budget) if config.budget else Budget(), chat=config.chat, system=config.system,
-                         step_delimiter=config.step_delimiter, max_new_tokens=config.max_new_tokens)
+                         step_delimiter=config.step_delimiter, max_new_tokens=config.max_new_tokens,
+                         use_vote_model=config.vote_model)
 
 
 def question_records(stack: Stack, task: Task, problem: Problem, index: int, strategies: Sequence[Strategy],

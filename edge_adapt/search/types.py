@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from edge_adapt.decisions import Decision
 from edge_adapt.generator import GenerationStats, Node, StepEnd
 from edge_adapt.prm import PRMStats, Quantiles
+from edge_adapt.search.confidence import TraceConfidence, trace_confidence
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Candidate:
     per_step: tuple[Quantiles | None, ...] = ()  # [0] = question, [i] = after step i
     logprob: float = 0.0  # sum of the generated tokens' log-probabilities
     n_tokens: int = 0
+    confidence: TraceConfidence = TraceConfidence(0.0, 0.0, 0.0)  # from the same log-probabilities
 
     @property
     def text(self) -> str:
@@ -51,13 +53,15 @@ class Candidate:
     @classmethod
     def from_leaf(cls, leaf: Node, answer: str | None) -> Candidate:
         steps = leaf.steps()
+        logprobs = [lp for s in steps for lp in s.logprobs]
         return cls(
             steps=tuple(s.text for s in steps),
             answer=answer,
             end=leaf.end or StepEnd.LENGTH,
             final=None,
-            logprob=sum(sum(s.logprobs) for s in steps),
+            logprob=sum(logprobs),
             n_tokens=sum(len(s.tokens) for s in steps),
+            confidence=trace_confidence(logprobs),
         )
 
 

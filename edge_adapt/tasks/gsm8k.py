@@ -30,7 +30,9 @@ class GSM8KTask(JSONLTask):
         gold = solution.rsplit("####", 1)[1].strip().replace(",", "")
         if not gold:
             raise ValueError("empty answer after '####'")
+        level = row.get("level")  # optional: a difficulty label, for tables by level
         return Problem(id=f"gsm8k-{line:05d}", question=row["question"].strip(), answer=gold,
+                       level=level if isinstance(level, int) and not isinstance(level, bool) else None,
                        meta={"solution": _CALCULATOR.sub("", solution), "line": line})
 
     @property
