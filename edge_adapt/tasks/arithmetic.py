@@ -135,8 +135,9 @@ class ArithmeticTask:
 
     # -- problems ----------------------------------------------------------------------------
 
-    def benchmark_problems(self) -> list[Problem]:
-        return self.problems("test", list(TEST_PER_LEVEL))
+    def benchmark_problems(self, split: str = "test", seed: int = 0) -> list[Problem]:
+        """The split's benchmark-sized list (``seed`` 0: the one the model card reports)."""
+        return self.problems(split, list(TEST_PER_LEVEL), seed=seed)
 
     def problem_at(self, index: int) -> Problem:
         return self.problem("test", index)

@@ -40,8 +40,9 @@ class Task(Protocol):
     def is_correct(self, solution: str, problem: Problem) -> bool:
         ...
 
-    def benchmark_problems(self) -> list[Problem]:
-        """The problems a benchmark runs by default (the test split, or every problem of a file)."""
+    def benchmark_problems(self, split: str = "test", seed: int = 0) -> list[Problem]:
+        """The problems a benchmark runs (the test split, or every problem of a file); a generated
+        task draws ``split`` with the question ``seed`` (a file task refuses anything else)."""
         ...
 
     def problem_at(self, index: int) -> Problem:

@@ -67,7 +67,7 @@ class JSONLTask:
     required: ClassVar[tuple[str, ...]]
     default_prompt: ClassVar[str]
 
-    def __init__(self, path: str | os.PathLike[str], prompt_template: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None, prompt_template: str | None = None) -> None:
         self.path = path
         self.prompt_template = prompt_template or self.default_prompt
         try:
@@ -75,7 +75,7 @@ class JSONLTask:
         except (KeyError, IndexError, ValueError) as exc:
             raise EdgeAdaptError(f"prompt template {self.prompt_template!r} must hold {{question}} and no other "
                                  f"placeholder ({exc!r}); write literal braces as {{{{ }}}}") from None
-        self._problems = load_jsonl(path, self.parse, required=self.required)
+        self._problems = load_jsonl(path, self.parse, required=self.required) if path is not None else []
         lines: dict[str, int] = {}
         for p in self._problems:
             if p.id in lines:
@@ -94,10 +94,15 @@ class JSONLTask:
     def problems(self) -> list[Problem]:
         return list(self._problems)
 
-    def benchmark_problems(self) -> list[Problem]:
+    def benchmark_problems(self, split: str = "test", seed: int = 0) -> list[Problem]:
+        if (split, seed) != ("test", 0):
+            raise EdgeAdaptError("--split and --question-seed choose the default task's questions; a file is its own "
+                                 "split (write another file for other questions)")
         return self.problems()
 
     def problem_at(self, index: int) -> Problem:
+        if self.path is None:
+            raise EdgeAdaptError(f"--index reads a problem of your file: pass --data PATH with --task {self.name}")
         if not 0 <= index < len(self._problems):
             raise EdgeAdaptError(f"--index must be in 0..{len(self._problems) - 1} for {self.path}, got {index}")
         return self._problems[index]
@@ -110,6 +115,8 @@ class JSONLTask:
         return problem.question
 
     def warm_up_problem(self) -> Problem:
+        if not self._problems:
+            return Problem(id="warm-up", question="What is 2 + 3?", answer="5")
         return self._problems[0]
 
     def parse_question(self, text: str) -> Problem:

@@ -13,7 +13,8 @@ TASK_NAMES = ("default", "arithmetic", "gsm8k", "math")
 
 def get_task(name: str, data: str | os.PathLike[str] | None = None, prompt_template: str | None = None) -> Task:
     """``default``/``arithmetic`` (generated, no file), ``gsm8k`` or ``math`` (a JSONL file you have,
-    prompted with its default template or ``prompt_template``, which holds ``{question}``)."""
+    prompted with its default template or ``prompt_template``, which holds ``{question}``; without
+    a file, questions come one at a time, as ``solve`` gives them)."""
     if name in ("default", "arithmetic"):
         if data is not None:
             raise EdgeAdaptError("the default task generates its problems; it takes no --data file")
@@ -22,8 +23,7 @@ def get_task(name: str, data: str | os.PathLike[str] | None = None, prompt_templ
                                  "template is for --task gsm8k/math (write your questions to a JSONL file for another prompt)")
         return ArithmeticTask()
     if name in ("gsm8k", "math"):
-        if data is None:
-            raise EdgeAdaptError(f"the {name} task reads your JSONL file: pass --data PATH")
+        # without a file the task still prompts, reads and grades one question (solve, serve)
         if name == "gsm8k":
             from edge_adapt.tasks.gsm8k import GSM8KTask
 
