@@ -132,6 +132,24 @@ class ValueSamplingSummary(Decision):
     groups: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class AdaptiveVoteSummary(Decision):
+    """An adaptive vote's rounds, why it stopped, and what it believed of its leader then: with the
+    generator's calibrated vote model (the cell read and how many calibration questions stand behind
+    it), or Adaptive-Consistency's stop where there is none."""
+
+    kind: ClassVar[str] = "adaptive_vote"
+    rule: str  # "calibrated:<feature>" or "adaptive-consistency"
+    price: float
+    samples: int
+    rounds: tuple[int, ...]
+    stop: str
+    p_answer: float
+    cell: str
+    questions_behind: int
+    votes: tuple[int, ...]  # group sizes, the leader first
+
+
 # -- beam search ------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,9 @@ from edge_adapt.search.ias import achieved_confidence, n_samples
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, EarlyStop, check_int, check_number, check_pick
 from edge_adapt.search.voting import group_answers, majority_confidence
 
-_PICKS: dict[str, dict[str, Any]] = {"": {}, "majority": {"select": "majority"}, "weighted": {"select": "weighted"}}
+_PICKS: dict[str, dict[str, Any]] = {"": {}, "majority": {"select": "majority"}, "weighted": {"select": "weighted"},
+                                     "cisc": {"select": "cisc"}, "deepconf": {"select": "deepconf"}}
+_SCORED = ("prm", "weighted")  # picks that read PRM scores
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,8 @@ class BestOfN:
     name: str = "best_of_n"
 
     SPEC_KINDS: ClassVar[dict[str, dict[str, Any]]] = {
-        "best_of_n": _PICKS[""], "majority": _PICKS["majority"], "weighted": _PICKS["weighted"]}
+        "best_of_n": _PICKS[""], "majority": _PICKS["majority"], "weighted": _PICKS["weighted"], "cisc": _PICKS["cisc"],
+        "deepconf": _PICKS["deepconf"]}
     SPEC_MAIN: ClassVar[str] = "n"
     SPEC_ALWAYS: ClassVar[tuple[str, ...]] = ()
 
@@ -39,7 +42,7 @@ class BestOfN:
 
     @property
     def needs_prm(self) -> bool:
-        return self.select != "majority"
+        return self.select in _SCORED
 
     def run(self, ctx: SearchContext) -> None:
         ctx.record(FixedSamples(self.n))
@@ -98,7 +101,7 @@ def sample(ctx: SearchContext, n: int, select: str, early_stop: EarlyStop | None
         granted = ctx.grant("sample", min(round_size, n - drawn))
         if granted == 0:
             break
-        ctx.complete(granted, score=select != "majority")
+        ctx.complete(granted, score=select in _SCORED)
         ctx.guard.observe()
         drawn += granted
         if early_stop is not None and drawn < n:

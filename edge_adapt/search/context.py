@@ -19,11 +19,12 @@ from edge_adapt.guard import Guard, Unit
 from edge_adapt.prm import PrefixScore, QuantilePRM, Quantiles
 from edge_adapt.search.answer_model import AnswerModel
 from edge_adapt.search.types import Candidate
-from edge_adapt.search.voting import best_scored, majority_vote, weighted_vote
+from edge_adapt.search.vote_model import VoteModel
+from edge_adapt.search.voting import best_scored, confidence_pick, majority_vote, weighted_vote
 from edge_adapt.tasks import Problem, Task
 from edge_adapt.tasks.grading import answers_equal
 
-Select = Literal["prm", "weighted", "majority", "auto"]
+Select = Literal["prm", "weighted", "majority", "cisc", "deepconf", "auto"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class SearchContext:
 
     def __init__(self, generator: Generator, prm: QuantilePRM, task: Task, settings: SearchSettings,
                  problem: Problem, seed: int, guard: Guard, answer_model: Callable[[], AnswerModel],
-                 interrupt: Callable[[], None] = lambda: None) -> None:
+                 interrupt: Callable[[], None] = lambda: None, vote_model: VoteModel | None = None) -> None:
         self.gen = generator
         self.prm = prm
         self.task = task
@@ -51,6 +52,7 @@ class SearchContext:
         self.guard = guard
         self._answer_model = answer_model
         self.interrupt = interrupt  # raises to stop the search between steps (a client gone)
+        self.vote_model = vote_model  # the generator's calibrated vote model, if it has one
         self.rules = settings.rules or task.step_rules
         self.sampling = settings.sampling
         self.equal = answers_equal
@@ -155,6 +157,8 @@ class SearchContext:
             return weighted_vote(self.candidates, self.equal)
         if how == "majority":
             return majority_vote(self.candidates, self.equal)
+        if how in ("cisc", "deepconf"):
+            return confidence_pick(how, [c.answer for c in self.candidates], [c.confidence for c in self.candidates], self.equal)
         if how == "auto":
             return self.adaptive_pick
         raise SamplingConfigError(f"unknown selection {how!r}; choose prm, weighted or majority")

@@ -23,6 +23,7 @@ from edge_adapt.search.best_of_n import BestOfN
 from edge_adapt.search.context import SearchContext, SearchSettings
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.search.types import Cost, SearchResult
+from edge_adapt.search.vote_model import VoteModel
 from edge_adapt.tasks import Problem, Task
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,15 @@ class Searcher:
     """Runs strategies on problems of one task with loaded models (reused across questions)."""
 
     def __init__(self, generator: Generator, prm: QuantilePRM, task: Task, settings: SearchSettings | None = None,
-                 policy: SpendingPolicy | None = None, answer_model: AnswerModel | None = None) -> None:
+                 policy: SpendingPolicy | None = None, answer_model: AnswerModel | None = None,
+                 vote_model: VoteModel | None = None) -> None:
         self.generator = generator
         self.prm = prm
         self.task = task
         self.settings = settings or SearchSettings()
         self.policy = policy  # budgets every run asks before each expansion, and the meter (None: unlimited)
         self._answer_model = answer_model
+        self.vote_model = vote_model  # the generator's calibrated vote model (adaptive_vote), if any
 
     @property
     def answer_model(self) -> AnswerModel:
@@ -73,7 +76,7 @@ class Searcher:
         guard = self.policy.start_question(budget) if self.policy is not None else Unlimited()
         energy0 = self.policy.read() if self.policy is not None else None
         ctx = SearchContext(self.generator, self.prm, self.task, self.settings, problem, seed, guard,
-                            lambda: self.answer_model, interrupt)
+                            lambda: self.answer_model, interrupt, self.vote_model)
         try:
             strategy.run(ctx)
             if score_question:

@@ -3,6 +3,11 @@
     best_of_n:n=16        fixed best-of-N, ranked by the PRM
     majority:n=16         best-of-N, plain majority vote
     weighted:n=16         best-of-N, PRM-weighted majority vote
+    cisc:n=16             best-of-N, a vote weighed by the generator's confidence (CISC)
+    deepconf:n=16         best-of-N, the most confident 90% vote, weighed by confidence (DeepConf offline)
+    esc:n_max=16,window=4 windows of samples until one window agrees (ESC)
+    consistency:n_max=16  one sample at a time until the leader's lead is settled (Adaptive-Consistency)
+    adaptive_vote:price=8 value-aware sequential vote on the generator's own evidence (its calibration file)
     ias_best_of_n:n_max=32,confidence=0.99
     beam:n=16,width=4     step-level beam search
     ias_beam:k_max=4,m_max=4
@@ -19,15 +24,18 @@ import dataclasses
 from typing import Any
 
 from edge_adapt.errors import SamplingConfigError
+from edge_adapt.search.adaptive_vote import AdaptiveConsistency, AdaptiveVote
 from edge_adapt.search.beam import BeamSearch, IASBeamSearch
 from edge_adapt.search.best_of_n import BestOfN, IASBestOfN
+from edge_adapt.search.esc import WindowAgreement
 from edge_adapt.search.strategy import EarlyStop, Strategy
 from edge_adapt.search.value_sampling import ValueSampling
 
 # What `solve` and `serve` run when told nothing else: value-aware sampling at its calibrated price.
 DEFAULT_SPEC = "adaptive:price=8"
 
-STRATEGY_TYPES: tuple[type[Strategy], ...] = (BestOfN, IASBestOfN, BeamSearch, IASBeamSearch, ValueSampling)
+STRATEGY_TYPES: tuple[type[Strategy], ...] = (BestOfN, IASBestOfN, BeamSearch, IASBeamSearch, ValueSampling, AdaptiveVote,
+                                              AdaptiveConsistency, WindowAgreement)
 # spec kind -> (strategy type, the settings the kind fixes), as each strategy declares them
 _KINDS: dict[str, tuple[type[Strategy], dict[str, Any]]] = {
     kind: (cls, fixed) for cls in STRATEGY_TYPES for kind, fixed in cls.SPEC_KINDS.items()
@@ -83,7 +91,7 @@ def format_spec(strategy: Strategy, kind: str | None = None) -> str:
     """The canonical spec: the kind and every setting that differs from its default."""
     if kind is None:
         kind = next(k for k, (cls, fixed) in _KINDS.items()
-                    if isinstance(strategy, cls) and all(getattr(strategy, f) == v for f, v in fixed.items()))
+                    if type(strategy) is cls and all(getattr(strategy, f) == v for f, v in fixed.items()))
     cls, fixed = _KINDS[kind]
     defaults = cls()
     keys = [f.name for f in dataclasses.fields(cls) if f.name not in ("name", "select", "early_stop")]

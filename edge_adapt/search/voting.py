@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from edge_adapt.errors import SamplingConfigError
+from edge_adapt.search.confidence import TraceConfidence
 from edge_adapt.search.types import Candidate
 
 Equal = Callable[[str | None, str], bool]
@@ -53,6 +54,34 @@ def pick(how: str, answers: Sequence[str | None], scores: Sequence[float | None]
         return scores[i] or 0.0
 
     return max(max(groups, key=lambda g: sum(score(i) for i in g)), key=score)
+
+
+CISC_TEMPERATURE = 0.1  # softmax temperature over mean log-probabilities (CISC tunes it; a fixed guess here)
+DEEPCONF_KEEP = 0.9  # DeepConf-high: the most confident 90% of traces vote
+
+
+def confidence_pick(how: str, answers: Sequence[str | None], confidences: Sequence[TraceConfidence], equal: Equal) -> int | None:
+    """Votes weighed by the generator's own confidence (no PRM), the answer's most confident sample:
+
+    - ``cisc`` (arXiv 2502.06233): each sample weighs softmax(mean log-probability / T);
+    - ``deepconf`` (arXiv 2508.15260, offline): the samples whose lowest-window confidence is in the
+      top ``DEEPCONF_KEEP`` vote, each weighing exp(that confidence).
+    """
+    if how == "cisc":
+        scale = [c.mean / CISC_TEMPERATURE for c in confidences]
+        top = max(scale, default=0.0)
+        weights = [math.exp(v - top) for v in scale]
+    elif how == "deepconf":
+        lows = sorted((c.lowest for c, a in zip(confidences, answers, strict=True) if a is not None), reverse=True)
+        cut = lows[max(0, math.ceil(DEEPCONF_KEEP * len(lows)) - 1)] if lows else 0.0
+        weights = [math.exp(c.lowest) if c.lowest >= cut else 0.0 for c in confidences]
+    else:
+        raise SamplingConfigError(f"unknown confidence pick {how!r}; choose cisc or deepconf")
+    groups = [g for g in group_indices(answers, equal) if any(weights[i] > 0 for i in g)]
+    if not groups:
+        return None
+    best = max(groups, key=lambda g: sum(weights[i] for i in g))
+    return max(best, key=lambda i: (confidences[i].mean, -i))
 
 
 def votes_for(answers: Sequence[str | None], index: int, equal: Equal) -> int:

@@ -1,0 +1,115 @@
+"""The adaptive vote: value-aware sequential sampling on the generator's own evidence.
+
+Samples are drawn one or two at a time; before each round the generator's vote model
+(:mod:`edge_adapt.search.vote_model`, fitted by ``edge-adapt calibrate`` on the user's questions)
+says what one or two more samples would add to P(the leading answer is right) in the state the
+vote is in, and the round is drawn only while that exceeds its cost at ``price`` (accuracy points
+per 1,000 generated tokens). No PRM is needed; a PRM's score joins only where calibration chose it.
+Without a vote model it is Adaptive-Consistency: one sample at a time until the leader's lead is
+settled (a Beta posterior, ``threshold``), at most ``n_max``. The decision record says which.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from edge_adapt.decisions import AdaptiveVoteSummary
+from edge_adapt.errors import SamplingConfigError
+from edge_adapt.search.context import SearchContext
+from edge_adapt.search.strategy import MAX_LIVE_PATHS, check_int, check_number
+from edge_adapt.search.types import Candidate
+from edge_adapt.search.vote_model import Sample, VoteModel, leader, vote_round, vote_state
+
+
+@dataclass(frozen=True)
+class AdaptiveVote:
+    price: float = 8.0  # accuracy points (0-100) per 1,000 generated tokens a further sample must earn
+    n_max: int = 16
+    stop_at: float = 0.98  # stop when the leader is at least this likely right (calibrated)
+    threshold: float = 0.95  # Adaptive-Consistency's stop, without a vote model
+    calibrated: bool = True  # False: Adaptive-Consistency even when a vote model is there (a baseline)
+    select: str = "auto"
+    name: str = "adaptive_vote"
+
+    SPEC_KINDS: ClassVar[dict[str, dict[str, Any]]] = {"adaptive_vote": {}}
+    SPEC_MAIN: ClassVar[str] = "price"
+    SPEC_ALWAYS: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.price, (int, float)) and math.isfinite(self.price) and self.price >= 0):
+            raise SamplingConfigError(f"adaptive_vote: price must be a finite number >= 0 (accuracy points per 1,000 "
+                                      f"tokens), got {self.price!r}")
+        check_int("adaptive_vote", "n_max", self.n_max, 1, MAX_LIVE_PATHS)
+        check_number("adaptive_vote", "stop_at", self.stop_at, 0.5, 1.0)
+        check_number("adaptive_vote", "threshold", self.threshold, 0.5, 1.0, high_open=True)
+
+    live_paths = 2  # rounds draw one or two; finished ones are released
+    needs_prm = False  # a vote model that reads PRM scores is refused at start without a PRM
+
+    def run(self, ctx: SearchContext) -> None:
+        model = ctx.vote_model if self.calibrated else None
+        if model is not None and model.needs_prm and not ctx.prm.available:
+            raise SamplingConfigError(f"the vote model of this generator reads PRM scores ({model.provenance.get('prm')}); "
+                                      "pass that --prm, or recalibrate without one")
+        feature = model.feature if model is not None else "mean"
+        labels: list[str] = []  # each answer group's first answer
+        samples: list[Sample] = []
+        rounds: list[int] = []
+        while True:
+            tokens = sum(s.tokens for s in samples) / len(samples) if samples else 0.0
+            decision = vote_round(vote_state(samples), model, price=self.price, tokens_per_sample=tokens, n_max=self.n_max,
+                                  stop_at=self.stop_at, threshold=self.threshold)
+            if decision.draw == 0:
+                break
+            granted = ctx.grant("sample", decision.draw)
+            if granted == 0:
+                break
+            rounds.append(granted)
+            before = len(ctx.candidates)
+            ctx.complete(granted, score=feature == "prm")
+            ctx.guard.observe()
+            samples += [Sample(_label(c, labels, ctx), _feature(c, feature), c.n_tokens) for c in ctx.candidates[before:]]
+        lead, members = leader(samples)
+        ctx.adaptive_pick = max(members, key=lambda i: (samples[i].confidence, -i)) if members else None
+        sizes = sorted((sum(1 for s in samples if s.answer == a) for a in {s.answer for s in samples} if a is not None), reverse=True)
+        ctx.record(AdaptiveVoteSummary(
+            rule=f"calibrated:{feature}" if model is not None else "adaptive-consistency", price=self.price,
+            samples=len(samples), rounds=tuple(rounds), stop=decision.reason if decision.draw == 0 else "budget_cap",
+            p_answer=round(decision.right, 4), cell=decision.cell, questions_behind=decision.questions, votes=tuple(sizes)))
+
+
+@dataclass(frozen=True)
+class AdaptiveConsistency(AdaptiveVote):
+    """Adaptive-Consistency alone (the uncalibrated rule, also where a vote model exists): a baseline,
+    and the safe default for a generator nobody calibrated."""
+
+    calibrated: bool = False
+    name: str = "consistency"
+
+    SPEC_KINDS: ClassVar[dict[str, dict[str, Any]]] = {"consistency": {}}
+    SPEC_MAIN: ClassVar[str] = "n_max"
+
+
+def _label(candidate: Candidate, labels: list[str], ctx: SearchContext) -> str | None:
+    """The answer group's label ("a0", "a1", ...), answers compared as the task compares them."""
+    if candidate.answer is None:
+        return None
+    for i, first in enumerate(labels):
+        if ctx.equal(candidate.answer, first):
+            return f"a{i}"
+    labels.append(candidate.answer)
+    return f"a{len(labels) - 1}"
+
+
+def _feature(candidate: Candidate, feature: str) -> float:
+    if feature == "prm":
+        return candidate.final.median if candidate.final is not None else 0.0
+    return float(getattr(candidate.confidence, feature))
+
+
+def vote_model_spec(model: VoteModel | None) -> str:
+    """What runs without a PRM when told nothing else: the calibrated adaptive vote at the price
+    calibration chose, or Adaptive-Consistency."""
+    return f"adaptive_vote:price={model.price:g}" if model is not None else "consistency:n_max=16"

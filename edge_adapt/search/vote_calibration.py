@@ -1,0 +1,303 @@
+"""Fitting the vote model on a user's own questions, and judging it on questions it never saw.
+
+Input: calibration questions, each with N samples drawn by the user's generator (answer labels
+grouped by equivalence, graded, with their token confidences and, where a PRM scored them, its
+median). The fit replays sequential votes over each question's samples in seeded random orders:
+in every state reached, was the leader right, and what did 1, 2, 4 and 8 more samples change. Three
+choices are made on calibration questions alone, out of fold (two folds of questions):
+
+- the confidence feature (mean, lowest window, tail, or the PRM's median where there is one): the
+  lowest log-loss of the table's P(leader right) on the other fold;
+- the default price: the cheapest whose replayed accuracy on the other fold is within
+  ``tolerance`` points of the best fixed vote (N = 1..N) measured there;
+- nothing else: bins and shrinkage are fixed settings.
+
+:func:`judge` replays the fitted model on held-out questions against the fixed vote curve and
+checks how well the table's promises hold there. Pure: numbers in, numbers out.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_adapt.errors import EdgeAdaptError
+from edge_adapt.search.vote_model import (
+    FEATURES,
+    HORIZONS,
+    Sample,
+    VoteCell,
+    VoteModel,
+    VoteTable,
+    cell_keys,
+    leader,
+    vote_round,
+    vote_state,
+)
+
+PRICES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+PRIOR_QUESTIONS = 4.0  # a cell's estimate counts its parent's as this many questions' worth
+MIN_QUESTIONS = 10  # a decision reads a cell only when this many calibration questions reached it
+
+
+@dataclass(frozen=True)
+class CalibrationSample:
+    answer: str | None  # a label shared by equivalent answers; None: cut off, no vote
+    correct: bool
+    tokens: int
+    features: dict[str, float | None]  # FEATURES -> value (prm: None when no PRM scored it)
+
+
+@dataclass(frozen=True)
+class VoteQuestion:
+    id: str
+    samples: tuple[CalibrationSample, ...]
+    level: int | None = None
+
+    def as_samples(self, feature: str, order: Sequence[int] | None = None) -> list[Sample]:
+        idx = order if order is not None else range(len(self.samples))
+        return [Sample(self.samples[i].answer, self.samples[i].features.get(feature) or 0.0, self.samples[i].tokens) for i in idx]
+
+    def right(self, answer: str | None) -> bool:
+        return answer is not None and any(s.correct for s in self.samples if s.answer == answer)
+
+
+def available_features(questions: Sequence[VoteQuestion]) -> tuple[str, ...]:
+    """The features every sample has (the PRM's only where every sample was scored)."""
+    return tuple(f for f in FEATURES if all(s.features.get(f) is not None for q in questions for s in q.samples))
+
+
+def _orders(m: int, count: int, rng: random.Random) -> list[list[int]]:
+    orders = []
+    for _ in range(count):
+        order = list(range(m))
+        rng.shuffle(order)
+        orders.append(order)
+    return orders
+
+
+def _rows(questions: Sequence[VoteQuestion], feature: str, orderings: int, seed: int):  # type: ignore[no-untyped-def]
+    """(question index, weight, state, right, gain after +1, gain after +2) of every replayed state."""
+    rng = random.Random(seed)
+    for qi, q in enumerate(questions):
+        m = len(q.samples)
+        for order in _orders(m, orderings, rng):
+            samples = q.as_samples(feature, order)
+            trail = []
+            for n in range(1, m + 1):
+                seen = samples[:n]
+                trail.append((vote_state(seen), float(q.right(leader(seen)[0]))))
+            for n, (state, right) in enumerate(trail):
+                gains = [trail[n + r][1] - right for r in HORIZONS if n + r < m]
+                yield qi, 1.0 / orderings, state, right, gains
+
+
+def fit_table(questions: Sequence[VoteQuestion], feature: str, *, orderings: int = 8, seed: int = 0,
+              prior_questions: float = PRIOR_QUESTIONS, min_questions: int = MIN_QUESTIONS) -> VoteTable:
+    """The value table of ``feature`` (see :class:`VoteTable`), each cell shrunk toward its parent."""
+    rows = list(_rows(questions, feature, orderings, seed))
+    if not rows:
+        raise EdgeAdaptError("fitting the vote model needs questions with samples")
+    confidences = [state.confidence for _, _, state, _, _ in rows if state.votes]
+    edges = tuple(sorted({float(x) for x in np.quantile(confidences, [1 / 3, 2 / 3])})) if confidences else ()
+    sums: dict[str, list[float]] = {}  # key -> [weight, right, then weight and gain of each horizon]
+    seen: dict[str, set[int]] = {}
+    for qi, w, state, right, gains in rows:
+        for key in cell_keys(state, edges):
+            acc = sums.setdefault(key, [0.0] * (2 + 2 * len(HORIZONS)))
+            acc[0] += w
+            acc[1] += w * right
+            for r, gain in enumerate(gains):
+                acc[2 + 2 * r] += w
+                acc[3 + 2 * r] += w * gain
+            seen.setdefault(key, set()).add(qi)
+    cells: dict[str, VoteCell] = {}
+    for key in sorted(sums, key=lambda k: 0 if k == "*" else k.count(",") + 1):  # parents first
+        acc = sums[key]
+        parent = cells.get(_parent(key))
+
+        def shrunk(total: float, weight: float, prior: float | None) -> float:
+            if prior is None or weight + prior_questions == 0:
+                return total / weight if weight else prior or 0.0
+            return (total + prior_questions * prior) / (weight + prior_questions)
+
+        right = shrunk(acc[1], acc[0], parent.right if parent else None)
+        gains = []
+        for r in range(len(HORIZONS)):
+            prior = parent.gains[r] if parent and len(parent.gains) > r else None
+            if acc[2 + 2 * r] == 0 and prior is None:
+                break
+            gains.append(round(shrunk(acc[3 + 2 * r], acc[2 + 2 * r], prior), 5))
+        cells[key] = VoteCell(len(seen[key]), round(right, 5), tuple(gains))
+    return VoteTable(edges, cells, min_questions)
+
+
+def _parent(key: str) -> str:
+    return "*" if "," not in key else key.rsplit(",", 1)[0]
+
+
+def log_loss(table: VoteTable, questions: Sequence[VoteQuestion], feature: str, seed: int) -> float:
+    """Mean log-loss of the table's P(leader right) over replayed states of ``questions``."""
+    total, weight = 0.0, 0.0
+    for _, w, state, right, _ in _rows(questions, feature, 2, seed):
+        p = min(max(table.lookup(state)[1].right, 0.01), 0.99)
+        total -= w * (math.log(p) if right else math.log1p(-p))
+        weight += w
+    return total / weight if weight else float("inf")
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """One strategy replayed on questions: accuracy, generated tokens and samples per question."""
+
+    accuracy: float
+    tokens: float
+    samples: float
+    per_level: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # level -> the same three
+    by_question: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)  # id -> (P(right), tokens)
+
+
+def _summarise(outcomes: Sequence[tuple[VoteQuestion, bool, int, int]]) -> Replayed:
+    def stats(items: Sequence[tuple[VoteQuestion, bool, int, int]]) -> tuple[float, float, float]:
+        k = len(items) or 1
+        return (100.0 * sum(o[1] for o in items) / k, sum(o[2] for o in items) / k, sum(o[3] for o in items) / k)
+
+    levels = sorted({str(o[0].level) for o in outcomes if o[0].level is not None})
+    ids: dict[str, list[tuple[VoteQuestion, bool, int, int]]] = {}
+    for o in outcomes:
+        ids.setdefault(o[0].id, []).append(o)
+    by_question = {qid: (stats(items)[0] / 100.0, stats(items)[1]) for qid, items in ids.items()}
+    return Replayed(*stats(outcomes), {lv: stats([o for o in outcomes if str(o[0].level) == lv]) for lv in levels}, by_question)
+
+
+Rule = Callable[[VoteQuestion, list[CalibrationSample]], tuple[int, str | None]]
+
+
+def replay_rule(questions: Sequence[VoteQuestion], rule: Rule, *, orderings: int = 16, seed: int = 1) -> Replayed:
+    """Any sampling rule replayed over seeded orders of each question's samples: ``rule`` sees the
+    samples in order and says how many it drew and which answer it gave."""
+    rng = random.Random(seed)
+    outcomes = []
+    for q in questions:
+        for order in _orders(len(q.samples), orderings, rng):
+            n, answer = rule(q, [q.samples[i] for i in order])
+            outcomes.append((q, q.right(answer), sum(q.samples[i].tokens for i in order[:n]), n))
+    return _summarise(outcomes)
+
+
+def replay_fixed(questions: Sequence[VoteQuestion], n: int, feature: str, *, orderings: int = 16, seed: int = 1) -> Replayed:
+    """A fixed vote of ``n`` samples (the same leader rule), averaged over seeded orders."""
+    rng = random.Random(seed)
+    outcomes = []
+    for q in questions:
+        for order in _orders(len(q.samples), orderings, rng):
+            drawn = order[:n]
+            right = q.right(leader(q.as_samples(feature, drawn))[0])
+            outcomes.append((q, right, sum(q.samples[i].tokens for i in drawn), len(drawn)))
+    return _summarise(outcomes)
+
+
+def replay_adaptive(questions: Sequence[VoteQuestion], model: VoteModel | None, price: float, feature: str, *,
+                    n_max: int = 16, orderings: int = 16, seed: int = 1) -> tuple[Replayed, list[tuple[float, bool, int]]]:
+    """The adaptive vote replayed over seeded orders of each question's samples, and for every
+    stop (P(right) the table promised, whether the leader was right, the questions behind it)."""
+    rng = random.Random(seed)
+    outcomes, promises = [], []
+    for q in questions:
+        for order in _orders(len(q.samples), orderings, rng):
+            samples = q.as_samples(feature, order)
+            n, decision = 0, None
+            while True:
+                seen = samples[:n]
+                tokens_per = sum(s.tokens for s in seen) / n if n else 0.0
+                decision = vote_round(vote_state(seen), model, price=price, tokens_per_sample=tokens_per,
+                                      n_max=min(n_max, len(samples)))
+                if decision.draw == 0:
+                    break
+                n = min(n + decision.draw, len(samples))
+            answer = leader(samples[:n])[0]
+            right = q.right(answer)
+            outcomes.append((q, right, sum(s.tokens for s in samples[:n]), n))
+            promises.append((decision.right, right, decision.questions))
+    return _summarise(outcomes), promises
+
+
+def _folds(questions: Sequence[VoteQuestion], seed: int) -> tuple[list[VoteQuestion], list[VoteQuestion]]:
+    order = list(questions)
+    random.Random(seed).shuffle(order)
+    return order[0::2], order[1::2]
+
+
+def fit_vote_model(questions: Sequence[VoteQuestion], *, seed: int = 0, tolerance: float = 1.0,
+                   provenance: dict[str, Any] | None = None) -> VoteModel:
+    """The vote model for these calibration questions, its feature and price chosen out of fold."""
+    questions = [q for q in questions if q.samples]
+    if len(questions) < 20:
+        raise EdgeAdaptError(f"calibrating needs at least 20 questions with samples, got {len(questions)}")
+    m = min(len(q.samples) for q in questions)
+    a, b = _folds(questions, seed)
+    features = available_features(questions)
+    losses = {}
+    for feature in features:
+        losses[feature] = round(sum(log_loss(fit_table(train, feature, seed=seed), test, feature, seed + 7)
+                                    for train, test in ((a, b), (b, a))) / 2, 5)
+    feature = min(losses, key=lambda f: losses[f])
+    # the price: out of fold, the cheapest within `tolerance` points of the best fixed vote there
+    fixed = {n: [replay_fixed(test, n, feature, seed=seed + 11) for _, test in ((a, b), (b, a))] for n in range(1, m + 1)}
+    fixed_acc = {n: sum(r.accuracy for r in rs) / 2 for n, rs in fixed.items()}
+    best_fixed = max(fixed_acc.values())
+    by_price: dict[float, tuple[float, float]] = {}
+    for price in PRICES:
+        runs = []
+        for train, test in ((a, b), (b, a)):
+            fold_model = VoteModel(feature, fit_table(train, feature, seed=seed), m, price)
+            runs.append(replay_adaptive(test, fold_model, price, feature, n_max=m, seed=seed + 13, orderings=4)[0])
+        by_price[price] = (sum(r.accuracy for r in runs) / 2, sum(r.tokens for r in runs) / 2)
+    within = [p for p, (acc, _) in by_price.items() if acc >= best_fixed - tolerance]
+    price = max(within) if within else min(by_price, key=lambda p: -by_price[p][0])
+    report = {
+        "feature": feature, "feature_log_loss": losses, "price": price, "tolerance_points": tolerance,
+        "price_replays": {f"{p:g}": {"accuracy": round(acc, 2), "tokens": round(t, 1)} for p, (acc, t) in by_price.items()},
+        "fixed_accuracy": {str(n): round(v, 2) for n, v in fixed_acc.items()},
+        "chosen_on": f"two folds of the {len(questions)} calibration questions, each judged by a table fitted on the other",
+    }
+    table = fit_table(questions, feature, seed=seed)
+    return VoteModel(feature, table, m, price, dict(provenance or {}, questions=len(questions), samples_per_question=m), report)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The fitted model on held-out questions: the fixed vote curve, the adaptive vote at several
+    prices, and per bin of promised P(right), the promise against what happened."""
+
+    fixed: dict[int, Replayed]
+    adaptive: dict[float, Replayed]
+    reliability: tuple[tuple[str, int, float, float], ...]  # (bin, stops, promised %, measured %)
+    questions_behind: tuple[int, int, int]  # min, median, max calibration questions behind a stop
+
+
+def judge(model: VoteModel, held_out: Sequence[VoteQuestion], prices: Sequence[float] = PRICES, seed: int = 21) -> Judgement:
+    held_out = [q for q in held_out if q.samples]
+    if not held_out:
+        raise EdgeAdaptError("no held-out questions with samples to judge the vote model on")
+    m = min(len(q.samples) for q in held_out)
+    fixed = {n: replay_fixed(held_out, n, model.feature, seed=seed) for n in range(1, m + 1)}
+    adaptive, promises = {}, []
+    for price in sorted({*prices, model.price}):
+        adaptive[price], stops = replay_adaptive(held_out, model, price, model.feature, n_max=m, seed=seed)
+        if price == model.price:
+            promises = stops
+    bins = []
+    for lo, hi in ((0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.01)):
+        inside = [(p, r) for p, r, _ in promises if lo <= p < hi]
+        if inside:
+            bins.append((f"{lo:.1f}-{min(hi, 1.0):.1f}", len(inside), 100 * float(np.mean([p for p, _ in inside])),
+                         100 * float(np.mean([r for _, r in inside]))))
+    behind = sorted(q for _, _, q in promises)
+    return Judgement(fixed, adaptive, tuple(bins), (behind[0], behind[len(behind) // 2], behind[-1]) if behind else (0, 0, 0))
+

@@ -1,0 +1,237 @@
+"""What a vote's samples say about its answer, from the generator's own evidence: no PRM needed.
+
+After n samples of a question, the search sees a :class:`VoteState`: how many samples, how many
+agree with the leading answer, how many distinct answers, and how sure the generator was of the
+leader's samples (a token-confidence feature, or a PRM's score where one earned its place on
+held-out questions). A :class:`VoteTable`, fitted by replaying sequential votes on the user's own
+calibration questions (:mod:`edge_adapt.search.vote_calibration`), says in such a state how often
+the leader was right and what one or two more samples added. Cells seen on few calibration
+questions are shrunk toward the coarser cell above them, and a decision is read from the finest
+cell that enough questions stand behind. :func:`vote_round` turns that into the next move.
+
+The file (``GENERATOR.calibration.json`` beside the GGUF) records what it was fitted for: the
+generator's sha256 and the prompt and sampling settings. Stacks refuse it for another generator
+and warn when the prompt settings differ.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_adapt.errors import ModelLoadError
+from edge_adapt.files import atomic_write_text
+from edge_adapt.search.voting import majority_confidence
+
+log = logging.getLogger(__name__)
+
+VOTE_MODEL_VERSION = 1
+N_EDGES = (2, 3, 4, 5, 7, 10, 13)  # sample-count buckets: 1, 2, 3, 4, 5-6, 7-9, 10-12, 13+
+SHARE_EDGES = (0.34, 0.5, 0.67, 0.999)  # the leader's vote share: <1/3, <1/2, <2/3, <1, all
+FEATURES = ("mean", "lowest", "tail", "prm")
+# how many more samples the table prices: a vote's next sample often only ties, and a contested
+# vote pays only after several, so one- and two-sample gains alone would stop it too early
+HORIZONS = (1, 2, 4, 8)  # what "how sure" reads: token confidence, or the PRM's median
+
+
+def calibration_path(generator: str | os.PathLike[str]) -> Path:
+    """Where ``calibrate`` writes, and stacks look for, a generator's vote model."""
+    path = Path(generator)
+    return path.with_name(path.name + ".calibration.json")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One finished sample as a vote sees it: its answer (None: cut off, no vote) and confidence."""
+
+    answer: str | None
+    confidence: float
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class VoteState:
+    """What a vote has after ``n`` samples: the leader's votes and mean confidence, distinct answers."""
+
+    n: int
+    votes: int  # samples agreeing with the leading answer (0: no sample has an answer)
+    runner_up: int  # samples agreeing with the second answer
+    distinct: int
+    confidence: float  # mean feature value of the leader's samples
+
+    @property
+    def share(self) -> float:
+        return self.votes / self.n if self.n else 0.0
+
+
+def leader(samples: Sequence[Sample]) -> tuple[str | None, list[int]]:
+    """The leading answer and its samples' indices: most votes, ties to the higher mean confidence,
+    then to the earlier answer. Answers compare as given (labels already grouped)."""
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        if s.answer is not None:
+            groups.setdefault(s.answer, []).append(i)
+    if not groups:
+        return None, []
+
+    def rank(item: tuple[str, list[int]]) -> tuple[int, float]:
+        members = item[1]
+        return len(members), sum(samples[i].confidence for i in members) / len(members)
+
+    answer, members = max(groups.items(), key=rank)  # max keeps the first of equals: the earlier answer
+    return answer, members
+
+
+def vote_state(samples: Sequence[Sample]) -> VoteState:
+    lead, members = leader(samples)
+    counts = sorted((sum(1 for s in samples if s.answer == a) for a in {s.answer for s in samples}
+                     if a is not None and a != lead), reverse=True)
+    confidence = sum(samples[i].confidence for i in members) / len(members) if members else 0.0
+    return VoteState(len(samples), len(members), counts[0] if counts else 0, len(counts) + bool(members), confidence)
+
+
+@dataclass(frozen=True)
+class VoteCell:
+    """Replayed votes that reached one state: on how many calibration questions, how often the
+    leader was right, and the mean change in that after HORIZONS more samples (shrunk)."""
+
+    questions: int
+    right: float
+    gains: tuple[float, ...]
+
+
+def cell_keys(state: VoteState, confidence_edges: Sequence[float]) -> tuple[str, ...]:
+    """The state's cells from the finest to the coarsest (the last, "*", holds every state)."""
+    nb = int(np.searchsorted(N_EDGES, state.n, side="right"))
+    sb = int(np.searchsorted(SHARE_EDGES, state.share, side="right")) if state.votes else -1
+    cb = int(np.searchsorted(confidence_edges, state.confidence, side="right"))
+    db = 0 if state.distinct <= 1 else 1 if state.distinct <= state.n / 2 else 2  # concentrated or scattered
+    return (f"{nb},{sb},{cb},{db}", f"{nb},{sb},{cb}", f"{nb},{sb}", f"{nb}", "*")
+
+
+@dataclass(frozen=True)
+class VoteTable:
+    confidence_edges: tuple[float, ...]
+    cells: dict[str, VoteCell]
+    min_questions: int = 10  # a decision needs a cell this many calibration questions reached
+
+    def lookup(self, state: VoteState) -> tuple[str, VoteCell]:
+        """The finest cell enough questions stand behind (the root always answers)."""
+        keys = cell_keys(state, self.confidence_edges)
+        for key in keys:
+            cell = self.cells.get(key)
+            if cell is not None and (cell.questions >= self.min_questions or key == "*"):
+                return key, cell
+        raise ModelLoadError("vote model: its table has no root cell; rerun `edge-adapt calibrate`")
+
+
+@dataclass(frozen=True)
+class VoteModel:
+    """The fitted vote model of one generator (see the module docstring)."""
+
+    feature: str  # which confidence the table reads (FEATURES)
+    table: VoteTable
+    max_measured: int  # samples per calibration question: past it the table knows nothing
+    price: float  # the default price, chosen on calibration questions (accuracy points per 1,000 tokens)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)  # what the fit chose and measured
+
+    def __post_init__(self) -> None:
+        if self.feature not in FEATURES:
+            raise ModelLoadError(f"vote model: feature {self.feature!r} is not one of {', '.join(FEATURES)}")
+        if "*" not in self.table.cells:
+            raise ModelLoadError("vote model: its table has no root cell")
+        if not (math.isfinite(self.price) and self.price >= 0):
+            raise ModelLoadError(f"vote model: price must be a finite number >= 0, got {self.price}")
+
+    @property
+    def needs_prm(self) -> bool:
+        return self.feature == "prm"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": VOTE_MODEL_VERSION, "feature": self.feature, "max_measured": self.max_measured, "price": self.price,
+                "table": {"confidence_edges": list(self.table.confidence_edges), "min_questions": self.table.min_questions,
+                          "cells": {k: asdict(c) for k, c in sorted(self.table.cells.items())}},
+                "provenance": self.provenance, "report": self.report}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VoteModel:
+        if not isinstance(data, dict) or data.get("version") != VOTE_MODEL_VERSION:
+            raise ModelLoadError(f"vote model version {data.get('version') if isinstance(data, dict) else None!r}; "
+                                 f"this edge_adapt reads version {VOTE_MODEL_VERSION}")
+        try:
+            t = data["table"]
+            table = VoteTable(tuple(float(x) for x in t["confidence_edges"]),
+                              {str(k): VoteCell(int(c["questions"]), float(c["right"]), tuple(float(g) for g in c["gains"]))
+                               for k, c in t["cells"].items()}, int(t.get("min_questions", 10)))
+            return cls(str(data["feature"]), table, int(data["max_measured"]), float(data["price"]),
+                       dict(data.get("provenance") or {}), dict(data.get("report") or {}))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelLoadError(f"malformed vote model ({exc!r})") from exc
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        target = Path(path)
+        atomic_write_text(target, json.dumps(self.to_dict(), indent=1) + "\n")
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> VoteModel:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, ModelLoadError) as exc:
+            raise ModelLoadError(f"{path}: {exc}; rebuild it with `edge-adapt calibrate`") from exc
+
+
+@dataclass(frozen=True)
+class VoteDecision:
+    """The next move of an adaptive vote: draw ``draw`` samples (0: stop), and why."""
+
+    draw: int
+    reason: str  # "first", "gain", "confident", "not_worth", "n_max", "past_calibration", "settled", "unsettled"
+    right: float  # P(the leader is right) now: the table's, or Adaptive-Consistency's P(leader stays ahead)
+    gains: tuple[float, ...] = ()
+    cell: str = ""  # the table cell read
+    questions: int = 0  # calibration questions behind it
+
+
+def vote_round(state: VoteState, model: VoteModel | None, *, price: float, tokens_per_sample: float, n_max: int,
+               stop_at: float = 0.98, lookahead: int = 2, threshold: float = 0.95) -> VoteDecision:
+    """The rule as a pure function of what was seen.
+
+    Calibrated: find the horizon h (HORIZONS, within ``n_max`` and what calibration measured)
+    maximising ``gain(h) - price * h * cost`` (price in accuracy points per 1,000 tokens); if that
+    is positive, draw min(h, lookahead) now and decide again; stop when the leader is at least
+    ``stop_at`` likely right. Without a model: Adaptive-Consistency (arXiv 2305.11860), one sample
+    at a time until the Beta posterior puts the leader ahead of the runner-up with ``threshold``."""
+    if state.n == 0:
+        return VoteDecision(1, "first", 0.0)
+    if model is None:
+        confidence = majority_confidence([state.votes, state.runner_up]) if state.votes else 0.0
+        if state.n >= n_max:
+            return VoteDecision(0, "n_max", confidence)
+        return VoteDecision(0, "settled", confidence) if confidence >= threshold else VoteDecision(1, "unsettled", confidence)
+    key, cell = model.table.lookup(state)
+    if state.n >= n_max:
+        return VoteDecision(0, "n_max", cell.right, cell=key, questions=cell.questions)
+    if state.n >= model.max_measured:
+        return VoteDecision(0, "past_calibration", cell.right, cell=key, questions=cell.questions)
+    if cell.right >= stop_at:
+        return VoteDecision(0, "confident", cell.right, cell.gains, key, cell.questions)
+    room = min(n_max, model.max_measured) - state.n
+    per_token = price / 100.0 / 1000.0
+    best, best_net = 0, 0.0
+    for h, gain in zip(HORIZONS, cell.gains, strict=False):
+        if h > room:
+            break
+        net = gain - per_token * h * tokens_per_sample
+        if net > best_net + 1e-12:
+            best, best_net = h, net
+    return VoteDecision(min(best, lookahead), "gain" if best else "not_worth", cell.right, cell.gains, key, cell.questions)
