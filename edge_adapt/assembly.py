@@ -4,8 +4,9 @@ A stack is the generator (its context sized from what the strategies need), the 
 meter, the policy (budgets, and joules whether or not a budget is set) and the searcher that
 receives all of them through its constructor. The meter and the policy read the work done from
 the generator and the PRM directly, so nothing is attached after construction. The CLI, the
-benchmarks, and the server and cluster workers to come open stacks here rather than wiring the
-parts themselves.
+benchmarks, the server and the cluster workers open stacks here rather than wiring the parts
+themselves. A generator's vote model (``GENERATOR.calibration.json``, from ``edge-adapt calibrate``)
+is found beside it and checked against it here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from edge_adapt.energy import CostModel, Meter, Usage, open_meter
 from edge_adapt.errors import ModelLoadError, SamplingConfigError
@@ -27,6 +28,7 @@ from edge_adapt.policy import EnergyPolicy
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.prm.absent import NO_PRM_HINT, NoPRM
 from edge_adapt.search import Searcher, SearchSettings, Strategy, kv_cells_needed, sequences_needed
+from edge_adapt.search.vote_model import VoteModel, calibration_path
 from edge_adapt.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ class StackSettings:
     measured_only: bool = False  # refuse the estimate: a real meter or a MeterError
     cost_model: Path | None = None  # a fitted cost model for the estimate
     budget: Budget = field(default_factory=Budget)
+    vote_model: Path | None = None  # the generator's calibration file; None: GENERATOR.calibration.json when there is one
+    use_vote_model: bool = True  # False: ignore any calibration file (measure without it)
 
     @property
     def step_rules(self) -> StepRules:
@@ -107,8 +111,41 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
                             "chat" if calibrated_chat else "no-chat")
             search = SearchSettings(sampling=settings.sampling, max_steps=settings.max_steps, chat=chat, system=settings.system,
                                     rules=rules)
-            searcher = Searcher(gen, prm, settings.task, search, policy=policy)
+            vote_model = _open_vote_model(settings, chat)
+            searcher = Searcher(gen, prm, settings.task, search, policy=policy, vote_model=vote_model)
             yield Stack(gen, prm, meter, policy, searcher)
+
+
+def prompt_provenance(settings: StackSettings, chat: bool) -> dict[str, Any]:
+    """What a calibration depends on besides the generator: how it was prompted and sampled."""
+    rules = settings.step_rules
+    return {"task": settings.task.name, "chat": chat, "system": settings.system, "prompt_template": getattr(settings.task, "prompt_template", None),
+            "step_delimiter": rules.delimiter, "max_new_tokens": rules.max_new_tokens,
+            "temperature": settings.sampling.temperature}
+
+
+def _open_vote_model(settings: StackSettings, chat: bool) -> VoteModel | None:
+    """The generator's vote model: the given file, else the one beside the GGUF (when there is
+    one). One fitted for another generator is refused; one fitted under other prompt or sampling
+    settings is used with a warning (its promises hold for those)."""
+    if not settings.use_vote_model:
+        return None
+    path = settings.vote_model or calibration_path(settings.generator)
+    if settings.vote_model is None and not path.is_file():
+        return None
+    model = VoteModel.load(path)
+    fitted_for = str(model.provenance.get("generator_sha256", ""))
+    if fitted_for != sha256_of(settings.generator):
+        raise ModelLoadError(f"{path} was calibrated for another generator (sha256 {fitted_for[:12] or '?'}...), not "
+                             f"{settings.generator}: rerun `edge-adapt calibrate --generator {settings.generator} ...`, or "
+                             "remove the file to run without it")
+    ours = prompt_provenance(settings, chat)
+    differ = [f"{k}={model.provenance.get(k)!r} (now {v!r})" for k, v in ours.items() if model.provenance.get(k, v) != v]
+    if differ:
+        log.warning("%s was calibrated with %s: its promises hold for those settings (recalibrate to change them)",
+                    path, ", ".join(differ))
+    log.info("adaptive_vote reads %s (%s, default price %g)", path, model.feature, model.price)
+    return model
 
 
 def _open_prm(settings: StackSettings) -> QuantilePRM | NoPRM:

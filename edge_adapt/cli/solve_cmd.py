@@ -27,11 +27,11 @@ from edge_adapt.guard import Budget
 from edge_adapt.prm import QuantilePRM, Quantiles
 from edge_adapt.prm.absent import NoPRM
 from edge_adapt.search import SearchResult
+from edge_adapt.search.adaptive_vote import vote_model_spec
 from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS
+from edge_adapt.search.vote_model import VoteModel, calibration_path
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
-
-NO_PRM_SAMPLES = 8  # --no-prm without -s or -n: a majority vote of this many samples
 
 
 def _q(q: Quantiles | None) -> str:
@@ -54,11 +54,14 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 
 @click.command()
 @click.argument("question", required=False)
-@click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="default", show_default=True)
+@click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default=None,
+              show_default="default with the shipped models; with your --generator, its calibration's task, else gsm8k")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
 @click.option("--index", type=click.IntRange(min=0), help="Solve problem N of the task (the default task's test split).")
 # the default: value-aware sampling (edge_adapt/search/value_sampling.py)
-@click.option("-s", "--strategy", "spec", default=None, show_default=f"{DEFAULT_SPEC}; majority:n={NO_PRM_SAMPLES} with --no-prm",
+@click.option("-s", "--strategy", "spec", default=None,
+              show_default=f"{DEFAULT_SPEC} with a PRM; without one, adaptive_vote at the generator's calibrated price, "
+                           "else consistency:n_max=16",
               metavar="SPEC",
               help="Search strategy: adaptive:price=8 (lower prices buy more samples), best_of_n:n=8, majority:n=8, "
                    "ias_best_of_n:n_max=32, beam:n=16,width=4, ias_beam:k_max=4,m_max=4 (+es adds early stopping to best-of-N).")
@@ -70,7 +73,7 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 @prompt_options
 @budget_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def solve_cmd(question: str | None, task_name: str, data: Path | None, index: int | None, spec: str | None, samples: int | None,
+def solve_cmd(question: str | None, task_name: str | None, data: Path | None, index: int | None, spec: str | None, samples: int | None,
               temperature: float, seed: int, generator_path: Path | None, prm_path: Path | None, models: Path | None,
               threads: int | None, gpu_layers: int, no_prm: bool, chat: bool | None, system: str | None,
               prompt_template: str | None,
@@ -95,14 +98,27 @@ def solve_cmd(question: str | None, task_name: str, data: Path | None, index: in
       edge-adapt solve "(3348*6+7430)*2" --energy 5 --latency 2
       edge-adapt solve --task gsm8k --data test.jsonl --index 3 --generator qwen.gguf --prm ./prm --json
     """
-    if spec is None:  # the default reads PRM scores; without a PRM, a vote
-        spec = f"majority:n={NO_PRM_SAMPLES}" if no_prm else DEFAULT_SPEC
+    no_prm = no_prm or (generator_path is not None and prm_path is None)  # the shipped PRM knows only the shipped generator
+    calibration = _calibration_of(generator_path)
+    if calibration is not None:  # prompt settings as calibrated, unless given
+        made = calibration.provenance
+        task_name = task_name or made.get("task")
+        chat = made.get("chat") if chat is None else chat
+        system = system if system is not None else made.get("system")
+        prompt_template = prompt_template if prompt_template is not None else made.get("prompt_template")
+        step_delimiter = step_delimiter if step_delimiter is not None else made.get("step_delimiter")
+        max_new_tokens = max_new_tokens if max_new_tokens is not None else made.get("max_new_tokens")
+    task_name = task_name or ("gsm8k" if generator_path is not None else "default")
+    if spec is None:  # the default reads PRM scores; without a PRM, the adaptive vote
+        spec = vote_model_spec(calibration) if no_prm else DEFAULT_SPEC
+        if no_prm and not as_json:
+            why = ("its calibration beside the generator" if calibration is not None
+                   else "no calibration beside the generator (`edge-adapt calibrate`): Adaptive-Consistency")
+            err_console.print(f"no PRM: {spec} ({why})", highlight=False)
     try:
         strategy = parse_spec(f"{'majority' if no_prm else 'best_of_n'}:n={samples}" if samples else spec)
     except EdgeAdaptError as exc:
         raise click.BadParameter(str(exc), param_hint="--strategy") from None
-    if task_name in ("gsm8k", "math") and data is None:
-        raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
     try:
         task = get_task(task_name, data, prompt_template)
     except EdgeAdaptError as exc:
@@ -169,6 +185,13 @@ def _print(result: SearchResult, problem: Problem, shown: str, question_q: Quant
         f"[bold]Cost[/] ({result.strategy}) {cost.samples} samples, {cost.generated_tokens} tokens generated, "
         f"{cost.prompt_tokens} prompt tokens, {scoring}, {cost.wall_s:.2f}s{energy}"
     )
+
+
+def _calibration_of(generator: Path | None) -> VoteModel | None:
+    """The vote model beside a given generator (the stack checks it against the file)."""
+    if generator is None or not calibration_path(generator).is_file():
+        return None
+    return VoteModel.load(calibration_path(generator))
 
 
 def _short(value: object) -> str:

@@ -105,7 +105,8 @@ class Engine:
     def _run(self, job: Job) -> SearchResult:
         stack = self.stack
         searcher = Searcher(stack.generator, stack.prm, stack.searcher.task, job.settings, policy=stack.policy,
-                            answer_model=stack.searcher.answer_model if stack.prm.available else None)
+                            answer_model=stack.searcher.answer_model if stack.prm.available else None,
+                            vote_model=stack.searcher.vote_model)
 
         def interrupt() -> None:
             if job.cancel.is_set():

@@ -1,0 +1,133 @@
+"""``edge-adapt calibrate``: a generator's vote model, fitted on the user's own questions, on the device.
+
+Sampling is a benchmark run of one fixed vote (``majority:n=N``) over the questions, so it shares
+the run folder's resume, fsynced records and ``--ray`` fan-out; every record carries each sample's
+answer, grade, length and token confidence (and PRM median, with a PRM). The fit reads those
+records alone: a slice of the questions (by a hash of their ids) is held out, the vote model is
+fitted on the rest (:func:`edge_adapt.search.vote_calibration.fit_vote_model`), and judged on the
+held-out slice (:func:`~edge_adapt.search.vote_calibration.judge`). The model is written beside the
+generator with its provenance (generator sha256, prompt and sampling settings, questions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_adapt.assembly import prompt_provenance
+from edge_adapt.bench.records import RunFolder
+from edge_adapt.bench.runner import BenchConfig, run_bench, stack_settings
+from edge_adapt.cluster import ClusterSettings
+from edge_adapt.errors import EdgeAdaptError
+from edge_adapt.models import sha256_of
+from edge_adapt.search.vote_calibration import CalibrationSample, Judgement, VoteQuestion, fit_vote_model, judge
+from edge_adapt.search.vote_model import VoteModel
+from edge_adapt.tasks import Task, get_task
+from edge_adapt.tasks.grading import answers_equal
+
+log = logging.getLogger(__name__)
+
+
+def sampling_config(generator: Path, task: str, data: Path | None, *, samples: int = 16, limit: int | None = None,
+                    question_seed: int = 0, prm: Path | None = None,
+                    temperature: float = 0.7, seed: int = 0, chat: bool | None = None, system: str | None = None,
+                    prompt_template: str | None = None, step_delimiter: str | None = None,
+                    max_new_tokens: int | None = None, threads: int | None = None, gpu_layers: int = 0) -> BenchConfig:
+    """The benchmark run that draws the calibration samples: one fixed vote of ``samples`` (a
+    PRM-weighted one with a PRM, so that every sample is scored too). The default task is sampled
+    on its calibration split: its test split is where results are reported."""
+    spec = f"{'weighted' if prm else 'majority'}:n={samples}"
+    return BenchConfig(generator=str(generator), prm=str(prm) if prm else None, task=task, data=str(data) if data else None,
+                       strategies=(spec,), limit=limit, seed=seed,
+                       split="calibration" if task in ("default", "arithmetic") else "test", question_seed=question_seed, temperature=temperature, chat=chat, system=system,
+                       prompt_template=prompt_template, step_delimiter=step_delimiter, max_new_tokens=max_new_tokens,
+                       threads=threads, gpu_layers=gpu_layers, vote_model=False)
+
+
+def draw_samples(config: BenchConfig, work: Path, progress: Callable[[int, int, dict[str, Any] | None], None],
+                 cluster: ClusterSettings | None = None) -> RunFolder:
+    """Draw (or resume drawing) the samples into the run folder ``work``."""
+    return run_bench(config, work, progress, cluster=cluster)
+
+
+def questions_from_records(records: Sequence[dict[str, Any]]) -> list[VoteQuestion]:
+    """Each record's samples as a calibration question: answers grouped as the task compares them."""
+    questions = []
+    for record in records:
+        firsts: list[str] = []
+        samples = []
+        for s in record.get("samples") or ():
+            label = None
+            if s["answer"] is not None:
+                j = next((k for k, a in enumerate(firsts) if answers_equal(s["answer"], a)), len(firsts))
+                if j == len(firsts):
+                    firsts.append(s["answer"])
+                label = f"a{j}"
+            conf = s["confidence"]
+            samples.append(CalibrationSample(label, bool(s["correct"]), int(s["tokens"]),
+                                             {"mean": conf["mean"], "lowest": conf["lowest"], "tail": conf["tail"],
+                                              "prm": s.get("prm_median")}))
+        questions.append(VoteQuestion(str(record["question_id"]), tuple(samples), record.get("level")))
+    return questions
+
+
+def is_held_out(question_id: str, fraction: float) -> bool:
+    """A fixed slice of the questions by a hash of the id: the same on every rerun and resume."""
+    digest = int(hashlib.sha256(question_id.encode("utf-8")).hexdigest()[:8], 16)
+    return digest / 0xFFFFFFFF < fraction
+
+
+@dataclass(frozen=True)
+class Calibration:
+    model: VoteModel
+    judgement: Judgement
+    path: Path
+    fitted_on: int
+    held_out: int
+
+
+def fit_and_judge(folder: RunFolder, config: BenchConfig, out: Path, *, held_out: float = 0.2, seed: int = 0,
+                  task: Task | None = None) -> Calibration:
+    """Fit the vote model on the folder's records (less the held-out slice), judge it on that
+    slice, and write it to ``out`` with its provenance."""
+    records = folder.records()
+    if not records:
+        raise EdgeAdaptError(f"{folder.path}: no samples yet; rerun the command to draw them")
+    questions = questions_from_records(records)
+    held = [q for q in questions if is_held_out(q.id, held_out)]
+    fit = [q for q in questions if not is_held_out(q.id, held_out)]
+    if len(held) < 10:
+        raise EdgeAdaptError(f"only {len(held)} of {len(questions)} questions fall in the held-out slice; give more "
+                             "questions (a few hundred) or a larger --held-out fraction")
+    task = task or get_task(config.task, config.data, config.prompt_template)
+    settings = stack_settings(config, task)
+    recorded = folder.config()
+    provenance = {
+        "generator": Path(config.generator).name, "generator_sha256": sha256_of(config.generator),
+        **prompt_provenance(settings, bool(recorded.get("chat_template"))),
+        "prm": config.prm, "data": config.data, "data_sha256": recorded.get("data_sha256"), "samples_run": str(folder.path),
+        "held_out_fraction": held_out, "held_out_questions": len(held),
+    }
+    model = fit_vote_model(fit, seed=seed, provenance=provenance)
+    judgement = judge(model, held)
+    model = VoteModel(model.feature, model.table, model.max_measured, model.price, model.provenance,
+                      {**model.report, "held_out": judgement_record(judgement, model.price)})
+    path = model.save(out)
+    return Calibration(model, judgement, path, len(fit), len(held))
+
+
+def judgement_record(j: Judgement, price: float) -> dict[str, Any]:
+    chosen = j.adaptive[price]
+    return {
+        "fixed": {str(n): {"accuracy": round(r.accuracy, 2), "tokens": round(r.tokens, 1)} for n, r in j.fixed.items()},
+        "adaptive": {f"{p:g}": {"accuracy": round(r.accuracy, 2), "tokens": round(r.tokens, 1), "samples": round(r.samples, 2)}
+                     for p, r in j.adaptive.items()},
+        "per_level_at_price": {lv: {"accuracy": round(a, 2), "tokens": round(t, 1), "samples": round(s, 2)}
+                               for lv, (a, t, s) in chosen.per_level.items()},
+        "reliability": [{"bin": b, "stops": n, "promised": round(p, 1), "measured": round(m, 1)} for b, n, p, m in j.reliability],
+        "questions_behind_stops": list(j.questions_behind),
+    }
