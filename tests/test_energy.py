@@ -359,3 +359,16 @@ def test_battery_pacer_raises_the_price_when_ahead_of_pace_and_lowers_it_when_be
         BatteryPacer(0.0, 10)
     with pytest.raises(BudgetError, match="max_step > 1"):
         BatteryPacer(10.0, 10, max_step=1.0)
+
+
+def test_the_cpu_estimate_charges_this_process_busy_time(tmp_path: Path) -> None:
+    """Without a meter the CPU estimate scales with the work the device really did (any model):
+    idle watts for the wall time plus a busy core's watts for this process's CPU time."""
+    meter = open_meter("estimate", sysfs_root=tmp_path, nvml=False)
+    assert meter.source == "estimate:cpu-time" and DEFAULT_COST_MODELS["cpu"].basis == "cpu-time"
+    start = time.process_time()
+    while time.process_time() - start < 0.2:  # one busy core for 0.2 s of CPU time
+        pass
+    reading = meter.read()
+    model = DEFAULT_COST_MODELS["cpu"]
+    assert reading.estimated and reading.joules >= (model.idle_w + model.w_per_busy_core) * 0.2

@@ -230,7 +230,7 @@ def test_metrics_count_what_was_served(default_server: Server) -> None:
     assert default_server.metric("edge_adapt_samples_total") == before + 4
     text = httpx.get(f"{default_server.url}/metrics").text
     for name in ("edge_adapt_generated_tokens_total", "edge_adapt_prm_tokens_total", "edge_adapt_request_seconds_bucket",
-                 "edge_adapt_queue_depth", 'edge_adapt_joules_total{estimated="true",source="estimate:cpu"}'):
+                 "edge_adapt_queue_depth", 'edge_adapt_joules_total{estimated="true",source="estimate:cpu-time"}'):
         assert name in text
     assert default_server.metric("edge_adapt_kv_cells_used") == 0
 

@@ -1,10 +1,14 @@
 """The energy cost model used when nothing is measurable, and its fit on a device that has a meter.
 
-    joules = idle_w * wall_s + j_prompt * prompt_tokens + j_generated * generated_tokens + j_prm * prm_tokens
+    joules = idle_w * wall_s + w_per_busy_core * cpu_s
+             + j_prompt * prompt_tokens + j_generated * generated_tokens + j_prm * prm_tokens
 
-Per-token coefficients depend on the model sizes as much as on the device, so the defaults below
-are rough figures for the shipped default models per device class; ``fit_cost_model`` (and
-``edge-adapt energy fit``) replaces them with least-squares coefficients from measured runs.
+``cpu_s`` is the CPU time this process used (every thread: llama.cpp's, ONNX Runtime's), so the
+CPU default charges what this device measurably did with whatever model runs: a 135M model's
+token costs what its seconds of busy cores cost, not what a 3.5M model's would. Per-token
+coefficients depend on the model sizes as much as on the device; the Jetson and GPU defaults
+(whose work is not CPU time) are rough figures for the shipped default models. ``fit_cost_model``
+(and ``edge-adapt energy fit``) replaces either with least-squares coefficients from measured runs.
 """
 
 from __future__ import annotations
@@ -46,15 +50,23 @@ class CostModel:
     j_per_generated_token: float
     j_per_prm_token: float
     fitted: bool = False  # True when fitted on this device against a real meter
+    w_per_busy_core: float = 0.0  # watts a fully busy core adds over idle
 
     def __post_init__(self) -> None:
-        for name in ("idle_w", "j_per_prompt_token", "j_per_generated_token", "j_per_prm_token"):
+        for name in ("idle_w", "j_per_prompt_token", "j_per_generated_token", "j_per_prm_token", "w_per_busy_core"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise MeterError(f"cost model {name} must be a finite number >= 0, got {value!r}; refit it with `edge-adapt energy fit`")
 
-    def joules(self, wall_s: float, usage: Usage) -> float:
-        return (self.idle_w * wall_s + self.j_per_prompt_token * usage.prompt_tokens
+    @property
+    def basis(self) -> str:
+        """What the estimate charges, for its label: fitted coefficients, busy CPU time, or tokens."""
+        if self.fitted:
+            return "fitted"
+        return "cpu-time" if self.w_per_busy_core > 0 else "tokens"
+
+    def joules(self, wall_s: float, usage: Usage, cpu_s: float = 0.0) -> float:
+        return (self.idle_w * wall_s + self.w_per_busy_core * cpu_s + self.j_per_prompt_token * usage.prompt_tokens
                 + self.j_per_generated_token * usage.generated_tokens + self.j_per_prm_token * usage.prm_tokens)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -75,10 +87,12 @@ class CostModel:
             raise MeterError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
 
 
-# Rough defaults for the shipped default models (a few million parameters): a CPU laptop or
-# desktop, a Jetson Orin module, a discrete NVIDIA GPU box. Fit your own for anything else.
+# Rough defaults: a CPU laptop or desktop (idle package power, and what a busy core adds: a
+# 15-45 W mobile part over 4-8 cores), a Jetson Orin module and a discrete NVIDIA GPU box (per
+# token, for the shipped default models of a few million parameters). Fit your own for anything else.
 DEFAULT_COST_MODELS: dict[str, CostModel] = {
-    "cpu": CostModel("cpu", idle_w=6.0, j_per_prompt_token=0.002, j_per_generated_token=0.01, j_per_prm_token=0.001),
+    "cpu": CostModel("cpu", idle_w=6.0, j_per_prompt_token=0.0, j_per_generated_token=0.0, j_per_prm_token=0.0,
+                     w_per_busy_core=5.0),
     "jetson": CostModel("jetson", idle_w=5.0, j_per_prompt_token=0.001, j_per_generated_token=0.006, j_per_prm_token=0.0005),
     "gpu": CostModel("gpu", idle_w=30.0, j_per_prompt_token=0.0005, j_per_generated_token=0.004, j_per_prm_token=0.0002),
 }

@@ -234,9 +234,11 @@ def nvml_meter(index: int = 0, interval_s: float = 0.05) -> Meter:
 
 
 class EstimateMeter(Meter):
-    """Joules from the cost model, wall time and the token counts ``usage()`` returns.
+    """Joules from the cost model: wall time, this process's CPU time, and the token counts
+    ``usage()`` returns.
 
-    Always available and always labelled ``estimated``: it is a model, not a measurement.
+    Always available and always labelled ``estimated``, with what it charges: ``estimate:cpu-time``
+    (busy CPU time), ``estimate:<class>`` (per-token defaults), ``estimate:<class>-fitted``.
     """
 
     estimated = True
@@ -244,14 +246,17 @@ class EstimateMeter(Meter):
     def __init__(self, model: CostModel, usage: Callable[[], Usage]) -> None:
         self.model = model
         self._usage = usage
-        self.source = f"estimate:{model.device_class}"
+        basis = model.basis
+        self.source = "estimate:cpu-time" if basis == "cpu-time" else \
+            f"estimate:{model.device_class}" + ("-fitted" if basis == "fitted" else "")
         self._t0 = time.monotonic()
+        self._c0 = time.process_time()
         self._u0 = usage()
         self._last: tuple[float, float] | None = None
 
     def read(self) -> EnergyReading:
         t = time.monotonic()
-        joules = self.model.joules(t - self._t0, self._usage() - self._u0)
+        joules = self.model.joules(t - self._t0, self._usage() - self._u0, time.process_time() - self._c0)
         watts = None
         if self._last is not None and t > self._last[0]:
             watts = (joules - self._last[1]) / (t - self._last[0])

@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from edge_adapt.decisions import ValueSamplingSummary
-from edge_adapt.energy.cost_model import DEFAULT_COST_MODELS
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.search.answer_model import PickState, QuestionModel
 from edge_adapt.search.context import SearchContext
 from edge_adapt.search.posterior import Evidence, Moments, expected_accuracy, posterior
 from edge_adapt.search.voting import votes_for
 
-# what reading a token costs the PRM against writing one, by the default CPU cost model
-_PRM_TOKEN_WEIGHT = round(DEFAULT_COST_MODELS["cpu"].j_per_prm_token / DEFAULT_COST_MODELS["cpu"].j_per_generated_token, 6)
+# what reading a token costs the PRM against writing one (a batched forward pass over a prefix
+# against a sampled decode step: about a tenth on the CPU, benchmarks/bench_search_time.py)
+_PRM_TOKEN_WEIGHT = 0.1
 
 
 @dataclass(frozen=True)
