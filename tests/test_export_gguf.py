@@ -251,6 +251,12 @@ def test_sentencepiece_style_tokenizers_in_the_shapes_checkpoints_ship(tmp_path:
     # byte-level BPE still goes the byte-level way
     byte_level = _tokenizer_json(None, pre_tokenizers.ByteLevel(add_prefix_space=False))
     assert detect_style(byte_level, tmp_path) == TokenizerStyle("gpt2", "gpt-2")
+    # ... also flagged byte_fallback, as transformers' GGUF loader writes SmolLM2: the flag never fires
+    # under ByteLevel, so it is the same byte-level tokenizer
+    flagged = json.loads(json.dumps(byte_level))
+    flagged["model"]["byte_fallback"] = True
+    flagged["decoder"] = {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, flagged["decoder"]]}
+    assert detect_style(flagged, tmp_path) == TokenizerStyle("gpt2", "gpt-2")
 
 
 def test_gemma3_settings_llama_cpp_fixes_are_checked(checkpoint, tmp_path: Path) -> None:
@@ -267,3 +273,17 @@ def test_gemma3_settings_llama_cpp_fixes_are_checked(checkpoint, tmp_path: Path)
         (folder / "config.json").write_text(json.dumps({**config, field: value}))
         with pytest.raises(UnsupportedModelError, match=message):
             open_checkpoint(folder)
+
+
+def test_a_byte_level_bpe_flagged_byte_fallback_converts_and_verifies(checkpoint, tmp_path: Path) -> None:
+    """transformers' GGUF loader writes SmolLM2's byte-level BPE with byte_fallback set; the export
+    reads it as the byte-level tokenizer it is, and the tokenization and logits checks pass."""
+    from edge_adapt_tools.gguf.export import export_gguf
+
+    folder = tmp_path / "flagged"
+    shutil.copytree(checkpoint("llama-tied"), folder)
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    tokenizer["model"]["byte_fallback"] = True
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    result = export_gguf(folder, tmp_path / "out", name="flagged")
+    assert result.conversion.path.is_file()

@@ -107,7 +107,11 @@ def detect_style(tokenizer_json: dict[str, Any], source: Path) -> TokenizerStyle
             f"{source}: tokenizer model {model.get('type')!r} is not BPE; byte-level BPE and SentencePiece-style BPE "
             "(byte fallback) convert. A Unigram tokenizer.json (as transformers builds from some GGUFs) needs the "
             "model's original tokenizer.json.")
-    if model.get("byte_fallback"):
+    byte_level = any(step.get("type") == "ByteLevel" for step in _steps(tokenizer_json.get("pre_tokenizer"), "pretokenizers"))
+    # transformers' GGUF loader writes byte-level BPEs (SmolLM2) with byte_fallback set: under a
+    # ByteLevel pre-tokenizer every byte is already a vocabulary symbol, so the flag never fires
+    # (and a ByteFallback decoder beside ByteLevel changes nothing); the parity checks still verify it
+    if model.get("byte_fallback") and not byte_level:
         return _sentencepiece_style(tokenizer_json, source)
     return TokenizerStyle("gpt2", detect_pre_tokenizer(tokenizer_json, source))
 
