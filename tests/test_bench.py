@@ -57,7 +57,7 @@ def test_interrupted_run_resumes_to_the_same_records(config, problems, tmp_path)
     assert sorted((stable_view(r) for r in resumed), key=key) == sorted((stable_view(r) for r in expected), key=key)
     # every record carries what a measurement run needs
     r = resumed[0]
-    assert r["cost"]["energy_source"] == "estimate:cpu" and r["cost"]["energy_estimated"] is True
+    assert r["cost"]["energy_source"] == "estimate:cpu-time" and r["cost"]["energy_estimated"] is True
     assert r["cost"]["joules"] > 0 and r["decisions"] and set(r["question_quantiles"]) and "level" in r
 
 
@@ -125,3 +125,20 @@ def test_limit_spreads_over_every_level() -> None:
     small = spread([p for p in split if p.level != 6] + split[-3:], 30)  # a level with fewer than its share
     assert sum(p.level == 6 for p in small) == 3 and len(small) == 30
     assert spread(split[:10], 50) == split[:10]
+
+
+def test_paired_comparison_counts_who_alone_was_right_with_a_sign_test() -> None:
+    from edge_adapt.bench.paired import neighbours, paired, sign_test
+
+    def record(strategy: str, q: int, correct: bool, tokens: int) -> dict:
+        return {"question_id": f"q{q}", "strategy": strategy, "correct": correct, "cost": {"generated_tokens": tokens}}
+
+    records = [record("adaptive_vote:price=8", q, q < 6, 50) for q in range(10)] + \
+              [record("majority:n=4", q, q < 3 or q == 6, 100) for q in range(10)]
+    result = paired(records, "adaptive_vote:price=8", "majority:n=4")
+    assert (result.only_mine, result.only_other, result.questions) == (3, 1, 10)
+    assert result.difference == pytest.approx(20.0) and result.token_ratio == pytest.approx(0.5)
+    assert result.p == pytest.approx(2 * 5 / 16) == sign_test(3, 1)
+    assert result.low <= 20.0 <= result.high
+    summaries = [_summary("adaptive_vote:price=8", 0.6, 50), _summary("majority:n=4", 0.4, 100)]
+    assert [p.other for p in neighbours(records, summaries)] == ["majority:n=4"]

@@ -106,7 +106,7 @@ def table_rows(summaries: list[StrategySummary]) -> list[list[str]]:
 
 def is_fixed(strategy: str) -> bool:
     """A fixed-budget strategy: best-of-N (any selector) or beam search, without early stopping."""
-    return strategy.split(":")[0] in ("best_of_n", "majority", "weighted", "beam") and "+es" not in strategy
+    return strategy.split(":")[0] in ("best_of_n", "majority", "weighted", "cisc", "deepconf", "beam") and "+es" not in strategy
 
 
 def dominated_by(s: StrategySummary, others: list[StrategySummary], cost: str, points: float = 1.0) -> str | None:

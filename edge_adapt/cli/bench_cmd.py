@@ -18,6 +18,7 @@ from edge_adapt.bench import (
     write_plots,
     write_summary,
 )
+from edge_adapt.bench.paired import neighbours
 from edge_adapt.bench.summary import COLUMNS, pareto_lines, savings, table_rows
 from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import (
@@ -31,6 +32,7 @@ from edge_adapt.cli.options import (
     prompt_options,
     resolve_models,
 )
+from edge_adapt.files import atomic_write_text
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import TASK_NAMES
 
@@ -44,6 +46,10 @@ from edge_adapt.tasks import TASK_NAMES
 @click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="default", show_default=True)
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use this many questions, spread evenly over the split.")
+@click.option("--split", type=click.Choice(("test", "calibration")), default="test", show_default=True,
+              help="The default task's split (choose settings on calibration, report on test).")
+@click.option("--question-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="The default task: another draw of the split's questions (0: the model card's).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True)
 @model_options
@@ -52,7 +58,8 @@ from edge_adapt.tasks import TASK_NAMES
 @budget_options
 @cluster_options
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
-def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | None, limit: int | None, seed: int,
+def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | None, limit: int | None, split: str,
+          question_seed: int, seed: int,
           temperature: float, generator_path: Path | None, prm_path: Path | None, models: Path | None, threads: int | None,
           gpu_layers: int, no_prm: bool, chat: bool | None, system: str | None, prompt_template: str | None,
           step_delimiter: str | None,
@@ -90,7 +97,7 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
     config = BenchConfig(
         generator=str(generator_path), prm=str(prm_path) if prm_path else None, task=task_name, data=str(data) if data else None,
         strategies=tuple(parse_spec(s).name for s in strategies) or (NO_PRM_STRATEGIES if no_prm else DEFAULT_STRATEGIES),
-        limit=limit, seed=seed,
+        limit=limit, seed=seed, split=split, question_seed=question_seed,
         temperature=temperature, budget=budget_dict(energy_j, latency_s, tokens, power_w), meter=meter,
         cost_model=str(cost_model) if cost_model else None, threads=threads, gpu_layers=gpu_layers, chat=chat, system=system,
         step_delimiter=step_delimiter, max_new_tokens=max_new_tokens, prompt_template=prompt_template,
@@ -137,8 +144,12 @@ def _report(folder: RunFolder, plots: bool) -> None:
     sources = {s.energy_source for s in summaries if s.energy_source}
     if sources:
         console.print(f"energy: {', '.join(sorted(sources))}")
-    for line in [*pareto_lines(summaries), *savings(summaries)]:
+    comparisons = [p.line() for p in neighbours(records, summaries)]
+    for line in [*pareto_lines(summaries), *savings(summaries), *comparisons]:
         console.print(line, highlight=False)
+    if comparisons:
+        atomic_write_text(folder.path / "paired.md", "# Adaptive strategies against their fixed neighbours (paired)\n\n"
+                          + "".join(f"- {line}\n" for line in comparisons))
     written = write_summary(folder.path, summaries, title)
     if plots:
         written += write_plots(folder.path, records, summaries)
