@@ -166,3 +166,19 @@ def test_records_become_questions_with_answers_grouped_as_the_task_compares_them
     assert q.samples[3].features == {"mean": -0.5, "lowest": -1.0, "tail": -0.2, "prm": 0.4}
     held = [i for i in range(1000) if is_held_out(f"gsm8k-{i:05d}", 0.2)]
     assert 150 < len(held) < 250 and held == [i for i in range(1000) if is_held_out(f"gsm8k-{i:05d}", 0.2)]
+
+
+def test_a_prm_feature_is_chosen_only_where_it_predicts_better_and_keeps_a_generator_only_table(tmp_path) -> None:
+    def scored(q: VoteQuestion, prm: float) -> VoteQuestion:  # token confidence says nothing; the PRM tells them apart
+        return VoteQuestion(q.id, tuple(CalibrationSample(s.answer, s.correct, s.tokens, {"mean": -1.0, "lowest": -1.0,
+                                                                                           "tail": -1.0, "prm": prm})
+                                        for s in q.samples), q.level)
+
+    questions = [scored(easy(i), 0.9) for i in range(30)] + [scored(hopeless(i), 0.1) for i in range(30)]
+    model = fit_vote_model(questions)
+    assert model.feature == "prm" and model.needs_prm
+    assert model.report["feature_log_loss"]["prm"] < min(model.report["feature_log_loss"][f] for f in ("mean", "lowest", "tail"))
+    own = model.without_prm()
+    assert own is not None and own.feature in ("mean", "lowest", "tail") and not own.needs_prm
+    assert VoteModel.load(model.save(tmp_path / "m.json")) == model
+    assert fit_vote_model([easy(i) for i in range(15)] + [hopeless(i) for i in range(15)]).without_prm() is not None

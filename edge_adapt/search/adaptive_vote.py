@@ -50,9 +50,8 @@ class AdaptiveVote:
 
     def run(self, ctx: SearchContext) -> None:
         model = ctx.vote_model if self.calibrated else None
-        if model is not None and model.needs_prm and not ctx.prm.available:
-            raise SamplingConfigError(f"the vote model of this generator reads PRM scores ({model.provenance.get('prm')}); "
-                                      "pass that --prm, or recalibrate without one")
+        if model is not None and not ctx.prm.available:
+            model = model.without_prm()  # calibrated with a PRM: the generator's own evidence, as calibrated beside it
         feature = model.feature if model is not None else "mean"
         labels: list[str] = []  # each answer group's first answer
         samples: list[Sample] = []

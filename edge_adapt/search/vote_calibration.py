@@ -267,7 +267,12 @@ def fit_vote_model(questions: Sequence[VoteQuestion], *, seed: int = 0, toleranc
         "chosen_on": f"two folds of the {len(questions)} calibration questions, each judged by a table fitted on the other",
     }
     table = fit_table(questions, feature, seed=seed)
-    return VoteModel(feature, table, m, price, dict(provenance or {}, questions=len(questions), samples_per_question=m), report)
+    generator_only = None
+    if feature == "prm":  # a stack without the PRM still gets the best of the generator's own evidence
+        own = min((f for f in losses if f != "prm"), key=lambda f: losses[f])
+        generator_only = (own, fit_table(questions, own, seed=seed))
+    return VoteModel(feature, table, m, price, dict(provenance or {}, questions=len(questions), samples_per_question=m), report,
+                     generator_only)
 
 
 @dataclass(frozen=True)

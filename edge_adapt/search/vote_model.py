@@ -143,6 +143,8 @@ class VoteModel:
     price: float  # the default price, chosen on calibration questions (accuracy points per 1,000 tokens)
     provenance: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)  # what the fit chose and measured
+    # where ``feature`` is the PRM's: the best token-confidence feature and its table, for a stack without the PRM
+    generator_only: tuple[str, VoteTable] | None = None
 
     def __post_init__(self) -> None:
         if self.feature not in FEATURES:
@@ -156,11 +158,21 @@ class VoteModel:
     def needs_prm(self) -> bool:
         return self.feature == "prm"
 
+    def without_prm(self) -> VoteModel | None:
+        """The model a stack without a PRM reads: this one, or its generator-only table (None: none)."""
+        if not self.needs_prm:
+            return self
+        if self.generator_only is None:
+            return None
+        feature, table = self.generator_only
+        return VoteModel(feature, table, self.max_measured, self.price, self.provenance, self.report)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"version": VOTE_MODEL_VERSION, "feature": self.feature, "max_measured": self.max_measured, "price": self.price,
-                "table": {"confidence_edges": list(self.table.confidence_edges), "min_questions": self.table.min_questions,
-                          "cells": {k: asdict(c) for k, c in sorted(self.table.cells.items())}},
-                "provenance": self.provenance, "report": self.report}
+        data = {"version": VOTE_MODEL_VERSION, "feature": self.feature, "max_measured": self.max_measured, "price": self.price,
+                "table": _table_dict(self.table), "provenance": self.provenance, "report": self.report}
+        if self.generator_only is not None:
+            data["generator_only"] = {"feature": self.generator_only[0], "table": _table_dict(self.generator_only[1])}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VoteModel:
@@ -168,12 +180,10 @@ class VoteModel:
             raise ModelLoadError(f"vote model version {data.get('version') if isinstance(data, dict) else None!r}; "
                                  f"this edge_adapt reads version {VOTE_MODEL_VERSION}")
         try:
-            t = data["table"]
-            table = VoteTable(tuple(float(x) for x in t["confidence_edges"]),
-                              {str(k): VoteCell(int(c["questions"]), float(c["right"]), tuple(float(g) for g in c["gains"]))
-                               for k, c in t["cells"].items()}, int(t.get("min_questions", 10)))
-            return cls(str(data["feature"]), table, int(data["max_measured"]), float(data["price"]),
-                       dict(data.get("provenance") or {}), dict(data.get("report") or {}))
+            alt = data.get("generator_only")
+            return cls(str(data["feature"]), _table_of(data["table"]), int(data["max_measured"]), float(data["price"]),
+                       dict(data.get("provenance") or {}), dict(data.get("report") or {}),
+                       (str(alt["feature"]), _table_of(alt["table"])) if alt else None)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelLoadError(f"malformed vote model ({exc!r})") from exc
 
@@ -188,6 +198,17 @@ class VoteModel:
             return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
         except (json.JSONDecodeError, UnicodeDecodeError, ModelLoadError) as exc:
             raise ModelLoadError(f"{path}: {exc}; rebuild it with `edge-adapt calibrate`") from exc
+
+
+def _table_dict(table: VoteTable) -> dict[str, Any]:
+    return {"confidence_edges": list(table.confidence_edges), "min_questions": table.min_questions,
+            "cells": {k: asdict(c) for k, c in sorted(table.cells.items())}}
+
+
+def _table_of(t: dict[str, Any]) -> VoteTable:
+    return VoteTable(tuple(float(x) for x in t["confidence_edges"]),
+                     {str(k): VoteCell(int(c["questions"]), float(c["right"]), tuple(float(g) for g in c["gains"]))
+                      for k, c in t["cells"].items()}, int(t.get("min_questions", 10)))
 
 
 @dataclass(frozen=True)
