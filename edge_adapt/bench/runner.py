@@ -32,6 +32,7 @@ from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
 from edge_adapt.search import Candidate, SearchResult
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import Strategy
+from edge_adapt.search.vote_model import calibration_path
 from edge_adapt.tasks import Problem, Task, get_task
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,14 @@ class BenchConfig:
 def model_fingerprints(config: BenchConfig) -> dict[str, str]:
     """sha256 of the generator file and of the PRM's prm_config.json (its metrics and fitted
     numbers change with every rebuild): the paths alone would let a resume after the models were
-    rebuilt mix two models' records in one run."""
+    rebuilt mix two models' records in one run. The generator's vote model too, where the run reads
+    one (adaptive_vote decides by it)."""
     prm = sha256_of(Path(config.prm) / PRM_CONFIG) if config.prm else None
-    return {"generator": sha256_of(config.generator), "prm_config": prm}
+    found = {"generator": sha256_of(config.generator), "prm_config": prm}
+    calibration = calibration_path(config.generator)
+    if config.vote_model and calibration.is_file():
+        found["vote_model"] = sha256_of(calibration)
+    return found
 
 
 def load_problems(config: BenchConfig, task: Task) -> list[Problem]:
