@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from without_modules import run_cli_without
 
 from edge_adapt import StackSettings, open_stack
 from edge_adapt.bench.calibrate import draw_samples, fit_and_judge, sampling_config
@@ -20,8 +21,6 @@ from edge_adapt.models import load_default_models, sha256_of
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.vote_model import VoteModel, calibration_path
 from edge_adapt.tasks import ArithmeticTask
-
-from without_modules import run_cli_without
 
 ARGS = ["--task", "default", "--limit", "60", "-n", "4"]
 

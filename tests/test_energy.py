@@ -371,4 +371,5 @@ def test_the_cpu_estimate_charges_this_process_busy_time(tmp_path: Path) -> None
         pass
     reading = meter.read()
     model = DEFAULT_COST_MODELS["cpu"]
-    assert reading.estimated and reading.joules >= (model.idle_w + model.w_per_busy_core) * 0.2
+    # the busy core's share at least (the wall time may trail the CPU time of a many-threaded process)
+    assert reading.estimated and reading.joules >= model.w_per_busy_core * 0.2 + model.idle_w * 0.1

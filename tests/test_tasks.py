@@ -70,8 +70,10 @@ def test_a_question_is_placed_in_the_level_whose_shape_it_has() -> None:
 
 def test_task_registry_and_bad_requests() -> None:
     assert isinstance(get_task("default"), ArithmeticTask)
+    one_at_a_time = get_task("gsm8k")  # no file: questions come one at a time (solve)
+    assert one_at_a_time.problems() == [] and one_at_a_time.parse_question("What is 2+3?").question == "What is 2+3?"
     with pytest.raises(EdgeAdaptError, match="--data"):
-        get_task("gsm8k")
+        one_at_a_time.problem_at(0)
     with pytest.raises(EdgeAdaptError, match="unknown task"):
         get_task("mmlu")
     with pytest.raises(EdgeAdaptError, match="unknown split"):

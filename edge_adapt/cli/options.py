@@ -15,7 +15,7 @@ from edge_adapt.models import load_default_models
 
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
-        click.option("--generator", "generator_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        click.option("-m", "--generator", "generator_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="GGUF generator (default: the shipped one)."),
         click.option("--prm", "prm_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
                      help="Exported PRM folder (default: the shipped one)."),

@@ -98,7 +98,9 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
       edge-adapt solve "(3348*6+7430)*2" --energy 5 --latency 2
       edge-adapt solve --task gsm8k --data test.jsonl --index 3 --generator qwen.gguf --prm ./prm --json
     """
-    no_prm = no_prm or (generator_path is not None and prm_path is None)  # the shipped PRM knows only the shipped generator
+    mine = generator_path is not None
+    no_prm = no_prm or (mine and prm_path is None)  # the shipped PRM knows only the shipped generator
+    generator_path, prm_path = resolve_models(generator_path, prm_path, models, no_prm)
     calibration = _calibration_of(generator_path)
     if calibration is not None:  # prompt settings as calibrated, unless given
         made = calibration.provenance
@@ -108,7 +110,7 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
         prompt_template = prompt_template if prompt_template is not None else made.get("prompt_template")
         step_delimiter = step_delimiter if step_delimiter is not None else made.get("step_delimiter")
         max_new_tokens = max_new_tokens if max_new_tokens is not None else made.get("max_new_tokens")
-    task_name = task_name or ("gsm8k" if generator_path is not None else "default")
+    task_name = task_name or ("gsm8k" if mine else "default")
     if spec is None:  # the default reads PRM scores; without a PRM, the adaptive vote
         spec = vote_model_spec(calibration) if no_prm else DEFAULT_SPEC
         if no_prm and not as_json:
@@ -124,7 +126,6 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
     except EdgeAdaptError as exc:
         raise click.UsageError(str(exc)) from None
     problem = _problem(task, question, index)
-    generator_path, prm_path = resolve_models(generator_path, prm_path, models, no_prm)
     budget = budget_dict(energy_j, latency_s, tokens, power_w)
     settings = StackSettings(generator_path, prm_path, task, (strategy,), SamplingParams(temperature=temperature), threads=threads,
                              gpu_layers=gpu_layers, meter=meter, cost_model=cost_model, budget=Budget(**budget), chat=chat,
@@ -187,9 +188,9 @@ def _print(result: SearchResult, problem: Problem, shown: str, question_q: Quant
     )
 
 
-def _calibration_of(generator: Path | None) -> VoteModel | None:
-    """The vote model beside a given generator (the stack checks it against the file)."""
-    if generator is None or not calibration_path(generator).is_file():
+def _calibration_of(generator: Path) -> VoteModel | None:
+    """The vote model beside the generator (the stack checks it against the file)."""
+    if not calibration_path(generator).is_file():
         return None
     return VoteModel.load(calibration_path(generator))
 
