@@ -109,7 +109,8 @@ def fit_and_judge(folder: RunFolder, config: BenchConfig, out: Path, *, held_out
     provenance = {
         "generator": Path(config.generator).name, "generator_sha256": sha256_of(config.generator),
         **prompt_provenance(settings, bool(recorded.get("chat_template"))),
-        "prm": config.prm, "data": config.data, "data_sha256": recorded.get("data_sha256"), "samples_run": str(folder.path),
+        "prm": config.prm, "data": config.data, "data_sha256": recorded.get("data_sha256"), "split": config.split,
+        "question_seed": config.question_seed, "samples_run": str(folder.path),
         "held_out_fraction": held_out, "held_out_questions": len(held),
     }
     model = fit_vote_model(fit, seed=seed, provenance=provenance)
