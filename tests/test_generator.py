@@ -357,3 +357,26 @@ def test_an_interrupted_step_frees_its_branches(gen: Generator, monkeypatch: pyt
     assert len(gen.expand([root], 6, sampling=HOT, rules=NO_DELIMITER).children) == 6
     with pytest.raises(SamplingConfigError, match="seed"):
         gen.prefill(PROMPT, seed=-1)
+
+
+def test_an_interrupt_stops_a_long_step_mid_way_and_frees_its_sequences(gen: Generator) -> None:
+    """A client gone mid-step: ``between_steps`` is also asked inside a step, so one long step
+    (no delimiter for 200 tokens) stops within a few tokens, and nothing is left held."""
+    class Gone(Exception):
+        pass
+
+    calls = {"n": 0}
+
+    def interrupt() -> None:
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise Gone
+
+    root = gen.prefill(PROMPT, seed=3)
+    held = gen.kv_cells_used
+    long_step = StepRules(delimiter="\x00\x01", max_step_tokens=200, max_new_tokens=200)
+    with pytest.raises(Gone):
+        gen.complete([root], 2, sampling=HOT, rules=long_step, between_steps=interrupt)
+    assert calls["n"] == 6 and gen.kv_cells_used == held  # the half-made step's cells are freed
+    gen.release(root)
+    assert gen.kv_cells_used == 0

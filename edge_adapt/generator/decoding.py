@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +49,9 @@ class TreeDecoder:
         self._batch = Batch(ctx.n_batch, ctx.n_seq_max)
         self._candidates = CandidateBuffer(vocab.n_tokens)
         self._warned_past_training = False
+        # called before every batched decode of generated tokens and may raise to abandon the step
+        # (a client gone mid-step: a long step would otherwise run to its end); None: never
+        self.interrupt: Callable[[], None] | None = None
 
     def close(self) -> None:
         self._batch.close()
@@ -129,6 +132,8 @@ class TreeDecoder:
     def _run(self, branches: list[_Branch], stats: GenerationStats, started: float) -> None:
         active = branches
         while active:
+            if self.interrupt is not None:
+                self.interrupt()
             to_decode: list[_Branch] = []
             for b in active:
                 assert b.pending is not None

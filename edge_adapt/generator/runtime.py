@@ -232,9 +232,14 @@ class Generator:
         Returns the last node of every solution (its path holds the steps) and the cost. A
         solution still going after ``max_steps`` steps is returned as it stands (its ``end`` is
         then not a solution end). Every node this call made is released before it returns, also
-        when ``between_steps`` (called before every step after the first) raises to stop it.
+        when ``between_steps`` (called before every step after the first, and before every batched
+        decode inside a step) raises to stop it.
         """
-        frontier = self.expand(parents, n, sampling=sampling, rules=rules)
+        self._decoder.interrupt = between_steps  # also checked inside a long step
+        try:
+            frontier = self.expand(parents, n, sampling=sampling, rules=rules)
+        finally:
+            self._decoder.interrupt = None
         stats = frontier.stats
         leaves = [c for c in frontier.children if c.ends_solution]
         live = [c for c in frontier.children if not c.ends_solution]
@@ -243,7 +248,11 @@ class Generator:
             while live and steps < max_steps:
                 if between_steps is not None:
                     between_steps()
-                step = self.expand(live, 1, sampling=sampling, rules=rules)
+                self._decoder.interrupt = between_steps
+                try:
+                    step = self.expand(live, 1, sampling=sampling, rules=rules)
+                finally:
+                    self._decoder.interrupt = None
                 stats = stats + step.stats
                 self.release(*live)
                 leaves += [c for c in step.children if c.ends_solution]
