@@ -42,7 +42,8 @@ def resolve_models(generator_path: Path | None, prm_path: Path | None, models: P
 
 no_prm_option = click.option(
     "--no-prm", is_flag=True,
-    help="Run without a PRM: majority vote over samples only (majority:n=N; n=1 is plain sampling), labelled as such.")
+    help="Run without a PRM: strategies that read no score (votes, adaptive_vote, consistency, esc, cisc, deepconf), "
+         "labelled as such.")
 
 
 def budget_options(f: Callable[..., Any]) -> Callable[..., Any]:

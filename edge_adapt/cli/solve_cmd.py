@@ -152,7 +152,7 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
 def _print(result: SearchResult, problem: Problem, shown: str, question_q: Quantiles | None, correct: bool | None,
            prm: QuantilePRM | NoPRM) -> None:
     asked = f"  (asked as {escape(problem.question)})" if shown != problem.question else ""
-    rated = f"PRM P(success) q10/q50/q90: {_q(question_q)}" if prm.available else "no PRM: majority vote over samples"
+    rated = f"PRM P(success) q10/q50/q90: {_q(question_q)}" if prm.available else "no PRM: the generator's own samples decide"
     console.print(f"[bold]Question[/] {escape(shown)}{asked}    {rated}")
     chosen = result.chosen
     if chosen is not None:

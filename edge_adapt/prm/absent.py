@@ -1,7 +1,7 @@
 """The no-PRM mode: search without a process reward model, clearly labelled.
 
-A generator without a PRM calibrated for it can still answer by majority vote over samples (one
-sample: plain sampling). :class:`NoPRM` stands where the PRM would be: it costs nothing, and any
+A generator without a PRM calibrated for it still answers by its own samples: votes, and the
+adaptive vote on its agreement and token confidence (``edge-adapt calibrate``). :class:`NoPRM` stands where the PRM would be: it costs nothing, and any
 strategy that would read a score is refused before it runs (``needs_prm``).
 """
 
@@ -13,7 +13,8 @@ from typing import Any
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.prm.scorer import PRMStats
 
-NO_PRM_HINT = ("without a PRM only majority:n=N runs (n=1: plain sampling); calibrate a PRM for this generator with "
+NO_PRM_HINT = ("without a PRM only strategies that read no score run (majority:n=N, adaptive_vote, consistency, esc, cisc, "
+               "deepconf); calibrate a PRM for this generator with "
                "`edge-adapt export rollouts` and `export prm`, then pass --prm")
 
 
