@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 from pathlib import Path
 
+import numpy as np
+
 from edge_adapt.bench.calibrate import questions_from_records
+from edge_adapt.bench.paired import bootstrap_interval, sign_test
 from edge_adapt.bench.records import RunFolder
 from edge_adapt.search.confidence import TraceConfidence
 from edge_adapt.search.vote_calibration import PRICES, CalibrationSample, Replayed, VoteQuestion, replay_adaptive, replay_rule
@@ -83,17 +85,23 @@ def settled_oracle(n_max: int):  # type: ignore[no-untyped-def]
     return rule
 
 
-def paired(a: Replayed, b: Replayed, seed: int = 0, draws: int = 2000) -> tuple[float, float, float, int, int, float]:
+def paired(a: Replayed, b: Replayed) -> tuple[float, float, float, int, int, float]:
     """a - b in accuracy points: the mean, a 95% bootstrap interval over questions, how many
-    questions each is better on, and the two-sided sign-test p."""
+    questions each is better on, and the two-sided sign test on those."""
     ids = sorted(a.by_question)
     d = [100.0 * (a.by_question[i][0] - b.by_question[i][0]) for i in ids]
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choice(d) for _ in d) / len(d) for _ in range(draws))
+    low, high = bootstrap_interval(d)
     wins, losses = sum(x > 1e-9 for x in d), sum(x < -1e-9 for x in d)
-    k, n = min(wins, losses), wins + losses
-    p = min(1.0, 2 * sum(math.comb(n, j) for j in range(k + 1)) / 2**n) if n else 1.0
-    return sum(d) / len(d), means[int(0.025 * draws)], means[int(0.975 * draws)], wins, losses, p
+    return sum(d) / len(d), low, high, wins, losses, sign_test(wins, losses)
+
+
+def auc(questions: list[VoteQuestion], feature: str) -> float:
+    """How well a feature tells a sample's right answer from a wrong one (answered samples, ties half)."""
+    right = np.array([s.features[feature] for q in questions for s in q.samples if s.answer is not None and s.correct])
+    wrong = np.array([s.features[feature] for q in questions for s in q.samples if s.answer is not None and not s.correct])
+    if not len(right) or not len(wrong):
+        return math.nan
+    return float((right[:, None] > wrong[None, :]).mean() + 0.5 * (right[:, None] == wrong[None, :]).mean())
 
 
 def main() -> None:
@@ -154,6 +162,12 @@ def main() -> None:
             mean, lo, hi, wins, losses, p = paired(r, fixed[other])
             print(f"{name} - {other}: {mean:+.1f} points (95% CI {lo:+.1f} .. {hi:+.1f}; better on {wins}, worse on {losses} "
                   f"questions, sign test p = {p:.2f}); tokens {r.tokens:.0f} vs {fixed[other].tokens:.0f}")
+    singles = rows["majority:n=1"].per_level
+    if singles:
+        print("pass@1 per level: " + ", ".join(f"{lv}: {a:.1f}%" for lv, (a, _, _) in singles.items()))
+    print("right against wrong samples, AUC of each confidence: " + ", ".join(
+        f"{f} {auc(questions, f):.3f}" for f in ("mean", "lowest", "tail", "prm") if all(
+            s.features.get(f) is not None for q in questions for s in q.samples)))
     print(f"to give majority:n={m}'s answers ({bound.accuracy:.1f}%), a rule that knew when the vote had settled (peeking "
           f"at later samples) needs {100 * bound.tokens / top.tokens:.0f}% of its tokens: a bound for any rule reading the vote")
     default = next(r for k, r in adaptive.items() if k.endswith("(default)"))

@@ -26,6 +26,7 @@ from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.models import sha256_of
 from edge_adapt.search.vote_calibration import CalibrationSample, Judgement, VoteQuestion, fit_vote_model, judge
 from edge_adapt.search.vote_model import VoteModel
+from edge_adapt.search.voting import group_indices
 from edge_adapt.tasks import Task, get_task
 from edge_adapt.tasks.grading import answers_equal
 
@@ -41,11 +42,12 @@ def sampling_config(generator: Path, task: str, data: Path | None, *, samples: i
     PRM-weighted one with a PRM, so that every sample is scored too). The default task is sampled
     on its calibration split: its test split is where results are reported."""
     spec = f"{'weighted' if prm else 'majority'}:n={samples}"
+    split = "calibration" if task in ("default", "arithmetic") else "test"
     return BenchConfig(generator=str(generator), prm=str(prm) if prm else None, task=task, data=str(data) if data else None,
-                       strategies=(spec,), limit=limit, seed=seed,
-                       split="calibration" if task in ("default", "arithmetic") else "test", question_seed=question_seed, temperature=temperature, chat=chat, system=system,
-                       prompt_template=prompt_template, step_delimiter=step_delimiter, max_new_tokens=max_new_tokens,
-                       threads=threads, gpu_layers=gpu_layers, vote_model=False)
+                       strategies=(spec,), limit=limit, seed=seed, split=split, question_seed=question_seed,
+                       temperature=temperature, chat=chat, system=system, prompt_template=prompt_template,
+                       step_delimiter=step_delimiter, max_new_tokens=max_new_tokens, threads=threads, gpu_layers=gpu_layers,
+                       vote_model=False)
 
 
 def draw_samples(config: BenchConfig, work: Path, progress: Callable[[int, int, dict[str, Any] | None], None],
@@ -55,23 +57,17 @@ def draw_samples(config: BenchConfig, work: Path, progress: Callable[[int, int, 
 
 
 def questions_from_records(records: Sequence[dict[str, Any]]) -> list[VoteQuestion]:
-    """Each record's samples as a calibration question: answers grouped as the task compares them."""
+    """Each record's samples as a calibration question: answers grouped as the task compares them,
+    each group labelled by its position ("a0", "a1", ...)."""
     questions = []
     for record in records:
-        firsts: list[str] = []
-        samples = []
-        for s in record.get("samples") or ():
-            label = None
-            if s["answer"] is not None:
-                j = next((k for k, a in enumerate(firsts) if answers_equal(s["answer"], a)), len(firsts))
-                if j == len(firsts):
-                    firsts.append(s["answer"])
-                label = f"a{j}"
-            conf = s["confidence"]
-            samples.append(CalibrationSample(label, bool(s["correct"]), int(s["tokens"]),
-                                             {"mean": conf["mean"], "lowest": conf["lowest"], "tail": conf["tail"],
-                                              "prm": s.get("prm_median")}))
-        questions.append(VoteQuestion(str(record["question_id"]), tuple(samples), record.get("level")))
+        rows = record.get("samples") or ()
+        labels: dict[int, str] = {i: f"a{g}" for g, members in enumerate(group_indices([s["answer"] for s in rows], answers_equal))
+                                  for i in members}
+        samples = tuple(CalibrationSample(labels.get(i), bool(s["correct"]), int(s["tokens"]),
+                                          {**{f: s["confidence"][f] for f in ("mean", "lowest", "tail")}, "prm": s.get("prm_median")})
+                        for i, s in enumerate(rows))
+        questions.append(VoteQuestion(str(record["question_id"]), samples, record.get("level")))
     return questions
 
 

@@ -42,6 +42,13 @@ def sign_test(a: int, b: int) -> float:
     return min(1.0, 2 * sum(math.comb(n, j) for j in range(k + 1)) / 2**n) if n else 1.0
 
 
+def bootstrap_interval(differences: Sequence[float], *, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A 95% bootstrap interval of the mean of paired differences (resampling questions, seeded)."""
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choice(differences) for _ in differences) / len(differences) for _ in range(draws))
+    return means[int(0.025 * draws)], means[int(0.975 * draws)]
+
+
 def paired(records: Sequence[dict[str, Any]], mine: str, other: str, *, draws: int = 2000, seed: int = 0) -> Paired | None:
     a = {r["question_id"]: r for r in records if r["strategy"] == mine}
     b = {r["question_id"]: r for r in records if r["strategy"] == other}
@@ -49,12 +56,10 @@ def paired(records: Sequence[dict[str, Any]], mine: str, other: str, *, draws: i
     if not common:
         return None
     d = [int(a[q]["correct"]) - int(b[q]["correct"]) for q in common]
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choice(d) for _ in d) / len(d) for _ in range(draws))
+    low, high = bootstrap_interval(d, draws=draws, seed=seed)
     tokens = [sum(x[q]["cost"]["generated_tokens"] for q in common) for x in (a, b)]
-    return Paired(mine, other, len(common), 100 * sum(d) / len(d), 100 * means[int(0.025 * draws)],
-                  100 * means[int(0.975 * draws)], d.count(1), d.count(-1), sign_test(d.count(1), d.count(-1)),
-                  tokens[0] / tokens[1] if tokens[1] else math.nan)
+    return Paired(mine, other, len(common), 100 * sum(d) / len(d), 100 * low, 100 * high, d.count(1), d.count(-1),
+                  sign_test(d.count(1), d.count(-1)), tokens[0] / tokens[1] if tokens[1] else math.nan)
 
 
 def neighbours(records: Sequence[dict[str, Any]], summaries: Sequence[StrategySummary]) -> list[Paired]:

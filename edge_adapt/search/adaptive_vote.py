@@ -12,6 +12,7 @@ settled (a Beta posterior, ``threshold``), at most ``n_max``. The decision recor
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ from edge_adapt.search.context import SearchContext
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, check_int, check_number
 from edge_adapt.search.types import Candidate
 from edge_adapt.search.vote_model import Sample, VoteModel, leader, vote_round, vote_state
+from edge_adapt.search.voting import Equal, group_indices
 
 
 @dataclass(frozen=True)
@@ -46,14 +48,13 @@ class AdaptiveVote:
         check_number("adaptive_vote", "threshold", self.threshold, 0.5, 1.0, high_open=True)
 
     live_paths = 2  # rounds draw one or two; finished ones are released
-    needs_prm = False  # a vote model that reads PRM scores is refused at start without a PRM
+    needs_prm = False  # a vote model that chose the PRM's scores falls back to its token-confidence table without one
 
     def run(self, ctx: SearchContext) -> None:
         model = ctx.vote_model if self.calibrated else None
         if model is not None and not ctx.prm.available:
             model = model.without_prm()  # calibrated with a PRM: the generator's own evidence, as calibrated beside it
         feature = model.feature if model is not None else "mean"
-        labels: list[str] = []  # each answer group's first answer
         samples: list[Sample] = []
         rounds: list[int] = []
         while True:
@@ -66,13 +67,12 @@ class AdaptiveVote:
             if granted == 0:
                 break
             rounds.append(granted)
-            before = len(ctx.candidates)
             ctx.complete(granted, score=feature == "prm")
             ctx.guard.observe()
-            samples += [Sample(_label(c, labels, ctx), _feature(c, feature), c.n_tokens) for c in ctx.candidates[before:]]
-        lead, members = leader(samples)
+            samples = _samples(ctx.candidates, feature, ctx.equal)
+        _, members = leader(samples)
         ctx.adaptive_pick = max(members, key=lambda i: (samples[i].confidence, -i)) if members else None
-        sizes = sorted((sum(1 for s in samples if s.answer == a) for a in {s.answer for s in samples} if a is not None), reverse=True)
+        sizes = sorted((len(g) for g in group_indices([s.answer for s in samples], lambda a, b: a == b)), reverse=True)
         ctx.record(AdaptiveVoteSummary(
             rule=f"calibrated:{feature}" if model is not None else "adaptive-consistency", price=self.price,
             samples=len(samples), rounds=tuple(rounds), stop=decision.reason if decision.draw == 0 else "budget_cap",
@@ -91,15 +91,11 @@ class AdaptiveConsistency(AdaptiveVote):
     SPEC_MAIN: ClassVar[str] = "n_max"
 
 
-def _label(candidate: Candidate, labels: list[str], ctx: SearchContext) -> str | None:
-    """The answer group's label ("a0", "a1", ...), answers compared as the task compares them."""
-    if candidate.answer is None:
-        return None
-    for i, first in enumerate(labels):
-        if ctx.equal(candidate.answer, first):
-            return f"a{i}"
-    labels.append(candidate.answer)
-    return f"a{len(labels) - 1}"
+def _samples(candidates: Sequence[Candidate], feature: str, equal: Equal) -> list[Sample]:
+    """The candidates as the vote model sees them: answer groups labelled "a0", "a1", ... in order of
+    first appearance (answers compared as the task compares them), with their confidence."""
+    labels = {i: f"a{g}" for g, members in enumerate(group_indices([c.answer for c in candidates], equal)) for i in members}
+    return [Sample(labels.get(i), _feature(c, feature), c.n_tokens) for i, c in enumerate(candidates)]
 
 
 def _feature(candidate: Candidate, feature: str) -> float:

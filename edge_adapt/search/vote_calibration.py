@@ -82,7 +82,8 @@ def _orders(m: int, count: int, rng: random.Random) -> list[list[int]]:
 
 
 def _rows(questions: Sequence[VoteQuestion], feature: str, orderings: int, seed: int):  # type: ignore[no-untyped-def]
-    """(question index, weight, state, right, gain after +1, gain after +2) of every replayed state."""
+    """(question index, weight, state, right, gains after each of HORIZONS more samples that the
+    question still has) of every replayed state."""
     rng = random.Random(seed)
     for qi, q in enumerate(questions):
         m = len(q.samples)
@@ -171,7 +172,8 @@ def _summarise(outcomes: Sequence[tuple[VoteQuestion, bool, int, int]]) -> Repla
     ids: dict[str, list[tuple[VoteQuestion, bool, int, int]]] = {}
     for o in outcomes:
         ids.setdefault(o[0].id, []).append(o)
-    by_question = {qid: (stats(items)[0] / 100.0, stats(items)[1]) for qid, items in ids.items()}
+    by_question = {qid: (accuracy / 100.0, tokens) for qid, (accuracy, tokens, _) in
+                   ((qid, stats(items)) for qid, items in ids.items())}
     return Replayed(*stats(outcomes), {lv: stats([o for o in outcomes if str(o[0].level) == lv]) for lv in levels}, by_question)
 
 
