@@ -5,6 +5,8 @@ Synthetic samples with known answers: no models."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from edge_adapt.errors import ModelLoadError
@@ -139,6 +141,11 @@ def test_the_file_round_trips_and_a_damaged_one_is_refused(tmp_path) -> None:
     model = fit_vote_model([easy(i) for i in range(12)] + [hopeless(i) for i in range(12)], provenance={"generator_sha256": "x"})
     path = model.save(tmp_path / "g.gguf.calibration.json")
     assert VoteModel.load(path) == model
+    poisoned = model.to_dict()
+    poisoned["table"]["cells"]["*"]["right"] = float("nan")
+    path.write_text(json.dumps(poisoned))
+    with pytest.raises(ModelLoadError, match="not finite"):
+        VoteModel.load(path)
     path.write_text('{"version": 1, "feature": "mean"}')
     with pytest.raises(ModelLoadError, match="rebuild it with `edge-adapt calibrate`"):
         VoteModel.load(path)

@@ -206,9 +206,13 @@ def _table_dict(table: VoteTable) -> dict[str, Any]:
 
 
 def _table_of(t: dict[str, Any]) -> VoteTable:
-    return VoteTable(tuple(float(x) for x in t["confidence_edges"]),
-                     {str(k): VoteCell(int(c["questions"]), float(c["right"]), tuple(float(g) for g in c["gains"]))
-                      for k, c in t["cells"].items()}, int(t.get("min_questions", 10)))
+    table = VoteTable(tuple(float(x) for x in t["confidence_edges"]),
+                      {str(k): VoteCell(int(c["questions"]), float(c["right"]), tuple(float(g) for g in c["gains"]))
+                       for k, c in t["cells"].items()}, int(t.get("min_questions", 10)))
+    numbers = [*table.confidence_edges, *(v for c in table.cells.values() for v in (c.right, *c.gains))]
+    if not all(math.isfinite(v) for v in numbers):
+        raise ValueError("a number in the table is not finite")
+    return table
 
 
 @dataclass(frozen=True)
