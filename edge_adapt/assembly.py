@@ -119,9 +119,9 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
 def prompt_provenance(settings: StackSettings, chat: bool) -> dict[str, Any]:
     """What a calibration depends on besides the generator: how it was prompted and sampled."""
     rules = settings.step_rules
-    return {"task": settings.task.name, "chat": chat, "system": settings.system, "prompt_template": getattr(settings.task, "prompt_template", None),
-            "step_delimiter": rules.delimiter, "max_new_tokens": rules.max_new_tokens,
-            "temperature": settings.sampling.temperature}
+    return {"task": settings.task.name, "chat": chat, "system": settings.system,
+            "prompt_template": getattr(settings.task, "prompt_template", None), "step_delimiter": rules.delimiter,
+            "max_new_tokens": rules.max_new_tokens, "temperature": settings.sampling.temperature}
 
 
 def _open_vote_model(settings: StackSettings, chat: bool) -> VoteModel | None:

@@ -27,7 +27,8 @@ from edge_adapt.tasks import TASK_NAMES
               help="The default task: which draw of its calibration split (never its test split).")
 @click.option("-n", "--samples", type=click.IntRange(2, 64), default=16, show_default=True, help="Samples per question.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where the vote model goes (default: GENERATOR.calibration.json, where solve, bench and serve find it).")
+              help="Where the vote model goes (default: GENERATOR.calibration.json, the only place solve, bench and serve "
+                   "look for it).")
 @click.option("-w", "--work", type=click.Path(file_okay=False, path_type=Path),
               help="The samples' run folder (default: OUT's name + .samples); rerunning resumes it.")
 @click.option("--held-out", type=FiniteFloat(min=0.05, max=0.5), default=0.2, show_default=True,
@@ -61,10 +62,12 @@ def calibrate_cmd(generator_path: Path, task_name: str, data: Path | None, limit
     cluster = cluster_settings(ray, ray_address, ray_workers, ray_cpus_per_worker, ray_gpus_per_worker)
     out = out or calibration_path(generator_path)
     work = work or out.with_name(out.name + ".samples")
-    config = sampling_config(generator_path, task_name, data, samples=samples, limit=limit, question_seed=question_seed, prm=prm_path, temperature=temperature, seed=seed,
-                             chat=chat, system=system, prompt_template=prompt_template, step_delimiter=step_delimiter,
-                             max_new_tokens=max_new_tokens, threads=threads if cluster is None else threads or ray_cpus_per_worker,
-                             gpu_layers=gpu_layers)
+    if cluster is not None and threads is None:
+        threads = ray_cpus_per_worker  # each worker runs on the cores it holds
+    config = sampling_config(generator_path, task_name, data, samples=samples, limit=limit, question_seed=question_seed,
+                             prm=prm_path, temperature=temperature, seed=seed, chat=chat, system=system,
+                             prompt_template=prompt_template, step_delimiter=step_delimiter, max_new_tokens=max_new_tokens,
+                             threads=threads, gpu_layers=gpu_layers)
     started = time.monotonic()
     said: dict[str, Any] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),

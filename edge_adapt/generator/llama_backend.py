@@ -80,9 +80,8 @@ EXTRA_BUFFERS_ENV = "EDGE_ADAPT_LLAMA_EXTRA_BUFFERS"
 @functools.lru_cache(maxsize=1)
 def use_extra_buffers() -> bool:
     """Whether llama.cpp may place CPU weights in its extra buffer types (repacked layouts, and AMX
-    tiles where the CPU advertises AMX). A native build on a CPU that advertises AMX uses the AMX
-    kernels, and inside VMs that expose the flag without working tiles (seen on a Firecracker guest:
-    a segmentation fault in ggml_backend_amx_mul_mat at the first decode) the process dies. So they
+    tiles where the CPU advertises AMX). A native build on such a CPU runs AMX kernels, which crash
+    the process in VMs that advertise the flag without working tiles (docs/ARCHITECTURE.md), so they
     are off where /proc/cpuinfo lists amx_tile; ``EDGE_ADAPT_LLAMA_EXTRA_BUFFERS=1`` (or 0) decides."""
     forced = os.environ.get(EXTRA_BUFFERS_ENV, "").strip()
     if forced in ("0", "1"):

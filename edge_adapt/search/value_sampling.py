@@ -29,8 +29,9 @@ from edge_adapt.search.context import SearchContext
 from edge_adapt.search.posterior import Evidence, Moments, expected_accuracy, posterior
 from edge_adapt.search.voting import votes_for
 
-# what reading a token costs the PRM against writing one (a batched forward pass over a prefix
-# against a sampled decode step: about a tenth on the CPU, benchmarks/bench_search_time.py)
+# what reading a token costs the PRM against writing one: the per-token cost model's CPU ratio
+# (0.001 J per PRM token against 0.01 per generated token), kept now that the CPU estimate charges
+# CPU time, so the prices adaptive search was calibrated at keep their meaning
 _PRM_TOKEN_WEIGHT = 0.1
 
 
