@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +62,8 @@ class StackSettings:
     budget: Budget = field(default_factory=Budget)
     vote_model: Path | None = None  # the generator's calibration file; None: GENERATOR.calibration.json when there is one
     use_vote_model: bool = True  # False: ignore any calibration file (measure without it)
+    context: int | None = None  # the KV pool holds at least this many cells (a server's --ctx); None: sized from the strategies
+    context_from_model: int = 0  # > 0: the pool grows to the model's training context, up to this many cells
 
     @property
     def step_rules(self) -> StepRules:
@@ -91,6 +93,9 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
     """Build the stack; the generator and the meter are closed when the block ends."""
     rules = settings.step_rules
     config = settings.generator_config or generator_config(settings.strategies, rules, settings.threads, settings.gpu_layers)
+    if settings.generator_config is None:
+        config = replace(config, n_ctx=max(config.n_ctx, settings.context or 0),
+                         grow_to_training_context=settings.context_from_model)
     with Generator(settings.generator, config) as gen:
         prm = _open_prm(settings)
 

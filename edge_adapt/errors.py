@@ -54,3 +54,7 @@ class MeterError(EdgeAdaptError):
 
 class BudgetError(EdgeAdaptError):
     """A compute budget cannot be met at all (too small for even one greedy answer), or is malformed."""
+
+
+class TextError(EdgeAdaptError):
+    """Text that cannot reach a model as given: a NUL, a lone surrogate."""

@@ -41,15 +41,24 @@ def is_loopback(host: str) -> bool:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; any but loopback needs --api-key.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--api-key", envvar="EDGE_ADAPT_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 (or $EDGE_ADAPT_API_KEY).")
-@click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="default", show_default=True,
-              help="How questions are prompted, cut into steps and answered.")
+@click.option("--task", "task_name", type=click.Choice(TASK_NAMES),
+              help="How turns are prompted and answered [default: chat for a model given with -m, else default (the "
+                   "shipped arithmetic models)].")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSONL file for --task gsm8k/math (its first question warms the server up).")
-@click.option("-s", "--strategy", "spec", default=DEFAULT_SPEC, show_default=True, metavar="SPEC",
-              help="The search a request gets when it names none (edge_adapt.strategy).")
+@click.option("-s", "--strategy", "spec", metavar="SPEC",
+              help=f"The search a checkable question gets when the request names none [default: {DEFAULT_SPEC} with a PRM; "
+                   "without one the generator's calibrated adaptive_vote, else consistency].")
 @click.option("--max-n", type=click.IntRange(1, MAX_LIVE_PATHS), default=8, show_default=True,
               help="Most samples (n) a request may ask for; sizes the KV cache with --max-tokens.")
-@click.option("--max-tokens", type=click.IntRange(1, 32768), default=512, show_default=True, help="Most tokens one solution may have.")
+@click.option("--max-tokens", type=click.IntRange(1, 32768), help="Most tokens one solution may have [default: 512].")
+@click.option("--ctx", type=click.IntRange(256, 1 << 20),
+              help="KV cells for prompts and samples together [default: the model's training context, up to 8192, "
+                   "and at least what --max-n x --max-tokens needs].")
+@click.option("--max-body", type=click.IntRange(1024, 1 << 30), default=4 * 2**20, show_default=True,
+              help="Largest request body (bytes); larger ones get 413 before they are read.")
+@click.option("--drain", "drain_s", type=FiniteFloat(min=0), default=30.0, show_default=True,
+              help="Seconds SIGTERM waits for requests in flight (streams included) before stopping.")
 @click.option("--queue", "max_waiting", type=click.IntRange(0, 1024), default=8, show_default=True,
               help="Requests that may wait while one runs; past it, 503 with Retry-After.")
 @click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True, help="When a request sets none.")
@@ -58,44 +67,53 @@ def is_loopback(host: str) -> bool:
 @no_prm_option
 @prompt_options
 @budget_options
-def serve_cmd(host: str, port: int, api_key: str | None, task_name: str, data: Path | None, spec: str, max_n: int,
-              max_tokens: int, max_waiting: int, temperature: float, no_warm_up: bool, generator_path: Path | None,
-              prm_path: Path | None, models: Path | None, threads: int | None, gpu_layers: int, no_prm: bool, chat: bool | None,
-              system: str | None, prompt_template: str | None, step_delimiter: str | None, max_new_tokens: int | None,
-              energy_j: float | None, latency_s: float | None, tokens: int | None, power_w: float | None, meter: str | None,
+def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, data: Path | None, spec: str | None,
+              max_n: int, max_tokens: int | None, ctx: int | None, max_body: int, drain_s: float, max_waiting: int,
+              temperature: float, no_warm_up: bool, generator_path: Path | None, prm_path: Path | None, models: Path | None,
+              threads: int | None, gpu_layers: int, no_prm: bool, chat: bool | None, system: str | None,
+              prompt_template: str | None, step_delimiter: str | None, max_new_tokens: int | None, energy_j: float | None,
+              latency_s: float | None, tokens: int | None, power_w: float | None, meter: str | None,
               cost_model: Path | None) -> None:
-    """Serve the models over an OpenAI-compatible HTTP API, searching adaptively per request.
+    """Serve a model over an OpenAI-compatible HTTP API, searching adaptively where it pays.
+
+    `edge-adapt serve -m model.gguf` serves any chat GGUF with its own template: turns answered
+    as typed, questions with a checkable answer (a number, a math result) searched adaptively,
+    other turns answered with one sample, streamed token by token. Without -m it serves the
+    shipped arithmetic models (adaptive search with their PRM).
 
     POST /v1/chat/completions and /v1/completions take the usual fields (n, max_tokens,
     temperature, top_p, seed, stop, stream) and an "edge_adapt" object: "strategy" (a spec,
     or "sample" for n plain samples) and budgets "energy_j", "latency_s", "tokens", "power_w".
-    Responses carry "usage" and an "edge_adapt" object: samples drawn, PRM calls and tokens,
-    joules and the meter that measured them, the chosen answer's PRM quantiles, the decisions.
-    GET /v1/models, /health (503 while loading), /metrics (Prometheus).
+    Responses carry "usage" and an "edge_adapt" object: mode and why, samples drawn, PRM calls
+    and tokens, joules and the meter that measured them, the decisions. GET /v1/models,
+    /v1/models/{id}, /health (503 while loading or draining), /metrics (Prometheus).
 
     \b
     Examples:
+      edge-adapt serve -m SmolLM2-135M-Instruct.gguf
       edge-adapt serve
       edge-adapt serve --host 0.0.0.0 --api-key "$KEY" --energy 20
-      edge-adapt serve --task gsm8k --data test.jsonl --generator smol.gguf --prm ./prm --max-tokens 256
     """
     try:
         import uvicorn
 
         from edge_adapt.server import ServeConfig, create_app
+        from edge_adapt.server.drain import DrainingServer
     except ImportError as exc:
         raise MissingDependencyError(f"edge-adapt serve needs the server extra ({exc.name} is missing): "
                                      "pip install 'edge-adapt[server]'") from None
     if not is_loopback(host) and not api_key:
         raise click.UsageError(f"binding {host} exposes the server beyond this machine: pass --api-key (or set "
                                "EDGE_ADAPT_API_KEY), or bind 127.0.0.1")
-    if max_new_tokens is not None:
-        raise click.UsageError("serve caps solutions with --max-tokens (a request's max_tokens may lower it)")
-    if task_name in ("gsm8k", "math") and data is None:
-        raise click.UsageError(f"--task {task_name} needs --data PATH (its first question warms the server up)")
+    if max_new_tokens is not None and max_tokens is not None and max_new_tokens != max_tokens:
+        raise click.UsageError("--max-new-tokens is another name for --max-tokens; give one")
+    max_tokens = max_tokens or max_new_tokens or 512
+    mine = generator_path is not None
+    task_name = task_name or ("chat" if mine else "default")
+    no_prm = no_prm or (mine and prm_path is None)  # the shipped PRM knows only the shipped generator
     try:
         task = get_task(task_name, data, prompt_template)
-        if not no_prm:
+        if spec is not None:
             parse_spec(spec)
     except EdgeAdaptError as exc:
         raise click.UsageError(str(exc)) from None
@@ -105,10 +123,15 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str, data: P
     stack = StackSettings(generator_path, prm_path, task, (), SamplingParams(temperature=temperature), threads=threads,
                           gpu_layers=gpu_layers, meter=meter, cost_model=cost_model,
                           budget=Budget(**budget_dict(energy_j, latency_s, tokens, power_w)), chat=chat, system=system,
-                          step_delimiter=step_delimiter)
+                          step_delimiter=step_delimiter, context=ctx, context_from_model=0 if ctx else 8192)
     config = ServeConfig(stack=stack, model_id=generator_path.stem, default_strategy=spec, max_n=max_n, max_tokens=max_tokens,
-                         max_waiting=max_waiting, api_key=api_key or None, warm_up=not no_warm_up)
-    err_console.print(f"serving {generator_path.name} ({'no PRM' if prm_path is None else prm_path}) on http://{host}:{port}"
-                      f"{' (API key required)' if api_key else ''}", highlight=False)
-    uvicorn.run(create_app(config), host=host, port=port, log_level=os.environ.get("EDGE_ADAPT_LOG_LEVEL", "info"),
-                timeout_graceful_shutdown=None)
+                         max_waiting=max_waiting, api_key=api_key or None, warm_up=not no_warm_up, max_body=max_body,
+                         drain_s=drain_s)
+    err_console.print(f"serving {generator_path.name} ({'no PRM' if prm_path is None else prm_path}), task {task_name}, on "
+                      f"http://{host}:{port}{' (API key required)' if api_key else ''}; loading...", highlight=False)
+    logging.getLogger("edge_adapt.server").setLevel(min(logging.INFO, logging.getLogger().level))  # the ready line
+    app = create_app(config)
+    server = DrainingServer(uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5,
+                                           log_level=os.environ.get("EDGE_ADAPT_LOG_LEVEL", "info")),
+                            app.state.edge_adapt.traffic, drain_s)
+    server.run()

@@ -41,6 +41,9 @@ class GeneratorConfig:
     # only its own); benchmarks/bench_kv.py measures both
     kv_unified: bool = True
     use_mmap: bool = True
+    # > 0: n_ctx grows to the model's training context, up to this many cells (a chat server's
+    # prompts may use the context the model was built for)
+    grow_to_training_context: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_seq_max <= MAX_SEQUENCES:

@@ -52,6 +52,7 @@ class TreeDecoder:
         # called before every batched decode of generated tokens and may raise to abandon the step
         # (a client gone mid-step: a long step would otherwise run to its end); None: never
         self.interrupt: Callable[[], None] | None = None
+        self.on_token: Callable[[bytes], None] | None = None  # every generated token's bytes, as decoded
 
     def close(self) -> None:
         self._batch.close()
@@ -142,7 +143,10 @@ class TreeDecoder:
                 b.tokens.append(token)
                 b.logprobs.append(logprob)
                 stats.generated_tokens += 1
-                end = b.scanner.push(self._vocab.piece(token), self._vocab.is_eog(token))
+                piece = self._vocab.piece(token)
+                end = b.scanner.push(piece, self._vocab.is_eog(token))
+                if self.on_token is not None and piece:
+                    self.on_token(piece)
                 if (end is None or not end.ends_solution) and b.node.n_past + 1 >= self.seq_ctx:
                     end = StepEnd.CONTEXT
                 if end is not None:

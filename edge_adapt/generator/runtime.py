@@ -55,7 +55,7 @@ class Generator:
         self.ctx = LlamaContext(
             self.model,
             ContextSettings(
-                n_ctx=cfg.n_ctx,
+                n_ctx=max(cfg.n_ctx, min(self.model.n_ctx_train, cfg.grow_to_training_context)),
                 n_batch=max(cfg.n_batch, cfg.n_seq_max),
                 n_seq_max=cfg.n_seq_max,
                 n_threads=threads,
@@ -226,6 +226,7 @@ class Generator:
         rules: StepRules | None = None,
         max_steps: int = 64,
         between_steps: Callable[[], None] | None = None,
+        on_token: Callable[[bytes], None] | None = None,
     ) -> tuple[list[Node], GenerationStats]:
         """Sample ``n`` full solutions from each parent, step by step, all branches batched.
 
@@ -233,13 +234,14 @@ class Generator:
         solution still going after ``max_steps`` steps is returned as it stands (its ``end`` is
         then not a solution end). Every node this call made is released before it returns, also
         when ``between_steps`` (called before every step after the first, and before every batched
-        decode inside a step) raises to stop it.
+        decode inside a step) raises to stop it. ``on_token`` receives every generated token's
+        bytes as it is decoded (for one solution: a stream to a reader).
         """
-        self._decoder.interrupt = between_steps  # also checked inside a long step
+        self._decoder.interrupt, self._decoder.on_token = between_steps, on_token  # also inside a long step
         try:
             frontier = self.expand(parents, n, sampling=sampling, rules=rules)
         finally:
-            self._decoder.interrupt = None
+            self._decoder.interrupt = self._decoder.on_token = None
         stats = frontier.stats
         leaves = [c for c in frontier.children if c.ends_solution]
         live = [c for c in frontier.children if not c.ends_solution]
@@ -248,11 +250,11 @@ class Generator:
             while live and steps < max_steps:
                 if between_steps is not None:
                     between_steps()
-                self._decoder.interrupt = between_steps
+                self._decoder.interrupt, self._decoder.on_token = between_steps, on_token
                 try:
                     step = self.expand(live, 1, sampling=sampling, rules=rules)
                 finally:
-                    self._decoder.interrupt = None
+                    self._decoder.interrupt = self._decoder.on_token = None
                 stats = stats + step.stats
                 self.release(*live)
                 leaves += [c for c in step.children if c.ends_solution]

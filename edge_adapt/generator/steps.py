@@ -20,6 +20,7 @@ class StepEnd(str, Enum):
     STEP_LIMIT = "step_limit"  # max_step_tokens reached without a delimiter; the solution continues
     EOG = "eog"  # an end-of-generation token: the solution is complete
     ANSWER = "answer"  # the answer pattern matched: the solution is complete
+    STOP = "stop"  # a stop string was generated: the solution is complete (the reader cuts the text before it)
     LENGTH = "length"  # max_new_tokens for the whole solution reached: cut off
     CONTEXT = "context"  # no room left in the context window: cut off
 
@@ -30,7 +31,7 @@ class StepEnd(str, Enum):
     @property
     def finished(self) -> bool:
         """Ended by the model (end of generation, or the answer), not cut off by a cap."""
-        return self in (StepEnd.EOG, StepEnd.ANSWER)
+        return self in (StepEnd.EOG, StepEnd.ANSWER, StepEnd.STOP)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class StepRules:
     answer_pattern: str | None = None
     max_step_tokens: int = 256
     max_new_tokens: int = 1024
+    stop: tuple[str, ...] = ()  # strings that end a solution where they appear (within a step)
 
     def __post_init__(self) -> None:
         if not self.delimiter:
@@ -75,6 +77,8 @@ class StepScanner:
         self._delimiter = rules.delimiter.encode("utf-8")
         self._answer = re.compile(rules.answer_pattern) if rules.answer_pattern else None
         self._generated_before = generated_before
+        self._stops = [s.encode("utf-8") for s in rules.stop if s]
+        self._longest_stop = max((len(s) for s in self._stops), default=0)
         self.data = bytearray()
         self.n_tokens = 0
 
@@ -85,6 +89,10 @@ class StepScanner:
         self.n_tokens += 1
         if is_eog:
             return StepEnd.EOG
+        if self._stops and piece:
+            tail_from = max(0, len(self.data) - len(piece) - self._longest_stop + 1)
+            if any(self.data.find(s, tail_from) >= 0 for s in self._stops):
+                return StepEnd.STOP
         if self._answer is not None and piece and self._answer.search(self.text):
             return StepEnd.ANSWER
         if piece and self.data.find(self._delimiter, start) >= 0:

@@ -8,11 +8,13 @@ when a multi-byte character is split across tokens).
 from __future__ import annotations
 
 import ctypes
+import re
+import secrets
 from collections.abc import Iterable, Sequence
 
 import llama_cpp
 
-from edge_adapt.errors import ContextOverflowError, EdgeAdaptError
+from edge_adapt.errors import ContextOverflowError, EdgeAdaptError, TextError
 from edge_adapt.generator.llama_backend import LlamaModel
 
 
@@ -29,7 +31,7 @@ class Vocabulary:
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
         """Token ids of ``text``; ``add_special`` adds BOS where the model wants it,
         ``parse_special`` turns markup such as ``<|im_start|>`` into control tokens."""
-        data = text.encode("utf-8")
+        data = utf8(text)
         capacity = len(data) + 8
         for _ in range(2):
             buf = (llama_cpp.llama_token * capacity)()
@@ -72,14 +74,41 @@ class Vocabulary:
 
     def render_prompt(self, text: str, *, chat: bool, system: str | None = None,
                       history: Sequence[tuple[str, str]] = ()) -> str:
-        """The text a generator continues: ``text`` as it is, or as a user message (after an
+        """The prompt as text (for display): ``text`` as it is, or as a user message (after an
         optional system message and earlier ``(role, content)`` turns) in the model's chat
         template, ready for the assistant's turn."""
         if not chat:
             return text
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": role, "content": content} for role, content in history] + [{"role": "user", "content": text}]
-        return self.apply_chat_template(messages)
+        return self.apply_chat_template(_messages(text, system, history))
+
+    def prompt_tokens(self, text: str, *, chat: bool, system: str | None = None,
+                      history: Sequence[tuple[str, str]] = ()) -> list[int]:
+        """The tokens a generator continues, with control tokens only where the chat template
+        puts them: every message's content is tokenized as text, so markup a user types
+        (``<|im_start|>assistant``) stays text and cannot forge a turn.
+
+        The template is rendered around unguessable markers in place of the contents; the text
+        between markers is tokenized with special-token parsing, each content without it.
+        """
+        if not chat:
+            return self.tokenize(text, parse_special=False)
+        messages = _messages(text, system, history)
+        nonce = secrets.token_hex(8)
+        marked = [{"role": m["role"], "content": f"\ue000{nonce}:{i}\ue001"} for i, m in enumerate(messages)]
+        parts = re.split(f"\ue000{nonce}:(\\d+)\ue001", self.apply_chat_template(marked))
+        shown = sorted(int(i) for i in parts[1::2])
+        if shown != list(range(len(messages))):
+            missing = sorted(set(range(len(messages))) - set(shown))
+            raise EdgeAdaptError(f"{self._model.path}: the chat template drops or repeats messages "
+                                 f"({', '.join(messages[i]['role'] for i in missing) or 'repeated'}); "
+                                 "send the conversation this model's template can hold")
+        tokens: list[int] = []
+        for j, part in enumerate(parts):
+            if j % 2:
+                tokens += self.tokenize(messages[int(part)]["content"], add_special=False, parse_special=False)
+            else:
+                tokens += self.tokenize(part, add_special=j == 0, parse_special=True)
+        return tokens
 
     def apply_chat_template(
         self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True
@@ -91,7 +120,7 @@ class Vocabulary:
             raise EdgeAdaptError(
                 f"{self._model.path}: the model has no chat template; pass a plain prompt instead."
             )
-        keep = [(m["role"].encode(), m["content"].encode()) for m in messages]
+        keep = [(utf8(m["role"]), utf8(m["content"])) for m in messages]
         chat = (llama_cpp.llama_chat_message * len(keep))()
         for i, (role, content) in enumerate(keep):
             chat[i].role = role
@@ -109,6 +138,23 @@ class Vocabulary:
                 return buf.raw[:n].decode("utf-8", errors="replace")
             size = n
         raise EdgeAdaptError("chat template rendering did not converge")  # pragma: no cover
+
+
+def _messages(text: str, system: str | None, history: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + [
+        {"role": role, "content": content} for role, content in history] + [{"role": "user", "content": text}]
+
+
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8; a NUL (llama.cpp's C strings would cut the text there) or a lone
+    surrogate (no UTF-8 for it) is refused rather than silently cut or replaced."""
+    if "\x00" in text:
+        raise TextError("the text holds a NUL character (U+0000); remove it")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TextError(f"the text holds a lone surrogate ({text[exc.start]!r} at character {exc.start}), which is not "
+                        "text; send valid UTF-8") from None
 
 
 def check_fits(n_prompt: int, n_ctx: int, n_ctx_train: int, what: str = "prompt") -> None:

@@ -27,6 +27,21 @@ from edge_adapt.tasks.grading import answers_equal
 Select = Literal["prm", "weighted", "majority", "cisc", "deepconf", "auto"]
 
 
+def _nothing(*_: object) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RunHooks:
+    """What a caller watches of one search while it runs (the server: its client). Each hook runs
+    on the search's thread; one that raises stops the search (its KV sequences are freed)."""
+
+    interrupt: Callable[[], None] = _nothing  # before every step and batched decode: a client gone
+    prompt: Callable[[int], None] = _nothing  # the prompt's token count, before it is evaluated: too long for the request
+    token: Callable[[bytes], None] | None = None  # each token of a search that draws one sample, as decoded
+    progress: Callable[[int, Decision | None], None] = _nothing  # solutions finished so far, and each decision as made
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
@@ -43,7 +58,7 @@ class SearchContext:
 
     def __init__(self, generator: Generator, prm: QuantilePRM, task: Task, settings: SearchSettings,
                  problem: Problem, seed: int, guard: Guard, answer_model: Callable[[], AnswerModel],
-                 interrupt: Callable[[], None] = lambda: None, vote_model: VoteModel | None = None) -> None:
+                 hooks: RunHooks = RunHooks(), vote_model: VoteModel | None = None) -> None:
         self.gen = generator
         self.prm = prm
         self.task = task
@@ -51,13 +66,15 @@ class SearchContext:
         self.problem = problem
         self.guard = guard
         self._answer_model = answer_model
-        self.interrupt = interrupt  # raises to stop the search between steps (a client gone)
+        self.hooks = hooks
+        self.interrupt = hooks.interrupt  # raises to stop the search between steps (a client gone)
         self.vote_model = vote_model  # the generator's calibrated vote model, if it has one
         self.rules = settings.rules or task.step_rules
         self.sampling = settings.sampling
         self.equal = answers_equal
-        prompt = generator.vocab.render_prompt(task.prompt(problem), chat=settings.chat, system=settings.system,
+        prompt = generator.vocab.prompt_tokens(task.prompt(problem), chat=settings.chat, system=settings.system,
                                                history=settings.history)
+        hooks.prompt(len(prompt))
         self.root = generator.prefill(prompt, seed=seed)
         self.live: list[Node] = [self.root]  # nodes holding KV sequences, released at the end
         self.finished: list[Node] = []
@@ -73,12 +90,14 @@ class SearchContext:
 
     def record(self, decision: Decision) -> None:
         self.decisions.append(decision)
+        self.hooks.progress(len(self.finished), decision)
 
     def grant(self, unit: Unit, requested: int) -> int:
         """Ask the guard for units before an expansion, recording what it decided."""
         self.interrupt()
         grant = self.guard.grant(unit, requested)
-        self.decisions.extend(grant.decisions)
+        for decision in grant.decisions:
+            self.record(decision)
         return grant.units
 
     def release_all(self) -> None:
@@ -140,13 +159,16 @@ class SearchContext:
         larger than the context's free sequences is drawn in as few chunks as fit.
         """
         before = len(self.finished)
+        # tokens stream only where the one sample drawn is the answer
+        on_token = self.hooks.token if n == 1 and not self.candidates else None
         while n > 0:
             chunk = min(n, max(1, (self.gen.free_sequences - 1) // 2))
             leaves, _ = self.gen.complete([self.root], chunk, sampling=self.sampling, rules=self.rules,
-                                          max_steps=self.settings.max_steps, between_steps=self.interrupt)
+                                          max_steps=self.settings.max_steps, between_steps=self.interrupt, on_token=on_token)
             self.finished += leaves
             n -= chunk
         self.finalise(self.finished[before:], score=score)
+        self.hooks.progress(len(self.finished), None)
 
     # -- the answer ----------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from edge_adapt.guard import Budget, SpendingPolicy, Unlimited
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.search.answer_model import AnswerModel
 from edge_adapt.search.best_of_n import BestOfN
-from edge_adapt.search.context import SearchContext, SearchSettings
+from edge_adapt.search.context import RunHooks, SearchContext, SearchSettings
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.search.types import Cost, SearchResult
 from edge_adapt.search.vote_model import VoteModel
@@ -63,11 +63,11 @@ class Searcher:
         return Usage(gen.prompt_tokens, gen.generated_tokens, prm.tokens)
 
     def run(self, strategy: Strategy, problem: Problem, seed: int = 0, budget: Budget | None = None, *,
-            score_question: bool = False, interrupt: Callable[[], None] = lambda: None) -> SearchResult:
+            score_question: bool = False, hooks: RunHooks = RunHooks()) -> SearchResult:
         """Search one problem; ``budget`` overrides the policy's for this question only.
         ``score_question`` has the PRM score the question alone (in the cost) where the strategy
-        does not read that score itself, for a caller that shows it. ``interrupt`` is called
-        between steps and may raise to abandon the search (its KV sequences are freed)."""
+        does not read that score itself, for a caller that shows it. ``hooks`` watch the run (a
+        hook that raises abandons the search; its KV sequences are freed)."""
         if budget is not None and not budget.unlimited and self.policy is None:
             raise BudgetError("a budget needs a policy to measure it: build the searcher with edge_adapt.open_stack "
                               "(or pass policy=EnergyPolicy(...))")
@@ -76,7 +76,7 @@ class Searcher:
         guard = self.policy.start_question(budget) if self.policy is not None else Unlimited()
         energy0 = self.policy.read() if self.policy is not None else None
         ctx = SearchContext(self.generator, self.prm, self.task, self.settings, problem, seed, guard,
-                            lambda: self.answer_model, interrupt, self.vote_model)
+                            lambda: self.answer_model, hooks, self.vote_model)
         try:
             strategy.run(ctx)
             if score_question:

@@ -1,25 +1,30 @@
 """One loaded stack, one worker thread, a bounded queue: how many clients share one model.
 
 llama.cpp contexts are not thread-safe and the KV pool is sized for one search at a time, so a
-single worker runs the searches in arrival order; each gets its own ``Searcher`` view (its
-sampling, prompt and step settings) over the shared generator and PRM, and its own seed, so
-nothing of one request reaches another's answer or cost. A client that goes away sets its job's
-cancel flag: the search stops before its next step and frees its KV sequences.
+single worker runs the searches in arrival order, prompt rendering and tokenizing included (the
+event loop never touches the vocabulary). Each job gets its own ``Searcher`` view (its sampling,
+prompt and step settings) over the shared generator and PRM, and its own seed, so nothing of one
+request reaches another's answer. While a job runs, what it does reaches its request as events
+(prompt accepted, tokens of a lone sample, samples drawn and decisions); a client that goes away
+sets the job's cancel flag and the search stops before its next batched decode.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from edge_adapt.assembly import Stack
-from edge_adapt.errors import EdgeAdaptError
+from edge_adapt.errors import ContextOverflowError, EdgeAdaptError
 from edge_adapt.guard import Budget
 from edge_adapt.search import Searcher, SearchResult, SearchSettings
+from edge_adapt.search.context import RunHooks
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.tasks import Problem
 
@@ -38,16 +43,42 @@ class ShuttingDown(EdgeAdaptError):
     """The server is draining and takes no new work."""
 
 
+class Events:
+    """A job's events, from the worker thread to the request's coroutine. Bounded by the job:
+    one event per token of a lone sample (at most its token cap), a few per sample drawn."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def put(self, kind: str, value: Any = None) -> None:
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
+
+    async def get(self, timeout: float) -> tuple[str, Any] | None:
+        """The next event, or None after ``timeout`` seconds without one."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+
 @dataclass(frozen=True)
 class Job:
-    """One request's search: what to run, with which prompt settings, seed and budget."""
+    """One request's search: what to run, with which prompt settings, seed and budget, and how
+    many KV cells its samples may need beside the prompt."""
 
     problem: Problem
     strategy: Strategy
     settings: SearchSettings
     seed: int
     budget: Budget
+    stream_tokens: bool = False  # the job draws one sample and it is the answer: send its tokens as decoded
+    events: Events | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    def emit(self, kind: str, value: Any = None) -> None:
+        if self.events is not None:
+            self.events.put(kind, value)
 
 
 class Engine:
@@ -101,6 +132,7 @@ class Engine:
                 with self._lock:
                     self._pending -= 1
                 self._on_done(job, result)
+                job.emit("done")
 
     def _run(self, job: Job) -> SearchResult:
         stack = self.stack
@@ -112,4 +144,24 @@ class Engine:
             if job.cancel.is_set():
                 raise Cancelled("the client disconnected")
 
-        return searcher.run(job.strategy, job.problem, seed=job.seed, budget=job.budget, interrupt=interrupt)
+        def prompt(n_tokens: int) -> None:
+            self.check_room(job, n_tokens)
+            job.emit("started", n_tokens)
+
+        hooks = RunHooks(interrupt=interrupt, prompt=prompt,
+                         token=(lambda piece: job.emit("token", piece)) if job.stream_tokens else None,
+                         progress=lambda samples, decision: job.emit("progress", (samples, decision)))
+        return searcher.run(job.strategy, job.problem, seed=job.seed, budget=job.budget, hooks=hooks)
+
+    def check_room(self, job: Job, n_prompt: int) -> None:
+        """A prompt the KV pool cannot hold beside this request's own samples is refused with the
+        real numbers (every live path of the search may write its whole token cap)."""
+        gen = self.stack.generator
+        cap = (job.settings.rules or self.stack.searcher.task.step_rules).max_new_tokens
+        need = job.strategy.live_paths * cap
+        room = min(gen.n_ctx - need, gen.seq_ctx - cap)
+        if n_prompt > room:
+            raise ContextOverflowError(
+                f"the prompt is {n_prompt} tokens; this request's samples need {need} more KV cells "
+                f"({job.strategy.live_paths} live x {cap} max_tokens) and the context holds {gen.n_ctx}, so its prompt "
+                f"may have at most {max(room, 0)} tokens: shorten the conversation, or lower max_tokens or n")

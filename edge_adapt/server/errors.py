@@ -41,8 +41,23 @@ def busy(retry_after_s: int) -> APIError:
                     headers={"Retry-After": str(retry_after_s)})
 
 
+# a value of the wrong type for one member of a union ("a string, or a list of parts"): said
+# only when no member found anything more specific to say
+_TYPE_ONLY = {"string_type", "list_type", "model_type", "dict_type", "int_type", "float_type", "bool_type",
+              "literal_error", "model_attributes_type"}
+
+
 def _field(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc if part not in ("body",))
+    """``messages.0.content`` from pydantic's location, without the body and the union members'
+    tags (``function-after[...]``, ``list[TextPart]``)."""
+    return ".".join(str(part) for part in loc if part != "body" and not (isinstance(part, str) and ("[" in part or part in
+                                                                                                     ("str", "int", "float", "bool"))))
+
+
+def first_error(errors: list[dict]) -> dict:
+    """The error that says most: a value's own fault before a union member's type mismatch."""
+    specific = [e for e in errors if e.get("type") not in _TYPE_ONLY]
+    return (specific or errors or [{"loc": (), "msg": "invalid request"}])[0]
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -52,11 +67,14 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        first = first_error(list(exc.errors()))
         field = _field(tuple(first.get("loc", ())))
         if first.get("type") == "json_invalid":
             return bad_request(f"the body is not valid JSON: {first.get('msg')}", None, "invalid_json").response()
-        message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+        if first.get("type") == "missing" and field == "":
+            return bad_request("the body is empty: send a JSON object with 'Content-Type: application/json'", None,
+                               "invalid_json").response()
+        message = f"{field}: {str(first.get('msg')).removeprefix('Value error, ')}" if field else str(first.get("msg"))
         return bad_request(message, field or None).response()
 
     @app.exception_handler(StarletteHTTPException)

@@ -1,19 +1,45 @@
 """The request bodies the server accepts: the OpenAI fields it honours, and the ``edge_adapt``
 extension object (search strategy and budgets). Unknown OpenAI fields are ignored, as OpenAI-
 compatible servers do; unknown fields inside ``edge_adapt`` are refused (a typo there would
-silently drop a budget)."""
+silently drop a budget).
+
+Every string a model reads is checked here: a NUL (llama.cpp's C strings would cut the text at
+it) or a lone surrogate (no UTF-8 for it) is a 400 naming the field, never a silent cut or a 500.
+Counts and lengths are bounded so that no field makes the server do unbounded work.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_MESSAGES = 512
+MAX_PARTS = 256  # text parts of one message
+MAX_STOPS = 4  # as OpenAI
+MAX_STOP_CHARS = 128
+MAX_SPEC_CHARS = 200
+
+
+def _text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("holds a NUL character (U+0000); remove it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"holds a lone surrogate at character {exc.start}; send valid UTF-8 text") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+Stop = Annotated[str, StringConstraints(max_length=MAX_STOP_CHARS), AfterValidator(_text)]
+Spec = Annotated[str, StringConstraints(max_length=MAX_SPEC_CHARS), AfterValidator(_text)]
 
 
 class EdgeAdaptOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    strategy: str | None = Field(None, description='a search spec ("adaptive:price=8", "best_of_n:n=8") or "sample"')
+    strategy: Spec | None = Field(None, description='a search spec ("adaptive:price=8", "majority:n=8") or "sample"')
     # upper bounds refuse absurd budgets rather than treating them as "unlimited" by accident
     energy_j: float | None = Field(None, gt=0, le=1e6)
     latency_s: float | None = Field(None, gt=0, le=3600)
@@ -27,12 +53,12 @@ class EdgeAdaptOptions(BaseModel):
 
 class TextPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    content: Text | Annotated[list[TextPart], Field(max_length=MAX_PARTS)]
 
     @property
     def text(self) -> str:
@@ -42,12 +68,12 @@ class ChatMessage(BaseModel):
 class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    model: str | None = None
+    model: Annotated[str, StringConstraints(max_length=256), AfterValidator(_text)] | None = None
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    stop: str | list[str] | None = None
+    stop: Stop | Annotated[list[Stop], Field(max_length=MAX_STOPS)] | None = None
     n: int = Field(1, ge=1)
     stream: bool = False
     stream_options: dict[str, bool] | None = None
@@ -61,7 +87,7 @@ class _Common(BaseModel):
 
 
 class ChatCompletionRequest(_Common):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(None, ge=1)
 
     @property
@@ -70,7 +96,7 @@ class ChatCompletionRequest(_Common):
 
 
 class CompletionRequest(_Common):
-    prompt: str | list[str]
+    prompt: Text | Annotated[list[Text], Field(max_length=MAX_MESSAGES)]
 
     @property
     def token_cap(self) -> int | None:

@@ -1,10 +1,14 @@
 """From an OpenAI-style request to a search job, and from its result to the response body.
 
-A request runs one of two modes. **search**: the strategy (the request's ``edge_adapt.strategy``
-or the server's default) picks one answer; the response is that solution, with what the search
-cost and why. **sample**: ``n`` solutions decoded together from the shared prompt, no pick, no
-PRM: asked for with ``"strategy": "sample"``, by ``n`` > 1 without a strategy, and always when the
-server has no PRM (the response says so).
+A request runs in one of three modes, and the response says which and why:
+
+- **search**: a strategy (the request's ``edge_adapt.strategy`` or the server's default) draws
+  samples and picks one answer; the response is that solution, with what the search cost.
+- **single**: one sample is the answer, its tokens streamed as decoded: a turn whose answers
+  cannot be compared (a haiku, an explanation: more samples earn nothing without a way to tell
+  which is right), ``temperature`` 0 (every sample would be the same), or ``"strategy":
+  "sample"`` with n = 1.
+- **sample**: ``n`` solutions decoded together from the shared prompt, no pick (``n`` > 1).
 """
 
 from __future__ import annotations
@@ -18,15 +22,16 @@ from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import StepRules
 from edge_adapt.guard import Budget
 from edge_adapt.search import BestOfN, SearchResult, SearchSettings
-from edge_adapt.search.spec import format_spec, parse_spec
+from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.search.types import Candidate
 from edge_adapt.server.engine import Job
-from edge_adapt.server.errors import bad_request
+from edge_adapt.server.errors import APIError, bad_request
 from edge_adapt.server.schemas import ChatCompletionRequest, CompletionRequest
-from edge_adapt.tasks import Task
+from edge_adapt.tasks import Problem, Task
 
 SAMPLE = "sample"
+ONE_SAMPLE = BestOfN(n=1, select="majority")
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,8 @@ class ServerSettings:
     """What every request starts from, and the limits it may not pass."""
 
     model_id: str
-    default_strategy: str
+    default_strategy: str  # for a question with a checkable answer, when the request names none
+    default_why: str  # why that default (printed at start-up, said in responses)
     search: SearchSettings  # sampling, prompt and step settings of the loaded stack
     budget: Budget = Budget()  # the server-wide default; a request's fields replace it field by field
     max_n: int = 8
@@ -46,32 +52,24 @@ class ServerSettings:
 @dataclass(frozen=True)
 class Prepared:
     job: Job
-    mode: str  # "search" or "sample"
+    mode: str  # "search", "single" or "sample"
+    why: str
     n: int
     stops: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
 
 def prepare(request: ChatCompletionRequest | CompletionRequest, server: ServerSettings, task: Task) -> Prepared:
-    """The job a request asks for, or a 400 naming the field that cannot be served."""
+    """The job a request asks for, or a 4xx naming the field that cannot be served."""
     if request.model is not None and request.model != server.model_id:
-        raise bad_request(f"model {request.model!r} is not served here; this server serves {server.model_id!r} "
-                          "(GET /v1/models)", "model", "model_not_found")
+        raise APIError(404, f"model {request.model!r} is not served here; this server serves {server.model_id!r} "
+                            "(GET /v1/models)", "invalid_request_error", "model_not_found", "model")
     if request.n > server.max_n:
         raise bad_request(f"n must be at most {server.max_n} on this server (--max-n), got {request.n}", "n")
     cap = request.token_cap
     if cap is not None and cap > server.max_tokens:
         field = "max_completion_tokens" if getattr(request, "max_completion_tokens", None) else "max_tokens"
         raise bad_request(f"{field} must be at most {server.max_tokens} on this server (--max-tokens), got {cap}", field)
-    options = request.edge_adapt
-    spec = options.strategy
-    mode = "sample" if spec == SAMPLE or (spec is None and (request.n > 1 or not server.can_judge)) else "search"
-    if mode == "search":
-        strategy = _strategy(spec or server.default_strategy, server)
-        if request.n > 1:
-            raise bad_request('n > 1 asks for n samples; a search returns one answer. Use "edge_adapt": '
-                              '{"strategy": "sample"} for n samples, or n = 1 with a search', "n")
-    else:
-        strategy = BestOfN(n=request.n, select="majority")
     question, system, history = _question(request)
     try:
         problem = task.parse_question(question)
@@ -80,15 +78,38 @@ def prepare(request: ChatCompletionRequest | CompletionRequest, server: ServerSe
     base = server.search
     sampling = replace(base.sampling, **{k: v for k, v in (("temperature", request.temperature), ("top_p", request.top_p))
                                          if v is not None})
-    rules: StepRules = (base.rules or task.step_rules).overridden(max_new_tokens=cap or server.max_tokens)
+    strategy, mode, why = _mode(request, server, problem, sampling.temperature)
+    rules: StepRules = replace((base.rules or task.step_rules).overridden(max_new_tokens=cap or server.max_tokens),
+                               stop=request.stops if mode != "search" else ())
+    notes = _notes(problem, base, system, history)
     settings = replace(base, sampling=sampling, rules=rules,
                        system=system if system is not None else base.system, history=history if base.chat else ())
     try:
-        budget = replace(server.budget, **options.budget_fields())
+        budget = replace(server.budget, **request.edge_adapt.budget_fields())
     except EdgeAdaptError as exc:
         raise bad_request(str(exc), "edge_adapt") from None
     seed = request.seed if request.seed is not None else uuid.uuid4().int % 2**31
-    return Prepared(Job(problem, strategy, settings, seed, budget), mode, request.n, request.stops)
+    job = Job(problem, strategy, settings, seed, budget, stream_tokens=mode != "search" and request.n == 1)
+    return Prepared(job, mode, why, request.n, request.stops, notes)
+
+
+def _mode(request: ChatCompletionRequest | CompletionRequest, server: ServerSettings, problem: Problem,
+          temperature: float) -> tuple[Strategy, str, str]:
+    """(strategy, mode, why) for this request."""
+    spec = request.edge_adapt.strategy
+    if spec == SAMPLE or (spec is None and request.n > 1):
+        return BestOfN(n=request.n, select="majority"), ("sample" if request.n > 1 else "single"), "plain sampling, as asked"
+    strategy = _strategy(spec or server.default_strategy, server)
+    if request.n > 1:
+        raise bad_request('n > 1 asks for n samples; a search returns one answer. Use "edge_adapt": '
+                          '{"strategy": "sample"} for n samples, or n = 1 with a search', "n")
+    if not problem.meta.get("checkable", True):
+        return ONE_SAMPLE, "single", ("answers to this turn cannot be compared (no number or math result to agree on), so "
+                                      "more samples earn nothing: one sample")
+    if temperature == 0:
+        return ONE_SAMPLE, "single", "temperature 0: every sample would be the same, so one sample"
+    why = "the request's strategy" if spec else server.default_why
+    return strategy, "search", why
 
 
 def _strategy(spec: str, server: ServerSettings) -> Strategy:
@@ -97,11 +118,21 @@ def _strategy(spec: str, server: ServerSettings) -> Strategy:
     except EdgeAdaptError as exc:
         raise bad_request(f"edge_adapt.strategy: {exc}", "edge_adapt.strategy") from None
     if strategy.needs_prm and not server.can_judge:
-        raise bad_request("edge_adapt.strategy reads PRM scores and this server has no PRM", "edge_adapt.strategy")
+        raise bad_request(f"edge_adapt.strategy {strategy.name} reads PRM scores and this server has no PRM "
+                          "(adaptive_vote, consistency, esc, majority, cisc and deepconf need none)", "edge_adapt.strategy")
     if strategy.live_paths > server.max_live_paths:
-        raise bad_request(f"edge_adapt.strategy {spec!r} keeps {strategy.live_paths} paths; this server was sized for "
-                          f"{server.max_live_paths} (--max-n)", "edge_adapt.strategy")
+        raise bad_request(f"edge_adapt.strategy {strategy.name} keeps {strategy.live_paths} paths; this server was sized "
+                          f"for {server.max_live_paths} (--max-n)", "edge_adapt.strategy")
     return strategy
+
+
+def _notes(problem: Problem, base: SearchSettings, system: str | None, history: tuple) -> tuple[str, ...]:
+    """What the response should tell its reader about how the request was read."""
+    notes = [problem.meta[k] for k in ("note", "warning") if problem.meta.get(k)]
+    if not base.chat and (system is not None or history):
+        notes.append("this model has no chat template: the system message and earlier turns were not used, only the "
+                     "last user message")
+    return tuple(notes)
 
 
 def _question(request: ChatCompletionRequest | CompletionRequest) -> tuple[str, str | None, tuple[tuple[str, str], ...]]:
@@ -154,10 +185,11 @@ def cost_report(prepared: Prepared, result: SearchResult, server: ServerSettings
               if v is not None}
     return {
         "mode": prepared.mode,
-        "strategy": format_spec(prepared.job.strategy) if prepared.mode == "search" else SAMPLE,
+        "why": prepared.why,
+        "strategy": prepared.job.strategy.name if prepared.mode == "search" else SAMPLE,
         "prm": server.can_judge,
-        "note": None if server.can_judge else "no PRM loaded: plain sampling, nothing judged",
-        "answer": result.answer,
+        "notes": list(prepared.notes),
+        "answer": result.answer if prepared.mode == "search" else None,
         "samples": c.samples,
         "generated_tokens": c.generated_tokens,
         "prompt_tokens": c.prompt_tokens,
@@ -182,19 +214,15 @@ def usage(result: SearchResult) -> dict[str, int]:
             "total_tokens": c.prompt_tokens + c.generated_tokens}
 
 
-def chat_body(prepared: Prepared, result: SearchResult, server: ServerSettings, request_id: str) -> dict[str, Any]:
-    return {
-        "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": server.model_id,
-        "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason, "logprobs": None}
-                    for i, (_, text, reason) in enumerate(choices_of(prepared, result))],
-        "usage": usage(result), "edge_adapt": cost_report(prepared, result, server),
-    }
+def response_body(prepared: Prepared, result: SearchResult, server: ServerSettings, request_id: str, chat: bool) -> dict[str, Any]:
+    """The whole (non-streamed) response: a chat completion or a text completion."""
+    def choice(i: int, text: str, reason: str) -> dict[str, Any]:
+        content = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+        return {"index": i, **content, "finish_reason": reason, "logprobs": None}
 
-
-def completion_body(prepared: Prepared, result: SearchResult, server: ServerSettings, request_id: str) -> dict[str, Any]:
     return {
-        "id": request_id, "object": "text_completion", "created": int(time.time()), "model": server.model_id,
-        "choices": [{"index": i, "text": text, "finish_reason": reason, "logprobs": None}
-                    for i, (_, text, reason) in enumerate(choices_of(prepared, result))],
+        "id": request_id, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+        "model": server.model_id,
+        "choices": [choice(i, text, reason) for i, (_, text, reason) in enumerate(choices_of(prepared, result))],
         "usage": usage(result), "edge_adapt": cost_report(prepared, result, server),
     }

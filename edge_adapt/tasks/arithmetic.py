@@ -30,7 +30,7 @@ from typing import ClassVar
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator.steps import StepRules
 from edge_adapt.tasks.base import Problem
-from edge_adapt.tasks.expressions import to_chain, to_conventional
+from edge_adapt.tasks.expressions import expression_in, to_chain, to_conventional
 
 SPLITS = ("train", "calibration", "test")
 # Share of the question space (by hash) that each split owns.
@@ -151,8 +151,8 @@ class ArithmeticTask:
     def parse_question(self, text: str) -> Problem:
         """A user's question, read by the usual precedence (parentheses allowed) and asked as the
         chain with that value: ``454+762*3`` is asked as ``762*3+454`` (2740)."""
-        typed = text.strip().removeprefix("Q:")
         try:
+            typed = expression_in(text.strip().removeprefix("Q:"))
             question = to_chain(typed)
         except EdgeAdaptError as exc:
             raise EdgeAdaptError(f"not a default-task question: {exc}; its questions look like (454+762)*3 or 762*3+454 "

@@ -16,6 +16,39 @@ from edge_adapt.errors import EdgeAdaptError
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*"}
 _CHAIN = re.compile(r"\d+|[+\-*]")
 MAX_DIGITS = 15  # far beyond the task's levels, and within exact integer arithmetic everywhere
+MAX_OPERATIONS = 200  # far beyond the task's levels; bounds the parser's recursion
+MAX_NESTING = 32  # parentheses inside parentheses
+_SPOKEN = ((re.compile(r"\bmultiplied\s+by\b|\btimes\b|[×·✕]", re.IGNORECASE), "*"),
+           (re.compile(r"\bplus\b", re.IGNORECASE), "+"), (re.compile(r"\bminus\b|[−–]", re.IGNORECASE), "-"))
+_EXPRESSION = re.compile(r"[\d(][\d\s+\-*()]*[\d)]|\d")
+
+
+def expression_in(text: str) -> str:
+    """The arithmetic expression in a question put in words around it, as a person types it to an
+    assistant: "What is 12 + 30?", "what's (454+762)*3", "compute 7 times 6". Text that holds a
+    number outside its one expression (two expressions, a word problem) is an
+    :class:`EdgeAdaptError` that says so; text that is all expression is returned as it is."""
+    spoken = text
+    for pattern, op in _SPOKEN:
+        spoken = pattern.sub(op, spoken)
+    spans = [m for m in _EXPRESSION.finditer(spoken) if re.search(r"\d", m.group())]
+    if not spans:
+        return text
+    if len(spans) > 1:
+        raise EdgeAdaptError(f"{_shown(text)!r} holds {len(spans)} separate numbers or expressions; ask one "
+                             "expression, e.g. 'What is (454+762)*3?'")
+    match = spans[0]
+    rest = spoken[: match.start()] + spoken[match.end():]
+    if not rest.strip():
+        return text
+    if re.search(r"[\d+*/^=]", rest):
+        raise EdgeAdaptError(f"{_shown(text)!r} holds more than one arithmetic expression (or a number outside it); "
+                             "ask one expression, e.g. 'What is (454+762)*3?'")
+    return match.group().strip()
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def to_chain(text: str) -> str:
@@ -25,10 +58,14 @@ def to_chain(text: str) -> str:
     chain computes (``12*3+45*6``: two products added) is an :class:`EdgeAdaptError` that says
     how to write one.
     """
-    shown = text if len(text) <= 60 else text[:57] + "..."
+    shown = _shown(text)
     expression = text.replace(" ", "")
     if not expression or not set(expression) <= set("0123456789+-*()"):
         raise EdgeAdaptError(f"{shown!r} is not an arithmetic expression of whole numbers, +, -, * and parentheses")
+    if (operations := sum(expression.count(op) for op in "+-*")) > MAX_OPERATIONS:
+        raise EdgeAdaptError(f"{shown!r} has {operations} operations; a question here has at most {MAX_OPERATIONS}")
+    if _nesting(expression) > MAX_NESTING:
+        raise EdgeAdaptError(f"{shown!r} nests parentheses more than {MAX_NESTING} deep")
     if (longest := max((len(n) for n in re.findall(r"\d+", expression)), default=0)) > MAX_DIGITS:
         raise EdgeAdaptError(f"{shown!r} has a number of {longest} digits; numbers here have at most {MAX_DIGITS}")
     try:
@@ -43,6 +80,14 @@ def to_chain(text: str) -> str:
     if len(parts) == 1:
         raise EdgeAdaptError(f"{shown!r} asks no operation; a question applies at least one +, - or *")
     return "".join(parts)
+
+
+def _nesting(expression: str) -> int:
+    depth = deepest = 0
+    for char in expression:
+        depth += (char == "(") - (char == ")")
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _chain(node: ast.expr) -> list[str] | None:

@@ -88,7 +88,7 @@ def rollout_question(
     rules = settings.rules_for(task)
     sampling = settings.sampling
     chat = gen.vocab.has_chat_template if settings.chat is None else settings.chat
-    prompt = gen.vocab.render_prompt(task.prompt(problem), chat=chat, system=settings.system)
+    prompt = gen.vocab.prompt_tokens(task.prompt(problem), chat=chat, system=settings.system)
     root = gen.prefill(prompt, seed=question_seed(settings.seed, problem.id))
     kept: list[Node] = [root]
     try:
