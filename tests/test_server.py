@@ -4,7 +4,6 @@ talked to over real HTTP with httpx and the `openai` client."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
