@@ -5,8 +5,12 @@ Search asks the policy before every expansion (:meth:`QuestionGuard.grant`); the
 what is left of each budget into the largest number of samples or branch-steps that still fits,
 using cost estimates it learns online (joules and seconds as a fixed cost per round plus a cost
 per generated token, tokens per sample and per step, measured around every expansion including
-its PRM call). Estimates are pessimistic on purpose (the largest tokens-per-unit seen, times a safety factor): a budget is a
-promise, and a branch that does not fit is cheaper to skip than to overrun.
+its PRM call). Grants are pessimistic on purpose (the largest tokens-per-unit of the recent
+rounds, times a safety factor): a budget is a promise, and a branch that does not fit is cheaper
+to skip than to overrun. Whether a question can be answered at all is judged on the *cheapest*
+recent sample, so that one request with long answers (a server's client asking a 150-factor
+product) cannot make a budget that bought an answer before refuse every later one; and the
+estimates forget: only the last :data:`WINDOW` rounds count.
 
 When a budget is tight, IAS keeps working at a lower target confidence C (search records the
 C it could afford); a budget too small for even one greedy answer is a :class:`BudgetError`
@@ -29,6 +33,27 @@ from edge_adapt.errors import BudgetError
 from edge_adapt.guard import Allowance, Budget, Grant, Unit
 
 log = logging.getLogger(__name__)
+
+WINDOW = 64  # rounds (or questions, for the tail) an estimate remembers: more than one question's rounds
+
+
+@dataclass
+class Recent:
+    """The last :data:`WINDOW` observations of one quantity: their largest and their smallest."""
+
+    values: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+
+    def add(self, value: float) -> None:
+        self.values.append(value)
+
+    @property
+    def high(self) -> float:
+        return max(self.values, default=0.0)
+
+    @property
+    def low(self) -> float:
+        return min(self.values, default=0.0)
+
 
 @dataclass
 class AffineCost:
@@ -76,7 +101,7 @@ class CostEstimates:
 
     joules: AffineCost = field(default_factory=AffineCost)
     seconds: AffineCost = field(default_factory=AffineCost)
-    tokens_per_unit: dict[str, float] = field(default_factory=dict)  # largest seen, per unit
+    tokens_per_unit: dict[str, Recent] = field(default_factory=dict)  # recent rounds' tokens per unit, per unit
     tokens_seen: int = 0
 
     def update(self, unit: Unit, units: int, tokens: int, joules: float, seconds: float) -> None:
@@ -84,27 +109,28 @@ class CostEstimates:
             return
         self.joules.add(tokens, joules)
         self.seconds.add(tokens, seconds)
-        per_unit = tokens / units
-        self.tokens_per_unit[unit] = max(self.tokens_per_unit.get(unit, 0.0), per_unit)
+        self.tokens_per_unit.setdefault(unit, Recent()).add(tokens / units)
         self.tokens_seen += tokens
 
     @property
     def ready(self) -> bool:
         return self.joules.ready
 
-    def tokens_per(self, unit: Unit) -> float:
-        """The most tokens one unit has taken (a step falls back to a whole sample until seen)."""
-        return self.tokens_per_unit.get(unit) or self.tokens_per_unit.get("sample", 0.0)
+    def tokens_per(self, unit: Unit, cheapest: bool = False) -> float:
+        """The most tokens one unit took in the recent rounds (``cheapest``: the fewest); a step
+        falls back to a whole sample until one is seen."""
+        recent = self.tokens_per_unit.get(unit) or self.tokens_per_unit.get("sample") or Recent()
+        return recent.low if cheapest else recent.high
 
-    def round_cost(self, unit: Unit, units: int) -> tuple[float, float, float]:
-        """(tokens, joules, seconds) a round of ``units`` units is expected to cost, at most."""
-        tokens = units * self.tokens_per(unit)
+    def round_cost(self, unit: Unit, units: int, cheapest: bool = False) -> tuple[float, float, float]:
+        """(tokens, joules, seconds) a round of ``units`` units is expected to cost: at most, or at least."""
+        tokens = units * self.tokens_per(unit, cheapest)
         (j0, j1), (s0, s1) = self.joules.coefficients(), self.seconds.coefficients()
         return tokens, j0 + j1 * tokens, s0 + s1 * tokens
 
-    def unit_cost(self, unit: Unit) -> tuple[float, float, float]:
+    def unit_cost(self, unit: Unit, cheapest: bool = False) -> tuple[float, float, float]:
         """(tokens, joules, seconds) of a round of one unit."""
-        return self.round_cost(unit, 1)
+        return self.round_cost(unit, 1, cheapest)
 
 
 @dataclass(frozen=True)
@@ -125,9 +151,9 @@ class EnergyPolicy:
         self.usage = usage
         self.estimates = CostEstimates()
         # What a question spends after its last expansion (scoring and picking the finished
-        # candidates): the largest seen is held back from every grant.
-        self.tail_joules = 0.0
-        self.tail_seconds = 0.0
+        # candidates): the largest of the recent questions is held back from every grant.
+        self.tails_joules = Recent()
+        self.tails_seconds = Recent()
         self._power: deque[EnergyReading] = deque()
 
     def read(self) -> EnergyReading:
@@ -144,6 +170,14 @@ class EnergyPolicy:
         first, last = self._power[0], self._power[-1]
         dt = last.timestamp - first.timestamp
         return (last.joules - first.joules) / dt if dt > 0 else None
+
+    @property
+    def tail_joules(self) -> float:
+        return self.tails_joules.high
+
+    @property
+    def tail_seconds(self) -> float:
+        return self.tails_seconds.high
 
     def start_question(self, budget: Budget | None = None) -> QuestionGuard:
         """A guard for one question, under ``budget`` (default: the policy's)."""
@@ -175,11 +209,12 @@ class QuestionGuard:
         est = self.policy.estimates
         if not est.ready or self.budget.unlimited:
             return
-        tokens, joules, seconds = est.unit_cost("sample")
-        # one answer is one sample plus the work after it (scoring, picking): the same terms
-        # ``affordable`` holds back, less the safety margin, so a question that passes here is
-        # never granted nothing (``grant`` floors its first round at one unit)
-        joules, seconds = joules + self.policy.tail_joules, seconds + self.policy.tail_seconds
+        tokens, joules, seconds = est.unit_cost("sample", cheapest=True)
+        # one answer is one sample plus the work after it (scoring, picking), both as cheap as
+        # recently seen; a question that passes here is never granted nothing (``grant`` floors
+        # its first round at one unit)
+        joules += self.policy.tails_joules.low
+        seconds += self.policy.tails_seconds.low
         if self.budget.energy_j is not None and joules > self.budget.energy_j:
             raise BudgetError(
                 f"an energy budget of {self.budget.energy_j:g} J cannot buy one answer: one sample costs about "
@@ -264,8 +299,8 @@ class QuestionGuard:
         if self._last_observed is None:
             return
         end = self.policy.read()
-        self.policy.tail_joules = max(self.policy.tail_joules, end.joules - self._last_observed.joules)
-        self.policy.tail_seconds = max(self.policy.tail_seconds, end.timestamp - self._last_observed.timestamp)
+        self.policy.tails_joules.add(end.joules - self._last_observed.joules)
+        self.policy.tails_seconds.add(end.timestamp - self._last_observed.timestamp)
 
     def _pace(self) -> PowerPaced | None:
         cap = self.budget.power_w

@@ -21,6 +21,7 @@ A spec round-trips: ``format_spec(parse_spec(s))`` names the same strategy.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from edge_adapt.errors import SamplingConfigError
@@ -84,6 +85,8 @@ def _parse_value(raw: str, default: Any) -> Any:
         if raw.lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError(raw)
+    if isinstance(default, float) and not math.isfinite(value := float(raw)):
+        raise ValueError(f"{raw} is not a finite number")
     return type(default)(raw) if default is not dataclasses.MISSING else raw
 
 
