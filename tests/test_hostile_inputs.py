@@ -44,6 +44,27 @@ def _prm_with(tmp: Path, change: Callable[[dict], None]) -> Path:
     return prm
 
 
+def _prm_with_bigger_tokenizer(tmp: Path) -> Path:
+    """A PRM whose tokenizer has more ids than its ONNX model's embedding (another model's)."""
+    from tokenizers import Tokenizer
+
+    prm = tmp / "prm"
+    shutil.copytree(MODELS.prm, prm)
+    tokenizer = Tokenizer.from_file(str(prm / "tokenizer.json"))
+    tokenizer.add_tokens([f"<extra{i}>" for i in range(62)])
+    tokenizer.save(str(prm / "tokenizer.json"))
+    return prm
+
+
+def _prm_with_user_files(tmp: Path) -> Path:
+    prm = tmp / "prm"
+    shutil.copytree(MODELS.prm, prm)
+    _write(prm / "notes.txt", "keep")
+    _write(prm / "photo.jpg", b"\xff\xd8")
+    _write(prm / "sub" / "x.txt", "keep")
+    return prm
+
+
 def _prm_raw(tmp: Path, config: bytes) -> Path:
     prm = tmp / "prm"
     shutil.copytree(MODELS.prm, prm)
@@ -70,6 +91,13 @@ GOOD_RECORD = json.dumps({
 CASES = [
     # questions
     Case("no operation", lambda t: ["solve", "454"], 2, "asks no operation"),
+    Case("a 1,200-term chain", lambda t: ["solve", "+".join(["1"] * 1201)], 2, "1200 operations; a question here has at most"),
+    Case("parentheses 40 deep", lambda t: ["solve", "(" * 40 + "1+2" + ")" * 40 + "*3"], 2, "nests parentheses more than"),
+    Case("two expressions in words", lambda t: ["solve", "What is 3+4 and 5*6?"], 2, "more than one|separate numbers"),
+    Case("a NUL in the question", lambda t: ["solve", "--task", "gsm8k", "--no-prm", "What is 2+2?\x00 and then"], 2,
+         "NUL"),
+    Case("prm tokenizer bigger than its model", lambda t: ["solve", Q, "--prm", str(_prm_with_bigger_tokenizer(t))], 1,
+         "tokenizer has 3\\d\\d token ids but the ONNX model cannot read id"),
     Case("huge operand", lambda t: ["solve", "1" + "0" * 5000 + "+3"], 2, "5001 digits"),
     Case("no single chain", lambda t: ["solve", "3348*6+7430*2"], 2, "cannot be asked as one chain"),
     Case("not arithmetic", lambda t: ["solve", "what is love"], 2, "not a default-task question"),
@@ -135,6 +163,9 @@ CASES = [
                                                           "-o", "."], 1, "not the current folder"),
     Case("export prm over user files", lambda t: ["export", "prm", str(MODELS.prm), "-c", str(MODELS.root / "calibration.jsonl"),
                                                   "-o", str(_write(t / "mine" / "notes.txt", "keep").parent)], 1, "not a PRM"),
+    Case("export prm over a PRM folder holding user files", lambda t: [
+        "export", "prm", str(MODELS.prm), "-c", str(MODELS.root / "calibration.jsonl"), "-o", str(_prm_with_user_files(t))],
+         1, r"also holds 3 file\(s\) of yours \(notes.txt, photo.jpg, sub/\)"),
     Case("rollouts to /proc", lambda t: ["export", "rollouts", str(MODELS.generator), "-o", "/proc/edge-adapt-x", "--per-level", "1"],
          1, "cannot write the calibration file /proc/edge-adapt-x"),
 ]

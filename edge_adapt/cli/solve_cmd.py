@@ -23,6 +23,7 @@ from edge_adapt.cli.options import (
 )
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
+from edge_adapt.generator.vocab import utf8
 from edge_adapt.guard import Budget
 from edge_adapt.prm import QuantilePRM, Quantiles
 from edge_adapt.prm.absent import NoPRM
@@ -42,6 +43,8 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
     if (question is None) == (index is None):
         raise click.UsageError("give either a QUESTION or --index N")
     try:
+        if question is not None:
+            utf8(question)  # a NUL or a lone surrogate is refused here, not cut or replaced later
         problem = task.problem_at(index) if index is not None else task.parse_question(question)
     except EdgeAdaptError as exc:
         raise click.UsageError(str(exc)) from None

@@ -121,6 +121,7 @@ class QuantilePRM:
         self._pad_id = pad_token_id(self.tokenizer)
         self.stats = PRMStats()
         self.session, self.provider, self.variant = self._open(providers, variant)
+        self._check_vocabulary()
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -199,6 +200,20 @@ class QuantilePRM:
                 log.info("PRM runs on %s after: %s", provider, "; ".join(failures))
             return session, provider, chosen
         raise ModelLoadError(f"{self.bundle.path}: no execution provider could run the PRM: {'; '.join(failures)}")
+
+    def _check_vocabulary(self) -> None:
+        """Every id the tokenizer can produce must index the model's embedding: a tokenizer with
+        more ids than the model loads fine and then fails mid-search on the first rare token."""
+        top = self.tokenizer.get_vocab_size(with_added_tokens=True) - 1
+        try:
+            out = self._run_session(self.session, [EncodedPrefix([top, top], [1])])
+            if not np.isfinite(out).all():
+                raise RuntimeError("non-finite scores")
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{self.bundle.path}: the tokenizer has {top + 1} token ids but the ONNX model cannot read id {top} "
+                f"({str(exc).splitlines()[0][:200]}): the tokenizer.json belongs to another model; re-export the PRM "
+                "with its own tokenizer") from None
 
     def _default_variant(self, provider: str) -> str:
         if provider in _GPU_PROVIDERS and "fp16" in self.bundle.models:

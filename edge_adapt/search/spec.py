@@ -68,6 +68,8 @@ def parse_spec(spec: str) -> Strategy:
         default = fields[key].default
         try:
             values[key] = _parse_value(raw, default)
+        except SamplingConfigError as exc:
+            raise SamplingConfigError(f"{spec!r}: {key} {exc}, got {raw!r}") from None
         except ValueError as exc:
             raise SamplingConfigError(f"{spec!r}: {key} must be a {type(default).__name__}, got {raw!r}") from exc
     if early is not None:
@@ -85,8 +87,8 @@ def _parse_value(raw: str, default: Any) -> Any:
         if raw.lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError(raw)
-    if isinstance(default, float) and not math.isfinite(value := float(raw)):
-        raise ValueError(f"{raw} is not a finite number")
+    if isinstance(default, float) and not math.isfinite(float(raw)):
+        raise SamplingConfigError("must be a finite number")
     return type(default)(raw) if default is not dataclasses.MISSING else raw
 
 

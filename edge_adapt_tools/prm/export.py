@@ -233,6 +233,14 @@ def _add_fp16(staging: Path, fp32_path: Path, seqs: Sequence[TrainingSequence], 
     return VariantCheck("fp16", path.name, size, None, ok, note)
 
 
+def _prm_owns(path: Path) -> bool:
+    """A file an exported PRM folder holds: its config, tokenizer, ONNX models (and their external
+    weights), the selector model and the reliability plot written beside them."""
+    name = path.name
+    return path.is_file() and (name in (CONFIG_FILE, TOKENIZER_FILE, "selector_model.json", "reliability.png")
+                               or name.endswith((".onnx", ".onnx.data")))
+
+
 def check_output_dir(out: str | Path) -> Path:
     """Where a PRM folder may be written, checked before any work: a new or empty folder, or an
     existing PRM folder (replaced once the new one is complete). Anything else is refused, so that
@@ -247,6 +255,11 @@ def check_output_dir(out: str | Path) -> Path:
         if any(resolved.iterdir()) and not (resolved / CONFIG_FILE).is_file():
             raise EdgeAdaptError(f"-o {out} holds files that are not a PRM (no {CONFIG_FILE}); give a new or empty folder, "
                                  "or an existing PRM folder to replace")
+        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in resolved.iterdir() if not _prm_owns(p))
+        if foreign:
+            raise EdgeAdaptError(f"-o {out} is a PRM folder that also holds {len(foreign)} file(s) of yours "
+                                 f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); replacing it would delete "
+                                 "them: move them out, or give a new folder")
     parent = resolved.parent
     while not parent.exists():
         parent = parent.parent
