@@ -20,10 +20,6 @@ from edge_adapt.server.metrics import ServerMetrics
 UNMATCHED = "unmatched"
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 @dataclass
 class Traffic:
     """Requests in flight and whether the server drains (shared with the shutdown)."""
@@ -57,11 +53,11 @@ class Gate:
             if refusal is not None:
                 await refusal.response()(scope, receive, sending)
                 return
-            try:
-                await self.app(scope, self._bounded(receive), sending)
-            except BodyTooLarge:
-                if status[0] == 0:
-                    await self._too_large().response()(scope, receive, sending)
+            replay = await self._read_body(receive)
+            if replay is None:
+                await self._too_large().response()(scope, receive, sending)
+                return
+            await self.app(scope, replay, sending)
         finally:
             self.traffic.in_flight -= 1
             route = scope.get("route")
@@ -87,16 +83,27 @@ class Gate:
                              "shorten the conversation", "invalid_request_error", "request_too_large",
                         headers={"Connection": "close"})
 
-    def _bounded(self, receive: Receive) -> Receive:
-        """``receive`` that stops a body (chunked, or lying about its length) at the limit."""
-        seen = [0]
-
-        async def bounded() -> Message:
+    async def _read_body(self, receive: Receive) -> Receive | None:
+        """The whole body, read here up to the limit (chunked, or lying about its length), and a
+        ``receive`` that hands it to the route once, then reports the client's disconnect; None
+        when the body is over the limit (the rest is never read)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen[0] += len(message.get("body", b""))
-                if seen[0] > self.max_body:
-                    raise BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                return receive  # the client left: the route sees it
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:
+                return None
+            if not message.get("more_body", False):
+                break
+        body = [b"".join(chunks)]
 
-        return bounded
+        async def replay() -> Message:
+            if body:
+                return {"type": "http.request", "body": body.pop(), "more_body": False}
+            return await receive()
+
+        return replay
