@@ -64,6 +64,7 @@ class StackSettings:
     use_vote_model: bool = True  # False: ignore any calibration file (measure without it)
     context: int | None = None  # the KV pool holds at least this many cells (a server's --ctx); None: sized from the strategies
     context_from_model: int = 0  # > 0: the pool grows to the model's training context, up to this many cells
+    prompt_cache: bool = False  # keep the last prompt's cells for the next prompt that starts the same way
 
     @property
     def step_rules(self) -> StepRules:
@@ -95,7 +96,7 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
     config = settings.generator_config or generator_config(settings.strategies, rules, settings.threads, settings.gpu_layers)
     if settings.generator_config is None:
         config = replace(config, n_ctx=max(config.n_ctx, settings.context or 0),
-                         grow_to_training_context=settings.context_from_model)
+                         grow_to_training_context=settings.context_from_model, prompt_cache=settings.prompt_cache)
     with Generator(settings.generator, config) as gen:
         prm = _open_prm(settings)
 

@@ -380,3 +380,29 @@ def test_an_interrupt_stops_a_long_step_mid_way_and_frees_its_sequences(gen: Gen
     assert calls["n"] == 6 and gen.kv_cells_used == held  # the half-made step's cells are freed
     gen.release(root)
     assert gen.kv_cells_used == 0
+
+
+def test_the_prompt_cache_evaluates_only_what_a_new_prompt_adds(random_gguf: Path) -> None:
+    with Generator(random_gguf, GeneratorConfig(n_ctx=512, n_seq_max=4, prompt_cache=True, **EXACT)) as g:
+        first = g.prefill(PROMPT, seed=1)
+        n_first = len(first.tokens)
+        g.release(first)
+        assert g.kv_cells_used == 0 and g.kv_cells_cached == n_first  # kept for the next prompt
+        before = g.usage.prompt_tokens
+        longer = g.prefill(PROMPT + " and then some more words", seed=1)
+        evaluated = g.usage.prompt_tokens - before
+        shared = next(i for i, (a, b) in enumerate(zip([*first.tokens, -1], longer.tokens, strict=False)) if a != b)
+        assert shared >= n_first - 2 and evaluated == len(longer.tokens) - shared
+        assert longer.n_past == len(longer.tokens) and g.kv_cells_cached == 0  # shared with the live prompt
+        # what it decodes is what a whole evaluation decodes (F32 KV: the same numbers)
+        child = g.expand([longer], 1, sampling=HOT, rules=NO_DELIMITER).children[0]
+        assert_matches_sequential(random_gguf, child)
+        g.release(longer, child)
+        before = g.usage.prompt_tokens
+        whole = g.prefill(PROMPT + " and then some more words", seed=1, reuse_cache=False)
+        assert g.usage.prompt_tokens - before == len(whole.tokens)
+        g.release(whole)
+        # a prompt that needs the room gets it: the cache gives its cells back first
+        big = g.prefill([1 + i % 300 for i in range(499)], seed=1)
+        assert big.n_past == 499
+        g.release(big)

@@ -294,3 +294,17 @@ def test_many_clients_some_leaving_mid_stream_leave_nothing_held(chat_server: Se
         time.sleep(0.05)
     assert chat_server.metric("edge_adapt_kv_cells_used") == 0
     assert post(chat_server, user("Say hi.", max_tokens=4)).status_code == 200
+
+
+def test_a_chats_next_turn_reuses_the_last_prompts_cells(chat_server: Server) -> None:
+    turns = [{"role": "system", "content": "You are a terse assistant who answers in one sentence."},
+             {"role": "user", "content": "Name a colour of the sky."}]
+    first = post(chat_server, {"messages": turns, "max_tokens": 16}).json()
+    turns += [{"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+              {"role": "user", "content": "And of grass?"}]
+    second = post(chat_server, {"messages": turns, "max_tokens": 16}).json()
+    cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached >= first["usage"]["prompt_tokens"] - 2  # the first turn's prompt was not evaluated again
+    assert second["edge_adapt"]["prompt_tokens"] == second["usage"]["prompt_tokens"] - cached
+    seeded = post(chat_server, {"messages": turns, "max_tokens": 16, "seed": 4}).json()
+    assert seeded["usage"]["prompt_tokens_details"]["cached_tokens"] == 0  # reproducible: evaluated whole

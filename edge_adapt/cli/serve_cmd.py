@@ -63,13 +63,17 @@ def is_loopback(host: str) -> bool:
               help="Requests that may wait while one runs; past it, 503 with Retry-After.")
 @click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True, help="When a request sets none.")
 @click.option("--no-warm-up", is_flag=True, help="Skip measuring this device's costs before serving.")
+@click.option("--no-prompt-cache", is_flag=True,
+              help="Evaluate every prompt whole. By default the last prompt's KV cells are kept and a prompt that starts "
+                   "the same way (a chat's earlier turns) evaluates only what differs; like llama-server's cache_prompt, "
+                   "that may change a seeded sample's tokens (logits of a batch of one differ in the last bits).")
 @model_options
 @no_prm_option
 @prompt_options
 @budget_options
 def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, data: Path | None, spec: str | None,
               max_n: int, max_tokens: int | None, ctx: int | None, max_body: int, drain_s: float, max_waiting: int,
-              temperature: float, no_warm_up: bool, generator_path: Path | None, prm_path: Path | None, models: Path | None,
+              temperature: float, no_warm_up: bool, no_prompt_cache: bool, generator_path: Path | None, prm_path: Path | None, models: Path | None,
               threads: int | None, gpu_layers: int, no_prm: bool, chat: bool | None, system: str | None,
               prompt_template: str | None, step_delimiter: str | None, max_new_tokens: int | None, energy_j: float | None,
               latency_s: float | None, tokens: int | None, power_w: float | None, meter: str | None,
@@ -123,7 +127,8 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
     stack = StackSettings(generator_path, prm_path, task, (), SamplingParams(temperature=temperature), threads=threads,
                           gpu_layers=gpu_layers, meter=meter, cost_model=cost_model,
                           budget=Budget(**budget_dict(energy_j, latency_s, tokens, power_w)), chat=chat, system=system,
-                          step_delimiter=step_delimiter, context=ctx, context_from_model=0 if ctx else 8192)
+                          step_delimiter=step_delimiter, context=ctx, context_from_model=0 if ctx else 8192,
+                          prompt_cache=not no_prompt_cache)
     config = ServeConfig(stack=stack, model_id=generator_path.stem, default_strategy=spec, max_n=max_n, max_tokens=max_tokens,
                          max_waiting=max_waiting, api_key=api_key or None, warm_up=not no_warm_up, max_body=max_body,
                          drain_s=drain_s)

@@ -44,6 +44,10 @@ class GeneratorConfig:
     # > 0: n_ctx grows to the model's training context, up to this many cells (a chat server's
     # prompts may use the context the model was built for)
     grow_to_training_context: int = 0
+    # keep the last prompt's KV cells (one more sequence) so that a prompt starting the same way
+    # evaluates only what differs (a server's chat turns); a solver that prefills each question
+    # once gains nothing from it
+    prompt_cache: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_seq_max <= MAX_SEQUENCES:

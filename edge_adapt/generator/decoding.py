@@ -87,8 +87,9 @@ class TreeDecoder:
     def _logits(self, batch_index: int) -> np.ndarray:
         return np.ctypeslib.as_array(self._ctx.logits(batch_index), shape=(self._vocab.n_tokens,))
 
-    def evaluate(self, node: Node, tokens: Sequence[int], what: str) -> GenerationStats:
-        """Decode given tokens into a new sequence for ``node`` (sharing its parent's cells)."""
+    def evaluate(self, node: Node, tokens: Sequence[int], what: str, cached_prefix: int = 0) -> GenerationStats:
+        """Decode given tokens into a new sequence for ``node`` (sharing its parent's cells, or the
+        prompt cache's first ``cached_prefix`` cells: ``tokens`` then continue from there)."""
         started = time.perf_counter()
         if not self._pool.free_sequences:
             raise BranchCapacityError(
@@ -100,8 +101,10 @@ class TreeDecoder:
                 f"the {what} needs {len(tokens)} KV cells but only {self._pool.cells_free} of n_ctx={self._ctx.n_ctx} "
                 f"are free ({self._pool.cells_used} held by live nodes); release nodes or raise n_ctx."
             )
-        parent_seq = node.parent._seq if node.parent is not None else None
-        self._pool.acquire(node, copy_from=parent_seq)
+        if cached_prefix:
+            self._pool.acquire_cached(node, cached_prefix)
+        else:
+            self._pool.acquire(node, copy_from=node.parent._seq if node.parent is not None else None)
         stats = GenerationStats()
         try:
             pos = node.n_past

@@ -14,14 +14,24 @@ from edge_adapt.generator.tree import Node
 
 
 class SequencePool:
-    """The sequences and KV cells of one llama.cpp context, handed to nodes and taken back."""
+    """The sequences and KV cells of one llama.cpp context, handed to nodes and taken back.
 
-    def __init__(self, ctx: LlamaContext, *, unified: bool) -> None:
+    With ``prompt_cache`` one sequence is kept back to hold the last prompt evaluated, so that the
+    next prompt starting the same way (a chat's system message and earlier turns) evaluates only
+    what differs, as llama-server's slots do. Its cells are shared with that prompt's node while
+    the node lives; once it is released they are the cache's alone, and they are given up first
+    whenever a prompt needs the room.
+    """
+
+    def __init__(self, ctx: LlamaContext, *, unified: bool, prompt_cache: bool = False) -> None:
         self._ctx = ctx
         self._unified = unified
         self._free: list[int] = []
         self._live: dict[int, Node] = {}  # sequence id -> the node holding it
         self.cells_used = 0
+        self._cache_seq = ctx.n_seq_max - 1 if prompt_cache else None
+        self.cached: tuple[int, ...] = ()  # the prompt tokens the cache sequence holds
+        self._cache_owner: Node | None = None  # the node whose prompt the cache holds (sharing its cells)
         self._forget_all()
 
     @property
@@ -38,7 +48,44 @@ class SequencePool:
         sequence has cells of its own and the pool never runs out first."""
         if not self._unified:
             return self._ctx.n_ctx
-        return self._ctx.n_ctx - self.cells_used
+        return self._ctx.n_ctx - self.cells_used - self.cache_only_cells
+
+    @property
+    def cache_only_cells(self) -> int:
+        """Cells only the prompt cache holds (its prompt's node is gone)."""
+        owner = self._cache_owner
+        return len(self.cached) if owner is None or owner._holders == 0 else 0
+
+    def cached_prefix(self, tokens: tuple[int, ...] | list[int]) -> int:
+        """How many leading ``tokens`` the cache holds (at most all but the last: the last one is
+        evaluated again for the logits the first sample is drawn from)."""
+        n = 0
+        for a, b in zip(self.cached, tokens[:-1], strict=False):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def acquire_cached(self, node: Node, prefix: int) -> None:
+        """Give ``node`` a sequence holding the cache's first ``prefix`` cells, counted as its own."""
+        assert self._cache_seq is not None and 0 < prefix <= len(self.cached)
+        self.acquire(node, copy_from=self._cache_seq)
+        self._ctx.seq_remove(node._seq, prefix)  # type: ignore[arg-type]
+        self.grow(node, prefix)
+
+    def remember(self, node: Node) -> None:
+        """Make the cache hold ``node``'s prompt (a fully evaluated, live prompt node)."""
+        if self._cache_seq is None or node._seq is None:
+            return
+        self._ctx.seq_remove(self._cache_seq)
+        self._ctx.seq_copy(node._seq, self._cache_seq)
+        self.cached, self._cache_owner = node.tokens, node
+
+    def forget_cache(self) -> None:
+        """Give the cache's cells back (they are freed unless a live node shares them)."""
+        if self._cache_seq is not None and self.cached:
+            self._ctx.seq_remove(self._cache_seq)
+        self.cached, self._cache_owner = (), None
 
     def check_room(self, n_branches: int) -> None:
         """Refuse ``n_branches`` new branches that would not each get a sequence and a cell."""
@@ -108,5 +155,6 @@ class SequencePool:
 
     def _forget_all(self) -> None:
         self._live.clear()
-        self._free = list(range(self._ctx.n_seq_max - 1, -1, -1))
+        self._free = [s for s in range(self._ctx.n_seq_max - 1, -1, -1) if s != self._cache_seq]
         self.cells_used = 0
+        self.cached, self._cache_owner = (), None

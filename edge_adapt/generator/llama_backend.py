@@ -292,8 +292,9 @@ class LlamaContext:
     def seq_copy(self, src: int, dst: int) -> None:
         llama_cpp.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
 
-    def seq_remove(self, seq: int) -> None:
-        llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+    def seq_remove(self, seq: int, from_pos: int = -1) -> None:
+        """Drop ``seq``'s cells (from position ``from_pos`` on; -1: all of them)."""
+        llama_cpp.llama_memory_seq_rm(self.memory, seq, from_pos, -1)
 
     def seq_pos_max(self, seq: int) -> int:
         return int(llama_cpp.llama_memory_seq_pos_max(self.memory, seq))

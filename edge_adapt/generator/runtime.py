@@ -57,7 +57,7 @@ class Generator:
             ContextSettings(
                 n_ctx=max(cfg.n_ctx, min(self.model.n_ctx_train, cfg.grow_to_training_context)),
                 n_batch=max(cfg.n_batch, cfg.n_seq_max),
-                n_seq_max=cfg.n_seq_max,
+                n_seq_max=cfg.n_seq_max + cfg.prompt_cache,
                 n_threads=threads,
                 n_threads_batch=cfg.n_threads_batch or threads,
                 flash_attn=cfg.flash_attn,
@@ -68,7 +68,7 @@ class Generator:
         # n_ctx is the KV pool shared by all branches (unified cache), so a large one is no sign of
         # trouble; a single path longer than the model's training context is (the decoder warns).
         self.n_ctx = self.ctx.n_ctx
-        self._pool = SequencePool(self.ctx, unified=cfg.kv_unified)
+        self._pool = SequencePool(self.ctx, unified=cfg.kv_unified, prompt_cache=cfg.prompt_cache and cfg.kv_unified)
         self._decoder = TreeDecoder(self.model, self.ctx, self.vocab, self._pool)
         self.seq_ctx = self._decoder.seq_ctx  # the cells one path can hold: the whole pool, or its own stream
         self._ids = count()
@@ -86,7 +86,13 @@ class Generator:
 
     @property
     def kv_cells_used(self) -> int:
+        """Cells held by live nodes (the prompt cache's own cells not counted)."""
         return self._pool.cells_used
+
+    @property
+    def kv_cells_cached(self) -> int:
+        """Cells only the prompt cache holds (``GeneratorConfig.prompt_cache``)."""
+        return self._pool.cache_only_cells
 
     @property
     def kv_cells_free(self) -> int:
@@ -103,11 +109,14 @@ class Generator:
         seed: int = 0,
         add_special: bool = True,
         parse_special: bool = True,
+        reuse_cache: bool = True,
     ) -> Node:
         """Evaluate a prompt into a new root node, ready to expand.
 
         ``seed`` roots the random streams of every branch below this node: the same prompt,
-        seed and calls give the same tokens.
+        seed and calls give the same tokens, provided ``reuse_cache`` is False where the generator
+        keeps a prompt cache: cells reused from the cache were computed in another batch, and
+        logits may differ from a whole evaluation in their last bits.
         """
         if seed < 0:
             raise SamplingConfigError(f"seed must be >= 0, got {seed}")
@@ -121,15 +130,20 @@ class Generator:
         if not tokens:
             raise EdgeAdaptError("the prompt is empty (and the model adds no BOS token); give it some text")
         check_fits(len(tokens), self.seq_ctx, self.model.n_ctx_train)
+        cached = self._pool.cached_prefix(tokens) if reuse_cache else 0
+        if not cached:
+            self._pool.forget_cache()  # its cells are free for this prompt
         node = Node(
             id=next(self._ids),
             parent=None,
             kind="prompt",
             tokens=tuple(tokens),
             text=self.vocab.detokenize(tokens),
+            n_past=cached,
             _seeds=np.random.SeedSequence(seed),
         )
-        self.usage = self.usage + self._decoder.evaluate(node, tokens, what="prompt")
+        self.usage = self.usage + self._decoder.evaluate(node, tokens[cached:], what="prompt", cached_prefix=cached)
+        self._pool.remember(node)
         return node
 
     def extend(self, node: Node, text: str, *, parse_special: bool = False) -> Node:

@@ -51,6 +51,7 @@ class SearchSettings:
     system: str | None = None  # a system message before it (chat only)
     history: tuple[tuple[str, str], ...] = ()  # earlier (role, content) turns before the question (chat only)
     rules: StepRules | None = None  # step and solution boundaries; None: the task's
+    reuse_prompt_cache: bool = True  # False: evaluate the prompt whole (the same seed gives the same tokens)
 
 
 class SearchContext:
@@ -75,7 +76,7 @@ class SearchContext:
         prompt = generator.vocab.prompt_tokens(task.prompt(problem), chat=settings.chat, system=settings.system,
                                                history=settings.history)
         hooks.prompt(len(prompt))
-        self.root = generator.prefill(prompt, seed=seed)
+        self.root = generator.prefill(prompt, seed=seed, reuse_cache=settings.reuse_prompt_cache)
         self.live: list[Node] = [self.root]  # nodes holding KV sequences, released at the end
         self.finished: list[Node] = []
         self.candidates: list[Candidate] = []

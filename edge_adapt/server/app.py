@@ -122,6 +122,7 @@ class ServerState:
             self.metrics.cancelled.inc()
         if self.engine is not None:
             self.metrics.kv_cells_used.set(self.engine.stack.generator.kv_cells_used)
+            self.metrics.kv_cells_cached.set(self.engine.stack.generator.kv_cells_cached)
 
     def stop(self) -> None:
         self._thread.join()

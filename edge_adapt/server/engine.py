@@ -75,6 +75,7 @@ class Job:
     stream_tokens: bool = False  # the job draws one sample and it is the answer: send its tokens as decoded
     events: Events | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    measured: dict[str, int] = field(default_factory=dict)  # written by the worker: the prompt's length in tokens
 
     def emit(self, kind: str, value: Any = None) -> None:
         if self.events is not None:
@@ -146,6 +147,7 @@ class Engine:
 
         def prompt(n_tokens: int) -> None:
             self.check_room(job, n_tokens)
+            job.measured["prompt_tokens"] = n_tokens
             job.emit("started", n_tokens)
 
         hooks = RunHooks(interrupt=interrupt, prompt=prompt,

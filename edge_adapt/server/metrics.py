@@ -25,6 +25,8 @@ class ServerMetrics:
         self.search_seconds = Histogram("edge_adapt_search_seconds", "Search wall time", buckets=_LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("edge_adapt_queue_depth", "Requests running or waiting", registry=r)
         self.kv_cells_used = Gauge("edge_adapt_kv_cells_used", "Generator KV cells held (0 between requests)", registry=r)
+        self.kv_cells_cached = Gauge("edge_adapt_kv_cells_cached", "Generator KV cells held only by the prompt cache",
+                                     registry=r)
         self.cancelled = Counter("edge_adapt_cancelled", "Searches stopped because the client went away", registry=r)
 
     def record_search(self, result: SearchResult) -> None:

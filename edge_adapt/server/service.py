@@ -82,7 +82,8 @@ def prepare(request: ChatCompletionRequest | CompletionRequest, server: ServerSe
     rules: StepRules = replace((base.rules or task.step_rules).overridden(max_new_tokens=cap or server.max_tokens),
                                stop=request.stops if mode != "search" else ())
     notes = _notes(problem, base, system, history)
-    settings = replace(base, sampling=sampling, rules=rules,
+    # a seeded request is reproducible: its prompt is evaluated whole, not partly from the cache
+    settings = replace(base, sampling=sampling, rules=rules, reuse_prompt_cache=request.seed is None,
                        system=system if system is not None else base.system, history=history if base.chat else ())
     try:
         budget = replace(server.budget, **request.edge_adapt.budget_fields())
@@ -192,7 +193,8 @@ def cost_report(prepared: Prepared, result: SearchResult, server: ServerSettings
         "answer": result.answer if prepared.mode == "search" else None,
         "samples": c.samples,
         "generated_tokens": c.generated_tokens,
-        "prompt_tokens": c.prompt_tokens,
+        "prompt_tokens": c.prompt_tokens,  # evaluated; the rest of the prompt came from the prompt cache
+        "cached_prompt_tokens": _prompt_length(prepared, result) - c.prompt_tokens,
         "prm_calls": c.prm_calls,
         "prm_tokens": c.prm_tokens,
         "prm_s": round(c.prm_s, 4),
@@ -207,11 +209,17 @@ def cost_report(prepared: Prepared, result: SearchResult, server: ServerSettings
     }
 
 
-def usage(result: SearchResult) -> dict[str, int]:
-    """OpenAI's usage: completion tokens count every token generated, for every sample drawn."""
+def _prompt_length(prepared: Prepared, result: SearchResult) -> int:
+    return prepared.job.measured.get("prompt_tokens", result.cost.prompt_tokens)
+
+
+def usage(prepared: Prepared, result: SearchResult) -> dict[str, Any]:
+    """OpenAI's usage: the whole prompt (``cached_tokens`` of it reused from the last prompt's
+    KV cells), and every token generated, for every sample drawn."""
     c = result.cost
-    return {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.generated_tokens,
-            "total_tokens": c.prompt_tokens + c.generated_tokens}
+    prompt = _prompt_length(prepared, result)
+    return {"prompt_tokens": prompt, "completion_tokens": c.generated_tokens, "total_tokens": prompt + c.generated_tokens,
+            "prompt_tokens_details": {"cached_tokens": prompt - c.prompt_tokens}}
 
 
 def response_body(prepared: Prepared, result: SearchResult, server: ServerSettings, request_id: str, chat: bool) -> dict[str, Any]:
@@ -224,5 +232,5 @@ def response_body(prepared: Prepared, result: SearchResult, server: ServerSettin
         "id": request_id, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
         "model": server.model_id,
         "choices": [choice(i, text, reason) for i, (_, text, reason) in enumerate(choices_of(prepared, result))],
-        "usage": usage(result), "edge_adapt": cost_report(prepared, result, server),
+        "usage": usage(prepared, result), "edge_adapt": cost_report(prepared, result, server),
     }

@@ -106,7 +106,7 @@ async def stream(prepared: Prepared, future: Future[SearchResult], events: Event
             yield chunk([delta(i, None if chat else "", reason)])
         final: dict[str, Any] = {"edge_adapt": cost_report(prepared, result, settings)}
         if include_usage:
-            final["usage"] = usage(result)
+            final["usage"] = usage(prepared, result)
         yield chunk([], **final)
         yield sse("[DONE]")
     finally:
