@@ -22,6 +22,7 @@ from edge_adapt.errors import (
     ModelLoadError,
     QuantizationError,
     SamplingConfigError,
+    TextError,
     TokenizerError,
     UnsupportedModelError,
     VerificationError,
@@ -52,8 +53,9 @@ from edge_adapt.search import (
     SearchSettings,
     ValueSampling,
 )
+from edge_adapt.search.context import RunHooks
 from edge_adapt.search.spec import parse_spec
-from edge_adapt.tasks import ArithmeticTask, Problem, Task, get_task
+from edge_adapt.tasks import ArithmeticTask, ChatTask, Problem, Task, get_task
 
 __version__ = "0.1.0"
 
@@ -64,6 +66,7 @@ __all__ = [
     "AnswerModel",
     "AnyCorrect",
     "ArithmeticTask",
+    "ChatTask",
     "BatchAllocation",
     "BatteryPacer",
     "CalibratedSelection",
@@ -96,6 +99,7 @@ __all__ = [
     "QuantilePRM",
     "Quantiles",
     "QuantizationError",
+    "RunHooks",
     "SamplingConfigError",
     "SamplingParams",
     "SearchResult",
@@ -105,6 +109,7 @@ __all__ = [
     "StepRules",
     "SuccessBelief",
     "Task",
+    "TextError",
     "TokenizerError",
     "UnsupportedModelError",
     "ValueSampling",

@@ -55,7 +55,7 @@ def test_the_server_is_a_thin_layer_beside_the_cli() -> None:
 
 
 def test_the_device_cli_runs_without_the_server_extra() -> None:
-    blocked = ("fastapi", "uvicorn", "sse_starlette", "prometheus_client")
+    blocked = ("fastapi", "uvicorn", "prometheus_client")
     assert run_cli_without(blocked, "solve", "--help").returncode == 0
     serve = run_cli_without(blocked, "serve")
     said = " ".join((serve.stderr + serve.stdout).split())
