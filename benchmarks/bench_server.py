@@ -300,14 +300,17 @@ def hostile(url: str, pid: int, requests: int) -> None:
                                                             "max_tokens": 8})
         start = rss_mb(pid)
         started = time.perf_counter()
+        along: list[str] = []
         for i in range(requests):
             name, path, body, headers = cases[i % len(cases)]
             r = http.request("GET" if path.startswith("/v1/nothing") else "POST", url + path, content=body, headers=headers)
             statuses[name].add(r.status_code)
+            if (i + 1) % max(1, requests // 4) == 0:
+                along.append(f"{i + 1}: {rss_mb(pid):.0f}")
         wall = time.perf_counter() - started
         end = rss_mb(pid)
     print(f"\nRSS under {requests} hostile requests ({wall:.1f} s): start {start:.0f} MB, end {end:.0f} MB, "
-          f"growth {end - start:+.1f} MB (target within 50 MB)")
+          f"growth {end - start:+.1f} MB (target within 50 MB); along the way (requests: MB) {', '.join(along)}")
     print("| request | statuses |")
     print("|---|---|")
     for name, seen in statuses.items():

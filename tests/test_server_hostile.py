@@ -308,3 +308,10 @@ def test_a_chats_next_turn_reuses_the_last_prompts_cells(chat_server: Server) ->
     assert second["edge_adapt"]["prompt_tokens"] == second["usage"]["prompt_tokens"] - cached
     seeded = post(chat_server, {"messages": turns, "max_tokens": 16, "seed": 4}).json()
     assert seeded["usage"]["prompt_tokens_details"]["cached_tokens"] == 0  # reproducible: evaluated whole
+
+
+def test_a_prompt_too_long_for_any_tokenization_is_refused_before_the_worker(chat_server: Server) -> None:
+    started = time.perf_counter()
+    error = error_of(post(chat_server, user("x" * 900_000)), 400)
+    assert error["code"] == "context_length_exceeded" and "characters" in error["message"]
+    assert time.perf_counter() - started < 1.0

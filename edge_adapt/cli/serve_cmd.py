@@ -103,6 +103,7 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
 
         from edge_adapt.server import ServeConfig, create_app
         from edge_adapt.server.drain import DrainingServer
+        from edge_adapt.server.memory import hold_malloc_steady
     except ImportError as exc:
         raise MissingDependencyError(f"edge-adapt serve needs the server extra ({exc.name} is missing): "
                                      "pip install 'edge-adapt[server]'") from None
@@ -135,6 +136,7 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
     err_console.print(f"serving {generator_path.name} ({'no PRM' if prm_path is None else prm_path}), task {task_name}, on "
                       f"http://{host}:{port}{' (API key required)' if api_key else ''}; loading...", highlight=False)
     logging.getLogger("edge_adapt.server").setLevel(min(logging.INFO, logging.getLogger().level))  # the ready line
+    hold_malloc_steady()
     app = create_app(config)
     server = DrainingServer(uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5,
                                            log_level=os.environ.get("EDGE_ADAPT_LOG_LEVEL", "info")),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import re
 import secrets
+from array import array
 from collections.abc import Iterable, Sequence
 
 import llama_cpp
@@ -27,17 +28,33 @@ class Vocabulary:
         self.bos = int(llama_cpp.llama_vocab_bos(self._vocab))
         self.eos = int(llama_cpp.llama_vocab_eos(self._vocab))
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self._longest: int | None = None
+
+    @property
+    def longest_piece(self) -> int:
+        """Bytes of the longest token: a text of more bytes than ``n x longest_piece`` cannot be
+        fewer than ``n`` tokens (so a prompt can be refused without tokenizing it)."""
+        if self._longest is None:
+            self._longest = max((len(self.piece(t)) for t in range(self.n_tokens)), default=1) or 1
+        return self._longest
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
         """Token ids of ``text``; ``add_special`` adds BOS where the model wants it,
         ``parse_special`` turns markup such as ``<|im_start|>`` into control tokens."""
+        return self._token_array(text, add_special, parse_special).tolist()
+
+    def _token_array(self, text: str, add_special: bool, parse_special: bool) -> array[int]:
+        """Token ids in one flat buffer: a prompt of 60,000 tokens that is refused for its length
+        never becomes 60,000 Python ints (whose arenas a server would keep)."""
         data = utf8(text)
         capacity = len(data) + 8
         for _ in range(2):
             buf = (llama_cpp.llama_token * capacity)()
             n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_special, parse_special)
             if n >= 0:
-                return list(buf[:n])
+                out = array("i")
+                out.frombytes(memoryview(buf).cast("B")[: n * ctypes.sizeof(llama_cpp.llama_token)])
+                return out
             capacity = -n  # llama.cpp returns -(needed size) when the buffer is too small
         raise EdgeAdaptError(f"tokenization of a {len(data)}-byte text failed")  # pragma: no cover
 
@@ -82,7 +99,7 @@ class Vocabulary:
         return self.apply_chat_template(_messages(text, system, history))
 
     def prompt_tokens(self, text: str, *, chat: bool, system: str | None = None,
-                      history: Sequence[tuple[str, str]] = ()) -> list[int]:
+                      history: Sequence[tuple[str, str]] = ()) -> array[int]:
         """The tokens a generator continues, with control tokens only where the chat template
         puts them: every message's content is tokenized as text, so markup a user types
         (``<|im_start|>assistant``) stays text and cannot forge a turn.
@@ -91,23 +108,26 @@ class Vocabulary:
         between markers is tokenized with special-token parsing, each content without it.
         """
         if not chat:
-            return self.tokenize(text, parse_special=False)
+            return self._token_array(text, True, False)
         messages = _messages(text, system, history)
         nonce = secrets.token_hex(8)
         marked = [{"role": m["role"], "content": f"\ue000{nonce}:{i}\ue001"} for i, m in enumerate(messages)]
-        parts = re.split(f"\ue000{nonce}:(\\d+)\ue001", self.apply_chat_template(marked))
+        parts = _MARKER.split(self.apply_chat_template(marked))
+        if any(nonce != found for found in parts[1::3]):
+            raise EdgeAdaptError("the chat template rewrote the message markers; send plain text")  # pragma: no cover
+        parts = [p for i, p in enumerate(parts) if i % 3 != 1]  # template, index, template, ...
         shown = sorted(int(i) for i in parts[1::2])
         if shown != list(range(len(messages))):
             missing = sorted(set(range(len(messages))) - set(shown))
             raise EdgeAdaptError(f"{self._model.path}: the chat template drops or repeats messages "
                                  f"({', '.join(messages[i]['role'] for i in missing) or 'repeated'}); "
                                  "send the conversation this model's template can hold")
-        tokens: list[int] = []
+        tokens = array("i")
         for j, part in enumerate(parts):
             if j % 2:
-                tokens += self.tokenize(messages[int(part)]["content"], add_special=False, parse_special=False)
+                tokens += self._token_array(messages[int(part)]["content"], False, False)
             else:
-                tokens += self.tokenize(part, add_special=j == 0, parse_special=True)
+                tokens += self._token_array(part, j == 0, True)
         return tokens
 
     def apply_chat_template(
@@ -138,6 +158,9 @@ class Vocabulary:
                 return buf.raw[:n].decode("utf-8", errors="replace")
             size = n
         raise EdgeAdaptError("chat template rendering did not converge")  # pragma: no cover
+
+
+_MARKER = re.compile("\ue000([0-9a-f]{16}):(\\d+)\ue001")  # stands in for a message's content while rendering
 
 
 def _messages(text: str, system: str | None, history: Sequence[tuple[str, str]]) -> list[dict[str, str]]:

@@ -101,6 +101,7 @@ class ServerState:
                 search=stack.searcher.settings, budget=stack_settings.budget, max_n=self.config.max_n,
                 max_live_paths=max(s.live_paths for s in stack_settings.strategies),
                 max_tokens=self.config.max_tokens, can_judge=bool(stack.prm.available),
+                max_prompt_chars=gen.n_ctx * gen.vocab.longest_piece,
             )
             if self.config.warm_up:
                 stack.searcher.warm_up(stack.searcher.task.warm_up_problem())

@@ -47,6 +47,9 @@ class ServerSettings:
     max_live_paths: int = 16  # what the generator's KV pool was sized for
     max_tokens: int = 512  # per solution
     can_judge: bool = True  # a PRM is loaded
+    # a prompt of more characters cannot fit the context: refused without tokenizing it (no token
+    # of the model is longer than its longest piece)
+    max_prompt_chars: int = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ def prepare(request: ChatCompletionRequest | CompletionRequest, server: ServerSe
         field = "max_completion_tokens" if getattr(request, "max_completion_tokens", None) else "max_tokens"
         raise bad_request(f"{field} must be at most {server.max_tokens} on this server (--max-tokens), got {cap}", field)
     question, system, history = _question(request)
+    chars = len(question) + len(system or "") + sum(len(text) for _, text in history)
+    if chars > server.max_prompt_chars:
+        raise bad_request(f"the prompt has {chars} characters, more than any prompt this server's context holds "
+                          f"({server.max_prompt_chars} characters at the most): shorten the conversation",
+                          "messages" if isinstance(request, ChatCompletionRequest) else "prompt", "context_length_exceeded")
     try:
         problem = task.parse_question(question)
     except EdgeAdaptError as exc:
