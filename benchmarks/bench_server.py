@@ -329,11 +329,13 @@ def main() -> None:
     parser.add_argument("--chat-requests", type=int, default=20)
     parser.add_argument("--hostile-requests", type=int, default=1000)
     parser.add_argument("--threads", type=int, help="generator and PRM threads, server and library alike (default: all)")
+    parser.add_argument("--no-prompt-cache", action="store_true", help="serve SmolLM2 without its prompt cache")
     args = parser.parse_args()
     if {"load", "overhead"} & set(args.parts):
         default_models(args)
     if {"chat", "hostile"} & set(args.parts):
-        proc, url = start_server(args.threads, queue=8, extra=["-m", smollm2(), "--no-warm-up"])
+        extra = ["-m", smollm2(), "--no-warm-up", *(["--no-prompt-cache"] if args.no_prompt_cache else [])]
+        proc, url = start_server(args.threads, queue=8, extra=extra)
         try:
             if "chat" in args.parts:
                 chat_streaming(url, args.chat_requests, args.threads)

@@ -321,3 +321,12 @@ def test_a_prompt_template_reaches_the_generator(tmp_path: Path) -> None:
     default = json.loads(CliRunner().invoke(main, args).output)
     short = json.loads(CliRunner().invoke(main, [*args, "--prompt-template", "{question}\\n"]).output)
     assert short["cost"]["prompt_tokens"] < default["cost"]["prompt_tokens"]  # the default asks for "The answer is N."
+
+
+@pytest.mark.parametrize("typed,chain,gold", [("What is 12 + 30?", "12+30", "42"), ("what's (454+762)*3", "454+762*3", "3648"),
+                                              ("compute 7 times 6", "7*6", "42")])
+def test_a_question_in_words_around_an_expression_is_read_as_a_person_means_it(typed: str, chain: str, gold: str) -> None:
+    result = CliRunner().invoke(main, ["solve", typed, "-n", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)  # stderr may warn that the question is unlike the task's levels
+    assert record["question"] == chain and record["gold"] == gold
