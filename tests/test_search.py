@@ -103,13 +103,6 @@ def test_beam_search_respects_its_budget(searcher, problems, strategy) -> None:
         assert_clean(searcher)
 
 
-def test_run_many_shares_the_models(searcher, problems) -> None:
-    seen = []
-    results = searcher.run_many(BestOfN(n=2), problems[:3], progress=lambda done, total: seen.append((done, total)))
-    assert len(results) == 3 and seen == [(1, 3), (2, 3), (3, 3)]
-    assert all(r.strategy == "best_of_n" for r in results)
-
-
 def test_identical_solutions_are_scored_once(searcher, problems) -> None:
     result = searcher.run(BestOfN(n=8), problems[0], seed=2)
     distinct = {c.steps for c in result.candidates}

@@ -149,8 +149,8 @@ class Generator:
     def extend(self, node: Node, text: str, *, parse_special: bool = False) -> Node:
         """A child of ``node`` holding ``text`` as given (teacher-forced, evaluated as prompt).
 
-        Used to continue from a known prefix, e.g. Monte-Carlo rollouts from a partial solution.
-        The text is tokenized on its own, so start it at a natural boundary (a new step).
+        For continuing from a known prefix (a partial solution written elsewhere, a forced first
+        step). The text is tokenized on its own, so start it at a natural boundary (a new step).
         """
         self._check_expandable(node)
         tokens = self.vocab.tokenize(text, add_special=False, parse_special=parse_special)

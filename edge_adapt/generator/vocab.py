@@ -79,11 +79,6 @@ class Vocabulary:
         """End of generation: EOS, EOT, <|im_end|> and whatever else the GGUF marks as such."""
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
-    def token_text(self, token: int) -> str:
-        """The raw vocabulary entry (for display), e.g. 'Ġthe' or '<|im_end|>'."""
-        raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
-        return raw.decode("utf-8", errors="replace") if raw else ""
-
     @property
     def has_chat_template(self) -> bool:
         """Whether the GGUF carries a chat template (``tokenizer.chat_template``)."""

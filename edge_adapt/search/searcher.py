@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from edge_adapt.decisions import Selected
@@ -103,14 +102,3 @@ class Searcher:
             return
         pick = "prm" if getattr(self.prm, "available", True) else "majority"
         self.run(BestOfN(n=samples, select=pick), problem, seed=seed, budget=Budget())
-
-    def run_many(
-        self, strategy: Strategy, problems: Sequence[Problem], seed: int = 0,
-        progress: Callable[[int, int], None] = lambda done, total: None, budget: Budget | None = None,
-    ) -> list[SearchResult]:
-        """Independent questions, one after another, sharing the loaded models (each under ``budget``)."""
-        results = []
-        for i, problem in enumerate(problems):
-            results.append(self.run(strategy, problem, seed=seed + i, budget=budget))
-            progress(i + 1, len(problems))
-        return results

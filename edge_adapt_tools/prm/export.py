@@ -278,9 +278,3 @@ def _replace_dir(staging: Path, out: Path) -> None:
         shutil.rmtree(old)
     else:
         staging.rename(out)
-
-
-def format_metrics(m: CalibrationMetrics) -> str:
-    coverage = ", ".join(f"<{k} {v:.0%}" for k, v in m.coverage.items())
-    return f"Brier {m.brier_median:.4f}, ECE {m.ece_median:.4f}, coverage {coverage}, pinball {m.pinball:.4f} (n={m.n})"
-

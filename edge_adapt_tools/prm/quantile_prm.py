@@ -106,14 +106,6 @@ def from_backbone(path: str | Path, levels: Sequence[float] = QUANTILE_LEVELS, b
     return model
 
 
-def quantile_levels_of(model: PreTrainedModel) -> tuple[float, ...]:
-    levels = getattr(model.config, "quantile_levels", None)
-    if not levels:
-        raise UnsupportedModelError("this model has no quantile_levels in its config; build it with edge_adapt_tools.prm.quantile_prm")
-    return tuple(float(q) for q in levels)
-
-
-
 def parameter_count(path: str | Path) -> int:
     """About how many parameters the checkpoint at ``path`` has, from its config alone."""
     try:
