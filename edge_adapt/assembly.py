@@ -25,7 +25,7 @@ from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams, Ste
 from edge_adapt.guard import Budget
 from edge_adapt.models import sha256_of
 from edge_adapt.policy import EnergyPolicy
-from edge_adapt.prm import QuantilePRM
+from edge_adapt.prm import PRM, QuantilePRM
 from edge_adapt.prm.absent import NO_PRM_HINT, NoPRM
 from edge_adapt.search import Searcher, SearchSettings, Strategy, kv_cells_needed, sequences_needed
 from edge_adapt.search.vote_model import VoteModel, calibration_path
@@ -75,7 +75,7 @@ class StackSettings:
 @dataclass(frozen=True)
 class Stack:
     generator: Generator
-    prm: QuantilePRM | NoPRM
+    prm: PRM
     meter: Meter
     policy: EnergyPolicy
     searcher: Searcher
@@ -154,7 +154,7 @@ def _open_vote_model(settings: StackSettings, chat: bool) -> VoteModel | None:
     return model
 
 
-def _open_prm(settings: StackSettings) -> QuantilePRM | NoPRM:
+def _open_prm(settings: StackSettings) -> PRM:
     """The PRM, or the no-PRM stand-in when none is given (then only strategies that read no
     score may run); a PRM calibrated for another generator is refused (or warned about)."""
     if settings.prm is None:

@@ -71,3 +71,21 @@ def test_the_device_cli_runs_without_torch() -> None:
     assert export.returncode != 0
     said = " ".join((export.stderr + export.stdout).split())  # the console wraps long lines
     assert "pip install 'edge-adapt[export]'" in said and "torch is missing" in said
+
+
+def test_the_prm_and_its_absence_offer_what_search_asks_of_a_prm() -> None:
+    import inspect
+
+    from edge_adapt.prm import PRM, QuantilePRM
+    from edge_adapt.prm.absent import NoPRM
+
+    asked = {name for name in PRM.__annotations__} | {"score", "score_question"}
+    for implementation in (QuantilePRM, NoPRM):
+        missing = [name for name in asked if not hasattr(implementation, name)
+                   and name not in getattr(implementation, "__annotations__", {})
+                   and name not in inspect.signature(implementation.__init__).parameters
+                   and "self." + name not in inspect.getsource(implementation)]
+        assert missing == [], (implementation.__name__, missing)
+        for method in ("score", "score_question"):
+            assert list(inspect.signature(getattr(implementation, method)).parameters) == \
+                list(inspect.signature(getattr(PRM, method)).parameters), (implementation.__name__, method)

@@ -27,7 +27,7 @@ from edge_adapt.generator import Generator, SamplingParams
 from edge_adapt.generator.config import default_threads
 from edge_adapt.guard import Budget
 from edge_adapt.models import sha256_of
-from edge_adapt.prm import QuantilePRM
+from edge_adapt.prm import PRM
 from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
 from edge_adapt.search import Candidate, SearchResult
 from edge_adapt.search.spec import parse_spec
@@ -132,7 +132,7 @@ def spread(problems: list[Problem], limit: int) -> list[Problem]:
     return [problems[i] for i in sorted(chosen)]
 
 
-def environment(prm: QuantilePRM, meter_source: str, gen: Generator) -> dict[str, Any]:
+def environment(prm: PRM, meter_source: str, gen: Generator) -> dict[str, Any]:
     """Where the run ran: versions, CPU, GPU offload, PRM provider, thread and KV settings and the meter."""
     from edge_adapt import __version__
     from edge_adapt.info import environment_report

@@ -25,8 +25,7 @@ from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.generator.vocab import utf8
 from edge_adapt.guard import Budget
-from edge_adapt.prm import QuantilePRM, Quantiles
-from edge_adapt.prm.absent import NoPRM
+from edge_adapt.prm import PRM, Quantiles
 from edge_adapt.search import SearchResult
 from edge_adapt.search.adaptive_vote import vote_model_spec
 from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
@@ -153,7 +152,7 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
 
 
 def _print(result: SearchResult, problem: Problem, shown: str, question_q: Quantiles | None, correct: bool | None,
-           prm: QuantilePRM | NoPRM) -> None:
+           prm: PRM) -> None:
     asked = f"  (asked as {escape(problem.question)})" if shown != problem.question else ""
     rated = f"PRM P(success) q10/q50/q90: {_q(question_q)}" if prm.available else "no PRM: the generator's own samples decide"
     console.print(f"[bold]Question[/] {escape(shown)}{asked}    {rated}")

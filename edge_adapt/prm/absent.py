@@ -31,7 +31,7 @@ class NoPRM:
     def __init__(self) -> None:
         self.stats = PRMStats()
 
-    def score(self, question: str, prefixes: Sequence[Sequence[str]], per_step: bool = False) -> list[Any]:
+    def score(self, question: str, prefixes: Sequence[Sequence[str]], *, per_step: bool = False) -> list[Any]:
         raise SamplingConfigError(f"this strategy reads PRM scores; {NO_PRM_HINT}")
 
     def score_question(self, question: str) -> Any:

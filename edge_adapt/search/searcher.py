@@ -16,7 +16,7 @@ from edge_adapt.energy import Usage
 from edge_adapt.errors import BudgetError
 from edge_adapt.generator import Generator
 from edge_adapt.guard import Budget, SpendingPolicy, Unlimited
-from edge_adapt.prm import QuantilePRM
+from edge_adapt.prm import PRM
 from edge_adapt.search.answer_model import AnswerModel
 from edge_adapt.search.best_of_n import BestOfN
 from edge_adapt.search.context import RunHooks, SearchContext, SearchSettings
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class Searcher:
     """Runs strategies on problems of one task with loaded models (reused across questions)."""
 
-    def __init__(self, generator: Generator, prm: QuantilePRM, task: Task, settings: SearchSettings | None = None,
+    def __init__(self, generator: Generator, prm: PRM, task: Task, settings: SearchSettings | None = None,
                  policy: SpendingPolicy | None = None, answer_model: AnswerModel | None = None,
                  vote_model: VoteModel | None = None) -> None:
         self.generator = generator
@@ -100,5 +100,5 @@ class Searcher:
         question is sized on measurements rather than guesses."""
         if self.policy is None:
             return
-        pick = "prm" if getattr(self.prm, "available", True) else "majority"
+        pick = "prm" if self.prm.available else "majority"
         self.run(BestOfN(n=samples, select=pick), problem, seed=seed, budget=Budget())
