@@ -89,3 +89,14 @@ def test_the_prm_and_its_absence_offer_what_search_asks_of_a_prm() -> None:
         for method in ("score", "score_question"):
             assert list(inspect.signature(getattr(implementation, method)).parameters) == \
                 list(inspect.signature(getattr(PRM, method)).parameters), (implementation.__name__, method)
+
+
+def test_the_library_builds_its_parts_only_in_the_composition_root() -> None:
+    """Generator, PRM, meter, policy and searcher are constructed in edge_adapt/assembly.py (the
+    benchmarks and the workstation tools are not held to it yet)."""
+    parts = {"Generator", "Searcher", "EnergyPolicy", "QuantilePRM", "NoPRM"}
+    found = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in sorted((ROOT / "edge_adapt").rglob("*.py"))
+             if path.name != "assembly.py"
+             for node in ast.walk(ast.parse(path.read_text(), str(path)))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in parts]
+    assert found == []

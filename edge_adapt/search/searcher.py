@@ -62,11 +62,13 @@ class Searcher:
         return Usage(gen.prompt_tokens, gen.generated_tokens, prm.tokens)
 
     def run(self, strategy: Strategy, problem: Problem, seed: int = 0, budget: Budget | None = None, *,
-            score_question: bool = False, hooks: RunHooks = RunHooks()) -> SearchResult:
+            score_question: bool = False, hooks: RunHooks = RunHooks(), settings: SearchSettings | None = None
+            ) -> SearchResult:
         """Search one problem; ``budget`` overrides the policy's for this question only.
         ``score_question`` has the PRM score the question alone (in the cost) where the strategy
         does not read that score itself, for a caller that shows it. ``hooks`` watch the run (a
-        hook that raises abandons the search; its KV sequences are freed)."""
+        hook that raises abandons the search; its KV sequences are freed). ``settings`` replace the
+        searcher's sampling, prompt and step settings for this run only (a server's request)."""
         if budget is not None and not budget.unlimited and self.policy is None:
             raise BudgetError("a budget needs a policy to measure it: build the searcher with edge_adapt.open_stack "
                               "(or pass policy=EnergyPolicy(...))")
@@ -74,7 +76,7 @@ class Searcher:
         gen0, prm0 = self.generator.usage, self.prm.stats
         guard = self.policy.start_question(budget) if self.policy is not None else Unlimited()
         energy0 = self.policy.read() if self.policy is not None else None
-        ctx = SearchContext(self.generator, self.prm, self.task, self.settings, problem, seed, guard,
+        ctx = SearchContext(self.generator, self.prm, self.task, settings or self.settings, problem, seed, guard,
                             lambda: self.answer_model, hooks, self.vote_model)
         try:
             strategy.run(ctx)

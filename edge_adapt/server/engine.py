@@ -2,9 +2,9 @@
 
 llama.cpp contexts are not thread-safe and the KV pool is sized for one search at a time, so a
 single worker runs the searches in arrival order, prompt rendering and tokenizing included (the
-event loop never touches the vocabulary). Each job gets its own ``Searcher`` view (its sampling,
-prompt and step settings) over the shared generator and PRM, and its own seed, so nothing of one
-request reaches another's answer. While a job runs, what it does reaches its request as events
+event loop never touches the vocabulary). Each job runs on the stack's searcher with its own
+sampling, prompt and step settings and its own seed, so nothing of one request reaches another's
+answer. While a job runs, what it does reaches its request as events
 (prompt accepted, tokens of a lone sample, samples drawn and decisions); a client that goes away
 sets the job's cancel flag and the search stops before its next batched decode.
 """
@@ -23,7 +23,7 @@ from typing import Any
 from edge_adapt.assembly import Stack
 from edge_adapt.errors import ContextOverflowError, EdgeAdaptError
 from edge_adapt.guard import Budget
-from edge_adapt.search import Searcher, SearchResult, SearchSettings
+from edge_adapt.search import SearchResult, SearchSettings
 from edge_adapt.search.context import RunHooks
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.tasks import Problem
@@ -136,11 +136,6 @@ class Engine:
                 job.emit("done")
 
     def _run(self, job: Job) -> SearchResult:
-        stack = self.stack
-        searcher = Searcher(stack.generator, stack.prm, stack.searcher.task, job.settings, policy=stack.policy,
-                            answer_model=stack.searcher.answer_model if stack.prm.available else None,
-                            vote_model=stack.searcher.vote_model)
-
         def interrupt() -> None:
             if job.cancel.is_set():
                 raise Cancelled("the client disconnected")
@@ -153,7 +148,8 @@ class Engine:
         hooks = RunHooks(interrupt=interrupt, prompt=prompt,
                          token=(lambda piece: job.emit("token", piece)) if job.stream_tokens else None,
                          progress=lambda samples, decision: job.emit("progress", (samples, decision)))
-        return searcher.run(job.strategy, job.problem, seed=job.seed, budget=job.budget, hooks=hooks)
+        return self.stack.searcher.run(job.strategy, job.problem, seed=job.seed, budget=job.budget, hooks=hooks,
+                                       settings=job.settings)
 
     def check_room(self, job: Job, n_prompt: int) -> None:
         """A prompt the KV pool cannot hold beside this request's own samples is refused with the
