@@ -28,6 +28,7 @@ from edge_adapt.policy import EnergyPolicy
 from edge_adapt.prm import PRM, QuantilePRM
 from edge_adapt.prm.absent import NO_PRM_HINT, NoPRM
 from edge_adapt.search import Searcher, SearchSettings, Strategy, kv_cells_needed, sequences_needed
+from edge_adapt.search.searcher import work_done
 from edge_adapt.search.vote_model import VoteModel, calibration_path
 from edge_adapt.tasks import Task
 
@@ -101,7 +102,7 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
         prm = _open_prm(settings)
 
         def usage() -> Usage:
-            return Usage(gen.usage.prompt_tokens, gen.usage.generated_tokens, prm.stats.tokens)
+            return work_done(gen, prm)
 
         cost_model = CostModel.load(settings.cost_model) if settings.cost_model else None
         with open_meter(settings.meter, usage=usage, cost_model=cost_model, measured_only=settings.measured_only) as meter:

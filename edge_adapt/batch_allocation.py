@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edge_adapt.errors import BudgetError
+from edge_adapt.prm.scorer import level_masses
 from edge_adapt.search.answer_model import AnswerModel
 
 
@@ -120,14 +121,10 @@ class SuccessBelief:
 
     @classmethod
     def from_quantiles(cls, levels: Sequence[float], values: Sequence[float]) -> SuccessBelief:
-        """Each quantile stands for the probability mass nearest to it: the mass between the
-        midpoints of its neighbouring levels (0 and 1 at the ends). For the 10/50/90% quantiles
-        that is 0.3 / 0.4 / 0.3, Swanson's rule for the mean of a distribution known by its
-        P10, P50 and P90."""
+        """Each quantile stands for the probability mass nearest to it (:func:`level_masses`)."""
         if len(levels) != len(values) or not levels or list(levels) != sorted(levels) or not 0 < levels[0] <= levels[-1] < 1:
             raise BudgetError(f"quantile levels must be increasing in (0, 1), one per value; got {levels} for {values}")
-        cuts = [0.0, *((a + b) / 2 for a, b in zip(levels, levels[1:], strict=False)), 1.0]
-        return cls(tuple(min(max(float(v), 0.0), 1.0) for v in values), tuple(b - a for a, b in zip(cuts, cuts[1:], strict=False)))
+        return cls(tuple(min(max(float(v), 0.0), 1.0) for v in values), tuple(level_masses(levels)))
 
     @property
     def mean(self) -> float:

@@ -34,6 +34,14 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(np.float32(0), -logits))
 
 
+def level_masses(levels: Sequence[float]) -> list[float]:
+    """The probability mass each quantile level stands for: the mass between the midpoints of its
+    neighbouring levels (0 and 1 at the ends); 0.3 / 0.4 / 0.3 for 10/50/90%, Swanson's rule for a
+    distribution known by its P10, P50 and P90."""
+    cuts = [0.0, *((a + b) / 2 for a, b in zip(levels, levels[1:], strict=False)), 1.0]
+    return [b - a for a, b in zip(cuts, cuts[1:], strict=False)]
+
+
 @dataclass(frozen=True)
 class Quantiles:
     """Quantiles of the success probability at ``levels`` (values ordered, in [0, 1])."""

@@ -32,6 +32,7 @@ import numpy as np
 
 from edge_adapt.errors import ModelLoadError
 from edge_adapt.files import atomic_write_text
+from edge_adapt.prm.scorer import level_masses
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +211,9 @@ class AnswerModel:
         0.3/0.4/0.3 for 10/50/90%) on the grid's nearest points, no score evidence, no value table:
         decisions by the model's own lookahead, and the pick by its posterior."""
         if not self.calibrated:
-            cuts = [0.0, *((a + b) / 2 for a, b in zip(levels, levels[1:], strict=False)), 1.0]
             weights = np.zeros(GRID_SIZE)
-            for value, lo, hi in zip(question_quantiles, cuts, cuts[1:], strict=False):
-                weights[min(GRID_SIZE - 1, int(min(max(value, 0.0), 1.0) * GRID_SIZE))] += hi - lo
+            for value, mass in zip(question_quantiles, level_masses(levels), strict=False):
+                weights[min(GRID_SIZE - 1, int(min(max(value, 0.0), 1.0) * GRID_SIZE))] += mass
             return QuestionModel(weights / weights.sum(), self.concentration)
         b = self.question_bin(_at_level(question_quantiles, levels, 0.5))
         score = self.scores[b] if self.scores else ScoreEvidence()

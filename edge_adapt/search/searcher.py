@@ -28,6 +28,12 @@ from edge_adapt.tasks import Problem, Task
 log = logging.getLogger(__name__)
 
 
+def work_done(generator: Generator, prm: PRM) -> Usage:
+    """Work done so far by the generator and the PRM (what the energy estimate charges for)."""
+    gen = generator.usage
+    return Usage(gen.prompt_tokens, gen.generated_tokens, prm.stats.tokens)
+
+
 class Searcher:
     """Runs strategies on problems of one task with loaded models (reused across questions)."""
 
@@ -57,9 +63,7 @@ class Searcher:
         return self._answer_model
 
     def usage(self) -> Usage:
-        """Work done so far by the generator and the PRM (what the energy estimate charges for)."""
-        gen, prm = self.generator.usage, self.prm.stats
-        return Usage(gen.prompt_tokens, gen.generated_tokens, prm.tokens)
+        return work_done(self.generator, self.prm)
 
     def run(self, strategy: Strategy, problem: Problem, seed: int = 0, budget: Budget | None = None, *,
             score_question: bool = False, hooks: RunHooks = RunHooks(), settings: SearchSettings | None = None
