@@ -45,7 +45,7 @@ from edge_adapt.search.answer_model import (
     p_grid,
 )
 from edge_adapt.search.posterior import _log_crp
-from edge_adapt.search.voting import group_indices, pick, votes_for
+from edge_adapt.search.voting import group_indices, group_of, pick, votes_for
 
 Equal = Callable[[str | None, str], bool]
 SELECTORS = ("prm", "majority", "weighted")  # gain curves are measured for each; adaptive search picks with the best
@@ -229,7 +229,7 @@ def canonical(question: CalibrationQuestion, equal: Equal) -> CalibrationQuestio
         if s.answer is None:
             labels.append(None)
             continue
-        j = next((k for k, a in enumerate(firsts) if equal(s.answer, a)), len(firsts))
+        j = group_of(s.answer, firsts, equal)
         if j == len(firsts):
             firsts.append(s.answer)
         labels.append(f"a{j}")

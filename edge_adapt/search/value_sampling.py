@@ -27,7 +27,7 @@ from edge_adapt.errors import SamplingConfigError
 from edge_adapt.search.answer_model import PickState, QuestionModel
 from edge_adapt.search.context import SearchContext
 from edge_adapt.search.posterior import Evidence, Moments, expected_accuracy, posterior
-from edge_adapt.search.voting import votes_for
+from edge_adapt.search.voting import group_of, votes_for
 
 # what reading a token costs the PRM against writing one: the per-token cost model's CPU ratio
 # (0.001 J per PRM token against 0.01 per generated token), kept now that the CPU estimate charges
@@ -98,8 +98,7 @@ class ValueSampling:
                 if cand.answer is None:
                     evidence = evidence.add(None, 0.0)
                     continue
-                group = next((g for g, first in enumerate(firsts) if ctx.equal(cand.answer, ctx.candidates[first].answer)),
-                             len(firsts))
+                group = group_of(cand.answer, [ctx.candidates[first].answer for first in firsts], ctx.equal)  # type: ignore[misc]
                 if group == len(firsts):
                     firsts.append(index)
                 median = cand.final.median if cand.final is not None else None

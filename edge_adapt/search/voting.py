@@ -13,19 +13,25 @@ from edge_adapt.search.types import Candidate
 Equal = Callable[[str | None, str], bool]
 
 
+def group_of(answer: str, keys: Sequence[str], equal: Equal) -> int:
+    """The group ``answer`` belongs to: the first key it equals, or ``len(keys)`` (a new group),
+    for votes built one sample at a time."""
+    return next((g for g, key in enumerate(keys) if equal(answer, key)), len(keys))
+
+
 def group_indices(answers: Sequence[str | None], equal: Equal) -> list[list[int]]:
     """Indices grouped by equivalent answer (a group's first member's answer is its key); ``None``
     (no answer) joins no group."""
     groups: list[list[int]] = []
+    keys: list[str] = []
     for i, a in enumerate(answers):
         if a is None:
             continue
-        for group in groups:
-            if equal(a, answers[group[0]]):  # type: ignore[arg-type]
-                group.append(i)
-                break
-        else:
-            groups.append([i])
+        g = group_of(a, keys, equal)
+        if g == len(keys):
+            keys.append(a)
+            groups.append([])
+        groups[g].append(i)
     return groups
 
 
