@@ -33,7 +33,7 @@ bench-default: $(VENV)/.runtime
 bench-time: $(VENV)/.runtime
 	$(BIN)/python benchmarks/bench_search_time.py
 
-# The generator's KV cache: unified pool (old size, sized to the search) against per-sequence streams.
+# The generator's KV cache: a large unified pool, one sized to the search, and per-sequence streams.
 bench-kv: $(VENV)/.runtime
 	$(BIN)/python benchmarks/bench_kv.py
 

@@ -49,7 +49,7 @@ def layouts(strategy: Strategy, rules: StepRules) -> list[Layout]:
     n_seq = sequences_needed(strategy)
     path = PROMPT_ROOM + rules.max_new_tokens  # the longest path one search can make
     return [
-        Layout("unified, max(8192, 160 x n_seq) (the old default)", True, max(8192, 160 * n_seq)),
+        Layout("unified, a generous max(8192, 160 x n_seq)", True, max(8192, 160 * n_seq)),
         Layout("unified, max(8192, 160 x n_seq), cleared before each search", True, max(8192, 160 * n_seq), clear=True),
         Layout("unified, sized to the search: kv_cells_needed (the default)", True, kv_cells_needed(strategy, rules)),
         Layout("per-sequence streams, one longest path each", False, n_seq * path),
