@@ -1,0 +1,75 @@
+"""Request -> job, without a server or a model: the mode and its reason, the limits, the fields
+that reach the search (prompt settings, stop strings, seeds, budgets)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from edge_adapt.guard import Budget
+from edge_adapt.search import SearchSettings
+from edge_adapt.server.errors import APIError
+from edge_adapt.server.schemas import ChatCompletionRequest, CompletionRequest
+from edge_adapt.server.service import ServerSettings, prepare
+from edge_adapt.tasks import ArithmeticTask, ChatTask
+
+CHAT = ServerSettings(model_id="m", default_strategy="consistency:n_max=16", default_why="no PRM: Adaptive-Consistency",
+                      search=SearchSettings(chat=True), can_judge=False, max_n=4, max_tokens=256, max_prompt_chars=10_000)
+
+
+def chat(content: str, **body: object) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": content}], **body})
+
+
+def test_checkable_turns_search_and_others_get_one_sample_with_the_reason() -> None:
+    searched = prepare(chat("What is 17 + 25?"), CHAT, ChatTask())
+    assert searched.mode == "search" and searched.job.strategy.name == "consistency:n_max=16"
+    assert searched.why == CHAT.default_why and not searched.job.stream_tokens
+    haiku = prepare(chat("Write a haiku about rain"), CHAT, ChatTask())
+    assert haiku.mode == "single" and haiku.job.strategy.live_paths == 1 and haiku.job.stream_tokens
+    assert "cannot be compared" in haiku.why
+    vote_on_prose = prepare(chat("Write a haiku about rain", edge_adapt={"strategy": "majority:n=3"}), CHAT, ChatTask())
+    assert vote_on_prose.mode == "single"
+    greedy = prepare(chat("What is 17 + 25?", temperature=0), CHAT, ChatTask())
+    assert greedy.mode == "single" and "temperature 0" in greedy.why
+    several = prepare(chat("Write a haiku", n=3), CHAT, ChatTask())
+    assert several.mode == "sample" and several.n == 3
+
+
+def test_what_reaches_the_search() -> None:
+    request = chat("Write a story", stop=["THE END"], seed=7, max_tokens=64, edge_adapt={"tokens": 100})
+    job = prepare(request, CHAT, ChatTask()).job
+    rules = job.settings.rules
+    assert rules is not None and rules.stop == ("THE END",) and rules.max_new_tokens == 64
+    assert job.seed == 7 and not job.settings.reuse_prompt_cache  # seeded: reproducible
+    assert job.budget == Budget(tokens=100)
+    turns = ChatCompletionRequest.model_validate({"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Write a poem"}]})
+    settings = prepare(turns, CHAT, ChatTask()).job.settings
+    assert settings.system == "Be brief." and settings.history == (("user", "Hi"), ("assistant", "Hello"))
+    assert prepare(chat("Write a poem"), CHAT, ChatTask()).job.settings.reuse_prompt_cache
+
+
+@pytest.mark.parametrize("request_,status,param", [
+    (chat("hi", n=5), 400, "n"),
+    (chat("hi", max_tokens=1000), 400, "max_tokens"),
+    (chat("hi", model="other"), 404, "model"),
+    (chat("What is 1+1?", edge_adapt={"strategy": "best_of_n:n=2"}), 400, "edge_adapt.strategy"),  # reads PRM scores
+    (chat("What is 1+1?", edge_adapt={"strategy": "best_of_n:n=2", "tokens": 5}, n=2), 400, "edge_adapt.strategy"),
+    (chat("x" * 10_001), 400, "messages"),
+    (CompletionRequest.model_validate({"prompt": ["a", "b"]}), 400, "prompt"),
+])
+def test_refusals_name_the_field(request_: object, status: int, param: str) -> None:
+    with pytest.raises(APIError) as raised:
+        prepare(request_, CHAT, ChatTask())  # type: ignore[arg-type]
+    assert (raised.value.status, raised.value.param) == (status, param)
+
+
+def test_the_arithmetic_models_read_words_and_say_what_they_ignored() -> None:
+    server = ServerSettings(model_id="g", default_strategy="adaptive:price=8", default_why="PRM", search=SearchSettings())
+    prepared = prepare(ChatCompletionRequest.model_validate({"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 + 30?"}]}), server, ArithmeticTask())
+    assert prepared.job.problem.answer == "42" and prepared.mode == "search"
+    assert any("no chat template" in note for note in prepared.notes)
