@@ -25,6 +25,24 @@ from edge_adapt.server.serving import serve
 from edge_adapt.server.state import ServeConfig, ServerState
 
 
+def check_key(api_key: str | None, request: Request) -> None:
+    """With a key configured, ``Authorization: Bearer KEY`` or a 401 (compared in constant time)."""
+    if api_key is None:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), api_key.encode()):
+        raise APIError(401, "a valid API key is required: send 'Authorization: Bearer <key>'", "authentication_error",
+                       "invalid_api_key")
+
+
+def json_body(request: Request) -> None:
+    """A body sent as anything but JSON is a 415 that says what to send."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise APIError(415, f"send the body as JSON with 'Content-Type: application/json' (got {kind or 'none'!r})",
+                       "invalid_request_error", "unsupported_media_type")
+
+
 def create_app(config: ServeConfig) -> FastAPI:
     state = ServerState(config)
 
@@ -41,19 +59,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     app.add_middleware(Gate, metrics=state.metrics, traffic=state.traffic, max_body=config.max_body)
 
     def authorised(request: Request) -> None:
-        if config.api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), config.api_key.encode()):
-            raise APIError(401, "a valid API key is required: send 'Authorization: Bearer <key>'", "authentication_error",
-                           "invalid_api_key")
-
-    def json_body(request: Request) -> None:
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind != "application/json":
-            raise APIError(415, f"send the body as JSON with 'Content-Type: application/json' (got {kind or 'none'!r})",
-                           "invalid_request_error", "unsupported_media_type")
+        check_key(config.api_key, request)
 
     @app.get("/health")
     async def health() -> FiniteJSONResponse:
