@@ -2,8 +2,8 @@
 
 glibc's malloc raises its mmap threshold each time a large block is freed (up to 32 MiB), after
 which large request bodies, prompts and token buffers are carved from the heap, where freeing
-them leaves holes the process keeps: RSS then creeps up with every large request (measured:
-~30 KB a request under a stream of prompts over the context). A fixed threshold keeps such blocks
+them leaves holes the process keeps: RSS then creeps up with every large request. A fixed
+threshold keeps such blocks
 mmapped, so they go back to the system when freed, and fewer arenas keep the threads from each
 holding their own holes. Elsewhere (musl, macOS) nothing is done.
 """

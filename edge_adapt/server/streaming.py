@@ -70,7 +70,7 @@ async def stream(prepared: Prepared, future: Future[SearchResult], events: Event
             return {"index": i, "delta": content, "finish_reason": reason, "logprobs": None}
         return {"index": i, "text": text or "", "finish_reason": reason, "logprobs": None}
 
-    texts = [TextStream(prepared.stops)]
+    streamed = TextStream(prepared.stops)  # a lone sample's text, as far as it was sent
     try:
         if chat:
             yield chunk([delta(i, None, role=True) for i in range(prepared.n)])
@@ -81,7 +81,7 @@ async def stream(prepared: Prepared, future: Future[SearchResult], events: Event
                 continue
             kind, value = event
             if kind == "token":
-                if text := texts[0].push(value):
+                if text := streamed.push(value):
                     yield chunk([delta(0, text)])
             elif kind == "progress" and prepared.mode == "search":
                 samples, decision = value
@@ -98,7 +98,7 @@ async def stream(prepared: Prepared, future: Future[SearchResult], events: Event
             return
         for i, (candidate, text, reason) in enumerate(choices_of(prepared, result)):
             if prepared.job.stream_tokens:
-                pieces = [texts[0].rest(text)]
+                pieces = [streamed.rest(text)]
             else:
                 pieces = list(candidate.steps) if candidate is not None and text == candidate.text else [text]
             for piece in filter(None, pieces):
