@@ -148,6 +148,21 @@ class AdaptiveVoteSummary(Decision):
     cell: str
     questions_behind: int
     votes: tuple[int, ...]  # group sizes, the leader first
+    confidence_floor: float | None = field(default=None, metadata=_OPTIONAL)  # DeepConf's termination, where asked
+    cut: int | None = field(default=None, metadata=_OPTIONAL)  # samples it cut off
+
+
+@dataclass(frozen=True)
+class ConfidenceCut(Decision):
+    """DeepConf's online termination: the confidence floor set from the warm-up samples' lowest
+    windows, and how many later samples it cut off."""
+
+    kind: ClassVar[str] = "confidence_cut"
+    warmup: int
+    keep: float
+    floor: float
+    drawn: int
+    cut: int
 
 
 # -- beam search ------------------------------------------------------------------------------------

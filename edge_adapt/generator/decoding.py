@@ -66,7 +66,8 @@ class TreeDecoder:
             for child in children:
                 parent = child.parent
                 assert parent is not None and parent._logits is not None and child.seed is not None
-                branch = _Branch(child, BranchSampler(sampling, child.seed), StepScanner(rules, parent.generated))
+                recent = _recent_logprobs(parent, rules.confidence_window) if rules.min_confidence is not None else ()
+                branch = _Branch(child, BranchSampler(sampling, child.seed), StepScanner(rules, parent.generated, recent))
                 branches.append(branch)
                 branch.pending = branch.sampler.sample(parent._logits, self._candidates)
             self._run(branches, stats, started)
@@ -147,7 +148,7 @@ class TreeDecoder:
                 b.logprobs.append(logprob)
                 stats.generated_tokens += 1
                 piece = self._vocab.piece(token)
-                end = b.scanner.push(piece, self._vocab.is_eog(token))
+                end = b.scanner.push(piece, self._vocab.is_eog(token), logprob)
                 if self.on_token is not None and piece:
                     self.on_token(piece)
                 if (end is None or not end.ends_solution) and b.node.n_past + 1 >= self.seq_ctx:
@@ -210,3 +211,17 @@ class TreeDecoder:
         node.text = b.scanner.text
         node.generated = (node.parent.generated if node.parent else 0) + len(b.tokens)
         node.wall_s = time.perf_counter() - started
+
+
+def _recent_logprobs(node: Node, n: int) -> list[float]:
+    """The log-probabilities of the last ``n`` tokens generated on the path to ``node`` (since its
+    last prompt or forced text), oldest first."""
+    segments: list[tuple[float, ...]] = []
+    held = 0
+    step: Node | None = node
+    while step is not None and step.kind == "step" and held < n:
+        segments.append(step.logprobs)
+        held += len(step.logprobs)
+        step = step.parent
+    recent = [lp for segment in reversed(segments) for lp in segment]
+    return recent[-n:] if n else []

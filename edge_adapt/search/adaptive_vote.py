@@ -7,6 +7,9 @@ vote is in, and the round is drawn only while that exceeds its cost at ``price``
 per 1,000 generated tokens). No PRM is needed; a PRM's score joins only where calibration chose it.
 Without a vote model it is Adaptive-Consistency: one sample at a time until the leader's lead is
 settled (a Beta posterior, ``threshold``), at most ``n_max``. The decision record says which.
+
+``keep`` < 1 composes DeepConf's online termination with either: once ``warmup`` samples are in,
+their lowest-window confidences set a floor, and later samples are cut off below it (no vote).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any, ClassVar
 
 from edge_adapt.decisions import AdaptiveVoteSummary
 from edge_adapt.errors import SamplingConfigError
+from edge_adapt.generator import StepEnd
+from edge_adapt.search.confidence import confidence_floor
 from edge_adapt.search.context import SearchContext
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, check_int, check_number
 from edge_adapt.search.types import Candidate
@@ -32,6 +37,8 @@ class AdaptiveVote:
     stop_at: float = 0.98  # stop when the leader is at least this likely right (calibrated)
     threshold: float = 0.95  # Adaptive-Consistency's stop, without a vote model
     calibrated: bool = True  # False: Adaptive-Consistency even when a vote model is there (a baseline)
+    keep: float = 1.0  # < 1: DeepConf's online termination after the warm-up (deepconf_online's keep)
+    warmup: int = 4
     select: str = "auto"
     name: str = "adaptive_vote"
 
@@ -46,6 +53,8 @@ class AdaptiveVote:
         check_int("adaptive_vote", "n_max", self.n_max, 1, MAX_LIVE_PATHS)
         check_number("adaptive_vote", "stop_at", self.stop_at, 0.5, 1.0)
         check_number("adaptive_vote", "threshold", self.threshold, 0.5, 1.0, high_open=True)
+        check_number("adaptive_vote", "keep", self.keep, 0.0, 1.0, low_open=True)
+        check_int("adaptive_vote", "warmup", self.warmup, 1, MAX_LIVE_PATHS)
 
     live_paths = 2  # rounds draw one or two; finished ones are released
     needs_prm = False  # a vote model that chose the PRM's scores falls back to its token-confidence table without one
@@ -57,6 +66,7 @@ class AdaptiveVote:
         feature = model.feature if model is not None else "mean"
         samples: list[Sample] = []
         rounds: list[int] = []
+        floor: float | None = None
         while True:
             tokens = sum(s.tokens for s in samples) / len(samples) if samples else 0.0
             decision = vote_round(vote_state(samples), model, price=self.price, tokens_per_sample=tokens, n_max=self.n_max,
@@ -67,16 +77,20 @@ class AdaptiveVote:
             if granted == 0:
                 break
             rounds.append(granted)
-            ctx.complete(granted, score=feature == "prm")
+            ctx.complete(granted, score=feature == "prm", min_confidence=floor)
             ctx.guard.observe()
             samples = _samples(ctx.candidates, feature, ctx.equal)
+            if self.keep < 1 and floor is None and len(samples) >= self.warmup:
+                floor = confidence_floor([c.confidence.lowest for c in ctx.candidates], self.keep)
         _, members = leader(samples)
         ctx.adaptive_pick = max(members, key=lambda i: (samples[i].confidence, -i)) if members else None
         sizes = sorted((len(g) for g in group_indices([s.answer for s in samples], lambda a, b: a == b)), reverse=True)
         ctx.record(AdaptiveVoteSummary(
             rule=f"calibrated:{feature}" if model is not None else "adaptive-consistency", price=self.price,
             samples=len(samples), rounds=tuple(rounds), stop=decision.reason if decision.draw == 0 else "budget_cap",
-            p_answer=round(decision.right, 4), cell=decision.cell, questions_behind=decision.questions, votes=tuple(sizes)))
+            p_answer=round(decision.right, 4), cell=decision.cell, questions_behind=decision.questions, votes=tuple(sizes),
+            confidence_floor=None if floor is None else round(floor, 4),
+            cut=None if floor is None else sum(1 for c in ctx.candidates if c.end is StepEnd.LOW_CONFIDENCE)))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-WINDOW = 16  # tokens per window: the traces of a small model on short questions are ~50-200 tokens
+from edge_adapt.generator.steps import CONFIDENCE_WINDOW as WINDOW
 
 
 @dataclass(frozen=True)
@@ -38,3 +38,11 @@ def trace_confidence(logprobs: Sequence[float], window: int = WINDOW) -> TraceCo
     w = min(window, len(values))
     sums = np.convolve(values, np.ones(w), mode="valid")
     return TraceConfidence(float(values.mean()), float(sums.min() / w), float(values[-w:].mean()))
+
+
+def confidence_floor(lowest: Sequence[float], keep: float) -> float:
+    """DeepConf's online threshold: the ``1 - keep`` quantile of warm-up samples' lowest-window
+    confidences, so that about the most confident ``keep`` of such samples would run to their end."""
+    if not lowest:
+        raise ValueError("a confidence floor needs at least one warm-up sample")
+    return float(np.quantile(np.asarray(lowest, dtype=float), 1.0 - keep))

@@ -153,18 +153,20 @@ class SearchContext:
             return None
         return self.task.extract_answer(node.solution_text())
 
-    def complete(self, n: int, score: bool = True) -> None:
-        """Sample n more full solutions from the root (batched), finalising them.
+    def complete(self, n: int, score: bool = True, min_confidence: float | None = None) -> None:
+        """Sample n more full solutions from the root (batched), finalising them; a solution whose
+        last window of tokens is less confident than ``min_confidence`` is cut off there.
 
         Stepping n live branches holds up to 2n sequences (parents and children), so a request
         larger than the context's free sequences is drawn in as few chunks as fit.
         """
+        rules = self.rules if min_confidence is None else replace(self.rules, min_confidence=min_confidence)
         before = len(self.finished)
         # tokens stream only where the one sample drawn is the answer
         on_token = self.hooks.token if n == 1 and not self.candidates else None
         while n > 0:
             chunk = min(n, max(1, (self.gen.free_sequences - 1) // 2))
-            leaves, _ = self.gen.complete([self.root], chunk, sampling=self.sampling, rules=self.rules,
+            leaves, _ = self.gen.complete([self.root], chunk, sampling=self.sampling, rules=rules,
                                           max_steps=self.settings.max_steps, between_steps=self.interrupt, on_token=on_token)
             self.finished += leaves
             n -= chunk

@@ -5,9 +5,11 @@
     weighted:n=16         best-of-N, PRM-weighted majority vote
     cisc:n=16             best-of-N, a vote weighed by the generator's confidence (CISC)
     deepconf:n=16         best-of-N, the most confident 90% vote, weighed by confidence (DeepConf offline)
+    deepconf_online:n=16  4 warm-up samples set a confidence floor; later ones are cut off below it (DeepConf online)
     esc:n_max=16,window=4 windows of samples until one window agrees (ESC)
     consistency:n_max=16  one sample at a time until the leader's lead is settled (Adaptive-Consistency)
-    adaptive_vote:price=8 value-aware sequential vote on the generator's own evidence (its calibration file)
+    adaptive_vote:price=8 value-aware sequential vote on the generator's own evidence (its calibration file;
+                          keep=0.9 adds DeepConf's online termination after the first 4 samples)
     ias_best_of_n:n_max=32,confidence=0.99
     beam:n=16,width=4     step-level beam search
     ias_beam:k_max=4,m_max=4
@@ -28,6 +30,7 @@ from edge_adapt.errors import SamplingConfigError
 from edge_adapt.search.adaptive_vote import AdaptiveConsistency, AdaptiveVote
 from edge_adapt.search.beam import BeamSearch, IASBeamSearch
 from edge_adapt.search.best_of_n import BestOfN, IASBestOfN
+from edge_adapt.search.deepconf import DeepConfOnline
 from edge_adapt.search.esc import WindowAgreement
 from edge_adapt.search.strategy import EarlyStop, Strategy
 from edge_adapt.search.value_sampling import ValueSampling
@@ -36,7 +39,7 @@ from edge_adapt.search.value_sampling import ValueSampling
 DEFAULT_SPEC = "adaptive:price=8"
 
 STRATEGY_TYPES: tuple[type[Strategy], ...] = (BestOfN, IASBestOfN, BeamSearch, IASBeamSearch, ValueSampling, AdaptiveVote,
-                                              AdaptiveConsistency, WindowAgreement)
+                                              AdaptiveConsistency, WindowAgreement, DeepConfOnline)
 # spec kind -> (strategy type, the settings the kind fixes), as each strategy declares them
 _KINDS: dict[str, tuple[type[Strategy], dict[str, Any]]] = {
     kind: (cls, fixed) for cls in STRATEGY_TYPES for kind, fixed in cls.SPEC_KINDS.items()

@@ -66,12 +66,14 @@ CISC_TEMPERATURE = 0.1  # softmax temperature over mean log-probabilities (CISC 
 DEEPCONF_KEEP = 0.9  # DeepConf-high: the most confident 90% of traces vote
 
 
-def confidence_pick(how: str, answers: Sequence[str | None], confidences: Sequence[TraceConfidence], equal: Equal) -> int | None:
+def confidence_pick(how: str, answers: Sequence[str | None], confidences: Sequence[TraceConfidence], equal: Equal,
+                    keep: float = DEEPCONF_KEEP) -> int | None:
     """Votes weighed by the generator's own confidence (no PRM), the answer's most confident sample:
 
     - ``cisc`` (arXiv 2502.06233): each sample weighs softmax(mean log-probability / T);
     - ``deepconf`` (arXiv 2508.15260, offline): the samples whose lowest-window confidence is in the
-      top ``DEEPCONF_KEEP`` vote, each weighing exp(that confidence).
+      top ``keep`` vote, each weighing exp(that confidence) (``keep=1``: all, as after the online
+      version's termination, which already filtered).
     """
     if how == "cisc":
         scale = [c.mean / CISC_TEMPERATURE for c in confidences]
@@ -79,7 +81,7 @@ def confidence_pick(how: str, answers: Sequence[str | None], confidences: Sequen
         weights = [math.exp(v - top) for v in scale]
     elif how == "deepconf":
         lows = sorted((c.lowest for c, a in zip(confidences, answers, strict=True) if a is not None), reverse=True)
-        cut = lows[max(0, math.ceil(DEEPCONF_KEEP * len(lows)) - 1)] if lows else 0.0
+        cut = lows[max(0, math.ceil(keep * len(lows)) - 1)] if lows else 0.0
         weights = [math.exp(c.lowest) if c.lowest >= cut else 0.0 for c in confidences]
     else:
         raise SamplingConfigError(f"unknown confidence pick {how!r}; choose cisc or deepconf")
