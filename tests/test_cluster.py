@@ -1,5 +1,6 @@
 """`--ray` on a real local Ray instance (2 CPUs) with the shipped default models: the same
-records as a local run, a worker killed mid-run loses nothing, a killed driver resumes."""
+records as a local run (bench, rollouts, calibrate), a worker killed mid-run loses nothing, a
+killed driver resumes."""
 
 from __future__ import annotations
 
@@ -127,6 +128,23 @@ def test_rollouts_on_ray_write_the_local_records(ray_address: str, tmp_path: Pat
     assert "edge-adapt-worker-" in " ".join(remote.stdout.split())
     workers = json.loads((tmp_path / "ray.jsonl.cluster.json").read_text())["workers"]
     assert sum(w["questions"] for w in workers) == 6 and all(w["questions_per_hour"] for w in workers)
+
+
+def test_calibrate_on_ray_fits_the_local_vote_model(ray_address: str, tmp_path: Path) -> None:
+    generator = load_default_models(None).generator
+    common = [sys.executable, "-m", "edge_adapt.cli", "calibrate", "-m", str(generator), "--task", "default", "--limit", "60",
+              "-n", "3", "--held-out", "0.3", "--threads", "1"]
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    local = subprocess.run([*common, "-o", str(tmp_path / "local.json")], capture_output=True, text=True, timeout=300)
+    remote = subprocess.run([*common, "-o", str(tmp_path / "ray.json"), "--ray"], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert local.returncode == 0 and remote.returncode == 0, (local.stderr + remote.stderr)[-2000:]
+
+    def fitted(path: Path) -> dict:
+        return {k: v for k, v in json.loads(path.read_text()).items() if k != "provenance"}
+
+    assert fitted(tmp_path / "ray.json") == fitted(tmp_path / "local.json")
+    assert json.loads((tmp_path / "ray.json").read_text())["provenance"]["questions"] > 0
 
 
 def test_a_worker_with_another_file_refuses_clearly(tmp_path: Path) -> None:

@@ -24,9 +24,11 @@ from edge_adapt.bench.runner import BenchConfig, run_bench, stack_settings
 from edge_adapt.cluster import ClusterSettings
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.models import sha256_of
-from edge_adapt.search.vote_calibration import CalibrationSample, Judgement, VoteQuestion, fit_vote_model, judge
+from edge_adapt.search.vote_calibration import fit_vote_model
 from edge_adapt.search.vote_model import VoteModel
+from edge_adapt.search.vote_replay import CalibrationSample, Judgement, VoteQuestion, judge
 from edge_adapt.search.voting import group_indices
+from edge_adapt.settings import PromptSettings
 from edge_adapt.tasks import Task, get_task
 from edge_adapt.tasks.grading import answers_equal
 
@@ -35,9 +37,8 @@ log = logging.getLogger(__name__)
 
 def sampling_config(generator: Path, task: str, data: Path | None, *, samples: int = 16, limit: int | None = None,
                     question_seed: int = 0, prm: Path | None = None,
-                    temperature: float = 0.7, seed: int = 0, chat: bool | None = None, system: str | None = None,
-                    prompt_template: str | None = None, step_delimiter: str | None = None,
-                    max_new_tokens: int | None = None, threads: int | None = None, gpu_layers: int = 0) -> BenchConfig:
+                    temperature: float = 0.7, seed: int = 0, prompt: PromptSettings = PromptSettings(),
+                    threads: int | None = None, gpu_layers: int = 0) -> BenchConfig:
     """The benchmark run that draws the calibration samples: one fixed vote of ``samples`` (a
     PRM-weighted one with a PRM, so that every sample is scored too). The default task is sampled
     on its calibration split: its test split is where results are reported."""
@@ -45,8 +46,7 @@ def sampling_config(generator: Path, task: str, data: Path | None, *, samples: i
     split = "calibration" if task in ("default", "arithmetic") else "test"
     return BenchConfig(generator=str(generator), prm=str(prm) if prm else None, task=task, data=str(data) if data else None,
                        strategies=(spec,), limit=limit, seed=seed, split=split, question_seed=question_seed,
-                       temperature=temperature, chat=chat, system=system, prompt_template=prompt_template,
-                       step_delimiter=step_delimiter, max_new_tokens=max_new_tokens, threads=threads, gpu_layers=gpu_layers,
+                       temperature=temperature, prompt=prompt, threads=threads, gpu_layers=gpu_layers,
                        vote_model=False)
 
 
@@ -90,7 +90,9 @@ def fit_and_judge(folder: RunFolder, config: BenchConfig, out: Path, *, held_out
                   task: Task | None = None) -> Calibration:
     """Fit the vote model on the folder's records (less the held-out slice), judge it on that
     slice, and write it to ``out`` with its provenance."""
-    records = folder.records()
+    # in question order, as a local run writes them: Ray workers append in arrival order, and the
+    # fit's seeded replays must not depend on which worker finished first
+    records = sorted(folder.records(), key=lambda r: r["index"])
     if not records:
         raise EdgeAdaptError(f"{folder.path}: no samples yet; rerun the command to draw them")
     questions = questions_from_records(records)
@@ -99,7 +101,7 @@ def fit_and_judge(folder: RunFolder, config: BenchConfig, out: Path, *, held_out
     if len(held) < 10:
         raise EdgeAdaptError(f"only {len(held)} of {len(questions)} questions fall in the held-out slice; give more "
                              "questions (a few hundred) or a larger --held-out fraction")
-    task = task or get_task(config.task, config.data, config.prompt_template)
+    task = task or get_task(config.task, config.data, config.prompt.prompt_template)
     settings = stack_settings(config, task)
     recorded = folder.config()
     provenance = {
