@@ -30,6 +30,7 @@ from edge_adapt.prm.absent import NO_PRM_HINT, NoPRM
 from edge_adapt.search import Searcher, SearchSettings, Strategy, kv_cells_needed, sequences_needed
 from edge_adapt.search.searcher import work_done
 from edge_adapt.search.vote_model import VoteModel, calibration_path
+from edge_adapt.settings import PromptSettings
 from edge_adapt.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,7 @@ class StackSettings:
     # a PRM calibrated for another generator: "refuse" (its scores describe that generator), or
     # "warn" (benchmarks of speed that only need some scores)
     other_generator: Literal["refuse", "warn"] = "refuse"
-    chat: bool | None = None  # the generator's chat template around prompts; None: when the GGUF has one
-    system: str | None = None  # a system message (chat only)
-    step_delimiter: str | None = None  # where a step ends, instead of the task's (e.g. "\n" for one line a step)
-    max_new_tokens: int | None = None  # one solution's token cap, instead of the task's
+    prompt: PromptSettings = PromptSettings()  # its prompt_template is the task's to hold (get_task)
     meter: str | None = None  # None: the best this machine has
     measured_only: bool = False  # refuse the estimate: a real meter or a MeterError
     cost_model: Path | None = None  # a fitted cost model for the estimate
@@ -70,7 +68,7 @@ class StackSettings:
     @property
     def step_rules(self) -> StepRules:
         """The task's step rules with this stack's overrides."""
-        return self.task.step_rules.overridden(self.step_delimiter, self.max_new_tokens)
+        return self.prompt.rules(self.task)
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
         cost_model = CostModel.load(settings.cost_model) if settings.cost_model else None
         with open_meter(settings.meter, usage=usage, cost_model=cost_model, measured_only=settings.measured_only) as meter:
             policy = EnergyPolicy(meter, settings.budget, usage)
-            chat = gen.vocab.has_chat_template if settings.chat is None else settings.chat
+            chat = bool(settings.prompt.with_chat(gen.vocab.has_chat_template).chat)
             if chat and not gen.vocab.has_chat_template:
                 raise ModelLoadError(f"{settings.generator} has no chat template; run it with plain prompts (--no-chat)")
             calibrated_chat = prm.available and bool(prm.bundle.generator.get("chat"))
@@ -116,19 +114,33 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
                             "the prompts it was calibrated on (pass --%s)", prm.bundle.path,
                             "chat" if calibrated_chat else "plain", "chat" if chat else "plain",
                             "chat" if calibrated_chat else "no-chat")
-            search = SearchSettings(sampling=settings.sampling, max_steps=settings.max_steps, chat=chat, system=settings.system,
-                                    rules=rules)
+            search = SearchSettings(sampling=settings.sampling, max_steps=settings.max_steps, chat=chat,
+                                    system=settings.prompt.system, rules=rules)
             vote_model = _open_vote_model(settings, chat)
             searcher = Searcher(gen, prm, settings.task, search, policy=policy, vote_model=vote_model)
             yield Stack(gen, prm, meter, policy, searcher)
 
 
+@contextmanager
+def open_generator(path: Path | str, config: GeneratorConfig) -> Iterator[Generator]:
+    """A generator alone, as given (rollouts, layout and speed benchmarks); closed when the block ends."""
+    with Generator(path, config) as gen:
+        yield gen
+
+
+def open_prm(path: Path | str, **options: Any) -> QuantilePRM:
+    """A PRM alone, with QuantilePRM's options (its metrics, selector fits and benchmarks): no
+    generator check, the caller scores what it brings."""
+    return QuantilePRM(path, **options)
+
+
 def prompt_provenance(settings: StackSettings, chat: bool) -> dict[str, Any]:
     """What a calibration depends on besides the generator: how it was prompted and sampled."""
     rules = settings.step_rules
-    return {"task": settings.task.name, "chat": chat, "system": settings.system,
-            "prompt_template": getattr(settings.task, "prompt_template", None), "step_delimiter": rules.delimiter,
-            "max_new_tokens": rules.max_new_tokens, "temperature": settings.sampling.temperature}
+    prompt = PromptSettings(chat=chat, system=settings.prompt.system,
+                            prompt_template=getattr(settings.task, "prompt_template", None),
+                            step_delimiter=rules.delimiter, max_new_tokens=rules.max_new_tokens)
+    return {"task": settings.task.name, **prompt.as_record(), "temperature": settings.sampling.temperature}
 
 
 def _open_vote_model(settings: StackSettings, chat: bool) -> VoteModel | None:

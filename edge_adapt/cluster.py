@@ -161,73 +161,97 @@ def run_unordered(
         report = ClusterReport(address=ray.get_runtime_context().gcs_address)
         if not items:
             return report
-        n_workers = settings.workers or _default_workers(ray, settings)
-        n_workers = max(1, min(n_workers, len(items)))
-        actor = ray.remote(num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker, max_restarts=0)(_Worker)
-        serial = [0]
-
-        def start() -> tuple[Any, WorkerStats, dict[str, Any]]:
-            name = f"{WORKER_PREFIX}{serial[0]}"
-            serial[0] += 1
-            handle = actor.options(name=name, namespace=NAMESPACE).remote(list(checks), setup)
-            try:
-                info = ray.get(handle.info.remote())
-            except ray.exceptions.RayActorError as exc:
-                raise ClusterError(f"{name} could not start: {_cause(exc)}") from None
-            return handle, WorkerStats(name, info["host"]), info
-
+        n_workers = max(1, min(settings.workers or _default_workers(ray, settings), len(items)))
+        pool = _Workers(ray, settings, checks, setup, report)
         started = time.perf_counter()
-        workers: list[tuple[Any, WorkerStats]] = []
         for i in range(n_workers):
-            handle, stats, info = start()
+            info = pool.start()
             if i == 0:
                 on_ready(info["setup"])
-            workers.append((handle, stats))
-        report.workers = [stats for _, stats in workers]
         queue: deque[tuple[str, Any]] = deque(items)
-        attempts: dict[str, int] = {}
         in_flight: dict[Any, tuple[int, str, Any]] = {}
-        idle = list(range(len(workers)))
+        idle = list(range(n_workers))
         done = 0
         progress(0, len(items))
         while queue or in_flight:
             while queue and idle:
                 w = idle.pop()
                 key, item = queue.popleft()
-                attempts[key] = attempts.get(key, 0) + 1
-                in_flight[workers[w][0].run.remote(item)] = (w, key, item)
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            ref = ready[0]
+                pool.attempts[key] = pool.attempts.get(key, 0) + 1
+                in_flight[pool.handles[w].run.remote(item)] = (w, key, item)
+            ref = ray.wait(list(in_flight), num_returns=1)[0][0]
             w, key, item = in_flight.pop(ref)
-            handle, stats = workers[w]
-            try:
-                result, seconds = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:
-                stats.died = True
-                report.retries.append({"question": key, "attempt": attempts[key], "worker": stats.name,
-                                       "reason": _cause(exc)})
-                if attempts[key] >= settings.max_attempts:
-                    raise ClusterError(f"question {key} failed {attempts[key]} attempts; its last worker died: "
-                                       f"{_cause(exc)}") from None
-                log.warning("%s died running %s; retrying it on another worker", stats.name, key)
+            result = pool.collect(ref, w, key)
+            idle.append(w)
+            if result is _RETRY:
                 queue.appendleft((key, item))
-                handle, stats, _ = start()  # a fresh worker takes its place
-                workers[w] = (handle, stats)
-                report.workers.append(stats)
-                idle.append(w)
                 continue
-            except ray.exceptions.RayTaskError as exc:
-                raise ClusterError(f"question {key} failed on {stats.name}: {_cause(exc)}") from None
-            stats.questions += 1
-            stats.busy_s += seconds
             on_result(key, result)
             done += 1
             progress(done, len(items))
-            idle.append(w)
         report.wall_s = time.perf_counter() - started
-        for handle, _ in workers:
-            ray.kill(handle)
+        pool.stop()
         return report
+
+
+_RETRY = object()  # a result slot whose worker died: the question goes back on the queue
+
+
+class _Workers:
+    """The driver's workers: started (and replaced) by name, each result collected with the
+    worker's stats, a dead worker's question marked for a retry until its attempts run out."""
+
+    def __init__(self, ray: Any, settings: ClusterSettings, checks: Sequence[FileCheck],
+                 setup: Callable[[contextlib.ExitStack], tuple[Callable[[Any], Any], Any]], report: ClusterReport) -> None:
+        self.ray, self.settings, self.checks, self.setup, self.report = ray, settings, list(checks), setup, report
+        self.actor = ray.remote(num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker, max_restarts=0)(_Worker)
+        self.handles: list[Any] = []
+        self.stats: list[WorkerStats] = []
+        self.attempts: dict[str, int] = {}
+        self._serial = 0
+
+    def start(self, slot: int | None = None) -> dict[str, Any]:
+        """A new worker in ``slot`` (appended when None); returns its info."""
+        name = f"{WORKER_PREFIX}{self._serial}"
+        self._serial += 1
+        handle = self.actor.options(name=name, namespace=NAMESPACE).remote(self.checks, self.setup)
+        try:
+            info = self.ray.get(handle.info.remote())
+        except self.ray.exceptions.RayActorError as exc:
+            raise ClusterError(f"{name} could not start: {_cause(exc)}") from None
+        stats = WorkerStats(name, info["host"])
+        self.report.workers.append(stats)
+        if slot is None:
+            self.handles.append(handle)
+            self.stats.append(stats)
+        else:
+            self.handles[slot], self.stats[slot] = handle, stats
+        return info
+
+    def collect(self, ref: Any, slot: int, key: str) -> Any:
+        """The result of ``ref``, or ``_RETRY`` where its worker died (a fresh one takes the slot)."""
+        stats = self.stats[slot]
+        try:
+            result, seconds = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as exc:
+            stats.died = True
+            self.report.retries.append({"question": key, "attempt": self.attempts[key], "worker": stats.name,
+                                        "reason": _cause(exc)})
+            if self.attempts[key] >= self.settings.max_attempts:
+                raise ClusterError(f"question {key} failed {self.attempts[key]} attempts; its last worker died: "
+                                   f"{_cause(exc)}") from None
+            log.warning("%s died running %s; retrying it on another worker", stats.name, key)
+            self.start(slot)
+            return _RETRY
+        except self.ray.exceptions.RayTaskError as exc:
+            raise ClusterError(f"question {key} failed on {stats.name}: {_cause(exc)}") from None
+        stats.questions += 1
+        stats.busy_s += seconds
+        return result
+
+    def stop(self) -> None:
+        for handle in self.handles:
+            self.ray.kill(handle)
 
 
 def _default_workers(ray: Any, settings: ClusterSettings) -> int:

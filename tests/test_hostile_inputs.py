@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from edge_adapt.cli import main
 from edge_adapt.models import load_default_models
+from edge_adapt.settings import PromptSettings
 
 MODELS = load_default_models()
 Q = "(454+762)*3"
@@ -268,7 +269,7 @@ def test_a_prm_calibrated_for_another_generator_is_refused_and_no_prm_mode_is_la
 
 def test_gpu_layers_on_a_build_without_offload_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
     from edge_adapt.generator import Generator, GeneratorConfig
-    from edge_adapt.generator.llama_backend import gpu_offload_supported
+    from edge_adapt.generator.llama_platform import gpu_offload_supported
 
     if gpu_offload_supported():
         pytest.skip("this llama.cpp build offloads to a GPU")
@@ -296,7 +297,7 @@ def test_a_chat_model_is_prompted_through_its_chat_template(smollm2_gguf: Path) 
                                                          parse_special=True))
         assert result.cost.prompt_tokens == chat_tokens
     with pytest.raises(ModelLoadError, match="no chat template"), \
-            open_stack(StackSettings(MODELS.generator, MODELS.prm, task, (vote,), meter="estimate", chat=True)):
+            open_stack(StackSettings(MODELS.generator, MODELS.prm, task, (vote,), meter="estimate", prompt=PromptSettings(chat=True))):
         pass
 
 

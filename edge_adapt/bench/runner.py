@@ -21,18 +21,19 @@ from typing import Any
 
 from edge_adapt.assembly import Stack, StackSettings, open_stack
 from edge_adapt.bench.records import RunFolder, RunFolderError
-from edge_adapt.cluster import ClusterSettings
-from edge_adapt.decisions import SampleSize
+from edge_adapt.bench.result_record import to_record
+from edge_adapt.cluster import ClusterSettings, FileCheck
+from edge_adapt.execution import executor_for
 from edge_adapt.generator import Generator, SamplingParams
 from edge_adapt.generator.config import default_threads
 from edge_adapt.guard import Budget
 from edge_adapt.models import sha256_of
 from edge_adapt.prm import PRM
 from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
-from edge_adapt.search import Candidate, SearchResult
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.search.vote_model import calibration_path
+from edge_adapt.settings import PromptSettings
 from edge_adapt.tasks import Problem, Task, get_task
 
 log = logging.getLogger(__name__)
@@ -70,17 +71,14 @@ class BenchConfig:
     cost_model: str | None = None  # a fitted cost-model JSON for the estimate
     threads: int | None = None
     gpu_layers: int = 0
-    chat: bool | None = None  # the generator's chat template around prompts; None: when the GGUF has one
-    system: str | None = None
-    prompt_template: str | None = None  # file tasks: the prompt around {question}; None: the task's
-    step_delimiter: str | None = None  # None: the task's
-    max_new_tokens: int | None = None  # None: the task's
+    prompt: PromptSettings = PromptSettings()
     vote_model: bool = True  # adaptive_vote reads the generator's calibration file when it has one
     split: str = "test"  # the default task's split (calibration: where settings are chosen)
     question_seed: int = 0  # the default task: another draw of the split's questions
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        data.update(data.pop("prompt"))  # written flat, as runs have always recorded them
         data["strategies"] = list(self.strategies)
         data.pop("threads")  # how fast, not what: a resume may use other threads
         for key in ("split", "question_seed"):  # written when set, so runs from before they existed resume
@@ -156,52 +154,13 @@ def environment(prm: PRM, meter_source: str, gen: Generator) -> dict[str, Any]:
     }
 
 
-def to_record(problem: Problem, index: int, result: SearchResult, task: Task, question_q: Any) -> dict[str, Any]:
-    chosen = result.chosen
-    sized = next((d for d in result.decisions if isinstance(d, SampleSize)), None)
-    return {
-        "question_id": problem.id,
-        "index": index,
-        "level": problem.level,
-        "strategy": result.strategy,
-        "answer": result.answer,
-        "gold": problem.answer,
-        "correct": bool(chosen is not None and task.is_correct(chosen.text, problem)),
-        "candidates": len(result.candidates),
-        "candidates_correct": sum(task.is_correct(c.text, problem) for c in result.candidates),
-        "candidates_unfinished": sum(not c.end.finished for c in result.candidates),  # cut off: no answer, no vote
-        "samples_chosen": sized.samples if sized is not None else None,
-        "question_quantiles": [question_q.low, question_q.median, question_q.high] if question_q is not None else None,
-        "chosen_final_median": chosen.final.median if chosen is not None and chosen.final is not None else None,
-        "cost": dataclasses.asdict(result.cost),
-        "decisions": [d.as_record() for d in result.decisions],
-        "samples": [sample_record(c, task.is_correct(c.text, problem)) for c in result.candidates],
-    }
-
-
-ANSWER_CHARS = 200  # an answer longer than this is kept cut (free text: only its equality is read)
-
-
-def sample_record(candidate: Candidate, correct: bool) -> dict[str, Any]:
-    """What one sample said and how sure the generator was: the evidence calibration fits on."""
-    return {
-        "answer": candidate.answer[:ANSWER_CHARS] if candidate.answer is not None else None,
-        "correct": correct,
-        "finished": candidate.end.finished,
-        "tokens": candidate.n_tokens,
-        "confidence": candidate.confidence.as_record(),
-        "prm_median": round(candidate.final.median, 5) if candidate.final is not None else None,
-    }
-
-
 def stack_settings(config: BenchConfig, task: Task) -> StackSettings:
     """The stack a run's configuration asks for (built the same on the device and on a worker)."""
     return StackSettings(Path(config.generator), Path(config.prm) if config.prm else None, task,
                          tuple(parse_spec(s) for s in config.strategies), SamplingParams(temperature=config.temperature),
                          config.max_steps, threads=config.threads, gpu_layers=config.gpu_layers, meter=config.meter,
                          cost_model=Path(config.cost_model) if config.cost_model else None,
-                         budget=Budget(**config.budget) if config.budget else Budget(), chat=config.chat, system=config.system,
-                         step_delimiter=config.step_delimiter, max_new_tokens=config.max_new_tokens,
+                         budget=Budget(**config.budget) if config.budget else Budget(), prompt=config.prompt,
                          use_vote_model=config.vote_model)
 
 
@@ -232,88 +191,35 @@ def run_bench(
 
     ``task`` and ``problems`` override what ``config.task`` names (library use with a task of
     your own; ``config.task`` should then name it, for the records). ``cluster`` fans the
-    questions out over Ray workers; this process stays the only writer."""
+    questions out over Ray workers; either way this process is the run's only writer."""
     folder = RunFolder(out)
-    task = task or get_task(config.task, config.data, config.prompt_template)
+    task = task or get_task(config.task, config.data, config.prompt.prompt_template)
     problems = problems if problems is not None else load_problems(config, task)
+    if not problems:
+        raise RunFolderError("no questions to run: the data file (or the split) holds none")
     repeated = sorted(i for i, n in Counter(p.id for p in problems).items() if n > 1)
     if repeated:
         raise RunFolderError(f"problem ids {', '.join(repeated[:5])} appear more than once; every question of a run needs its own id")
     settings = stack_settings(config, task)
-    strategies = settings.strategies
     fingerprint = {"models_sha256": model_fingerprints(config), "data_sha256": sha256_of(config.data) if config.data else None}
-    total = len(problems) * len(strategies)
-    if cluster is not None:
-        return _run_on_cluster(config, folder, task, problems, settings, fingerprint, cluster, progress)
-    with open_stack(settings) as stack, folder:
-        done = folder.open(_run_config(config, fingerprint, stack), environment(stack.prm, stack.meter.source, stack.generator))
-        if not settings.budget.unlimited and problems:
-            # measure the device first, so the first budgeted question is sized on measurements
-            stack.searcher.warm_up(task.warm_up_problem(), seed=config.seed)
-        progress(len(done), total, None)
-        for index, problem in enumerate(problems):
-            pending = [s for s in strategies if (problem.id, s.name) not in done]
-            if not pending:
-                continue
-            for record in question_records(stack, task, problem, index, pending, config.seed):
-                folder.append(record)
-                done.add((problem.id, record["strategy"]))
-                progress(len(done), total, record)
-    return folder
-
-
-def _run_config(config: BenchConfig, fingerprint: dict[str, Any], stack: Stack) -> dict[str, Any]:
-    # the meter that measures, not only the one asked for: a resume on another meter would mix
-    # measured and estimated joules in one summary
-    return {**config.to_json(), **fingerprint, "meter_source": stack.meter.source, "chat_template": stack.searcher.settings.chat}
-
-
-@dataclass(frozen=True)
-class _BenchWorker:
-    """What a Ray worker builds: the run's stack, then one question's records per call."""
-
-    config: BenchConfig
-    task: Task
-    settings: StackSettings
-
-    def __call__(self, exit_stack: contextlib.ExitStack) -> tuple[Callable[[Any], Any], dict[str, Any]]:
-        stack = exit_stack.enter_context(open_stack(self.settings))
-        if not self.settings.budget.unlimited:
-            stack.searcher.warm_up(self.task.warm_up_problem(), seed=self.config.seed)
-        by_name = {s.name: s for s in self.settings.strategies}
-
-        def handle(item: tuple[int, Problem, list[str]]) -> list[dict[str, Any]]:
-            index, problem, names = item
-            return question_records(stack, self.task, problem, index, [by_name[n] for n in names], self.config.seed)
-
-        info = {"run_config": {"meter_source": stack.meter.source, "chat_template": stack.searcher.settings.chat},
-                "environment": environment(stack.prm, stack.meter.source, stack.generator)}
-        return handle, info
-
-
-def _run_on_cluster(config: BenchConfig, folder: RunFolder, task: Task, problems: list[Problem], settings: StackSettings,
-                    fingerprint: dict[str, Any], cluster: ClusterSettings,
-                    progress: Callable[[int, int, dict[str, Any] | None], None]) -> RunFolder:
-    from edge_adapt.cluster import FileCheck, run_unordered
-
     total = len(problems) * len(settings.strategies)
     checks = [FileCheck.of(config.generator)]
     if config.prm:
         checks += [FileCheck.of(f) for f in sorted(Path(config.prm).iterdir()) if f.is_file()]
     with folder:
-        done = folder.lock()  # held until the end: this process is the run's only writer
+        done = folder.lock()  # held until the end
         items = []
         for index, problem in enumerate(problems):
             pending = [s.name for s in settings.strategies if (problem.id, s.name) not in done]
             if pending:
                 items.append((problem.id, (index, problem, pending)))
-        if not items:  # nothing left: check that the folder holds this run, and start no worker
+        if not items:  # nothing left: check that the folder holds this run, and build no models
             folder.open({**config.to_json(), **fingerprint, **_recorded_run_config(folder)}, folder.environment())
             progress(len(done), total, None)
             return folder
         environment_record: dict[str, Any] = {}
 
-        def ready(info: dict[str, Any]) -> None:  # the first worker's meter and prompt settings complete the config
+        def ready(info: dict[str, Any]) -> None:  # the runner's meter and prompt settings complete the config
             environment_record.update(info["environment"])
             folder.open({**config.to_json(), **fingerprint, **info["run_config"]}, environment_record)
             progress(len(done), total, None)
@@ -324,9 +230,37 @@ def _run_on_cluster(config: BenchConfig, folder: RunFolder, task: Task, problems
                 done.add((record["question_id"], record["strategy"]))
                 progress(len(done), total, record)
 
-        report = run_unordered(cluster, checks, _BenchWorker(config, task, settings), items, ready, write)
-        folder.write_environment({**environment_record, "cluster": report.as_record()})
+        report = executor_for(cluster)(checks, _BenchWorker(config, task, settings), items, ready, write)
+        if report is not None:
+            folder.write_environment({**environment_record, "cluster": report.as_record()})
     return folder
+
+
+@dataclass(frozen=True)
+class _BenchWorker:
+    """What runs the questions, here or on a Ray worker: the run's stack, then one question's
+    records per call."""
+
+    config: BenchConfig
+    task: Task
+    settings: StackSettings
+
+    def __call__(self, exit_stack: contextlib.ExitStack) -> tuple[Callable[[Any], Any], dict[str, Any]]:
+        stack = exit_stack.enter_context(open_stack(self.settings))
+        if not self.settings.budget.unlimited:
+            # measure the device first, so the first budgeted question is sized on measurements
+            stack.searcher.warm_up(self.task.warm_up_problem(), seed=self.config.seed)
+        by_name = {s.name: s for s in self.settings.strategies}
+
+        def handle(item: tuple[int, Problem, list[str]]) -> list[dict[str, Any]]:
+            index, problem, names = item
+            return question_records(stack, self.task, problem, index, [by_name[n] for n in names], self.config.seed)
+
+        # the meter that measures, not only the one asked for: a resume on another meter would mix
+        # measured and estimated joules in one summary
+        info = {"run_config": {"meter_source": stack.meter.source, "chat_template": stack.searcher.settings.chat},
+                "environment": environment(stack.prm, stack.meter.source, stack.generator)}
+        return handle, info
 
 
 def _recorded_run_config(folder: RunFolder) -> dict[str, Any]:

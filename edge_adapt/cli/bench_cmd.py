@@ -34,6 +34,7 @@ from edge_adapt.cli.options import (
 )
 from edge_adapt.files import atomic_write_text
 from edge_adapt.search.spec import parse_spec
+from edge_adapt.settings import PromptSettings
 from edge_adapt.tasks import TASK_NAMES
 
 
@@ -61,9 +62,7 @@ from edge_adapt.tasks import TASK_NAMES
 def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | None, limit: int | None, split: str,
           question_seed: int, seed: int,
           temperature: float, generator_path: Path | None, prm_path: Path | None, models: Path | None, threads: int | None,
-          gpu_layers: int, no_prm: bool, chat: bool | None, system: str | None, prompt_template: str | None,
-          step_delimiter: str | None,
-          max_new_tokens: int | None, energy_j: float | None, latency_s: float | None, tokens: int | None,
+          gpu_layers: int, no_prm: bool, prompt: PromptSettings, energy_j: float | None, latency_s: float | None, tokens: int | None,
           power_w: float | None, meter: str | None, cost_model: Path | None, ray: bool, ray_address: str | None,
           ray_workers: int | None, ray_cpus_per_worker: int, ray_gpus_per_worker: float, no_plots: bool) -> None:
     """Run strategies x questions, one JSONL record each, then print and save the summary.
@@ -99,8 +98,7 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
         strategies=tuple(parse_spec(s).name for s in strategies) or (NO_PRM_STRATEGIES if no_prm else DEFAULT_STRATEGIES),
         limit=limit, seed=seed, split=split, question_seed=question_seed,
         temperature=temperature, budget=budget_dict(energy_j, latency_s, tokens, power_w), meter=meter,
-        cost_model=str(cost_model) if cost_model else None, threads=threads, gpu_layers=gpu_layers, chat=chat, system=system,
-        step_delimiter=step_delimiter, max_new_tokens=max_new_tokens, prompt_template=prompt_template,
+        cost_model=str(cost_model) if cost_model else None, threads=threads, gpu_layers=gpu_layers, prompt=prompt,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())

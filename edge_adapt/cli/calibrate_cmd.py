@@ -14,6 +14,7 @@ from edge_adapt.bench.calibrate import Calibration, draw_samples, fit_and_judge,
 from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import FiniteFloat, cluster_options, cluster_settings, prompt_options
 from edge_adapt.search.vote_model import calibration_path
+from edge_adapt.settings import PromptSettings
 from edge_adapt.tasks import TASK_NAMES
 
 
@@ -44,8 +45,7 @@ from edge_adapt.tasks import TASK_NAMES
 def calibrate_cmd(generator_path: Path, task_name: str, data: Path | None, limit: int | None, question_seed: int,
                   samples: int, out: Path | None, work: Path | None,
                   held_out: float, prm_path: Path | None, temperature: float, seed: int, threads: int | None, gpu_layers: int,
-                  chat: bool | None, system: str | None, prompt_template: str | None, step_delimiter: str | None,
-                  max_new_tokens: int | None, ray: bool, ray_address: str | None, ray_workers: int | None,
+                  prompt: PromptSettings, ray: bool, ray_address: str | None, ray_workers: int | None,
                   ray_cpus_per_worker: int, ray_gpus_per_worker: float) -> None:
     """Sample N answers per question with your generator, prompt and settings, fit the vote model
     adaptive search reads (adaptive_vote), and show on held-out questions what it saves.
@@ -65,9 +65,7 @@ def calibrate_cmd(generator_path: Path, task_name: str, data: Path | None, limit
     if cluster is not None and threads is None:
         threads = ray_cpus_per_worker  # each worker runs on the cores it holds
     config = sampling_config(generator_path, task_name, data, samples=samples, limit=limit, question_seed=question_seed,
-                             prm=prm_path, temperature=temperature, seed=seed, chat=chat, system=system,
-                             prompt_template=prompt_template, step_delimiter=step_delimiter, max_new_tokens=max_new_tokens,
-                             threads=threads, gpu_layers=gpu_layers)
+                             prm=prm_path, temperature=temperature, seed=seed, prompt=prompt, threads=threads, gpu_layers=gpu_layers)
     started = time.monotonic()
     said: dict[str, Any] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +12,9 @@ from typing import Any
 import click
 
 from edge_adapt.energy import METER_KINDS
+from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.models import load_default_models
+from edge_adapt.settings import PromptSettings
 
 
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -78,6 +82,18 @@ class FiniteFloat(click.FloatRange):
 
 
 def prompt_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The prompt settings' options, handed to the command as one ``prompt: PromptSettings``."""
+
+    @functools.wraps(f)
+    def with_prompt(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in PROMPT_FIELDS}
+        try:
+            kwargs["prompt"] = PromptSettings(**values)
+        except EdgeAdaptError as exc:
+            raise click.UsageError(str(exc)) from None
+        return f(*args, **kwargs)
+
+    command: Callable[..., Any] = with_prompt
     for option in reversed([
         click.option("--chat/--no-chat", default=None,
                      help="Wrap prompts in the generator's chat template (default: when the GGUF has one)."),
@@ -89,8 +105,11 @@ def prompt_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Where a step ends, instead of the task's ('\\n\\n': a blank line; '\\n': every line)."),
         click.option("--max-new-tokens", type=click.IntRange(min=1, max=32768), help="One solution's token cap, instead of the task's."),
     ]):
-        f = option(f)
-    return f
+        command = option(command)
+    return command
+
+
+PROMPT_FIELDS = tuple(f.name for f in dataclasses.fields(PromptSettings))
 
 
 def unescape(text: str) -> str:

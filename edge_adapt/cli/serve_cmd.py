@@ -5,7 +5,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -24,7 +26,11 @@ from edge_adapt.generator import SamplingParams
 from edge_adapt.guard import Budget
 from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS
+from edge_adapt.settings import PromptSettings
 from edge_adapt.tasks import TASK_NAMES, get_task
+
+if TYPE_CHECKING:
+    from edge_adapt.server import ServeConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +80,7 @@ def is_loopback(host: str) -> bool:
 def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, data: Path | None, spec: str | None,
               max_n: int, max_tokens: int | None, ctx: int | None, max_body: int, drain_s: float, max_waiting: int,
               temperature: float, no_warm_up: bool, no_prompt_cache: bool, generator_path: Path | None, prm_path: Path | None, models: Path | None,
-              threads: int | None, gpu_layers: int, no_prm: bool, chat: bool | None, system: str | None,
-              prompt_template: str | None, step_delimiter: str | None, max_new_tokens: int | None, energy_j: float | None,
+              threads: int | None, gpu_layers: int, no_prm: bool, prompt: PromptSettings, energy_j: float | None,
               latency_s: float | None, tokens: int | None, power_w: float | None, meter: str | None,
               cost_model: Path | None) -> None:
     """Serve a model over an OpenAI-compatible HTTP API, searching adaptively where it pays.
@@ -85,12 +90,9 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
     other turns answered with one sample, streamed token by token. Without -m it serves the
     shipped arithmetic models (adaptive search with their PRM).
 
-    POST /v1/chat/completions and /v1/completions take the usual fields (n, max_tokens,
-    temperature, top_p, seed, stop, stream) and an "edge_adapt" object: "strategy" (a spec,
-    or "sample" for n plain samples) and budgets "energy_j", "latency_s", "tokens", "power_w".
-    Responses carry "usage" and an "edge_adapt" object: mode and why, samples drawn, PRM calls
-    and tokens, joules and the meter that measured them, the decisions. GET /v1/models,
-    /v1/models/{id}, /health (503 while loading or draining), /metrics (Prometheus).
+    POST /v1/chat/completions and /v1/completions take the usual fields and an "edge_adapt"
+    object (a strategy spec, budgets); responses say what the search did and spent. GET
+    /v1/models, /health, /metrics. The reference: docs/SERVER.md.
 
     \b
     Examples:
@@ -99,25 +101,24 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
       edge-adapt serve --host 0.0.0.0 --api-key "$KEY" --energy 20
     """
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (the extra's check, before loading anything)
 
-        from edge_adapt.server import ServeConfig, create_app
-        from edge_adapt.server.drain import DrainingServer
-        from edge_adapt.server.memory import hold_malloc_steady
+        from edge_adapt.server import ServeConfig
     except ImportError as exc:
         raise MissingDependencyError(f"edge-adapt serve needs the server extra ({exc.name} is missing): "
                                      "pip install 'edge-adapt[server]'") from None
     if not is_loopback(host) and not api_key:
         raise click.UsageError(f"binding {host} exposes the server beyond this machine: pass --api-key (or set "
                                "EDGE_ADAPT_API_KEY), or bind 127.0.0.1")
-    if max_new_tokens is not None and max_tokens is not None and max_new_tokens != max_tokens:
+    if prompt.max_new_tokens is not None and max_tokens is not None and prompt.max_new_tokens != max_tokens:
         raise click.UsageError("--max-new-tokens is another name for --max-tokens; give one")
-    max_tokens = max_tokens or max_new_tokens or 512
+    max_tokens = max_tokens or prompt.max_new_tokens or 512
+    prompt = replace(prompt, max_new_tokens=None)  # the cap is each request's (max_tokens, up to this default)
     mine = generator_path is not None
     task_name = task_name or ("chat" if mine else "default")
     no_prm = no_prm or (mine and prm_path is None)  # the shipped PRM knows only the shipped generator
     try:
-        task = get_task(task_name, data, prompt_template)
+        task = get_task(task_name, data, prompt.prompt_template)
         if spec is not None:
             parse_spec(spec)
     except EdgeAdaptError as exc:
@@ -127,18 +128,28 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
 
     stack = StackSettings(generator_path, prm_path, task, (), SamplingParams(temperature=temperature), threads=threads,
                           gpu_layers=gpu_layers, meter=meter, cost_model=cost_model,
-                          budget=Budget(**budget_dict(energy_j, latency_s, tokens, power_w)), chat=chat, system=system,
-                          step_delimiter=step_delimiter, context=ctx, context_from_model=0 if ctx else 8192,
+                          budget=Budget(**budget_dict(energy_j, latency_s, tokens, power_w)), prompt=prompt, context=ctx, context_from_model=0 if ctx else 8192,
                           prompt_cache=not no_prompt_cache)
     config = ServeConfig(stack=stack, model_id=generator_path.stem, default_strategy=spec, max_n=max_n, max_tokens=max_tokens,
                          max_waiting=max_waiting, api_key=api_key or None, warm_up=not no_warm_up, max_body=max_body,
                          drain_s=drain_s)
     err_console.print(f"serving {generator_path.name} ({'no PRM' if prm_path is None else prm_path}), task {task_name}, on "
                       f"http://{host}:{port}{' (API key required)' if api_key else ''}; loading...", highlight=False)
+    _run(config, host, port)
+
+
+def _run(config: ServeConfig, host: str, port: int) -> None:
+    """Serve until SIGTERM or Ctrl-C (a SIGTERM drains first: see DrainingServer)."""
+    import uvicorn
+
+    from edge_adapt.server import create_app
+    from edge_adapt.server.drain import DrainingServer
+    from edge_adapt.server.memory import hold_malloc_steady
+
     logging.getLogger("edge_adapt.server").setLevel(min(logging.INFO, logging.getLogger().level))  # the ready line
     hold_malloc_steady()
     app = create_app(config)
     server = DrainingServer(uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5,
                                            log_level=os.environ.get("EDGE_ADAPT_LOG_LEVEL", "info")),
-                            app.state.edge_adapt.traffic, drain_s)
+                            app.state.edge_adapt.traffic, config.drain_s)
     server.run()

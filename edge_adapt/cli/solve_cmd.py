@@ -29,8 +29,9 @@ from edge_adapt.prm import PRM, Quantiles
 from edge_adapt.search import SearchResult
 from edge_adapt.search.adaptive_vote import vote_model_spec
 from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
-from edge_adapt.search.strategy import MAX_LIVE_PATHS
+from edge_adapt.search.strategy import MAX_LIVE_PATHS, Strategy
 from edge_adapt.search.vote_model import VoteModel, calibration_path
+from edge_adapt.settings import PromptSettings
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
 
 
@@ -77,10 +78,7 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def solve_cmd(question: str | None, task_name: str | None, data: Path | None, index: int | None, spec: str | None, samples: int | None,
               temperature: float, seed: int, generator_path: Path | None, prm_path: Path | None, models: Path | None,
-              threads: int | None, gpu_layers: int, no_prm: bool, chat: bool | None, system: str | None,
-              prompt_template: str | None,
-              step_delimiter: str | None, max_new_tokens: int | None,
-              energy_j: float | None, latency_s: float | None,
+              threads: int | None, gpu_layers: int, no_prm: bool, prompt: PromptSettings, energy_j: float | None, latency_s: float | None,
               tokens: int | None, power_w: float | None, meter: str | None, cost_model: Path | None, as_json: bool) -> None:
     """Answer QUESTION with adaptive search: steps with PRM quantiles, the answer, and the cost.
 
@@ -105,33 +103,18 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
     generator_path, prm_path = resolve_models(generator_path, prm_path, models, no_prm)
     calibration = _calibration_of(generator_path)
     if calibration is not None:  # prompt settings as calibrated, unless given
-        made = calibration.provenance
-        task_name = task_name or made.get("task")
-        chat = made.get("chat") if chat is None else chat
-        system = system if system is not None else made.get("system")
-        prompt_template = prompt_template if prompt_template is not None else made.get("prompt_template")
-        step_delimiter = step_delimiter if step_delimiter is not None else made.get("step_delimiter")
-        max_new_tokens = max_new_tokens if max_new_tokens is not None else made.get("max_new_tokens")
+        task_name = task_name or calibration.provenance.get("task")
+        prompt = prompt.or_else(calibration.provenance)
     task_name = task_name or ("gsm8k" if mine else "default")
-    if spec is None:  # the default reads PRM scores; without a PRM, the adaptive vote
-        spec = vote_model_spec(calibration) if no_prm else DEFAULT_SPEC
-        if no_prm and not as_json:
-            why = ("its calibration beside the generator" if calibration is not None
-                   else "no calibration beside the generator (`edge-adapt calibrate`): Adaptive-Consistency")
-            err_console.print(f"no PRM: {spec} ({why})", highlight=False)
+    strategy = _strategy(spec, samples, no_prm, calibration, quiet=as_json)
     try:
-        strategy = parse_spec(f"{'majority' if no_prm else 'best_of_n'}:n={samples}" if samples else spec)
-    except EdgeAdaptError as exc:
-        raise click.BadParameter(str(exc), param_hint="--strategy") from None
-    try:
-        task = get_task(task_name, data, prompt_template)
+        task = get_task(task_name, data, prompt.prompt_template)
     except EdgeAdaptError as exc:
         raise click.UsageError(str(exc)) from None
     problem = _problem(task, question, index)
     budget = budget_dict(energy_j, latency_s, tokens, power_w)
     settings = StackSettings(generator_path, prm_path, task, (strategy,), SamplingParams(temperature=temperature), threads=threads,
-                             gpu_layers=gpu_layers, meter=meter, cost_model=cost_model, budget=Budget(**budget), chat=chat,
-                             system=system, step_delimiter=step_delimiter, max_new_tokens=max_new_tokens)
+                             gpu_layers=gpu_layers, meter=meter, cost_model=cost_model, budget=Budget(**budget), prompt=prompt)
     with open_stack(settings) as stack:
         prm = stack.prm
         if budget:
@@ -149,6 +132,21 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
         click.echo(json.dumps(data_out, indent=2, default=str))
         return
     _print(result, problem, task.display_question(problem), question_q, correct, prm)
+
+
+def _strategy(spec: str | None, samples: int | None, no_prm: bool, calibration: VoteModel | None, quiet: bool) -> Strategy:
+    """What to run: the spec or -n given, else the default (it reads PRM scores; without a PRM, the
+    adaptive vote, said on stderr with why)."""
+    if spec is None:
+        spec = vote_model_spec(calibration) if no_prm else DEFAULT_SPEC
+        if no_prm and not quiet:
+            why = ("its calibration beside the generator" if calibration is not None
+                   else "no calibration beside the generator (`edge-adapt calibrate`): Adaptive-Consistency")
+            err_console.print(f"no PRM: {spec} ({why})", highlight=False)
+    try:
+        return parse_spec(f"{'majority' if no_prm else 'best_of_n'}:n={samples}" if samples else spec)
+    except EdgeAdaptError as exc:
+        raise click.BadParameter(str(exc), param_hint="--strategy") from None
 
 
 def _print(result: SearchResult, problem: Problem, shown: str, question_q: Quantiles | None, correct: bool | None,

@@ -44,7 +44,7 @@ def stack_settings_for(config: ServeConfig) -> StackSettings:
     sizing = [BestOfN(n=config.max_n, select="majority")]
     if config.default_strategy is not None:
         sizing.append(parse_spec(config.default_strategy))
-    return replace(config.stack, strategies=tuple(sizing), max_new_tokens=config.max_tokens)
+    return replace(config.stack, strategies=tuple(sizing), prompt=replace(config.stack.prompt, max_new_tokens=config.max_tokens))
 
 
 class ServerState:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from edge_adapt.cli.console import console, err_console, human_bytes
 from edge_adapt.cli.options import FiniteFloat, cluster_options, cluster_settings, prompt_options, unescape
+from edge_adapt.settings import PromptSettings
 from edge_adapt.tasks import TASK_NAMES, get_task
 from edge_adapt_tools.cli.loading import load_tool
 
@@ -44,8 +45,7 @@ LAPTOP_FULL_TUNE_LIMIT = 50_000_000  # backbone parameters above which export pr
 @cluster_options
 def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, split: str, per_level: int, solutions: int, continuations: int,
                  keep_continuations: bool, temperature: float, top_p: float, top_k: int, seed: int, n_ctx: int, threads: int | None,
-                 gpu_layers: int, chat: bool | None, system: str | None, prompt_template: str | None, step_delimiter: str | None,
-                 max_new_tokens: int | None, ray: bool, ray_address: str | None, ray_workers: int | None, ray_cpus_per_worker: int,
+                 gpu_layers: int, prompt: PromptSettings, ray: bool, ray_address: str | None, ray_workers: int | None, ray_cpus_per_worker: int,
                  ray_gpus_per_worker: float) -> None:
     """Build a calibration set: Monte-Carlo success rates of reasoning prefixes of GENERATOR.
 
@@ -74,12 +74,11 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
     cluster = cluster_settings(ray, ray_address, ray_workers, ray_cpus_per_worker, ray_gpus_per_worker)
     if cluster is not None and threads is None:
         threads = ray_cpus_per_worker  # each worker runs on the cores it holds
-    task = get_task(task_name, data, prompt_template)
+    task = get_task(task_name, data, prompt.prompt_template)
     problems = task.calibration_problems(split, per_level, seed=seed)
     settings = rollouts.RolloutSettings(
         n_solutions=solutions, n_continuations=continuations, record_continuations=keep_continuations,
-        sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k), seed=seed, chat=chat, system=system,
-        step_delimiter=step_delimiter, max_new_tokens=max_new_tokens,
+        sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k), seed=seed, prompt=prompt,
     )
     config = GeneratorConfig(n_ctx=n_ctx, n_seq_max=256, n_threads=threads, n_gpu_layers=gpu_layers)
     columns = (TextColumn("rollouts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())

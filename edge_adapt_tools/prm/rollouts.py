@@ -30,10 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_adapt.cluster import ClusterSettings
+from edge_adapt.assembly import open_generator
+from edge_adapt.cluster import ClusterSettings, FileCheck
+from edge_adapt.execution import executor_for
 from edge_adapt.files import atomic_write_text
-from edge_adapt.generator import GenerationStats, Generator, GeneratorConfig, Node, SamplingParams, StepEnd, StepRules
+from edge_adapt.generator import GenerationStats, Generator, GeneratorConfig, Node, SamplingParams, StepEnd
 from edge_adapt.models import sha256_of
+from edge_adapt.settings import PromptSettings
 from edge_adapt.tasks import Problem, Task
 from edge_adapt_tools.prm.calibration_data import CalibrationRecord, CalibrationWriter, recorded_questions, writing_lock
 
@@ -52,15 +55,9 @@ class RolloutSettings:
     # default task they are nearly all wrong (a right solution is one canonical text, already
     # sampled) and bought one question in a hundred at best-of-16 (models/README.md)
     record_continuations: bool = False
-    # the generator's chat template around the task's prompt, as search will use it (None: when
-    # the GGUF has one); recorded with the calibration, so the PRM knows how it was prompted
-    chat: bool | None = None
-    system: str | None = None
-    step_delimiter: str | None = None  # where a step ends, instead of the task's (recorded when set)
-    max_new_tokens: int | None = None  # one solution's cap, instead of the task's (recorded when set)
-
-    def rules_for(self, task: Task) -> StepRules:
-        return task.step_rules.overridden(self.step_delimiter, self.max_new_tokens)
+    # how the generator is prompted, as search will prompt it; recorded with the calibration, so the
+    # PRM knows (the chat choice always, step rules and template where they differ from the task's)
+    prompt: PromptSettings = PromptSettings()
 
 
 @dataclass
@@ -85,10 +82,10 @@ def rollout_question(
 ) -> tuple[list[CalibrationRecord], GenerationStats, int]:
     """The records of one question, what they cost, and how many continuations hit the context cap."""
     before = gen.usage
-    rules = settings.rules_for(task)
+    rules = settings.prompt.rules(task)
     sampling = settings.sampling
-    chat = gen.vocab.has_chat_template if settings.chat is None else settings.chat
-    prompt = gen.vocab.prompt_tokens(task.prompt(problem), chat=chat, system=settings.system)
+    chat = bool(settings.prompt.with_chat(gen.vocab.has_chat_template).chat)
+    prompt = gen.vocab.prompt_tokens(task.prompt(problem), chat=chat, system=settings.prompt.system)
     root = gen.prefill(prompt, seed=question_seed(settings.seed, problem.id))
     kept: list[Node] = [root]
     try:
@@ -172,17 +169,7 @@ def build_calibration_set(
     report = RolloutReport()
     started = time.perf_counter()
     with writing_lock(out_path):
-        if cluster is not None:
-            _on_cluster(generator_path, task, problems, out_path, settings, config, progress, cluster, report)
-        else:
-            with Generator(generator_path, config) as gen:
-                provenance, settings = _provenance(generator_path, gen, task, settings)
-                writer = CalibrationWriter(out_path, provenance)
-                todo = [p for p in problems if p.id not in writer.done]
-                report.resumed = len(problems) - len(todo)
-                for i, problem in enumerate(todo):
-                    _add(report, writer, *rollout_question(gen, task, problem, settings, provenance))
-                    progress(problem, report.resumed + i + 1, len(problems))
+        _run(generator_path, task, problems, out_path, settings, config, progress, cluster, report)
     report.wall_s = time.perf_counter() - started
     if report.cut_by_context:
         log.warning("%d continuations ran out of context and were graded as they stood; raise n_ctx", report.cut_by_context)
@@ -206,15 +193,15 @@ def _provenance(generator_path: str | os.PathLike[str], gen: Generator, task: Ta
         "record_continuations": settings.record_continuations,
         "task": task.name,
     }
-    chat = gen.vocab.has_chat_template if settings.chat is None else settings.chat
-    if chat:  # how the generator was prompted (absent: plain prompts)
-        provenance.update(chat=True, system=settings.system)
+    prompt = settings.prompt.with_chat(gen.vocab.has_chat_template)
+    if prompt.chat:  # how the generator was prompted (absent: plain prompts)
+        provenance.update(chat=True, system=prompt.system)
     if getattr(task, "prompt_template", None) not in (None, getattr(task, "default_prompt", None)):
         provenance.update(prompt_template=task.prompt_template)
-    if settings.step_delimiter is not None or settings.max_new_tokens is not None:
-        rules = settings.rules_for(task)
+    if prompt.step_delimiter is not None or prompt.max_new_tokens is not None:
+        rules = prompt.rules(task)
         provenance.update(step_delimiter=rules.delimiter, max_new_tokens=rules.max_new_tokens)
-    return provenance, dataclasses.replace(settings, chat=chat)
+    return provenance, dataclasses.replace(settings, prompt=prompt)
 
 
 def _add(report: RolloutReport, writer: CalibrationWriter, records: list[CalibrationRecord], stats: GenerationStats,
@@ -229,7 +216,7 @@ def _add(report: RolloutReport, writer: CalibrationWriter, records: list[Calibra
 
 @dataclass(frozen=True)
 class _RolloutWorker:
-    """What a Ray worker builds: the generator, then one question's records per call."""
+    """What runs the questions, here or on a Ray worker: the generator, then one question's records per call."""
 
     generator_path: str
     task: Task
@@ -237,32 +224,37 @@ class _RolloutWorker:
     config: GeneratorConfig
 
     def __call__(self, exit_stack: contextlib.ExitStack) -> tuple[Callable[[Problem], Any], dict[str, Any]]:
-        gen = exit_stack.enter_context(Generator(self.generator_path, self.config))
+        gen = exit_stack.enter_context(open_generator(self.generator_path, self.config))
         provenance, settings = _provenance(self.generator_path, gen, self.task, self.settings)
         return (lambda problem: rollout_question(gen, self.task, problem, settings, provenance)), provenance
 
 
-def _on_cluster(generator_path: str | os.PathLike[str], task: Task, problems: Sequence[Problem],
-                out_path: str | os.PathLike[str], settings: RolloutSettings, config: GeneratorConfig,
-                progress: Callable[[Problem, int, int], None], cluster: ClusterSettings, report: RolloutReport) -> None:
-    from edge_adapt.cluster import FileCheck, run_unordered
-
+def _run(generator_path: str | os.PathLike[str], task: Task, problems: Sequence[Problem], out_path: str | os.PathLike[str],
+         settings: RolloutSettings, config: GeneratorConfig, progress: Callable[[Problem, int, int], None],
+         cluster: ClusterSettings | None, report: RolloutReport) -> None:
+    """The questions not yet in the file, here or on Ray workers; this process appends every record."""
     recorded = recorded_questions(out_path)
     todo = [p for p in problems if p.id not in recorded]
     report.resumed = len(problems) - len(todo)
     by_id = {p.id: p for p in todo}
     writer: list[CalibrationWriter] = []
-    def ready(provenance: dict[str, Any]) -> None:  # the first worker's view of the generator (its chat template)
+    if not todo:  # nothing left: still refuse a file made with other settings
+        with open_generator(generator_path, config) as gen:
+            CalibrationWriter(out_path, _provenance(generator_path, gen, task, settings)[0])
+        return
+
+    def ready(provenance: dict[str, Any]) -> None:  # the runner's view of the generator (its chat template)
         writer.append(CalibrationWriter(out_path, provenance))
 
     def write(key: str, result: tuple[list[CalibrationRecord], GenerationStats, int]) -> None:
         _add(report, writer[0], *result)
         progress(by_id[key], report.resumed + report.questions, len(problems))
 
-    cluster_report = run_unordered(cluster, [FileCheck.of(generator_path)],
-                                   _RolloutWorker(str(generator_path), task, settings, config),
-                                   [(p.id, p) for p in todo], ready, write)
-    report.cluster = cluster_report.as_record()
-    # the run's environment record: per-worker throughput and retries, beside the calibration file
-    out = Path(out_path)
-    atomic_write_text(out.with_name(out.name + ".cluster.json"), json.dumps(report.cluster, indent=2) + "\n")
+    cluster_report = executor_for(cluster)([FileCheck.of(generator_path)],
+                                           _RolloutWorker(str(generator_path), task, settings, config),
+                                           [(p.id, p) for p in todo], ready, write)
+    if cluster_report is not None:
+        report.cluster = cluster_report.as_record()
+        # the run's environment record: per-worker throughput and retries, beside the calibration file
+        out = Path(out_path)
+        atomic_write_text(out.with_name(out.name + ".cluster.json"), json.dumps(report.cluster, indent=2) + "\n")
