@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_adapt import Generator, GeneratorConfig, SamplingParams, StepRules
+from edge_adapt.assembly import open_generator
 from edge_adapt.generator.config import default_threads
 
 PREFIX_TEXT = (
@@ -107,7 +108,7 @@ def main() -> None:
     # A delimiter the model never writes: every continuation runs to --new-tokens (or EOS).
     rules = StepRules(delimiter="\x00\x00", max_step_tokens=args.new_tokens, max_new_tokens=args.new_tokens)
     console = Console(width=None if sys.stdout.isatty() else 150)
-    with Generator(model, config) as gen:
+    with open_generator(model, config) as gen:
         text = PREFIX_TEXT * (1 + args.prefix_tokens // 20)
         prefix = gen.vocab.tokenize(text)[: args.prefix_tokens]
         console.print(

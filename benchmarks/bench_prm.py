@@ -19,7 +19,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from edge_adapt.prm import PRMBundle, QuantilePRM
+from edge_adapt.assembly import open_prm
+from edge_adapt.prm import PRMBundle
 from edge_adapt_tools.prm.calibration_data import read_records
 from edge_adapt_tools.prm.data import split_questions
 from edge_adapt_tools.prm.metrics import runtime_metrics
@@ -52,7 +53,7 @@ def main() -> None:
         table.add_column(col, justify="left" if col == "variant" else "right")
     for variant in [v for v in ("fp32", "int8") if v in bundle.models]:
         m = runtime_metrics(args.prm, variant, held_records)
-        prm = QuantilePRM(args.prm, providers=["CPUExecutionProvider"], variant=variant, threads=args.threads, max_batch=max(batches))
+        prm = open_prm(args.prm, providers=["CPUExecutionProvider"], variant=variant, threads=args.threads, max_batch=max(batches))
         for b in batches:
             qid = questions[0]
             prefixes = [by_question[qid][i % len(by_question[qid])] for i in range(b)]

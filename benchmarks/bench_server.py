@@ -214,7 +214,7 @@ def chat_streaming(url: str, requests: int, threads: int | None, max_tokens: int
     from llama_cpp import Llama
 
     from edge_adapt.generator.config import default_threads
-    from edge_adapt.generator.llama_backend import use_extra_buffers
+    from edge_adapt.generator.llama_platform import use_extra_buffers
 
     n = threads or default_threads()
     # Llama() has no switch for llama.cpp's extra buffer types; its model parameters start from

@@ -22,8 +22,8 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
-from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams
-from edge_adapt.prm import QuantilePRM
+from edge_adapt.assembly import open_generator, open_prm
+from edge_adapt.generator import GeneratorConfig, SamplingParams
 from edge_adapt.prm.format import encode_prefix
 from edge_adapt.tasks import ArithmeticTask
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
@@ -40,7 +40,7 @@ def main() -> None:
 
     task = ArithmeticTask()
     problems = task.problems("test", args.per_level or list(TEST_PER_LEVEL), seed=0)
-    prm = QuantilePRM(args.models / "prm")
+    prm = open_prm(args.models / "prm")
     tokenizer = Tokenizer.from_file(str(args.models / "prm" / "tokenizer.json"))
     gguf = next(args.models.glob("generator-*.gguf"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,7 +57,7 @@ def main() -> None:
 
     features = ("PRM median", "generator log-likelihood", "lowest token log-probability", "majority vote (answers)")
     picked: dict[str, dict[int, list[bool]]] = {f: defaultdict(list) for f in features}
-    with Generator(gguf, GeneratorConfig(n_ctx=8192, n_seq_max=64)) as gen:
+    with open_generator(gguf, GeneratorConfig(n_ctx=8192, n_seq_max=64)) as gen:
         for i, problem in enumerate(problems):
             root = gen.prefill(task.prompt(problem), seed=i)
             try:

@@ -194,23 +194,20 @@ def allocate_batch(success: Sequence[float | SuccessBelief], joules_per_sample: 
         return best
 
     heap: list[tuple[float, int, int]] = []
+
+    def offer(i: int) -> None:
+        best = best_offer(i, left)
+        if best:
+            heapq.heappush(heap, (-best[0], i, best[1]))
+
     for i in range(q):
-        offer = best_offer(i, left)
-        if offer:
-            heap.append((-offer[0], i, offer[1]))
-    heapq.heapify(heap)
+        offer(i)
     while heap:
         _, i, k = heapq.heappop(heap)
-        if price(i, k) > left:  # no longer fits: offer what still does (cheaper questions may still fit)
-            offer = best_offer(i, left)
-            if offer:
-                heapq.heappush(heap, (-offer[0], i, offer[1]))
-            continue
-        left -= price(i, k)
-        n[i] += k
-        offer = best_offer(i, left)
-        if offer:
-            heapq.heappush(heap, (-offer[0], i, offer[1]))
+        if price(i, k) <= left:  # else it no longer fits: offer what still does (a smaller bundle)
+            left -= price(i, k)
+            n[i] += k
+        offer(i)
     expected = sum(p[i].accuracy(selection, n[i]) for i in range(q))
     return BatchAllocation(tuple(n), expected, total_joules - left, selection.name)
 

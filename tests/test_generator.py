@@ -162,19 +162,6 @@ def test_logprobs_are_model_log_probabilities(gen: Generator) -> None:
         assert child.wall_s > 0 and child.seed is not None
 
 
-def test_extend_forces_text_and_counts_it_as_prompt(gen: Generator, random_gguf: Path) -> None:
-    root = gen.prefill(PROMPT, seed=2)
-    forced = gen.extend(root, "85*3=255\n\n")
-    assert forced.kind == "forced" and forced.text == "85*3=255\n\n"
-    assert gen.usage.prompt_tokens == len(root.tokens) + len(forced.tokens)
-    child = gen.expand([forced], 1, sampling=HOT, rules=NO_DELIMITER).children[0]
-    assert child.solution_text().startswith("85*3=255\n\n")
-    assert_matches_sequential(random_gguf, child)
-
-
-# -- steps and solutions (a model trained to write them) --------------------------------------
-
-
 @pytest.fixture
 def step_gen(step_gguf: Path):
     g = Generator(step_gguf, GeneratorConfig(n_ctx=256, n_seq_max=32))

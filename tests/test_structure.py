@@ -91,12 +91,14 @@ def test_the_prm_and_its_absence_offer_what_search_asks_of_a_prm() -> None:
                 list(inspect.signature(getattr(PRM, method)).parameters), (implementation.__name__, method)
 
 
-def test_the_library_builds_its_parts_only_in_the_composition_root() -> None:
-    """Generator, PRM, meter, policy and searcher are constructed in edge_adapt/assembly.py (the
-    benchmarks and the workstation tools are not held to it yet)."""
+def test_everything_builds_its_parts_only_in_the_composition_root() -> None:
+    """Generator, PRM, meter, policy and searcher are constructed in edge_adapt/assembly.py, in the
+    library, the workstation tools and the benchmarks alike (tests build parts to test them)."""
     parts = {"Generator", "Searcher", "EnergyPolicy", "QuantilePRM", "NoPRM"}
-    found = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in sorted((ROOT / "edge_adapt").rglob("*.py"))
+    files = [path for folder in ("edge_adapt", "edge_adapt_tools", "benchmarks") for path in sorted((ROOT / folder).rglob("*.py"))]
+    found = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in files
              if path.name != "assembly.py"
              for node in ast.walk(ast.parse(path.read_text(), str(path)))
-             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in parts]
+             if isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute))
+             and (node.func.id if isinstance(node.func, ast.Name) else node.func.attr) in parts]
     assert found == []

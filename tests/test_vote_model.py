@@ -11,16 +11,7 @@ import pytest
 
 from edge_adapt.errors import ModelLoadError
 from edge_adapt.search.spec import parse_spec
-from edge_adapt.search.vote_calibration import (
-    CalibrationSample,
-    VoteQuestion,
-    available_features,
-    fit_table,
-    fit_vote_model,
-    judge,
-    replay_adaptive,
-    replay_fixed,
-)
+from edge_adapt.search.vote_calibration import available_features, fit_table, fit_vote_model
 from edge_adapt.search.vote_model import (
     Sample,
     VoteCell,
@@ -32,6 +23,7 @@ from edge_adapt.search.vote_model import (
     vote_round,
     vote_state,
 )
+from edge_adapt.search.vote_replay import CalibrationSample, VoteQuestion, judge, replay_adaptive, replay_fixed
 from edge_adapt.search.voting import majority_confidence
 
 

@@ -1,9 +1,10 @@
 """Benchmark runs: strategies x questions with one resumable JSONL record each, and summaries
 (tables, plots) rebuilt from the records alone."""
 
+from edge_adapt.bench.plots import write_plots
 from edge_adapt.bench.records import RunFolder, RunFolderError, stable_view
 from edge_adapt.bench.runner import DEFAULT_STRATEGIES, NO_PRM_STRATEGIES, BenchConfig, load_problems, run_bench
-from edge_adapt.bench.summary import StrategySummary, summarise, write_plots, write_summary
+from edge_adapt.bench.summary import StrategySummary, summarise, write_summary
 
 __all__ = [
     "DEFAULT_STRATEGIES",

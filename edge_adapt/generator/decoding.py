@@ -17,7 +17,8 @@ import numpy as np
 
 from edge_adapt.errors import BranchCapacityError, ContextOverflowError, EdgeAdaptError, ModelLoadError
 from edge_adapt.generator.kv_pool import SequencePool
-from edge_adapt.generator.llama_backend import Batch, LlamaContext, LlamaModel, ensure_backend, errors_in
+from edge_adapt.generator.llama_backend import Batch, LlamaContext, LlamaModel
+from edge_adapt.generator.llama_platform import ensure_backend, errors_in
 from edge_adapt.generator.sampling import BranchSampler, CandidateBuffer, SamplingParams
 from edge_adapt.generator.steps import StepEnd, StepRules, StepScanner
 from edge_adapt.generator.tree import GenerationStats, Node
@@ -214,8 +215,8 @@ class TreeDecoder:
 
 
 def _recent_logprobs(node: Node, n: int) -> list[float]:
-    """The log-probabilities of the last ``n`` tokens generated on the path to ``node`` (since its
-    last prompt or forced text), oldest first."""
+    """The log-probabilities of the last ``n`` tokens generated on the path to ``node`` (since the
+    prompt), oldest first."""
     segments: list[tuple[float, ...]] = []
     held = 0
     step: Node | None = node

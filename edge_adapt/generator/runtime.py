@@ -23,7 +23,8 @@ from edge_adapt.errors import EdgeAdaptError, SamplingConfigError
 from edge_adapt.generator.config import GeneratorConfig, default_threads
 from edge_adapt.generator.decoding import TreeDecoder
 from edge_adapt.generator.kv_pool import SequencePool
-from edge_adapt.generator.llama_backend import ContextSettings, LlamaContext, LlamaModel, gpu_offload_supported
+from edge_adapt.generator.llama_backend import ContextSettings, LlamaContext, LlamaModel
+from edge_adapt.generator.llama_platform import gpu_offload_supported
 from edge_adapt.generator.sampling import SamplingParams
 from edge_adapt.generator.steps import StepRules
 from edge_adapt.generator.tree import Expansion, GenerationStats, Node
@@ -145,31 +146,6 @@ class Generator:
         self.usage = self.usage + self._decoder.evaluate(node, tokens[cached:], what="prompt", cached_prefix=cached)
         self._pool.remember(node)
         return node
-
-    def extend(self, node: Node, text: str, *, parse_special: bool = False) -> Node:
-        """A child of ``node`` holding ``text`` as given (teacher-forced, evaluated as prompt).
-
-        For continuing from a known prefix (a partial solution written elsewhere, a forced first
-        step). The text is tokenized on its own, so start it at a natural boundary (a new step).
-        """
-        self._check_expandable(node)
-        tokens = self.vocab.tokenize(text, add_special=False, parse_special=parse_special)
-        if not tokens:
-            raise EdgeAdaptError("extend() needs non-empty text")
-        check_fits(node.n_past + len(tokens), self.seq_ctx, self.model.n_ctx_train, what="prompt plus forced text")
-        assert node._seeds is not None
-        child = Node(
-            id=next(self._ids),
-            parent=node,
-            kind="forced",
-            tokens=tuple(tokens),
-            text=self.vocab.detokenize(tokens),
-            depth=node.depth,
-            n_past=node.n_past,
-            _seeds=node._seeds.spawn(1)[0],
-        )
-        self.usage = self.usage + self._decoder.evaluate(child, tokens, what="forced text")
-        return child
 
     def expand(
         self,

@@ -40,13 +40,12 @@ class GenerationStats:
 class Node:
     """A point in a solution, and the segment of tokens that led to it.
 
-    The root holds the prompt; ``extend`` adds forced text; ``expand`` adds generated steps,
-    whose tokens, per-token log-probabilities, end reason, seed and wall time are kept here.
+    The root holds the prompt; ``expand`` adds generated steps, whose tokens, per-token log-probabilities, end reason, seed and wall time are kept here.
     """
 
     id: int
     parent: Node | None = field(repr=False)
-    kind: str  # "prompt", "forced" or "step"
+    kind: str  # "prompt" or "step"
     tokens: tuple[int, ...] = field(repr=False)
     text: str
     logprobs: tuple[float, ...] = field(default=(), repr=False)
@@ -54,7 +53,7 @@ class Node:
     seed: int | None = None
     wall_s: float = 0.0
     depth: int = 0  # generated steps between the root and this node
-    generated: int = 0  # tokens generated since the last prompt or forced text
+    generated: int = 0  # tokens generated since the prompt
     n_past: int = 0  # positions of this path held in the KV cache
     _seq: int | None = field(default=None, repr=False)
     _cells: int = field(default=0, repr=False)  # KV cells this node's own segment occupies
@@ -94,7 +93,7 @@ class Node:
         return [n for n in self.path() if n.kind == "step"]
 
     def solution_text(self) -> str:
-        """Everything after the prompt: forced text and generated steps, in order."""
+        """Everything after the prompt: the generated steps, in order."""
         return "".join(n.text for n in self.path() if n.kind != "prompt")
 
 

@@ -12,16 +12,15 @@ choices are made on calibration questions alone, out of fold (two folds of quest
   ``tolerance`` points of the best fixed vote (N = 1..N) measured there;
 - nothing else: bins and shrinkage are fixed settings.
 
-:func:`judge` replays the fitted model on held-out questions against the fixed vote curve and
-checks how well the table's promises hold there. Pure: numbers in, numbers out.
+The questions, the replays and the held-out judgement are in :mod:`edge_adapt.search.vote_replay`.
+Pure: numbers in, numbers out.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,55 +29,22 @@ from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.search.vote_model import (
     FEATURES,
     HORIZONS,
-    Sample,
     VoteCell,
     VoteModel,
     VoteTable,
     cell_keys,
     leader,
-    vote_round,
     vote_state,
 )
+from edge_adapt.search.vote_replay import PRICES, VoteQuestion, orders, replay_adaptive, replay_fixed
 
-PRICES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 PRIOR_QUESTIONS = 4.0  # a cell's estimate counts its parent's as this many questions' worth
 MIN_QUESTIONS = 10  # a decision reads a cell only when this many calibration questions reached it
-
-
-@dataclass(frozen=True)
-class CalibrationSample:
-    answer: str | None  # a label shared by equivalent answers; None: cut off, no vote
-    correct: bool
-    tokens: int
-    features: dict[str, float | None]  # FEATURES -> value (prm: None when no PRM scored it)
-
-
-@dataclass(frozen=True)
-class VoteQuestion:
-    id: str
-    samples: tuple[CalibrationSample, ...]
-    level: int | None = None
-
-    def as_samples(self, feature: str, order: Sequence[int] | None = None) -> list[Sample]:
-        idx = order if order is not None else range(len(self.samples))
-        return [Sample(self.samples[i].answer, self.samples[i].features.get(feature) or 0.0, self.samples[i].tokens) for i in idx]
-
-    def right(self, answer: str | None) -> bool:
-        return answer is not None and any(s.correct for s in self.samples if s.answer == answer)
 
 
 def available_features(questions: Sequence[VoteQuestion]) -> tuple[str, ...]:
     """The features every sample has (the PRM's only where every sample was scored)."""
     return tuple(f for f in FEATURES if all(s.features.get(f) is not None for q in questions for s in q.samples))
-
-
-def _orders(m: int, count: int, rng: random.Random) -> list[list[int]]:
-    orders = []
-    for _ in range(count):
-        order = list(range(m))
-        rng.shuffle(order)
-        orders.append(order)
-    return orders
 
 
 def _rows(questions: Sequence[VoteQuestion], feature: str, orderings: int, seed: int):  # type: ignore[no-untyped-def]
@@ -87,7 +53,7 @@ def _rows(questions: Sequence[VoteQuestion], feature: str, orderings: int, seed:
     rng = random.Random(seed)
     for qi, q in enumerate(questions):
         m = len(q.samples)
-        for order in _orders(m, orderings, rng):
+        for order in orders(m, orderings, rng):
             samples = q.as_samples(feature, order)
             trail = []
             for n in range(1, m + 1):
@@ -152,83 +118,6 @@ def log_loss(table: VoteTable, questions: Sequence[VoteQuestion], feature: str, 
     return total / weight if weight else float("inf")
 
 
-@dataclass(frozen=True)
-class Replayed:
-    """One strategy replayed on questions: accuracy, generated tokens and samples per question."""
-
-    accuracy: float
-    tokens: float
-    samples: float
-    per_level: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # level -> the same three
-    by_question: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)  # id -> (P(right), tokens)
-
-
-def _summarise(outcomes: Sequence[tuple[VoteQuestion, bool, int, int]]) -> Replayed:
-    def stats(items: Sequence[tuple[VoteQuestion, bool, int, int]]) -> tuple[float, float, float]:
-        k = len(items) or 1
-        return (100.0 * sum(o[1] for o in items) / k, sum(o[2] for o in items) / k, sum(o[3] for o in items) / k)
-
-    levels = sorted({str(o[0].level) for o in outcomes if o[0].level is not None})
-    ids: dict[str, list[tuple[VoteQuestion, bool, int, int]]] = {}
-    for o in outcomes:
-        ids.setdefault(o[0].id, []).append(o)
-    by_question = {qid: (accuracy / 100.0, tokens) for qid, (accuracy, tokens, _) in
-                   ((qid, stats(items)) for qid, items in ids.items())}
-    return Replayed(*stats(outcomes), {lv: stats([o for o in outcomes if str(o[0].level) == lv]) for lv in levels}, by_question)
-
-
-Rule = Callable[[VoteQuestion, list[CalibrationSample]], tuple[int, str | None]]
-
-
-def replay_rule(questions: Sequence[VoteQuestion], rule: Rule, *, orderings: int = 16, seed: int = 1) -> Replayed:
-    """Any sampling rule replayed over seeded orders of each question's samples: ``rule`` sees the
-    samples in order and says how many it drew and which answer it gave."""
-    rng = random.Random(seed)
-    outcomes = []
-    for q in questions:
-        for order in _orders(len(q.samples), orderings, rng):
-            n, answer = rule(q, [q.samples[i] for i in order])
-            outcomes.append((q, q.right(answer), sum(q.samples[i].tokens for i in order[:n]), n))
-    return _summarise(outcomes)
-
-
-def replay_fixed(questions: Sequence[VoteQuestion], n: int, feature: str, *, orderings: int = 16, seed: int = 1) -> Replayed:
-    """A fixed vote of ``n`` samples (the same leader rule), averaged over seeded orders."""
-    rng = random.Random(seed)
-    outcomes = []
-    for q in questions:
-        for order in _orders(len(q.samples), orderings, rng):
-            drawn = order[:n]
-            right = q.right(leader(q.as_samples(feature, drawn))[0])
-            outcomes.append((q, right, sum(q.samples[i].tokens for i in drawn), len(drawn)))
-    return _summarise(outcomes)
-
-
-def replay_adaptive(questions: Sequence[VoteQuestion], model: VoteModel | None, price: float, feature: str, *,
-                    n_max: int = 16, orderings: int = 16, seed: int = 1) -> tuple[Replayed, list[tuple[float, bool, int]]]:
-    """The adaptive vote replayed over seeded orders of each question's samples, and for every
-    stop (P(right) the table promised, whether the leader was right, the questions behind it)."""
-    rng = random.Random(seed)
-    outcomes, promises = [], []
-    for q in questions:
-        for order in _orders(len(q.samples), orderings, rng):
-            samples = q.as_samples(feature, order)
-            n, decision = 0, None
-            while True:
-                seen = samples[:n]
-                tokens_per = sum(s.tokens for s in seen) / n if n else 0.0
-                decision = vote_round(vote_state(seen), model, price=price, tokens_per_sample=tokens_per,
-                                      n_max=min(n_max, len(samples)))
-                if decision.draw == 0:
-                    break
-                n = min(n + decision.draw, len(samples))
-            answer = leader(samples[:n])[0]
-            right = q.right(answer)
-            outcomes.append((q, right, sum(s.tokens for s in samples[:n]), n))
-            promises.append((decision.right, right, decision.questions))
-    return _summarise(outcomes), promises
-
-
 def _folds(questions: Sequence[VoteQuestion], seed: int) -> tuple[list[VoteQuestion], list[VoteQuestion]]:
     order = list(questions)
     random.Random(seed).shuffle(order)
@@ -275,36 +164,3 @@ def fit_vote_model(questions: Sequence[VoteQuestion], *, seed: int = 0, toleranc
         generator_only = (own, fit_table(questions, own, seed=seed))
     return VoteModel(feature, table, m, price, dict(provenance or {}, questions=len(questions), samples_per_question=m), report,
                      generator_only)
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """The fitted model on held-out questions: the fixed vote curve, the adaptive vote at several
-    prices, and per bin of promised P(right), the promise against what happened."""
-
-    fixed: dict[int, Replayed]
-    adaptive: dict[float, Replayed]
-    reliability: tuple[tuple[str, int, float, float], ...]  # (bin, stops, promised %, measured %)
-    questions_behind: tuple[int, int, int]  # min, median, max calibration questions behind a stop
-
-
-def judge(model: VoteModel, held_out: Sequence[VoteQuestion], prices: Sequence[float] = PRICES, seed: int = 21) -> Judgement:
-    held_out = [q for q in held_out if q.samples]
-    if not held_out:
-        raise EdgeAdaptError("no held-out questions with samples to judge the vote model on")
-    m = min(len(q.samples) for q in held_out)
-    fixed = {n: replay_fixed(held_out, n, model.feature, seed=seed) for n in range(1, m + 1)}
-    adaptive, promises = {}, []
-    for price in sorted({*prices, model.price}):
-        adaptive[price], stops = replay_adaptive(held_out, model, price, model.feature, n_max=m, seed=seed)
-        if price == model.price:
-            promises = stops
-    bins = []
-    for lo, hi in ((0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.01)):
-        inside = [(p, r) for p, r, _ in promises if lo <= p < hi]
-        if inside:
-            bins.append((f"{lo:.1f}-{min(hi, 1.0):.1f}", len(inside), 100 * float(np.mean([p for p, _ in inside])),
-                         100 * float(np.mean([r for _, r in inside]))))
-    behind = sorted(q for _, _, q in promises)
-    return Judgement(fixed, adaptive, tuple(bins), (behind[0], behind[len(behind) // 2], behind[-1]) if behind else (0, 0, 0))
-

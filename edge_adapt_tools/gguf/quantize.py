@@ -23,7 +23,8 @@ import llama_cpp
 from edge_adapt.errors import QuantizationError
 from edge_adapt.files import atomic_output
 from edge_adapt.generator.config import default_threads
-from edge_adapt.generator.llama_backend import ensure_backend, errors_in, read_gguf_header
+from edge_adapt.generator.llama_backend import read_gguf_header
+from edge_adapt.generator.llama_platform import ensure_backend, errors_in
 
 log = logging.getLogger(__name__)
 

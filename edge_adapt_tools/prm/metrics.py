@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_adapt.prm.scorer import QuantilePRM
+from edge_adapt.assembly import open_prm
 from edge_adapt_tools.prm.calibration_data import CalibrationRecord
 
 
@@ -154,7 +154,7 @@ def reliability_diagram(
 def runtime_metrics(bundle_dir: str | Path, variant: str, records: Sequence[CalibrationRecord]) -> CalibrationMetrics:
     """Held-out calibration metrics measured through the device scorer (format, tokenizer, ONNX),
     scoring each question's prefixes in one batched call as search does."""
-    prm = QuantilePRM(bundle_dir, providers=["CPUExecutionProvider"], variant=variant)
+    prm = open_prm(bundle_dir, providers=["CPUExecutionProvider"], variant=variant)
     by_question: dict[str, list[CalibrationRecord]] = defaultdict(list)
     for r in records:
         by_question[r.question_id].append(r)

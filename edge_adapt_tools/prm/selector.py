@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_adapt.assembly import StackSettings, open_stack
+from edge_adapt.assembly import StackSettings, open_prm, open_stack
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.prm import QuantilePRM
@@ -115,7 +115,7 @@ def calibrate_selector(prm_folder: str | os.PathLike[str], calibration: str | os
                              "is fitted on fresh questions only: pass --generator and --fresh-per-level too")
     task = task or _task_of(records)
     extract = task.extract_answer if task is not None else extract_answer
-    prm = QuantilePRM(prm_folder, threads=threads)
+    prm = open_prm(prm_folder, threads=threads)
     ids, how = ({r.question_id for r in records}, "all questions (asked for)") if all_questions else untrained_questions(records, prm)
     by_question: dict[str, list[CalibrationRecord]] = defaultdict(list)
     for r in records:
