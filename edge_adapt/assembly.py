@@ -65,6 +65,12 @@ class StackSettings:
     context_from_model: int = 0  # > 0: the pool grows to the model's training context, up to this many cells
     prompt_cache: bool = False  # keep the last prompt's cells for the next prompt that starts the same way
 
+    def __post_init__(self) -> None:
+        given = self.prompt.prompt_template
+        if given is not None and getattr(self.task, "prompt_template", None) != given:
+            raise SamplingConfigError(f"the prompt template {given!r} is not the task's: build the task with it "
+                                      "(get_task(name, data, prompt_template)), the stack prompts as its task says")
+
     @property
     def step_rules(self) -> StepRules:
         """The task's step rules with this stack's overrides."""

@@ -40,8 +40,8 @@ class PromptSettings:
 
     def or_else(self, recorded: Mapping[str, Any]) -> PromptSettings:
         """Unset fields taken from a record of these settings (a calibration's provenance)."""
-        return replace(self, **{f.name: recorded[f.name] for f in fields(self)
-                                if getattr(self, f.name) is None and recorded.get(f.name) is not None})
+        kept = PromptSettings.from_record(recorded)
+        return replace(self, **{f.name: getattr(kept, f.name) for f in fields(self) if getattr(self, f.name) is None})
 
     def as_record(self) -> dict[str, Any]:
         """The settings as config.json and provenance records write them (flat, by field name)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -25,7 +27,7 @@ def test_options_become_one_prompt_settings_object() -> None:
     assert result.exit_code == 0, result.output
     assert seen == [PromptSettings(chat=False, system="Hi", step_delimiter="\n", max_new_tokens=64)]
     assert CliRunner().invoke(command, []).exit_code == 0 and seen[-1] == PromptSettings()
-    assert set(PROMPT_FIELDS) == set(PromptSettings().as_record())
+    assert {param.name for param in command.params} == set(PROMPT_FIELDS)  # one option per field
 
 
 def test_a_bench_config_writes_the_prompt_flat_as_runs_always_have() -> None:
@@ -49,3 +51,13 @@ def test_unset_fields_come_from_a_record_and_the_rules_from_the_task() -> None:
 def test_bad_prompt_settings_are_refused(bad: dict) -> None:
     with pytest.raises(EdgeAdaptError):
         PromptSettings(**bad)
+
+
+def test_a_stack_refuses_a_prompt_template_its_task_does_not_hold() -> None:
+    from edge_adapt.assembly import StackSettings
+    from edge_adapt.tasks import get_task
+
+    task = get_task("gsm8k", None, "Q: {question}\nA:")
+    StackSettings(Path("g.gguf"), None, task, (), prompt=PromptSettings(prompt_template="Q: {question}\nA:"))
+    with pytest.raises(EdgeAdaptError, match="not the task's"):
+        StackSettings(Path("g.gguf"), None, ArithmeticTask(), (), prompt=PromptSettings(prompt_template="Q: {question}\nA:"))

@@ -225,4 +225,4 @@ def _recent_logprobs(node: Node, n: int) -> list[float]:
         held += len(step.logprobs)
         step = step.parent
     recent = [lp for segment in reversed(segments) for lp in segment]
-    return recent[-n:] if n else []
+    return recent[-n:]

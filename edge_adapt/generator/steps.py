@@ -3,8 +3,8 @@
 A *step* ends at the step delimiter (a blank line by default, the paper's convention); the
 solution then continues. A *solution* ends at an end-of-generation token, when the answer
 pattern matches, at a length cap, or (where asked) when the model's confidence in its last
-tokens falls below a floor (DeepConf's online termination, arXiv 2508.15260). Search needs the two apart: a finished step is expanded
-further, a finished solution is scored and kept.
+tokens falls below a floor (DeepConf's online termination, arXiv 2508.15260). Search needs the
+two apart: a finished step is expanded further, a finished solution is scored and kept.
 """
 
 from __future__ import annotations
