@@ -73,3 +73,11 @@ def test_the_arithmetic_models_read_words_and_say_what_they_ignored() -> None:
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 + 30?"}]}), server, ArithmeticTask())
     assert prepared.job.problem.answer == "42" and prepared.mode == "search"
     assert any("no chat template" in note for note in prepared.notes)
+
+
+@pytest.mark.parametrize("spec", ["deepconf_online:n=64", "adaptive_vote:keep=0", "deepconf_online:n=8,warmup=9",
+                                  "consistency:keep=nan"])
+def test_a_strategy_the_server_cannot_hold_or_parse_is_refused_naming_the_field(spec: str) -> None:
+    with pytest.raises(APIError) as refused:
+        prepare(chat("What is 17 + 25?", edge_adapt={"strategy": spec}), CHAT, ChatTask())
+    assert refused.value.status == 400 and refused.value.param == "edge_adapt.strategy"
