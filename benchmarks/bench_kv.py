@@ -32,6 +32,7 @@ from edge_adapt.generator import Generator, GeneratorConfig, StepRules
 from edge_adapt.models import load_default_models
 from edge_adapt.search import Strategy, kv_cells_needed, sequences_needed
 from edge_adapt.search.spec import parse_spec
+from edge_adapt.settings import ModelSettings
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL, ArithmeticTask
 
 PROMPT_ROOM = 64  # the default task's prompts are under 40 tokens
@@ -88,7 +89,7 @@ def main() -> int:
                 config = GeneratorConfig(n_ctx=lay.n_ctx, n_seq_max=n_seq, kv_unified=lay.unified)
                 # another GGUF is timed with the shipped PRM's scores: speed, not accuracy, is measured
                 searchers[lay] = stack.enter_context(open_stack(StackSettings(
-                    generator, models.prm, task, (strategy,), generator_config=config, other_generator="warn"))).searcher
+                    ModelSettings(generator, models.prm), task, (strategy,), generator_config=config, other_generator="warn"))).searcher
                 memory[lay] = kv_mib(searchers[lay].generator)
             for lay in plan:  # warm-up: first calls allocate
                 searchers[lay].run(strategy, problems[0], seed=0)

@@ -26,6 +26,7 @@ from edge_adapt.generator import GeneratorConfig
 from edge_adapt.generator.config import default_threads
 from edge_adapt.models import load_default_models
 from edge_adapt.search import BestOfN, sequences_needed
+from edge_adapt.settings import ModelSettings
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL, ArithmeticTask
 
 
@@ -71,7 +72,7 @@ def main() -> int:
         for s in settings:
             config = GeneratorConfig(n_ctx=4096, n_seq_max=n_seq, n_threads=s.gen_threads, n_threads_batch=s.gen_threads)
             searchers[s] = stack.enter_context(open_stack(StackSettings(
-                models.generator, models.prm, task, (strategy,), generator_config=config, prm_threads=s.prm_threads,
+                ModelSettings(models.generator, models.prm), task, (strategy,), generator_config=config, prm_threads=s.prm_threads,
                 prm_spin=s.spin))).searcher
         for s in settings:  # warm-up: first calls allocate
             searchers[s].run(strategy, problems[0], seed=0)

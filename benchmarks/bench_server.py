@@ -42,6 +42,7 @@ import httpx
 from edge_adapt import StackSettings, open_stack
 from edge_adapt.models import load_default_models
 from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
+from edge_adapt.settings import ModelSettings
 from edge_adapt.tasks import ArithmeticTask
 from edge_adapt.tasks.expressions import to_conventional
 
@@ -138,7 +139,7 @@ def overhead(url: str, asks: list[str], threads: int | None) -> tuple[list[float
     defaults = load_default_models(None)
     strategy = parse_spec(STRATEGY)
     task = ArithmeticTask()
-    settings = StackSettings(defaults.generator, defaults.prm, task, (strategy,), threads=threads)
+    settings = StackSettings(ModelSettings(defaults.generator, defaults.prm, threads), task, (strategy,))
     library: list[float] = []
     server: list[float] = []
     with open_stack(settings) as stack, httpx.Client(timeout=300) as http:

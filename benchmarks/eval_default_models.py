@@ -21,6 +21,7 @@ from rich.console import Console
 from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.models import load_default_models
 from edge_adapt.search import BestOfN
+from edge_adapt.settings import ModelSettings
 from edge_adapt.tasks import ArithmeticTask
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
 from edge_adapt_tools.cli.recipe_cmd import print_targets
@@ -44,7 +45,7 @@ def main() -> None:
     per_level = [10] * len(task.levels) if args.quick else list(TEST_PER_LEVEL)
     problems = task.problems("test", per_level, seed=seed)
     strategies = (BestOfN(n=EVALUATION_SAMPLES), BestOfN(n=EASY_SEARCH_N))
-    with open_stack(StackSettings(models.generator, models.prm, task, strategies, threads=args.threads)) as stack:
+    with open_stack(StackSettings(ModelSettings(models.generator, models.prm, args.threads), task, strategies)) as stack:
         evaluation = evaluate_models(stack.generator, stack.prm, task, problems, samples=EVALUATION_SAMPLES, seed=seed)
         evaluation.easy_search_seconds = time_easy_search(stack.searcher, [p for p in problems if p.level == 1][:20])
     measured = copy.deepcopy(manifest)

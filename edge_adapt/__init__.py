@@ -55,6 +55,7 @@ from edge_adapt.search import (
 )
 from edge_adapt.search.context import RunHooks
 from edge_adapt.search.spec import parse_spec
+from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings
 from edge_adapt.tasks import ArithmeticTask, ChatTask, Problem, Task, get_task
 
 __version__ = "0.1.0"
@@ -62,6 +63,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Stack",
     "StackSettings",
+    "ModelSettings",
+    "PromptSettings",
+    "MeterSettings",
     "open_stack",
     "AnswerModel",
     "AnyCorrect",

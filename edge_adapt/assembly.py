@@ -30,7 +30,7 @@ from edge_adapt.prm.absent import NO_PRM_HINT, NoPRM
 from edge_adapt.search import Searcher, SearchSettings, Strategy, kv_cells_needed, sequences_needed
 from edge_adapt.search.searcher import work_done
 from edge_adapt.search.vote_model import VoteModel, calibration_path
-from edge_adapt.settings import PromptSettings
+from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings
 from edge_adapt.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -38,27 +38,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StackSettings:
-    generator: Path
-    prm: Path | None  # None: no PRM (majority vote only, labelled as such)
+    """What a stack is built from: the settings tree (models, prompt, sampling, budget, meter; see
+    :mod:`edge_adapt.settings`), the task and the strategies it will run, and the engine's knobs."""
+
+    models: ModelSettings
     task: Task
     strategies: tuple[Strategy, ...]  # every strategy the stack will run: they size the generator's context
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
+    prompt: PromptSettings = PromptSettings()  # its prompt_template is the task's to hold (get_task)
+    budget: Budget = field(default_factory=Budget)
+    meter: MeterSettings = MeterSettings()
     max_steps: int = 32
-    threads: int | None = None  # generator and ONNX Runtime; None: all cores
-    gpu_layers: int = 0
     # given: the generator is loaded with exactly this (benchmarks of layouts and threads); None:
-    # sized from the strategies with ``threads`` and ``gpu_layers``
+    # sized from the strategies with the models' threads and GPU layers
     generator_config: GeneratorConfig | None = None
-    prm_threads: int | None = None  # None: ``threads``
+    prm_threads: int | None = None  # None: the models' threads
     prm_spin: bool = False  # ONNX Runtime's intra-op threads spin between calls
     # a PRM calibrated for another generator: "refuse" (its scores describe that generator), or
     # "warn" (benchmarks of speed that only need some scores)
     other_generator: Literal["refuse", "warn"] = "refuse"
-    prompt: PromptSettings = PromptSettings()  # its prompt_template is the task's to hold (get_task)
-    meter: str | None = None  # None: the best this machine has
-    measured_only: bool = False  # refuse the estimate: a real meter or a MeterError
-    cost_model: Path | None = None  # a fitted cost model for the estimate
-    budget: Budget = field(default_factory=Budget)
     vote_model: Path | None = None  # the generator's calibration file; None: GENERATOR.calibration.json when there is one
     use_vote_model: bool = True  # False: ignore any calibration file (measure without it)
     context: int | None = None  # the KV pool holds at least this many cells (a server's --ctx); None: sized from the strategies
@@ -98,22 +96,24 @@ def generator_config(strategies: Sequence[Strategy], rules: StepRules, threads: 
 def open_stack(settings: StackSettings) -> Iterator[Stack]:
     """Build the stack; the generator and the meter are closed when the block ends."""
     rules = settings.step_rules
-    config = settings.generator_config or generator_config(settings.strategies, rules, settings.threads, settings.gpu_layers)
+    config = settings.generator_config or generator_config(settings.strategies, rules, settings.models.threads,
+                                                                    settings.models.gpu_layers)
     if settings.generator_config is None:
         config = replace(config, n_ctx=max(config.n_ctx, settings.context or 0),
                          grow_to_training_context=settings.context_from_model, prompt_cache=settings.prompt_cache)
-    with Generator(settings.generator, config) as gen:
+    with Generator(settings.models.generator, config) as gen:
         prm = _open_prm(settings)
 
         def usage() -> Usage:
             return work_done(gen, prm)
 
-        cost_model = CostModel.load(settings.cost_model) if settings.cost_model else None
-        with open_meter(settings.meter, usage=usage, cost_model=cost_model, measured_only=settings.measured_only) as meter:
+        metering = settings.meter
+        cost_model = CostModel.load(metering.cost_model) if metering.cost_model else None
+        with open_meter(metering.kind, usage=usage, cost_model=cost_model, measured_only=metering.measured_only) as meter:
             policy = EnergyPolicy(meter, settings.budget, usage)
             chat = bool(settings.prompt.with_chat(gen.vocab.has_chat_template).chat)
             if chat and not gen.vocab.has_chat_template:
-                raise ModelLoadError(f"{settings.generator} has no chat template; run it with plain prompts (--no-chat)")
+                raise ModelLoadError(f"{settings.models.generator} has no chat template; run it with plain prompts (--no-chat)")
             calibrated_chat = prm.available and bool(prm.bundle.generator.get("chat"))
             if prm.available and calibrated_chat != chat:
                 log.warning("the PRM in %s was calibrated on %s prompts and search prompts are %s: its scores hold for "
@@ -155,14 +155,15 @@ def _open_vote_model(settings: StackSettings, chat: bool) -> VoteModel | None:
     settings is used with a warning (its promises hold for those)."""
     if not settings.use_vote_model:
         return None
-    path = settings.vote_model or calibration_path(settings.generator)
+    generator = settings.models.generator
+    path = settings.vote_model or calibration_path(generator)
     if settings.vote_model is None and not path.is_file():
         return None
     model = VoteModel.load(path)
     fitted_for = str(model.provenance.get("generator_sha256", ""))
-    if fitted_for != sha256_of(settings.generator):
+    if fitted_for != sha256_of(generator):
         raise ModelLoadError(f"{path} was calibrated for another generator (sha256 {fitted_for[:12] or '?'}...), not "
-                             f"{settings.generator}: rerun `edge-adapt calibrate --generator {settings.generator} ...`, or "
+                             f"{generator}: rerun `edge-adapt calibrate --generator {generator} ...`, or "
                              "remove the file to run without it")
     ours = prompt_provenance(settings, chat)
     differ = [f"{k}={model.provenance.get(k)!r} (now {v!r})" for k, v in ours.items() if model.provenance.get(k, v) != v]
@@ -176,21 +177,22 @@ def _open_vote_model(settings: StackSettings, chat: bool) -> VoteModel | None:
 def _open_prm(settings: StackSettings) -> PRM:
     """The PRM, or the no-PRM stand-in when none is given (then only strategies that read no
     score may run); a PRM calibrated for another generator is refused (or warned about)."""
-    if settings.prm is None:
+    models = settings.models
+    if models.prm is None:
         needing = [s.name for s in settings.strategies if s.needs_prm]
         if needing:
             raise SamplingConfigError(f"{', '.join(needing)} read PRM scores; {NO_PRM_HINT}")
         return NoPRM()
-    prm = QuantilePRM(settings.prm, threads=settings.prm_threads or settings.threads, spin=settings.prm_spin)
+    prm = QuantilePRM(models.prm, threads=settings.prm_threads or models.threads, spin=settings.prm_spin)
     calibrated_for = str(prm.bundle.generator.get("sha256") or "")
     if not re.fullmatch(r"[0-9a-f]{64}", calibrated_for):
         log.warning("the PRM in %s does not record the sha256 of the generator it was calibrated for; it cannot be "
-                    "checked against %s", prm.bundle.path, settings.generator)
-    elif sha256_of(settings.generator) != calibrated_for:
+                    "checked against %s", prm.bundle.path, models.generator)
+    elif sha256_of(models.generator) != calibrated_for:
         # its quantiles say how likely *that* generator is to succeed; they would size the search
         # and pick the answers for one it knows nothing about
         message = (f"the PRM in {prm.bundle.path} was calibrated for another generator "
-                   f"({prm.bundle.generator.get('file', '?')}, sha256 {calibrated_for[:12]}...), not {settings.generator}: "
+                   f"({prm.bundle.generator.get('file', '?')}, sha256 {calibrated_for[:12]}...), not {models.generator}: "
                    "calibrate one for this generator (`edge-adapt export rollouts GGUF -o calib.jsonl`, then "
                    "`edge-adapt export prm BASE -c calib.jsonl -o prm`), or run without a PRM (--no-prm: majority vote)")
         if settings.other_generator == "refuse":

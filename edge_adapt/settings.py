@@ -1,14 +1,22 @@
 """Settings that several faces share, declared once: the CLI's options, the server's flags, a
-benchmark's config.json, the rollouts and a calibration's provenance all carry these objects."""
+benchmark's config.json, the rollouts and a calibration's provenance all carry these objects.
+
+The tree a stack and a benchmark run are built from: :class:`ModelSettings` (which models, on what),
+:class:`PromptSettings` (how a question is put), :class:`~edge_adapt.generator.SamplingParams` (how
+tokens are drawn), :class:`~edge_adapt.guard.Budget` (what a question may cost) and
+:class:`MeterSettings` (how joules are read). Records (config.json, provenance) are written flat by
+field name, as runs have always recorded them, so older runs resume."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from edge_adapt.errors import EdgeAdaptError
-from edge_adapt.generator import StepRules
+from edge_adapt.generator import SamplingParams, StepRules
+from edge_adapt.guard import Budget
 from edge_adapt.tasks import Task
 
 
@@ -51,3 +59,60 @@ class PromptSettings:
     def from_record(cls, record: Mapping[str, Any]) -> PromptSettings:
         """The settings a record (config.json, a provenance) holds among its other keys."""
         return cls(**{f.name: record.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which models run, and on what: the GGUF generator, the PRM folder (``None``: none, votes only),
+    CPU threads (``None``: all cores) and generator layers offloaded to a GPU (-1: all)."""
+
+    generator: Path
+    prm: Path | None = None
+    threads: int | None = None
+    gpu_layers: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "generator", Path(self.generator))
+        if self.prm is not None:
+            object.__setattr__(self, "prm", Path(self.prm))
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise EdgeAdaptError(f"threads must be an integer >= 1 (leave it unset for all cores), got {self.threads!r}")
+
+    def as_record(self) -> dict[str, Any]:
+        """What a run depends on (threads say how fast, not what: a resume may use others)."""
+        return {"generator": str(self.generator), "prm": str(self.prm) if self.prm else None, "gpu_layers": self.gpu_layers}
+
+
+@dataclass(frozen=True)
+class MeterSettings:
+    """How a search's joules are read: a meter kind (``None``: the best this machine has), whether
+    an estimate is refused (a real meter or a MeterError), and a fitted cost model for the estimate."""
+
+    kind: str | None = None
+    measured_only: bool = False
+    cost_model: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.cost_model is not None:
+            object.__setattr__(self, "cost_model", Path(self.cost_model))
+
+    def as_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"meter": self.kind, "cost_model": str(self.cost_model) if self.cost_model else None}
+        if self.measured_only:  # written when set, so runs from before it existed resume
+            record["measured_only"] = True
+        return record
+
+
+SAMPLING_DEFAULTS = SamplingParams()
+
+
+def sampling_record(sampling: SamplingParams) -> dict[str, Any]:
+    """The temperature always; the other knobs where they differ from the defaults."""
+    record = asdict(sampling)
+    return {k: v for k, v in record.items() if k == "temperature" or v != getattr(SAMPLING_DEFAULTS, k)}
+
+
+def budget_record(budget: Budget) -> dict[str, float]:
+    """The limits that are set (empty: unlimited), and the pacing knobs where not the defaults."""
+    defaults = Budget()
+    return {k: v for k, v in asdict(budget).items() if v is not None and v != getattr(defaults, k)}

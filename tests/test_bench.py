@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +13,8 @@ from click.testing import CliRunner
 from edge_adapt.bench import BenchConfig, RunFolder, RunFolderError, run_bench, stable_view, summarise
 from edge_adapt.bench.summary import StrategySummary, savings
 from edge_adapt.cli import main
+from edge_adapt.generator import SamplingParams
+from edge_adapt.settings import MeterSettings, ModelSettings
 
 from model_factory import TINY_ARITHMETIC
 
@@ -20,8 +23,8 @@ STRATEGIES = ("best_of_n:n=3", "ias_best_of_n:n_max=4", "beam:n=4,width=2")
 
 @pytest.fixture(scope="module")
 def config(step_gguf, llama_prm) -> BenchConfig:
-    return BenchConfig(generator=str(step_gguf), prm=str(llama_prm.export.path), task="tiny", strategies=STRATEGIES,
-                       seed=7, temperature=1.0, max_steps=6, meter="estimate", threads=2)
+    return BenchConfig(ModelSettings(step_gguf, llama_prm.export.path, threads=2), task="tiny", strategies=STRATEGIES,
+                       seed=7, sampling=SamplingParams(temperature=1.0), max_steps=6, meter=MeterSettings("estimate"))
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +66,13 @@ def test_interrupted_run_resumes_to_the_same_records(config, problems, tmp_path)
 
 def test_a_folder_with_another_configuration_is_refused(config, problems, tmp_path) -> None:
     run_bench(config, tmp_path / "run", task=TINY_ARITHMETIC, problems=problems[:1])
-    other = BenchConfig(**{**config.__dict__, "seed": 8})
+    other = replace(config, seed=8)
     with pytest.raises(RunFolderError, match="seed"):
         run_bench(other, tmp_path / "run", task=TINY_ARITHMETIC, problems=problems[:1])
     # the same paths holding rebuilt models: refused too, not mixed into the run
     rebuilt = tmp_path / "prm"
-    shutil.copytree(config.prm, rebuilt)
-    at_rebuilt = BenchConfig(**{**config.__dict__, "prm": str(rebuilt)})
+    shutil.copytree(config.models.prm, rebuilt)
+    at_rebuilt = replace(config, models=replace(config.models, prm=rebuilt))
     run_bench(at_rebuilt, tmp_path / "run2", task=TINY_ARITHMETIC, problems=problems[:1])
     (rebuilt / "prm_config.json").write_text((rebuilt / "prm_config.json").read_text().replace("{", "{ ", 1))
     with pytest.raises(RunFolderError, match="models_sha256"):

@@ -20,6 +20,7 @@ from edge_adapt.errors import ModelLoadError
 from edge_adapt.models import load_default_models, sha256_of
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.vote_model import VoteModel, calibration_path
+from edge_adapt.settings import MeterSettings, ModelSettings
 from edge_adapt.tasks import ArithmeticTask
 
 ARGS = ["--task", "default", "--limit", "60", "-n", "4"]
@@ -51,7 +52,7 @@ def test_calibration_records_what_it_was_fitted_for(calibrated: VoteModel, gener
 
 
 def test_an_interrupted_calibration_resumes_to_the_same_file(calibrated: VoteModel, generator: Path, tmp_path: Path) -> None:
-    config = sampling_config(generator, "default", None, samples=4, limit=60)
+    config = sampling_config(ModelSettings(generator), "default", None, samples=4, limit=60)
 
     class Stop(Exception):
         pass
@@ -73,7 +74,7 @@ def test_a_calibration_for_another_generator_is_refused(calibrated: VoteModel, g
     forged = VoteModel(calibrated.feature, calibrated.table, calibrated.max_measured, calibrated.price,
                        {**calibrated.provenance, "generator_sha256": "0" * 64})
     forged.save(calibration_path(other))
-    settings = StackSettings(other, None, ArithmeticTask(), (parse_spec("adaptive_vote"),), meter="estimate")
+    settings = StackSettings(ModelSettings(other), ArithmeticTask(), (parse_spec("adaptive_vote"),), meter=MeterSettings("estimate"))
     with pytest.raises(ModelLoadError, match="calibrated for another generator"):
         with open_stack(settings):
             pass
@@ -86,7 +87,7 @@ def test_a_calibration_for_another_generator_is_refused(calibrated: VoteModel, g
 def test_the_vote_strategies_run_without_a_prm(calibrated: VoteModel, generator: Path, spec: str) -> None:
     strategy = parse_spec(spec)
     task = ArithmeticTask()
-    with open_stack(StackSettings(generator, None, task, (strategy,), meter="estimate")) as stack:
+    with open_stack(StackSettings(ModelSettings(generator), task, (strategy,), meter=MeterSettings("estimate"))) as stack:
         assert stack.searcher.vote_model == calibrated
         for index in (0, 250, 450):
             problem = task.problem("test", index)

@@ -21,6 +21,7 @@ from edge_adapt.bench.records import stable_view
 from edge_adapt.cluster import NAMESPACE, WORKER_PREFIX, ClusterSettings, FileCheck, check_files
 from edge_adapt.errors import ModelLoadError
 from edge_adapt.models import load_default_models
+from edge_adapt.settings import ModelSettings
 
 ray = pytest.importorskip("ray")
 
@@ -37,8 +38,8 @@ def ray_address() -> str:
 
 def bench_config(limit: int) -> BenchConfig:
     models = load_default_models(None)
-    return BenchConfig(generator=str(models.generator), prm=str(models.prm), task="default", strategies=STRATEGIES,
-                       limit=limit, threads=1)
+    return BenchConfig(ModelSettings(models.generator, models.prm, threads=1), task="default", strategies=STRATEGIES,
+                       limit=limit)
 
 
 def stable_records(folder: Path) -> dict[tuple[str, str], dict]:

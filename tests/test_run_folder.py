@@ -11,11 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from edge_adapt.bench import BenchConfig, RunFolder, RunFolderError, run_bench, stable_view
+from edge_adapt.settings import MeterSettings, ModelSettings
 
 # the shipped default models: a real bench through the real CLI in a few seconds
 ARGS = ["--limit", "12", "-s", "best_of_n:n=4", "-s", "majority:n=4", "--meter", "estimate", "--threads", "1", "--no-plots"]
@@ -87,15 +89,15 @@ def test_a_second_bench_on_the_same_folder_is_refused_while_the_first_writes(ref
 
 @pytest.fixture(scope="module")
 def tiny_config(step_gguf, llama_prm) -> BenchConfig:
-    return BenchConfig(generator=str(step_gguf), prm=str(llama_prm.export.path), task="gsm8k",
-                       strategies=("best_of_n:n=1",), limit=2, seed=0, max_steps=1, meter="estimate", threads=2)
+    return BenchConfig(ModelSettings(step_gguf, llama_prm.export.path, threads=2), task="gsm8k",
+                       strategies=("best_of_n:n=1",), limit=2, seed=0, max_steps=1, meter=MeterSettings("estimate"))
 
 
 def test_a_resume_after_the_data_file_changed_is_refused(tiny_config: BenchConfig, tmp_path: Path) -> None:
     data = tmp_path / "gsm.jsonl"
     rows = [{"question": f"{a}+{a}?", "answer": f"#### {2 * a}"} for a in (3, 4)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = BenchConfig(**{**tiny_config.__dict__, "data": str(data)})
+    config = replace(tiny_config, data=str(data))
     run_bench(config, tmp_path / "run")
     rows[1]["answer"] = "#### 9"  # the file is edited: its old records no longer hold
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -106,7 +108,7 @@ def test_a_resume_after_the_data_file_changed_is_refused(tiny_config: BenchConfi
 def test_a_symlinked_records_file_is_refused_and_its_target_untouched(tiny_config: BenchConfig, tmp_path: Path) -> None:
     data = tmp_path / "gsm.jsonl"
     data.write_text(json.dumps({"question": "2+2?", "answer": "#### 4"}) + "\n")
-    config = BenchConfig(**{**tiny_config.__dict__, "data": str(data)})
+    config = replace(tiny_config, data=str(data))
     outside = tmp_path / "precious.txt"
     outside.write_text("the user's own file\n")
     run = tmp_path / "run"

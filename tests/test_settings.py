@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -9,9 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from edge_adapt.bench.runner import BenchConfig
-from edge_adapt.cli.options import PROMPT_FIELDS, prompt_options
+from edge_adapt.cli.options import PROMPT_FIELDS, budget_options, prompt_options
 from edge_adapt.errors import EdgeAdaptError
-from edge_adapt.settings import PromptSettings
+from edge_adapt.generator import SamplingParams
+from edge_adapt.guard import Budget
+from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, budget_record
 from edge_adapt.tasks import ArithmeticTask
 
 
@@ -32,7 +35,7 @@ def test_options_become_one_prompt_settings_object() -> None:
 
 def test_a_bench_config_writes_the_prompt_flat_as_runs_always_have() -> None:
     prompt = PromptSettings(chat=True, system="Be brief.", prompt_template="Q: {question}", step_delimiter="\n", max_new_tokens=9)
-    written = BenchConfig(generator="g.gguf", prm=None, prompt=prompt).to_json()
+    written = BenchConfig(ModelSettings(Path("g.gguf")), prompt=prompt).to_json()
     assert {k: written[k] for k in PROMPT_FIELDS} == prompt.as_record() and "prompt" not in written
     assert PromptSettings.from_record(written) == prompt
 
@@ -58,6 +61,49 @@ def test_a_stack_refuses_a_prompt_template_its_task_does_not_hold() -> None:
     from edge_adapt.tasks import get_task
 
     task = get_task("gsm8k", None, "Q: {question}\nA:")
-    StackSettings(Path("g.gguf"), None, task, (), prompt=PromptSettings(prompt_template="Q: {question}\nA:"))
+    StackSettings(ModelSettings(Path("g.gguf")), task, (), prompt=PromptSettings(prompt_template="Q: {question}\nA:"))
     with pytest.raises(EdgeAdaptError, match="not the task's"):
-        StackSettings(Path("g.gguf"), None, ArithmeticTask(), (), prompt=PromptSettings(prompt_template="Q: {question}\nA:"))
+        StackSettings(ModelSettings(Path("g.gguf")), ArithmeticTask(), (), prompt=PromptSettings(prompt_template="Q: {question}\nA:"))
+
+
+# config.json as runs recorded it before the settings tree (less the fingerprints and what the stack
+# adds): a run started then resumes now only if the tree writes exactly this
+RECORDED_BEFORE_THE_TREE = {
+    "budget": {"energy_j": 5.0}, "chat": None, "cost_model": None, "data": None, "generator": "g.gguf", "gpu_layers": 0,
+    "limit": 60, "max_new_tokens": None, "max_steps": 32, "meter": "estimate", "prm": "prm", "prompt_template": None,
+    "seed": 3, "step_delimiter": None, "strategies": ["majority:n=16"], "system": None, "task": "default",
+    "temperature": 0.7, "vote_model": True,
+}
+
+
+def test_the_tree_writes_config_json_as_runs_before_it_did() -> None:
+    config = BenchConfig(ModelSettings(Path("g.gguf"), Path("prm"), threads=4), strategies=("majority:n=16",), limit=60,
+                         seed=3, budget=Budget(energy_j=5.0), meter=MeterSettings("estimate"))
+    assert config.to_json() == RECORDED_BEFORE_THE_TREE
+    # what a run did not set stays out of the record; what it set goes in
+    changed = replace(config, sampling=SamplingParams(temperature=1.0, top_p=0.9), meter=MeterSettings(measured_only=True),
+                      question_seed=2).to_json()
+    assert {k: changed[k] for k in ("temperature", "top_p", "measured_only", "question_seed", "meter")} == \
+        {"temperature": 1.0, "top_p": 0.9, "measured_only": True, "question_seed": 2, "meter": None}
+    assert "top_k" not in changed and "threads" not in changed  # threads say how fast, not what
+
+
+def test_budget_and_meter_options_become_one_object_each() -> None:
+    seen: list[tuple[Budget, MeterSettings]] = []
+
+    @click.command()
+    @budget_options
+    def command(budget: Budget, meter: MeterSettings) -> None:
+        seen.append((budget, meter))
+
+    result = CliRunner().invoke(command, ["--energy", "5", "--tokens", "300", "--meter", "estimate"])
+    assert result.exit_code == 0, result.output
+    assert seen == [(Budget(energy_j=5.0, tokens=300), MeterSettings("estimate"))]
+    assert CliRunner().invoke(command, []).exit_code == 0 and seen[-1] == (Budget(), MeterSettings())
+    assert budget_record(seen[-1][0]) == {}
+
+
+@pytest.mark.parametrize("bad", [{"threads": 0}, {"threads": True}])
+def test_bad_model_settings_are_refused(bad: dict) -> None:
+    with pytest.raises(EdgeAdaptError, match="threads"):
+        ModelSettings(Path("g.gguf"), **bad)

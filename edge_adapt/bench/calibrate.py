@@ -23,31 +23,30 @@ from edge_adapt.bench.records import RunFolder
 from edge_adapt.bench.runner import BenchConfig, run_bench, stack_settings
 from edge_adapt.cluster import ClusterSettings
 from edge_adapt.errors import EdgeAdaptError
+from edge_adapt.generator import SamplingParams
 from edge_adapt.models import sha256_of
 from edge_adapt.search.vote_calibration import fit_vote_model
 from edge_adapt.search.vote_model import VoteModel
 from edge_adapt.search.vote_replay import CalibrationSample, Judgement, VoteQuestion, judge
 from edge_adapt.search.voting import group_indices
-from edge_adapt.settings import PromptSettings
+from edge_adapt.settings import ModelSettings, PromptSettings
 from edge_adapt.tasks import Task, get_task
 from edge_adapt.tasks.grading import answers_equal
 
 log = logging.getLogger(__name__)
 
 
-def sampling_config(generator: Path, task: str, data: Path | None, *, samples: int = 16, limit: int | None = None,
-                    question_seed: int = 0, prm: Path | None = None,
-                    temperature: float = 0.7, seed: int = 0, prompt: PromptSettings = PromptSettings(),
-                    threads: int | None = None, gpu_layers: int = 0) -> BenchConfig:
+def sampling_config(models: ModelSettings, task: str, data: Path | None, *, samples: int = 16, limit: int | None = None,
+                    question_seed: int = 0, temperature: float = 0.7, seed: int = 0,
+                    prompt: PromptSettings = PromptSettings()) -> BenchConfig:
     """The benchmark run that draws the calibration samples: one fixed vote of ``samples`` (a
     PRM-weighted one with a PRM, so that every sample is scored too). The default task is sampled
     on its calibration split: its test split is where results are reported."""
-    spec = f"{'weighted' if prm else 'majority'}:n={samples}"
+    spec = f"{'weighted' if models.prm else 'majority'}:n={samples}"
     split = "calibration" if task in ("default", "arithmetic") else "test"
-    return BenchConfig(generator=str(generator), prm=str(prm) if prm else None, task=task, data=str(data) if data else None,
-                       strategies=(spec,), limit=limit, seed=seed, split=split, question_seed=question_seed,
-                       temperature=temperature, prompt=prompt, threads=threads, gpu_layers=gpu_layers,
-                       vote_model=False)
+    return BenchConfig(models, task=task, data=str(data) if data else None, strategies=(spec,), limit=limit, seed=seed,
+                       sampling=SamplingParams(temperature=temperature), prompt=prompt, vote_model=False, split=split,
+                       question_seed=question_seed)
 
 
 def draw_samples(config: BenchConfig, work: Path, progress: Callable[[int, int, dict[str, Any] | None], None],
@@ -105,9 +104,9 @@ def fit_and_judge(folder: RunFolder, config: BenchConfig, out: Path, *, held_out
     settings = stack_settings(config, task)
     recorded = folder.config()
     provenance = {
-        "generator": Path(config.generator).name, "generator_sha256": sha256_of(config.generator),
+        "generator": config.models.generator.name, "generator_sha256": sha256_of(config.models.generator),
         **prompt_provenance(settings, bool(recorded.get("chat_template"))),
-        "prm": config.prm, "data": config.data, "data_sha256": recorded.get("data_sha256"), "split": config.split,
+        "prm": str(config.models.prm) if config.models.prm else None, "data": config.data, "data_sha256": recorded.get("data_sha256"), "split": config.split,
         "question_seed": config.question_seed, "samples_run": str(folder.path),
         "held_out_fraction": held_out, "held_out_questions": len(held),
     }

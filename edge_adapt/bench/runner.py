@@ -9,7 +9,6 @@ budgeted decisions depend on what ran before).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import platform
 import time
@@ -33,7 +32,7 @@ from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.search.vote_model import calibration_path
-from edge_adapt.settings import PromptSettings
+from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, budget_record, sampling_record
 from edge_adapt.tasks import Problem, Task, get_task
 
 log = logging.getLogger(__name__)
@@ -57,33 +56,31 @@ DEFAULT_STRATEGIES = (
 class BenchConfig:
     """Everything that defines a run; stored in config.json and checked when resuming."""
 
-    generator: str
-    prm: str | None  # None: no PRM (majority votes only)
+    models: ModelSettings  # no PRM: majority votes only
     task: str = "default"
     data: str | None = None
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     limit: int | None = None
     seed: int = 0
-    temperature: float = 0.7
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
     max_steps: int = 32
-    budget: dict[str, float] = field(default_factory=dict)  # Budget fields; empty: unlimited
-    meter: str | None = None  # a meter kind, or None for the best available
-    cost_model: str | None = None  # a fitted cost-model JSON for the estimate
-    threads: int | None = None
-    gpu_layers: int = 0
+    budget: Budget = field(default_factory=Budget)
+    meter: MeterSettings = MeterSettings()
     prompt: PromptSettings = PromptSettings()
     vote_model: bool = True  # adaptive_vote reads the generator's calibration file when it has one
     split: str = "test"  # the default task's split (calibration: where settings are chosen)
     question_seed: int = 0  # the default task: another draw of the split's questions
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data.update(data.pop("prompt"))  # written flat, as runs have always recorded them
-        data["strategies"] = list(self.strategies)
-        data.pop("threads")  # how fast, not what: a resume may use other threads
+        """config.json: the settings tree written flat by field name, as runs have always recorded it."""
+        data: dict[str, Any] = {**self.models.as_record(), "task": self.task, "data": self.data,
+                                "strategies": list(self.strategies), "limit": self.limit, "seed": self.seed,
+                                **sampling_record(self.sampling), "max_steps": self.max_steps,
+                                "budget": budget_record(self.budget), **self.meter.as_record(), **self.prompt.as_record(),
+                                "vote_model": self.vote_model}
         for key in ("split", "question_seed"):  # written when set, so runs from before they existed resume
-            if data[key] == BenchConfig.__dataclass_fields__[key].default:
-                data.pop(key)
+            if getattr(self, key) != BenchConfig.__dataclass_fields__[key].default:
+                data[key] = getattr(self, key)
         return data
 
 
@@ -92,9 +89,10 @@ def model_fingerprints(config: BenchConfig) -> dict[str, str]:
     numbers change with every rebuild): the paths alone would let a resume after the models were
     rebuilt mix two models' records in one run. The generator's vote model too, where the run reads
     one (adaptive_vote decides by it)."""
-    prm = sha256_of(Path(config.prm) / PRM_CONFIG) if config.prm else None
-    found = {"generator": sha256_of(config.generator), "prm_config": prm}
-    calibration = calibration_path(config.generator)
+    models = config.models
+    prm = sha256_of(models.prm / PRM_CONFIG) if models.prm else None
+    found = {"generator": sha256_of(models.generator), "prm_config": prm}
+    calibration = calibration_path(models.generator)
     if config.vote_model and calibration.is_file():
         found["vote_model"] = sha256_of(calibration)
     return found
@@ -156,12 +154,8 @@ def environment(prm: PRM, meter_source: str, gen: Generator) -> dict[str, Any]:
 
 def stack_settings(config: BenchConfig, task: Task) -> StackSettings:
     """The stack a run's configuration asks for (built the same on the device and on a worker)."""
-    return StackSettings(Path(config.generator), Path(config.prm) if config.prm else None, task,
-                         tuple(parse_spec(s) for s in config.strategies), SamplingParams(temperature=config.temperature),
-                         config.max_steps, threads=config.threads, gpu_layers=config.gpu_layers, meter=config.meter,
-                         cost_model=Path(config.cost_model) if config.cost_model else None,
-                         budget=Budget(**config.budget) if config.budget else Budget(), prompt=config.prompt,
-                         use_vote_model=config.vote_model)
+    return StackSettings(config.models, task, tuple(parse_spec(s) for s in config.strategies), config.sampling,
+                         config.prompt, config.budget, config.meter, config.max_steps, use_vote_model=config.vote_model)
 
 
 def question_records(stack: Stack, task: Task, problem: Problem, index: int, strategies: Sequence[Strategy],
@@ -203,9 +197,9 @@ def run_bench(
     settings = stack_settings(config, task)
     fingerprint = {"models_sha256": model_fingerprints(config), "data_sha256": sha256_of(config.data) if config.data else None}
     total = len(problems) * len(settings.strategies)
-    checks = [FileCheck.of(config.generator)]
-    if config.prm:
-        checks += [FileCheck.of(f) for f in sorted(Path(config.prm).iterdir()) if f.is_file()]
+    checks = [FileCheck.of(config.models.generator)]
+    if config.models.prm:
+        checks += [FileCheck.of(f) for f in sorted(config.models.prm.iterdir()) if f.is_file()]
     with folder:
         done = folder.lock()  # held until the end
         items = []

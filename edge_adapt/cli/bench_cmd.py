@@ -23,7 +23,6 @@ from edge_adapt.bench.summary import COLUMNS, pareto_lines, savings, table_rows
 from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import (
     FiniteFloat,
-    budget_dict,
     budget_options,
     cluster_options,
     cluster_settings,
@@ -33,8 +32,10 @@ from edge_adapt.cli.options import (
     resolve_models,
 )
 from edge_adapt.files import atomic_write_text
+from edge_adapt.generator import SamplingParams
+from edge_adapt.guard import Budget
 from edge_adapt.search.spec import parse_spec
-from edge_adapt.settings import PromptSettings
+from edge_adapt.settings import MeterSettings, PromptSettings
 from edge_adapt.tasks import TASK_NAMES
 
 
@@ -62,8 +63,7 @@ from edge_adapt.tasks import TASK_NAMES
 def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | None, limit: int | None, split: str,
           question_seed: int, seed: int,
           temperature: float, generator_path: Path | None, prm_path: Path | None, models: Path | None, threads: int | None,
-          gpu_layers: int, no_prm: bool, prompt: PromptSettings, energy_j: float | None, latency_s: float | None, tokens: int | None,
-          power_w: float | None, meter: str | None, cost_model: Path | None, ray: bool, ray_address: str | None,
+          gpu_layers: int, no_prm: bool, prompt: PromptSettings, budget: Budget, meter: MeterSettings, ray: bool, ray_address: str | None,
           ray_workers: int | None, ray_cpus_per_worker: int, ray_gpus_per_worker: float, no_plots: bool) -> None:
     """Run strategies x questions, one JSONL record each, then print and save the summary.
 
@@ -90,15 +90,14 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
     if task_name in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
     cluster = cluster_settings(ray, ray_address, ray_workers, ray_cpus_per_worker, ray_gpus_per_worker)
-    generator_path, prm_path = resolve_models(generator_path, prm_path, models, no_prm)
     if cluster is not None and threads is None:
         threads = ray_cpus_per_worker  # each worker runs on the cores it holds
     config = BenchConfig(
-        generator=str(generator_path), prm=str(prm_path) if prm_path else None, task=task_name, data=str(data) if data else None,
+        resolve_models(generator_path, prm_path, models, no_prm, threads=threads, gpu_layers=gpu_layers), task=task_name,
+        data=str(data) if data else None,
         strategies=tuple(parse_spec(s).name for s in strategies) or (NO_PRM_STRATEGIES if no_prm else DEFAULT_STRATEGIES),
-        limit=limit, seed=seed, split=split, question_seed=question_seed,
-        temperature=temperature, budget=budget_dict(energy_j, latency_s, tokens, power_w), meter=meter,
-        cost_model=str(cost_model) if cost_model else None, threads=threads, gpu_layers=gpu_layers, prompt=prompt,
+        limit=limit, seed=seed, sampling=SamplingParams(temperature=temperature), budget=budget, meter=meter, prompt=prompt,
+        split=split, question_seed=question_seed,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())

@@ -14,7 +14,7 @@ from edge_adapt.bench.calibrate import Calibration, draw_samples, fit_and_judge,
 from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import FiniteFloat, cluster_options, cluster_settings, prompt_options
 from edge_adapt.search.vote_model import calibration_path
-from edge_adapt.settings import PromptSettings
+from edge_adapt.settings import ModelSettings, PromptSettings
 from edge_adapt.tasks import TASK_NAMES
 
 
@@ -64,8 +64,9 @@ def calibrate_cmd(generator_path: Path, task_name: str, data: Path | None, limit
     work = work or out.with_name(out.name + ".samples")
     if cluster is not None and threads is None:
         threads = ray_cpus_per_worker  # each worker runs on the cores it holds
-    config = sampling_config(generator_path, task_name, data, samples=samples, limit=limit, question_seed=question_seed,
-                             prm=prm_path, temperature=temperature, seed=seed, prompt=prompt, threads=threads, gpu_layers=gpu_layers)
+    models = ModelSettings(generator_path, prm_path, threads, gpu_layers)
+    config = sampling_config(models, task_name, data, samples=samples, limit=limit, question_seed=question_seed,
+                             temperature=temperature, seed=seed, prompt=prompt)
     started = time.monotonic()
     said: dict[str, Any] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),

@@ -1,4 +1,5 @@
-"""Options several commands share: which models, which budgets, which meter."""
+"""Options several commands share: which models, which budgets, which meter, how questions are
+put. Each group reaches the command as one object of the settings tree (:mod:`edge_adapt.settings`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import click
 
 from edge_adapt.energy import METER_KINDS
 from edge_adapt.errors import EdgeAdaptError
+from edge_adapt.guard import Budget
 from edge_adapt.models import load_default_models
-from edge_adapt.settings import PromptSettings
+from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings
 
 
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -32,16 +34,17 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def resolve_models(generator_path: Path | None, prm_path: Path | None, models: Path | None,
-                   no_prm: bool = False) -> tuple[Path, Path | None]:
-    """The generator and PRM to use: given ones, else the shipped defaults (no PRM with ``no_prm``)."""
+def resolve_models(generator_path: Path | None, prm_path: Path | None, models: Path | None, no_prm: bool = False, *,
+                   threads: int | None = None, gpu_layers: int = 0) -> ModelSettings:
+    """The models :func:`model_options` asked for: given ones, else the shipped defaults (no PRM
+    with ``no_prm``)."""
     if no_prm and prm_path is not None:
         raise click.UsageError("--no-prm and --prm contradict each other; give one")
     if generator_path is None or (prm_path is None and not no_prm):
         defaults = load_default_models(models)
         generator_path = generator_path or defaults.generator
         prm_path = None if no_prm else prm_path or defaults.prm
-    return generator_path, prm_path
+    return ModelSettings(generator_path, prm_path, threads, gpu_layers)
 
 
 no_prm_option = click.option(
@@ -51,6 +54,20 @@ no_prm_option = click.option(
 
 
 def budget_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The budget's and the meter's options, handed to the command as ``budget: Budget`` and
+    ``meter: MeterSettings``."""
+
+    @functools.wraps(f)
+    def with_budget(*args: Any, **kwargs: Any) -> Any:
+        limits = {name: kwargs.pop(name) for name in ("energy_j", "latency_s", "tokens", "power_w")}
+        try:
+            kwargs["budget"] = Budget(**limits)
+        except EdgeAdaptError as exc:
+            raise click.UsageError(str(exc)) from None
+        kwargs["meter"] = MeterSettings(kwargs.pop("meter"), cost_model=kwargs.pop("cost_model"))
+        return f(*args, **kwargs)
+
+    command: Callable[..., Any] = with_budget
     for option in reversed([
         click.option("--energy", "energy_j", type=FiniteFloat(min=0, min_open=True), help="Energy budget per question (J)."),
         click.option("--latency", "latency_s", type=FiniteFloat(min=0, min_open=True), help="Latency budget per question (s)."),
@@ -61,12 +78,8 @@ def budget_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--cost-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="Fitted cost model for the estimate (from `edge-adapt energy fit`)."),
     ]):
-        f = option(f)
-    return f
-
-
-def budget_dict(energy_j: float | None, latency_s: float | None, tokens: int | None, power_w: float | None) -> dict[str, float]:
-    return {k: v for k, v in {"energy_j": energy_j, "latency_s": latency_s, "tokens": tokens, "power_w": power_w}.items() if v is not None}
+        command = option(command)
+    return command
 
 
 class FiniteFloat(click.FloatRange):

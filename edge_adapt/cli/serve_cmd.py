@@ -14,7 +14,6 @@ import click
 from edge_adapt.cli.console import err_console
 from edge_adapt.cli.options import (
     FiniteFloat,
-    budget_dict,
     budget_options,
     model_options,
     no_prm_option,
@@ -26,7 +25,7 @@ from edge_adapt.generator import SamplingParams
 from edge_adapt.guard import Budget
 from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS
-from edge_adapt.settings import PromptSettings
+from edge_adapt.settings import MeterSettings, PromptSettings
 from edge_adapt.tasks import TASK_NAMES, get_task
 
 if TYPE_CHECKING:
@@ -80,9 +79,8 @@ def is_loopback(host: str) -> bool:
 def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, data: Path | None, spec: str | None,
               max_n: int, max_tokens: int | None, ctx: int | None, max_body: int, drain_s: float, max_waiting: int,
               temperature: float, no_warm_up: bool, no_prompt_cache: bool, generator_path: Path | None, prm_path: Path | None, models: Path | None,
-              threads: int | None, gpu_layers: int, no_prm: bool, prompt: PromptSettings, energy_j: float | None,
-              latency_s: float | None, tokens: int | None, power_w: float | None, meter: str | None,
-              cost_model: Path | None) -> None:
+              threads: int | None, gpu_layers: int, no_prm: bool, prompt: PromptSettings, budget: Budget,
+              meter: MeterSettings) -> None:
     """Serve a model over an OpenAI-compatible HTTP API, searching adaptively where it pays.
 
     `edge-adapt serve -m model.gguf` serves any chat GGUF with its own template: turns answered
@@ -123,17 +121,15 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
             parse_spec(spec)
     except EdgeAdaptError as exc:
         raise click.UsageError(str(exc)) from None
-    generator_path, prm_path = resolve_models(generator_path, prm_path, models, no_prm)
+    chosen = resolve_models(generator_path, prm_path, models, no_prm, threads=threads, gpu_layers=gpu_layers)
     from edge_adapt.assembly import StackSettings
 
-    stack = StackSettings(generator_path, prm_path, task, (), SamplingParams(temperature=temperature), threads=threads,
-                          gpu_layers=gpu_layers, meter=meter, cost_model=cost_model,
-                          budget=Budget(**budget_dict(energy_j, latency_s, tokens, power_w)), prompt=prompt, context=ctx, context_from_model=0 if ctx else 8192,
-                          prompt_cache=not no_prompt_cache)
-    config = ServeConfig(stack=stack, model_id=generator_path.stem, default_strategy=spec, max_n=max_n, max_tokens=max_tokens,
+    stack = StackSettings(chosen, task, (), SamplingParams(temperature=temperature), prompt, budget, meter, context=ctx,
+                          context_from_model=0 if ctx else 8192, prompt_cache=not no_prompt_cache)
+    config = ServeConfig(stack=stack, model_id=chosen.generator.stem, default_strategy=spec, max_n=max_n, max_tokens=max_tokens,
                          max_waiting=max_waiting, api_key=api_key or None, warm_up=not no_warm_up, max_body=max_body,
                          drain_s=drain_s)
-    err_console.print(f"serving {generator_path.name} ({'no PRM' if prm_path is None else prm_path}), task {task_name}, on "
+    err_console.print(f"serving {chosen.generator.name} ({'no PRM' if chosen.prm is None else chosen.prm}), task {task_name}, on "
                       f"http://{host}:{port}{' (API key required)' if api_key else ''}; loading...", highlight=False)
     _run(config, host, port)
 

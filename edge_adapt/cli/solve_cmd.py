@@ -14,7 +14,6 @@ from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import (
     FiniteFloat,
-    budget_dict,
     budget_options,
     model_options,
     no_prm_option,
@@ -31,7 +30,7 @@ from edge_adapt.search.adaptive_vote import vote_model_spec
 from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, Strategy
 from edge_adapt.search.vote_model import VoteModel, calibration_path
-from edge_adapt.settings import PromptSettings
+from edge_adapt.settings import MeterSettings, PromptSettings, budget_record
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
 
 
@@ -78,8 +77,8 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def solve_cmd(question: str | None, task_name: str | None, data: Path | None, index: int | None, spec: str | None, samples: int | None,
               temperature: float, seed: int, generator_path: Path | None, prm_path: Path | None, models: Path | None,
-              threads: int | None, gpu_layers: int, no_prm: bool, prompt: PromptSettings, energy_j: float | None, latency_s: float | None,
-              tokens: int | None, power_w: float | None, meter: str | None, cost_model: Path | None, as_json: bool) -> None:
+              threads: int | None, gpu_layers: int, no_prm: bool, prompt: PromptSettings, budget: Budget, meter: MeterSettings,
+              as_json: bool) -> None:
     """Answer QUESTION with adaptive search: steps with PRM quantiles, the answer, and the cost.
 
     By default value-aware sampling: solutions are drawn one or two at a time, and another is
@@ -100,8 +99,8 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
     """
     mine = generator_path is not None
     no_prm = no_prm or (mine and prm_path is None)  # the shipped PRM knows only the shipped generator
-    generator_path, prm_path = resolve_models(generator_path, prm_path, models, no_prm)
-    calibration = _calibration_of(generator_path)
+    chosen = resolve_models(generator_path, prm_path, models, no_prm, threads=threads, gpu_layers=gpu_layers)
+    calibration = _calibration_of(chosen.generator)
     if calibration is not None:  # prompt settings as calibrated, unless given
         task_name = task_name or calibration.provenance.get("task")
         prompt = prompt.or_else(calibration.provenance)
@@ -112,12 +111,10 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
     except EdgeAdaptError as exc:
         raise click.UsageError(str(exc)) from None
     problem = _problem(task, question, index)
-    budget = budget_dict(energy_j, latency_s, tokens, power_w)
-    settings = StackSettings(generator_path, prm_path, task, (strategy,), SamplingParams(temperature=temperature), threads=threads,
-                             gpu_layers=gpu_layers, meter=meter, cost_model=cost_model, budget=Budget(**budget), prompt=prompt)
+    settings = StackSettings(chosen, task, (strategy,), SamplingParams(temperature=temperature), prompt, budget, meter)
     with open_stack(settings) as stack:
         prm = stack.prm
-        if budget:
+        if not budget.unlimited:
             stack.searcher.warm_up(problem)
         result = stack.searcher.run(strategy, problem, seed=seed, score_question=prm.available)
     question_q = result.question_score
@@ -128,7 +125,7 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
         del data_out["question_score"]
         data_out.update(gold=problem.answer or None, level=problem.level, correct=correct,
                         question_quantiles=dataclasses.asdict(question_q) if question_q is not None else None,
-                        prm_provider=prm.provider, prm_variant=prm.variant, budget=budget)
+                        prm_provider=prm.provider, prm_variant=prm.variant, budget=budget_record(budget))
         click.echo(json.dumps(data_out, indent=2, default=str))
         return
     _print(result, problem, task.display_question(problem), question_q, correct, prm)

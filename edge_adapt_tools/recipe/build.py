@@ -34,6 +34,7 @@ from edge_adapt.generator import GeneratorConfig
 from edge_adapt.models import MANIFEST, sha256_of
 from edge_adapt.prm import PRMFormat
 from edge_adapt.search import BestOfN
+from edge_adapt.settings import ModelSettings
 from edge_adapt.tasks import ArithmeticTask
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
 from edge_adapt_tools.gguf.dequantize import dequantize_gguf
@@ -275,7 +276,7 @@ def run_recipe(
     def evaluate() -> dict:
         problems = task.problems("test", list(settings.test_per_level), seed=settings.seed)
         strategies = (BestOfN(n=settings.test_samples), BestOfN(n=EASY_SEARCH_N))
-        with open_stack(StackSettings(gen_file, out / PRM_DIR, task, strategies, threads=threads)) as stack:
+        with open_stack(StackSettings(ModelSettings(gen_file, out / PRM_DIR, threads), task, strategies)) as stack:
             evaluation = evaluate_models(
                 stack.generator, stack.prm, task, problems, samples=settings.test_samples, seed=settings.seed,
                 progress=lambda done, total: log(f"  evaluated {done}/{total}") if done % 100 == 0 or done == total else None,
