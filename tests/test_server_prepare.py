@@ -1,4 +1,4 @@
-"""Request -> job, without a server or a model: the mode and its reason, the limits, the fields
+"""Request -> job and the two endpoints' shapes, without a server or a model: the mode and its reason, the limits, the fields
 that reach the search (prompt settings, stop strings, seeds, budgets)."""
 
 from __future__ import annotations
@@ -9,12 +9,15 @@ pytest.importorskip("fastapi")
 
 from edge_adapt.guard import Budget
 from edge_adapt.search import SearchSettings
+from edge_adapt.server.chat_serving import CHAT
+from edge_adapt.server.completion_serving import COMPLETION
+from edge_adapt.server.endpoint import Conversation
 from edge_adapt.server.errors import APIError
+from edge_adapt.server.jobs import ServerSettings, prepare
 from edge_adapt.server.schemas import ChatCompletionRequest, CompletionRequest
-from edge_adapt.server.service import ServerSettings, prepare
 from edge_adapt.tasks import ArithmeticTask, ChatTask
 
-CHAT = ServerSettings(model_id="m", default_strategy="consistency:n_max=16", default_why="no PRM: Adaptive-Consistency",
+SERVER = ServerSettings(model_id="m", default_strategy="consistency:n_max=16", default_why="no PRM: Adaptive-Consistency",
                       search=SearchSettings(chat=True), can_judge=False, max_n=4, max_tokens=256, max_prompt_chars=10_000)
 
 
@@ -23,23 +26,23 @@ def chat(content: str, **body: object) -> ChatCompletionRequest:
 
 
 def test_checkable_turns_search_and_others_get_one_sample_with_the_reason() -> None:
-    searched = prepare(chat("What is 17 + 25?"), CHAT, ChatTask())
+    searched = prepare(chat("What is 17 + 25?"), CHAT, SERVER, ChatTask())
     assert searched.mode == "search" and searched.job.strategy.name == "consistency:n_max=16"
-    assert searched.why == CHAT.default_why and not searched.job.stream_tokens
-    haiku = prepare(chat("Write a haiku about rain"), CHAT, ChatTask())
+    assert searched.why == SERVER.default_why and not searched.job.stream_tokens
+    haiku = prepare(chat("Write a haiku about rain"), CHAT, SERVER, ChatTask())
     assert haiku.mode == "single" and haiku.job.strategy.live_paths == 1 and haiku.job.stream_tokens
     assert "cannot be compared" in haiku.why
-    vote_on_prose = prepare(chat("Write a haiku about rain", edge_adapt={"strategy": "majority:n=3"}), CHAT, ChatTask())
+    vote_on_prose = prepare(chat("Write a haiku about rain", edge_adapt={"strategy": "majority:n=3"}), CHAT, SERVER, ChatTask())
     assert vote_on_prose.mode == "single"
-    greedy = prepare(chat("What is 17 + 25?", temperature=0), CHAT, ChatTask())
+    greedy = prepare(chat("What is 17 + 25?", temperature=0), CHAT, SERVER, ChatTask())
     assert greedy.mode == "single" and "temperature 0" in greedy.why
-    several = prepare(chat("Write a haiku", n=3), CHAT, ChatTask())
+    several = prepare(chat("Write a haiku", n=3), CHAT, SERVER, ChatTask())
     assert several.mode == "sample" and several.n == 3
 
 
 def test_what_reaches_the_search() -> None:
     request = chat("Write a story", stop=["THE END"], seed=7, max_tokens=64, edge_adapt={"tokens": 100})
-    job = prepare(request, CHAT, ChatTask()).job
+    job = prepare(request, CHAT, SERVER, ChatTask()).job
     rules = job.settings.rules
     assert rules is not None and rules.stop == ("THE END",) and rules.max_new_tokens == 64
     assert job.seed == 7 and not job.settings.reuse_prompt_cache  # seeded: reproducible
@@ -47,9 +50,9 @@ def test_what_reaches_the_search() -> None:
     turns = ChatCompletionRequest.model_validate({"messages": [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Write a poem"}]})
-    settings = prepare(turns, CHAT, ChatTask()).job.settings
+    settings = prepare(turns, CHAT, SERVER, ChatTask()).job.settings
     assert settings.system == "Be brief." and settings.history == (("user", "Hi"), ("assistant", "Hello"))
-    assert prepare(chat("Write a poem"), CHAT, ChatTask()).job.settings.reuse_prompt_cache
+    assert prepare(chat("Write a poem"), CHAT, SERVER, ChatTask()).job.settings.reuse_prompt_cache
 
 
 @pytest.mark.parametrize("request_,status,param", [
@@ -63,14 +66,15 @@ def test_what_reaches_the_search() -> None:
 ])
 def test_refusals_name_the_field(request_: object, status: int, param: str) -> None:
     with pytest.raises(APIError) as raised:
-        prepare(request_, CHAT, ChatTask())  # type: ignore[arg-type]
+        endpoint = COMPLETION if isinstance(request_, CompletionRequest) else CHAT
+        prepare(request_, endpoint, SERVER, ChatTask())  # type: ignore[arg-type]
     assert (raised.value.status, raised.value.param) == (status, param)
 
 
 def test_the_arithmetic_models_read_words_and_say_what_they_ignored() -> None:
     server = ServerSettings(model_id="g", default_strategy="adaptive:price=8", default_why="PRM", search=SearchSettings())
     prepared = prepare(ChatCompletionRequest.model_validate({"messages": [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 + 30?"}]}), server, ArithmeticTask())
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 + 30?"}]}), CHAT, server, ArithmeticTask())
     assert prepared.job.problem.answer == "42" and prepared.mode == "search"
     assert any("no chat template" in note for note in prepared.notes)
 
@@ -79,5 +83,24 @@ def test_the_arithmetic_models_read_words_and_say_what_they_ignored() -> None:
                                   "consistency:keep=nan"])
 def test_a_strategy_the_server_cannot_hold_or_parse_is_refused_naming_the_field(spec: str) -> None:
     with pytest.raises(APIError) as refused:
-        prepare(chat("What is 17 + 25?", edge_adapt={"strategy": spec}), CHAT, ChatTask())
+        prepare(chat("What is 17 + 25?", edge_adapt={"strategy": spec}), CHAT, SERVER, ChatTask())
     assert refused.value.status == 400 and refused.value.param == "edge_adapt.strategy"
+
+
+def test_each_endpoint_reads_its_own_request_and_shapes_its_own_choices() -> None:
+    turns = ChatCompletionRequest.model_validate({"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "developer", "content": "No lists."},
+        {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}]},
+        {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "What is 2+2?"}]})
+    assert CHAT.conversation(turns) == Conversation("What is 2+2?", "Be brief.\n\nNo lists.",
+                                                    (("user", "Hi there"), ("assistant", "Hello")))
+    assert COMPLETION.conversation(CompletionRequest.model_validate({"prompt": ["What is 2+2?"]})) == Conversation("What is 2+2?")
+    assert CHAT.choice(0, "4", "stop")["message"] == {"role": "assistant", "content": "4"}
+    assert COMPLETION.choice(0, "4", "stop")["text"] == "4"
+    assert CHAT.opening(2) == [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
+                                "logprobs": None} for i in range(2)]
+    assert COMPLETION.opening(2) == []
+    assert CHAT.delta(0, None, "stop")["delta"] == {} and COMPLETION.delta(0, None, "stop")["text"] == ""
+    with pytest.raises(APIError) as refused:
+        CHAT.conversation(ChatCompletionRequest.model_validate({"messages": [{"role": "assistant", "content": "Hi"}]}))
+    assert refused.value.param == "messages"

@@ -17,6 +17,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from edge_adapt.server.chat_serving import CHAT
+from edge_adapt.server.completion_serving import COMPLETION
 from edge_adapt.server.encoding import FiniteJSONResponse
 from edge_adapt.server.errors import APIError, install_handlers
 from edge_adapt.server.gate import Gate
@@ -93,10 +95,10 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorised), Depends(json_body)])
     async def chat(body: ChatCompletionRequest, request: Request) -> Response:
-        return await serve(state, body, request, chat=True)
+        return await serve(state, body, request, CHAT)
 
     @app.post("/v1/completions", dependencies=[Depends(authorised), Depends(json_body)])
     async def completions(body: CompletionRequest, request: Request) -> Response:
-        return await serve(state, body, request, chat=False)
+        return await serve(state, body, request, COMPLETION)
 
     return app

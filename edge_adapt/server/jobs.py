@@ -1,4 +1,4 @@
-"""From an OpenAI-style request to a search job, and from its result to the response body.
+"""From an OpenAI-style request to a search job (the response is :mod:`~edge_adapt.server.responses`'s).
 
 A request runs in one of three modes, and the response says which and why:
 
@@ -13,21 +13,19 @@ A request runs in one of three modes, and the response says which and why:
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any
 
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import StepRules
 from edge_adapt.guard import Budget
-from edge_adapt.search import BestOfN, SearchResult, SearchSettings
+from edge_adapt.search import BestOfN, SearchSettings
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import Strategy
-from edge_adapt.search.types import Candidate
+from edge_adapt.server.endpoint import Endpoint
 from edge_adapt.server.engine import Job
 from edge_adapt.server.errors import APIError, bad_request
-from edge_adapt.server.schemas import ChatCompletionRequest, CompletionRequest
+from edge_adapt.server.schemas import OpenAIRequest
 from edge_adapt.tasks import Problem, Task
 
 SAMPLE = "sample"
@@ -62,8 +60,8 @@ class Prepared:
     notes: tuple[str, ...] = ()
 
 
-def prepare(request: ChatCompletionRequest | CompletionRequest, server: ServerSettings, task: Task) -> Prepared:
-    """The job a request asks for, or a 4xx naming the field that cannot be served."""
+def prepare(request: OpenAIRequest, endpoint: Endpoint, server: ServerSettings, task: Task) -> Prepared:
+    """The job a request to ``endpoint`` asks for, or a 4xx naming the field that cannot be served."""
     if request.model is not None and request.model != server.model_id:
         raise APIError(404, f"model {request.model!r} is not served here; this server serves {server.model_id!r} "
                             "(GET /v1/models)", "invalid_request_error", "model_not_found", "model")
@@ -71,18 +69,19 @@ def prepare(request: ChatCompletionRequest | CompletionRequest, server: ServerSe
         raise bad_request(f"n must be at most {server.max_n} on this server (--max-n), got {request.n}", "n")
     cap = request.token_cap
     if cap is not None and cap > server.max_tokens:
-        field = "max_completion_tokens" if getattr(request, "max_completion_tokens", None) else "max_tokens"
+        field = request.token_cap_field
         raise bad_request(f"{field} must be at most {server.max_tokens} on this server (--max-tokens), got {cap}", field)
-    question, system, history = _question(request)
+    asked = endpoint.conversation(request)
+    question, system, history = asked.question, asked.system, asked.history
     chars = len(question) + len(system or "") + sum(len(text) for _, text in history)
     if chars > server.max_prompt_chars:
         raise bad_request(f"the prompt has {chars} characters, more than any prompt this server's context holds "
                           f"({server.max_prompt_chars} characters at the most): shorten the conversation",
-                          "messages" if isinstance(request, ChatCompletionRequest) else "prompt", "context_length_exceeded")
+                          endpoint.prompt_field, "context_length_exceeded")
     try:
         problem = task.parse_question(question)
     except EdgeAdaptError as exc:
-        raise bad_request(str(exc), "messages" if isinstance(request, ChatCompletionRequest) else "prompt") from None
+        raise bad_request(str(exc), endpoint.prompt_field) from None
     base = server.search
     sampling = replace(base.sampling, **{k: v for k, v in (("temperature", request.temperature), ("top_p", request.top_p))
                                          if v is not None})
@@ -102,7 +101,7 @@ def prepare(request: ChatCompletionRequest | CompletionRequest, server: ServerSe
     return Prepared(job, mode, why, request.n, request.stops, notes)
 
 
-def _mode(request: ChatCompletionRequest | CompletionRequest, server: ServerSettings, problem: Problem,
+def _mode(request: OpenAIRequest, server: ServerSettings, problem: Problem,
           temperature: float) -> tuple[Strategy, str, str]:
     """(strategy, mode, why) for this request."""
     spec = request.edge_adapt.strategy
@@ -142,103 +141,3 @@ def _notes(problem: Problem, base: SearchSettings, system: str | None, history: 
         notes.append("this model has no chat template: the system message and earlier turns were not used, only the "
                      "last user message")
     return tuple(notes)
-
-
-def _question(request: ChatCompletionRequest | CompletionRequest) -> tuple[str, str | None, tuple[tuple[str, str], ...]]:
-    """The question (the last user message, or the prompt), the system message, earlier turns."""
-    if isinstance(request, CompletionRequest):
-        prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
-        if len(prompts) != 1:
-            raise bad_request(f"prompt must be one string (got a list of {len(prompts)}); send one request per prompt", "prompt")
-        return prompts[0], None, ()
-    messages = request.messages
-    if messages[-1].role != "user":
-        raise bad_request(f"the last message must be the user's (got {messages[-1].role!r})", "messages")
-    system = "\n\n".join(m.text for m in messages if m.role in ("system", "developer")) or None
-    history = tuple((m.role, m.text) for m in messages[:-1] if m.role in ("user", "assistant"))
-    return messages[-1].text, system, history
-
-
-# -- responses ---------------------------------------------------------------------------------
-
-
-def finish_reason(candidate: Candidate | None, stopped: bool) -> str:
-    if stopped:
-        return "stop"
-    return "stop" if candidate is not None and candidate.end.finished else "length"  # cut off by a cap
-
-
-def apply_stops(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
-    """``text`` cut before the first stop string, and whether one was found."""
-    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return (text[: min(cuts)], True) if cuts else (text, False)
-
-
-def choices_of(prepared: Prepared, result: SearchResult) -> list[tuple[Candidate | None, str, str]]:
-    """(candidate, text, finish reason) per choice: the search's pick, or every sample."""
-    picked = [result.chosen] if prepared.mode == "search" else list(result.candidates)[: prepared.n]
-    out = []
-    for candidate in picked:
-        text, stopped = apply_stops(candidate.text if candidate else "", prepared.stops)
-        out.append((candidate, text, finish_reason(candidate, stopped)))
-    return out
-
-
-def cost_report(prepared: Prepared, result: SearchResult, server: ServerSettings) -> dict[str, Any]:
-    """What the answer cost and why: the ``edge_adapt`` object of a response."""
-    c = result.cost
-    chosen = result.chosen
-    quantiles = chosen.final if chosen is not None and chosen.final is not None else None
-    budget = {k: v for k, v in (("energy_j", prepared.job.budget.energy_j), ("latency_s", prepared.job.budget.latency_s),
-                                ("tokens", prepared.job.budget.tokens), ("power_w", prepared.job.budget.power_w))
-              if v is not None}
-    return {
-        "mode": prepared.mode,
-        "why": prepared.why,
-        "strategy": prepared.job.strategy.name if prepared.mode == "search" else SAMPLE,
-        "prm": server.can_judge,
-        "notes": list(prepared.notes),
-        "answer": result.answer if prepared.mode == "search" else None,
-        "samples": c.samples,
-        "generated_tokens": c.generated_tokens,
-        "prompt_tokens": c.prompt_tokens,  # evaluated; the rest of the prompt came from the prompt cache
-        "cached_prompt_tokens": _prompt_length(prepared, result) - c.prompt_tokens,
-        "prm_calls": c.prm_calls,
-        "prm_tokens": c.prm_tokens,
-        "prm_s": round(c.prm_s, 4),
-        "wall_s": round(c.wall_s, 4),
-        "joules": None if c.joules is None else round(c.joules, 4),
-        "energy_source": c.energy_source,
-        "energy_estimated": c.energy_estimated,
-        "quantiles": None if quantiles is None else {"q10": quantiles.at(0.1), "q50": quantiles.at(0.5), "q90": quantiles.at(0.9)},
-        "budget": budget,
-        "seed": prepared.job.seed,
-        "decisions": [d.as_record() for d in result.decisions],
-    }
-
-
-def _prompt_length(prepared: Prepared, result: SearchResult) -> int:
-    return prepared.job.measured.get("prompt_tokens", result.cost.prompt_tokens)
-
-
-def usage(prepared: Prepared, result: SearchResult) -> dict[str, Any]:
-    """OpenAI's usage: the whole prompt (``cached_tokens`` of it reused from the last prompt's
-    KV cells), and every token generated, for every sample drawn."""
-    c = result.cost
-    prompt = _prompt_length(prepared, result)
-    return {"prompt_tokens": prompt, "completion_tokens": c.generated_tokens, "total_tokens": prompt + c.generated_tokens,
-            "prompt_tokens_details": {"cached_tokens": prompt - c.prompt_tokens}}
-
-
-def response_body(prepared: Prepared, result: SearchResult, server: ServerSettings, request_id: str, chat: bool) -> dict[str, Any]:
-    """The whole (non-streamed) response: a chat completion or a text completion."""
-    def choice(i: int, text: str, reason: str) -> dict[str, Any]:
-        content = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
-        return {"index": i, **content, "finish_reason": reason, "logprobs": None}
-
-    return {
-        "id": request_id, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-        "model": server.model_id,
-        "choices": [choice(i, text, reason) for i, (_, text, reason) in enumerate(choices_of(prepared, result))],
-        "usage": usage(prepared, result), "edge_adapt": cost_report(prepared, result, server),
-    }

@@ -94,6 +94,10 @@ class ChatCompletionRequest(_Common):
     def token_cap(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    @property
+    def token_cap_field(self) -> str:
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+
 
 class CompletionRequest(_Common):
     prompt: Text | Annotated[list[Text], Field(max_length=MAX_MESSAGES)]
@@ -101,3 +105,10 @@ class CompletionRequest(_Common):
     @property
     def token_cap(self) -> int | None:
         return self.max_tokens
+
+    @property
+    def token_cap_field(self) -> str:
+        return "max_tokens"
+
+
+OpenAIRequest = ChatCompletionRequest | CompletionRequest

@@ -1,5 +1,6 @@
-"""Serving one completion request: request -> job, the job through the engine, its result (or
-error) -> a JSON response or an SSE stream; a client that leaves cancels its job."""
+"""Serving one request at either endpoint: request -> job (:mod:`~edge_adapt.server.jobs`), the job
+through the engine, its result (or error) -> a JSON response (:mod:`~edge_adapt.server.responses`) or
+an SSE stream (:mod:`~edge_adapt.server.streaming`); a client that leaves cancels its job."""
 
 from __future__ import annotations
 
@@ -15,19 +16,22 @@ from fastapi.responses import Response, StreamingResponse
 from edge_adapt.errors import BudgetError, ContextOverflowError, EdgeAdaptError
 from edge_adapt.search import SearchResult
 from edge_adapt.server.encoding import FiniteJSONResponse
+from edge_adapt.server.endpoint import Endpoint
 from edge_adapt.server.engine import Cancelled, Events, QueueFull, ShuttingDown
 from edge_adapt.server.errors import APIError, bad_request, busy
-from edge_adapt.server.schemas import ChatCompletionRequest, CompletionRequest
-from edge_adapt.server.service import Prepared, prepare, response_body
+from edge_adapt.server.jobs import Prepared, prepare
+from edge_adapt.server.responses import response_body
+from edge_adapt.server.schemas import OpenAIRequest
 from edge_adapt.server.state import ServerState
 from edge_adapt.server.streaming import stream
 
 DISCONNECT_POLL_S = 0.05
 
 
-async def serve(state: ServerState, body: ChatCompletionRequest | CompletionRequest, request: Request, chat: bool) -> Response:
+async def serve(state: ServerState, body: OpenAIRequest, request: Request, endpoint: Endpoint) -> Response:
+    """Serve ``body`` at ``endpoint`` (chat or text completions): a JSON response, or an SSE stream."""
     engine, settings = state.ready()
-    prepared = prepare(body, settings, engine.stack.searcher.task)
+    prepared = prepare(body, endpoint, settings, engine.stack.searcher.task)
     events = Events(asyncio.get_running_loop()) if body.stream else None
     if events is not None:
         prepared = replace(prepared, job=replace(prepared.job, events=events))
@@ -39,18 +43,18 @@ async def serve(state: ServerState, body: ChatCompletionRequest | CompletionRequ
         raise busy(state.config.retry_after_s) from None
     except ShuttingDown:
         raise APIError(503, "the server is shutting down", "server_error", "shutting_down") from None
-    request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+    request_id = f"{endpoint.id_prefix}-{uuid.uuid4().hex}"
     if events is not None:
         if not await _started(prepared, future, events, request):
             return Response(status_code=499)  # the client is gone; nobody reads this
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        chunks = stream(prepared, future, events, settings, request_id, chat, include_usage, lambda: _outcome(future))
+        chunks = stream(prepared, future, events, settings, request_id, endpoint, include_usage, lambda: _outcome(future))
         return StreamingResponse(chunks, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     result = await _wait(prepared, future, request)
     if result is None:
         return Response(status_code=499)
-    return FiniteJSONResponse(response_body(prepared, result, settings, request_id, chat))
+    return FiniteJSONResponse(response_body(prepared, result, settings, request_id, endpoint))
 
 
 async def _started(prepared: Prepared, future: Future[SearchResult], events: Events, request: Request) -> bool:

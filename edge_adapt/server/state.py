@@ -15,8 +15,8 @@ from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
 from edge_adapt.server.engine import Engine, Job
 from edge_adapt.server.errors import APIError
 from edge_adapt.server.gate import Traffic
+from edge_adapt.server.jobs import ServerSettings
 from edge_adapt.server.metrics import ServerMetrics
-from edge_adapt.server.service import ServerSettings
 
 log = logging.getLogger(__name__)
 

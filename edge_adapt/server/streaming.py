@@ -16,9 +16,11 @@ from typing import Any
 
 from edge_adapt.search import SearchResult
 from edge_adapt.server.encoding import to_json
+from edge_adapt.server.endpoint import Endpoint
 from edge_adapt.server.engine import Events
 from edge_adapt.server.errors import APIError
-from edge_adapt.server.service import Prepared, ServerSettings, apply_stops, choices_of, cost_report, usage
+from edge_adapt.server.jobs import Prepared, ServerSettings
+from edge_adapt.server.responses import apply_stops, choices_of, cost_report, usage
 
 PING_S = 15.0  # an SSE comment this often keeps proxies from closing a quiet stream
 
@@ -54,26 +56,22 @@ def sse(data: dict[str, Any] | str) -> bytes:
 
 
 async def stream(prepared: Prepared, future: Future[SearchResult], events: Events, settings: ServerSettings,
-                 request_id: str, chat: bool, include_usage: bool, answer: Callable[[], SearchResult | None]) -> AsyncIterator[bytes]:
-    """The chunks of one streamed response; ``answer`` turns the finished job into its result
-    (raising the API error it deserves). The job is cancelled if the client leaves."""
+                 request_id: str, endpoint: Endpoint, include_usage: bool,
+                 answer: Callable[[], SearchResult | None]) -> AsyncIterator[bytes]:
+    """The chunks of one streamed response, as ``endpoint`` shapes them; ``answer`` turns the
+    finished job into its result (raising the API error it deserves). The job is cancelled if the
+    client leaves."""
     created = int(time.time())
-    obj = "chat.completion.chunk" if chat else "text_completion"
 
     def chunk(choices: list[dict], **extra: object) -> bytes:
-        return sse({"id": request_id, "object": obj, "created": created, "model": settings.model_id, "choices": choices,
-                    **extra})
+        return sse({"id": request_id, "object": endpoint.chunk_object, "created": created, "model": settings.model_id,
+                    "choices": choices, **extra})
 
-    def delta(i: int, text: str | None, reason: str | None = None, role: bool = False) -> dict:
-        if chat:
-            content = {"role": "assistant", "content": ""} if role else ({} if text is None else {"content": text})
-            return {"index": i, "delta": content, "finish_reason": reason, "logprobs": None}
-        return {"index": i, "text": text or "", "finish_reason": reason, "logprobs": None}
-
+    delta = endpoint.delta
     streamed = TextStream(prepared.stops)  # a lone sample's text, as far as it was sent
     try:
-        if chat:
-            yield chunk([delta(i, None, role=True) for i in range(prepared.n)])
+        if opening := endpoint.opening(prepared.n):
+            yield chunk(opening)
         while True:
             event = await events.get(PING_S)
             if event is None:
@@ -103,7 +101,7 @@ async def stream(prepared: Prepared, future: Future[SearchResult], events: Event
                 pieces = list(candidate.steps) if candidate is not None and text == candidate.text else [text]
             for piece in filter(None, pieces):
                 yield chunk([delta(i, piece)])
-            yield chunk([delta(i, None if chat else "", reason)])
+            yield chunk([delta(i, None, reason)])
         final: dict[str, Any] = {"edge_adapt": cost_report(prepared, result, settings)}
         if include_usage:
             final["usage"] = usage(prepared, result)
