@@ -140,6 +140,11 @@ def main() -> None:
     for price in sorted({*PRICES, model.price}):
         name = f"adaptive_vote:price={price:g}" + (" (default)" if price == model.price else "")
         adaptive[name] = rows[name] = replay_adaptive(questions, model, price, model.feature, n_max=m, orderings=o)[0]
+    own = model.without_prm() if model.needs_prm else None
+    if own is not None:  # the same vote without the PRM's scores: what the PRM adds, on the same samples
+        for price in sorted({*PRICES, model.price}):
+            rows[f"adaptive_vote:price={price:g} (no PRM: {own.feature})"] = replay_adaptive(
+                questions, own, price, own.feature, n_max=m, orderings=o)[0]
     fixed = {k: v for k, v in rows.items() if k.startswith(("majority:", "best_of_n:", "weighted:", "cisc:", "deepconf:"))}
     best_name = max(fixed, key=lambda k: (fixed[k].accuracy, -fixed[k].tokens))
     top = rows[f"majority:n={m}"]
@@ -162,6 +167,11 @@ def main() -> None:
             mean, lo, hi, wins, losses, p = paired(r, fixed[other])
             print(f"{name} - {other}: {mean:+.1f} points (95% CI {lo:+.1f} .. {hi:+.1f}; better on {wins}, worse on {losses} "
                   f"questions, sign test p = {p:.2f}); tokens {r.tokens:.0f} vs {fixed[other].tokens:.0f}")
+    if own is not None:
+        default_name = next(k for k in adaptive if k.endswith("(default)"))
+        mean, lo, hi, wins, losses, p = paired(adaptive[default_name], rows[f"adaptive_vote:price={model.price:g} (no PRM: {own.feature})"])
+        print(f"with the PRM's scores - without them, at the default price: {mean:+.1f} points (95% CI {lo:+.1f} .. {hi:+.1f}; "
+              f"better on {wins}, worse on {losses}, p = {p:.2f})")
     singles = rows["majority:n=1"].per_level
     if singles:
         print("pass@1 per level: " + ", ".join(f"{lv}: {a:.1f}%" for lv, (a, _, _) in singles.items()))

@@ -27,8 +27,11 @@ from edge_adapt.models import sha256_of
 from edge_adapt.policy import EnergyPolicy
 from edge_adapt.prm import PRM, QuantilePRM
 from edge_adapt.prm.absent import NO_PRM_HINT, NoPRM
+from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
 from edge_adapt.search import Searcher, SearchSettings, Strategy, kv_cells_needed, sequences_needed
+from edge_adapt.search.adaptive_vote import vote_model_spec
 from edge_adapt.search.searcher import work_done
+from edge_adapt.search.spec import DEFAULT_SPEC
 from edge_adapt.search.vote_model import VoteModel, calibration_path
 from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings
 from edge_adapt.tasks import Task
@@ -147,6 +150,30 @@ def prompt_provenance(settings: StackSettings, chat: bool) -> dict[str, Any]:
                             prompt_template=getattr(settings.task, "prompt_template", None),
                             step_delimiter=rules.delimiter, max_new_tokens=rules.max_new_tokens)
     return {"task": settings.task.name, **prompt.as_record(), "temperature": settings.sampling.temperature}
+
+
+def prm_fingerprint(prm: Path) -> str:
+    """The sha256 of a PRM folder's prm_config.json (its fitted numbers change with every rebuild)."""
+    return sha256_of(prm / PRM_CONFIG)
+
+
+def default_search(models: ModelSettings, vote_model: VoteModel | None) -> tuple[str, str]:
+    """The search a question gets when told nothing else, and why.
+
+    Without a PRM: the generator's calibrated adaptive vote, else Adaptive-Consistency. With a PRM
+    and a vote model calibrated with that very PRM (``calibrate --prm``): the adaptive vote too,
+    which reads the PRM's scores only where they predicted held-out questions better than the
+    generator's own confidence (a weak PRM is then never a reason to give up). With a PRM alone:
+    value-aware sampling by the PRM's answer model."""
+    if models.prm is None:
+        if vote_model is None:
+            return vote_model_spec(None), "no PRM and no calibration beside the generator: Adaptive-Consistency"
+        return vote_model_spec(vote_model), "no PRM: the generator's calibrated adaptive vote"
+    calibrated_with = vote_model.provenance.get("prm_sha256") if vote_model is not None else None
+    if vote_model is not None and calibrated_with == prm_fingerprint(models.prm):
+        return vote_model_spec(vote_model), (f"the adaptive vote calibrated with this PRM (evidence: {vote_model.feature}, "
+                                             "chosen on held-out calibration questions)")
+    return DEFAULT_SPEC, "value-aware sampling with the PRM"
 
 
 def _open_vote_model(settings: StackSettings, chat: bool) -> VoteModel | None:

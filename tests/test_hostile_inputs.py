@@ -250,7 +250,7 @@ def test_a_prm_calibrated_for_another_generator_is_refused_and_no_prm_mode_is_la
     shown = CliRunner().invoke(main, ["solve", Q, "--no-prm"])
     # the default without a PRM: the adaptive vote, by the calibration shipped beside the generator
     shown_text = " ".join(shown.output.split())
-    assert shown.exit_code == 0 and "no PRM: adaptive_vote:price=" in shown_text and "its calibration beside the generator" in shown_text
+    assert shown.exit_code == 0 and "adaptive_vote:price=" in shown_text and "no PRM: the generator's calibrated adaptive vote" in shown_text
     for needs_prm in ("adaptive:price=8", "best_of_n:n=4", "beam:n=4,width=2"):
         result = CliRunner().invoke(main, ["solve", Q, "--no-prm", "-s", needs_prm])
         assert result.exit_code == 1 and "read PRM scores" in " ".join(result.output.split()), result.output

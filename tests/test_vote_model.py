@@ -181,3 +181,26 @@ def test_a_prm_feature_is_chosen_only_where_it_predicts_better_and_keeps_a_gener
     assert own is not None and own.feature in ("mean", "lowest", "tail") and not own.needs_prm
     assert VoteModel.load(model.save(tmp_path / "m.json")) == model
     assert fit_vote_model([easy(i) for i in range(15)] + [hopeless(i) for i in range(15)]).without_prm() is not None
+
+
+def test_the_default_search_reads_a_prm_only_through_a_vote_model_calibrated_with_it(tmp_path) -> None:
+    from edge_adapt.assembly import default_search, prm_fingerprint
+    from edge_adapt.search.spec import DEFAULT_SPEC
+    from edge_adapt.settings import ModelSettings
+
+    prm, other = tmp_path / "prm", tmp_path / "other"
+    for folder, text in ((prm, "{}"), (other, '{"rebuilt": 1}')):
+        folder.mkdir()
+        (folder / "prm_config.json").write_text(text)
+    fitted = fit_vote_model([easy(i) for i in range(15)] + [hopeless(i) for i in range(15)])
+
+    def with_prm(folder) -> VoteModel:  # the same table, as `calibrate --prm FOLDER` would record it
+        return VoteModel(fitted.feature, fitted.table, fitted.max_measured, 4.0, {"prm_sha256": prm_fingerprint(folder)})
+
+    alone, gguf = VoteModel(fitted.feature, fitted.table, fitted.max_measured, 4.0), tmp_path / "g.gguf"
+    assert default_search(ModelSettings(gguf), None)[0] == "consistency:n_max=16"
+    assert default_search(ModelSettings(gguf), alone)[0] == "adaptive_vote:price=4"
+    assert default_search(ModelSettings(gguf, prm), alone)[0] == DEFAULT_SPEC  # calibrated without this PRM
+    assert default_search(ModelSettings(gguf, prm), with_prm(other))[0] == DEFAULT_SPEC  # with another one
+    spec, why = default_search(ModelSettings(gguf, prm), with_prm(prm))
+    assert spec == "adaptive_vote:price=4" and "calibrated with this PRM" in why

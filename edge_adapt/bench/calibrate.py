@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_adapt.assembly import prompt_provenance
+from edge_adapt.assembly import prm_fingerprint, prompt_provenance
 from edge_adapt.bench.records import RunFolder
 from edge_adapt.bench.runner import BenchConfig, run_bench, stack_settings
 from edge_adapt.cluster import ClusterSettings
@@ -106,7 +106,8 @@ def fit_and_judge(folder: RunFolder, config: BenchConfig, out: Path, *, held_out
     provenance = {
         "generator": config.models.generator.name, "generator_sha256": sha256_of(config.models.generator),
         **prompt_provenance(settings, bool(recorded.get("chat_template"))),
-        "prm": str(config.models.prm) if config.models.prm else None, "data": config.data, "data_sha256": recorded.get("data_sha256"), "split": config.split,
+        "prm": str(config.models.prm) if config.models.prm else None,
+        "prm_sha256": prm_fingerprint(config.models.prm) if config.models.prm else None, "data": config.data, "data_sha256": recorded.get("data_sha256"), "split": config.split,
         "question_seed": config.question_seed, "samples_run": str(folder.path),
         "held_out_fraction": held_out, "held_out_questions": len(held),
     }

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_adapt.assembly import Stack, StackSettings, open_stack
+from edge_adapt.assembly import Stack, StackSettings, open_stack, prm_fingerprint
 from edge_adapt.bench.records import RunFolder, RunFolderError
 from edge_adapt.bench.result_record import to_record
 from edge_adapt.cluster import ClusterSettings, FileCheck
@@ -28,7 +28,6 @@ from edge_adapt.generator.config import default_threads
 from edge_adapt.guard import Budget
 from edge_adapt.models import sha256_of
 from edge_adapt.prm import PRM
-from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.search.vote_model import calibration_path
@@ -90,7 +89,7 @@ def model_fingerprints(config: BenchConfig) -> dict[str, str]:
     rebuilt mix two models' records in one run. The generator's vote model too, where the run reads
     one (adaptive_vote decides by it)."""
     models = config.models
-    prm = sha256_of(models.prm / PRM_CONFIG) if models.prm else None
+    prm = prm_fingerprint(models.prm) if models.prm else None
     found = {"generator": sha256_of(models.generator), "prm_config": prm}
     calibration = calibration_path(models.generator)
     if config.vote_model and calibration.is_file():

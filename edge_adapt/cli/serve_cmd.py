@@ -52,8 +52,9 @@ def is_loopback(host: str) -> bool:
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSONL file for --task gsm8k/math (its first question warms the server up).")
 @click.option("-s", "--strategy", "spec", metavar="SPEC",
-              help=f"The search a checkable question gets when the request names none [default: {DEFAULT_SPEC} with a PRM; "
-                   "without one the generator's calibrated adaptive_vote, else consistency].")
+              help=f"The search a checkable question gets when the request names none [default: {DEFAULT_SPEC} with a PRM, "
+                   "adaptive_vote where the generator was calibrated with that PRM; without one the generator's "
+                   "calibrated adaptive_vote, else consistency].")
 @click.option("--max-n", type=click.IntRange(1, MAX_LIVE_PATHS), default=8, show_default=True,
               help="Most samples (n) a request may ask for; sizes the KV cache with --max-tokens.")
 @click.option("--max-tokens", type=click.IntRange(1, 32768), help="Most tokens one solution may have [default: 512].")

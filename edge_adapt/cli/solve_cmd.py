@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from edge_adapt.assembly import StackSettings, open_stack
+from edge_adapt.assembly import StackSettings, default_search, open_stack
 from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import (
     FiniteFloat,
@@ -26,11 +26,10 @@ from edge_adapt.generator.vocab import utf8
 from edge_adapt.guard import Budget
 from edge_adapt.prm import PRM, Quantiles
 from edge_adapt.search import SearchResult
-from edge_adapt.search.adaptive_vote import vote_model_spec
 from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, Strategy
 from edge_adapt.search.vote_model import VoteModel, calibration_path
-from edge_adapt.settings import MeterSettings, PromptSettings, budget_record
+from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, budget_record
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
 
 
@@ -62,8 +61,8 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 @click.option("--index", type=click.IntRange(min=0), help="Solve problem N of the task (the default task's test split).")
 # the default: value-aware sampling (edge_adapt/search/value_sampling.py)
 @click.option("-s", "--strategy", "spec", default=None,
-              show_default=f"{DEFAULT_SPEC} with a PRM; without one, adaptive_vote at the generator's calibrated price, "
-                           "else consistency:n_max=16",
+              show_default=f"{DEFAULT_SPEC} with a PRM (adaptive_vote where the generator was calibrated with that PRM); "
+                           "without one, adaptive_vote at the generator's calibrated price, else consistency:n_max=16",
               metavar="SPEC",
               help="Search strategy: adaptive:price=8 (lower prices buy more samples), best_of_n:n=8, majority:n=8, "
                    "ias_best_of_n:n_max=32, beam:n=16,width=4, ias_beam:k_max=4,m_max=4 (+es adds early stopping to best-of-N).")
@@ -105,7 +104,7 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
         task_name = task_name or calibration.provenance.get("task")
         prompt = prompt.or_else(calibration.provenance)
     task_name = task_name or ("gsm8k" if mine else "default")
-    strategy = _strategy(spec, samples, no_prm, calibration, quiet=as_json)
+    strategy = _strategy(spec, samples, chosen, calibration, quiet=as_json)
     try:
         task = get_task(task_name, data, prompt.prompt_template)
     except EdgeAdaptError as exc:
@@ -131,17 +130,16 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
     _print(result, problem, task.display_question(problem), question_q, correct, prm)
 
 
-def _strategy(spec: str | None, samples: int | None, no_prm: bool, calibration: VoteModel | None, quiet: bool) -> Strategy:
-    """What to run: the spec or -n given, else the default (it reads PRM scores; without a PRM, the
-    adaptive vote, said on stderr with why)."""
+def _strategy(spec: str | None, samples: int | None, models: ModelSettings, calibration: VoteModel | None,
+              quiet: bool) -> Strategy:
+    """What to run: the spec or -n given, else the default (:func:`~edge_adapt.assembly.default_search`),
+    said on stderr with why."""
     if spec is None:
-        spec = vote_model_spec(calibration) if no_prm else DEFAULT_SPEC
-        if no_prm and not quiet:
-            why = ("its calibration beside the generator" if calibration is not None
-                   else "no calibration beside the generator (`edge-adapt calibrate`): Adaptive-Consistency")
-            err_console.print(f"no PRM: {spec} ({why})", highlight=False)
+        spec, why = default_search(models, calibration)
+        if not quiet and not samples:
+            err_console.print(f"{spec}: {why}", highlight=False)
     try:
-        return parse_spec(f"{'majority' if no_prm else 'best_of_n'}:n={samples}" if samples else spec)
+        return parse_spec(f"{'majority' if models.prm is None else 'best_of_n'}:n={samples}" if samples else spec)
     except EdgeAdaptError as exc:
         raise click.BadParameter(str(exc), param_hint="--strategy") from None
 

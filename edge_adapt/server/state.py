@@ -8,10 +8,9 @@ import logging
 import threading
 from dataclasses import dataclass, replace
 
-from edge_adapt.assembly import StackSettings, open_stack
+from edge_adapt.assembly import StackSettings, default_search, open_stack
 from edge_adapt.search import BestOfN, SearchResult
-from edge_adapt.search.adaptive_vote import vote_model_spec
-from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
+from edge_adapt.search.spec import parse_spec
 from edge_adapt.server.engine import Engine, Job
 from edge_adapt.server.errors import APIError
 from edge_adapt.server.gate import Traffic
@@ -70,12 +69,8 @@ class ServerState:
             gen = stack.generator
             if self.config.default_strategy is not None:
                 default, why = self.config.default_strategy, "the server's default strategy (--strategy)"
-            elif stack.prm.available:
-                default, why = DEFAULT_SPEC, "value-aware sampling with the PRM"
             else:
-                default = vote_model_spec(stack.searcher.vote_model)
-                why = ("the generator's calibrated adaptive vote" if stack.searcher.vote_model is not None else
-                       "no PRM and no calibration beside the generator: Adaptive-Consistency's adaptive vote")
+                default, why = default_search(stack_settings.models, stack.searcher.vote_model)
             self.settings = ServerSettings(
                 model_id=self.config.model_id, default_strategy=default, default_why=why,
                 search=stack.searcher.settings, budget=stack_settings.budget, max_n=self.config.max_n,
