@@ -55,7 +55,7 @@ DEFAULT_STRATEGIES = (
 class BenchConfig:
     """Everything that defines a run; stored in config.json and checked when resuming."""
 
-    models: ModelSettings  # no PRM: majority votes only
+    models: ModelSettings  # models.prm None: only strategies that read no PRM score run
     task: str = "default"
     data: str | None = None
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
