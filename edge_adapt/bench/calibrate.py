@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +113,8 @@ def fit_and_judge(folder: RunFolder, config: BenchConfig, out: Path, *, held_out
     }
     model = fit_vote_model(fit, seed=seed, provenance=provenance)
     judgement = judge(model, held)
-    model = VoteModel(model.feature, model.table, model.max_measured, model.price, model.provenance,
-                      {**model.report, "held_out": judgement_record(judgement, model.price)})
+    # replace, not rebuild: the generator-only table a PRM-reading model keeps must survive
+    model = replace(model, report={**model.report, "held_out": judgement_record(judgement, model.price)})
     path = model.save(out)
     return Calibration(model, judgement, path, len(fit), len(held))
 
