@@ -15,6 +15,7 @@ from without_modules import run_cli_without
 
 from edge_adapt import StackSettings, open_stack
 from edge_adapt.bench.calibrate import draw_samples, fit_and_judge, sampling_config
+from edge_adapt.bench.records import RunFolder
 from edge_adapt.cli import main
 from edge_adapt.errors import ModelLoadError
 from edge_adapt.models import load_default_models, sha256_of
@@ -112,3 +113,24 @@ def test_solve_with_a_generator_alone_runs_the_adaptive_vote_and_says_which(cali
     result = CliRunner().invoke(main, ["solve", "--index", "3", "-m", str(bare), "--task", "default"])
     assert result.exit_code == 0, result.output
     assert "consistency:n_max=16" in result.output and "Adaptive-Consistency" in result.output
+
+
+def test_a_fit_that_reads_the_prm_keeps_the_generator_only_table_through_the_held_out_report(
+        calibrated: VoteModel, generator: Path, tmp_path: Path) -> None:
+    """The calibration's own samples, each given a PRM score that knows the answer: the fit reads the
+    PRM, and the file it writes still holds the table a stack without that PRM runs."""
+    drawn = Path(str(calibration_path(generator)) + ".samples")
+    folder = tmp_path / "scored"
+    folder.mkdir()
+    shutil.copy(drawn / "config.json", folder / "config.json")
+    with open(folder / "records.jsonl", "w") as out:
+        for line in (drawn / "records.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            record["samples"] = [{**s, "prm_median": 0.9 if s["correct"] else 0.1} for s in record["samples"]]
+            out.write(json.dumps(record) + "\n")
+    config = sampling_config(ModelSettings(generator), "default", None, samples=4, limit=60)
+    model = fit_and_judge(RunFolder(folder), config, tmp_path / "model.json").model
+    assert model.feature == "prm" and "held_out" in model.report
+    saved = VoteModel.load(tmp_path / "model.json")
+    own = saved.without_prm()
+    assert own is not None and own.feature in ("mean", "lowest", "tail") and not own.needs_prm
