@@ -32,7 +32,7 @@ from edge_adapt.search import Searcher, SearchSettings, Strategy, kv_cells_neede
 from edge_adapt.search.adaptive_vote import vote_model_spec
 from edge_adapt.search.searcher import work_done
 from edge_adapt.search.spec import DEFAULT_SPEC
-from edge_adapt.search.vote_model import VoteModel, calibration_path
+from edge_adapt.search.vote_model import VoteModel
 from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings
 from edge_adapt.tasks import Task
 
@@ -60,7 +60,6 @@ class StackSettings:
     # a PRM calibrated for another generator: "refuse" (its scores describe that generator), or
     # "warn" (benchmarks of speed that only need some scores)
     other_generator: Literal["refuse", "warn"] = "refuse"
-    vote_model: Path | None = None  # the generator's calibration file; None: GENERATOR.calibration.json when there is one
     use_vote_model: bool = True  # False: ignore any calibration file (measure without it)
     context: int | None = None  # the KV pool holds at least this many cells (a server's --ctx); None: sized from the strategies
     context_from_model: int = 0  # > 0: the pool grows to the model's training context, up to this many cells
@@ -177,15 +176,17 @@ def default_search(models: ModelSettings, vote_model: VoteModel | None) -> tuple
 
 
 def _open_vote_model(settings: StackSettings, chat: bool) -> VoteModel | None:
-    """The generator's vote model: the given file, else the one beside the GGUF (when there is
-    one). One fitted for another generator is refused; one fitted under other prompt or sampling
+    """The generator's vote model: the given calibration file, else the one beside the GGUF (when
+    there is one). One fitted for another generator is refused; one fitted under other prompt or sampling
     settings is used with a warning (its promises hold for those)."""
     if not settings.use_vote_model:
         return None
-    generator = settings.models.generator
-    path = settings.vote_model or calibration_path(generator)
-    if settings.vote_model is None and not path.is_file():
-        return None
+    generator, path = settings.models.generator, settings.models.calibration_file
+    if not path.is_file():
+        if settings.models.calibration is None:
+            return None
+        raise ModelLoadError(f"the calibration file {path} is not there: give the file `edge-adapt calibrate -o` wrote, "
+                             "or leave --calibration out to read the one beside the generator")
     model = VoteModel.load(path)
     fitted_for = str(model.provenance.get("generator_sha256", ""))
     if fitted_for != sha256_of(generator):

@@ -9,6 +9,7 @@ field name, as runs have always recorded them, so older runs resume."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -61,26 +62,45 @@ class PromptSettings:
         return cls(**{f.name: record.get(f.name) for f in fields(cls)})
 
 
+def calibration_path(generator: str | os.PathLike[str]) -> Path:
+    """Where ``calibrate`` writes, and stacks look for, a generator's vote model unless told."""
+    path = Path(generator)
+    return path.with_name(path.name + ".calibration.json")
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """Which models run, and on what: the GGUF generator, the PRM folder (``None``: none, votes only),
-    CPU threads (``None``: all cores) and generator layers offloaded to a GPU (-1: all)."""
+    the generator's calibration file (``None``: the one beside the GGUF, when there is one), CPU
+    threads (``None``: all cores) and generator layers offloaded to a GPU (-1: all)."""
 
     generator: Path
     prm: Path | None = None
     threads: int | None = None
     gpu_layers: int = 0
+    calibration: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "generator", Path(self.generator))
-        if self.prm is not None:
-            object.__setattr__(self, "prm", Path(self.prm))
+        for name in ("prm", "calibration"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
         if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
             raise EdgeAdaptError(f"threads must be an integer >= 1 (leave it unset for all cores), got {self.threads!r}")
 
+    @property
+    def calibration_file(self) -> Path:
+        """The calibration file a stack reads: the given one, else the one beside the generator."""
+        return self.calibration or calibration_path(self.generator)
+
     def as_record(self) -> dict[str, Any]:
-        """What a run depends on (threads say how fast, not what: a resume may use others)."""
-        return {"generator": str(self.generator), "prm": str(self.prm) if self.prm else None, "gpu_layers": self.gpu_layers}
+        """What a run depends on (threads say how fast, not what: a resume may use others). A given
+        calibration file is written only when given, so runs from before it existed resume."""
+        record: dict[str, Any] = {"generator": str(self.generator), "prm": str(self.prm) if self.prm else None,
+                                  "gpu_layers": self.gpu_layers}
+        if self.calibration is not None:
+            record["calibration"] = str(self.calibration)
+        return record
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from edge_adapt.cli import main
 from edge_adapt.errors import ModelLoadError
 from edge_adapt.models import load_default_models, sha256_of
 from edge_adapt.search.spec import parse_spec
-from edge_adapt.search.vote_model import VoteModel, calibration_path
-from edge_adapt.settings import MeterSettings, ModelSettings
+from edge_adapt.search.vote_model import VoteModel
+from edge_adapt.settings import MeterSettings, ModelSettings, calibration_path
 from edge_adapt.tasks import ArithmeticTask
 
 ARGS = ["--task", "default", "--limit", "60", "-n", "4"]
@@ -134,3 +134,15 @@ def test_a_fit_that_reads_the_prm_keeps_the_generator_only_table_through_the_hel
     saved = VoteModel.load(tmp_path / "model.json")
     own = saved.without_prm()
     assert own is not None and own.feature in ("mean", "lowest", "tail") and not own.needs_prm
+
+
+def test_a_calibration_written_elsewhere_is_read_where_solve_is_told(calibrated: VoteModel, generator: Path,
+                                                                       tmp_path: Path) -> None:
+    """`calibrate -o FILE` for a generator in a folder one cannot write: solve reads FILE with --calibration."""
+    bare = Path(shutil.copy(generator, tmp_path / "bare.gguf"))
+    elsewhere = Path(shutil.copy(calibration_path(generator), tmp_path / "mine.json"))
+    result = CliRunner().invoke(main, ["solve", "--index", "3", "-m", str(bare), "--calibration", str(elsewhere), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["strategy"] == f"adaptive_vote:price={calibrated.price:g}"
+    result = CliRunner().invoke(main, ["solve", "--index", "3", "-m", str(bare), "--calibration", str(tmp_path / "none.json")])
+    assert result.exit_code == 2 and "none.json" in result.output and "does not exist" in result.output

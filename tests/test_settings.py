@@ -82,9 +82,9 @@ def test_the_tree_writes_config_json_as_runs_before_it_did() -> None:
     assert config.to_json() == RECORDED_BEFORE_THE_TREE
     # what a run did not set stays out of the record; what it set goes in
     changed = replace(config, sampling=SamplingParams(temperature=1.0, top_p=0.9), meter=MeterSettings(measured_only=True),
-                      question_seed=2).to_json()
-    assert {k: changed[k] for k in ("temperature", "top_p", "measured_only", "question_seed", "meter")} == \
-        {"temperature": 1.0, "top_p": 0.9, "measured_only": True, "question_seed": 2, "meter": None}
+                      question_seed=2, models=replace(config.models, calibration=Path("c.json"))).to_json()
+    assert {k: changed[k] for k in ("temperature", "top_p", "measured_only", "question_seed", "meter", "calibration")} == \
+        {"temperature": 1.0, "top_p": 0.9, "measured_only": True, "question_seed": 2, "meter": None, "calibration": "c.json"}
     assert "top_k" not in changed and "threads" not in changed  # threads say how fast, not what
 
 

@@ -30,7 +30,6 @@ from edge_adapt.models import sha256_of
 from edge_adapt.prm import PRM
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import Strategy
-from edge_adapt.search.vote_model import calibration_path
 from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, budget_record, sampling_record
 from edge_adapt.tasks import Problem, Task, get_task
 
@@ -91,7 +90,7 @@ def model_fingerprints(config: BenchConfig) -> dict[str, str]:
     models = config.models
     prm = prm_fingerprint(models.prm) if models.prm else None
     found = {"generator": sha256_of(models.generator), "prm_config": prm}
-    calibration = calibration_path(models.generator)
+    calibration = models.calibration_file
     if config.vote_model and calibration.is_file():
         found["vote_model"] = sha256_of(calibration)
     return found

@@ -24,6 +24,7 @@ from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import (
     FiniteFloat,
     budget_options,
+    calibration_option,
     cluster_options,
     cluster_settings,
     model_options,
@@ -56,6 +57,7 @@ from edge_adapt.tasks import TASK_NAMES
 @click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True)
 @model_options
 @no_prm_option
+@calibration_option
 @prompt_options
 @budget_options
 @cluster_options
@@ -63,7 +65,8 @@ from edge_adapt.tasks import TASK_NAMES
 def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | None, limit: int | None, split: str,
           question_seed: int, seed: int,
           temperature: float, generator_path: Path | None, prm_path: Path | None, models: Path | None, threads: int | None,
-          gpu_layers: int, no_prm: bool, prompt: PromptSettings, budget: Budget, meter: MeterSettings, ray: bool, ray_address: str | None,
+          gpu_layers: int, no_prm: bool, calibration: Path | None, prompt: PromptSettings, budget: Budget, meter: MeterSettings,
+          ray: bool, ray_address: str | None,
           ray_workers: int | None, ray_cpus_per_worker: int, ray_gpus_per_worker: float, no_plots: bool) -> None:
     """Run strategies x questions, one JSONL record each, then print and save the summary.
 
@@ -93,7 +96,8 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
     if cluster is not None and threads is None:
         threads = ray_cpus_per_worker  # each worker runs on the cores it holds
     config = BenchConfig(
-        resolve_models(generator_path, prm_path, models, no_prm, threads=threads, gpu_layers=gpu_layers), task=task_name,
+        resolve_models(generator_path, prm_path, models, no_prm, threads=threads, gpu_layers=gpu_layers,
+                       calibration=calibration), task=task_name,
         data=str(data) if data else None,
         strategies=tuple(parse_spec(s).name for s in strategies) or (NO_PRM_STRATEGIES if no_prm else DEFAULT_STRATEGIES),
         limit=limit, seed=seed, sampling=SamplingParams(temperature=temperature), budget=budget, meter=meter, prompt=prompt,

@@ -13,8 +13,7 @@ from rich.table import Table
 from edge_adapt.bench.calibrate import Calibration, draw_samples, fit_and_judge, sampling_config
 from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import FiniteFloat, cluster_options, cluster_settings, prompt_options
-from edge_adapt.search.vote_model import calibration_path
-from edge_adapt.settings import ModelSettings, PromptSettings
+from edge_adapt.settings import ModelSettings, PromptSettings, calibration_path
 from edge_adapt.tasks import TASK_NAMES
 
 

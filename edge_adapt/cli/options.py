@@ -34,8 +34,14 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+calibration_option = click.option(
+    "--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The generator's calibration file, where `edge-adapt calibrate -o` wrote it (default: GENERATOR.calibration.json "
+         "beside the GGUF, when there is one).")
+
+
 def resolve_models(generator_path: Path | None, prm_path: Path | None, models: Path | None, no_prm: bool = False, *,
-                   threads: int | None = None, gpu_layers: int = 0) -> ModelSettings:
+                   threads: int | None = None, gpu_layers: int = 0, calibration: Path | None = None) -> ModelSettings:
     """The models :func:`model_options` asked for: given ones, else the shipped defaults (no PRM
     with ``no_prm``)."""
     if no_prm and prm_path is not None:
@@ -44,7 +50,7 @@ def resolve_models(generator_path: Path | None, prm_path: Path | None, models: P
         defaults = load_default_models(models)
         generator_path = generator_path or defaults.generator
         prm_path = None if no_prm else prm_path or defaults.prm
-    return ModelSettings(generator_path, prm_path, threads, gpu_layers)
+    return ModelSettings(generator_path, prm_path, threads, gpu_layers, calibration)
 
 
 no_prm_option = click.option(

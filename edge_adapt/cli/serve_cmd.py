@@ -15,6 +15,7 @@ from edge_adapt.cli.console import err_console
 from edge_adapt.cli.options import (
     FiniteFloat,
     budget_options,
+    calibration_option,
     model_options,
     no_prm_option,
     prompt_options,
@@ -75,12 +76,14 @@ def is_loopback(host: str) -> bool:
                    "that may change a seeded sample's tokens (logits of a batch of one differ in the last bits).")
 @model_options
 @no_prm_option
+@calibration_option
 @prompt_options
 @budget_options
 def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, data: Path | None, spec: str | None,
               max_n: int, max_tokens: int | None, ctx: int | None, max_body: int, drain_s: float, max_waiting: int,
               temperature: float, no_warm_up: bool, no_prompt_cache: bool, generator_path: Path | None, prm_path: Path | None, models: Path | None,
-              threads: int | None, gpu_layers: int, no_prm: bool, prompt: PromptSettings, budget: Budget,
+              threads: int | None, gpu_layers: int, no_prm: bool, calibration: Path | None, prompt: PromptSettings,
+              budget: Budget,
               meter: MeterSettings) -> None:
     """Serve a model over an OpenAI-compatible HTTP API, searching adaptively where it pays.
 
@@ -122,7 +125,8 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
             parse_spec(spec)
     except EdgeAdaptError as exc:
         raise click.UsageError(str(exc)) from None
-    chosen = resolve_models(generator_path, prm_path, models, no_prm, threads=threads, gpu_layers=gpu_layers)
+    chosen = resolve_models(generator_path, prm_path, models, no_prm, threads=threads, gpu_layers=gpu_layers,
+                            calibration=calibration)
     from edge_adapt.assembly import StackSettings
 
     stack = StackSettings(chosen, task, (), SamplingParams(temperature=temperature), prompt, budget, meter, context=ctx,

@@ -15,6 +15,7 @@ from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import (
     FiniteFloat,
     budget_options,
+    calibration_option,
     model_options,
     no_prm_option,
     prompt_options,
@@ -28,7 +29,7 @@ from edge_adapt.prm import PRM, Quantiles
 from edge_adapt.search import SearchResult
 from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, Strategy
-from edge_adapt.search.vote_model import VoteModel, calibration_path
+from edge_adapt.search.vote_model import VoteModel
 from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, budget_record
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
 
@@ -71,20 +72,22 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @model_options
 @no_prm_option
+@calibration_option
 @prompt_options
 @budget_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def solve_cmd(question: str | None, task_name: str | None, data: Path | None, index: int | None, spec: str | None, samples: int | None,
               temperature: float, seed: int, generator_path: Path | None, prm_path: Path | None, models: Path | None,
-              threads: int | None, gpu_layers: int, no_prm: bool, prompt: PromptSettings, budget: Budget, meter: MeterSettings,
-              as_json: bool) -> None:
+              threads: int | None, gpu_layers: int, no_prm: bool, calibration: Path | None, prompt: PromptSettings,
+              budget: Budget, meter: MeterSettings, as_json: bool) -> None:
     """Answer QUESTION with adaptive search: steps with PRM quantiles, the answer, and the cost.
 
-    By default value-aware sampling: solutions are drawn one or two at a time, and another is
-    drawn only while it is expected to raise the chance that the picked answer is right by more
-    than its cost at the given price (measured offline for this PRM: selector_model.json beside
-    it). It stops where the samples agree or where more of them would not change the pick, on easy
-    and on hopeless questions alike. The quantiles shown are
+    By default adaptive search, and it says which: solutions are drawn one or two at a time, and
+    another only while it is expected to raise the chance that the picked answer is right by more
+    than its cost at the given price. With a calibration file (`edge-adapt calibrate`; beside the
+    GGUF, or --calibration) that is the generator's calibrated vote, reading a PRM's scores only
+    where they predicted better on held-out questions; with the shipped PRM alone, value-aware
+    sampling by its answer model; with neither, Adaptive-Consistency. The quantiles shown are
     the PRM's 10% / 50% / 90% estimates of the probability that the generator gets it right from
     there. Budgets cap what the search may spend on this question; the energy figure says which
     meter measured it (or that it is estimated).
@@ -95,16 +98,18 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
       edge-adapt solve --index 420 -s beam:n=16,width=4
       edge-adapt solve "(3348*6+7430)*2" --energy 5 --latency 2
       edge-adapt solve --task gsm8k --data test.jsonl --index 3 --generator qwen.gguf --prm ./prm --json
+      edge-adapt solve "What is 7*8?" --generator smol.gguf --prm ./prm --calibration smol.calibration.json
     """
     mine = generator_path is not None
     no_prm = no_prm or (mine and prm_path is None)  # the shipped PRM knows only the shipped generator
-    chosen = resolve_models(generator_path, prm_path, models, no_prm, threads=threads, gpu_layers=gpu_layers)
-    calibration = _calibration_of(chosen.generator)
-    if calibration is not None:  # prompt settings as calibrated, unless given
-        task_name = task_name or calibration.provenance.get("task")
-        prompt = prompt.or_else(calibration.provenance)
+    chosen = resolve_models(generator_path, prm_path, models, no_prm, threads=threads, gpu_layers=gpu_layers,
+                            calibration=calibration)
+    vote_model = _calibration_of(chosen)
+    if vote_model is not None:  # prompt settings as calibrated, unless given
+        task_name = task_name or vote_model.provenance.get("task")
+        prompt = prompt.or_else(vote_model.provenance)
     task_name = task_name or ("gsm8k" if mine else "default")
-    strategy = _strategy(spec, samples, chosen, calibration, quiet=as_json)
+    strategy = _strategy(spec, samples, chosen, vote_model, quiet=as_json)
     try:
         task = get_task(task_name, data, prompt.prompt_template)
     except EdgeAdaptError as exc:
@@ -183,11 +188,10 @@ def _print(result: SearchResult, problem: Problem, shown: str, question_q: Quant
     )
 
 
-def _calibration_of(generator: Path) -> VoteModel | None:
-    """The vote model beside the generator (the stack checks it against the file)."""
-    if not calibration_path(generator).is_file():
-        return None
-    return VoteModel.load(calibration_path(generator))
+def _calibration_of(models: ModelSettings) -> VoteModel | None:
+    """The generator's vote model, given or beside it (the stack checks it against the generator)."""
+    path = models.calibration_file
+    return VoteModel.load(path) if path.is_file() else None
 
 
 def _short(value: object) -> str:

@@ -42,12 +42,6 @@ FEATURES = ("mean", "lowest", "tail", "prm")
 HORIZONS = (1, 2, 4, 8)  # what "how sure" reads: token confidence, or the PRM's median
 
 
-def calibration_path(generator: str | os.PathLike[str]) -> Path:
-    """Where ``calibrate`` writes, and stacks look for, a generator's vote model."""
-    path = Path(generator)
-    return path.with_name(path.name + ".calibration.json")
-
-
 @dataclass(frozen=True)
 class Sample:
     """One finished sample as a vote sees it: its answer (None: cut off, no vote) and confidence."""
