@@ -167,11 +167,15 @@ def main() -> None:
             mean, lo, hi, wins, losses, p = paired(r, fixed[other])
             print(f"{name} - {other}: {mean:+.1f} points (95% CI {lo:+.1f} .. {hi:+.1f}; better on {wins}, worse on {losses} "
                   f"questions, sign test p = {p:.2f}); tokens {r.tokens:.0f} vs {fixed[other].tokens:.0f}")
-    if own is not None:
-        default_name = next(k for k in adaptive if k.endswith("(default)"))
-        mean, lo, hi, wins, losses, p = paired(adaptive[default_name], rows[f"adaptive_vote:price={model.price:g} (no PRM: {own.feature})"])
-        print(f"with the PRM's scores - without them, at the default price: {mean:+.1f} points (95% CI {lo:+.1f} .. {hi:+.1f}; "
-              f"better on {wins}, worse on {losses}, p = {p:.2f})")
+    if own is not None:  # at the default price, and against the price without them that spends the nearest tokens
+        with_prm = adaptive[next(k for k in adaptive if k.endswith("(default)"))]
+        without = {k: r for k, r in rows.items() if k.endswith(f"(no PRM: {own.feature})")}
+        nearest = min(without, key=lambda k: abs(without[k].tokens - with_prm.tokens))
+        for label, other in (("at the default price", f"adaptive_vote:price={model.price:g} (no PRM: {own.feature})"),
+                             (f"at equal tokens ({nearest})", nearest)):
+            mean, lo, hi, wins, losses, p = paired(with_prm, rows[other])
+            print(f"with the PRM's scores - without them, {label}: {mean:+.1f} points (95% CI {lo:+.1f} .. {hi:+.1f}; "
+                  f"better on {wins}, worse on {losses}, p = {p:.2f}); tokens {with_prm.tokens:.0f} vs {rows[other].tokens:.0f}")
     singles = rows["majority:n=1"].per_level
     if singles:
         print("pass@1 per level: " + ", ".join(f"{lv}: {a:.1f}%" for lv, (a, _, _) in singles.items()))
