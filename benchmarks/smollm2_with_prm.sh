@@ -2,8 +2,9 @@
 # SmolLM2-135M-Instruct with a PRM trained the worked path's way (rollouts N = M = 4, head + LoRA), on
 # questions disjoint from the vote model's calibration and from the 200 held-out test questions; then
 # `calibrate --prm` (the PRM's scores join the evidence only where held-out folds say they predict
-# better), the held-out questions sampled 16 times with PRM scores, and the frontier replayed with and
-# without the PRM's scores (issue 29, must-show 2). Every stage resumes: rerun to continue.
+# better), the held-out questions sampled 16 times with PRM scores, the frontier replayed with and
+# without the PRM's scores (issue 29, must-show 2), and two strategies live on the same questions
+# (DeepConf online; the PRM-steered adaptive:price=8). Every stage resumes: rerun to continue.
 #     benchmarks/smollm2_with_prm.sh [WORK]      # default runs/smol-prm; needs `make test`'s .venv (torch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,5 +43,10 @@ done_ calibrate
 stage test-samples
 $EA bench -o $W/test-samples --task gsm8k --data $W/test.jsonl --generator $SMOL --prm $W/prm -s weighted:n=16 --no-plots "${P[@]}"
 done_ test-samples
-$PY benchmarks/vote_frontier.py --model $W/smol.calibration.json --samples $W/test-samples --markdown > $W/frontier.md
+# live on the same questions: DeepConf's online cut, and the PRM-steered default from before the vote model
+stage live
+$EA bench -o $W/live --task gsm8k --data $W/test.jsonl --generator $SMOL --prm $W/prm -s deepconf_online:n=16 \
+    -s adaptive:price=8 --no-plots "${P[@]}"
+done_ live
+$PY benchmarks/vote_frontier.py --model $W/smol.calibration.json --samples $W/test-samples --live $W/live --markdown > $W/frontier.md
 done_ all

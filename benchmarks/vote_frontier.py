@@ -95,6 +95,26 @@ def paired(a: Replayed, b: Replayed) -> tuple[float, float, float, int, int, flo
     return sum(d) / len(d), low, high, wins, losses, sign_test(wins, losses)
 
 
+def live_rows(run: Path, ids: set[str]) -> dict[str, Replayed]:
+    """Each strategy of a live run on the same questions, as a row: right or not and its own tokens
+    per question (one draw, not replayed orders)."""
+    by_strategy: dict[str, list[dict]] = {}
+    for record in RunFolder(run).records():
+        if record["question_id"] in ids:
+            by_strategy.setdefault(record["strategy"], []).append(record)
+    rows = {}
+    for name, records in by_strategy.items():
+        def stats(rs: list[dict]) -> tuple[float, float, float]:
+            k = len(rs) or 1
+            return (100.0 * sum(r["correct"] for r in rs) / k, sum(r["cost"]["generated_tokens"] for r in rs) / k,
+                    sum(r["cost"]["samples"] for r in rs) / k)
+        levels = sorted({str(r["level"]) for r in records if r.get("level") is not None})
+        rows[f"{name} (live)"] = Replayed(*stats(records), {lv: stats([r for r in records if str(r.get("level")) == lv])
+                                                           for lv in levels},
+                                          {r["question_id"]: (float(r["correct"]), r["cost"]["generated_tokens"]) for r in records})
+    return rows
+
+
 def auc(questions: list[VoteQuestion], feature: str) -> float:
     """How well a feature tells a sample's right answer from a wrong one (answered samples, ties half)."""
     right = np.array([s.features[feature] for q in questions for s in q.samples if s.answer is not None and s.correct])
@@ -110,6 +130,7 @@ def main() -> None:
     parser.add_argument("--samples", type=Path, required=True, help="a majority:n=N run folder of held-out questions")
     parser.add_argument("--orderings", type=int, default=16)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--live", type=Path, help="a run folder of strategies run live on the same questions, set beside them")
     args = parser.parse_args()
     model = VoteModel.load(args.model)
     folder = RunFolder(args.samples)
@@ -145,11 +166,16 @@ def main() -> None:
         for price in sorted({*PRICES, model.price}):
             rows[f"adaptive_vote:price={price:g} (no PRM: {own.feature})"] = replay_adaptive(
                 questions, own, price, own.feature, n_max=m, orderings=o)[0]
-    fixed = {k: v for k, v in rows.items() if k.startswith(("majority:", "best_of_n:", "weighted:", "cisc:", "deepconf:"))}
+    live = live_rows(args.live, {q.id for q in questions}) if args.live else {}
+    rows.update(live)
+    fixed = {k: v for k, v in rows.items() if k.startswith(("majority:", "best_of_n:", "weighted:", "cisc:", "deepconf:"))
+             and not k.endswith("(live)")}
     best_name = max(fixed, key=lambda k: (fixed[k].accuracy, -fixed[k].tokens))
     top = rows[f"majority:n={m}"]
     print(f"{len(questions)} held-out questions, {m} samples each, {o} orders; vote model: {model.feature}, "
           f"default price {model.price:g}; replayed from {args.samples}")
+    for name, r in live.items():
+        print(f"{name}: {len(r.by_question)} of the {len(questions)} questions, from {args.live}")
     sep = "|" if args.markdown else " "
     head = ["strategy", "accuracy %", "tokens/q", "samples/q", f"tokens vs majority:n={m}"]
     if args.markdown:
@@ -158,7 +184,7 @@ def main() -> None:
         cells = [name, f"{r.accuracy:.1f}", f"{r.tokens:.0f}", f"{r.samples:.2f}", f"{100 * r.tokens / top.tokens:.0f}%"]
         print(("| " + " | ".join(cells) + " |") if args.markdown else sep.join(f"{c:>28}" if i == 0 else f"{c:>12}" for i, c in enumerate(cells)))
     print(f"\nbest fixed strategy: {best_name} {fixed[best_name].accuracy:.1f}% at {fixed[best_name].tokens:.0f} tokens/q")
-    for name, r in adaptive.items():
+    for name, r in {**adaptive, **live}.items():
         cheaper = [k for k in fixed if fixed[k].tokens <= r.tokens]
         dearer = [k for k in fixed if fixed[k].tokens > r.tokens]
         neighbours = ([max(cheaper, key=lambda k: fixed[k].tokens)] if cheaper else []) + \
