@@ -48,5 +48,11 @@ stage live
 $EA bench -o $W/live --task gsm8k --data $W/test.jsonl --generator $SMOL --prm $W/prm -s deepconf_online:n=16 \
     -s adaptive:price=8 --no-plots "${P[@]}"
 done_ live
-$PY benchmarks/vote_frontier.py --model $W/smol.calibration.json --samples $W/test-samples --live $W/live --markdown > $W/frontier.md
+# the default `solve --prm` picks with this calibration (the adaptive vote at its price), live
+stage live-default
+PRICE=$($PY -c 'import json, sys; print("%g" % json.load(open(sys.argv[1]))["price"])' $W/smol.calibration.json)
+$EA bench -o $W/live-default --task gsm8k --data $W/test.jsonl --generator $SMOL --prm $W/prm \
+    --calibration $W/smol.calibration.json -s adaptive_vote:price=$PRICE --no-plots "${P[@]}"
+done_ live-default
+$PY benchmarks/vote_frontier.py --model $W/smol.calibration.json --samples $W/test-samples --live $W/live --live $W/live-default --markdown > $W/frontier.md
 done_ all

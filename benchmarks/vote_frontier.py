@@ -130,7 +130,8 @@ def main() -> None:
     parser.add_argument("--samples", type=Path, required=True, help="a majority:n=N run folder of held-out questions")
     parser.add_argument("--orderings", type=int, default=16)
     parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--live", type=Path, help="a run folder of strategies run live on the same questions, set beside them")
+    parser.add_argument("--live", type=Path, action="append", default=[],
+                        help="a run folder of strategies run live on the same questions, set beside them (repeatable)")
     args = parser.parse_args()
     model = VoteModel.load(args.model)
     folder = RunFolder(args.samples)
@@ -166,7 +167,7 @@ def main() -> None:
         for price in sorted({*PRICES, model.price}):
             rows[f"adaptive_vote:price={price:g} (no PRM: {own.feature})"] = replay_adaptive(
                 questions, own, price, own.feature, n_max=m, orderings=o)[0]
-    live = live_rows(args.live, {q.id for q in questions}) if args.live else {}
+    live = {name: row for run in args.live for name, row in live_rows(run, {q.id for q in questions}).items()}
     rows.update(live)
     fixed = {k: v for k, v in rows.items() if k.startswith(("majority:", "best_of_n:", "weighted:", "cisc:", "deepconf:"))
              and not k.endswith("(live)")}
@@ -175,7 +176,7 @@ def main() -> None:
     print(f"{len(questions)} held-out questions, {m} samples each, {o} orders; vote model: {model.feature}, "
           f"default price {model.price:g}; replayed from {args.samples}")
     for name, r in live.items():
-        print(f"{name}: {len(r.by_question)} of the {len(questions)} questions, from {args.live}")
+        print(f"{name}: {len(r.by_question)} of the {len(questions)} questions, run live")
     sep = "|" if args.markdown else " "
     head = ["strategy", "accuracy %", "tokens/q", "samples/q", f"tokens vs majority:n={m}"]
     if args.markdown:
