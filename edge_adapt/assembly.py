@@ -165,9 +165,12 @@ def default_search(models: ModelSettings, vote_model: VoteModel | None) -> tuple
     generator's own confidence (a weak PRM is then never a reason to give up). With a PRM alone:
     value-aware sampling by the PRM's answer model."""
     if models.prm is None:
-        if vote_model is None:
-            return vote_model_spec(None), "no PRM and no calibration beside the generator: Adaptive-Consistency"
-        return vote_model_spec(vote_model), "no PRM: the generator's calibrated adaptive vote"
+        own = vote_model.without_prm() if vote_model is not None else None
+        if own is None:
+            why = "no PRM and no calibration file" if vote_model is None else \
+                "no PRM, and the calibration file has no table without one (recalibrate)"
+            return vote_model_spec(None), f"{why}: Adaptive-Consistency"
+        return vote_model_spec(own), f"no PRM: the generator's calibrated adaptive vote (evidence: {own.feature})"
     calibrated_with = vote_model.provenance.get("prm_sha256") if vote_model is not None else None
     if vote_model is not None and calibrated_with == prm_fingerprint(models.prm):
         return vote_model_spec(vote_model), (f"the adaptive vote calibrated with this PRM (evidence: {vote_model.feature}, "

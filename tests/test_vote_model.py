@@ -6,6 +6,7 @@ Synthetic samples with known answers: no models."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -204,3 +205,9 @@ def test_the_default_search_reads_a_prm_only_through_a_vote_model_calibrated_wit
     assert default_search(ModelSettings(gguf, prm), with_prm(other))[0] == DEFAULT_SPEC  # with another one
     spec, why = default_search(ModelSettings(gguf, prm), with_prm(prm))
     assert spec == "adaptive_vote:price=4" and "calibrated with this PRM" in why
+    # without the PRM it was calibrated with: the file's generator-only table, or Adaptive-Consistency without one
+    reads_prm = VoteModel("prm", fitted.table, fitted.max_measured, 4.0, {}, {}, ("tail", fitted.table))
+    spec, why = default_search(ModelSettings(gguf), reads_prm)
+    assert spec == "adaptive_vote:price=4" and "evidence: tail" in why
+    spec, why = default_search(ModelSettings(gguf), replace(reads_prm, generator_only=None))
+    assert spec == "consistency:n_max=16" and "recalibrate" in why
