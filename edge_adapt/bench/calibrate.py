@@ -114,9 +114,20 @@ def fit_and_judge(folder: RunFolder, config: BenchConfig, out: Path, *, held_out
     model = fit_vote_model(fit, seed=seed, provenance=provenance)
     judgement = judge(model, held)
     # replace, not rebuild: the generator-only table a PRM-reading model keeps must survive
-    model = replace(model, report={**model.report, "held_out": judgement_record(judgement, model.price)})
+    report = {**model.report, "held_out": judgement_record(judgement, model.price)}
+    if model.needs_prm:
+        report["prm_cost"] = prm_cost(records)
+    model = replace(model, report=report)
     path = model.save(out)
     return Calibration(model, judgement, path, len(fit), len(held))
+
+
+def prm_cost(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """What scoring every sample with the PRM cost while sampling: PRM tokens per sample and the
+    PRM's share of the wall time (what a stack that reads the PRM pays on top of generating)."""
+    total = {k: sum(float(r["cost"].get(k) or 0) for r in records) for k in ("prm_tokens", "samples", "prm_s", "wall_s")}
+    return {"prm_tokens_per_sample": round(total["prm_tokens"] / max(total["samples"], 1.0), 1),
+            "prm_share_of_wall": round(total["prm_s"] / total["wall_s"], 3) if total["wall_s"] > 0 else 0.0}
 
 
 def judgement_record(j: Judgement, price: float) -> dict[str, Any]:

@@ -94,6 +94,11 @@ def _print(c: Calibration) -> None:
     console.print(f"[bold]vote model[/] -> {c.path}  (fitted on {c.fitted_on} questions, judged on {c.held_out} held out)")
     losses = ", ".join(f"{k} {v:.4f}" for k, v in report["feature_log_loss"].items())
     console.print(f"evidence: {model.feature} (held-out-fold log-loss: {losses})")
+    own, cost = model.without_prm(), report.get("prm_cost")
+    if model.needs_prm and own is not None and cost is not None:
+        console.print(f"reading the PRM costs {cost['prm_tokens_per_sample']:g} PRM tokens a sample "
+                      f"({100 * cost['prm_share_of_wall']:.0f}% of the sampling time); a stack without it (--no-prm) "
+                      f"runs the generator-only table (evidence: {own.feature})")
     console.print(f"default price: {model.price:g} points per 1,000 tokens ({report['chosen_on']}; the cheapest within "
                   f"{report['tolerance_points']:g} points of the best fixed vote there)")
     table = Table(title=f"held-out questions ({c.held_out}): fixed votes and the adaptive vote, replayed from the same samples")
