@@ -173,8 +173,11 @@ def default_search(models: ModelSettings, vote_model: VoteModel | None) -> tuple
         return vote_model_spec(own), f"no PRM: the generator's calibrated adaptive vote (evidence: {own.feature})"
     calibrated_with = vote_model.provenance.get("prm_sha256") if vote_model is not None else None
     if vote_model is not None and calibrated_with == prm_fingerprint(models.prm):
-        return vote_model_spec(vote_model), (f"the adaptive vote calibrated with this PRM (evidence: {vote_model.feature}, "
-                                             "chosen on held-out calibration questions)")
+        if vote_model.needs_prm:
+            return vote_model_spec(vote_model), ("the adaptive vote calibrated with this PRM (evidence: its scores, chosen "
+                                                 "on held-out calibration questions)")
+        return vote_model_spec(vote_model), (f"the adaptive vote calibrated with this PRM, which did not pay on held-out "
+                                             f"calibration questions: evidence {vote_model.feature}, no PRM calls")
     return DEFAULT_SPEC, "value-aware sampling with the PRM"
 
 

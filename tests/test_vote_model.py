@@ -182,6 +182,12 @@ def test_a_prm_feature_is_chosen_only_where_it_predicts_better_and_keeps_a_gener
     assert own is not None and own.feature in ("mean", "lowest", "tail") and not own.needs_prm
     assert VoteModel.load(model.save(tmp_path / "m.json")) == model
     assert fit_vote_model([easy(i) for i in range(15)] + [hopeless(i) for i in range(15)]).without_prm() is not None
+    # the same PRM when scoring a sample costs as much as generating ten thousand tokens: it does not pay
+    dear = fit_vote_model(questions, prm_tokens_per_sample=10_000.0)
+    assert dear.feature in ("mean", "lowest", "tail") and not dear.needs_prm and dear.generator_only is None
+    declined = dear.report["prm_declined"]
+    assert declined["prm_tokens_per_sample"] == 10_000.0 and declined["with_prm"]["samples"] >= 1
+    assert dear.report["feature_log_loss"] == model.report["feature_log_loss"]  # what predicted better is still said
 
 
 def test_the_default_search_reads_a_prm_only_through_a_vote_model_calibrated_with_it(tmp_path) -> None:
@@ -204,7 +210,10 @@ def test_the_default_search_reads_a_prm_only_through_a_vote_model_calibrated_wit
     assert default_search(ModelSettings(gguf, prm), alone)[0] == DEFAULT_SPEC  # calibrated without this PRM
     assert default_search(ModelSettings(gguf, prm), with_prm(other))[0] == DEFAULT_SPEC  # with another one
     spec, why = default_search(ModelSettings(gguf, prm), with_prm(prm))
-    assert spec == "adaptive_vote:price=4" and "calibrated with this PRM" in why
+    assert spec == "adaptive_vote:price=4" and "calibrated with this PRM" in why and "did not pay" in why
+    reads_it = replace(with_prm(prm), feature="prm", generator_only=("tail", fitted.table))
+    spec, why = default_search(ModelSettings(gguf, prm), reads_it)
+    assert spec == "adaptive_vote:price=4" and "evidence: its scores" in why
     # without the PRM it was calibrated with: the file's generator-only table, or Adaptive-Consistency without one
     reads_prm = VoteModel("prm", fitted.table, fitted.max_measured, 4.0, {}, {}, ("tail", fitted.table))
     spec, why = default_search(ModelSettings(gguf), reads_prm)

@@ -111,23 +111,29 @@ def fit_and_judge(folder: RunFolder, config: BenchConfig, out: Path, *, held_out
         "question_seed": config.question_seed, "samples_run": str(folder.path),
         "held_out_fraction": held_out, "held_out_questions": len(held),
     }
-    model = fit_vote_model(fit, seed=seed, provenance=provenance)
+    cost = prm_cost(records)
+    model = fit_vote_model(fit, seed=seed, provenance=provenance, prm_tokens_per_sample=cost["generated_token_equivalents"])
     judgement = judge(model, held)
     # replace, not rebuild: the generator-only table a PRM-reading model keeps must survive
     report = {**model.report, "held_out": judgement_record(judgement, model.price)}
-    if model.needs_prm:
-        report["prm_cost"] = prm_cost(records)
+    if config.models.prm is not None:
+        report["prm_cost"] = cost
     model = replace(model, report=report)
     path = model.save(out)
     return Calibration(model, judgement, path, len(fit), len(held))
 
 
 def prm_cost(records: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """What scoring every sample with the PRM cost while sampling: PRM tokens per sample and the
-    PRM's share of the wall time (what a stack that reads the PRM pays on top of generating)."""
-    total = {k: sum(float(r["cost"].get(k) or 0) for r in records) for k in ("prm_tokens", "samples", "prm_s", "wall_s")}
-    return {"prm_tokens_per_sample": round(total["prm_tokens"] / max(total["samples"], 1.0), 1),
-            "prm_share_of_wall": round(total["prm_s"] / total["wall_s"], 3) if total["wall_s"] > 0 else 0.0}
+    """What scoring every sample with the PRM cost while sampling (what a stack that reads the PRM
+    pays on top of generating): PRM tokens per sample, the PRM's share of the wall time, and that
+    time in generated-token equivalents per sample (at the run's own generation speed)."""
+    keys = ("prm_tokens", "samples", "prm_s", "wall_s", "generated_tokens")
+    total = {k: sum(float(r["cost"].get(k) or 0) for r in records) for k in keys}
+    samples, generating_s = max(total["samples"], 1.0), total["wall_s"] - total["prm_s"]
+    equivalents = total["prm_s"] * total["generated_tokens"] / generating_s / samples if generating_s > 0 else 0.0
+    return {"prm_tokens_per_sample": round(total["prm_tokens"] / samples, 1),
+            "prm_share_of_wall": round(total["prm_s"] / total["wall_s"], 3) if total["wall_s"] > 0 else 0.0,
+            "generated_token_equivalents": round(equivalents, 1)}
 
 
 def judgement_record(j: Judgement, price: float) -> dict[str, Any]:

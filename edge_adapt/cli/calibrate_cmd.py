@@ -94,6 +94,13 @@ def _print(c: Calibration) -> None:
     console.print(f"[bold]vote model[/] -> {c.path}  (fitted on {c.fitted_on} questions, judged on {c.held_out} held out)")
     losses = ", ".join(f"{k} {v:.4f}" for k, v in report["feature_log_loss"].items())
     console.print(f"evidence: {model.feature} (held-out-fold log-loss: {losses})")
+    declined = report.get("prm_declined")
+    if declined is not None:
+        w, wo = declined["with_prm"], declined["without"]
+        console.print(f"the PRM's median predicted better, but scoring costs {declined['prm_tokens_per_sample']:g} generated-token "
+                      f"equivalents a sample: out of fold the vote with it ({w['accuracy']:.1f}% at {w['tokens']:.0f} tokens, "
+                      f"price {w['price']:g}) is worth less than without it ({wo['accuracy']:.1f}% at {wo['tokens']:.0f} tokens, "
+                      f"price {wo['price']:g}), so the vote reads {model.feature}")
     own, cost = model.without_prm(), report.get("prm_cost")
     if model.needs_prm and own is not None and cost is not None:
         console.print(f"reading the PRM costs {cost['prm_tokens_per_sample']:g} PRM tokens a sample "

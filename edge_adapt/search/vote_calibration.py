@@ -36,7 +36,7 @@ from edge_adapt.search.vote_model import (
     leader,
     vote_state,
 )
-from edge_adapt.search.vote_replay import PRICES, VoteQuestion, orders, replay_adaptive, replay_fixed
+from edge_adapt.search.vote_replay import PRICES, Replayed, VoteQuestion, orders, replay_adaptive, replay_fixed
 
 PRIOR_QUESTIONS = 4.0  # a cell's estimate counts its parent's as this many questions' worth
 MIN_QUESTIONS = 10  # a decision reads a cell only when this many calibration questions reached it
@@ -124,9 +124,33 @@ def _folds(questions: Sequence[VoteQuestion], seed: int) -> tuple[list[VoteQuest
     return order[0::2], order[1::2]
 
 
+def _choose_price(a: Sequence[VoteQuestion], b: Sequence[VoteQuestion], feature: str, m: int, seed: int,
+                  tolerance: float) -> tuple[float, dict[float, Replayed], dict[int, float]]:
+    """Out of fold, the cheapest price within ``tolerance`` points of the best fixed vote there;
+    with each price's replay (averaged over the two folds) and the fixed votes' accuracy."""
+    fixed = {n: [replay_fixed(test, n, feature, seed=seed + 11) for _, test in ((a, b), (b, a))] for n in range(1, m + 1)}
+    fixed_acc = {n: sum(r.accuracy for r in rs) / 2 for n, rs in fixed.items()}
+    by_price: dict[float, Replayed] = {}
+    for price in PRICES:
+        runs = []
+        for train, test in ((a, b), (b, a)):
+            fold_model = VoteModel(feature, fit_table(train, feature, seed=seed), m, price)
+            runs.append(replay_adaptive(test, fold_model, price, feature, n_max=m, seed=seed + 13, orderings=4)[0])
+        by_price[price] = Replayed(*(sum(getattr(r, k) for r in runs) / 2 for k in ("accuracy", "tokens", "samples")))
+    within = [p for p, r in by_price.items() if r.accuracy >= max(fixed_acc.values()) - tolerance]
+    price = max(within) if within else max(by_price, key=lambda p: by_price[p].accuracy)
+    return price, by_price, fixed_acc
+
+
 def fit_vote_model(questions: Sequence[VoteQuestion], *, seed: int = 0, tolerance: float = 1.0,
-                   provenance: dict[str, Any] | None = None) -> VoteModel:
-    """The vote model for these calibration questions, its feature and price chosen out of fold."""
+                   provenance: dict[str, Any] | None = None, prm_tokens_per_sample: float = 0.0) -> VoteModel:
+    """The vote model for these calibration questions, its feature and price chosen out of fold.
+
+    The PRM's median is read only if it predicts the leader's correctness better (held-out-fold
+    log-loss) *and* what it adds pays for scoring every sample: ``prm_tokens_per_sample`` is that
+    cost in generated-token equivalents (the sampling run's PRM time at its generation speed), and
+    the vote with the PRM must be worth more, at its price, than the vote on the generator's own
+    evidence at its own (accuracy points less price x tokens, out of fold)."""
     questions = [q for q in questions if q.samples]
     if len(questions) < 20:
         raise EdgeAdaptError(f"calibrating needs at least 20 questions with samples, got {len(questions)}")
@@ -138,29 +162,31 @@ def fit_vote_model(questions: Sequence[VoteQuestion], *, seed: int = 0, toleranc
         losses[feature] = round(sum(log_loss(fit_table(train, feature, seed=seed), test, feature, seed + 7)
                                     for train, test in ((a, b), (b, a))) / 2, 5)
     feature = min(losses, key=lambda f: losses[f])
-    # the price: out of fold, the cheapest within `tolerance` points of the best fixed vote there
-    fixed = {n: [replay_fixed(test, n, feature, seed=seed + 11) for _, test in ((a, b), (b, a))] for n in range(1, m + 1)}
-    fixed_acc = {n: sum(r.accuracy for r in rs) / 2 for n, rs in fixed.items()}
-    best_fixed = max(fixed_acc.values())
-    by_price: dict[float, tuple[float, float]] = {}
-    for price in PRICES:
-        runs = []
-        for train, test in ((a, b), (b, a)):
-            fold_model = VoteModel(feature, fit_table(train, feature, seed=seed), m, price)
-            runs.append(replay_adaptive(test, fold_model, price, feature, n_max=m, seed=seed + 13, orderings=4)[0])
-        by_price[price] = (sum(r.accuracy for r in runs) / 2, sum(r.tokens for r in runs) / 2)
-    within = [p for p, (acc, _) in by_price.items() if acc >= best_fixed - tolerance]
-    price = max(within) if within else min(by_price, key=lambda p: -by_price[p][0])
+    price, by_price, fixed_acc = _choose_price(a, b, feature, m, seed, tolerance)
+    declined = None
+    own = min((f for f in losses if f != "prm"), key=lambda f: losses[f]) if "prm" in losses else feature
+    if feature == "prm" and prm_tokens_per_sample > 0:
+        own_price, own_by_price, own_fixed = _choose_price(a, b, own, m, seed, tolerance)
+        with_prm, without = by_price[price], own_by_price[own_price]
+        worth_with = with_prm.accuracy - price * (with_prm.tokens + with_prm.samples * prm_tokens_per_sample) / 1000
+        worth_without = without.accuracy - price * without.tokens / 1000
+        if worth_without >= worth_with:
+            declined = {"prm_tokens_per_sample": round(prm_tokens_per_sample, 1),
+                        "with_prm": {"price": price, "accuracy": round(with_prm.accuracy, 2), "tokens": round(with_prm.tokens, 1),
+                                     "samples": round(with_prm.samples, 2)},
+                        "without": {"price": own_price, "accuracy": round(without.accuracy, 2), "tokens": round(without.tokens, 1)}}
+            feature, price, by_price, fixed_acc = own, own_price, own_by_price, own_fixed
     report = {
         "feature": feature, "feature_log_loss": losses, "price": price, "tolerance_points": tolerance,
-        "price_replays": {f"{p:g}": {"accuracy": round(acc, 2), "tokens": round(t, 1)} for p, (acc, t) in by_price.items()},
+        "price_replays": {f"{p:g}": {"accuracy": round(r.accuracy, 2), "tokens": round(r.tokens, 1)} for p, r in by_price.items()},
         "fixed_accuracy": {str(n): round(v, 2) for n, v in fixed_acc.items()},
         "chosen_on": f"two folds of the {len(questions)} calibration questions, each judged by a table fitted on the other",
     }
+    if declined is not None:  # the PRM predicted better but did not pay for its scoring
+        report["prm_declined"] = declined
     table = fit_table(questions, feature, seed=seed)
     generator_only = None
     if feature == "prm":  # a stack without the PRM still gets the best of the generator's own evidence
-        own = min((f for f in losses if f != "prm"), key=lambda f: losses[f])
         generator_only = (own, fit_table(questions, own, seed=seed))
     return VoteModel(feature, table, m, price, dict(provenance or {}, questions=len(questions), samples_per_question=m), report,
                      generator_only)
