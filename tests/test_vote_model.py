@@ -210,7 +210,7 @@ def test_the_default_search_reads_a_prm_only_through_a_vote_model_calibrated_wit
     assert default_search(ModelSettings(gguf, prm), alone)[0] == DEFAULT_SPEC  # calibrated without this PRM
     assert default_search(ModelSettings(gguf, prm), with_prm(other))[0] == DEFAULT_SPEC  # with another one
     spec, why = default_search(ModelSettings(gguf, prm), with_prm(prm))
-    assert spec == "adaptive_vote:price=4" and "calibrated with this PRM" in why and "did not pay" in why
+    assert spec == "adaptive_vote:price=4" and "calibrated with this PRM" in why and "did not earn its keep" in why
     reads_it = replace(with_prm(prm), feature="prm", generator_only=("tail", fitted.table))
     spec, why = default_search(ModelSettings(gguf, prm), reads_it)
     assert spec == "adaptive_vote:price=4" and "evidence: its scores" in why
