@@ -102,12 +102,14 @@ def live_rows(run: Path, ids: set[str]) -> dict[str, Replayed]:
     for record in RunFolder(run).records():
         if record["question_id"] in ids:
             by_strategy.setdefault(record["strategy"], []).append(record)
+
+    def stats(rs: list[dict]) -> tuple[float, float, float]:
+        k = len(rs) or 1
+        return (100.0 * sum(r["correct"] for r in rs) / k, sum(r["cost"]["generated_tokens"] for r in rs) / k,
+                sum(r["cost"]["samples"] for r in rs) / k)
+
     rows = {}
     for name, records in by_strategy.items():
-        def stats(rs: list[dict]) -> tuple[float, float, float]:
-            k = len(rs) or 1
-            return (100.0 * sum(r["correct"] for r in rs) / k, sum(r["cost"]["generated_tokens"] for r in rs) / k,
-                    sum(r["cost"]["samples"] for r in rs) / k)
         levels = sorted({str(r["level"]) for r in records if r.get("level") is not None})
         rows[f"{name} (live)"] = Replayed(*stats(records), {lv: stats([r for r in records if str(r.get("level")) == lv])
                                                            for lv in levels},

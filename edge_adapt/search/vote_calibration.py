@@ -130,12 +130,11 @@ def _choose_price(a: Sequence[VoteQuestion], b: Sequence[VoteQuestion], feature:
     with each price's replay (averaged over the two folds) and the fixed votes' accuracy."""
     fixed = {n: [replay_fixed(test, n, feature, seed=seed + 11) for _, test in ((a, b), (b, a))] for n in range(1, m + 1)}
     fixed_acc = {n: sum(r.accuracy for r in rs) / 2 for n, rs in fixed.items()}
+    folds = [(fit_table(train, feature, seed=seed), test) for train, test in ((a, b), (b, a))]  # the price leaves them be
     by_price: dict[float, Replayed] = {}
     for price in PRICES:
-        runs = []
-        for train, test in ((a, b), (b, a)):
-            fold_model = VoteModel(feature, fit_table(train, feature, seed=seed), m, price)
-            runs.append(replay_adaptive(test, fold_model, price, feature, n_max=m, seed=seed + 13, orderings=4)[0])
+        runs = [replay_adaptive(test, VoteModel(feature, table, m, price), price, feature, n_max=m, seed=seed + 13,
+                                orderings=4)[0] for table, test in folds]
         by_price[price] = Replayed(*(sum(getattr(r, k) for r in runs) / 2 for k in ("accuracy", "tokens", "samples")))
     within = [p for p, r in by_price.items() if r.accuracy >= max(fixed_acc.values()) - tolerance]
     price = max(within) if within else max(by_price, key=lambda p: by_price[p].accuracy)
