@@ -2,9 +2,10 @@
 # SmolLM2-135M-Instruct with a PRM trained the worked path's way (rollouts N = M = 4, head + LoRA), on
 # questions disjoint from the vote model's calibration and from the 200 held-out test questions; then
 # `calibrate --prm` (the PRM's scores join the evidence only where held-out folds say they predict
-# better and pay for their scoring), the held-out questions sampled 16 times with PRM scores, the frontier replayed with and
-# without the PRM's scores (issue 29, must-show 2), and two strategies live on the same questions
-# (DeepConf online; the PRM-steered adaptive:price=8). Every stage resumes: rerun to continue.
+# better and pay for their scoring), the held-out questions sampled 16 times with PRM scores, three
+# strategies live on the same questions (DeepConf online; the PRM-steered adaptive:price=8; the
+# calibrated default), and the frontier replayed with and without the PRM's scores beside them
+# (issue 29, must-show 2). Every stage resumes: rerun to continue.
 #     benchmarks/smollm2_with_prm.sh [WORK]      # default runs/smol-prm; needs `make test`'s .venv (torch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
