@@ -22,21 +22,25 @@ from typing import Any, Literal
 from edge_adapt.energy import CostModel, Meter, Usage, open_meter
 from edge_adapt.errors import ModelLoadError, SamplingConfigError
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams, StepRules
+from edge_adapt.generator.config import MAX_SEQUENCES, batch_rows_for, threads_beside_searches
 from edge_adapt.guard import Budget
 from edge_adapt.models import sha256_of
 from edge_adapt.policy import EnergyPolicy
 from edge_adapt.prm import PRM, QuantilePRM
 from edge_adapt.prm.absent import NO_PRM_HINT, NoPRM
 from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
-from edge_adapt.search import Searcher, SearchSettings, Strategy, kv_cells_needed, sequences_needed
+from edge_adapt.search import Searcher, SearchSettings, Strategy, sequences_needed
 from edge_adapt.search.adaptive_vote import vote_model_spec
 from edge_adapt.search.searcher import work_done
 from edge_adapt.search.spec import DEFAULT_SPEC
+from edge_adapt.search.strategy import MIN_KV_CELLS, kv_cells_per_search
 from edge_adapt.search.vote_model import VoteModel
 from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings
 from edge_adapt.tasks import Task
 
 log = logging.getLogger(__name__)
+
+MAX_PARALLEL = 64  # searches at once; past the sequences llama.cpp holds (256) more only wait
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,14 @@ class StackSettings:
     context: int | None = None  # the KV pool holds at least this many cells (a server's --ctx); None: sized from the strategies
     context_from_model: int = 0  # > 0: the pool grows to the model's training context, up to this many cells
     prompt_cache: bool = False  # keep the last prompt's cells for the next prompt that starts the same way
+    # searches run at once (threads over one generator, batched into each decode): the KV pool and
+    # the sequences are sized for this many of the most demanding strategy
+    parallel: int = 1
 
     def __post_init__(self) -> None:
         given = self.prompt.prompt_template
+        if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or not 1 <= self.parallel <= MAX_PARALLEL:
+            raise SamplingConfigError(f"parallel must be an integer in 1..{MAX_PARALLEL} (searches at once), got {self.parallel!r}")
         if given is not None and getattr(self.task, "prompt_template", None) != given:
             raise SamplingConfigError(f"the prompt template {given!r} is not the task's: build the task with it "
                                       "(get_task(name, data, prompt_template)), the stack prompts as its task says")
@@ -87,10 +96,11 @@ class Stack:
 
 
 def generator_config(strategies: Sequence[Strategy], rules: StepRules, threads: int | None = None,
-                     gpu_layers: int = 0) -> GeneratorConfig:
-    """Sequences and KV cells for the most demanding of ``strategies`` under ``rules``."""
-    return GeneratorConfig(n_ctx=max(kv_cells_needed(s, rules) for s in strategies),
-                           n_seq_max=max(sequences_needed(s) for s in strategies),
+                     gpu_layers: int = 0, parallel: int = 1) -> GeneratorConfig:
+    """Sequences and KV cells for ``parallel`` searches of the most demanding of ``strategies``
+    under ``rules`` (sequences at most llama.cpp's 256: beyond, searches wait for room)."""
+    return GeneratorConfig(n_ctx=max(MIN_KV_CELLS, parallel * max(kv_cells_per_search(s, rules) for s in strategies)),
+                           n_seq_max=min(MAX_SEQUENCES, parallel * max(sequences_needed(s) for s in strategies)),
                            n_threads=threads, n_gpu_layers=gpu_layers)
 
 
@@ -98,11 +108,15 @@ def generator_config(strategies: Sequence[Strategy], rules: StepRules, threads: 
 def open_stack(settings: StackSettings) -> Iterator[Stack]:
     """Build the stack; the generator and the meter are closed when the block ends."""
     rules = settings.step_rules
-    config = settings.generator_config or generator_config(settings.strategies, rules, settings.models.threads,
-                                                                    settings.models.gpu_layers)
+    threads = settings.models.threads or threads_beside_searches(settings.parallel, settings.models.gpu_layers)
+    config = settings.generator_config or generator_config(settings.strategies, rules, threads, settings.models.gpu_layers,
+                                                           settings.parallel)
+    if settings.generator_config is None and settings.parallel > 1:
+        config = replace(config, max_batch_rows=batch_rows_for(settings.models.gpu_layers))
     if settings.generator_config is None:
         config = replace(config, n_ctx=max(config.n_ctx, settings.context or 0),
                          grow_to_training_context=settings.context_from_model, prompt_cache=settings.prompt_cache)
+
     with Generator(settings.models.generator, config) as gen:
         prm = _open_prm(settings)
 
@@ -217,7 +231,8 @@ def _open_prm(settings: StackSettings) -> PRM:
         if needing:
             raise SamplingConfigError(f"{', '.join(needing)} read PRM scores; {NO_PRM_HINT}")
         return NoPRM()
-    prm = QuantilePRM(models.prm, threads=settings.prm_threads or models.threads, spin=settings.prm_spin)
+    threads = settings.prm_threads or models.threads or threads_beside_searches(settings.parallel, models.gpu_layers)
+    prm = QuantilePRM(models.prm, threads=threads, spin=settings.prm_spin)
     calibrated_for = str(prm.bundle.generator.get("sha256") or "")
     if not re.fullmatch(r"[0-9a-f]{64}", calibrated_for):
         log.warning("the PRM in %s does not record the sha256 of the generator it was calibrated for; it cannot be "

@@ -10,11 +10,13 @@ each other.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from edge_adapt.decisions import Decision
-from edge_adapt.energy import EnergyReading
+from edge_adapt.energy import EnergyReading, Usage
+from edge_adapt.energy.ledger import EnergyLedger
 from edge_adapt.errors import BudgetError
 
 Unit = Literal["sample", "step"]  # a full solution from the question, or one step of one branch
@@ -80,7 +82,10 @@ class Guard(Protocol):
 class SpendingPolicy(Protocol):
     """What a searcher is built with to budget its questions and meter them."""
 
-    def start_question(self, budget: Budget | None = None) -> Guard: ...
+    ledger: EnergyLedger  # the device's joules, split over the searches that share it
+
+    def start_question(self, budget: Budget | None = None, *, meter: Callable[[], EnergyReading] | None = None,
+                       usage: Callable[[], Usage] | None = None) -> Guard: ...
 
     def read(self) -> EnergyReading: ...
 

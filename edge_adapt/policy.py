@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from edge_adapt.cost_estimates import CostEstimates, Recent
 from edge_adapt.decisions import BudgetCap, Decision, PowerPaced
 from edge_adapt.energy import EnergyReading, Meter, Usage
+from edge_adapt.energy.ledger import EnergyLedger
 from edge_adapt.errors import BudgetError
 from edge_adapt.guard import Allowance, Budget, Grant, Unit
 
@@ -49,6 +50,7 @@ class EnergyPolicy:
 
     def __init__(self, meter: Meter, budget: Budget, usage: Callable[[], Usage]) -> None:
         self.meter = meter
+        self.ledger = EnergyLedger(meter)  # joules per search when searches share the device
         self.budget = budget
         self.usage = usage
         self.estimates = CostEstimates()
@@ -59,7 +61,7 @@ class EnergyPolicy:
         self._power: deque[EnergyReading] = deque()
 
     def read(self) -> EnergyReading:
-        reading = self.meter.read()
+        reading = self.ledger.read()
         self._power.append(reading)
         while len(self._power) > 2 and reading.timestamp - self._power[1].timestamp >= self.budget.power_window_s:
             self._power.popleft()
@@ -81,19 +83,25 @@ class EnergyPolicy:
     def tail_seconds(self) -> float:
         return self.tails_seconds.high
 
-    def start_question(self, budget: Budget | None = None) -> QuestionGuard:
-        """A guard for one question, under ``budget`` (default: the policy's)."""
-        return QuestionGuard(self, budget)
+    def start_question(self, budget: Budget | None = None, *, meter: Callable[[], EnergyReading] | None = None,
+                       usage: Callable[[], Usage] | None = None) -> QuestionGuard:
+        """A guard for one question, under ``budget`` (default: the policy's). ``meter`` and ``usage``
+        read what *this* question has spent (its ledger account and its own work) where searches
+        share the device; by default the whole device's meter and work."""
+        return QuestionGuard(self, budget, meter=meter, usage=usage)
 
 
 class QuestionGuard:
     """One question's budget: search calls ``grant`` before and ``observe`` after each expansion."""
 
-    def __init__(self, policy: EnergyPolicy, budget: Budget | None = None) -> None:
+    def __init__(self, policy: EnergyPolicy, budget: Budget | None = None, *,
+                 meter: Callable[[], EnergyReading] | None = None, usage: Callable[[], Usage] | None = None) -> None:
         self.policy = policy
         self.budget = budget if budget is not None else policy.budget
-        self._start = policy.read()
-        self._usage0 = policy.usage()
+        self._read = meter or policy.read
+        self._usage = usage or policy.usage
+        self._start = self._read()
+        self._usage0 = self._usage()
         self._round: tuple[EnergyReading, Usage, Unit, int] | None = None
         self._last_observed: EnergyReading | None = None
         self._granted_any = False
@@ -102,8 +110,8 @@ class QuestionGuard:
     # -- what has been spent ------------------------------------------------------------------------
 
     def spent(self) -> Spent:
-        now = self.policy.read()
-        usage = self.policy.usage() - self._usage0
+        now = self._read()
+        usage = self._usage() - self._usage0
         return Spent(now.joules - self._start.joules, now.timestamp - self._start.timestamp, usage.generated_tokens,
                      now.source, now.estimated)
 
@@ -182,7 +190,7 @@ class QuestionGuard:
             decisions.append(BudgetCap(allowance.limit, unit, requested, granted, floor))
         if granted:
             self._granted_any = True
-            self._round = (self.policy.read(), self.policy.usage(), unit, granted)
+            self._round = (self._read(), self._usage(), unit, granted)
         return Grant(granted, tuple(decisions))
 
     def observe(self) -> None:
@@ -190,8 +198,8 @@ class QuestionGuard:
         if self._round is None:
             return
         before, usage0, unit, units = self._round
-        after = self.policy.read()
-        tokens = (self.policy.usage() - usage0).generated_tokens
+        after = self._read()
+        tokens = (self._usage() - usage0).generated_tokens
         self.policy.estimates.update(unit, units, tokens, after.joules - before.joules, after.timestamp - before.timestamp)
         self._round = None
         self._last_observed = after
@@ -200,7 +208,7 @@ class QuestionGuard:
         """At the end of the question: learn what the work after the last expansion cost."""
         if self._last_observed is None:
             return
-        end = self.policy.read()
+        end = self._read()
         self.policy.tails_joules.add(end.joules - self._last_observed.joules)
         self.policy.tails_seconds.add(end.timestamp - self._last_observed.timestamp)
 

@@ -37,7 +37,8 @@ class Interrupt(Exception):
 
 
 def test_interrupted_run_resumes_to_the_same_records(config, problems, tmp_path) -> None:
-    whole = run_bench(config, tmp_path / "whole", task=TINY_ARITHMETIC, problems=problems)
+    # one question at a time: searches batched with others can differ in the last bits of their logits
+    whole = run_bench(config, tmp_path / "whole", task=TINY_ARITHMETIC, problems=problems, parallel=1)
     expected = whole.records()
     assert len(expected) == len(problems) * len(STRATEGIES)
 
@@ -45,14 +46,15 @@ def test_interrupted_run_resumes_to_the_same_records(config, problems, tmp_path)
         if record is not None and done == 5:
             raise Interrupt  # what Ctrl-C does mid-run
     with pytest.raises(Interrupt):
-        run_bench(config, tmp_path / "cut", stop_after_five, task=TINY_ARITHMETIC, problems=problems)
+        run_bench(config, tmp_path / "cut", stop_after_five, task=TINY_ARITHMETIC, problems=problems, parallel=1)
     cut = RunFolder(tmp_path / "cut")
     assert len(cut.records()) == 5
     # a power loss mid-write leaves a torn line: it is dropped, not fatal
     with open(cut.records_path, "a") as f:
         f.write('{"question_id": "test-L2-0000')
     seen = []
-    run_bench(config, tmp_path / "cut", lambda done, total, record: seen.append(done), task=TINY_ARITHMETIC, problems=problems)
+    run_bench(config, tmp_path / "cut", lambda done, total, record: seen.append(done), task=TINY_ARITHMETIC, problems=problems,
+              parallel=1)
     assert seen[0] == 5  # resumed where it stopped
     resumed = cut.records()
     key = lambda r: (r["question_id"], r["strategy"])
@@ -62,6 +64,22 @@ def test_interrupted_run_resumes_to_the_same_records(config, problems, tmp_path)
     r = resumed[0]
     assert r["cost"]["energy_source"] == "estimate:cpu-time" and r["cost"]["energy_estimated"] is True
     assert r["cost"]["joules"] > 0 and r["decisions"] and set(r["question_quantiles"]) and "level" in r
+
+
+def test_questions_run_in_parallel_resume_and_record_how_many_ran_at_once(config, problems, tmp_path) -> None:
+    def stop_after_three(done: int, total: int, record: dict | None) -> None:
+        if record is not None and done == 3:
+            raise Interrupt
+    with pytest.raises(Interrupt):
+        run_bench(config, tmp_path / "par", stop_after_three, task=TINY_ARITHMETIC, problems=problems, parallel=3)
+    folder = RunFolder(tmp_path / "par")
+    assert len(folder.records()) == 3  # what finished is kept, what was in flight is not written
+    run_bench(config, tmp_path / "par", task=TINY_ARITHMETIC, problems=problems, parallel=3)
+    records = folder.records()
+    keys = sorted((r["question_id"], r["strategy"]) for r in records)
+    assert keys == sorted({(p.id, s) for p in problems for s in STRATEGIES})
+    assert folder.environment()["parallel"] == {"searches": 3, "why": "--parallel"}
+    assert all(r["cost"]["joules"] > 0 for r in records)
 
 
 def test_a_folder_with_another_configuration_is_refused(config, problems, tmp_path) -> None:

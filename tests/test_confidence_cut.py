@@ -11,7 +11,7 @@ import pytest
 
 from edge_adapt import Generator, GeneratorConfig, SamplingConfigError, SamplingParams, StepEnd, StepRules
 from edge_adapt.assembly import StackSettings, open_stack
-from edge_adapt.generator.decoding import _recent_logprobs
+from edge_adapt.generator.decoding import recent_logprobs
 from edge_adapt.generator.steps import StepScanner
 from edge_adapt.models import load_default_models
 from edge_adapt.search.confidence import confidence_floor, trace_confidence
@@ -103,9 +103,9 @@ def test_recent_log_probabilities_walk_back_over_steps_to_the_prompt(gen: Genera
     rules = StepRules(delimiter="\x00\x01", max_step_tokens=5, max_new_tokens=40)
     first = gen.expand([root], 1, sampling=HOT, rules=rules).children[0]
     second = gen.expand([first], 1, sampling=HOT, rules=rules).children[0]
-    assert _recent_logprobs(second, 7) == list(first.logprobs[-2:] + second.logprobs)
-    assert _recent_logprobs(second, 50) == list(first.logprobs + second.logprobs)  # never the prompt's
-    assert _recent_logprobs(root, 5) == []
+    assert recent_logprobs(second, 7) == list(first.logprobs[-2:] + second.logprobs)
+    assert recent_logprobs(second, 50) == list(first.logprobs + second.logprobs)  # never the prompt's
+    assert recent_logprobs(root, 5) == []
     gen.release(root, first, second)
 
 

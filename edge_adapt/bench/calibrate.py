@@ -50,9 +50,9 @@ def sampling_config(models: ModelSettings, task: str, data: Path | None, *, samp
 
 
 def draw_samples(config: BenchConfig, work: Path, progress: Callable[[int, int, dict[str, Any] | None], None],
-                 cluster: ClusterSettings | None = None) -> RunFolder:
-    """Draw (or resume drawing) the samples into the run folder ``work``."""
-    return run_bench(config, work, progress, cluster=cluster)
+                 cluster: ClusterSettings | None = None, parallel: int | None = None) -> RunFolder:
+    """Draw (or resume drawing) the samples into the run folder ``work``, ``parallel`` questions at once."""
+    return run_bench(config, work, progress, cluster=cluster, parallel=parallel)
 
 
 def questions_from_records(records: Sequence[dict[str, Any]]) -> list[VoteQuestion]:

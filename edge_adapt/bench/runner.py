@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -22,18 +23,24 @@ from edge_adapt.assembly import Stack, StackSettings, open_stack, prm_fingerprin
 from edge_adapt.bench.records import RunFolder, RunFolderError
 from edge_adapt.bench.result_record import to_record
 from edge_adapt.cluster import ClusterSettings, FileCheck
+from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.execution import executor_for
 from edge_adapt.generator import Generator, SamplingParams
-from edge_adapt.generator.config import default_threads
+from edge_adapt.generator.config import default_parallel, default_threads
 from edge_adapt.guard import Budget
 from edge_adapt.models import sha256_of
 from edge_adapt.prm import PRM
+from edge_adapt.search.context import RunHooks
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, budget_record, sampling_record
 from edge_adapt.tasks import Problem, Task, get_task
 
 log = logging.getLogger(__name__)
+
+
+class RunInterrupted(EdgeAdaptError):
+    """A benchmark was stopped while this question's searches ran: nothing of it is written."""
 
 # The fixed-budget frontier (best-of-N by the PRM and majority votes at N = 1..32), the paper's
 # IAS variants, and value-aware sampling at several prices: every point placed on the fixed curve.
@@ -150,14 +157,25 @@ def environment(prm: PRM, meter_source: str, gen: Generator) -> dict[str, Any]:
     }
 
 
-def stack_settings(config: BenchConfig, task: Task) -> StackSettings:
-    """The stack a run's configuration asks for (built the same on the device and on a worker)."""
+def stack_settings(config: BenchConfig, task: Task, parallel: int = 1) -> StackSettings:
+    """The stack a run's configuration asks for (built the same on the device and on a worker),
+    sized for ``parallel`` searches at once."""
     return StackSettings(config.models, task, tuple(parse_spec(s) for s in config.strategies), config.sampling,
-                         config.prompt, config.budget, config.meter, config.max_steps, use_vote_model=config.vote_model)
+                         config.prompt, config.budget, config.meter, config.max_steps, use_vote_model=config.vote_model,
+                         parallel=parallel)
+
+
+def choose_parallel(config: BenchConfig, parallel: int | None, cluster: ClusterSettings | None) -> tuple[int, str]:
+    """Questions run at once in this process, and why: as asked, else the device's default."""
+    if cluster is not None:
+        return 1, "Ray workers take one question at a time each"
+    if parallel is not None:
+        return parallel, "--parallel"
+    return default_parallel(config.models.gpu_layers)
 
 
 def question_records(stack: Stack, task: Task, problem: Problem, index: int, strategies: Sequence[Strategy],
-                     seed: int) -> list[dict[str, Any]]:
+                     seed: int, hooks: RunHooks = RunHooks()) -> list[dict[str, Any]]:
     """One question's records for ``strategies``: each strategy with the question's own seed (from
     the run's seed and the question's position), so records never depend on what ran before."""
     # the question's score is recorded for analysis (tables by difficulty); a strategy that does not
@@ -165,7 +183,7 @@ def question_records(stack: Stack, task: Task, problem: Problem, index: int, str
     question_q = stack.prm.score_question(problem.question) if stack.prm.available else None
     records = []
     for strategy in strategies:
-        result = stack.searcher.run(strategy, problem, seed=seed * 1_000_003 + index)
+        result = stack.searcher.run(strategy, problem, seed=seed * 1_000_003 + index, hooks=hooks)
         records.append(to_record(problem, index, result, task, question_q))
     return records
 
@@ -178,12 +196,16 @@ def run_bench(
     task: Task | None = None,
     problems: list[Problem] | None = None,
     cluster: ClusterSettings | None = None,
+    parallel: int | None = None,
 ) -> RunFolder:
     """Run (or resume) a benchmark into ``out``; returns the run folder.
 
     ``task`` and ``problems`` override what ``config.task`` names (library use with a task of
     your own; ``config.task`` should then name it, for the records). ``cluster`` fans the
-    questions out over Ray workers; either way this process is the run's only writer."""
+    questions out over Ray workers; either way this process is the run's only writer.
+    ``parallel`` questions run at once here, their searches batched together (None: the
+    device's default); it is recorded in the run's environment, not its configuration: records
+    do not depend on it beyond the last bits of batched arithmetic (docs/ARCHITECTURE.md)."""
     folder = RunFolder(out)
     task = task or get_task(config.task, config.data, config.prompt.prompt_template)
     problems = problems if problems is not None else load_problems(config, task)
@@ -192,7 +214,8 @@ def run_bench(
     repeated = sorted(i for i, n in Counter(p.id for p in problems).items() if n > 1)
     if repeated:
         raise RunFolderError(f"problem ids {', '.join(repeated[:5])} appear more than once; every question of a run needs its own id")
-    settings = stack_settings(config, task)
+    parallel, parallel_why = choose_parallel(config, parallel, cluster)
+    settings = stack_settings(config, task, parallel)
     fingerprint = {"models_sha256": model_fingerprints(config), "data_sha256": sha256_of(config.data) if config.data else None}
     total = len(problems) * len(settings.strategies)
     checks = [FileCheck.of(config.models.generator)]
@@ -212,7 +235,7 @@ def run_bench(
         environment_record: dict[str, Any] = {}
 
         def ready(info: dict[str, Any]) -> None:  # the runner's meter and prompt settings complete the config
-            environment_record.update(info["environment"])
+            environment_record.update(info["environment"], parallel={"searches": parallel, "why": parallel_why})
             folder.open({**config.to_json(), **fingerprint, **info["run_config"]}, environment_record)
             progress(len(done), total, None)
 
@@ -222,7 +245,7 @@ def run_bench(
                 done.add((record["question_id"], record["strategy"]))
                 progress(len(done), total, record)
 
-        report = executor_for(cluster)(checks, _BenchWorker(config, task, settings), items, ready, write)
+        report = executor_for(cluster, parallel)(checks, _BenchWorker(config, task, settings), items, ready, write)
         if report is not None:
             folder.write_environment({**environment_record, "cluster": report.as_record()})
     return folder
@@ -242,17 +265,32 @@ class _BenchWorker:
         if not self.settings.budget.unlimited:
             # measure the device first, so the first budgeted question is sized on measurements
             stack.searcher.warm_up(self.task.warm_up_problem(), seed=self.config.seed)
-        by_name = {s.name: s for s in self.settings.strategies}
-
-        def handle(item: tuple[int, Problem, list[str]]) -> list[dict[str, Any]]:
-            index, problem, names = item
-            return question_records(stack, self.task, problem, index, [by_name[n] for n in names], self.config.seed)
-
+        handle = _QuestionHandler(stack, self.task, {s.name: s for s in self.settings.strategies}, self.config.seed)
         # the meter that measures, not only the one asked for: a resume on another meter would mix
         # measured and estimated joules in one summary
         info = {"run_config": {"meter_source": stack.meter.source, "chat_template": stack.searcher.settings.chat},
                 "environment": environment(stack.prm, stack.meter.source, stack.generator)}
         return handle, info
+
+
+class _QuestionHandler:
+    """One question's records per call; ``cancel`` stops the searches in flight (the run was interrupted)."""
+
+    def __init__(self, stack: Stack, task: Task, strategies: dict[str, Strategy], seed: int) -> None:
+        self.stack, self.task, self.strategies, self.seed = stack, task, strategies, seed
+        self._cancelled = threading.Event()
+
+    def __call__(self, item: tuple[int, Problem, list[str]]) -> list[dict[str, Any]]:
+        index, problem, names = item
+        return question_records(self.stack, self.task, problem, index, [self.strategies[n] for n in names], self.seed,
+                                RunHooks(interrupt=self._check))
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def _check(self) -> None:
+        if self._cancelled.is_set():
+            raise RunInterrupted("the run was interrupted; this question is left for the resume")
 
 
 def _recorded_run_config(folder: RunFolder) -> dict[str, Any]:

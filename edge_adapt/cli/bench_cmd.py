@@ -29,6 +29,7 @@ from edge_adapt.cli.options import (
     cluster_settings,
     model_options,
     no_prm_option,
+    parallel_option,
     prompt_options,
     resolve_models,
 )
@@ -61,13 +62,15 @@ from edge_adapt.tasks import TASK_NAMES
 @prompt_options
 @budget_options
 @cluster_options
+@parallel_option
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | None, limit: int | None, split: str,
           question_seed: int, seed: int,
           temperature: float, generator_path: Path | None, prm_path: Path | None, models: Path | None, threads: int | None,
           gpu_layers: int, no_prm: bool, calibration: Path | None, prompt: PromptSettings, budget: Budget, meter: MeterSettings,
           ray: bool, ray_address: str | None,
-          ray_workers: int | None, ray_cpus_per_worker: int, ray_gpus_per_worker: float, no_plots: bool) -> None:
+          ray_workers: int | None, ray_cpus_per_worker: int, ray_gpus_per_worker: float, parallel: int | None,
+          no_plots: bool) -> None:
     """Run strategies x questions, one JSONL record each, then print and save the summary.
 
     Records are appended as they finish; interrupt with Ctrl-C (or lose power) and rerun the
@@ -84,6 +87,7 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
     With --ray the questions go to Ray workers (each holding the models, checked by sha256) and
     this process appends their records as they arrive: the same records as a local run, and the
     same resume. environment.json gets each worker's throughput and any retried question.
+    Without it, --parallel questions run at once here, their decodes batched together.
     """
     for spec in strategies:
         try:
@@ -93,6 +97,8 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
     if task_name in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
     cluster = cluster_settings(ray, ray_address, ray_workers, ray_cpus_per_worker, ray_gpus_per_worker)
+    if cluster is not None and parallel is not None:
+        raise click.UsageError("--parallel runs questions at once in this process; with --ray each worker takes one at a time")
     if cluster is not None and threads is None:
         threads = ray_cpus_per_worker  # each worker runs on the cores it holds
     config = BenchConfig(
@@ -112,7 +118,7 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
             progress.update(bar, completed=done, total=total,
                             description=f"bench ({record['strategy'] if record else 'resuming'})")
 
-        folder = run_bench(config, out, update, cluster=cluster)
+        folder = run_bench(config, out, update, cluster=cluster, parallel=parallel)
     _report(folder, plots=not no_plots)
 
 

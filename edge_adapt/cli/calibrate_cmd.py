@@ -12,7 +12,7 @@ from rich.table import Table
 
 from edge_adapt.bench.calibrate import Calibration, draw_samples, fit_and_judge, sampling_config
 from edge_adapt.cli.console import console, err_console
-from edge_adapt.cli.options import FiniteFloat, cluster_options, cluster_settings, prompt_options
+from edge_adapt.cli.options import FiniteFloat, cluster_options, cluster_settings, parallel_option, prompt_options
 from edge_adapt.settings import ModelSettings, PromptSettings, calibration_path
 from edge_adapt.tasks import TASK_NAMES
 
@@ -41,11 +41,12 @@ from edge_adapt.tasks import TASK_NAMES
 @click.option("--gpu-layers", type=int, default=0, show_default=True, help="Generator layers to offload to a GPU (-1: all).")
 @prompt_options
 @cluster_options
+@parallel_option
 def calibrate_cmd(generator_path: Path, task_name: str, data: Path | None, limit: int | None, question_seed: int,
                   samples: int, out: Path | None, work: Path | None,
                   held_out: float, prm_path: Path | None, temperature: float, seed: int, threads: int | None, gpu_layers: int,
                   prompt: PromptSettings, ray: bool, ray_address: str | None, ray_workers: int | None,
-                  ray_cpus_per_worker: int, ray_gpus_per_worker: float) -> None:
+                  ray_cpus_per_worker: int, ray_gpus_per_worker: float, parallel: int | None) -> None:
     """Sample N answers per question with your generator, prompt and settings, fit the vote model
     adaptive search reads (adaptive_vote), and show on held-out questions what it saves.
 
@@ -59,6 +60,8 @@ def calibrate_cmd(generator_path: Path, task_name: str, data: Path | None, limit
     if task_name in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
     cluster = cluster_settings(ray, ray_address, ray_workers, ray_cpus_per_worker, ray_gpus_per_worker)
+    if cluster is not None and parallel is not None:
+        raise click.UsageError("--parallel runs questions at once in this process; with --ray each worker takes one at a time")
     out = out or calibration_path(generator_path)
     work = work or out.with_name(out.name + ".samples")
     if cluster is not None and threads is None:
@@ -83,7 +86,7 @@ def calibrate_cmd(generator_path: Path, task_name: str, data: Path | None, limit
                 err_console.print(f"{total - done} questions left x {samples} samples: about "
                                   f"{said['estimate'] / 60:.0f} min at this question's pace")
 
-        folder = draw_samples(config, work, update, cluster)
+        folder = draw_samples(config, work, update, cluster, parallel)
     console.print(f"fitting on the samples in {folder.path} ...")
     result = fit_and_judge(folder, config, out, held_out=held_out, seed=seed)
     _print(result)

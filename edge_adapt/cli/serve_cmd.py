@@ -23,6 +23,7 @@ from edge_adapt.cli.options import (
 )
 from edge_adapt.errors import EdgeAdaptError, MissingDependencyError
 from edge_adapt.generator import SamplingParams
+from edge_adapt.generator.config import default_parallel
 from edge_adapt.guard import Budget
 from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS
@@ -67,7 +68,10 @@ def is_loopback(host: str) -> bool:
 @click.option("--drain", "drain_s", type=FiniteFloat(min=0), default=30.0, show_default=True,
               help="Seconds SIGTERM waits for requests in flight (streams included) before stopping.")
 @click.option("--queue", "max_waiting", type=click.IntRange(0, 1024), default=8, show_default=True,
-              help="Requests that may wait while one runs; past it, 503 with Retry-After.")
+              help="Requests that may wait while --parallel run; past it, 503 with Retry-After.")
+@click.option("-np", "--parallel", type=click.IntRange(1, 64),
+              help="Requests searched at once, their decodes batched together (llama-server's -np) "
+                   "[default: 16 with GPU offload, 4 on a CPU].")
 @click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True, help="When a request sets none.")
 @click.option("--no-warm-up", is_flag=True, help="Skip measuring this device's costs before serving.")
 @click.option("--no-prompt-cache", is_flag=True,
@@ -81,7 +85,7 @@ def is_loopback(host: str) -> bool:
 @budget_options
 def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, data: Path | None, spec: str | None,
               max_n: int, max_tokens: int | None, ctx: int | None, max_body: int, drain_s: float, max_waiting: int,
-              temperature: float, no_warm_up: bool, no_prompt_cache: bool, generator_path: Path | None, prm_path: Path | None, models: Path | None,
+              parallel: int | None, temperature: float, no_warm_up: bool, no_prompt_cache: bool, generator_path: Path | None, prm_path: Path | None, models: Path | None,
               threads: int | None, gpu_layers: int, no_prm: bool, calibration: Path | None, prompt: PromptSettings,
               budget: Budget,
               meter: MeterSettings) -> None:
@@ -129,10 +133,12 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
                             calibration=calibration)
     from edge_adapt.assembly import StackSettings
 
+    if parallel is None:
+        parallel = default_parallel(chosen.gpu_layers, serving=True)[0]
     stack = StackSettings(chosen, task, (), SamplingParams(temperature=temperature), prompt, budget, meter, context=ctx,
-                          context_from_model=0 if ctx else 8192, prompt_cache=not no_prompt_cache)
+                          context_from_model=0 if ctx else 8192, prompt_cache=not no_prompt_cache, parallel=parallel)
     config = ServeConfig(stack=stack, model_id=chosen.generator.stem, default_strategy=spec, max_n=max_n, max_tokens=max_tokens,
-                         max_waiting=max_waiting, api_key=api_key or None, warm_up=not no_warm_up, max_body=max_body,
+                         max_waiting=max_waiting, parallel=parallel, api_key=api_key or None, warm_up=not no_warm_up, max_body=max_body,
                          drain_s=drain_s)
     err_console.print(f"serving {chosen.generator.name} ({'no PRM' if chosen.prm is None else chosen.prm}), task {task_name}, on "
                       f"http://{host}:{port}{' (API key required)' if api_key else ''}; loading...", highlight=False)

@@ -18,6 +18,51 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# Searches batched together by default. On a GPU a decode of one row costs nearly what a decode of
+# sixteen costs, so filling the batch is nearly free; on a CPU the matmuls are compute-bound and
+# batching gains less (docs/RESULTS.md, "Many searches, one batch"), while each search in flight
+# holds its KV room.
+PARALLEL_GPU = 16
+PARALLEL_CPU = 4
+# Rows of a decode past which the cost per row stops falling: measured on the 2-core CPU with the
+# shipped generator (0.58 ms for 1 row, 0.18 ms/row at 16, 0.19 at 48, 0.22 at 64, while searches
+# sharing the pool make each row attend over more cells); on a GPU the batch fills far wider.
+PARALLEL_ROWS_CPU = 16
+PARALLEL_ROWS_GPU = 256
+
+
+def default_parallel(gpu_layers: int, *, serving: bool = False) -> tuple[int, str]:
+    """Searches to run at once on this device by default, and why."""
+    from edge_adapt.generator.llama_platform import gpu_offload_supported
+
+    if gpu_layers != 0 and gpu_offload_supported():
+        return PARALLEL_GPU, "GPU offload: a decode costs about the same for 1 and 16 rows"
+    if serving:
+        return PARALLEL_CPU, "a server: clients answered together rather than in turn"
+    if default_threads() <= 2:
+        # measured (docs/RESULTS.md): 4 adaptive searches at once gain 1.1-1.2x, but a core given
+        # to the searches' own Python is half of llama.cpp's, and wide votes run ~1.5x slower
+        return 1, f"CPU with {default_threads()} cores: batching searches gains less than the core it costs"
+    return PARALLEL_CPU, "CPU: compute-bound decode, batching gains less than on a GPU"
+
+
+def batch_rows_for(gpu_layers: int) -> int:
+    """The cap on a decode's rows across searches on this device (see ``GeneratorConfig.max_batch_rows``)."""
+    from edge_adapt.generator.llama_platform import gpu_offload_supported
+
+    return PARALLEL_ROWS_GPU if gpu_layers != 0 and gpu_offload_supported() else PARALLEL_ROWS_CPU
+
+
+def threads_beside_searches(parallel: int, gpu_layers: int) -> int | None:
+    """llama.cpp's threads when ``parallel`` searches share a CPU: one core is left to the searches'
+    own Python (their decisions, PRM inputs, the other threads' sampling), which otherwise preempts
+    llama.cpp's workers mid-decode while they wait at its barriers (on 2 cores, 4 searches ran 1.7x
+    slower with both cores given to llama.cpp than with one). None: every core, as for one search."""
+    if parallel <= 1 or gpu_layers != 0:
+        return None
+    return max(1, default_threads() - 1)
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     """How the model is loaded and how much branching its context can hold.
@@ -48,6 +93,9 @@ class GeneratorConfig:
     # evaluates only what differs (a server's chat turns); a solver that prefills each question
     # once gains nothing from it
     prompt_cache: bool = False
+    # the most live paths of all searches in flight together (0: no cap): a decode's rows, capped
+    # where the device's cost per row stops falling (PARALLEL_ROWS_*; benchmarks/bench_decode_curve.py)
+    max_batch_rows: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_seq_max <= MAX_SEQUENCES:

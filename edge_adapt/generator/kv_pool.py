@@ -120,6 +120,20 @@ class SequencePool:
                 self.cells_used += ancestor._cells
             ancestor = ancestor.parent
 
+    def hand_over(self, parent: Node, child: Node) -> None:
+        """Give live ``parent``'s sequence to its new ``child`` (the parent is released): the
+        child's path is the parent's plus its own step, so nothing is copied (on per-sequence
+        streams a copy would move the whole stream). Counts: the parent's holders are unchanged
+        (the child below it holds what it held), the child holds itself."""
+        assert parent._seq is not None and child.parent is parent and child._seq is None
+        seq = parent._seq
+        parent._seq = None
+        child._seq = seq
+        self._live[seq] = child
+        child._holders += 1
+        if child._holders == 1:
+            self.cells_used += child._cells
+
     def grow(self, node: Node, n_cells: int) -> None:
         """Count ``n_cells`` just decoded into the segment of live ``node``."""
         node._cells += n_cells

@@ -6,26 +6,34 @@ parent's cells (``seq_cp`` on a unified cache costs nothing), draws its first to
 parent's saved logits, and then all children of all parents are decoded together, one token
 per branch per ``llama_decode`` call, until each reaches the end of its step. Nothing of the
 shared prefix is ever evaluated twice; a finished or released branch gives its cells back.
+
+Many searches may share one Generator, each on its own thread through a :meth:`Generator.session`
+(its reserved room in the KV pool, its own usage and energy payer): the scheduler decodes the rows
+of all of them in each ``llama_decode`` (:mod:`edge_adapt.generator.scheduler`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Hashable, Sequence
 from itertools import count
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edge_adapt.errors import EdgeAdaptError, SamplingConfigError
+from edge_adapt.errors import BranchCapacityError, ContextOverflowError, EdgeAdaptError, SamplingConfigError
+from edge_adapt.generator.admission import Admission
 from edge_adapt.generator.config import GeneratorConfig, default_threads
-from edge_adapt.generator.decoding import TreeDecoder
+from edge_adapt.generator.decoding import PromptWork, start_step
 from edge_adapt.generator.kv_pool import SequencePool
 from edge_adapt.generator.llama_backend import ContextSettings, LlamaContext, LlamaModel
 from edge_adapt.generator.llama_platform import gpu_offload_supported
 from edge_adapt.generator.sampling import SamplingParams
+from edge_adapt.generator.scheduler import DecodeScheduler
+from edge_adapt.generator.session import GenerationSession
 from edge_adapt.generator.steps import StepRules
 from edge_adapt.generator.tree import Expansion, GenerationStats, Node
 from edge_adapt.generator.vocab import Vocabulary, check_fits
@@ -36,7 +44,8 @@ log = logging.getLogger(__name__)
 class Generator:
     """A GGUF generator that samples reasoning steps on a tree of shared-prefix branches.
 
-    Not thread-safe: one Generator serves one thread (load one per worker thread).
+    Searches on several threads share it through sessions (:meth:`session`); the calls below are
+    safe from any thread, and their decodes are batched together.
 
     >>> gen = Generator("model.gguf", GeneratorConfig(n_ctx=2048, n_seq_max=16))
     >>> root = gen.prefill("Q:454+762*3\\n", seed=1)
@@ -70,10 +79,13 @@ class Generator:
         # trouble; a single path longer than the model's training context is (the decoder warns).
         self.n_ctx = self.ctx.n_ctx
         self._pool = SequencePool(self.ctx, unified=cfg.kv_unified, prompt_cache=cfg.prompt_cache and cfg.kv_unified)
-        self._decoder = TreeDecoder(self.model, self.ctx, self.vocab, self._pool)
-        self.seq_ctx = self._decoder.seq_ctx  # the cells one path can hold: the whole pool, or its own stream
+        self._ctx_lock = threading.RLock()  # every call into the llama.cpp context and the pool's counts
+        self.scheduler = DecodeScheduler(self.model, self.ctx, self.vocab, self._pool, self._ctx_lock)
+        self.seq_ctx = self.scheduler.seq_ctx  # the cells one path can hold: the whole pool, or its own stream
+        self.admission = Admission(self.n_ctx, cfg.n_seq_max, cfg.max_batch_rows)
         self._ids = count()
-        self.usage = GenerationStats()
+        self._usage_lock = threading.Lock()
+        self.usage = GenerationStats()  # every search's work together
 
     # -- capacity ---------------------------------------------------------------------------
 
@@ -101,9 +113,25 @@ class Generator:
         sequence has ``seq_ctx`` cells of its own and the pool never runs out first."""
         return self._pool.cells_free
 
+    def session(self, *, sequences: int, cells: int, rows: int = 1, payer: Hashable | None = None,
+                interrupt: Callable[[], None] | None = None) -> GenerationSession:
+        """One search's view: at most ``sequences`` live nodes, ``cells`` KV cells besides its prompt
+        and ``rows`` paths decoded at once, admitted when that room is free (first come, first
+        served; see :class:`~edge_adapt.generator.admission.Admission`); ``payer`` is charged its
+        rows of every shared decode, ``interrupt`` runs before each and may raise to stop the search."""
+        return GenerationSession(self, sequences=sequences, cells=cells, rows=rows, payer=payer, interrupt=interrupt)
+
+    def _count(self, stats: GenerationStats) -> None:
+        with self._usage_lock:
+            self.usage = self.usage + stats
+
     # -- building the tree --------------------------------------------------------------------
 
-    def prefill(
+    def prefill(self, prompt: str | Sequence[int], *, seed: int = 0, **options: object) -> Node:
+        """Evaluate a prompt into a new root node, ready to expand (see :meth:`evaluate_prompt`)."""
+        return self.evaluate_prompt(prompt, seed=seed, **options)[0]  # type: ignore[arg-type]
+
+    def evaluate_prompt(
         self,
         prompt: str | Sequence[int],
         *,
@@ -111,8 +139,10 @@ class Generator:
         add_special: bool = True,
         parse_special: bool = True,
         reuse_cache: bool = True,
-    ) -> Node:
-        """Evaluate a prompt into a new root node, ready to expand.
+        payer: Hashable | None = None,
+        interrupt: Callable[[], None] | None = None,
+    ) -> tuple[Node, GenerationStats]:
+        """Evaluate a prompt into a new root node, ready to expand; returns it and what it cost.
 
         ``seed`` roots the random streams of every branch below this node: the same prompt,
         seed and calls give the same tokens, provided ``reuse_cache`` is False where the generator
@@ -131,21 +161,40 @@ class Generator:
         if not tokens:
             raise EdgeAdaptError("the prompt is empty (and the model adds no BOS token); give it some text")
         check_fits(len(tokens), self.seq_ctx, self.model.n_ctx_train)
-        cached = self._pool.cached_prefix(tokens) if reuse_cache else 0
-        if not cached:
-            self._pool.forget_cache()  # its cells are free for this prompt
-        node = Node(
-            id=next(self._ids),
-            parent=None,
-            kind="prompt",
-            tokens=tuple(tokens),
-            text=self.vocab.detokenize(tokens),
-            n_past=cached,
-            _seeds=np.random.SeedSequence(seed),
-        )
-        self.usage = self.usage + self._decoder.evaluate(node, tokens[cached:], what="prompt", cached_prefix=cached)
-        self._pool.remember(node)
-        return node
+        node = Node(id=next(self._ids), parent=None, kind="prompt", tokens=tuple(tokens),
+                    text=self.vocab.detokenize(tokens), _seeds=np.random.SeedSequence(seed))
+        with self._ctx_lock:
+            cached = self._pool.cached_prefix(tokens) if reuse_cache else 0
+            if not cached:
+                self._pool.forget_cache()  # its cells are free for this prompt
+            node.n_past = cached
+            self._check_prompt_room(len(tokens) - cached)
+            if cached:
+                self._pool.acquire_cached(node, cached)
+            else:
+                self._pool.acquire(node, copy_from=None)
+        work = PromptWork(payer=payer, interrupt=interrupt, node=node, tokens=tokens[cached:])
+        try:
+            self.scheduler.run(work)
+        except BaseException:
+            self.release(node)
+            raise
+        finally:
+            self._count(work.stats)
+        node.wall_s = work.stats.wall_s
+        with self._ctx_lock:
+            self._pool.remember(node)
+        return node, work.stats
+
+    def _check_prompt_room(self, n_tokens: int) -> None:
+        if not self._pool.free_sequences:
+            raise BranchCapacityError(
+                f"no free sequence for a new prompt: all n_seq_max={self.ctx.n_seq_max} are held by live "
+                "nodes; release nodes or raise n_seq_max.")
+        if n_tokens > self._pool.cells_free:
+            raise ContextOverflowError(
+                f"the prompt needs {n_tokens} KV cells but only {self._pool.cells_free} of n_ctx={self.ctx.n_ctx} "
+                f"are free ({self._pool.cells_used} held by live nodes); release nodes or raise n_ctx.")
 
     def expand(
         self,
@@ -154,12 +203,19 @@ class Generator:
         *,
         sampling: SamplingParams | None = None,
         rules: StepRules | None = None,
+        payer: Hashable | None = None,
+        interrupt: Callable[[], None] | None = None,
+        on_token: Callable[[bytes], None] | None = None,
+        hand_over: bool = False,
     ) -> Expansion:
         """Give each parent ``n`` (or ``n[i]``) children, each one generated step long.
 
         All children are decoded together in one batch per token. Children that end the
         solution (end-of-generation, answer, length or context cap) are released at once; the
-        others stay live for further expansion until :meth:`release`.
+        others stay live for further expansion until :meth:`release`. ``interrupt`` runs before
+        every batched decode and may raise to abandon the step; ``on_token`` gets each token's bytes.
+        ``hand_over``: a parent with exactly one child gives it its sequence and is released (the
+        caller is done with it): no sequence copy, one sequence fewer.
         """
         sampling = sampling or SamplingParams()
         rules = rules or StepRules()
@@ -173,39 +229,36 @@ class Generator:
         total = sum(counts)
         if total == 0:
             return Expansion([], GenerationStats())
-        self._pool.check_room(total)
-
-        started = time.perf_counter()
         children: list[Node] = []
+        work = None
         try:
-            for parent, k in zip(parents, counts, strict=True):
-                assert parent._seeds is not None and parent._seq is not None
-                for seeds in parent._seeds.spawn(k):
-                    seed = int(seeds.generate_state(1)[0])
-                    child = Node(
-                        id=next(self._ids),
-                        parent=parent,
-                        kind="step",
-                        tokens=(),
-                        text="",
-                        seed=seed,
-                        depth=parent.depth + 1,
-                        n_past=parent.n_past,
-                        _seeds=seeds,
-                    )
-                    self._pool.acquire(child, copy_from=parent._seq)
-                    children.append(child)
-            stats = self._decoder.generate(children, sampling, rules)
+            with self._ctx_lock:
+                self._pool.check_room(total - (sum(1 for k in counts if k == 1) if hand_over else 0))
+                for parent, k in zip(parents, counts, strict=True):
+                    assert parent._seeds is not None and parent._seq is not None
+                    for seeds in parent._seeds.spawn(k):
+                        child = Node(id=next(self._ids), parent=parent, kind="step", tokens=(), text="",
+                                     seed=int(seeds.generate_state(1)[0]), depth=parent.depth + 1, n_past=parent.n_past,
+                                     _seeds=seeds)
+                        if hand_over and k == 1:
+                            self._pool.hand_over(parent, child)
+                        else:
+                            self._pool.acquire(child, copy_from=parent._seq)
+                        children.append(child)
+            work = start_step(children, sampling, rules, payer=payer, interrupt=interrupt, on_token=on_token)
+            self.scheduler.run(work)
         except BaseException:
             # An error or Ctrl-C mid-step: the half-made children are unusable; free their cells.
             self.release(*children)
             raise
-        for child in children:
-            if child.ends_solution:
-                self._pool.release(child)
-        stats.wall_s = time.perf_counter() - started
-        self.usage = self.usage + stats
-        return Expansion(children, stats)
+        finally:
+            for parent in parents:  # handed over: their logits were only needed for the first token
+                if parent._seq is None:
+                    parent._logits = None
+            if work is not None:
+                self._count(work.stats)
+        self.release(*[c for c in children if c.ends_solution])
+        return Expansion(children, work.stats)
 
     def complete(
         self,
@@ -217,6 +270,7 @@ class Generator:
         max_steps: int = 64,
         between_steps: Callable[[], None] | None = None,
         on_token: Callable[[bytes], None] | None = None,
+        payer: Hashable | None = None,
     ) -> tuple[list[Node], GenerationStats]:
         """Sample ``n`` full solutions from each parent, step by step, all branches batched.
 
@@ -227,11 +281,9 @@ class Generator:
         decode inside a step) raises to stop it. ``on_token`` receives every generated token's
         bytes as it is decoded (for one solution: a stream to a reader).
         """
-        self._decoder.interrupt, self._decoder.on_token = between_steps, on_token  # also inside a long step
-        try:
-            frontier = self.expand(parents, n, sampling=sampling, rules=rules)
-        finally:
-            self._decoder.interrupt = self._decoder.on_token = None
+        options: dict[str, Any] = {"sampling": sampling, "rules": rules, "payer": payer, "interrupt": between_steps,
+                                   "on_token": on_token}
+        frontier = self.expand(parents, n, **options)
         stats = frontier.stats
         leaves = [c for c in frontier.children if c.ends_solution]
         live = [c for c in frontier.children if not c.ends_solution]
@@ -240,13 +292,8 @@ class Generator:
             while live and steps < max_steps:
                 if between_steps is not None:
                     between_steps()
-                self._decoder.interrupt, self._decoder.on_token = between_steps, on_token
-                try:
-                    step = self.expand(live, 1, sampling=sampling, rules=rules)
-                finally:
-                    self._decoder.interrupt = self._decoder.on_token = None
+                step = self.expand(live, 1, hand_over=True, **options)  # each step continues its parent's sequence
                 stats = stats + step.stats
-                self.release(*live)
                 leaves += [c for c in step.children if c.ends_solution]
                 live = [c for c in step.children if not c.ends_solution]
                 steps += 1
@@ -257,17 +304,19 @@ class Generator:
 
     def release(self, *nodes: Node) -> None:
         """Give the nodes' sequences back; their KV cells are freed once no live node shares them."""
-        for node in nodes:
-            if node._seq is not None:
-                self._pool.release(node)
+        with self._ctx_lock:
+            for node in nodes:
+                if node._seq is not None:
+                    self._pool.release(node)
 
     def reset(self) -> None:
         """Forget every node and clear the KV cache (cheap; the model stays loaded). Nodes still
         live become released: expanding one is an error, releasing one does nothing."""
-        self._pool.reset()
+        with self._ctx_lock:
+            self._pool.reset()
 
     def close(self) -> None:
-        self._decoder.close()
+        self.scheduler.close()
         self.ctx.close()
         self.model.close()
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ from tokenizers import Tokenizer
 
 from edge_adapt.errors import EdgeAdaptError, ModelLoadError
 from edge_adapt.onnx_providers import import_onnxruntime, open_session
+from edge_adapt.prm.batching import SharedRuns
 from edge_adapt.prm.bundle import PRMBundle
 from edge_adapt.prm.format import EncodedPrefix, encode_prefix, pad_token_id
 
@@ -99,7 +101,7 @@ class QuantilePRM:
     computes the same numbers as the CPU (checked with a real inference on this model); or an
     explicit list, tried in order. ``spin``: let ONNX Runtime's idle workers spin (off by default:
     they would compete with the generator for the cores between calls). ``variant``: "fp32", "int8" or "fp16"; by default the bundle's
-    CPU variant on CPU and fp16 (when shipped) on a GPU. Not thread-safe.
+    CPU variant on CPU and fp16 (when shipped) on a GPU. Thread-safe: concurrent calls share batches.
     """
 
     available = True  # a PRM is loaded (see edge_adapt.prm.absent for the no-PRM mode)
@@ -128,29 +130,31 @@ class QuantilePRM:
         self.spin = spin
         self._pad_id = pad_token_id(self.tokenizer)
         self.stats = PRMStats()
+        self._stats_lock = threading.Lock()
         self.session, self.provider, self.variant = self._open(providers, variant)
         self._check_vocabulary()
+        self._shared = SharedRuns(lambda batch: self._run_session(self.session, batch), max_batch)
 
     # -- public ---------------------------------------------------------------------------------
 
     def score(self, question: str, prefixes: Sequence[Sequence[str]], *, per_step: bool = False) -> list[PrefixScore]:
         """Score every prefix (a list of step texts; ``[]`` is the question alone) in batches."""
+        return self.score_with_stats(question, prefixes, per_step=per_step)[0]
+
+    def score_with_stats(self, question: str, prefixes: Sequence[Sequence[str]], *, per_step: bool = False,
+                         payer: Hashable | None = None) -> tuple[list[PrefixScore], PRMStats]:
+        """:meth:`score`, and what this call cost. Calls from several threads at once share batched
+        runs (:mod:`edge_adapt.prm.batching`); ``payer`` is charged the energy of its tokens in them."""
         started = time.perf_counter()
         cache: dict[tuple[str, bool], list[int]] = {}  # shared segments are tokenized once per call
         encoded = [encode_prefix(self.tokenizer, self.format, question, list(steps), cache) for steps in prefixes]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-        results: list[PrefixScore | None] = [None] * len(encoded)
-        call = PRMStats(calls=1, prefixes=len(encoded), tokens=sum(len(e.input_ids) for e in encoded))
-        for start in range(0, len(order), self.max_batch):
-            batch = order[start : start + self.max_batch]
-            probs = self._run_session(self.session, [encoded[i] for i in batch])
-            call.runs += 1
-            call.padded_tokens += probs.shape[0] * probs.shape[1]
-            for row, i in enumerate(batch):
-                results[i] = self._read(encoded[i], probs[row], per_step)
-        call.wall_s = time.perf_counter() - started
-        self.stats = self.stats + call  # a new object: earlier snapshots stay valid for deltas
-        return results  # type: ignore[return-value]
+        rows, runs, padded = self._shared.run(encoded, payer)
+        results = [self._read(enc, probs, per_step) for enc, probs in zip(encoded, rows, strict=True)]
+        call = PRMStats(calls=1, runs=runs, prefixes=len(encoded), tokens=sum(len(e.input_ids) for e in encoded),
+                        padded_tokens=padded, wall_s=time.perf_counter() - started)
+        with self._stats_lock:
+            self.stats = self.stats + call  # a new object: earlier snapshots stay valid for deltas
+        return results, call
 
     def score_question(self, question: str) -> Quantiles:
         """The question-level success quantiles (the empty prefix): what best-of-N sizing needs."""

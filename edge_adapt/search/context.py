@@ -15,6 +15,7 @@ from typing import Literal
 from edge_adapt.decisions import Decision
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import Generator, Node, SamplingParams, StepRules
+from edge_adapt.generator.session import GenerationSession
 from edge_adapt.guard import Guard, Unit
 from edge_adapt.prm import PRM, PrefixScore, Quantiles
 from edge_adapt.search.answer_model import AnswerModel
@@ -57,7 +58,7 @@ class SearchSettings:
 class SearchContext:
     """The state of one search on one question, and what a strategy may do with it."""
 
-    def __init__(self, generator: Generator, prm: PRM, task: Task, settings: SearchSettings,
+    def __init__(self, generator: Generator | GenerationSession, prm: PRM, task: Task, settings: SearchSettings,
                  problem: Problem, seed: int, guard: Guard, answer_model: Callable[[], AnswerModel],
                  hooks: RunHooks = RunHooks(), vote_model: VoteModel | None = None) -> None:
         self.gen = generator

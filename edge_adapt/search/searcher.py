@@ -1,4 +1,8 @@
-"""The searcher: loaded models and a task, running any strategy on one question at a time.
+"""The searcher: loaded models and a task, running any strategy on a question.
+
+``run`` may be called from several threads at once: each search gets its own session of the
+generator (room in the KV pool, its own usage), its own view of the PRM and its own energy account,
+and the generator and the PRM batch the work of all of them (continuous batching).
 
 It opens a :class:`SearchContext` per question, lets the strategy run in it under the guard the
 spending policy hands out, picks the answer, and accounts for what the question cost (tokens,
@@ -7,6 +11,7 @@ PRM work, wall time, and joules from the policy's meter) the same way for every 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import replace
@@ -15,12 +20,14 @@ from edge_adapt.decisions import Selected
 from edge_adapt.energy import Usage
 from edge_adapt.errors import BudgetError
 from edge_adapt.generator import Generator
-from edge_adapt.guard import Budget, SpendingPolicy, Unlimited
+from edge_adapt.generator.session import GenerationSession
+from edge_adapt.guard import Budget, Guard, SpendingPolicy, Unlimited
 from edge_adapt.prm import PRM
+from edge_adapt.prm.view import SearchPRM
 from edge_adapt.search.answer_model import AnswerModel
 from edge_adapt.search.best_of_n import BestOfN
 from edge_adapt.search.context import RunHooks, SearchContext, SearchSettings
-from edge_adapt.search.strategy import Strategy
+from edge_adapt.search.strategy import Strategy, sequences_needed
 from edge_adapt.search.types import Cost, SearchResult
 from edge_adapt.search.vote_model import VoteModel
 from edge_adapt.tasks import Problem, Task
@@ -28,8 +35,9 @@ from edge_adapt.tasks import Problem, Task
 log = logging.getLogger(__name__)
 
 
-def work_done(generator: Generator, prm: PRM) -> Usage:
-    """Work done so far by the generator and the PRM (what the energy estimate charges for)."""
+def work_done(generator: Generator | GenerationSession, prm: PRM) -> Usage:
+    """Work done so far by the generator and the PRM (what the energy estimate charges for): all
+    of it, or one search's (its session and PRM view)."""
     gen = generator.usage
     return Usage(gen.prompt_tokens, gen.generated_tokens, prm.stats.tokens)
 
@@ -77,26 +85,37 @@ class Searcher:
             raise BudgetError("a budget needs a policy to measure it: build the searcher with edge_adapt.open_stack "
                               "(or pass policy=EnergyPolicy(...))")
         started = time.perf_counter()
-        gen0, prm0 = self.generator.usage, self.prm.stats
-        guard = self.policy.start_question(budget) if self.policy is not None else Unlimited()
-        energy0 = self.policy.read() if self.policy is not None else None
-        ctx = SearchContext(self.generator, self.prm, self.task, settings or self.settings, problem, seed, guard,
-                            lambda: self.answer_model, hooks, self.vote_model)
-        try:
-            strategy.run(ctx)
-            if score_question:
-                ctx.question_score()
-        finally:
-            ctx.release_all()
-        chosen_index = ctx.select(strategy.select)
-        guard.finish()
-        candidates = tuple(ctx.candidates)
-        chosen = candidates[chosen_index] if chosen_index is not None else None
-        cost = Cost.from_stats(self.generator.usage - gen0, self.prm.stats - prm0, len(candidates), time.perf_counter() - started)
-        if energy0 is not None:
-            assert self.policy is not None
-            energy = self.policy.read()
-            cost = replace(cost, joules=energy.joules - energy0.joules, energy_source=energy.source, energy_estimated=energy.estimated)
+        settings = settings or self.settings
+        rules = settings.rules or self.task.step_rules
+        with contextlib.ExitStack() as stack:
+            # the search's own energy account, room in the KV pool and PRM view: searches on other
+            # threads share the device, and what they spend is theirs
+            account = stack.enter_context(self.policy.ledger.open()) if self.policy is not None else None
+            gen = stack.enter_context(self.generator.session(
+                sequences=min(sequences_needed(strategy), self.generator.config.n_seq_max),
+                cells=min(strategy.live_paths * rules.max_new_tokens, self.generator.n_ctx), rows=strategy.live_paths,
+                payer=account, interrupt=hooks.interrupt))
+            prm = SearchPRM(self.prm, account)
+            guard: Guard = Unlimited()
+            if self.policy is not None:
+                assert account is not None
+                guard = self.policy.start_question(budget, meter=account.read, usage=lambda: work_done(gen, prm))
+            ctx = SearchContext(gen, prm, self.task, settings, problem, seed, guard, lambda: self.answer_model, hooks,
+                                self.vote_model)
+            try:
+                strategy.run(ctx)
+                if score_question:
+                    ctx.question_score()
+            finally:
+                ctx.release_all()
+            chosen_index = ctx.select(strategy.select)
+            guard.finish()
+            candidates = tuple(ctx.candidates)
+            chosen = candidates[chosen_index] if chosen_index is not None else None
+            cost = Cost.from_stats(gen.usage, prm.stats, len(candidates), time.perf_counter() - started)
+            if account is not None:
+                energy = account.read()
+                cost = replace(cost, joules=energy.joules, energy_source=energy.source, energy_estimated=energy.estimated)
         ctx.record(Selected(strategy.select, chosen_index))
         return SearchResult(strategy.name, problem.question, chosen.answer if chosen else None, chosen, candidates,
                             tuple(ctx.decisions), cost, ctx.question_q)

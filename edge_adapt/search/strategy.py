@@ -94,4 +94,9 @@ def kv_cells_needed(strategy: Strategy, rules: StepRules) -> int:
     the prompt once (branches share it) plus every live path's longest solution. Sized to the
     search rather than generously: the pool's size costs memory, not speed (llama.cpp attends
     over the cells in use; benchmarks/bench_kv.py)."""
-    return max(MIN_KV_CELLS, PROMPT_ROOM + strategy.live_paths * rules.max_new_tokens)
+    return max(MIN_KV_CELLS, kv_cells_per_search(strategy, rules))
+
+
+def kv_cells_per_search(strategy: Strategy, rules: StepRules) -> int:
+    """What one search of ``strategy`` holds at most: a prompt, and every live path's longest solution."""
+    return PROMPT_ROOM + strategy.live_paths * rules.max_new_tokens

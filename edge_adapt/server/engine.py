@@ -1,8 +1,9 @@
-"""One loaded stack, one worker thread, a bounded queue: how many clients share one model.
+"""One loaded stack, ``parallel`` worker threads, a bounded queue: how many clients share one model.
 
-llama.cpp contexts are not thread-safe and the KV pool is sized for one search at a time, so a
-single worker runs the searches in arrival order, prompt rendering and tokenizing included (the
-event loop never touches the vocabulary). Each job runs on the stack's searcher with its own
+Each worker runs one request's search at a time, in arrival order, prompt rendering and
+tokenizing included (the event loop never touches the vocabulary); the searches of all workers
+share every decode and PRM run (continuous batching, :mod:`edge_adapt.generator.scheduler`), as
+llama-server's slots do. A search waits for room in the KV pool when the others hold it. Each job runs on the stack's searcher with its own
 sampling, prompt and step settings and its own seed, so nothing of one request reaches another's
 answer. While a job runs, what it does reaches its request as events
 (prompt accepted, tokens of a lone sample, samples drawn and decisions); a client that goes away
@@ -83,18 +84,22 @@ class Job:
 
 
 class Engine:
-    """Runs jobs on the stack, one at a time, from a queue of at most ``max_waiting``."""
+    """Runs jobs on the stack, ``parallel`` at once, from a queue of at most ``max_waiting`` more."""
 
-    def __init__(self, stack: Stack, max_waiting: int, on_done: Callable[[Job, SearchResult | None], None] = lambda j, r: None):
+    def __init__(self, stack: Stack, max_waiting: int, on_done: Callable[[Job, SearchResult | None], None] = lambda j, r: None,
+                 parallel: int = 1):
         self.stack = stack
         self.max_waiting = max_waiting
+        self.parallel = parallel
         self._on_done = on_done
         self._queue: queue.Queue[tuple[Job, Future[SearchResult]] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._pending = 0  # queued + running
         self._closing = False
-        self._thread = threading.Thread(target=self._work, name="edge-adapt-engine", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._work, name=f"edge-adapt-engine-{i}", daemon=True)
+                         for i in range(parallel)]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def pending(self) -> int:
@@ -104,7 +109,7 @@ class Engine:
         with self._lock:
             if self._closing:
                 raise ShuttingDown("the server is shutting down")
-            if self._pending > self.max_waiting:  # one running, max_waiting queued
+            if self._pending >= self.parallel + self.max_waiting:  # parallel running, max_waiting queued
                 raise QueueFull(f"{self._pending} requests are in progress or waiting")
             self._pending += 1
         future: Future[SearchResult] = Future()
@@ -112,11 +117,13 @@ class Engine:
         return future
 
     def close(self) -> None:
-        """Finish what is queued, then stop the worker."""
+        """Finish what is queued, then stop the workers."""
         with self._lock:
             self._closing = True
-        self._queue.put(None)
-        self._thread.join()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:

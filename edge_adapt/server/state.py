@@ -30,6 +30,7 @@ class ServeConfig:
     max_n: int = 8
     max_tokens: int = 512
     max_waiting: int = 8
+    parallel: int = 1  # requests searched at once (their decodes batched together)
     api_key: str | None = None
     retry_after_s: int = 2
     warm_up: bool = True
@@ -43,7 +44,8 @@ def stack_settings_for(config: ServeConfig) -> StackSettings:
     sizing = [BestOfN(n=config.max_n, select="majority")]
     if config.default_strategy is not None:
         sizing.append(parse_spec(config.default_strategy))
-    return replace(config.stack, strategies=tuple(sizing), prompt=replace(config.stack.prompt, max_new_tokens=config.max_tokens))
+    return replace(config.stack, strategies=tuple(sizing), prompt=replace(config.stack.prompt, max_new_tokens=config.max_tokens),
+                   parallel=config.parallel)
 
 
 class ServerState:
@@ -80,11 +82,11 @@ class ServerState:
             )
             if self.config.warm_up:
                 stack.searcher.warm_up(stack.searcher.task.warm_up_problem())
-            self.engine = Engine(stack, self.config.max_waiting, self._done)
-            log.info("ready: %s, task %s%s; context %d KV cells (a one-sample prompt may have %d tokens); n <= %d, "
+            self.engine = Engine(stack, self.config.max_waiting, self._done, parallel=self.config.parallel)
+            log.info("ready: %s, task %s%s; %d requests at once; context %d KV cells (a one-sample prompt may have %d tokens); n <= %d, "
                         "max_tokens <= %d, body <= %d bytes; questions with a checkable answer: %s (%s); other turns: "
                         "one sample, streamed", self.config.model_id, stack.searcher.task.name,
-                        " (chat template)" if stack.searcher.settings.chat else "", gen.n_ctx,
+                        " (chat template)" if stack.searcher.settings.chat else "", self.config.parallel, gen.n_ctx,
                         min(gen.n_ctx, gen.seq_ctx) - self.config.max_tokens, self.config.max_n, self.config.max_tokens,
                         self.config.max_body, default, why)
         except Exception as exc:  # reported by /health and every request
