@@ -108,11 +108,11 @@ def generator_config(strategies: Sequence[Strategy], rules: StepRules, threads: 
 def open_stack(settings: StackSettings) -> Iterator[Stack]:
     """Build the stack; the generator and the meter are closed when the block ends."""
     rules = settings.step_rules
-    threads = settings.models.threads or threads_beside_searches(settings.parallel, settings.models.gpu_layers)
-    config = settings.generator_config or generator_config(settings.strategies, rules, threads, settings.models.gpu_layers,
-                                                           settings.parallel)
+    config = settings.generator_config or generator_config(settings.strategies, rules, settings.models.threads,
+                                                           settings.models.gpu_layers, settings.parallel)
     if settings.generator_config is None and settings.parallel > 1:
-        config = replace(config, max_batch_rows=batch_rows_for(settings.models.gpu_layers))
+        shared = None if settings.models.threads else threads_beside_searches(settings.parallel, settings.models.gpu_layers)
+        config = replace(config, max_batch_rows=batch_rows_for(settings.models.gpu_layers), n_threads_shared=shared)
     if settings.generator_config is None:
         config = replace(config, n_ctx=max(config.n_ctx, settings.context or 0),
                          grow_to_training_context=settings.context_from_model, prompt_cache=settings.prompt_cache)

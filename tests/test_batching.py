@@ -47,7 +47,7 @@ def _together(jobs: list[Callable[[], SearchResult]]) -> list[SearchResult | Bas
         barrier.wait()
         try:
             return job()
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        except BaseException as exc:
             return exc
 
     with ThreadPoolExecutor(len(jobs)) as pool:

@@ -49,7 +49,7 @@ def stable_records(folder: Path) -> dict[tuple[str, str], dict]:
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict]:
     out = tmp_path_factory.mktemp("local") / "run"
-    run_bench(bench_config(12), out)
+    run_bench(bench_config(12), out, parallel=1)  # one at a time, as each Ray worker runs: the same arithmetic
     return stable_records(out)
 
 
@@ -136,7 +136,8 @@ def test_calibrate_on_ray_fits_the_local_vote_model(ray_address: str, tmp_path: 
     common = [sys.executable, "-m", "edge_adapt.cli", "calibrate", "-m", str(generator), "--task", "default", "--limit", "60",
               "-n", "3", "--held-out", "0.3", "--threads", "1"]
     env = {**os.environ, "RAY_ADDRESS": ray_address}
-    local = subprocess.run([*common, "-o", str(tmp_path / "local.json")], capture_output=True, text=True, timeout=300)
+    local = subprocess.run([*common, "-o", str(tmp_path / "local.json"), "--parallel", "1"], capture_output=True, text=True,
+                           timeout=300)
     remote = subprocess.run([*common, "-o", str(tmp_path / "ray.json"), "--ray"], env=env, capture_output=True, text=True,
                             timeout=300)
     assert local.returncode == 0 and remote.returncode == 0, (local.stderr + remote.stderr)[-2000:]

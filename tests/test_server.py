@@ -4,6 +4,7 @@ talked to over real HTTP with httpx and the `openai` client."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -80,7 +81,7 @@ def default_server() -> Iterator[Server]:
 def smol_server(smollm2_gguf: Path) -> Iterator[Server]:
     """SmolLM2 served as a chat model with one flag (its own template, no PRM, no data file)."""
     server = Server(["-m", str(smollm2_gguf), "--max-n", "2", "--max-tokens", "96", "--queue", "1", "--no-warm-up",
-                     "--ctx", "1024"])
+                     "--ctx", "1024", "--parallel", "1"])
     server.wait_ready()
     yield server
     server.stop()
@@ -261,6 +262,48 @@ def test_a_prompt_over_the_context_is_a_400_with_the_numbers(smol_server: Server
     # a prompt longer than the old fixed 512-token room fits: the context is sized per request
     long_ok = chat(smol_server, "Think hard. " * 200 + "What is 7+4?", max_tokens=8)
     assert long_ok.status_code == 200 and long_ok.json()["usage"]["prompt_tokens"] > 600
+
+
+def test_parallel_requests_stream_together_each_with_its_own_cost(smollm2_gguf: Path) -> None:
+    """--parallel 2: two streaming clients are answered together (both stream before either ends),
+    each with its own tokens and joules."""
+    server = Server(["-m", str(smollm2_gguf), "--max-n", "2", "--max-tokens", "48", "--no-warm-up", "--parallel", "2"])
+    try:
+        server.wait_ready()
+        body = {"messages": [{"role": "user", "content": "Write a long story about a cat."}], "max_tokens": 48,
+                "temperature": 1.0, "stream": True, "seed": 3}
+        first: dict[int, float] = {}
+        done: dict[int, float] = {}
+        content: dict[int, str] = {}
+        ends: dict[int, dict] = {}
+
+        def stream(i: int) -> None:
+            text = ""
+            with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=120) as response:
+                for line in response.iter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    chunk = json.loads(line[6:])
+                    delta = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else None
+                    if delta:
+                        first.setdefault(i, time.monotonic())
+                        text += delta
+                    if chunk.get("edge_adapt", {}).get("generated_tokens") is not None:
+                        ends[i] = chunk["edge_adapt"]
+            done[i] = time.monotonic()
+            content[i] = text
+
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert max(first.values()) < min(done.values())  # the second streamed before the first ended
+        assert content[0] == content[1]  # the same seed, the same tokens, whoever shared the batch
+        for cost in ends.values():
+            assert cost["generated_tokens"] > 0 and cost["joules"] > 0
+    finally:
+        server.stop()
 
 
 def test_a_full_queue_answers_503_with_retry_after(smol_server: Server) -> None:

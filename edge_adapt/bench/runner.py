@@ -202,10 +202,9 @@ def run_bench(
 
     ``task`` and ``problems`` override what ``config.task`` names (library use with a task of
     your own; ``config.task`` should then name it, for the records). ``cluster`` fans the
-    questions out over Ray workers; either way this process is the run's only writer.
-    ``parallel`` questions run at once here, their searches batched together (None: the
-    device's default); it is recorded in the run's environment, not its configuration: records
-    do not depend on it beyond the last bits of batched arithmetic (docs/ARCHITECTURE.md)."""
+    questions out over Ray workers; either way this process is the run's only writer. ``parallel``
+    questions run at once here (None: the device's default), recorded in the run's environment,
+    not its configuration: records depend on it only through batched arithmetic's last bits."""
     folder = RunFolder(out)
     task = task or get_task(config.task, config.data, config.prompt.prompt_template)
     problems = problems if problems is not None else load_problems(config, task)

@@ -140,7 +140,7 @@ def parallel_option(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--parallel K``: questions searched at once in this process, their decodes batched together."""
     return click.option("--parallel", type=click.IntRange(1, 64),
                         help="Questions searched at once, their decodes and PRM runs batched together "
-                             "[default: 16 with GPU offload, 4 on a CPU of more than 2 cores, else 1; recorded in environment.json].")(f)
+                             "[default: 16 with GPU offload, 8 on a CPU; recorded in environment.json].")(f)
 
 
 def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -48,6 +48,7 @@ class Admission:
         self.cells_reserved = 0
         self.sequences_reserved = 0
         self.rows_reserved = 0
+        self.active = 0  # searches holding a reservation
         self.waited = 0  # searches that had to wait for room (a count, for reports)
 
     def reserve(self, cells: int, sequences: int, rows: int = 1, interrupt: Callable[[], None] | None = None) -> Reservation:
@@ -74,6 +75,7 @@ class Admission:
                 self.cells_reserved += cells
                 self.sequences_reserved += sequences
                 self.rows_reserved += rows
+                self.active += 1
             finally:
                 self._queue.remove(me)
                 self._cond.notify_all()
@@ -84,6 +86,7 @@ class Admission:
             self.cells_reserved -= reservation.cells
             self.sequences_reserved -= reservation.sequences
             self.rows_reserved -= reservation.rows
+            self.active -= 1
             self._cond.notify_all()
 
     def _fits(self, cells: int, sequences: int, rows: int) -> bool:

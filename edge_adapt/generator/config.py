@@ -19,11 +19,12 @@ def default_threads() -> int:
 
 
 # Searches batched together by default. On a GPU a decode of one row costs nearly what a decode of
-# sixteen costs, so filling the batch is nearly free; on a CPU the matmuls are compute-bound and
-# batching gains less (docs/RESULTS.md, "Many searches, one batch"), while each search in flight
-# holds its KV room.
+# sixteen costs, so filling the batch is nearly free. On the 2-core CPU with the shipped models the
+# default adaptive search ran 1.3x faster at 4 searches at once and 1.4x at 8, and no faster at 16
+# (docs/RESULTS.md); a server holds each request's KV room, so it runs fewer.
 PARALLEL_GPU = 16
-PARALLEL_CPU = 4
+PARALLEL_CPU = 8
+PARALLEL_SERVING_CPU = 4
 # Rows of a decode past which the cost per row stops falling: measured on the 2-core CPU with the
 # shipped generator (0.58 ms for 1 row, 0.18 ms/row at 16, 0.19 at 48, 0.22 at 64, while searches
 # sharing the pool make each row attend over more cells); on a GPU the batch fills far wider.
@@ -38,12 +39,8 @@ def default_parallel(gpu_layers: int, *, serving: bool = False) -> tuple[int, st
     if gpu_layers != 0 and gpu_offload_supported():
         return PARALLEL_GPU, "GPU offload: a decode costs about the same for 1 and 16 rows"
     if serving:
-        return PARALLEL_CPU, "a server: clients answered together rather than in turn"
-    if default_threads() <= 2:
-        # measured (docs/RESULTS.md): 4 adaptive searches at once gain 1.1-1.2x, but a core given
-        # to the searches' own Python is half of llama.cpp's, and wide votes run ~1.5x slower
-        return 1, f"CPU with {default_threads()} cores: batching searches gains less than the core it costs"
-    return PARALLEL_CPU, "CPU: compute-bound decode, batching gains less than on a GPU"
+        return PARALLEL_SERVING_CPU, "CPU server: clients answered together, each request's KV room held"
+    return PARALLEL_CPU, "CPU: small searches fill each decode; past 8 at once no faster (docs/RESULTS.md)"
 
 
 def batch_rows_for(gpu_layers: int) -> int:
@@ -54,10 +51,10 @@ def batch_rows_for(gpu_layers: int) -> int:
 
 
 def threads_beside_searches(parallel: int, gpu_layers: int) -> int | None:
-    """llama.cpp's threads when ``parallel`` searches share a CPU: one core is left to the searches'
-    own Python (their decisions, PRM inputs, the other threads' sampling), which otherwise preempts
-    llama.cpp's workers mid-decode while they wait at its barriers (on 2 cores, 4 searches ran 1.7x
-    slower with both cores given to llama.cpp than with one). None: every core, as for one search."""
+    """Threads while several of ``parallel`` searches share a CPU: one core is left to the searches'
+    own Python (their decisions, PRM inputs), which otherwise preempts llama.cpp's workers while they
+    wait at its barriers (on 2 cores, 8 adaptive searches: 7.6 s against 7.9-8.4 s with every core,
+    and PRM time 2.0 s against 3.2-3.6 s). None: every core, as while one search runs."""
     if parallel <= 1 or gpu_layers != 0:
         return None
     return max(1, default_threads() - 1)
@@ -96,6 +93,9 @@ class GeneratorConfig:
     # the most live paths of all searches in flight together (0: no cap): a decode's rows, capped
     # where the device's cost per row stops falling (PARALLEL_ROWS_*; benchmarks/bench_decode_curve.py)
     max_batch_rows: int = 0
+    # llama.cpp's threads while more than one search is in flight (None: n_threads throughout);
+    # see threads_beside_searches
+    n_threads_shared: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_seq_max <= MAX_SEQUENCES:

@@ -49,6 +49,7 @@ class Work:
     interrupt: Callable[[], None] | None = None
     stats: GenerationStats = field(default_factory=GenerationStats)
     error: BaseException | None = None
+    abandoned: bool = False  # its caller stopped waiting (Ctrl-C): dropped at the next decode
     finished: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.perf_counter)
 

@@ -7,7 +7,7 @@ counts its live holders and the pool counts the cells of the segments somebody s
 
 from __future__ import annotations
 
-from edge_adapt.errors import BranchCapacityError
+from edge_adapt.errors import BranchCapacityError, ContextOverflowError
 from edge_adapt.generator.config import MAX_SEQUENCES
 from edge_adapt.generator.llama_backend import LlamaContext
 from edge_adapt.generator.tree import Node
@@ -101,6 +101,16 @@ class SequencePool:
                 f"cells of n_ctx={self._ctx.n_ctx} ({self.cells_used} held by live nodes); raise n_ctx or "
                 "release nodes."
             )
+
+    def check_prompt_room(self, n_tokens: int) -> None:
+        """Refuse a prompt of ``n_tokens`` new cells that would find no sequence or no room."""
+        if not self._free:
+            raise BranchCapacityError(f"no free sequence for a new prompt: all n_seq_max={self._ctx.n_seq_max} are held by "
+                                      "live nodes; release nodes or raise n_seq_max.")
+        if n_tokens > self.cells_free:
+            raise ContextOverflowError(
+                f"the prompt needs {n_tokens} KV cells but only {self.cells_free} of n_ctx={self._ctx.n_ctx} are free "
+                f"({self.cells_used} held by live nodes); release nodes or raise n_ctx.")
 
     def acquire(self, node: Node, copy_from: int | None) -> None:
         """Give ``node`` a free sequence, sharing the cells of sequence ``copy_from`` if given."""

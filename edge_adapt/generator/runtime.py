@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_adapt.errors import BranchCapacityError, ContextOverflowError, EdgeAdaptError, SamplingConfigError
+from edge_adapt.errors import EdgeAdaptError, SamplingConfigError
 from edge_adapt.generator.admission import Admission
+from edge_adapt.generator.completion import complete
 from edge_adapt.generator.config import GeneratorConfig, default_threads
 from edge_adapt.generator.decoding import PromptWork, start_step
 from edge_adapt.generator.kv_pool import SequencePool
@@ -80,7 +81,13 @@ class Generator:
         self.n_ctx = self.ctx.n_ctx
         self._pool = SequencePool(self.ctx, unified=cfg.kv_unified, prompt_cache=cfg.prompt_cache and cfg.kv_unified)
         self._ctx_lock = threading.RLock()  # every call into the llama.cpp context and the pool's counts
-        self.scheduler = DecodeScheduler(self.model, self.ctx, self.vocab, self._pool, self._ctx_lock)
+        shared = cfg.n_threads_shared
+
+        def decode_threads() -> int:  # fewer while several searches share the cores (GeneratorConfig)
+            return shared if shared is not None and self.admission.active > 1 else threads
+
+        self.scheduler = DecodeScheduler(self.model, self.ctx, self.vocab, self._pool, self._ctx_lock,
+                                         decode_threads if shared is not None else None)
         self.seq_ctx = self.scheduler.seq_ctx  # the cells one path can hold: the whole pool, or its own stream
         self.admission = Admission(self.n_ctx, cfg.n_seq_max, cfg.max_batch_rows)
         self._ids = count()
@@ -151,15 +158,7 @@ class Generator:
         """
         if seed < 0:
             raise SamplingConfigError(f"seed must be >= 0, got {seed}")
-        if isinstance(prompt, str):
-            tokens = self.vocab.tokenize(prompt, add_special=add_special, parse_special=parse_special)
-        else:
-            tokens = [int(t) for t in prompt]
-            bad = [t for t in tokens if not 0 <= t < self.vocab.n_tokens]
-            if bad:
-                raise EdgeAdaptError(f"token ids {bad[:5]} are outside the vocabulary (0..{self.vocab.n_tokens - 1})")
-        if not tokens:
-            raise EdgeAdaptError("the prompt is empty (and the model adds no BOS token); give it some text")
+        tokens = self.vocab.prompt_ids(prompt, add_special=add_special, parse_special=parse_special)
         check_fits(len(tokens), self.seq_ctx, self.model.n_ctx_train)
         node = Node(id=next(self._ids), parent=None, kind="prompt", tokens=tuple(tokens),
                     text=self.vocab.detokenize(tokens), _seeds=np.random.SeedSequence(seed))
@@ -168,7 +167,7 @@ class Generator:
             if not cached:
                 self._pool.forget_cache()  # its cells are free for this prompt
             node.n_past = cached
-            self._check_prompt_room(len(tokens) - cached)
+            self._pool.check_prompt_room(len(tokens) - cached)
             if cached:
                 self._pool.acquire_cached(node, cached)
             else:
@@ -185,16 +184,6 @@ class Generator:
         with self._ctx_lock:
             self._pool.remember(node)
         return node, work.stats
-
-    def _check_prompt_room(self, n_tokens: int) -> None:
-        if not self._pool.free_sequences:
-            raise BranchCapacityError(
-                f"no free sequence for a new prompt: all n_seq_max={self.ctx.n_seq_max} are held by live "
-                "nodes; release nodes or raise n_seq_max.")
-        if n_tokens > self._pool.cells_free:
-            raise ContextOverflowError(
-                f"the prompt needs {n_tokens} KV cells but only {self._pool.cells_free} of n_ctx={self.ctx.n_ctx} "
-                f"are free ({self._pool.cells_used} held by live nodes); release nodes or raise n_ctx.")
 
     def expand(
         self,
@@ -232,19 +221,7 @@ class Generator:
         children: list[Node] = []
         work = None
         try:
-            with self._ctx_lock:
-                self._pool.check_room(total - (sum(1 for k in counts if k == 1) if hand_over else 0))
-                for parent, k in zip(parents, counts, strict=True):
-                    assert parent._seeds is not None and parent._seq is not None
-                    for seeds in parent._seeds.spawn(k):
-                        child = Node(id=next(self._ids), parent=parent, kind="step", tokens=(), text="",
-                                     seed=int(seeds.generate_state(1)[0]), depth=parent.depth + 1, n_past=parent.n_past,
-                                     _seeds=seeds)
-                        if hand_over and k == 1:
-                            self._pool.hand_over(parent, child)
-                        else:
-                            self._pool.acquire(child, copy_from=parent._seq)
-                        children.append(child)
+            self._make_children(parents, counts, hand_over, children)
             work = start_step(children, sampling, rules, payer=payer, interrupt=interrupt, on_token=on_token)
             self.scheduler.run(work)
         except BaseException:
@@ -260,47 +237,10 @@ class Generator:
         self.release(*[c for c in children if c.ends_solution])
         return Expansion(children, work.stats)
 
-    def complete(
-        self,
-        parents: Sequence[Node],
-        n: int | Sequence[int] = 1,
-        *,
-        sampling: SamplingParams | None = None,
-        rules: StepRules | None = None,
-        max_steps: int = 64,
-        between_steps: Callable[[], None] | None = None,
-        on_token: Callable[[bytes], None] | None = None,
-        payer: Hashable | None = None,
-    ) -> tuple[list[Node], GenerationStats]:
-        """Sample ``n`` full solutions from each parent, step by step, all branches batched.
-
-        Returns the last node of every solution (its path holds the steps) and the cost. A
-        solution still going after ``max_steps`` steps is returned as it stands (its ``end`` is
-        then not a solution end). Every node this call made is released before it returns, also
-        when ``between_steps`` (called before every step after the first, and before every batched
-        decode inside a step) raises to stop it. ``on_token`` receives every generated token's
-        bytes as it is decoded (for one solution: a stream to a reader).
-        """
-        options: dict[str, Any] = {"sampling": sampling, "rules": rules, "payer": payer, "interrupt": between_steps,
-                                   "on_token": on_token}
-        frontier = self.expand(parents, n, **options)
-        stats = frontier.stats
-        leaves = [c for c in frontier.children if c.ends_solution]
-        live = [c for c in frontier.children if not c.ends_solution]
-        try:
-            steps = 1
-            while live and steps < max_steps:
-                if between_steps is not None:
-                    between_steps()
-                step = self.expand(live, 1, hand_over=True, **options)  # each step continues its parent's sequence
-                stats = stats + step.stats
-                leaves += [c for c in step.children if c.ends_solution]
-                live = [c for c in step.children if not c.ends_solution]
-                steps += 1
-        finally:
-            self.release(*live)
-        leaves += live
-        return leaves, stats
+    def complete(self, parents: Sequence[Node], n: int | Sequence[int] = 1, **options: Any) -> tuple[list[Node], GenerationStats]:
+        """Sample ``n`` full solutions from each parent, step by step, all branches batched
+        (:func:`edge_adapt.generator.completion.complete`, which says what ``options`` take)."""
+        return complete(self, parents, n, **options)
 
     def release(self, *nodes: Node) -> None:
         """Give the nodes' sequences back; their KV cells are freed once no live node shares them."""
@@ -327,6 +267,23 @@ class Generator:
         self.close()
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _make_children(self, parents: Sequence[Node], counts: list[int], hand_over: bool, children: list[Node]) -> None:
+        """Each parent's children, seeded along the tree, each holding a sequence (appended as made,
+        so that the caller frees them whatever happens)."""
+        with self._ctx_lock:
+            self._pool.check_room(sum(counts) - (sum(1 for k in counts if k == 1) if hand_over else 0))
+            for parent, k in zip(parents, counts, strict=True):
+                assert parent._seeds is not None and parent._seq is not None
+                for seeds in parent._seeds.spawn(k):
+                    child = Node(id=next(self._ids), parent=parent, kind="step", tokens=(), text="",
+                                 seed=int(seeds.generate_state(1)[0]), depth=parent.depth + 1, n_past=parent.n_past,
+                                 _seeds=seeds)
+                    if hand_over and k == 1:
+                        self._pool.hand_over(parent, child)
+                    else:
+                        self._pool.acquire(child, copy_from=parent._seq)
+                    children.append(child)
 
     def _check_expandable(self, node: Node) -> None:
         if node.ends_solution:

@@ -38,6 +38,19 @@ class Vocabulary:
             self._longest = max((len(self.piece(t)) for t in range(self.n_tokens)), default=1) or 1
         return self._longest
 
+    def prompt_ids(self, prompt: str | Sequence[int], *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        """A prompt as token ids: text tokenized, or ids checked against the vocabulary; never empty."""
+        if isinstance(prompt, str):
+            tokens = self.tokenize(prompt, add_special=add_special, parse_special=parse_special)
+        else:
+            tokens = [int(t) for t in prompt]
+            bad = [t for t in tokens if not 0 <= t < self.n_tokens]
+            if bad:
+                raise EdgeAdaptError(f"token ids {bad[:5]} are outside the vocabulary (0..{self.n_tokens - 1})")
+        if not tokens:
+            raise EdgeAdaptError("the prompt is empty (and the model adds no BOS token); give it some text")
+        return tokens
+
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
         """Token ids of ``text``; ``add_special`` adds BOS where the model wants it,
         ``parse_special`` turns markup such as ``<|im_start|>`` into control tokens."""

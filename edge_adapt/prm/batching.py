@@ -3,9 +3,9 @@
 Each search encodes its own prefixes on its own thread and queues them. Whoever finds no run in
 progress runs everything queued at that moment (sorted by length, so padding stays small, in
 batches of ``max_batch``), hands every caller its rows, and goes on while more has queued; the
-others wait for their rows (flat combining, as the generator's decode loop: no thread of its own,
-and a lone search scores with no hand-off). The energy of each run is charged to the searches by
-the tokens each had in it.
+others wait for their rows (flat combining: no thread of its own, and a lone search scores with no
+hand-off; ONNX Runtime's intra-op pool is the session's, whichever thread calls it). The energy of
+each run is charged to the searches by the tokens each had in it.
 """
 
 from __future__ import annotations
