@@ -32,6 +32,10 @@ class Budget:
     power_w: float | None = None  # average over ``power_window_s``, enforced by pacing
     power_window_s: float = 2.0
     safety: float = 1.25  # predicted costs are multiplied by this before they are granted
+    # a question that passed the feasibility check gets its first unit even where the safety margin
+    # rules it out (an answer that may run a little over beats none); False: a hard cap (a battery's
+    # share, where what one question overruns another loses), no unit beyond the estimate
+    first_unit_floor: bool = True
 
     def __post_init__(self) -> None:
         for name in ("energy_j", "latency_s", "tokens", "power_w"):

@@ -182,7 +182,7 @@ class QuestionGuard:
         if granted < requested:
             assert allowance.limit is not None
             floor = None
-            if granted == 0 and not self._granted_any:
+            if granted == 0 and not self._granted_any and self.budget.first_unit_floor:
                 # The question passed the feasibility check, so one unit fits the budget as
                 # estimated; only the safety margin (or a cost estimate that rose since) rules it
                 # out. An answer that may run a little over beats no answer at all.

@@ -15,6 +15,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from edge_adapt import __version__
+from edge_adapt.cli.battery_cmd import battery_cmd
 from edge_adapt.cli.bench_cmd import bench, report
 from edge_adapt.cli.calibrate_cmd import calibrate_cmd
 from edge_adapt.cli.console import err_console
@@ -86,6 +87,7 @@ main.add_command(solve_cmd, name="solve")
 main.add_command(bench)
 main.add_command(report)
 main.add_command(calibrate_cmd)
+main.add_command(battery_cmd)
 main.add_command(energy_group)
 main.add_command(serve_cmd)
 

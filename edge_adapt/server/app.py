@@ -76,7 +76,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> Response:
         if state.engine is not None:
-            state.metrics.queue_depth.set(state.engine.pending)
+            state.metrics.refresh(state.engine.stack, state.engine.pending)
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     def model_card() -> dict:
