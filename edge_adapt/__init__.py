@@ -12,6 +12,7 @@ from edge_adapt.batch_allocation import (
     even_allocation,
 )
 from edge_adapt.energy import EnergyReading, Meter, detect_meters, open_meter
+from edge_adapt.energy.ledger import Account, EnergyLedger
 from edge_adapt.errors import (
     BranchCapacityError,
     BudgetError,
@@ -28,7 +29,9 @@ from edge_adapt.errors import (
     VerificationError,
 )
 from edge_adapt.generator import (
+    Admission,
     Expansion,
+    GenerationSession,
     GenerationStats,
     Generator,
     GeneratorConfig,
@@ -61,6 +64,10 @@ from edge_adapt.tasks import ArithmeticTask, ChatTask, Problem, Task, get_task
 __version__ = "0.1.0"
 
 __all__ = [
+    "Account",
+    "Admission",
+    "EnergyLedger",
+    "GenerationSession",
     "Stack",
     "StackSettings",
     "ModelSettings",

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from edge_adapt.energy import CostModel, Meter, Usage, open_meter
 from edge_adapt.errors import ModelLoadError, SamplingConfigError
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams, StepRules
-from edge_adapt.generator.config import MAX_SEQUENCES, batch_rows_for, threads_beside_searches
+from edge_adapt.generator.config import MAX_SEQUENCES, batch_rows_for
 from edge_adapt.guard import Budget
 from edge_adapt.models import sha256_of
 from edge_adapt.policy import EnergyPolicy
@@ -111,8 +111,7 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
     config = settings.generator_config or generator_config(settings.strategies, rules, settings.models.threads,
                                                            settings.models.gpu_layers, settings.parallel)
     if settings.generator_config is None and settings.parallel > 1:
-        shared = None if settings.models.threads else threads_beside_searches(settings.parallel, settings.models.gpu_layers)
-        config = replace(config, max_batch_rows=batch_rows_for(settings.models.gpu_layers), n_threads_shared=shared)
+        config = replace(config, max_batch_rows=batch_rows_for(settings.models.gpu_layers))
     if settings.generator_config is None:
         config = replace(config, n_ctx=max(config.n_ctx, settings.context or 0),
                          grow_to_training_context=settings.context_from_model, prompt_cache=settings.prompt_cache)
@@ -231,8 +230,7 @@ def _open_prm(settings: StackSettings) -> PRM:
         if needing:
             raise SamplingConfigError(f"{', '.join(needing)} read PRM scores; {NO_PRM_HINT}")
         return NoPRM()
-    threads = settings.prm_threads or models.threads or threads_beside_searches(settings.parallel, models.gpu_layers)
-    prm = QuantilePRM(models.prm, threads=threads, spin=settings.prm_spin)
+    prm = QuantilePRM(models.prm, threads=settings.prm_threads or models.threads, spin=settings.prm_spin)
     calibrated_for = str(prm.bundle.generator.get("sha256") or "")
     if not re.fullmatch(r"[0-9a-f]{64}", calibrated_for):
         log.warning("the PRM in %s does not record the sha256 of the generator it was calibrated for; it cannot be "

@@ -20,7 +20,7 @@ def default_threads() -> int:
 
 # Searches batched together by default. On a GPU a decode of one row costs nearly what a decode of
 # sixteen costs, so filling the batch is nearly free. On the 2-core CPU with the shipped models the
-# default adaptive search ran 1.3x faster at 4 searches at once and 1.4x at 8, and no faster at 16
+# default adaptive search ran 1.2x faster at 4 searches at once and 1.3x at 8, and no faster at 16
 # (docs/RESULTS.md); a server holds each request's KV room, so it runs fewer.
 PARALLEL_GPU = 16
 PARALLEL_CPU = 8
@@ -48,16 +48,6 @@ def batch_rows_for(gpu_layers: int) -> int:
     from edge_adapt.generator.llama_platform import gpu_offload_supported
 
     return PARALLEL_ROWS_GPU if gpu_layers != 0 and gpu_offload_supported() else PARALLEL_ROWS_CPU
-
-
-def threads_beside_searches(parallel: int, gpu_layers: int) -> int | None:
-    """Threads while several of ``parallel`` searches share a CPU: one core is left to the searches'
-    own Python (their decisions, PRM inputs), which otherwise preempts llama.cpp's workers while they
-    wait at its barriers (on 2 cores, 8 adaptive searches: 7.6 s against 7.9-8.4 s with every core,
-    and PRM time 2.0 s against 3.2-3.6 s). None: every core, as while one search runs."""
-    if parallel <= 1 or gpu_layers != 0:
-        return None
-    return max(1, default_threads() - 1)
 
 
 @dataclass(frozen=True)
@@ -93,9 +83,6 @@ class GeneratorConfig:
     # the most live paths of all searches in flight together (0: no cap): a decode's rows, capped
     # where the device's cost per row stops falling (PARALLEL_ROWS_*; benchmarks/bench_decode_curve.py)
     max_batch_rows: int = 0
-    # llama.cpp's threads while more than one search is in flight (None: n_threads throughout);
-    # see threads_beside_searches
-    n_threads_shared: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_seq_max <= MAX_SEQUENCES:

@@ -198,10 +198,6 @@ class LlamaContext:
         self.n_batch = int(llama_cpp.llama_n_batch(ptr))
         self.n_seq_max = int(llama_cpp.llama_n_seq_max(ptr))
 
-    def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
-        """Threads for the next decodes (generation, and prompt batches)."""
-        llama_cpp.llama_set_n_threads(self.ptr, n_threads, n_threads_batch)
-
     def logits(self, index: int) -> ctypes.Array[ctypes.c_float]:
         """Logits after the token at batch position ``index`` of the last decode (a view into
         llama.cpp's buffer, valid until the next decode)."""

@@ -81,13 +81,7 @@ class Generator:
         self.n_ctx = self.ctx.n_ctx
         self._pool = SequencePool(self.ctx, unified=cfg.kv_unified, prompt_cache=cfg.prompt_cache and cfg.kv_unified)
         self._ctx_lock = threading.RLock()  # every call into the llama.cpp context and the pool's counts
-        shared = cfg.n_threads_shared
-
-        def decode_threads() -> int:  # fewer while several searches share the cores (GeneratorConfig)
-            return shared if shared is not None and self.admission.active > 1 else threads
-
-        self.scheduler = DecodeScheduler(self.model, self.ctx, self.vocab, self._pool, self._ctx_lock,
-                                         decode_threads if shared is not None else None)
+        self.scheduler = DecodeScheduler(self.model, self.ctx, self.vocab, self._pool, self._ctx_lock)
         self.seq_ctx = self.scheduler.seq_ctx  # the cells one path can hold: the whole pool, or its own stream
         self.admission = Admission(self.n_ctx, cfg.n_seq_max, cfg.max_batch_rows)
         self._ids = count()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Protocol
 
 import numpy as np
@@ -47,7 +47,7 @@ class DecodeScheduler:
     """Runs decode work of many threads in shared batches (see the module's docstring)."""
 
     def __init__(self, model: LlamaModel, ctx: LlamaContext, vocab: Vocabulary, pool: SequencePool,
-                 ctx_lock: threading.RLock, threads: Callable[[], int] | None = None) -> None:
+                 ctx_lock: threading.RLock) -> None:
         self._model = model
         self._ctx = ctx
         self._vocab = vocab
@@ -62,8 +62,6 @@ class DecodeScheduler:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._warned_past_training = False
-        self._threads = threads  # llama.cpp's threads for the next decode (None: as the context was made)
-        self._threads_set = 0
         self.decodes = 0  # llama_decode calls, and the rows they carried (their ratio: the mean batch)
         self.rows = 0
 
@@ -205,9 +203,6 @@ class DecodeScheduler:
         return prompts
 
     def _decode_batch(self, steps: list[StepWork], prompts: list[PromptWork], shares: dict[Hashable, float]) -> None:
-        if self._threads is not None and (threads := self._threads()) != self._threads_set:
-            self._ctx.set_threads(threads, threads)
-            self._threads_set = threads
         with ensure_backend().capture() as lines:
             rc = self._batch.decode(self._ctx)
         self.decodes += 1
