@@ -9,7 +9,7 @@ for the slowest search (vLLM's iteration-level scheduling, llama-server's slots)
 
 One thread of its own calls ``llama_decode``, always the same one: llama.cpp's CPU backend runs its
 work on an OpenMP team bound to the calling thread, and teams of other threads that decoded a
-moment ago keep spinning on the cores (measured: a vote of sixteen decoded 2x slower when the
+moment ago keep spinning on the cores (measured: four votes of sixteen ran 1.8x slower when the
 decoding thread changed between searches than from one thread). It starts with the first request
 and stops with the generator. Every call into the llama.cpp context (decode, and the sequence
 copies and removals of the KV pool) is made under one lock, ``ctx_lock``: the context is not
