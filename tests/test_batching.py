@@ -4,6 +4,7 @@ shipped models, and each keeps its own answers, seed, budget, cancellation and K
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -184,8 +185,10 @@ def test_admission_is_first_come_first_served_and_never_starves() -> None:
 
     big = threading.Thread(target=take, args=("big", 80))
     big.start()
-    while not admission._queue:  # the big one is waiting
-        pass
+    deadline = time.monotonic() + 10
+    while not admission._queue and time.monotonic() < deadline:  # the big one is waiting
+        time.sleep(0.001)
+    assert admission._queue
     small = threading.Thread(target=take, args=("small", 5))  # fits now, but arrived later
     small.start()
     admission.release(first)

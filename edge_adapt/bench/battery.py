@@ -4,7 +4,7 @@
 PRM value-aware sampling, without one the calibrated adaptive vote), its price set before each
 question by :class:`~edge_adapt.batch_allocation.BatteryPacer`: dearer when spending runs ahead of
 an even pace, cheaper when behind, so each question is sized by its own samples and the battery
-lasts to the last one (on the shipped models it beat every plan made up front). Each question is
+lasts to the last one. Each question is
 also capped by its share of what is left, so the total is never overspent; a question the rest can
 no longer buy an answer for is recorded as cut (its share is a hard cap: no sample is granted
 beyond the estimate, with the guard's safety margin). ``--parallel`` questions run at once, sharing the

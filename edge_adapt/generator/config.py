@@ -19,15 +19,13 @@ def default_threads() -> int:
 
 
 # Searches batched together by default. On a GPU a decode of one row costs nearly what a decode of
-# sixteen costs, so filling the batch is nearly free. On the 2-core CPU with the shipped models the
-# default adaptive search ran 1.2x faster at 4 searches at once and 1.3x at 8, and no faster at 16
-# (docs/RESULTS.md); a server holds each request's KV room, so it runs fewer.
+# sixteen costs, so filling the batch is nearly free; on a CPU the gain stops at about 8 searches
+# (docs/RESULTS.md, "Many searches, one batch"); a server holds each request's KV room, so it runs fewer.
 PARALLEL_GPU = 16
 PARALLEL_CPU = 8
 PARALLEL_SERVING_CPU = 4
-# Rows of a decode past which the cost per row stops falling: measured on the 2-core CPU with the
-# shipped generator (0.58 ms for 1 row, 0.18 ms/row at 16, 0.19 at 48, 0.22 at 64, while searches
-# sharing the pool make each row attend over more cells); on a GPU the batch fills far wider.
+# Rows of a decode past which the cost per row stops falling on a CPU (benchmarks/bench_decode_curve.py),
+# while searches sharing the pool make each row attend over more cells; on a GPU the batch fills far wider.
 PARALLEL_ROWS_CPU = 16
 PARALLEL_ROWS_GPU = 256
 
@@ -40,7 +38,7 @@ def default_parallel(gpu_layers: int, *, serving: bool = False) -> tuple[int, st
         return PARALLEL_GPU, "GPU offload: a decode costs about the same for 1 and 16 rows"
     if serving:
         return PARALLEL_SERVING_CPU, "CPU server: clients answered together, each request's KV room held"
-    return PARALLEL_CPU, "CPU: small searches fill each decode; past 8 at once no faster (docs/RESULTS.md)"
+    return PARALLEL_CPU, "CPU: small searches fill each decode; past 8 at once no faster"
 
 
 def batch_rows_for(gpu_layers: int) -> int:

@@ -9,8 +9,7 @@ for the slowest search (vLLM's iteration-level scheduling, llama-server's slots)
 
 One thread of its own calls ``llama_decode``, always the same one: llama.cpp's CPU backend runs its
 work on an OpenMP team bound to the calling thread, and teams of other threads that decoded a
-moment ago keep spinning on the cores (measured: four votes of sixteen ran 1.8x slower when the
-decoding thread changed between searches than from one thread). It starts with the first request
+moment ago keep spinning on the cores. It starts with the first request
 and stops with the generator. Every call into the llama.cpp context (decode, and the sequence
 copies and removals of the KV pool) is made under one lock, ``ctx_lock``: the context is not
 thread-safe.
@@ -118,8 +117,7 @@ class DecodeScheduler:
         shares: dict[Hashable, float] = {}
         with self.ctx_lock:
             for work in new:
-                if work.abandoned:
-                    work.fail(EdgeAdaptError("abandoned by its caller"))
+                if not _still_wanted(work):
                     continue
                 if isinstance(work, StepWork):
                     try:
@@ -146,16 +144,11 @@ class DecodeScheduler:
         """Advance every running step by its pending tokens; the branches that need a decode, within the free cells."""
         steps = []
         for work in self._running:
-            if not isinstance(work, StepWork) or work.finished.is_set():
-                continue
-            if work.abandoned:
-                work.fail(EdgeAdaptError("abandoned by its caller"))
+            if not isinstance(work, StepWork) or work.finished.is_set() or not _still_wanted(work):
                 continue
             try:
-                if work.interrupt is not None:
-                    work.interrupt()
                 advance(work, self._vocab, self.seq_ctx)
-            except BaseException as exc:  # this search's client went away: only it stops
+            except BaseException as exc:  # its token hook raised (a client gone): only it stops
                 work.fail(exc)
                 continue
             if work.to_decode:
@@ -177,17 +170,8 @@ class DecodeScheduler:
         """Chunks of the waiting prompts, in arrival order, into what is left of the batch."""
         prompts = []
         for work in self._running:
-            if not isinstance(work, PromptWork) or work.finished.is_set():
+            if not isinstance(work, PromptWork) or work.finished.is_set() or not _still_wanted(work):
                 continue
-            if work.abandoned:
-                work.fail(EdgeAdaptError("abandoned by its caller"))
-                continue
-            if work.interrupt is not None:
-                try:
-                    work.interrupt()
-                except BaseException as exc:
-                    work.fail(exc)
-                    continue
             room = self._batch.capacity - len(self._batch)
             if room <= 0:
                 break
@@ -288,6 +272,20 @@ class DecodeScheduler:
             self._warned_past_training = True
             log.warning("%s: a branch reached %d tokens, past the %d the model was trained for; quality may drop from here",
                         self._model.path, n_past, self._model.n_ctx_train)
+
+
+def _still_wanted(work: Work) -> bool:
+    """Whether ``work`` goes on: False, and the work failed, when its caller abandoned it or its
+    interrupt raised (that search's client went away; no other search stops)."""
+    try:
+        if work.abandoned:
+            raise EdgeAdaptError("abandoned by its caller")
+        if work.interrupt is not None:
+            work.interrupt()
+    except BaseException as exc:
+        work.fail(exc)
+        return False
+    return True
 
 
 def _outcome(work: Work) -> None:

@@ -55,9 +55,8 @@ class GenerationSession:
 
     def prefill(self, prompt: str | Sequence[int], *, seed: int = 0, **options: Any) -> Node:
         """Wait for room for the prompt and this search's paths, then evaluate the prompt."""
-        if isinstance(prompt, str):
-            prompt = self.vocab.tokenize(prompt, add_special=options.get("add_special", True),
-                                         parse_special=options.get("parse_special", True))
+        prompt = self.vocab.prompt_ids(prompt, add_special=options.get("add_special", True),
+                                       parse_special=options.get("parse_special", True))
         if self._reservation is None:
             # a search that could fill the whole pool runs alone (its paths are cut short at the
             # context, as they would be without others)
