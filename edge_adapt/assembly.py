@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from edge_adapt.cores import ThreadChoice, choose_threads
 from edge_adapt.energy import CostModel, Meter, Usage, open_meter
 from edge_adapt.errors import ModelLoadError, SamplingConfigError
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams, StepRules
@@ -93,6 +94,7 @@ class Stack:
     meter: Meter
     policy: EnergyPolicy
     searcher: Searcher
+    threads: ThreadChoice  # llama.cpp's and ONNX Runtime's threads, and why
 
 
 def generator_config(strategies: Sequence[Strategy], rules: StepRules, threads: int | None = None,
@@ -108,7 +110,8 @@ def generator_config(strategies: Sequence[Strategy], rules: StepRules, threads: 
 def open_stack(settings: StackSettings) -> Iterator[Stack]:
     """Build the stack; the generator and the meter are closed when the block ends."""
     rules = settings.step_rules
-    config = settings.generator_config or generator_config(settings.strategies, rules, settings.models.threads,
+    threads = _threads(settings)
+    config = settings.generator_config or generator_config(settings.strategies, rules, threads.threads,
                                                            settings.models.gpu_layers, settings.parallel)
     if settings.generator_config is None and settings.parallel > 1:
         config = replace(config, max_batch_rows=batch_rows_for(settings.models.gpu_layers))
@@ -117,7 +120,7 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
                          grow_to_training_context=settings.context_from_model, prompt_cache=settings.prompt_cache)
 
     with Generator(settings.models.generator, config) as gen:
-        prm = _open_prm(settings)
+        prm = _open_prm(settings, threads.threads)
 
         def usage() -> Usage:
             return work_done(gen, prm)
@@ -139,7 +142,7 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
                                     system=settings.prompt.system, rules=rules)
             vote_model = _open_vote_model(settings, chat)
             searcher = Searcher(gen, prm, settings.task, search, policy=policy, vote_model=vote_model)
-            yield Stack(gen, prm, meter, policy, searcher)
+            yield Stack(gen, prm, meter, policy, searcher, threads)
 
 
 @contextmanager
@@ -221,7 +224,13 @@ def _open_vote_model(settings: StackSettings, chat: bool) -> VoteModel | None:
     return model
 
 
-def _open_prm(settings: StackSettings) -> PRM:
+def _threads(settings: StackSettings) -> ThreadChoice:
+    """The user's threads, a given generator config's, or those that fit the free cores now."""
+    given = settings.models.threads or (settings.generator_config.n_threads if settings.generator_config else None)
+    return choose_threads(given, gpu_layers=settings.models.gpu_layers)
+
+
+def _open_prm(settings: StackSettings, threads: int) -> PRM:
     """The PRM, or the no-PRM stand-in when none is given (then only strategies that read no
     score may run); a PRM calibrated for another generator is refused (or warned about)."""
     models = settings.models
@@ -230,7 +239,7 @@ def _open_prm(settings: StackSettings) -> PRM:
         if needing:
             raise SamplingConfigError(f"{', '.join(needing)} read PRM scores; {NO_PRM_HINT}")
         return NoPRM()
-    prm = QuantilePRM(models.prm, threads=settings.prm_threads or models.threads, spin=settings.prm_spin)
+    prm = QuantilePRM(models.prm, threads=settings.prm_threads or threads, spin=settings.prm_spin)
     calibrated_for = str(prm.bundle.generator.get("sha256") or "")
     if not re.fullmatch(r"[0-9a-f]{64}", calibrated_for):
         log.warning("the PRM in %s does not record the sha256 of the generator it was calibrated for; it cannot be "

@@ -1,21 +1,54 @@
 """Online cost estimates of one device: what a round of samples or branch-steps costs in tokens,
-joules and seconds, learnt from the rounds a policy observes (the largest recent tokens per unit
-for grants, the cheapest for whether a question can be answered at all; both forget)."""
+joules and seconds, learnt from the rounds a policy observes.
+
+Devices at the edge are rarely idle, so one round may cost many times the next (a cold first
+decode, a burst of another process's work). The estimates are robust to that, and recover:
+
+- **slow rounds are discounted**: a round costing more than :data:`OUTLIER` times what the other
+  recent rounds predict for its size is left out of the fit (leave-one-out), so one slow moment
+  does not set the price;
+- **whether a question can be answered at all** is judged on the cheapest recent sample;
+- **the estimate says how settled it is**: on fewer than :data:`SETTLED_ROUNDS` rounds, or none
+  in the last :data:`STALE_S` seconds, a budget it would refuse is *probed* instead (one unit,
+  then the estimate that round updates) — a refusal draws no sample, so without probes one slow
+  moment would lock a budget out for good. A budget more than :data:`PLAUSIBLE_SPEEDUP` times
+  below the cheapest recent sample is refused all the same.
+"""
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge_adapt.guard import Unit
 
 WINDOW = 64  # rounds (or questions, for the tail) an estimate remembers: more than one question's rounds
+OUTLIER = 4.0  # a round costing this many times what the others predict is discounted
+SETTLED_ROUNDS = 3  # rounds kept (after discounting) before an estimate may refuse a budget
+STALE_S = 60.0  # an estimate with no round this recent is re-probed rather than trusted to refuse
+# A budget this many times below the cheapest recent sample is refused even by an unsettled
+# estimate: no quieter moment makes a sample that much cheaper (a cold first request beside a
+# busy process measured about 60x what the same request costs warm and alone).
+PLAUSIBLE_SPEEDUP = 100.0
+
+
+def _without_slow(values: list[float]) -> list[float]:
+    """``values`` less the largest while it is more than :data:`OUTLIER` times the median of the rest."""
+    kept = sorted(values)
+    while len(kept) >= 2 and kept[-1] > OUTLIER * statistics.median(kept[:-1]):
+        kept.pop()
+    return kept
 
 
 @dataclass
 class Recent:
-    """The last :data:`WINDOW` observations of one quantity: their largest and their smallest."""
+    """The last :data:`WINDOW` observations of one quantity: their largest and their smallest.
+    ``robust``: the largest leaves out values far above the rest (a cost; a token count is not)."""
 
+    robust: bool = False
     values: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
 
     def add(self, value: float) -> None:
@@ -23,16 +56,30 @@ class Recent:
 
     @property
     def high(self) -> float:
-        return max(self.values, default=0.0)
+        values = _without_slow(list(self.values)) if self.robust else self.values
+        return max(values, default=0.0)
 
     @property
     def low(self) -> float:
         return min(self.values, default=0.0)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Round:
+    """One observed expansion."""
+
+    at: float  # time.monotonic() when it was observed
+    unit: Unit
+    units: int
+    tokens: int
+    joules: float
+    seconds: float
+
+
+@dataclass(frozen=True)
 class AffineCost:
-    """``cost ~ fixed + per_token * tokens`` per round, fitted by exponentially weighted least squares.
+    """``cost ~ fixed + per_token * tokens`` per round, fitted by exponentially weighted least
+    squares over the recent rounds with slow rounds left out.
 
     Why not a plain cost per token: a round also pays a fixed part (the PRM call over the new
     prefixes, scheduling, the first decode of each branch), so rounds of one sample cost far more
@@ -41,55 +88,121 @@ class AffineCost:
     dearer), down to none; one learnt from big rounds under-priced a lone sample.
     """
 
+    points: tuple[tuple[float, float], ...]  # (tokens, cost), oldest first
     decay: float = 0.9  # weight of the past (about the last ten rounds)
-    w: float = 0.0
-    sx: float = 0.0
-    sy: float = 0.0
-    sxx: float = 0.0
-    sxy: float = 0.0
-
-    def add(self, tokens: float, cost: float) -> None:
-        d = self.decay
-        self.w, self.sx, self.sy = d * self.w + 1, d * self.sx + tokens, d * self.sy + cost
-        self.sxx, self.sxy = d * self.sxx + tokens * tokens, d * self.sxy + tokens * cost
 
     @property
     def ready(self) -> bool:
-        return self.w > 0
+        return bool(self.points)
+
+    def kept(self) -> list[int]:
+        """Indices of the rounds the fit uses: each round not :data:`OUTLIER` times dearer than
+        the fit of the others predicts for its size."""
+        n = len(self.points)
+        if n < 2:
+            return list(range(n))
+        terms = self._terms()
+        total = [sum(column) for column in zip(*terms, strict=True)]
+        kept = []
+        for i, (tokens, cost) in enumerate(self.points):
+            fixed, per_token = _fit(*(t - own for t, own in zip(total, terms[i], strict=True)))
+            predicted = fixed + per_token * tokens
+            if predicted <= 0 or cost <= OUTLIER * predicted:
+                kept.append(i)
+        return kept or list(range(n))
 
     def coefficients(self) -> tuple[float, float]:
-        """(fixed, per_token), both >= 0. per_token stays between a quarter of the average cost
-        per token and that average: noise in a few similar-sized rounds can fit any slope, and an
-        unbounded one priced a lone sample at twice a whole best-of-32 round."""
-        mx, my = self.sx / self.w, self.sy / self.w
-        average = my / mx if mx > 0 else 0.0
-        var = self.sxx / self.w - mx * mx
-        if var <= 1e-9 * max(mx * mx, 1.0):
-            return 0.0, average  # one round size seen so far: no way to split the cost
-        per_token = min(max((self.sxy / self.w - mx * my) / var, 0.25 * average), average)
-        return max(my - per_token * mx, 0.0), per_token
+        """(fixed, per_token), both >= 0, from the rounds kept. per_token stays between a quarter of
+        the average cost per token and that average: noise in a few similar-sized rounds can fit
+        any slope, and an unbounded one priced a lone sample at twice a whole best-of-32 round."""
+        return _fit(*self._sums(self.kept()))
+
+    def average(self) -> float:
+        """The weighted average cost per token of the rounds kept."""
+        _, sx, sy, _, _ = self._sums(self.kept())
+        return sy / sx if sx > 0 else 0.0
+
+    def _terms(self) -> list[tuple[float, float, float, float, float]]:
+        """Each round's weighted terms of the least-squares sums (w, x, y, xx, xy)."""
+        n = len(self.points)
+        terms = []
+        for i, (tokens, cost) in enumerate(self.points):
+            weight = self.decay ** (n - 1 - i)
+            terms.append((weight, weight * tokens, weight * cost, weight * tokens * tokens, weight * tokens * cost))
+        return terms
+
+    def _sums(self, indices: list[int]) -> tuple[float, float, float, float, float]:
+        terms = self._terms()
+        chosen = [terms[i] for i in indices] or [(0.0,) * 5]
+        w, sx, sy, sxx, sxy = (sum(column) for column in zip(*chosen, strict=True))
+        return w, sx, sy, sxx, sxy
+
+
+def _fit(w: float, sx: float, sy: float, sxx: float, sxy: float) -> tuple[float, float]:
+    """(fixed, per_token) from weighted least-squares sums (see :meth:`AffineCost.coefficients`)."""
+    if w <= 1e-12:
+        return 0.0, 0.0
+    mx, my = sx / w, sy / w
+    average = my / mx if mx > 0 else 0.0
+    var = sxx / w - mx * mx
+    if var <= 1e-9 * max(mx * mx, 1.0):
+        return 0.0, average  # one round size seen so far: no way to split the cost
+    per_token = min(max((sxy / w - mx * my) / var, 0.25 * average), average)
+    return max(my - per_token * mx, 0.0), per_token
+
+
+@dataclass(frozen=True)
+class Settledness:
+    """How much an estimate rests on: rounds kept and discounted, and the newest round's age."""
+
+    rounds: int
+    discounted: int
+    newest_age_s: float | None
+
+    @property
+    def settled(self) -> bool:
+        """Trusted to refuse a budget: enough rounds kept, and a recent one."""
+        return (self.rounds >= SETTLED_ROUNDS and self.newest_age_s is not None
+                and self.newest_age_s <= STALE_S)
+
+    def describe(self) -> str:
+        slow = f", {self.discounted} slow one(s) discounted" if self.discounted else ""
+        age = f", the newest {self.newest_age_s:.0f} s ago" if self.newest_age_s is not None else ""
+        return f"{self.rounds} recent round(s){slow}{age}"
 
 
 @dataclass
 class CostEstimates:
     """Online cost estimates shared by every question of a run (they describe the device)."""
 
-    joules: AffineCost = field(default_factory=AffineCost)
-    seconds: AffineCost = field(default_factory=AffineCost)
+    clock: Callable[[], float] = time.monotonic
+    rounds: deque[Round] = field(default_factory=lambda: deque(maxlen=WINDOW))
     tokens_per_unit: dict[str, Recent] = field(default_factory=dict)  # recent rounds' tokens per unit, per unit
     tokens_seen: int = 0
 
     def update(self, unit: Unit, units: int, tokens: int, joules: float, seconds: float) -> None:
         if units <= 0 or tokens <= 0:
             return
-        self.joules.add(tokens, joules)
-        self.seconds.add(tokens, seconds)
+        self.rounds.append(Round(self.clock(), unit, units, tokens, joules, seconds))
         self.tokens_per_unit.setdefault(unit, Recent()).add(tokens / units)
         self.tokens_seen += tokens
 
     @property
+    def joules(self) -> AffineCost:
+        return AffineCost(tuple((r.tokens, r.joules) for r in self.rounds))
+
+    @property
+    def seconds(self) -> AffineCost:
+        return AffineCost(tuple((r.tokens, r.seconds) for r in self.rounds))
+
+    @property
     def ready(self) -> bool:
-        return self.joules.ready
+        return bool(self.rounds)
+
+    def settledness(self) -> Settledness:
+        kept = len(self.joules.kept())
+        age = self.clock() - self.rounds[-1].at if self.rounds else None
+        return Settledness(kept, len(self.rounds) - kept, age)
 
     def tokens_per(self, unit: Unit, cheapest: bool = False) -> float:
         """The most tokens one unit took in the recent rounds (``cheapest``: the fewest); a step
@@ -106,3 +219,13 @@ class CostEstimates:
     def unit_cost(self, unit: Unit, cheapest: bool = False) -> tuple[float, float, float]:
         """(tokens, joules, seconds) of a round of one unit."""
         return self.round_cost(unit, 1, cheapest)
+
+    def cheapest_unit(self, unit: Unit) -> tuple[float, float, float]:
+        """(tokens, joules, seconds) of one unit at its cheapest: the least of the fitted cost of
+        the fewest tokens and what recent rounds actually paid per unit (whether a question can be
+        answered at all is judged on this)."""
+        tokens, joules, seconds = self.unit_cost(unit, cheapest=True)
+        for r in self.rounds:
+            if r.unit == unit:
+                joules, seconds = min(joules, r.joules / r.units), min(seconds, r.seconds / r.units)
+        return tokens, joules, seconds

@@ -9,8 +9,11 @@ its PRM call). Grants are pessimistic on purpose (the largest tokens-per-unit of
 rounds, times a safety factor): a budget is a promise, and a branch that does not fit is cheaper
 to skip than to overrun. Whether a question can be answered at all is judged on the *cheapest*
 recent sample, so that one request with long answers (a server's client asking a 150-factor
-product) cannot make a budget that bought an answer before refuse every later one; and the
-estimates forget: only the last :data:`WINDOW` rounds count.
+product) cannot make a budget that bought an answer before refuse every later one; slow rounds
+are discounted, the estimates forget (only the last :data:`WINDOW` rounds count), and an
+estimate that is not settled (too few rounds, or none recent) never refuses: the question runs as
+a *probe* of one unit, which teaches the estimate what a unit costs now
+(:mod:`edge_adapt.cost_estimates`). A budget with no estimate yet is probed the same way.
 
 When a budget is tight, IAS keeps working at a lower target confidence C (search records the
 C it could afford); a budget too small for even one greedy answer is a :class:`BudgetError`
@@ -27,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge_adapt.cost_estimates import CostEstimates, Recent
+from edge_adapt.cost_estimates import PLAUSIBLE_SPEEDUP, STALE_S, CostEstimates, Recent
 from edge_adapt.decisions import BudgetCap, Decision, PowerPaced
 from edge_adapt.energy import EnergyReading, Meter, Usage
 from edge_adapt.energy.ledger import EnergyLedger
@@ -56,8 +59,8 @@ class EnergyPolicy:
         self.estimates = CostEstimates()
         # What a question spends after its last expansion (scoring and picking the finished
         # candidates): the largest of the recent questions is held back from every grant.
-        self.tails_joules = Recent()
-        self.tails_seconds = Recent()
+        self.tails_joules = Recent(robust=True)
+        self.tails_seconds = Recent(robust=True)
         self._power: deque[EnergyReading] = deque()
 
     def read(self) -> EnergyReading:
@@ -105,6 +108,7 @@ class QuestionGuard:
         self._round: tuple[EnergyReading, Usage, Unit, int] | None = None
         self._last_observed: EnergyReading | None = None
         self._granted_any = False
+        self.probe: str | None = None  # why this question runs as a probe of one unit, if it does
         self._check_feasible()
 
     # -- what has been spent ------------------------------------------------------------------------
@@ -116,27 +120,44 @@ class QuestionGuard:
                      now.source, now.estimated)
 
     def _check_feasible(self) -> None:
-        est = self.policy.estimates
-        if not est.ready or self.budget.unlimited:
+        """Refuse a budget that cannot buy one answer, or mark the question a probe where the
+        estimate is not settled enough to refuse (see the module's docstring)."""
+        est, b = self.policy.estimates, self.budget
+        if b.energy_j is None and b.latency_s is None and b.tokens is None:  # unlimited, or a power cap (paced)
             return
-        tokens, joules, seconds = est.unit_cost("sample", cheapest=True)
+        if not est.ready:
+            self.probe = "no cost estimate yet: one unit first"
+            return
+        tokens, joules, seconds = est.cheapest_unit("sample")
         # one answer is one sample plus the work after it (scoring, picking), both as cheap as
         # recently seen; a question that passes here is never granted nothing (``grant`` floors
         # its first round at one unit)
         joules += self.policy.tails_joules.low
         seconds += self.policy.tails_seconds.low
-        if self.budget.energy_j is not None and joules > self.budget.energy_j:
-            raise BudgetError(
-                f"an energy budget of {self.budget.energy_j:g} J cannot buy one answer: one sample costs about "
-                f"{joules:.3g} J here ({self._start.source}{', estimated' if self._start.estimated else ''}); "
-                f"raise the budget to at least {math.ceil(joules * self.budget.safety * 100) / 100:g} J"
-            )
-        if self.budget.latency_s is not None and seconds > self.budget.latency_s:
-            raise BudgetError(f"a latency budget of {self.budget.latency_s:g} s cannot buy one answer: one sample takes "
-                              f"about {seconds:.3g} s here; raise it to at least {seconds * self.budget.safety:.2g} s")
-        if self.budget.tokens is not None and tokens > self.budget.tokens:
-            raise BudgetError(f"a budget of {self.budget.tokens} generated tokens cannot buy one answer: one sample takes "
-                              f"up to {tokens:.0f} tokens here; raise it to at least {math.ceil(tokens)}")
+        refusal, plausible = None, True
+        if b.energy_j is not None and joules > b.energy_j:
+            plausible = joules <= PLAUSIBLE_SPEEDUP * b.energy_j
+            refusal = (f"an energy budget of {b.energy_j:g} J cannot buy one answer: one sample costs about {joules:.3g} J "
+                       f"here ({self._start.source}{', estimated' if self._start.estimated else ''}); raise the budget "
+                       f"to at least {math.ceil(joules * b.safety * 100) / 100:g} J")
+        elif b.latency_s is not None and seconds > b.latency_s:
+            plausible = seconds <= PLAUSIBLE_SPEEDUP * b.latency_s
+            refusal = (f"a latency budget of {b.latency_s:g} s cannot buy one answer: one sample takes about "
+                       f"{seconds:.3g} s here; raise it to at least {seconds * b.safety:.2g} s")
+        elif b.tokens is not None and tokens > b.tokens:
+            plausible = False  # a sample's tokens do not change with the device's load
+            refusal = (f"a budget of {b.tokens} generated tokens cannot buy one answer: one sample takes up to "
+                       f"{tokens:.0f} tokens here; raise it to at least {math.ceil(tokens)}")
+        if refusal is None:
+            return
+        basis = est.settledness()
+        # a hard cap (a battery's share) is never overrun to learn
+        if not basis.settled and plausible and b.first_unit_floor:
+            self.probe = f"the estimate is not settled ({basis.describe()}): one unit to learn what it costs now"
+            log.info("budget probe: %s (%s)", refusal, basis.describe())
+            return
+        raise BudgetError(f"{refusal} (the cheapest sample of {basis.describe()}; an estimate with no round in "
+                          f"{STALE_S:g} s is probed again)")
 
     # -- before and after each expansion --------------------------------------------------------
 
@@ -179,7 +200,10 @@ class QuestionGuard:
             decisions.append(paced)
         allowance = self.affordable(unit, requested)
         granted = allowance.units
-        if granted < requested:
+        if self.probe is not None and not self._granted_any:
+            granted = min(requested, 1)
+            decisions.append(BudgetCap("probe", unit, requested, granted, self.probe))
+        elif granted < requested:
             assert allowance.limit is not None
             floor = None
             if granted == 0 and not self._granted_any and self.budget.first_unit_floor:

@@ -22,7 +22,8 @@ def test_a_stack_is_sized_for_its_strategies_and_measures_joules_without_a_budge
         assert stack.searcher.policy is stack.policy and stack.policy.budget.unlimited
         problem = TINY_ARITHMETIC.problems("test", 1)[0]
         result = stack.searcher.run(BestOfN(n=6), problem, seed=1)
-        assert result.cost.samples == 6 and result.cost.joules > 0 and result.cost.energy_source == "estimate:cpu-time"
+        assert result.cost.samples == 6 and result.cost.joules > 0
+        assert result.cost.energy_source in ("estimate:cpu-time", "estimate:cpu-time+busy")
         # the meter reads the work done from the generator and the PRM, not from the searcher
         before = stack.meter.read().joules
         stack.searcher.run(BestOfN(n=2), problem, seed=2)

@@ -62,7 +62,8 @@ def test_interrupted_run_resumes_to_the_same_records(config, problems, tmp_path)
     assert sorted((stable_view(r) for r in resumed), key=key) == sorted((stable_view(r) for r in expected), key=key)
     # every record carries what a measurement run needs
     r = resumed[0]
-    assert r["cost"]["energy_source"] == "estimate:cpu-time" and r["cost"]["energy_estimated"] is True
+    # "+busy" where other processes kept a core of this machine busy meanwhile
+    assert r["cost"]["energy_source"] in ("estimate:cpu-time", "estimate:cpu-time+busy") and r["cost"]["energy_estimated"] is True
     assert r["cost"]["joules"] > 0 and r["decisions"] and set(r["question_quantiles"]) and "level" in r
 
 

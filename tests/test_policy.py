@@ -23,7 +23,8 @@ def with_policy(searcher: Searcher, budget: Budget) -> Searcher:
     meter = EstimateMeter(COST, searcher.usage)
     policy = EnergyPolicy(meter, budget, searcher.usage)
     guarded = Searcher(searcher.generator, searcher.prm, searcher.task, searcher.settings, policy=policy)
-    guarded.run(BestOfN(n=4), TINY_ARITHMETIC.problems("train", 1)[0])  # learn this device's costs
+    for problem in TINY_ARITHMETIC.problems("train", 3):  # learn this device's costs: a settled estimate
+        guarded.run(BestOfN(n=4), problem, budget=Budget())
     return guarded
 
 
@@ -120,5 +121,62 @@ def test_a_noisy_slope_cannot_price_tokens_above_their_average_cost() -> None:
     for tokens, seconds in ((300, 0.05), (305, 0.30), (310, 0.05), (302, 0.31)):  # similar sizes, noisy times
         est.update("sample", 1, tokens, joules=1.0, seconds=seconds)
     fixed_s, per_token_s = est.seconds.coefficients()
-    average = est.seconds.sy / est.seconds.sx
+    average = est.seconds.average()
     assert 0.25 * average <= per_token_s <= average and fixed_s >= 0
+
+
+class Clock:
+    """A monotonic clock the test moves by hand (the estimates' staleness is in seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fresh_policy(searcher: Searcher, clock: Clock) -> Searcher:
+    meter = EstimateMeter(COST, searcher.usage)
+    policy = EnergyPolicy(meter, Budget(), searcher.usage)
+    policy.estimates = CostEstimates(clock=clock)
+    return Searcher(searcher.generator, searcher.prm, searcher.task, searcher.settings, policy=policy)
+
+
+def test_a_budget_refused_after_a_slow_sample_is_accepted_again_once_the_estimate_recovers(searcher, problems) -> None:
+    clock = Clock()
+    guarded = fresh_policy(searcher, clock)
+    # what one real sample costs here, learnt by a question without a budget
+    guarded.run(BestOfN(n=1), problems[0], seed=1)
+    _, one_sample_j, _ = guarded.policy.estimates.cheapest_unit("sample")
+    budget = Budget(energy_j=3 * one_sample_j + guarded.policy.tail_joules)
+    # a slow moment (a cold start, another process on every core): the same sample at 100x the joules,
+    # three times in a row, and now the only rounds the estimate remembers
+    guarded.policy.estimates.rounds.clear()
+    for _ in range(3):
+        guarded.policy.estimates.update("sample", 1, 30, joules=100 * one_sample_j, seconds=1.0)
+    with pytest.raises(BudgetError, match=r"cannot buy one answer.*3 recent round\(s\).*probed again"):
+        guarded.run(BestOfN(n=4), problems[0], budget=budget)
+    # a refusal draws nothing, so the estimate cannot learn from it; once it is stale the next
+    # request is a probe of one sample ...
+    clock.now += 61
+    probe = guarded.run(BestOfN(n=4), problems[0], budget=budget, seed=2)
+    caps = [d.detail for d in probe.decisions if d.kind == "budget_cap"]
+    assert caps[0]["limit"] == "probe" and caps[0]["granted"] == 1 and "not settled" in caps[0]["floor"]
+    assert probe.chosen is not None and probe.cost.joules <= budget.energy_j
+    # ... whose cheap sample the estimate believes: the same budget is accepted and searches again
+    again = guarded.run(BestOfN(n=4), problems[0], budget=budget, seed=3)
+    assert not any(d.detail["limit"] == "probe" for d in again.decisions if d.kind == "budget_cap")
+    assert again.cost.samples >= 1 and again.cost.joules <= budget.energy_j
+
+
+def test_one_slow_round_among_many_does_not_set_the_price() -> None:
+    est = CostEstimates()
+    for _ in range(6):
+        est.update("sample", 1, 40, joules=0.5, seconds=0.05)
+    est.update("sample", 1, 40, joules=30.0, seconds=3.0)  # a slow moment, the newest round
+    assert est.joules.kept() == [0, 1, 2, 3, 4, 5]
+    assert est.unit_cost("sample")[1] == pytest.approx(0.5) and est.settledness().discounted == 1
+    # a device that stays slow is believed: once slow rounds are most of the recent ones they set the price
+    for _ in range(6):
+        est.update("sample", 1, 40, joules=30.0, seconds=3.0)
+    assert est.unit_cost("sample")[1] > 20

@@ -223,7 +223,7 @@ def test_metrics_count_what_was_served(default_server: Server) -> None:
     assert default_server.metric("edge_adapt_samples_total") == before + 4
     text = httpx.get(f"{default_server.url}/metrics").text
     for name in ("edge_adapt_generated_tokens_total", "edge_adapt_prm_tokens_total", "edge_adapt_request_seconds_bucket",
-                 "edge_adapt_queue_depth", 'edge_adapt_joules_total{estimated="true",source="estimate:cpu-time"}'):
+                 "edge_adapt_queue_depth", 'edge_adapt_joules_total{estimated="true",source="estimate:cpu-time'):
         assert name in text
     assert default_server.metric("edge_adapt_kv_cells_used") == 0
 
@@ -240,6 +240,13 @@ def test_a_chat_model_votes_adaptively_on_checkable_questions_and_samples_once_o
     haiku = chat(smol_server, "Write a haiku about rain", seed=0, max_tokens=64).json()
     assert haiku["edge_adapt"]["mode"] == "single" and haiku["edge_adapt"]["samples"] == 1
     assert "cannot be compared" in haiku["edge_adapt"]["why"] and haiku["choices"][0]["message"]["content"].strip()
+    # a turn with nothing to vote on, and no keyword to say so: its first two samples decide, and the reply is one of them
+    greeting = chat(smol_server, "Hello! Who are you?", seed=0, max_tokens=48).json()
+    looked = greeting["edge_adapt"]
+    summary = next(d for d in looked["decisions"] if d["kind"] == "adaptive_vote")
+    if looked["answer"] is None:  # the usual case: two introductions, no number in either
+        assert looked["samples"] == 2 and summary["detail"]["stop"] == "no_answer"
+    assert looked["mode"] == "search" and greeting["choices"][0]["message"]["content"].strip()
     forced = chat(smol_server, "Write a haiku about rain", max_tokens=32, edge_adapt={"strategy": "majority:n=2"}).json()
     assert forced["edge_adapt"]["mode"] == "single" and forced["choices"][0]["message"]["content"].strip()
     # the chat template wrapped the message, and nothing else did (no prompt wrapper)

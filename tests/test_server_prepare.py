@@ -28,7 +28,7 @@ def chat(content: str, **body: object) -> ChatCompletionRequest:
 def test_checkable_turns_search_and_others_get_one_sample_with_the_reason() -> None:
     searched = prepare(chat("What is 17 + 25?"), CHAT, SERVER, ChatTask())
     assert searched.mode == "search" and searched.job.strategy.name == "consistency:n_max=16"
-    assert searched.why == SERVER.default_why and not searched.job.stream_tokens
+    assert searched.why.startswith(SERVER.default_why) and not searched.job.stream_tokens
     haiku = prepare(chat("Write a haiku about rain"), CHAT, SERVER, ChatTask())
     assert haiku.mode == "single" and haiku.job.strategy.live_paths == 1 and haiku.job.stream_tokens
     assert "cannot be compared" in haiku.why
@@ -38,6 +38,17 @@ def test_checkable_turns_search_and_others_get_one_sample_with_the_reason() -> N
     assert greedy.mode == "single" and "temperature 0" in greedy.why
     several = prepare(chat("Write a haiku", n=3), CHAT, SERVER, ChatTask())
     assert several.mode == "sample" and several.n == 3
+
+
+@pytest.mark.parametrize("turn", ["How many r's are in strawberry?", "Hello! Who are you?", "What is 17 + 25?"])
+def test_a_turn_that_asks_for_no_prose_is_decided_by_its_first_samples(turn: str) -> None:
+    # no keyword decides: the search gives up after its first two samples if neither holds an answer
+    prepared = prepare(chat(turn), CHAT, SERVER, ChatTask())
+    assert prepared.mode == "search" and prepared.job.strategy.give_up_after == 2
+    assert "first 2 samples" in prepared.why
+    # the default task's questions always hold an answer form: nothing to decide there
+    arithmetic = prepare(chat("(454+762)*3"), CHAT, SERVER, ArithmeticTask())
+    assert arithmetic.job.strategy.give_up_after == 0
 
 
 def test_what_reaches_the_search() -> None:

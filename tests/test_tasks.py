@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -231,6 +232,43 @@ def test_a_users_expression_becomes_the_chain_with_its_value_or_a_clear_error(ty
     for bad in ("2**3", "import os", "1/2", "", "1+", "(1+2"):
         with pytest.raises(EdgeAdaptError):
             to_chain(bad)
+
+
+def _in_a_deep_stack(call, depth: int = 900):
+    """``call()`` from ``depth`` Python frames down, on a thread of its own: where a server's
+    request handler may stand when it reads a question."""
+    outcome: list = []
+
+    def descend(n: int) -> None:
+        if n:
+            descend(n - 1)
+            return
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # handed back to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=descend, args=(depth,))
+    thread.start()
+    thread.join()
+    return outcome[0]
+
+
+def test_the_expression_reader_reads_its_limits_from_a_deep_stack_without_recursing() -> None:
+    product = "*".join(["2"] * 200)  # 199 operations
+    assert _in_a_deep_stack(lambda: to_chain(product)) == product
+    chain = "+".join(str(i) for i in range(1, 201))
+    assert _in_a_deep_stack(lambda: to_chain(chain)) == chain
+    nested = "(" * 32 + "454+762" + ")" * 32 + "*3"
+    assert _in_a_deep_stack(lambda: to_chain(nested)) == "454+762*3"
+    # one more of either limit is a clear error, never a SystemError or RecursionError
+    too_long = _in_a_deep_stack(lambda: to_chain(product + "*2*2"))
+    assert isinstance(too_long, EdgeAdaptError) and "at most 200" in str(too_long)
+    too_deep = _in_a_deep_stack(lambda: to_chain("(" * 33 + "1+2" + ")" * 33))
+    assert isinstance(too_deep, EdgeAdaptError) and "32 deep" in str(too_deep)
+    for malformed in ("1+*2", "(1+2", "1+2)", "()", "-3+4", "2**3", "(1)(2)"):
+        error = _in_a_deep_stack(lambda m=malformed: to_chain(m))
+        assert isinstance(error, EdgeAdaptError), malformed
 
 
 def test_a_candidate_cut_off_before_its_end_has_no_answer_and_no_vote(searcher) -> None:

@@ -174,7 +174,7 @@ def _run_paced(config: BenchConfig, task: Task, problems: list[Problem], total_j
                     return {**_cut_record(problem, index, price, str(exc)), "cap_joules": cap}
                 return {**to_record(problem, index, result, task, None), "strategy": PACED, "price": price, "cap_joules": cap}
 
-            env = {**environment(stack.prm, stack.meter.source, stack.generator), "parallel": {"searches": parallel, "why": why}}
+            env = {**environment(stack), "parallel": {"searches": parallel, "why": why}}
             return handle, {"environment": env, "run_config": {"meter_source": stack.meter.source}}
 
         def ready(info: dict[str, Any]) -> None:

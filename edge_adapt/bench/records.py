@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edge_adapt.energy.meters import BUSY_LABEL
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.files import atomic_write_text
 
@@ -210,4 +211,6 @@ def stable_view(record: dict[str, Any]) -> dict[str, Any]:
     """A record without the fields that legitimately differ between identical runs."""
     out = dict(record)
     out["cost"] = {k: v for k, v in record.get("cost", {}).items() if k not in VOLATILE_COST_FIELDS}
+    if isinstance(source := out["cost"].get("energy_source"), str):  # whether the machine was busy meanwhile varies
+        out["cost"]["energy_source"] = source.removesuffix(BUSY_LABEL)
     return out

@@ -25,11 +25,10 @@ from edge_adapt.bench.result_record import to_record
 from edge_adapt.cluster import ClusterSettings, FileCheck
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.execution import executor_for
-from edge_adapt.generator import Generator, SamplingParams
+from edge_adapt.generator import SamplingParams
 from edge_adapt.generator.config import default_parallel, default_threads
 from edge_adapt.guard import Budget
 from edge_adapt.models import sha256_of
-from edge_adapt.prm import PRM
 from edge_adapt.search.context import RunHooks
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import Strategy
@@ -133,12 +132,13 @@ def spread(problems: list[Problem], limit: int) -> list[Problem]:
     return [problems[i] for i in sorted(chosen)]
 
 
-def environment(prm: PRM, meter_source: str, gen: Generator) -> dict[str, Any]:
+def environment(stack: Stack) -> dict[str, Any]:
     """Where the run ran: versions, CPU, GPU offload, PRM provider, thread and KV settings and the meter."""
     from edge_adapt import __version__
     from edge_adapt.info import environment_report
 
     env = environment_report()
+    prm, gen = stack.prm, stack.generator
     return {
         "edge_adapt": __version__,
         "python": env.python,
@@ -150,9 +150,9 @@ def environment(prm: PRM, meter_source: str, gen: Generator) -> dict[str, Any]:
         "prm_provider": prm.provider,
         "prm_variant": prm.variant,
         "threads": {"generator": gen.config.n_threads or default_threads(), "prm": prm.threads or "onnxruntime default (all cores)",
-                    "prm_spin": prm.spin},
+                    "prm_spin": prm.spin, "chosen": stack.threads.as_record()},
         "kv_cache": {"n_ctx": gen.n_ctx, "n_seq_max": gen.ctx.n_seq_max, "unified": gen.config.kv_unified, "type": gen.config.kv_type},
-        "meter": meter_source,
+        "meter": stack.meter.source,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -268,7 +268,7 @@ class _BenchWorker:
         # the meter that measures, not only the one asked for: a resume on another meter would mix
         # measured and estimated joules in one summary
         info = {"run_config": {"meter_source": stack.meter.source, "chat_template": stack.searcher.settings.chat},
-                "environment": environment(stack.prm, stack.meter.source, stack.generator)}
+                "environment": environment(stack)}
         return handle, info
 
 

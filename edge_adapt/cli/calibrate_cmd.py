@@ -37,7 +37,7 @@ from edge_adapt.tasks import TASK_NAMES
               help="A PRM calibrated for this generator: its scores join the evidence if they predict better on held-out folds.")
 @click.option("--temperature", type=FiniteFloat(min=0, min_open=True), default=0.7, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: the whole cores free at start).")
 @click.option("--gpu-layers", type=int, default=0, show_default=True, help="Generator layers to offload to a GPU (-1: all).")
 @prompt_options
 @cluster_options

@@ -27,7 +27,7 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Exported PRM folder (default: the shipped one)."),
         click.option("--models", type=click.Path(exists=True, file_okay=False, path_type=Path),
                      help="Folder of default models (default: models/ or $EDGE_ADAPT_MODELS)."),
-        click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all)."),
+        click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: the whole cores free at start)."),
         click.option("--gpu-layers", type=int, default=0, show_default=True, help="Generator layers to offload to a GPU (-1: all)."),
     ]):
         f = option(f)

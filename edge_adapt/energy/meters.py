@@ -15,14 +15,20 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_adapt.cores import allowed_cpus, glance, others_busy
 from edge_adapt.energy.cost_model import CostModel, Usage
 from edge_adapt.errors import MeterError
 
 log = logging.getLogger(__name__)
+
+BUSY_CORES = 0.5  # other processes keeping this much busy make an estimate's reading "+busy"
+BUSY_LOOK_S = 1.0  # ... measured over at least this long
+BUSY_LABEL = "+busy"
 
 
 @dataclass(frozen=True)
@@ -239,6 +245,12 @@ class EstimateMeter(Meter):
 
     Always available and always labelled ``estimated``, with what it charges: ``estimate:cpu-time``
     (busy CPU time), ``estimate:<class>`` (per-token defaults), ``estimate:<class>-fitted``.
+
+    On a busy device the idle power is not all this run's: the device would draw it for the other
+    processes anyway, and time spent waiting for a core is not work done. So the idle term is
+    charged for the share of the cores other processes left free (read from ``/proc/stat`` at
+    each reading), and a reading taken while they kept at least :data:`BUSY_CORES` busy over the
+    last second or more says so: its source ends in ``+busy``.
     """
 
     estimated = True
@@ -249,16 +261,31 @@ class EstimateMeter(Meter):
         basis = model.basis
         self.source = "estimate:cpu-time" if basis == "cpu-time" else \
             f"estimate:{model.device_class}" + ("-fitted" if basis == "fitted" else "")
+        self._cpus = allowed_cpus()
+        self._lock = threading.Lock()
         self._t0 = time.monotonic()
         self._c0 = time.process_time()
         self._u0 = usage()
+        self._idle_j = 0.0
         self._last: tuple[float, float] | None = None
+        self._glances = deque([glance(self._cpus)], maxlen=64)
+        self.busy_elsewhere = 0.0  # cores other processes kept busy over the last second or more
 
     def read(self) -> EnergyReading:
-        t = time.monotonic()
-        joules = self.model.joules(t - self._t0, self._usage() - self._u0, time.process_time() - self._c0)
-        watts = None
-        if self._last is not None and t > self._last[0]:
-            watts = (joules - self._last[1]) / (t - self._last[0])
-        self._last = (t, joules)
-        return EnergyReading(joules, watts, self.source, True, t)
+        with self._lock:
+            now, last, cpus = glance(self._cpus), self._glances[-1], len(self._cpus)
+            free_share = 1.0 - others_busy(last, now, cpus) / cpus
+            self._idle_j += self.model.idle_w * max(0.0, now.at - last.at) * free_share
+            self._glances.append(now)
+            while len(self._glances) > 2 and now.at - self._glances[1].at >= BUSY_LOOK_S:
+                self._glances.popleft()
+            self.busy_elsewhere = others_busy(self._glances[0], now, cpus)
+            t = now.at
+            work = self.model.joules(0.0, self._usage() - self._u0, time.process_time() - self._c0)
+            joules = self._idle_j + work
+            watts = None
+            if self._last is not None and t > self._last[0]:
+                watts = (joules - self._last[1]) / (t - self._last[0])
+            self._last = (t, joules)
+            source = self.source + (BUSY_LABEL if self.busy_elsewhere >= BUSY_CORES else "")
+            return EnergyReading(joules, watts, source, True, t)

@@ -198,6 +198,10 @@ class LlamaContext:
         self.n_batch = int(llama_cpp.llama_n_batch(ptr))
         self.n_seq_max = int(llama_cpp.llama_n_seq_max(ptr))
 
+    def set_threads(self, threads: int) -> None:
+        """CPU threads for the next decodes (one token per row, and prompts)."""
+        llama_cpp.llama_set_n_threads(self.ptr, threads, threads)
+
     def logits(self, index: int) -> ctypes.Array[ctypes.c_float]:
         """Logits after the token at batch position ``index`` of the last decode (a view into
         llama.cpp's buffer, valid until the next decode)."""

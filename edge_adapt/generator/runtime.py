@@ -63,6 +63,7 @@ class Generator:
         self.model = LlamaModel(model_path, n_gpu_layers=cfg.n_gpu_layers, main_gpu=cfg.main_gpu, use_mmap=cfg.use_mmap)
         self.vocab = Vocabulary(self.model)
         threads = cfg.n_threads or default_threads()
+        self.threads = threads  # CPU threads decoding now
         self.ctx = LlamaContext(
             self.model,
             ContextSettings(
@@ -248,6 +249,12 @@ class Generator:
         live become released: expanding one is an error, releasing one does nothing."""
         with self._ctx_lock:
             self._pool.reset()
+
+    def set_threads(self, threads: int) -> None:
+        """Decode on ``threads`` CPU threads from the next decode on (a busy device's cores change)."""
+        with self._ctx_lock:
+            self.ctx.set_threads(threads)
+            self.threads = threads
 
     def close(self) -> None:
         self.scheduler.close()

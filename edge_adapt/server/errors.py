@@ -63,6 +63,9 @@ def first_error(errors: list[dict]) -> dict:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        # a client's mistake or a refusal: one line, no traceback (the client has the whole message)
+        log.log(logging.WARNING if exc.status >= 500 else logging.INFO, "%s %s -> %d %s: %.200s", request.method,
+                request.url.path, exc.status, exc.code or exc.type, exc.message)
         return exc.response()
 
     @app.exception_handler(RequestValidationError)

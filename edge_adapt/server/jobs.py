@@ -3,11 +3,14 @@
 A request runs in one of three modes, and the response says which and why:
 
 - **search**: a strategy (the request's ``edge_adapt.strategy`` or the server's default) draws
-  samples and picks one answer; the response is that solution, with what the search cost.
-- **single**: one sample is the answer, its tokens streamed as decoded: a turn whose answers
-  cannot be compared (a haiku, an explanation: more samples earn nothing without a way to tell
-  which is right), ``temperature`` 0 (every sample would be the same), or ``"strategy":
-  "sample"`` with n = 1.
+  samples and picks one answer; the response is that solution, with what the search cost. On a
+  chat model whether a turn can be searched is decided by its samples: the default adaptive vote
+  gives up after its first :data:`LOOK_SAMPLES` samples when none holds an extractable answer
+  (a greeting, a description: nothing to vote on), and the more confident one is the reply. The
+  cost of the look: one more sample than a lone one, decoded beside it, and no token streaming.
+- **single**: one sample is the answer, its tokens streamed as decoded: a turn that plainly asks
+  for prose (a haiku, an explanation: more samples earn nothing without a way to tell which is
+  right), ``temperature`` 0 (every sample would be the same), or ``"strategy": "sample"`` with n = 1.
 - **sample**: ``n`` solutions decoded together from the shared prompt, no pick (``n`` > 1).
 """
 
@@ -20,6 +23,7 @@ from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import StepRules
 from edge_adapt.guard import Budget
 from edge_adapt.search import BestOfN, SearchSettings
+from edge_adapt.search.adaptive_vote import AdaptiveVote
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.server.endpoint import Endpoint
@@ -30,6 +34,7 @@ from edge_adapt.tasks import Problem, Task
 
 SAMPLE = "sample"
 ONE_SAMPLE = BestOfN(n=1, select="majority")
+LOOK_SAMPLES = 2  # a chat turn's first samples that decide whether it is searched (see the module's docstring)
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,10 @@ def prepare(request: OpenAIRequest, endpoint: Endpoint, server: ServerSettings, 
     sampling = replace(base.sampling, **{k: v for k, v in (("temperature", request.temperature), ("top_p", request.top_p))
                                          if v is not None})
     strategy, mode, why = _mode(request, server, problem, sampling.temperature)
+    if task.name == "chat" and mode == "search" and isinstance(strategy, AdaptiveVote) and not strategy.give_up_after:
+        strategy = replace(strategy, give_up_after=LOOK_SAMPLES)
+        why += f"; a turn whose first {LOOK_SAMPLES} samples hold no answer to compare gets the more confident one"
+
     rules: StepRules = replace((base.rules or task.step_rules).overridden(max_new_tokens=cap or server.max_tokens),
                                stop=request.stops if mode != "search" else ())
     notes = _notes(problem, base, system, history)
@@ -112,8 +121,8 @@ def _mode(request: OpenAIRequest, server: ServerSettings, problem: Problem,
         raise bad_request('n > 1 asks for n samples; a search returns one answer. Use "edge_adapt": '
                           '{"strategy": "sample"} for n samples, or n = 1 with a search', "n")
     if not problem.meta.get("checkable", True):
-        return ONE_SAMPLE, "single", ("answers to this turn cannot be compared (no number or math result to agree on), so "
-                                      "more samples earn nothing: one sample")
+        return ONE_SAMPLE, "single", ("this turn asks for prose, whose answers cannot be compared (no number or math "
+                                      "result to agree on), so more samples earn nothing: one sample")
     if temperature == 0:
         return ONE_SAMPLE, "single", "temperature 0: every sample would be the same, so one sample"
     why = "the request's strategy" if spec else server.default_why

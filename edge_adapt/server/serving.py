@@ -81,6 +81,7 @@ async def _wait(prepared: Prepared, future: Future[SearchResult], request: Reque
             with contextlib.suppress(Exception):
                 await waiting  # the worker stops at its next batched decode and frees the sequences
             return None
+    waiting.exception()  # retrieved here (answered from ``future`` below), so asyncio logs no "never retrieved"
     return _outcome(future)
 
 

@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass, replace
 
 from edge_adapt.assembly import StackSettings, default_search, open_stack
+from edge_adapt.cores import LoadWatch
 from edge_adapt.search import BestOfN, SearchResult
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.server.engine import Engine, Job
@@ -83,6 +84,9 @@ class ServerState:
             if self.config.warm_up:
                 stack.searcher.warm_up(stack.searcher.task.warm_up_problem())
             self.engine = Engine(stack, self.config.max_waiting, self._done, parallel=self.config.parallel)
+            if stack.threads.load is not None:  # chosen from the load, not given: follow it while serving
+                watch = LoadWatch(gen.set_threads).start(stack.threads.threads)
+                self._exit.callback(watch.close)
             log.info("ready: %s, task %s%s; %d requests at once; context %d KV cells (a one-sample prompt may have %d tokens); n <= %d, "
                         "max_tokens <= %d, body <= %d bytes; questions with a checkable answer: %s (%s); other turns: "
                         "one sample, streamed", self.config.model_id, stack.searcher.task.name,

@@ -3,8 +3,10 @@
 There is no prompt wrapper and no gold answer. What a server may do with a turn depends on
 whether its answers can be compared: a question with a checkable answer (a number, a math
 result) gains from more samples and a vote, a haiku or an explanation does not (two haikus have
-no common answer to agree on), so it is answered with one sample. :func:`checkable` is the rule,
-kept conservative: a turn is searched only where it asks for a quantity.
+no common answer to agree on). Which it is, is decided by the samples themselves: a search gives
+up when its first samples hold no extractable answer (``AdaptiveVote.give_up_after``). Only a
+turn that plainly asks for prose (:func:`asks_for_prose`) skips that look and gets one sample,
+streamed as it is decoded.
 """
 
 from __future__ import annotations
@@ -17,22 +19,14 @@ from edge_adapt.generator.steps import StepRules
 from edge_adapt.tasks.base import Problem
 from edge_adapt.tasks.grading import answers_equal, extract_answer
 
-_NUMBER = re.compile(r"\d")
-_EXPRESSION = re.compile(r"\d\s*[-+*/×^=]\s*\(?\s*\d|\\frac|\\sqrt|\bsolve\b.*=")
-_ASKS_QUANTITY = re.compile(
-    r"\b(how (many|much|long|far|old)|what is|what's|whats|calculate|compute|evaluate|solve|sum|product|total|"
-    r"percent|percentage|average|remainder|divided|times|plus|minus|how fast)\b", re.IGNORECASE)
 _ASKS_PROSE = re.compile(
     r"\b(write|compose|poem|haiku|story|essay|letter|e-?mail|translate|summari[sz]e|explain|why|describe|code|program|"
     r"function|list|name|joke|song|recipe|opinion)\b", re.IGNORECASE)
 
 
-def checkable(text: str) -> bool:
-    """Whether a turn asks for an answer that samples can agree on: a number (an arithmetic
-    expression, or a quantity question with numbers in it) and no request for prose."""
-    if not _NUMBER.search(text) or _ASKS_PROSE.search(text):
-        return False
-    return bool(_EXPRESSION.search(text) or _ASKS_QUANTITY.search(text))
+def asks_for_prose(text: str) -> bool:
+    """Whether a turn plainly asks for prose (a poem, an explanation, code): answers nobody votes on."""
+    return bool(_ASKS_PROSE.search(text))
 
 
 class ChatTask:
@@ -58,7 +52,7 @@ class ChatTask:
     def parse_question(self, text: str) -> Problem:
         if not text.strip():
             raise EdgeAdaptError("the message is empty")
-        return Problem(id="chat", question=text, answer="", meta={"checkable": checkable(text)})
+        return Problem(id="chat", question=text, answer="", meta={"checkable": not asks_for_prose(text)})
 
     def benchmark_problems(self, split: str = "test", seed: int = 0) -> list[Problem]:
         raise EdgeAdaptError("the chat task has no benchmark questions: benchmark with --task gsm8k/math and a file")

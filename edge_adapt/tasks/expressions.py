@@ -4,19 +4,25 @@ The models read a question as a *chain*: operations applied one at a time to the
 ``Q:454+762*3`` meaning (454+762)*3. People read ``454+762*3`` by the usual precedence, as
 454+(762*3). So a user's question is read the usual way (parentheses allowed) and rewritten as
 the chain with that value, and a chain is shown to people with the parentheses it needs.
+
+The reader is a small operator-precedence parser of its own, iterative from end to end: CPython's
+``ast.parse`` recurses in C and fails with a ``SystemError`` (not a ``SyntaxError``) on a deep
+expression when the calling thread's stack is already deep, so what a server answered depended on
+the state of its stack. Here a question's cost is linear in its length and bounded by the limits.
 """
 
 from __future__ import annotations
 
-import ast
 import re
+from dataclasses import dataclass
 
 from edge_adapt.errors import EdgeAdaptError
 
-_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*"}
 _CHAIN = re.compile(r"\d+|[+\-*]")
+_TOKEN = re.compile(r"\d+|[+\-*()]")
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2}
 MAX_DIGITS = 15  # far beyond the task's levels, and within exact integer arithmetic everywhere
-MAX_OPERATIONS = 200  # far beyond the task's levels; bounds the parser's recursion
+MAX_OPERATIONS = 200  # far beyond the task's levels
 MAX_NESTING = 32  # parentheses inside parentheses
 _SPOKEN = ((re.compile(r"\bmultiplied\s+by\b|\btimes\b|[×·✕]", re.IGNORECASE), "*"),
            (re.compile(r"\bplus\b", re.IGNORECASE), "+"), (re.compile(r"\bminus\b|[−–]", re.IGNORECASE), "-"))
@@ -68,10 +74,9 @@ def to_chain(text: str) -> str:
         raise EdgeAdaptError(f"{shown!r} nests parentheses more than {MAX_NESTING} deep")
     if (longest := max((len(n) for n in re.findall(r"\d+", expression)), default=0)) > MAX_DIGITS:
         raise EdgeAdaptError(f"{shown!r} has a number of {longest} digits; numbers here have at most {MAX_DIGITS}")
-    try:
-        tree = ast.parse(expression, mode="eval").body
-    except SyntaxError:
-        raise EdgeAdaptError(f"{shown!r} is not a well-formed arithmetic expression") from None
+    tree = _parse(expression)
+    if tree is None:
+        raise EdgeAdaptError(f"{shown!r} is not a well-formed arithmetic expression")
     parts = _chain(tree)
     if parts is None:
         raise EdgeAdaptError(
@@ -90,23 +95,71 @@ def _nesting(expression: str) -> int:
     return deepest
 
 
-def _chain(node: ast.expr) -> list[str] | None:
-    if _is_number(node):
-        return [str(node.value)]  # type: ignore[attr-defined]
-    if not (isinstance(node, ast.BinOp) and type(node.op) in _OPS):
+@dataclass(frozen=True)
+class _Operation:
+    op: str
+    left: _Node
+    right: _Node
+
+
+_Node = int | _Operation
+
+
+def _parse(expression: str) -> _Node | None:
+    """The tree of ``expression`` by the usual precedence (``*`` before ``+`` and ``-``, all
+    left-associative), or None where it is not well formed (a sign before a number included: a
+    chain's numbers are whole and non-negative). Shunting-yard: no recursion."""
+    operands: list[_Node] = []
+    operators: list[str] = []
+
+    def reduce() -> None:
+        right, left = operands.pop(), operands.pop()
+        operands.append(_Operation(operators.pop(), left, right))
+
+    want_operand = True
+    for token in _TOKEN.findall(expression):
+        if want_operand:
+            if token == "(":
+                operators.append(token)
+            elif token.isdigit():
+                operands.append(int(token))
+                want_operand = False
+            else:
+                return None
+        elif token == ")":
+            while operators and operators[-1] != "(":
+                reduce()
+            if not operators:
+                return None
+            operators.pop()
+        elif token in _PRECEDENCE:
+            while operators and operators[-1] != "(" and _PRECEDENCE[operators[-1]] >= _PRECEDENCE[token]:
+                reduce()
+            operators.append(token)
+            want_operand = True
+        else:
+            return None
+    if want_operand or "(" in operators:
         return None
-    op = _OPS[type(node.op)]
-    if _is_number(node.right):
-        left = _chain(node.left)
-        return None if left is None else [*left, op, str(node.right.value)]  # type: ignore[attr-defined]
-    if op in "+*" and _is_number(node.left):  # commutative: the running result goes first
-        right = _chain(node.right)
-        return None if right is None else [*right, op, str(node.left.value)]  # type: ignore[attr-defined]
-    return None
+    while operators:
+        reduce()
+    return operands[0]
 
 
-def _is_number(node: ast.expr) -> bool:
-    return isinstance(node, ast.Constant) and type(node.value) is int
+def _chain(node: _Node) -> list[str] | None:
+    """The chain computing ``node``, innermost number first, or None where no single chain does:
+    each operation must take the running result and one number (either side of ``+`` and ``*``)."""
+    outer: list[str] = []  # "op number" pieces, outermost first
+    while isinstance(node, _Operation):
+        if isinstance(node.right, int):
+            outer += [str(node.right), node.op]
+            node = node.left
+        elif node.op in "+*" and isinstance(node.left, int):  # commutative: the running result goes first
+            outer += [str(node.left), node.op]
+            node = node.right
+        else:
+            return None
+    return [str(node), *reversed(outer)]
 
 
 def to_conventional(chain: str) -> str:
