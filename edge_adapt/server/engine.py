@@ -95,6 +95,7 @@ class Engine:
         self._queue: queue.Queue[tuple[Job, Future[SearchResult]] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._pending = 0  # queued + running
+
         self._closing = False
         self._threads = [threading.Thread(target=self._work, name=f"edge-adapt-engine-{i}", daemon=True)
                          for i in range(parallel)]
@@ -134,7 +135,9 @@ class Engine:
                     raise Cancelled("the client disconnected before its search started")
                 result = self._run(job)
                 future.set_result(result)
-            except BaseException as exc:  # handed to the request, which answers it
+            except EdgeAdaptError as exc:  # a refusal the request answers: its message says it all
+                future.set_exception(exc.with_traceback(None))  # the frames (a prompt's tokens) go now
+            except BaseException as exc:  # a bug: handed to the request with its traceback for the log
                 future.set_exception(exc)
             finally:
                 with self._lock:

@@ -86,14 +86,21 @@ async def _wait(prepared: Prepared, future: Future[SearchResult], request: Reque
 
 
 def _outcome(future: Future[SearchResult]) -> SearchResult | None:
-    """A finished job's result; None if it was cancelled; its error as the API error it deserves."""
-    try:
+    """A finished job's result; None if it was cancelled; its error as the API error it deserves.
+
+    The error is read with ``exception()``, not re-raised by ``result()``: re-raising adds this
+    frame (which holds the future, which holds the error) to the error's traceback, a cycle that
+    kept every refused request's prompt tokens alive until the next full garbage collection.
+    """
+    exc = future.exception(timeout=0)
+    if exc is None:
         return future.result(timeout=0)
-    except Cancelled:
+    if isinstance(exc, Cancelled):
         return None
-    except BudgetError as exc:
-        raise bad_request(str(exc), "edge_adapt", "budget_too_small") from None
-    except ContextOverflowError as exc:
-        raise bad_request(str(exc), "messages", "context_length_exceeded") from None
-    except EdgeAdaptError as exc:
-        raise bad_request(str(exc), None) from None
+    if isinstance(exc, BudgetError):
+        raise bad_request(str(exc), "edge_adapt", "budget_too_small")
+    if isinstance(exc, ContextOverflowError):
+        raise bad_request(str(exc), "messages", "context_length_exceeded")
+    if isinstance(exc, EdgeAdaptError):
+        raise bad_request(str(exc), None)
+    raise exc
