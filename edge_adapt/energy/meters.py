@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 BUSY_CORES = 0.5  # other processes keeping this much busy make an estimate's reading "+busy"
 BUSY_LOOK_S = 1.0  # ... measured over at least this long
 BUSY_LABEL = "+busy"
+GLANCE_S = 0.1  # the estimate looks at other processes' load at most this often
 
 
 @dataclass(frozen=True)
@@ -266,21 +267,29 @@ class EstimateMeter(Meter):
         self._t0 = time.monotonic()
         self._c0 = time.process_time()
         self._u0 = usage()
-        self._idle_j = 0.0
+        self._idle_j, self._idle_until = 0.0, self._t0  # idle joules charged, up to when
+        self._free_share = 1.0  # of the cores, over the last glance's interval
         self._last: tuple[float, float] | None = None
         self._glances = deque([glance(self._cpus)], maxlen=64)
         self.busy_elsewhere = 0.0  # cores other processes kept busy over the last second or more
 
+    def _look_again(self, t: float) -> None:
+        """Glance at the machine (at most every :data:`GLANCE_S`: readings come at every decode)."""
+        if t - self._glances[-1].at < GLANCE_S:
+            return
+        now, cpus = glance(self._cpus), len(self._cpus)
+        self._free_share = 1.0 - others_busy(self._glances[-1], now, cpus) / cpus
+        self._glances.append(now)
+        while len(self._glances) > 2 and now.at - self._glances[1].at >= BUSY_LOOK_S:
+            self._glances.popleft()
+        self.busy_elsewhere = others_busy(self._glances[0], now, cpus)
+
     def read(self) -> EnergyReading:
         with self._lock:
-            now, last, cpus = glance(self._cpus), self._glances[-1], len(self._cpus)
-            free_share = 1.0 - others_busy(last, now, cpus) / cpus
-            self._idle_j += self.model.idle_w * max(0.0, now.at - last.at) * free_share
-            self._glances.append(now)
-            while len(self._glances) > 2 and now.at - self._glances[1].at >= BUSY_LOOK_S:
-                self._glances.popleft()
-            self.busy_elsewhere = others_busy(self._glances[0], now, cpus)
-            t = now.at
+            t = time.monotonic()
+            self._look_again(t)
+            self._idle_j += self.model.idle_w * max(0.0, t - self._idle_until) * self._free_share
+            self._idle_until = max(self._idle_until, t)
             work = self.model.joules(0.0, self._usage() - self._u0, time.process_time() - self._c0)
             joules = self._idle_j + work
             watts = None

@@ -31,7 +31,8 @@ DISCONNECT_POLL_S = 0.05
 async def serve(state: ServerState, body: OpenAIRequest, request: Request, endpoint: Endpoint) -> Response:
     """Serve ``body`` at ``endpoint`` (chat or text completions): a JSON response, or an SSE stream."""
     engine, settings = state.ready()
-    prepared = prepare(body, endpoint, settings, engine.stack.searcher.task)
+    # reading the question (a parser, regular expressions over up to --max-body bytes) runs off the event loop
+    prepared = await asyncio.to_thread(prepare, body, endpoint, settings, engine.stack.searcher.task)
     events = Events(asyncio.get_running_loop()) if body.stream else None
     if events is not None:
         prepared = replace(prepared, job=replace(prepared.job, events=events))
