@@ -10,7 +10,10 @@
    process, default threads both times (the run chooses them), then the same busy run with
    every core's thread (``--threads <all cores>``, what the default was), on fewer questions.
    Printed: wall time of each, the busy/idle ratio (target <= 1.5x), and accuracy idle vs busy
-   with the questions only one of them got right (same seeds: a difference is the threads').
+   with the questions only one of them got right (same seeds: a difference is the threads'). Each
+   run's CPU seconds say how many cores it had: beside a spinning process per core a lone thread
+   gets about its fair share (2/3 of a core on 2 cores), so the idle run at one thread (also
+   printed) bounds what any busy run can reach.
 
 The competitor is one Python process per allowed CPU spinning at normal priority (like a
 sensor pipeline or a browser tab that never sleeps). Run it alone on the machine:
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -107,17 +111,20 @@ def budget_requests(requests: int, extra: list[str], label: str) -> None:
 def bench(out: Path, questions: int, extra: list[str]) -> tuple[float, dict[str, bool]]:
     if out.exists():
         shutil.rmtree(out)
-    started = time.perf_counter()
+    started, children = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([sys.executable, "-m", "edge_adapt.cli", "bench", "-o", str(out), "--limit", str(questions),
                     "--no-plots", *extra], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
     correct = {}
     with (out / "records.jsonl").open() as f:
         for line in f:
             record = json.loads(line)
             correct[f"{record['strategy']}|{record['question_id']}"] = bool(record["correct"])
     chosen = json.loads((out / "environment.json").read_text())["threads"]["chosen"]
-    print(f"  {out.name}: {wall:.1f} s, {sum(correct.values())}/{len(correct)} right, threads {chosen}", flush=True)
+    print(f"  {out.name}: {wall:.1f} s, CPU {cpu:.1f} s ({cpu / wall:.2f} cores), {sum(correct.values())}/{len(correct)} right, "
+          f"threads {chosen}", flush=True)
     return wall, correct
 
 
@@ -125,6 +132,7 @@ def bench_part(out: Path, questions: int, strategies: list[str]) -> None:
     extra = [arg for s in strategies for arg in ("-s", s)]
     print(f"\n`edge-adapt bench --limit {questions}` ({', '.join(strategies) or 'default strategies'}), default threads:")
     idle_s, idle = bench(out / "idle", questions, extra)
+    bench(out / "idle-one-thread", questions, [*extra, "--threads", "1"])  # the work one thread does: the busy run's floor
     with competitor():
         busy_s, busy = bench(out / "busy", questions, extra)
         few = max(1, questions // 6)
