@@ -141,6 +141,10 @@ def test_budgets_are_honoured_and_reported(default_server: Server) -> None:
     assert any(d["kind"] == "budget_cap" for d in capped["decisions"])
     too_small = chat(default_server, edge_adapt={"energy_j": 1e-6})
     assert too_small.status_code == 400 and too_small.json()["error"]["code"] == "budget_too_small"
+    # a refusal is a line in the log that says why, not an error with a traceback
+    time.sleep(0.5)
+    log = default_server.log.read_text()
+    assert "budget_too_small" in log and "never retrieved" not in log and "Traceback" not in log
 
 
 def test_the_completions_endpoint(default_server: Server) -> None:
