@@ -8,7 +8,7 @@
    from the PRM's calibrated question scores, each question answered by majority vote. Three
    allocations: with the pass@n gains p(1-p)^(n-1) at the PRM's median p; with the gains of the
    majority vote that actually picks the answer, at the median p; and with the vote's gains
-   averaged over the PRM's quantiles of p (edge_adapt/batch_allocation.py says why each step
+   averaged over the PRM's quantiles of p (edge_adapt/budget/allocation.py says why each step
    matters); and with the majority vote's gain curves measured offline for this PRM (the ones
    adaptive search is calibrated with, selector_model.json), by the question's median. Every plan is held to the total: a question whose planned cost no longer fits is
    cut (in the same shuffled order for all). And, planned as it goes, adaptive search (the
@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_adapt.assembly import StackSettings, open_stack
-from edge_adapt.batch_allocation import (
+from edge_adapt.budget.allocation import (
     AnyCorrect,
     BatteryPacer,
     CalibratedSelection,
@@ -41,9 +41,9 @@ from edge_adapt.batch_allocation import (
     allocate_batch,
     even_allocation,
 )
+from edge_adapt.budget.guard import Budget
 from edge_adapt.energy import Meter
 from edge_adapt.errors import BudgetError
-from edge_adapt.guard import Budget
 from edge_adapt.models import load_default_models
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.search import BestOfN, IASBestOfN, Searcher, SearchResult, ValueSampling

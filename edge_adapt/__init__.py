@@ -1,7 +1,7 @@
 """edge_adapt: instance-adaptive test-time search for small quantized models on the edge."""
 
 from edge_adapt.assembly import Stack, StackSettings, open_stack
-from edge_adapt.batch_allocation import (
+from edge_adapt.budget.allocation import (
     AnyCorrect,
     BatchAllocation,
     BatteryPacer,
@@ -11,6 +11,8 @@ from edge_adapt.batch_allocation import (
     allocate_batch,
     even_allocation,
 )
+from edge_adapt.budget.guard import Budget
+from edge_adapt.budget.policy import EnergyPolicy
 from edge_adapt.cores import ThreadChoice, choose_threads
 from edge_adapt.energy import EnergyReading, Meter, detect_meters, open_meter
 from edge_adapt.energy.ledger import Account, EnergyLedger
@@ -41,14 +43,15 @@ from edge_adapt.generator import (
     StepEnd,
     StepRules,
 )
-from edge_adapt.guard import Budget
 from edge_adapt.models import load_default_models
-from edge_adapt.policy import EnergyPolicy
 from edge_adapt.prm import PrefixScore, PRMFormat, PRMStats, QuantilePRM, Quantiles
 from edge_adapt.search import (
+    AdaptiveConsistency,
+    AdaptiveVote,
     AnswerModel,
     BeamSearch,
     BestOfN,
+    DeepConfOnline,
     EarlyStop,
     IASBeamSearch,
     IASBestOfN,
@@ -56,6 +59,7 @@ from edge_adapt.search import (
     SearchResult,
     SearchSettings,
     ValueSampling,
+    WindowAgreement,
 )
 from edge_adapt.search.context import RunHooks
 from edge_adapt.search.spec import parse_spec
@@ -85,7 +89,10 @@ __all__ = [
     "BatteryPacer",
     "CalibratedSelection",
     "BeamSearch",
+    "AdaptiveConsistency",
+    "AdaptiveVote",
     "BestOfN",
+    "DeepConfOnline",
     "BranchCapacityError",
     "Budget",
     "BudgetError",
@@ -127,6 +134,7 @@ __all__ = [
     "TokenizerError",
     "UnsupportedModelError",
     "ValueSampling",
+    "WindowAgreement",
     "VerificationError",
     "__version__",
     "allocate_batch",

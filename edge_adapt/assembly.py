@@ -19,14 +19,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from edge_adapt.budget.guard import Budget
+from edge_adapt.budget.policy import EnergyPolicy
 from edge_adapt.cores import ThreadChoice, choose_threads
 from edge_adapt.energy import CostModel, Meter, Usage, open_meter
 from edge_adapt.errors import ModelLoadError, SamplingConfigError
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams, StepRules
 from edge_adapt.generator.config import MAX_SEQUENCES, batch_rows_for
-from edge_adapt.guard import Budget
 from edge_adapt.models import sha256_of
-from edge_adapt.policy import EnergyPolicy
 from edge_adapt.prm import PRM, QuantilePRM
 from edge_adapt.prm.absent import NO_PRM_HINT, NoPRM
 from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG

@@ -14,7 +14,7 @@ import llama_cpp
 from edge_adapt.energy import MeterAvailability, detect_meters
 from edge_adapt.errors import MissingDependencyError
 from edge_adapt.generator.llama_platform import ComputeDevice, compute_devices, ensure_backend
-from edge_adapt.onnx_providers import ProviderCheck, check_providers
+from edge_adapt.prm.providers import ProviderCheck, check_providers
 
 _PACKAGES = ("edge-adapt", "llama-cpp-python", "onnxruntime", "onnxruntime-gpu", "numpy", "torch", "transformers", "optimum-onnx", "gguf")
 

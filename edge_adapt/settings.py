@@ -3,7 +3,7 @@ benchmark's config.json, the rollouts and a calibration's provenance all carry t
 
 The tree a stack and a benchmark run are built from: :class:`ModelSettings` (which models, on what),
 :class:`PromptSettings` (how a question is put), :class:`~edge_adapt.generator.SamplingParams` (how
-tokens are drawn), :class:`~edge_adapt.guard.Budget` (what a question may cost) and
+tokens are drawn), :class:`~edge_adapt.budget.guard.Budget` (what a question may cost) and
 :class:`MeterSettings` (how joules are read). Records (config.json, provenance) are written flat by
 field name, as runs have always recorded them, so older runs resume."""
 
@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from edge_adapt.budget.guard import Budget
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams, StepRules
-from edge_adapt.guard import Budget
 from edge_adapt.tasks import Task
 
 

@@ -11,11 +11,11 @@ from unittest.mock import patch
 
 import pytest
 
-from edge_adapt.batch_allocation import AnyCorrect, BatteryPacer, PluralityVote, SuccessBelief, allocate_batch, even_allocation
+from edge_adapt.budget.allocation import AnyCorrect, BatteryPacer, PluralityVote, SuccessBelief, allocate_batch, even_allocation
+from edge_adapt.budget.guard import Budget
 from edge_adapt.energy import DEFAULT_COST_MODELS, CostModel, CostSample, Usage, fit_cost_model, open_meter
 from edge_adapt.energy.meters import CounterMeter, EstimateMeter, SampledPowerMeter
 from edge_adapt.errors import BudgetError, MeterError
-from edge_adapt.guard import Budget
 
 
 def _write(root: Path, rel: str, text: str) -> Path:
@@ -222,8 +222,8 @@ def test_batch_allocation_buys_the_best_gain_per_joule() -> None:
 def test_power_cap_paces_until_the_window_average_is_under_it(tmp_path: Path) -> None:
     import threading
 
-    from edge_adapt.decisions import PowerPaced
-    from edge_adapt.policy import EnergyPolicy
+    from edge_adapt.budget.decisions import PowerPaced
+    from edge_adapt.budget.policy import EnergyPolicy
 
     bat = battery_laptop(tmp_path)
     _write(bat, "power_now", "12000000\n")  # 12 W while busy

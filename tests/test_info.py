@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from edge_adapt.cli import main
 from edge_adapt.energy import detect_meters
-from edge_adapt.onnx_providers import PROBE_MODEL, check_provider, probe_expected
+from edge_adapt.prm.providers import PROBE_MODEL, check_provider, probe_expected
 
 
 def test_info_json_reports_the_real_environment() -> None:

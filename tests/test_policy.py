@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from edge_adapt.cost_estimates import CostEstimates
+from edge_adapt.budget.guard import Budget
+from edge_adapt.budget.online_costs import CostEstimates
+from edge_adapt.budget.policy import EnergyPolicy
 from edge_adapt.energy import CostModel, EstimateMeter
 from edge_adapt.errors import BudgetError
-from edge_adapt.guard import Budget
-from edge_adapt.policy import EnergyPolicy
 from edge_adapt.search import BeamSearch, BestOfN, IASBeamSearch, IASBestOfN, Searcher
 
 from model_factory import TINY_ARITHMETIC

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from edge_adapt.guard import Budget
+from edge_adapt.budget.guard import Budget
 from edge_adapt.search import SearchSettings
 from edge_adapt.server.chat_serving import CHAT
 from edge_adapt.server.completion_serving import COMPLETION

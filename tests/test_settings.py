@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from edge_adapt.bench.runner import BenchConfig
+from edge_adapt.budget.guard import Budget
 from edge_adapt.cli.options import PROMPT_FIELDS, budget_options, prompt_options
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
-from edge_adapt.guard import Budget
 from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, budget_record
 from edge_adapt.tasks import ArithmeticTask
 

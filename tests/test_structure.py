@@ -39,11 +39,11 @@ def test_device_runtime_imports_nothing_from_the_workstation_package() -> None:
 
 
 def test_search_does_not_import_the_policy() -> None:
-    assert offenders("edge_adapt/search", "edge_adapt.policy") == []
+    assert offenders("edge_adapt/search", "edge_adapt.budget.policy") == []
 
 
 def test_lower_layers_do_not_import_the_cli_or_the_composition_root() -> None:
-    for layer in ("generator", "prm", "search", "tasks", "energy"):
+    for layer in ("generator", "prm", "search", "tasks", "energy", "budget"):
         assert offenders(f"edge_adapt/{layer}", "edge_adapt.cli") == []
         assert offenders(f"edge_adapt/{layer}", "edge_adapt.assembly") == []
         assert offenders(f"edge_adapt/{layer}", "edge_adapt.server") == []
@@ -51,7 +51,7 @@ def test_lower_layers_do_not_import_the_cli_or_the_composition_root() -> None:
 
 def test_the_server_is_a_thin_layer_beside_the_cli() -> None:
     assert offenders("edge_adapt/server", "edge_adapt.cli") == []
-    assert offenders("edge_adapt/server", "edge_adapt.policy") == []  # it receives the stack's policy
+    assert offenders("edge_adapt/server", "edge_adapt.budget.policy") == []  # it receives the stack's policy
 
 
 def test_the_device_cli_runs_without_the_server_extra() -> None:
@@ -114,3 +114,11 @@ def test_modules_and_functions_stay_small() -> None:
                       for node in ast.walk(ast.parse(p.read_text(), str(p)))
                       if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60]
     assert long_modules == [] and long_functions == []
+
+
+def test_the_public_api_exports_every_strategy_a_spec_can_name() -> None:
+    import edge_adapt
+    from edge_adapt.search.spec import STRATEGY_TYPES
+
+    missing = [cls.__name__ for cls in STRATEGY_TYPES if getattr(edge_adapt, cls.__name__, None) is not cls]
+    assert missing == [] and all(cls.__name__ in edge_adapt.__all__ for cls in STRATEGY_TYPES)

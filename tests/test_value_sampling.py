@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 
-from edge_adapt.batch_allocation import PluralityVote
+from edge_adapt.budget.allocation import PluralityVote
 from edge_adapt.errors import ModelLoadError, SamplingConfigError
 from edge_adapt.search.answer_model import GRID_SIZE, MODEL_FILE, AnswerModel, GainCurve, QuestionModel, ScoreEvidence, p_grid
 from edge_adapt.search.posterior import Evidence, Group, Moments, _log_crp, expected_accuracy, outcomes, posterior

@@ -2,7 +2,7 @@
 
 `edge-adapt battery -o RUN --joules J` runs the default adaptive search down the questions (with a
 PRM value-aware sampling, without one the calibrated adaptive vote), its price set before each
-question by :class:`~edge_adapt.batch_allocation.BatteryPacer`: dearer when spending runs ahead of
+question by :class:`~edge_adapt.budget.allocation.BatteryPacer`: dearer when spending runs ahead of
 an even pace, cheaper when behind, so each question is sized by its own samples and the battery
 lasts to the last one. Each question is
 also capped by its share of what is left, so the total is never overspent; a question the rest can
@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from edge_adapt.assembly import default_search, open_stack
-from edge_adapt.batch_allocation import BatteryPacer
 from edge_adapt.bench.records import RunFolder, RunFolderError
 from edge_adapt.bench.result_record import to_record
 from edge_adapt.bench.runner import (
@@ -41,10 +40,11 @@ from edge_adapt.bench.runner import (
     run_bench,
     stack_settings,
 )
+from edge_adapt.budget.allocation import BatteryPacer
+from edge_adapt.budget.guard import Budget
 from edge_adapt.errors import BudgetError, SamplingConfigError
 from edge_adapt.execution import executor_for
 from edge_adapt.files import atomic_write_text
-from edge_adapt.guard import Budget
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.vote_model import VoteModel
 from edge_adapt.tasks import Problem, Task, get_task

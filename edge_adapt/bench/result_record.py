@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from edge_adapt.decisions import SampleSize
+from edge_adapt.budget.decisions import SampleSize
 from edge_adapt.search import Candidate, SearchResult
 from edge_adapt.tasks import Problem, Task
 

@@ -22,12 +22,12 @@ from typing import Any
 from edge_adapt.assembly import Stack, StackSettings, open_stack, prm_fingerprint
 from edge_adapt.bench.records import RunFolder, RunFolderError
 from edge_adapt.bench.result_record import to_record
+from edge_adapt.budget.guard import Budget
 from edge_adapt.cluster import ClusterSettings, FileCheck
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.execution import executor_for
 from edge_adapt.generator import SamplingParams
 from edge_adapt.generator.config import default_parallel, default_threads
-from edge_adapt.guard import Budget
 from edge_adapt.models import sha256_of
 from edge_adapt.search.context import RunHooks
 from edge_adapt.search.spec import parse_spec

@@ -20,6 +20,7 @@ from edge_adapt.bench import (
 )
 from edge_adapt.bench.paired import neighbours
 from edge_adapt.bench.summary import COLUMNS, pareto_lines, savings, table_rows
+from edge_adapt.budget.guard import Budget
 from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import (
     FiniteFloat,
@@ -35,7 +36,6 @@ from edge_adapt.cli.options import (
 )
 from edge_adapt.files import atomic_write_text
 from edge_adapt.generator import SamplingParams
-from edge_adapt.guard import Budget
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.settings import MeterSettings, PromptSettings
 from edge_adapt.tasks import TASK_NAMES

@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
+from edge_adapt.budget.guard import Budget
 from edge_adapt.energy import METER_KINDS
 from edge_adapt.errors import EdgeAdaptError
-from edge_adapt.guard import Budget
 from edge_adapt.models import load_default_models
 from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings
 

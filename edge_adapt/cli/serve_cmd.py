@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from edge_adapt.budget.guard import Budget
 from edge_adapt.cli.console import err_console
 from edge_adapt.cli.options import (
     FiniteFloat,
@@ -24,7 +25,6 @@ from edge_adapt.cli.options import (
 from edge_adapt.errors import EdgeAdaptError, MissingDependencyError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.generator.config import default_parallel
-from edge_adapt.guard import Budget
 from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS
 from edge_adapt.settings import MeterSettings, PromptSettings

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edge_adapt.assembly import StackSettings, default_search, open_stack
+from edge_adapt.budget.guard import Budget
 from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import (
     FiniteFloat,
@@ -24,7 +25,6 @@ from edge_adapt.cli.options import (
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.generator.vocab import utf8
-from edge_adapt.guard import Budget
 from edge_adapt.prm import PRM, Quantiles
 from edge_adapt.search import SearchResult
 from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec

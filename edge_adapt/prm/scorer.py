@@ -19,10 +19,10 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from edge_adapt.errors import EdgeAdaptError, ModelLoadError
-from edge_adapt.onnx_providers import import_onnxruntime, open_session
 from edge_adapt.prm.batching import SharedRuns
 from edge_adapt.prm.bundle import PRMBundle
 from edge_adapt.prm.format import EncodedPrefix, encode_prefix, pad_token_id
+from edge_adapt.prm.providers import import_onnxruntime, open_session
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,13 @@
 Every strategy returns a :class:`SearchResult` with the same cost accounting.
 """
 
+from edge_adapt.search.adaptive_vote import AdaptiveConsistency, AdaptiveVote
 from edge_adapt.search.answer_model import AnswerModel
 from edge_adapt.search.beam import BeamSearch, IASBeamSearch
 from edge_adapt.search.best_of_n import BestOfN, IASBestOfN
 from edge_adapt.search.context import SearchContext, SearchSettings
+from edge_adapt.search.deepconf import DeepConfOnline
+from edge_adapt.search.esc import WindowAgreement
 from edge_adapt.search.ias import beams_to_keep, expansion_width, n_samples
 from edge_adapt.search.searcher import Searcher
 from edge_adapt.search.strategy import EarlyStop, Strategy, kv_cells_needed, sequences_needed
@@ -15,12 +18,15 @@ from edge_adapt.search.value_sampling import ValueSampling
 from edge_adapt.search.voting import majority_confidence
 
 __all__ = [
+    "AdaptiveConsistency",
+    "AdaptiveVote",
     "AnswerModel",
     "BeamSearch",
     "BestOfN",
     "Candidate",
     "Cost",
     "Decision",
+    "DeepConfOnline",
     "EarlyStop",
     "IASBeamSearch",
     "IASBestOfN",
@@ -30,6 +36,7 @@ __all__ = [
     "Searcher",
     "Strategy",
     "ValueSampling",
+    "WindowAgreement",
     "beams_to_keep",
     "expansion_width",
     "majority_confidence",

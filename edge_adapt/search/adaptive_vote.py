@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from edge_adapt.decisions import AdaptiveVoteSummary
+from edge_adapt.budget.decisions import AdaptiveVoteSummary
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import StepEnd
 from edge_adapt.search.confidence import confidence_floor

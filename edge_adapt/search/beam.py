@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from edge_adapt.decisions import BeamKept, IASBeamAllocation, IASFirstExpansion, LoweredConfidence
+from edge_adapt.budget.decisions import BeamKept, IASBeamAllocation, IASFirstExpansion, LoweredConfidence
 from edge_adapt.generator import Node
 from edge_adapt.search.context import SearchContext, Select
 from edge_adapt.search.ias import CONFIDENCE_LADDER, beams_to_keep, expansion_width, n_samples

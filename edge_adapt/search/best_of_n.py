@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from edge_adapt.decisions import EarlyStopDecision, FixedSamples, IASSamples, LoweredConfidence
+from edge_adapt.budget.decisions import EarlyStopDecision, FixedSamples, IASSamples, LoweredConfidence
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.search.context import SearchContext, Select
 from edge_adapt.search.ias import achieved_confidence, n_samples

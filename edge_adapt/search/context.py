@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from edge_adapt.decisions import Decision
+from edge_adapt.budget.decisions import Decision
+from edge_adapt.budget.guard import Guard, Unit
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import Generator, Node, SamplingParams, StepRules
 from edge_adapt.generator.session import GenerationSession
-from edge_adapt.guard import Guard, Unit
 from edge_adapt.prm import PRM, PrefixScore, Quantiles
 from edge_adapt.search.answer_model import AnswerModel
 from edge_adapt.search.types import Candidate

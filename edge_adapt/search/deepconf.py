@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from edge_adapt.decisions import ConfidenceCut
+from edge_adapt.budget.decisions import ConfidenceCut
 from edge_adapt.generator import StepEnd
 from edge_adapt.search.confidence import confidence_floor
 from edge_adapt.search.context import SearchContext

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from edge_adapt.decisions import EarlyStopDecision
+from edge_adapt.budget.decisions import EarlyStopDecision
 from edge_adapt.search.context import SearchContext
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, check_int
 from edge_adapt.search.voting import group_answers

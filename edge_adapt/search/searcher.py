@@ -16,12 +16,12 @@ import logging
 import time
 from dataclasses import replace
 
-from edge_adapt.decisions import Selected
+from edge_adapt.budget.decisions import Selected
+from edge_adapt.budget.guard import Budget, Guard, SpendingPolicy, Unlimited
 from edge_adapt.energy import Usage
 from edge_adapt.errors import BudgetError
 from edge_adapt.generator import Generator
 from edge_adapt.generator.session import GenerationSession
-from edge_adapt.guard import Budget, Guard, SpendingPolicy, Unlimited
 from edge_adapt.prm import PRM
 from edge_adapt.prm.view import SearchPRM
 from edge_adapt.search.answer_model import AnswerModel

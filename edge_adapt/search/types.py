@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge_adapt.decisions import Decision
+from edge_adapt.budget.decisions import Decision
 from edge_adapt.generator import GenerationStats, Node, StepEnd
 from edge_adapt.prm import PRMStats, Quantiles
 from edge_adapt.search.confidence import TraceConfidence, trace_confidence

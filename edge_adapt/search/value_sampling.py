@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from edge_adapt.decisions import ValueSamplingSummary
+from edge_adapt.budget.decisions import ValueSamplingSummary
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.search.answer_model import PickState, QuestionModel
 from edge_adapt.search.context import SearchContext

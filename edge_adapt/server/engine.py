@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_adapt.assembly import Stack
+from edge_adapt.budget.guard import Budget
 from edge_adapt.errors import ContextOverflowError, EdgeAdaptError
-from edge_adapt.guard import Budget
 from edge_adapt.search import SearchResult, SearchSettings
 from edge_adapt.search.context import RunHooks
 from edge_adapt.search.strategy import Strategy

@@ -19,9 +19,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 
+from edge_adapt.budget.guard import Budget
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import StepRules
-from edge_adapt.guard import Budget
 from edge_adapt.search import BestOfN, SearchSettings
 from edge_adapt.search.adaptive_vote import AdaptiveVote
 from edge_adapt.search.spec import parse_spec

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_adapt.onnx_providers import PROBE_BIAS, PROBE_MODEL, PROBE_WEIGHT
+from edge_adapt.prm.providers import PROBE_BIAS, PROBE_MODEL, PROBE_WEIGHT
 
 
 def build_probe() -> onnx.ModelProto:

@@ -1,5 +1,5 @@
 """The energy-aware policy: per-question budgets that cap what search may spend. (Spreading a
-battery's worth of energy over many questions is :mod:`edge_adapt.batch_allocation`.)
+battery's worth of energy over many questions is :mod:`edge_adapt.budget.allocation`.)
 
 Search asks the policy before every expansion (:meth:`QuestionGuard.grant`); the policy turns
 what is left of each budget into the largest number of samples or branch-steps that still fits,
@@ -13,7 +13,7 @@ product) cannot make a budget that bought an answer before refuse every later on
 are discounted, the estimates forget (only the last :data:`WINDOW` rounds count), and an
 estimate that is not settled (too few rounds, or none recent) never refuses: the question runs as
 a *probe* of one unit, which teaches the estimate what a unit costs now
-(:mod:`edge_adapt.cost_estimates`). A budget with no estimate yet is probed the same way.
+(:mod:`edge_adapt.budget.online_costs`). A budget with no estimate yet is probed the same way.
 
 When a budget is tight, IAS keeps working at a lower target confidence C (search records the
 C it could afford); a budget too small for even one greedy answer is a :class:`BudgetError`
@@ -30,12 +30,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge_adapt.cost_estimates import PLAUSIBLE_SPEEDUP, STALE_S, CostEstimates, Recent
-from edge_adapt.decisions import BudgetCap, Decision, PowerPaced
+from edge_adapt.budget.decisions import BudgetCap, Decision, PowerPaced
+from edge_adapt.budget.guard import Allowance, Budget, Grant, Unit
+from edge_adapt.budget.online_costs import PLAUSIBLE_SPEEDUP, STALE_S, CostEstimates, Recent
 from edge_adapt.energy import EnergyReading, Meter, Usage
 from edge_adapt.energy.ledger import EnergyLedger
 from edge_adapt.errors import BudgetError
-from edge_adapt.guard import Allowance, Budget, Grant, Unit
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from edge_adapt.guard import Unit
+from edge_adapt.budget.guard import Unit
 
 WINDOW = 64  # rounds (or questions, for the tail) an estimate remembers: more than one question's rounds
 OUTLIER = 4.0  # a round costing this many times what the others predict is discounted

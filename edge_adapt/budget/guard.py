@@ -2,7 +2,7 @@
 
 Search asks a :class:`Guard` before each expansion how many units (samples or branch-steps) it
 may have, and records the typed :class:`Grant` it gets back; the guard learns what a round cost
-when search says it is done. :class:`~edge_adapt.policy.EnergyPolicy` hands out the budgeted
+when search says it is done. :class:`~edge_adapt.budget.policy.EnergyPolicy` hands out the budgeted
 guard, :class:`Unlimited` grants everything. Search and policy both import this module, never
 each other.
 """
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from edge_adapt.decisions import Decision
+from edge_adapt.budget.decisions import Decision
 from edge_adapt.energy import EnergyReading, Usage
 from edge_adapt.energy.ledger import EnergyLedger
 from edge_adapt.errors import BudgetError
