@@ -30,7 +30,7 @@ from edge_adapt.bench import BenchConfig, RunFolder, run_bench
 from edge_adapt.bench.paired import paired
 from edge_adapt.bench.runner import load_problems
 from edge_adapt.models import load_default_models
-from edge_adapt.search.vote_model import VoteModel
+from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.settings import ModelSettings
 from edge_adapt.tasks import get_task
 

@@ -23,9 +23,16 @@ import numpy as np
 from edge_adapt.bench.calibrate import questions_from_records
 from edge_adapt.bench.paired import bootstrap_interval, sign_test
 from edge_adapt.bench.records import RunFolder
+from edge_adapt.search.calibration.vote_model import Sample, VoteModel, leader
+from edge_adapt.search.calibration.vote_replay import (
+    PRICES,
+    CalibrationSample,
+    Replayed,
+    VoteQuestion,
+    replay_adaptive,
+    replay_rule,
+)
 from edge_adapt.search.confidence import TraceConfidence
-from edge_adapt.search.vote_model import Sample, VoteModel, leader
-from edge_adapt.search.vote_replay import PRICES, CalibrationSample, Replayed, VoteQuestion, replay_adaptive, replay_rule
 from edge_adapt.search.voting import confidence_pick, pick
 
 

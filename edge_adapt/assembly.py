@@ -31,11 +31,11 @@ from edge_adapt.prm import PRM, QuantilePRM
 from edge_adapt.prm.absent import NO_PRM_HINT, NoPRM
 from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
 from edge_adapt.search import Searcher, SearchSettings, Strategy, sequences_needed
-from edge_adapt.search.adaptive_vote import vote_model_spec
+from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.search.searcher import work_done
 from edge_adapt.search.spec import DEFAULT_SPEC
+from edge_adapt.search.strategies.adaptive_vote import vote_model_spec
 from edge_adapt.search.strategy import MIN_KV_CELLS, kv_cells_per_search
-from edge_adapt.search.vote_model import VoteModel
 from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings
 from edge_adapt.tasks import Task
 

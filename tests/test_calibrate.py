@@ -19,8 +19,8 @@ from edge_adapt.bench.records import RunFolder
 from edge_adapt.cli import main
 from edge_adapt.errors import ModelLoadError
 from edge_adapt.models import load_default_models, sha256_of
+from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.search.spec import parse_spec
-from edge_adapt.search.vote_model import VoteModel
 from edge_adapt.settings import MeterSettings, ModelSettings, calibration_path
 from edge_adapt.tasks import ArithmeticTask
 

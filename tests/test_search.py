@@ -138,7 +138,7 @@ def test_adaptive_search_with_the_fallback_model(searcher, problems) -> None:
 def test_adaptive_search_with_a_calibrated_model(searcher, problems) -> None:
     """Fit the answer model on the tiny generator's own samples of calibration questions, then
     search with it: decisions come from its value table and the pick from its best selector."""
-    from edge_adapt.search.selector_calibration import CalibrationQuestion, ScoredSolution, fit_answer_model
+    from edge_adapt.search.calibration.selector import CalibrationQuestion, ScoredSolution, fit_answer_model
     from edge_adapt.search.voting import pick
     from edge_adapt.tasks.grading import answers_equal
 

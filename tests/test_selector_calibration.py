@@ -9,7 +9,7 @@ import shutil
 from click.testing import CliRunner
 
 from edge_adapt.cli import main
-from edge_adapt.search.answer_model import MODEL_FILE, AnswerModel
+from edge_adapt.search.calibration.answer_model import MODEL_FILE, AnswerModel
 
 
 def test_export_selector_writes_the_model_beside_the_prm(llama_prm, synthetic_calib, tmp_path) -> None:

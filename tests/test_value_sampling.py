@@ -12,17 +12,25 @@ import pytest
 
 from edge_adapt.budget.allocation import PluralityVote
 from edge_adapt.errors import ModelLoadError, SamplingConfigError
-from edge_adapt.search.answer_model import GRID_SIZE, MODEL_FILE, AnswerModel, GainCurve, QuestionModel, ScoreEvidence, p_grid
-from edge_adapt.search.posterior import Evidence, Group, Moments, _log_crp, expected_accuracy, outcomes, posterior
-from edge_adapt.search.selector_calibration import (
+from edge_adapt.search.calibration.answer_model import (
+    GRID_SIZE,
+    MODEL_FILE,
+    AnswerModel,
+    GainCurve,
+    QuestionModel,
+    ScoreEvidence,
+    p_grid,
+)
+from edge_adapt.search.calibration.selector import (
     CalibrationQuestion,
     ScoredSolution,
     fit_answer_model,
     fit_concentration,
     gain_curve,
 )
+from edge_adapt.search.posterior import Evidence, Group, Moments, _log_crp, expected_accuracy, outcomes, posterior
 from edge_adapt.search.spec import format_spec, parse_spec
-from edge_adapt.search.value_sampling import ValueSampling, next_round
+from edge_adapt.search.strategies.adaptive import ValueSampling, next_round
 from edge_adapt.tasks.grading import answers_equal
 
 P_INDEX = 20  # grid point 0.5125

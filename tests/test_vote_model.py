@@ -11,9 +11,8 @@ from dataclasses import replace
 import pytest
 
 from edge_adapt.errors import ModelLoadError
-from edge_adapt.search.spec import parse_spec
-from edge_adapt.search.vote_calibration import available_features, fit_table, fit_vote_model
-from edge_adapt.search.vote_model import (
+from edge_adapt.search.calibration.vote_fit import available_features, fit_table, fit_vote_model
+from edge_adapt.search.calibration.vote_model import (
     Sample,
     VoteCell,
     VoteModel,
@@ -24,7 +23,8 @@ from edge_adapt.search.vote_model import (
     vote_round,
     vote_state,
 )
-from edge_adapt.search.vote_replay import CalibrationSample, VoteQuestion, judge, replay_adaptive, replay_fixed
+from edge_adapt.search.calibration.vote_replay import CalibrationSample, VoteQuestion, judge, replay_adaptive, replay_fixed
+from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.voting import majority_confidence
 
 

@@ -45,8 +45,8 @@ from edge_adapt.budget.guard import Budget
 from edge_adapt.errors import BudgetError, SamplingConfigError
 from edge_adapt.execution import executor_for
 from edge_adapt.files import atomic_write_text
+from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.search.spec import parse_spec
-from edge_adapt.search.vote_model import VoteModel
 from edge_adapt.tasks import Problem, Task, get_task
 
 PACED = "battery"  # the paced run's strategy name in its records

@@ -4,8 +4,8 @@ Sampling is a benchmark run of one fixed vote (``majority:n=N``) over the questi
 the run folder's resume, fsynced records and ``--ray`` fan-out; every record carries each sample's
 answer, grade, length and token confidence (and PRM median, with a PRM). The fit reads those
 records alone: a slice of the questions (by a hash of their ids) is held out, the vote model is
-fitted on the rest (:func:`edge_adapt.search.vote_calibration.fit_vote_model`), and judged on the
-held-out slice (:func:`~edge_adapt.search.vote_calibration.judge`). The model is written beside the
+fitted on the rest (:func:`edge_adapt.search.calibration.vote_fit.fit_vote_model`), and judged on the
+held-out slice (:func:`~edge_adapt.search.calibration.vote_fit.judge`). The model is written beside the
 generator with its provenance (generator sha256, prompt and sampling settings, questions).
 """
 
@@ -25,9 +25,9 @@ from edge_adapt.cluster import ClusterSettings
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.models import sha256_of
-from edge_adapt.search.vote_calibration import fit_vote_model
-from edge_adapt.search.vote_model import VoteModel
-from edge_adapt.search.vote_replay import CalibrationSample, Judgement, VoteQuestion, judge
+from edge_adapt.search.calibration.vote_fit import fit_vote_model
+from edge_adapt.search.calibration.vote_model import VoteModel
+from edge_adapt.search.calibration.vote_replay import CalibrationSample, Judgement, VoteQuestion, judge
 from edge_adapt.search.voting import group_indices
 from edge_adapt.settings import ModelSettings, PromptSettings
 from edge_adapt.tasks import Task, get_task

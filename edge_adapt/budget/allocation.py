@@ -37,7 +37,7 @@ from typing import Protocol
 
 from edge_adapt.errors import BudgetError
 from edge_adapt.prm.scorer import level_masses
-from edge_adapt.search.answer_model import AnswerModel
+from edge_adapt.search.calibration.answer_model import AnswerModel
 
 
 class SelectionModel(Protocol):

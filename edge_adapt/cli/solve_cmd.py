@@ -27,9 +27,9 @@ from edge_adapt.generator import SamplingParams
 from edge_adapt.generator.vocab import utf8
 from edge_adapt.prm import PRM, Quantiles
 from edge_adapt.search import SearchResult
+from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, Strategy
-from edge_adapt.search.vote_model import VoteModel
 from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, budget_record
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
 
@@ -60,7 +60,7 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
               show_default="default with the shipped models; with your --generator, its calibration's task, else gsm8k")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
 @click.option("--index", type=click.IntRange(min=0), help="Solve problem N of the task (the default task's test split).")
-# the default: value-aware sampling (edge_adapt/search/value_sampling.py)
+# the default: value-aware sampling (edge_adapt/search/strategies/adaptive.py)
 @click.option("-s", "--strategy", "spec", default=None,
               show_default=f"{DEFAULT_SPEC} with a PRM (adaptive_vote where the generator was calibrated with that PRM); "
                            "without one, adaptive_vote at the generator's calibrated price, else consistency:n_max=16",

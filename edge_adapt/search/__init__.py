@@ -3,18 +3,18 @@
 Every strategy returns a :class:`SearchResult` with the same cost accounting.
 """
 
-from edge_adapt.search.adaptive_vote import AdaptiveConsistency, AdaptiveVote
-from edge_adapt.search.answer_model import AnswerModel
-from edge_adapt.search.beam import BeamSearch, IASBeamSearch
-from edge_adapt.search.best_of_n import BestOfN, IASBestOfN
+from edge_adapt.search.calibration.answer_model import AnswerModel
 from edge_adapt.search.context import SearchContext, SearchSettings
-from edge_adapt.search.deepconf import DeepConfOnline
-from edge_adapt.search.esc import WindowAgreement
 from edge_adapt.search.ias import beams_to_keep, expansion_width, n_samples
 from edge_adapt.search.searcher import Searcher
+from edge_adapt.search.strategies.adaptive import ValueSampling
+from edge_adapt.search.strategies.adaptive_vote import AdaptiveConsistency, AdaptiveVote
+from edge_adapt.search.strategies.beam import BeamSearch, IASBeamSearch
+from edge_adapt.search.strategies.best_of_n import BestOfN, IASBestOfN
+from edge_adapt.search.strategies.deepconf_online import DeepConfOnline
+from edge_adapt.search.strategies.esc import WindowAgreement
 from edge_adapt.search.strategy import EarlyStop, Strategy, kv_cells_needed, sequences_needed
 from edge_adapt.search.types import Candidate, Cost, Decision, SearchResult
-from edge_adapt.search.value_sampling import ValueSampling
 from edge_adapt.search.voting import majority_confidence
 
 __all__ = [

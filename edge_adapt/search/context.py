@@ -18,9 +18,9 @@ from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import Generator, Node, SamplingParams, StepRules
 from edge_adapt.generator.session import GenerationSession
 from edge_adapt.prm import PRM, PrefixScore, Quantiles
-from edge_adapt.search.answer_model import AnswerModel
+from edge_adapt.search.calibration.answer_model import AnswerModel
+from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.search.types import Candidate
-from edge_adapt.search.vote_model import VoteModel
 from edge_adapt.search.voting import best_scored, confidence_pick, majority_vote, weighted_vote
 from edge_adapt.tasks import Problem, Task
 from edge_adapt.tasks.grading import answers_equal

@@ -1,6 +1,6 @@
 """The fallback answer model's posterior over one question's answer groups, and what more samples
 would add to the pick's accuracy, by exact enumeration of their outcomes (see
-:mod:`edge_adapt.search.answer_model` for the model). Pure functions of numbers.
+:mod:`edge_adapt.search.calibration.answer_model` for the model). Pure functions of numbers.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_adapt.errors import SamplingConfigError
-from edge_adapt.search.answer_model import GRID_SIZE, QuestionModel, p_grid
+from edge_adapt.search.calibration.answer_model import GRID_SIZE, QuestionModel, p_grid
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,12 @@ from edge_adapt.generator import Generator
 from edge_adapt.generator.session import GenerationSession
 from edge_adapt.prm import PRM
 from edge_adapt.prm.view import SearchPRM
-from edge_adapt.search.answer_model import AnswerModel
-from edge_adapt.search.best_of_n import BestOfN
+from edge_adapt.search.calibration.answer_model import AnswerModel
+from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.search.context import RunHooks, SearchContext, SearchSettings
+from edge_adapt.search.strategies.best_of_n import BestOfN
 from edge_adapt.search.strategy import Strategy, sequences_needed
 from edge_adapt.search.types import Cost, SearchResult
-from edge_adapt.search.vote_model import VoteModel
 from edge_adapt.tasks import Problem, Task
 
 log = logging.getLogger(__name__)

@@ -27,13 +27,13 @@ import math
 from typing import Any
 
 from edge_adapt.errors import SamplingConfigError
-from edge_adapt.search.adaptive_vote import AdaptiveConsistency, AdaptiveVote
-from edge_adapt.search.beam import BeamSearch, IASBeamSearch
-from edge_adapt.search.best_of_n import BestOfN, IASBestOfN
-from edge_adapt.search.deepconf import DeepConfOnline
-from edge_adapt.search.esc import WindowAgreement
+from edge_adapt.search.strategies.adaptive import ValueSampling
+from edge_adapt.search.strategies.adaptive_vote import AdaptiveConsistency, AdaptiveVote
+from edge_adapt.search.strategies.beam import BeamSearch, IASBeamSearch
+from edge_adapt.search.strategies.best_of_n import BestOfN, IASBestOfN
+from edge_adapt.search.strategies.deepconf_online import DeepConfOnline
+from edge_adapt.search.strategies.esc import WindowAgreement
 from edge_adapt.search.strategy import EarlyStop, Strategy
-from edge_adapt.search.value_sampling import ValueSampling
 
 # What `solve` and `serve` run when told nothing else: value-aware sampling at its calibrated price.
 DEFAULT_SPEC = "adaptive:price=8"

@@ -23,8 +23,8 @@ from edge_adapt.budget.guard import Budget
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import StepRules
 from edge_adapt.search import BestOfN, SearchSettings
-from edge_adapt.search.adaptive_vote import AdaptiveVote
 from edge_adapt.search.spec import parse_spec
+from edge_adapt.search.strategies.adaptive_vote import AdaptiveVote
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.server.endpoint import Endpoint
 from edge_adapt.server.engine import Job

@@ -2,7 +2,7 @@
 
 The calibration file's complete sampled solutions (graded, with how many samples produced each)
 are scored by the exported PRM itself, on the device runtime, as search will score them; the fit
-(:mod:`edge_adapt.search.selector_calibration`) is written beside the PRM as
+(:mod:`edge_adapt.search.calibration.selector`) is written beside the PRM as
 ``selector_model.json``. Only questions the PRM's head never trained on are used when the PRM
 records its split (held-out and likelihood-fit questions): on its own training questions the
 PRM's scores are over-confident, and a model fitted on them would stop searching too early.
@@ -21,8 +21,8 @@ from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.search import BestOfN
-from edge_adapt.search.answer_model import AnswerModel
-from edge_adapt.search.selector_calibration import CalibrationQuestion, ScoredSolution, fit_answer_model
+from edge_adapt.search.calibration.answer_model import AnswerModel
+from edge_adapt.search.calibration.selector import CalibrationQuestion, ScoredSolution, fit_answer_model
 from edge_adapt.settings import ModelSettings
 from edge_adapt.tasks import Problem, Task
 from edge_adapt.tasks.arithmetic import ArithmeticTask

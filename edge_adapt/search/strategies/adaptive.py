@@ -6,7 +6,7 @@ samples, more of them buy nothing, and coverage gives the hardest questions the 
 This strategy instead asks, before every round, what one or two more samples would add to the
 probability that the picked answer is right, and draws them only while that gain exceeds their
 cost times a price. The gains come from the value table calibrated for this PRM
-(:mod:`edge_adapt.search.answer_model`: measured in states like the current one: samples drawn,
+(:mod:`edge_adapt.search.calibration.answer_model`: measured in states like the current one: samples drawn,
 the pick's score, agreement), or, without one, from the Bayesian fallback's lookahead.
 
 One knob, ``price``, in accuracy points per 1,000 tokens of work (a sample's generated tokens
@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from edge_adapt.budget.decisions import ValueSamplingSummary
 from edge_adapt.errors import SamplingConfigError
-from edge_adapt.search.answer_model import PickState, QuestionModel
+from edge_adapt.search.calibration.answer_model import PickState, QuestionModel
 from edge_adapt.search.context import SearchContext
 from edge_adapt.search.posterior import Evidence, Moments, expected_accuracy, posterior
 from edge_adapt.search.voting import group_of, votes_for

@@ -12,7 +12,7 @@ choices are made on calibration questions alone, out of fold (two folds of quest
   ``tolerance`` points of the best fixed vote (N = 1..N) measured there;
 - nothing else: bins and shrinkage are fixed settings.
 
-The questions, the replays and the held-out judgement are in :mod:`edge_adapt.search.vote_replay`.
+The questions, the replays and the held-out judgement are in :mod:`edge_adapt.search.calibration.vote_replay`.
 Pure: numbers in, numbers out.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edge_adapt.errors import EdgeAdaptError
-from edge_adapt.search.vote_model import (
+from edge_adapt.search.calibration.vote_model import (
     FEATURES,
     HORIZONS,
     VoteCell,
@@ -36,7 +36,7 @@ from edge_adapt.search.vote_model import (
     leader,
     vote_state,
 )
-from edge_adapt.search.vote_replay import PRICES, Replayed, VoteQuestion, orders, replay_adaptive, replay_fixed
+from edge_adapt.search.calibration.vote_replay import PRICES, Replayed, VoteQuestion, orders, replay_adaptive, replay_fixed
 
 PRIOR_QUESTIONS = 4.0  # a cell's estimate counts its parent's as this many questions' worth
 MIN_QUESTIONS = 10  # a decision reads a cell only when this many calibration questions reached it

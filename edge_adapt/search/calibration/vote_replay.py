@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_adapt.errors import EdgeAdaptError
-from edge_adapt.search.vote_model import Sample, VoteModel, leader, vote_round, vote_state
+from edge_adapt.search.calibration.vote_model import Sample, VoteModel, leader, vote_round, vote_state
 
 PRICES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 

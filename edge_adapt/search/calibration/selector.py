@@ -2,7 +2,7 @@
 
 Input: calibration questions, each with the PRM's score of the question alone and the generator's
 sampled solutions (answer, right or wrong, last-step PRM median). Output: an
-:class:`~edge_adapt.search.answer_model.AnswerModel` holding
+:class:`~edge_adapt.search.calibration.answer_model.AnswerModel` holding
 
 - per bin of the question's median score, the prior of the per-sample success probability p: the
   average over the bin's questions of the Jeffreys posterior of p given k right of m samples
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from edge_adapt.errors import EdgeAdaptError
-from edge_adapt.search.answer_model import (
+from edge_adapt.search.calibration.answer_model import (
     GRID_SIZE,
     AnswerModel,
     GainCurve,

@@ -1,7 +1,7 @@
 """The adaptive vote: value-aware sequential sampling on the generator's own evidence.
 
 Samples are drawn one or two at a time; before each round the generator's vote model
-(:mod:`edge_adapt.search.vote_model`, fitted by ``edge-adapt calibrate`` on the user's questions)
+(:mod:`edge_adapt.search.calibration.vote_model`, fitted by ``edge-adapt calibrate`` on the user's questions)
 says what one or two more samples would add to P(the leading answer is right) in the state the
 vote is in, and the round is drawn only while that exceeds its cost at ``price`` (accuracy points
 per 1,000 generated tokens). No PRM is needed; a PRM's score joins only where calibration chose it.
@@ -26,11 +26,11 @@ from typing import Any, ClassVar
 from edge_adapt.budget.decisions import AdaptiveVoteSummary
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import StepEnd
+from edge_adapt.search.calibration.vote_model import Sample, VoteModel, leader, vote_round, vote_state
 from edge_adapt.search.confidence import confidence_floor
 from edge_adapt.search.context import SearchContext
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, check_int, check_number
 from edge_adapt.search.types import Candidate
-from edge_adapt.search.vote_model import Sample, VoteModel, leader, vote_round, vote_state
 from edge_adapt.search.voting import Equal, group_indices
 
 

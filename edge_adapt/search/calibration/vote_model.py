@@ -4,7 +4,7 @@ After n samples of a question, the search sees a :class:`VoteState`: how many sa
 agree with the leading answer, how many distinct answers, and how sure the generator was of the
 leader's samples (a token-confidence feature, or a PRM's score where one earned its place on
 held-out questions). A :class:`VoteTable`, fitted by replaying sequential votes on the user's own
-calibration questions (:mod:`edge_adapt.search.vote_calibration`), says in such a state how often
+calibration questions (:mod:`edge_adapt.search.calibration.vote_fit`), says in such a state how often
 the leader was right and what one or two more samples added. Cells seen on few calibration
 questions are shrunk toward the coarser cell above them, and a decision is read from the finest
 cell that enough questions stand behind. :func:`vote_round` turns that into the next move.
