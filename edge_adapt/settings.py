@@ -118,7 +118,7 @@ class MeterSettings:
 
     def as_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {"meter": self.kind, "cost_model": str(self.cost_model) if self.cost_model else None}
-        if self.measured_only:  # written when set, so runs from before it existed resume
+        if self.measured_only:  # written only when set: a run folder without the field still resumes
             record["measured_only"] = True
         return record
 

@@ -76,7 +76,7 @@ class BenchConfig:
     question_seed: int = 0  # the default task: another draw of the split's questions
 
     def to_json(self) -> dict[str, Any]:
-        """config.json: the settings tree written flat by field name, as runs have always recorded it."""
+        """config.json: the settings tree written flat by field name (what a resume compares)."""
         data: dict[str, Any] = {**self.models.as_record(), "task": self.task, "data": self.data,
                                 "strategies": list(self.strategies), "limit": self.limit, "seed": self.seed,
                                 **sampling_record(self.sampling), "max_steps": self.max_steps,

@@ -9,17 +9,14 @@ success probability p:
 - :class:`PluralityVote` is a plain majority vote. Its accuracy is not pass@n: with one right and
   one wrong answer a vote is a coin toss, so a second sample adds nothing, and two right
   answers out of three win. Planning a majority-voted run with pass@n gains buys second samples
-  that change no answer (measured on the previous default models at four samples' worth per
-  question: 240 vs 269 correct for the even plan; 335 vs 346 on the current ones).
+  that change no answer (docs/RESULTS.md, "One energy budget over many questions").
 
 What a question's p is, the PRM says as quantiles, not as one number, and a plan made with the
 median alone treats an uncertain question as a sure one. :class:`SuccessBelief` keeps the
 quantiles as a small discrete distribution of p and averages the selector's accuracy over it:
 a hard question whose median is 0.05 but whose q90 is 0.4 is worth opening (its expected p is
 about 0.15), and a third vote on a question that is "0.7, give or take 0.3" pays less than on a
-sure 0.7 (on the previous default models, median-only plans left ~50 hard questions unopened and
-lost to the even plan at one sample's worth per question; README, "Energy budgets", has the
-current figures).
+sure 0.7 (a plan on the median alone leaves hard questions unopened).
 
 The allocator buys, greedily, the bundle of samples (one or a few more for the same question)
 with the best gain per joule. Bundles matter because a vote's gains are not concave (0, then a

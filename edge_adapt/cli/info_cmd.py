@@ -46,7 +46,7 @@ def info(as_json: bool) -> None:
     for dev in report.llama_devices:
         llama.add_row(dev.name, dev.kind, human_bytes(dev.memory_total) if dev.memory_total else "-", dev.description)
     console.print(llama)
-    offload = "[green]yes[/]" if report.llama_gpu_offload else "[yellow]no[/] (CPU-only build; see README for CUDA builds)"
+    offload = "[green]yes[/]" if report.llama_gpu_offload else "[yellow]no[/] (a CPU-only build; docs/CLUSTER.md shows a CUDA build)"
     console.print(f"GPU offload compiled in: {offload}")
     console.print(f"CPU features: {report.llama_system_info}", highlight=False)
 

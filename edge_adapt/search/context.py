@@ -10,22 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
 from edge_adapt.budget.decisions import Decision
 from edge_adapt.budget.guard import Guard, Unit
-from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import Generator, Node, SamplingParams, StepRules
 from edge_adapt.generator.session import GenerationSession
 from edge_adapt.prm import PRM, PrefixScore, Quantiles
 from edge_adapt.search.calibration.answer_model import AnswerModel
 from edge_adapt.search.calibration.vote_model import VoteModel
+from edge_adapt.search.picks import CONFIDENCE_PICKS, PICKS, Select, unknown_pick
 from edge_adapt.search.types import Candidate
 from edge_adapt.search.voting import best_scored, confidence_pick, majority_vote, weighted_vote
 from edge_adapt.tasks import Problem, Task
 from edge_adapt.tasks.grading import answers_equal
-
-Select = Literal["prm", "weighted", "majority", "cisc", "deepconf", "auto"]
 
 
 def _nothing(*_: object) -> None:
@@ -183,8 +180,8 @@ class SearchContext:
             return weighted_vote(self.candidates, self.equal)
         if how == "majority":
             return majority_vote(self.candidates, self.equal)
-        if how in ("cisc", "deepconf"):
+        if how in CONFIDENCE_PICKS:
             return confidence_pick(how, [c.answer for c in self.candidates], [c.confidence for c in self.candidates], self.equal)
         if how == "auto":
             return self.adaptive_pick
-        raise SamplingConfigError(f"unknown selection {how!r}; choose prm, weighted or majority")
+        raise unknown_pick(how, (*PICKS, "auto"))

@@ -115,3 +115,7 @@ def format_spec(strategy: Strategy, kind: str | None = None) -> str:
 
 def _format_value(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+# the spec kinds a stack without a PRM runs (their defaults read no score)
+PRM_FREE_KINDS = tuple(kind for kind in STRATEGY_KINDS if not parse_spec(kind).needs_prm)

@@ -14,13 +14,11 @@ from typing import Any, ClassVar, Protocol
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator import StepRules
 from edge_adapt.search.context import SearchContext
+from edge_adapt.search.picks import PICKS
 
 # The most solution paths a search decodes at once: stepping them holds their parents too, plus
 # the root, and llama.cpp holds at most 256 sequences (2 x 127 + 2).
 MAX_LIVE_PATHS = 127
-# how a fixed strategy picks its answer ("auto": adaptive search's own); the last two read only the
-# generator's token confidence
-PICKS = ("prm", "weighted", "majority", "cisc", "deepconf")
 
 
 class Strategy(Protocol):

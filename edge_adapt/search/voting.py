@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.search.confidence import TraceConfidence
+from edge_adapt.search.picks import unknown_pick
 from edge_adapt.search.types import Candidate
 
 Equal = Callable[[str | None, str], bool]
@@ -49,7 +50,7 @@ def pick(how: str, answers: Sequence[str | None], scores: Sequence[float | None]
         among = [i for i in scored if answers[i] is not None] or scored
         return max(among, key=lambda i: scores[i]) if among else None  # type: ignore[arg-type, return-value]
     if how not in ("majority", "weighted"):
-        raise SamplingConfigError(f"unknown selection {how!r}; choose prm, weighted or majority")
+        raise unknown_pick(how, ("prm", "majority", "weighted"))
     groups = group_indices(answers, equal)
     if not groups:
         return None

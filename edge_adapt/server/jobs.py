@@ -23,7 +23,7 @@ from edge_adapt.budget.guard import Budget
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import StepRules
 from edge_adapt.search import BestOfN, SearchSettings
-from edge_adapt.search.spec import parse_spec
+from edge_adapt.search.spec import PRM_FREE_KINDS, parse_spec
 from edge_adapt.search.strategies.adaptive_vote import AdaptiveVote
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.server.endpoint import Endpoint
@@ -136,7 +136,7 @@ def _strategy(spec: str, server: ServerSettings) -> Strategy:
         raise bad_request(f"edge_adapt.strategy: {exc}", "edge_adapt.strategy") from None
     if strategy.needs_prm and not server.can_judge:
         raise bad_request(f"edge_adapt.strategy {strategy.name} reads PRM scores and this server has no PRM "
-                          "(adaptive_vote, consistency, esc, majority, cisc and deepconf need none)", "edge_adapt.strategy")
+                          f"({', '.join(PRM_FREE_KINDS)} need none)", "edge_adapt.strategy")
     if strategy.live_paths > server.max_live_paths:
         raise bad_request(f"edge_adapt.strategy {strategy.name} keeps {strategy.live_paths} paths; this server was sized "
                           f"for {server.max_live_paths} (--max-n)", "edge_adapt.strategy")

@@ -43,9 +43,8 @@ class PRMBuildSettings:
     # joins the PRM's logits (edge_adapt_tools/prm/likelihood_prm.py); None for a PRM that reads the text alone
     likelihood_generator: str | None = None
     # share of the training questions the head never trains on: the likelihood combination is
-    # fitted on them. Fitted on the head's own training questions, it trusted the head's overfit
-    # step scores and ranked a question's solutions worse than the likelihood alone (best-of-16
-    # 69.6% against 74.0% on the default models' test split).
+    # fitted on them (fitted on the head's own training questions it would trust the head's
+    # overfit step scores)
     likelihood_fit_share: float = 0.2
 
 

@@ -36,10 +36,10 @@ log = logging.getLogger(__name__)
 VOTE_MODEL_VERSION = 1
 N_EDGES = (2, 3, 4, 5, 7, 10, 13)  # sample-count buckets: 1, 2, 3, 4, 5-6, 7-9, 10-12, 13+
 SHARE_EDGES = (0.34, 0.5, 0.67, 0.999)  # the leader's vote share: <1/3, <1/2, <2/3, <1, all
-FEATURES = ("mean", "lowest", "tail", "prm")
+FEATURES = ("mean", "lowest", "tail", "prm")  # what "how sure" reads: token confidence, or the PRM's median
 # how many more samples the table prices: a vote's next sample often only ties, and a contested
 # vote pays only after several, so one- and two-sample gains alone would stop it too early
-HORIZONS = (1, 2, 4, 8)  # what "how sure" reads: token confidence, or the PRM's median
+HORIZONS = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,8 @@ from edge_adapt.search.context import SearchContext
 from edge_adapt.search.posterior import Evidence, Moments, expected_accuracy, posterior
 from edge_adapt.search.voting import group_of, votes_for
 
-# what reading a token costs the PRM against writing one: the per-token cost model's CPU ratio
-# (0.001 J per PRM token against 0.01 per generated token), kept now that the CPU estimate charges
-# CPU time, so the prices adaptive search was calibrated at keep their meaning
+# what reading a token costs the PRM against writing one (0.001 J per PRM token against 0.01 per
+# generated token on a CPU): the unit adaptive search's price is counted in
 _PRM_TOKEN_WEIGHT = 0.1
 
 

@@ -15,8 +15,9 @@ from typing import Any, ClassVar, Protocol
 
 from edge_adapt.budget.decisions import BeamKept, IASBeamAllocation, IASFirstExpansion, LoweredConfidence
 from edge_adapt.generator import Node
-from edge_adapt.search.context import SearchContext, Select
+from edge_adapt.search.context import SearchContext
 from edge_adapt.search.ias import CONFIDENCE_LADDER, beams_to_keep, expansion_width, n_samples
+from edge_adapt.search.picks import Select
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, check_int, check_number, check_pick
 
 

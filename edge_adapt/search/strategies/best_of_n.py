@@ -9,14 +9,14 @@ from typing import Any, ClassVar
 
 from edge_adapt.budget.decisions import EarlyStopDecision, FixedSamples, IASSamples, LoweredConfidence
 from edge_adapt.errors import SamplingConfigError
-from edge_adapt.search.context import SearchContext, Select
+from edge_adapt.search.context import SearchContext
 from edge_adapt.search.ias import achieved_confidence, n_samples
+from edge_adapt.search.picks import PICKS, SCORED_PICKS, Select
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, EarlyStop, check_int, check_number, check_pick
 from edge_adapt.search.voting import group_answers, majority_confidence
 
-_PICKS: dict[str, dict[str, Any]] = {"": {}, "majority": {"select": "majority"}, "weighted": {"select": "weighted"},
-                                     "cisc": {"select": "cisc"}, "deepconf": {"select": "deepconf"}}
-_SCORED = ("prm", "weighted")  # picks that read PRM scores
+# a spec kind's pick: best_of_n picks by the PRM, majority/weighted/cisc/deepconf by their name
+_PICKS: dict[str, dict[str, Any]] = {"": {}, **{p: {"select": p} for p in PICKS if p != "prm"}}
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class BestOfN:
 
     @property
     def needs_prm(self) -> bool:
-        return self.select in _SCORED
+        return self.select in SCORED_PICKS
 
     def run(self, ctx: SearchContext) -> None:
         ctx.record(FixedSamples(self.n))
@@ -101,7 +101,7 @@ def sample(ctx: SearchContext, n: int, select: str, early_stop: EarlyStop | None
         granted = ctx.grant("sample", min(round_size, n - drawn))
         if granted == 0:
             break
-        ctx.complete(granted, score=select in _SCORED)
+        ctx.complete(granted, score=select in SCORED_PICKS)
         ctx.guard.observe()
         drawn += granted
         if early_stop is not None and drawn < n:
