@@ -19,10 +19,12 @@ def test_a_stack_is_sized_for_its_strategies_and_measures_joules_without_a_budge
     with open_stack(settings) as stack:
         assert stack.generator.ctx.n_seq_max == sequences_needed(BestOfN(n=6))
         assert stack.generator.n_ctx >= max(kv_cells_needed(s, TINY_ARITHMETIC.step_rules) for s in strategies)
-        assert stack.searcher.policy is stack.policy and stack.policy.budget.unlimited
+        assert stack.searcher.policy is stack.policy
+        assert stack.policy.budget.unlimited
         problem = TINY_ARITHMETIC.problems("test", 1)[0]
         result = stack.searcher.run(BestOfN(n=6), problem, seed=1)
-        assert result.cost.samples == 6 and result.cost.joules > 0
+        assert result.cost.samples == 6
+        assert result.cost.joules > 0
         assert result.cost.energy_source in ("estimate:cpu-time", "estimate:cpu-time+busy")
         # the meter reads the work done from the generator and the PRM, not from the searcher
         before = stack.meter.read().joules

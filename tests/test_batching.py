@@ -67,7 +67,8 @@ def test_searches_batched_together_give_their_answers_alone_at_temperature_zero(
         assert scheduler.rows / max(1, scheduler.decodes - decodes0) > 4
     for a, b in zip(alone, together, strict=True):
         assert isinstance(b, SearchResult)
-        assert _answers(a) == _answers(b) and a.answer == b.answer
+        assert _answers(a) == _answers(b)
+        assert a.answer == b.answer
         assert a.cost.generated_tokens == b.cost.generated_tokens  # each counts its own tokens only
 
 
@@ -90,9 +91,11 @@ def test_a_search_cancelled_mid_decode_leaves_the_others_unchanged() -> None:
         jobs[1] = lambda: stack.searcher.run(strategy, PROBLEMS[1], seed=1, hooks=RunHooks(interrupt=cancel_after_some_decodes))
         results = _together(jobs)
         assert isinstance(results[1], Gone)
-        assert stack.generator.kv_cells_used == 0 and stack.generator.admission.cells_reserved == 0  # all given back
+        assert stack.generator.kv_cells_used == 0
+        assert stack.generator.admission.cells_reserved == 0  # all given back
     for i in (0, 2):
-        assert isinstance(results[i], SearchResult) and _answers(results[i]) == _answers(alone[i])
+        assert isinstance(results[i], SearchResult)
+        assert _answers(results[i]) == _answers(alone[i])
 
 
 def test_a_full_kv_pool_makes_a_search_wait_then_finish() -> None:
@@ -106,7 +109,8 @@ def test_a_full_kv_pool_makes_a_search_wait_then_finish() -> None:
         assert stack.generator.admission.waited >= 2  # the second and the third waited for room
         assert stack.generator.admission.cells_reserved == 0
     for a, b in zip(alone, results, strict=True):
-        assert isinstance(b, SearchResult) and _answers(a) == _answers(b)
+        assert isinstance(b, SearchResult)
+        assert _answers(a) == _answers(b)
 
 
 def test_seeds_budgets_and_costs_stay_per_search() -> None:
@@ -121,10 +125,12 @@ def test_seeds_budgets_and_costs_stay_per_search() -> None:
     assert all(isinstance(r, SearchResult) for r in results)
     capped, free = [results[0], results[2]], [results[1], results[3]]
     for r in capped:  # each search's own budget, read from its own tokens
-        assert r.cost.generated_tokens <= 60 + 40 and r.cost.samples < 6
+        assert r.cost.generated_tokens <= 60 + 40
+        assert r.cost.samples < 6
         assert any(d.kind == "budget_cap" for d in r.decisions)
     for r in free:
-        assert r.cost.samples == 6 and not any(d.kind == "budget_cap" for d in r.decisions)
+        assert r.cost.samples == 6
+        assert not any(d.kind == "budget_cap" for d in r.decisions)
     # the same seed and settings: the same samples, whoever shared the batches (a capped search
     # draws the first of the same seeded samples; how many depends on the costs learnt so far)
     assert _answers(free[0]) == _answers(free[1])
@@ -141,7 +147,8 @@ def test_per_search_joules_add_up_to_what_the_meter_measured() -> None:
         results = _together([lambda s=s, i=i: stack.searcher.run(s, PROBLEMS[i % 6], seed=i) for i, s in enumerate(strategies)])
         measured = ledger.measured - measured0
     joules = [r.cost.joules for r in results if isinstance(r, SearchResult)]
-    assert len(joules) == len(strategies) and all(j > 0 for j in joules)
+    assert len(joules) == len(strategies)
+    assert all(j > 0 for j in joules)
     assert sum(joules) == pytest.approx(measured, rel=0.05)
     assert ledger.charged - charged0 == pytest.approx(measured, rel=1e-9)
 

@@ -36,22 +36,28 @@ def test_a_battery_is_paced_never_overspent_and_resumes(config: BenchConfig, tmp
     assert len(RunFolder(tmp_path / "run" / "paced").records()) == 5
     report = run_battery(config, 12.0, tmp_path / "run", parallel=2)
     records = RunFolder(tmp_path / "run" / "paced").records()
-    assert sorted(r["question_id"] for r in records) == sorted({r["question_id"] for r in records}) and len(records) == 12
+    assert sorted(r["question_id"] for r in records) == sorted({r["question_id"] for r in records})
+    assert len(records) == 12
     assert all(r["strategy"] == PACED and r["price"] > 0 for r in records)
     assert report.spent_joules <= 12.0 * 1.05  # the battery is a promise (a last sample may run a little over)
-    assert report.questions == 12 and report.correct == sum(r["correct"] for r in records)
+    assert report.questions == 12
+    assert report.correct == sum(r["correct"] for r in records)
     assert len({round(r["price"], 6) for r in records}) > 1  # the pacer moved the price
     saved = json.loads((tmp_path / "run" / "battery.json").read_text())
-    assert saved["spent_joules"] == pytest.approx(report.spent_joules) and saved["even_samples"] == report.even_samples
+    assert saved["spent_joules"] == pytest.approx(report.spent_joules)
+    assert saved["even_samples"] == report.even_samples
     if report.even_samples >= 1:
-        assert report.even_correct is not None and len(RunFolder(tmp_path / "run" / "even").records()) == 12
+        assert report.even_correct is not None
+        assert len(RunFolder(tmp_path / "run" / "even").records()) == 12
 
 
 def test_the_battery_command_prints_both_plans(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["battery", "-o", str(tmp_path / "b"), "--joules", "40", "--limit", "6", "--meter",
                                        "estimate", "--threads", "2", "--parallel", "2"])
     assert result.exit_code == 0, result.output
-    assert "paced to 40 J over 6 questions" in result.output and "battery.json" in result.output
+    assert "paced to 40 J over 6 questions" in result.output
+    assert "battery.json" in result.output
     again = CliRunner().invoke(main, ["battery", "-o", str(tmp_path / "b"), "--joules", "41", "--limit", "6", "--meter",
                                       "estimate", "--threads", "2"])
-    assert again.exit_code != 0 and "battery_joules" in again.output  # another battery is another run
+    assert again.exit_code != 0
+    assert "battery_joules" in again.output  # another battery is another run

@@ -38,17 +38,22 @@ def generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def calibrated(generator: Path) -> VoteModel:
     result = run_cli_without(("torch", "transformers"), "calibrate", "-m", str(generator), *ARGS)
     assert result.returncode == 0, result.stderr + result.stdout
-    assert "vote model" in result.stdout and "does the table keep its promises?" in result.stdout
-    assert "majority:n=4" in result.stdout and "(default)" in result.stdout
+    assert "vote model" in result.stdout
+    assert "does the table keep its promises?" in result.stdout
+    assert "majority:n=4" in result.stdout
+    assert "(default)" in result.stdout
     return VoteModel.load(calibration_path(generator))
 
 
 def test_calibration_records_what_it_was_fitted_for(calibrated: VoteModel, generator: Path) -> None:
     made = calibrated.provenance
     assert made["generator_sha256"] == sha256_of(load_default_models().generator)
-    assert made["task"] == "arithmetic" and made["temperature"] == 0.7 and made["questions"] + made["held_out_questions"] == 60
+    assert made["task"] == "arithmetic"
+    assert made["temperature"] == 0.7
+    assert made["questions"] + made["held_out_questions"] == 60
     report = calibrated.report
-    assert report["feature"] in ("mean", "lowest", "tail") and set(report["held_out"]["fixed"]) == {"1", "2", "3", "4"}
+    assert report["feature"] in ("mean", "lowest", "tail")
+    assert set(report["held_out"]["fixed"]) == {"1", "2", "3", "4"}
     assert calibrated.max_measured == 4
 
 
@@ -80,7 +85,8 @@ def test_a_calibration_for_another_generator_is_refused(calibrated: VoteModel, g
         with open_stack(settings):
             pass
     result = CliRunner().invoke(main, ["solve", "--index", "3", "-m", str(other), "--task", "default"])
-    assert result.exit_code == 1 and "calibrated for another generator" in result.output
+    assert result.exit_code == 1
+    assert "calibrated for another generator" in result.output
 
 
 @pytest.mark.parametrize("spec", ["adaptive_vote:price=8", "consistency:n_max=8", "esc:window=2,n_max=8", "cisc:n=4",
@@ -93,7 +99,8 @@ def test_the_vote_strategies_run_without_a_prm(calibrated: VoteModel, generator:
         for index in (0, 250, 450):
             problem = task.problem("test", index)
             result = stack.searcher.run(strategy, problem, seed=index)
-            assert 1 <= result.cost.samples <= 8 and result.cost.prm_calls == 0
+            assert 1 <= result.cost.samples <= 8
+            assert result.cost.prm_calls == 0
             assert result.answer is None or result.chosen in result.candidates
             if spec.startswith(("adaptive_vote", "consistency")):
                 summary = next(d for d in result.decisions if d.kind == "adaptive_vote")
@@ -112,7 +119,8 @@ def test_solve_with_a_generator_alone_runs_the_adaptive_vote_and_says_which(cali
     bare = Path(shutil.copy(generator, generator.with_name("bare.gguf")))
     result = CliRunner().invoke(main, ["solve", "--index", "3", "-m", str(bare), "--task", "default"])
     assert result.exit_code == 0, result.output
-    assert "consistency:n_max=16" in result.output and "Adaptive-Consistency" in result.output
+    assert "consistency:n_max=16" in result.output
+    assert "Adaptive-Consistency" in result.output
 
 
 def test_a_fit_that_reads_the_prm_keeps_the_generator_only_table_through_the_held_out_report(
@@ -130,10 +138,13 @@ def test_a_fit_that_reads_the_prm_keeps_the_generator_only_table_through_the_hel
             out.write(json.dumps(record) + "\n")
     config = sampling_config(ModelSettings(generator), "default", None, samples=4, limit=60)
     model = fit_and_judge(RunFolder(folder), config, tmp_path / "model.json").model
-    assert model.feature == "prm" and "held_out" in model.report
+    assert model.feature == "prm"
+    assert "held_out" in model.report
     saved = VoteModel.load(tmp_path / "model.json")
     own = saved.without_prm()
-    assert own is not None and own.feature in ("mean", "lowest", "tail") and not own.needs_prm
+    assert own is not None
+    assert own.feature in ("mean", "lowest", "tail")
+    assert not own.needs_prm
 
 
 def test_a_calibration_written_elsewhere_is_read_where_solve_is_told(calibrated: VoteModel, generator: Path,
@@ -145,4 +156,6 @@ def test_a_calibration_written_elsewhere_is_read_where_solve_is_told(calibrated:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["strategy"] == f"adaptive_vote:price={calibrated.price:g}"
     result = CliRunner().invoke(main, ["solve", "--index", "3", "-m", str(bare), "--calibration", str(tmp_path / "none.json")])
-    assert result.exit_code == 2 and "none.json" in result.output and "does not exist" in result.output
+    assert result.exit_code == 2
+    assert "none.json" in result.output
+    assert "does not exist" in result.output

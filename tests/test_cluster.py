@@ -58,8 +58,10 @@ def test_bench_on_ray_records_what_a_local_run_records(ray_address: str, local_r
     run_bench(bench_config(12), out, cluster=ClusterSettings(workers=2))
     assert stable_records(out) == local_run
     cluster = json.loads((out / "environment.json").read_text())["cluster"]
-    assert len(cluster["workers"]) == 2 and sum(w["questions"] for w in cluster["workers"]) == 12
-    assert all(w["questions_per_hour"] > 0 for w in cluster["workers"]) and cluster["retries"] == []
+    assert len(cluster["workers"]) == 2
+    assert sum(w["questions"] for w in cluster["workers"]) == 12
+    assert all(w["questions_per_hour"] > 0 for w in cluster["workers"])
+    assert cluster["retries"] == []
     # a rerun finds everything done and starts no worker
     run_bench(bench_config(12), out, cluster=ClusterSettings(workers=2))
     assert stable_records(out) == local_run
@@ -88,8 +90,10 @@ def test_a_worker_killed_mid_run_loses_nothing(ray_address: str, local_run: dict
     lines = records.read_text().splitlines()
     assert len(lines) == len(local_run)  # nothing twice
     cluster = json.loads((out / "environment.json").read_text())["cluster"]
-    assert [r["worker"] for r in cluster["retries"]] == [f"{WORKER_PREFIX}0"] and cluster["retries"][0]["attempt"] == 1
-    assert any(w["died"] for w in cluster["workers"]) and len(cluster["workers"]) == 3  # a replacement started
+    assert [r["worker"] for r in cluster["retries"]] == [f"{WORKER_PREFIX}0"]
+    assert cluster["retries"][0]["attempt"] == 1
+    assert any(w["died"] for w in cluster["workers"])
+    assert len(cluster["workers"]) == 3  # a replacement started
 
 
 def test_a_killed_driver_resumes_where_it_stopped(ray_address: str, local_run: dict, tmp_path: Path) -> None:
@@ -120,7 +124,8 @@ def test_rollouts_on_ray_write_the_local_records(ray_address: str, tmp_path: Pat
     local = subprocess.run([*common, "-o", str(tmp_path / "local.jsonl")], capture_output=True, text=True, timeout=300)
     remote = subprocess.run([*common, "-o", str(tmp_path / "ray.jsonl"), "--ray"], env=env, capture_output=True, text=True,
                             timeout=300)
-    assert local.returncode == 0 and remote.returncode == 0, remote.stderr[-2000:]
+    assert local.returncode == 0, remote.stderr[-2000:]
+    assert remote.returncode == 0, remote.stderr[-2000:]
 
     def keyed(path: Path) -> dict:
         return {(r["question_id"], tuple(r["prefix"])): r for r in map(json.loads, path.read_text().splitlines())}
@@ -128,7 +133,8 @@ def test_rollouts_on_ray_write_the_local_records(ray_address: str, tmp_path: Pat
     assert keyed(tmp_path / "ray.jsonl") == keyed(tmp_path / "local.jsonl")
     assert "edge-adapt-worker-" in " ".join(remote.stdout.split())
     workers = json.loads((tmp_path / "ray.jsonl.cluster.json").read_text())["workers"]
-    assert sum(w["questions"] for w in workers) == 6 and all(w["questions_per_hour"] for w in workers)
+    assert sum(w["questions"] for w in workers) == 6
+    assert all(w["questions_per_hour"] for w in workers)
 
 
 def test_calibrate_on_ray_fits_the_local_vote_model(ray_address: str, tmp_path: Path) -> None:
@@ -140,7 +146,8 @@ def test_calibrate_on_ray_fits_the_local_vote_model(ray_address: str, tmp_path: 
                            timeout=300)
     remote = subprocess.run([*common, "-o", str(tmp_path / "ray.json"), "--ray"], env=env, capture_output=True, text=True,
                             timeout=300)
-    assert local.returncode == 0 and remote.returncode == 0, (local.stderr + remote.stderr)[-2000:]
+    assert local.returncode == 0, (local.stderr + remote.stderr)[-2000:]
+    assert remote.returncode == 0, (local.stderr + remote.stderr)[-2000:]
 
     def fitted(path: Path) -> dict:
         return {k: v for k, v in json.loads(path.read_text()).items() if k != "provenance"}
@@ -163,4 +170,5 @@ def test_a_worker_with_another_file_refuses_clearly(tmp_path: Path) -> None:
 
 def test_without_ray_the_flag_says_which_extra_to_install() -> None:
     r = run_cli_without(("ray",), "bench", "-o", "/tmp/unused-run", "--ray")
-    assert r.returncode == 1 and "pip install 'edge-adapt[cluster]'" in " ".join(r.stderr.split())
+    assert r.returncode == 1
+    assert "pip install 'edge-adapt[cluster]'" in " ".join(r.stderr.split())

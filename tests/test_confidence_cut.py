@@ -31,8 +31,10 @@ def test_a_full_window_under_the_floor_ends_the_solution_and_a_partial_one_never
     scanner = StepScanner(RULES, generated_before=0)
     ends = [scanner.push(b"x", False, lp) for lp in (-2.0, -0.5, -0.4, -0.2, -2.5, -0.4, -0.3)]
     # windows: -0.967, -0.367, -1.033 (cut at the fifth token)
-    assert ends[:4] == [None] * 4 and ends[4] is StepEnd.LOW_CONFIDENCE
-    assert not StepEnd.LOW_CONFIDENCE.finished and StepEnd.LOW_CONFIDENCE.ends_solution
+    assert ends[:4] == [None] * 4
+    assert ends[4] is StepEnd.LOW_CONFIDENCE
+    assert not StepEnd.LOW_CONFIDENCE.finished
+    assert StepEnd.LOW_CONFIDENCE.ends_solution
 
 
 def test_the_window_spans_steps_and_an_answer_or_eog_wins_over_the_floor() -> None:
@@ -112,7 +114,8 @@ def test_recent_log_probabilities_walk_back_over_steps_to_the_prompt(gen: Genera
 @pytest.mark.parametrize("spec", ["deepconf_online:n=8", "adaptive_vote:price=2,keep=0.5,warmup=2"])
 def test_online_termination_as_a_strategy_cuts_only_after_the_warm_up(spec: str) -> None:
     strategy = parse_spec(spec)
-    assert strategy.name == spec and not strategy.needs_prm
+    assert strategy.name == spec
+    assert not strategy.needs_prm
     task = ArithmeticTask()
     cut_any = 0
     with open_stack(StackSettings(ModelSettings(load_default_models().generator), task, (strategy,), meter=MeterSettings("estimate"))) as stack:

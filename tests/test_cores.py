@@ -54,7 +54,8 @@ def test_a_cgroup_v1_quota_is_read_and_no_quota_is_none(tmp_path: Path) -> None:
 def test_the_threads_are_the_whole_free_cores(load: CoreLoad, threads: int) -> None:
     assert fitting_threads(load) == threads
     choice = choose_threads(None, measure=lambda: load)
-    assert choice.threads == threads and f"{load.cpus} CPUs allowed" in choice.why
+    assert choice.threads == threads
+    assert f"{load.cpus} CPUs allowed" in choice.why
     assert choice.as_record()["others_busy"] == round(load.others_busy, 2)
     assert choose_threads(3, measure=lambda: load).as_record() == {"threads": 3, "why": "as told (--threads)"}
 
@@ -65,7 +66,8 @@ def test_an_affinity_mask_of_one_cpu_gives_one_thread() -> None:
             "from edge_adapt.cores import choose_threads, look; "
             "c = choose_threads(None, measure=lambda: look(0.05)); print(json.dumps(c.as_record()))")
     record = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
-    assert record["threads"] == 1 and record["cpus"] == 1
+    assert record["threads"] == 1
+    assert record["cpus"] == 1
 
 
 def _spin(seconds: float) -> None:

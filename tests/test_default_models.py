@@ -44,10 +44,13 @@ def prm(models):
 def test_manifest_describes_what_ships(models) -> None:
     m = models.manifest
     paths = {f["path"] for f in m["files"]}
-    assert m["generator"]["file"] in paths and f"{m['prm']['dir']}/prm_config.json" in paths
-    assert m["generator"]["export"]["f32_greedy_match"] and m["generator"]["export"]["fallbacks"] == 0
+    assert m["generator"]["file"] in paths
+    assert f"{m['prm']['dir']}/prm_config.json" in paths
+    assert m["generator"]["export"]["f32_greedy_match"]
+    assert m["generator"]["export"]["fallbacks"] == 0
     assert m["prm"]["quantile_levels"] == [0.1, 0.5, 0.9]
-    assert m["task"]["levels"] and m["metrics"]["generator_and_prm_on_test"]["overall"]["problems"] == 500
+    assert m["task"]["levels"]
+    assert m["metrics"]["generator_and_prm_on_test"]["overall"]["problems"] == 500
     assert (models.root / "MODEL_CARD.md").read_text().count("| ") > 20
 
 
@@ -106,7 +109,8 @@ def test_the_question_score_is_not_optimistic(generator, prm, test_problems) -> 
     evaluation = evaluate_models(generator, prm, TASK, middle, samples=8)
     generator.reset()
     levels = evaluation.by_level
-    assert set(levels) == {3, 4} and evaluation.question_calibration["n"] == len(middle)
+    assert set(levels) == {3, 4}
+    assert evaluation.question_calibration["n"] == len(middle)
     for level, stats in levels.items():
         assert stats.question_median < stats.pass_at_1 + 0.12, f"level {level}: {stats}"
     assert "coverage q10 / q50 / q90" in question_score_summary(evaluation.to_dict())
@@ -119,29 +123,37 @@ def test_solve_is_the_main_job(models) -> None:
     result = CliRunner().invoke(main, ["solve", question])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "Cost" in text and "PRM P(success)" in text
-    assert f"Answer {solve(to_chain(question))[-1][3]} correct" in text and f"Question {question}" in text
+    assert "Cost" in text
+    assert "PRM P(success)" in text
+    assert f"Answer {solve(to_chain(question))[-1][3]} correct" in text
+    assert f"Question {question}" in text
     result = CliRunner().invoke(main, ["solve", "--index", "3", "-n", "4", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["strategy"] == "best_of_n:n=4" and len(data["candidates"]) == 4
+    assert data["strategy"] == "best_of_n:n=4"
+    assert len(data["candidates"]) == 4
     # one PRM call for the four candidates, one for the question's score solve shows: both in the cost
-    assert data["cost"]["generated_tokens"] > 0 and data["cost"]["prm_calls"] == 2
+    assert data["cost"]["generated_tokens"] > 0
+    assert data["cost"]["prm_calls"] == 2
     assert [d["kind"] for d in data["decisions"]] == ["n_samples", "select"]
     assert all(0 <= v <= 1 for v in data["question_quantiles"]["values"])
-    assert data["gold"] == TASK.problem("test", 3, seed=models.manifest["recipe"]["seed"]).answer and data["level"] == 1
+    assert data["gold"] == TASK.problem("test", 3, seed=models.manifest["recipe"]["seed"]).answer
+    assert data["level"] == 1
     bad = CliRunner().invoke(main, ["solve", "what is love"])
-    assert bad.exit_code == 2 and "not a default-task question" in bad.output
+    assert bad.exit_code == 2
+    assert "not a default-task question" in bad.output
 
 
 def test_solve_with_budgets_reports_energy_and_caps(models) -> None:
     result = CliRunner().invoke(main, ["solve", "--index", "450", "-s", "best_of_n:n=32", "--tokens", "400", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["cost"]["generated_tokens"] <= 400 and data["cost"]["energy_source"].startswith(("estimate", "rapl", "battery"))
+    assert data["cost"]["generated_tokens"] <= 400
+    assert data["cost"]["energy_source"].startswith(("estimate", "rapl", "battery"))
     assert any(d["kind"] == "budget_cap" and d["detail"]["limit"] == "tokens" for d in data["decisions"])
     impossible = CliRunner().invoke(main, ["solve", "37+48*3", "--energy", "0.0001"])
-    assert impossible.exit_code == 1 and "cannot buy one answer" in impossible.output
+    assert impossible.exit_code == 1
+    assert "cannot buy one answer" in impossible.output
     # 37+48*3 has two-digit operands in a chain, unlike every level: solve says so before answering
     assert "unlike every level" in " ".join(impossible.output.split())
 
@@ -161,12 +173,15 @@ def test_bench_runs_and_reports_on_the_default_models(models, tmp_path) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    assert len(records) == 12 and {r["strategy"] for r in records} == {"best_of_n:n=4", "ias_best_of_n:n_max=8"}
+    assert len(records) == 12
+    assert {r["strategy"] for r in records} == {"best_of_n:n=4", "ias_best_of_n:n_max=8"}
     assert "ias_best_of_n:n_max=8 vs best_of_n:n=4" in (out / "summary.md").read_text()
     again = CliRunner().invoke(main, args)  # everything recorded: nothing reruns, nothing is lost
-    assert again.exit_code == 0 and len((out / "records.jsonl").read_text().splitlines()) == 12
+    assert again.exit_code == 0
+    assert len((out / "records.jsonl").read_text().splitlines()) == 12
     other = CliRunner().invoke(main, [*args, "--seed", "3"])
-    assert other.exit_code == 1 and "different configuration" in other.output
+    assert other.exit_code == 1
+    assert "different configuration" in other.output
 
 
 def test_the_recipe_can_rebuild_the_prm_on_the_shipped_generator(models, tmp_path) -> None:
@@ -241,7 +256,8 @@ def test_the_shipped_answer_model_warns_when_search_samples_at_another_temperatu
     from edge_adapt.search import Searcher, SearchSettings
 
     fitted_at = Searcher(generator, prm, TASK).answer_model.provenance["temperature"]  # the default temperature: no warning
-    assert fitted_at == SearchSettings().sampling.temperature and not caplog.records
+    assert fitted_at == SearchSettings().sampling.temperature
+    assert not caplog.records
     with caplog.at_level("WARNING", logger="edge_adapt"):
         hotter = Searcher(generator, prm, TASK, SearchSettings(sampling=SamplingParams(temperature=1.0)))
         assert hotter.answer_model.calibrated

@@ -63,12 +63,14 @@ def test_jetson_rail_is_integrated_over_time_with_power_mode(tmp_path: Path) -> 
     from edge_adapt.energy import detect_meters
 
     jetson = {m.name: m for m in detect_meters(sysfs, nvml=False)}["jetson"]
-    assert jetson.available and "power mode 2" in jetson.detail
+    assert jetson.available
+    assert "power mode 2" in jetson.detail
     with open_meter(sysfs_root=sysfs, nvml=False) as meter:
         first = meter.read()
         time.sleep(0.3)
         second = meter.read()
-    assert second.source == "jetson:VDD_IN" and not second.estimated
+    assert second.source == "jetson:VDD_IN"
+    assert not second.estimated
     assert second.watts == pytest.approx(10.0)
     assert second.joules - first.joules == pytest.approx(10.0 * (second.timestamp - first.timestamp), rel=1e-6)
 
@@ -142,7 +144,8 @@ def test_battery_power_from_current_and_voltage_only_while_discharging(tmp_path:
     _write(bat, "status", "Discharging\n")
     with open_meter(sysfs_root=tmp_path, nvml=False) as meter:
         reading = meter.read()
-    assert reading.source == "battery:BAT0" and reading.watts == pytest.approx(12.0)
+    assert reading.source == "battery:BAT0"
+    assert reading.watts == pytest.approx(12.0)
 
 
 def test_unreadable_rail_reports_why(tmp_path: Path) -> None:
@@ -158,7 +161,8 @@ def test_estimate_is_labelled_and_charges_time_and_tokens(tmp_path: Path) -> Non
     work = {"u": Usage()}
     model = CostModel("cpu", idle_w=10.0, j_per_prompt_token=0.1, j_per_generated_token=1.0, j_per_prm_token=0.01)
     meter = open_meter(sysfs_root=tmp_path, nvml=False, usage=lambda: work["u"], cost_model=model)
-    assert isinstance(meter, EstimateMeter) and meter.source == "estimate:cpu"
+    assert isinstance(meter, EstimateMeter)
+    assert meter.source == "estimate:cpu"
     work["u"] = Usage(prompt_tokens=10, generated_tokens=5, prm_tokens=100)
     reading = meter.read()
     assert reading.estimated
@@ -176,8 +180,10 @@ def test_cost_model_fit_recovers_coefficients_and_round_trips(tmp_path: Path) ->
         wall = 1.0 + 0.37 * i + 0.1 * (i % 4)
         samples.append(CostSample(wall, u, truth.joules(wall, u)))
     fitted = fit_cost_model(samples, "cpu")
-    assert fitted.fitted and fitted.idle_w == pytest.approx(7.0, rel=1e-6)
-    assert fitted.j_per_generated_token == pytest.approx(0.02, rel=1e-6) and fitted.j_per_prm_token >= 0
+    assert fitted.fitted
+    assert fitted.idle_w == pytest.approx(7.0, rel=1e-6)
+    assert fitted.j_per_generated_token == pytest.approx(0.02, rel=1e-6)
+    assert fitted.j_per_prm_token >= 0
     fitted.save(tmp_path / "cost.json")
     assert CostModel.load(tmp_path / "cost.json") == fitted
     with pytest.raises(MeterError, match="at least 4"):
@@ -236,7 +242,10 @@ def test_power_cap_paces_until_the_window_average_is_under_it(tmp_path: Path) ->
         assert grant.units == 4  # after waiting for the average to fall under 5 W
         assert policy.window_power() <= 5.0
         (paced,) = grant.decisions
-        assert isinstance(paced, PowerPaced) and paced.waited_s >= 0.2 and paced.cap_w == 5.0 and paced.gave_up is None
+        assert isinstance(paced, PowerPaced)
+        assert paced.waited_s >= 0.2
+        assert paced.cap_w == 5.0
+        assert paced.gave_up is None
         assert "gave_up" not in paced.as_record()["detail"]
         # a cap below what the device draws idle cannot be met by waiting: it says so instead of stalling
         _write(bat, "power_now", "9000000\n")
@@ -251,7 +260,8 @@ def test_a_fixed_cost_per_question_keeps_the_allocator_from_opening_questions_wo
     # the unlikely one is not opened and its budget buys the likely one's samples
     assert allocate_batch([0.6, 0.05], 1.0, 6.0).samples[1] > 0
     plan = allocate_batch([0.6, 0.05], 1.0, 6.0, first_sample_joules=3.0)
-    assert plan.samples == (3, 0) and plan.joules_planned == 6.0
+    assert plan.samples == (3, 0)
+    assert plan.joules_planned == 6.0
     assert even_allocation(2, 1.0, 8.0, first_sample_joules=2.0).samples == (2, 2)
 
 
@@ -293,7 +303,8 @@ def test_batch_allocation_plans_for_the_selector_that_picks_the_answer() -> None
     # vote-aware plan opens the unlikely question instead
     assert allocate_batch([0.5, 0.2], 1.0, 2.0).samples == (2, 0)
     plan = allocate_batch([0.5, 0.2], 1.0, 2.0, selection=PluralityVote())
-    assert plan.samples == (1, 1) and plan.expected_correct == pytest.approx(0.7)
+    assert plan.samples == (1, 1)
+    assert plan.expected_correct == pytest.approx(0.7)
     assert plan.selection == "majority vote"
     # with three samples' worth for one question the vote-aware plan buys the bundle of two that
     # makes the third pay (one at a time it would stop after the first: its second gains nothing)
@@ -304,7 +315,8 @@ def test_batch_allocation_plans_for_the_selector_that_picks_the_answer() -> None
     vote = PluralityVote()
     even_expected = sum(vote.accuracy(p, n) for p, n in zip(success, even.samples, strict=True))
     planned = allocate_batch(success, 1.0, 16.0, selection=vote)
-    assert sum(planned.samples) == 16 and planned.expected_correct > even_expected + 0.3
+    assert sum(planned.samples) == 16
+    assert planned.expected_correct > even_expected + 0.3
     with pytest.raises(BudgetError, match="lookahead"):
         allocate_batch([0.5], 1.0, 3.0, lookahead=0)
 
@@ -328,7 +340,8 @@ def test_the_allocator_plans_with_what_the_prm_does_not_know() -> None:
     uncertain = SuccessBelief.from_quantiles((0.1, 0.5, 0.9), (0.0, 0.2, 0.7))
     assert allocate_batch([0.5, 0.2], 1.0, 2.0).samples == (2, 0)
     plan = allocate_batch([0.5, uncertain], 1.0, 2.0)
-    assert plan.samples == (1, 1) and plan.expected_correct == pytest.approx(0.5 + uncertain.mean)
+    assert plan.samples == (1, 1)
+    assert plan.expected_correct == pytest.approx(0.5 + uncertain.mean)
     # a vote's third sample pays less on "0.7, give or take 0.3" than on a sure 0.7
     vote, sure = PluralityVote(), SuccessBelief.point(0.7)
     spread = SuccessBelief.from_quantiles((0.1, 0.5, 0.9), (0.4, 0.7, 1.0))
@@ -352,7 +365,8 @@ def test_battery_pacer_raises_the_price_when_ahead_of_pace_and_lowers_it_when_be
     assert pacer.record(15.0) == pytest.approx(8.0 * 1.5)  # 15 J against a pace of 10: dearer, by at most 1.5x
     assert pacer.record(5.0) == pytest.approx(12.0)  # 20 J after two: on pace, unchanged
     assert pacer.record(0.0) == pytest.approx(12.0 / (30 / 20))  # skipped: 20 J against 30, cheaper
-    assert pacer.left == pytest.approx(80.0) and pacer.done == 3
+    assert pacer.left == pytest.approx(80.0)
+    assert pacer.done == 3
     floor = BatteryPacer(100.0, 10, price=0.3, floor=0.25)
     assert floor.record(0.0) == 0.25  # never below the floor
     with pytest.raises(BudgetError, match="positive joules"):
@@ -365,11 +379,13 @@ def test_the_cpu_estimate_charges_this_process_busy_time(tmp_path: Path) -> None
     """Without a meter the CPU estimate scales with the work the device really did (any model):
     idle watts for the wall time plus a busy core's watts for this process's CPU time."""
     meter = open_meter("estimate", sysfs_root=tmp_path, nvml=False)
-    assert meter.source == "estimate:cpu-time" and DEFAULT_COST_MODELS["cpu"].basis == "cpu-time"
+    assert meter.source == "estimate:cpu-time"
+    assert DEFAULT_COST_MODELS["cpu"].basis == "cpu-time"
     start = time.process_time()
     while time.process_time() - start < 0.2:  # one busy core for 0.2 s of CPU time
         pass
     reading = meter.read()
     model = DEFAULT_COST_MODELS["cpu"]
     # the busy core's share at least (the wall time may trail the CPU time of a many-threaded process)
-    assert reading.estimated and reading.joules >= model.w_per_busy_core * 0.2 + model.idle_w * 0.1
+    assert reading.estimated
+    assert reading.joules >= model.w_per_busy_core * 0.2 + model.idle_w * 0.1

@@ -30,10 +30,12 @@ def test_f32_export_reproduces_pytorch(variant: str, checkpoint, tmp_path: Path)
     assert result.tokenizer.n_probes >= 10
     lg = result.logits
     assert lg.max_abs_diff < VARIANTS[variant].get("logit_bound", 1e-4) * max(1.0, lg.logit_scale), lg
-    assert lg.greedy_match and lg.top1_agreement == 1.0
+    assert lg.greedy_match
+    assert lg.top1_agreement == 1.0
     assert lg.logit_scale > 0.5  # the model is not degenerate: logits differ between tokens
     conv = result.conversion
-    assert conv.path == tmp_path / "m-F32.gguf" and conv.path.exists()
+    assert conv.path == tmp_path / "m-F32.gguf"
+    assert conv.path.exists()
     assert conv.tied_embeddings == VARIANTS[variant]["tied"]
     names = {t.name for t in gguf.GGUFReader(conv.path).tensors}
     assert ("output.weight" in names) != VARIANTS[variant]["tied"]
@@ -56,7 +58,8 @@ def test_chat_template_and_special_tokens_are_written(checkpoint, tmp_path: Path
 @pytest.mark.parametrize("outtype", ["f16", "bf16"])
 def test_16_bit_exports_stay_within_tolerance(outtype: str, checkpoint, tmp_path: Path) -> None:
     result = export_gguf(checkpoint("llama-tied"), tmp_path, outtype=outtype)
-    assert result.logits.within_tolerance and result.logits.passed
+    assert result.logits.within_tolerance
+    assert result.logits.passed
     types = {t.tensor_type.name for t in gguf.GGUFReader(result.conversion.path).tensors}
     assert types == {"F32", outtype.upper()}  # norms stay F32, matrices take the requested type
 
@@ -71,7 +74,8 @@ def test_quantization_types_are_real_and_shrink_the_file(checkpoint, tmp_path: P
         assert report.fallbacks == [], name  # 256-multiple sizes: nothing falls back
         assert report.tensor_types.get(expected_main[name], 0) >= 8, report.tensor_types
         assert report.size_bytes < 0.35 * result.conversion.size_bytes
-        assert qf.parity is not None and qf.parity.max_abs_diff < 0.5 * qf.parity.logit_scale
+        assert qf.parity is not None
+        assert qf.parity.max_abs_diff < 0.5 * qf.parity.logit_scale
     assert by_type["Q8_0"].parity.max_abs_diff < by_type["Q4_0"].parity.max_abs_diff
     assert by_type["Q4_K_M"].report.size_bytes < by_type["Q8_0"].report.size_bytes
 
@@ -83,7 +87,9 @@ def test_fallbacks_are_reported_per_tensor(tmp_path: Path) -> None:
     fallback_names = {fb.name for fb in report.fallbacks}
     assert fallback_names == {"blk.0.ffn_down.weight", "blk.1.ffn_down.weight"}
     for fb in report.fallbacks:
-        assert fb.row_size == 320 and fb.block_size == 256 and fb.wanted in ("Q4_K", "Q6_K")
+        assert fb.row_size == 320
+        assert fb.block_size == 256
+        assert fb.wanted in ("Q4_K", "Q6_K")
         assert fb.stored_as not in ("Q4_K", "Q6_K")
     # Q8_0 blocks of 32 divide 320: no fallback there
     assert quantize_gguf(base, tmp_path / "q8.gguf", "Q8_0").fallbacks == []
@@ -91,7 +97,8 @@ def test_fallbacks_are_reported_per_tensor(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["export", "quantize", str(base), str(tmp_path / "again.gguf"), "-t", "Q4_K_M"])
     lines = [line for line in result.output.splitlines() if line.startswith("fallback ")]
     said = " ".join(result.output.split())
-    assert result.exit_code == 0 and len(lines) == len({(fb.wanted, fb.stored_as) for fb in report.fallbacks}), result.output
+    assert result.exit_code == 0, result.output
+    assert len(lines) == len({(fb.wanted, fb.stored_as) for fb in report.fallbacks}), result.output
     assert "tensor(s) with rows of 320" in said
 
 
@@ -102,8 +109,10 @@ def test_cli_export_prints_the_checks(checkpoint, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())  # rich wraps lines at the terminal width
     assert "identical to Hugging Face on" in text
-    assert "max abs diff" in text and "greedy continuation identical" in text
-    assert (tmp_path / "cli-F32.gguf").exists() and (tmp_path / "cli-Q4_K_M.gguf").exists()
+    assert "max abs diff" in text
+    assert "greedy continuation identical" in text
+    assert (tmp_path / "cli-F32.gguf").exists()
+    assert (tmp_path / "cli-Q4_K_M.gguf").exists()
 
     result = CliRunner().invoke(main, ["export", "quantize", str(tmp_path / "cli-F32.gguf"), str(tmp_path / "q8.gguf"), "-t", "q8_0"])
     assert result.exit_code == 0, result.output
@@ -157,7 +166,8 @@ def test_unknown_quantization_type_fails_before_work(checkpoint, tmp_path: Path)
         export_gguf(checkpoint("llama-tied"), tmp_path, quant_types=["Q4_K_X"])
     assert list(tmp_path.iterdir()) == []
     result = CliRunner().invoke(main, ["export", "gguf", str(checkpoint("llama-tied")), "-o", str(tmp_path), "-q", "Q3"])
-    assert result.exit_code == 1 and "unknown quantization type 'Q3'" in " ".join(result.output.split())
+    assert result.exit_code == 1
+    assert "unknown quantization type 'Q3'" in " ".join(result.output.split())
 
 
 def test_corrupt_and_truncated_gguf(random_gguf: Path, tmp_path: Path) -> None:

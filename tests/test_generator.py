@@ -66,7 +66,8 @@ def logprob_errors(gguf: Path, node) -> np.ndarray:
 def assert_matches_sequential(gguf: Path, node) -> None:
     """Exact agreement (F32 weights, F32 KV cache): a branch computes what a lone sequence would."""
     errors = logprob_errors(gguf, node)
-    assert len(errors) > 0 and errors.max() < 1e-4, errors
+    assert len(errors) > 0, errors
+    assert errors.max() < 1e-4, errors
 
 
 @pytest.fixture
@@ -79,11 +80,13 @@ def gen(random_gguf: Path):
 def test_siblings_share_the_prefix_and_decode_in_one_batch(gen: Generator, random_gguf: Path) -> None:
     root = gen.prefill(PROMPT, seed=1)
     n_prompt = len(root.tokens)
-    assert gen.usage.prompt_tokens == n_prompt and gen.kv_cells_used == n_prompt
+    assert gen.usage.prompt_tokens == n_prompt
+    assert gen.kv_cells_used == n_prompt
 
     ex = gen.expand([root], 8, sampling=HOT, rules=NO_DELIMITER)
     assert ex.stats.prompt_tokens == 0  # the shared prefix is never evaluated again
-    assert len(ex.children) == 8 and all(c.parent is root for c in ex.children)
+    assert len(ex.children) == 8
+    assert all(c.parent is root for c in ex.children)
     lengths = [len(c.tokens) for c in ex.children]
     assert ex.stats.generated_tokens == sum(lengths)
     assert ex.stats.decode_calls <= max(lengths)  # one batched decode per token position, not per branch
@@ -103,10 +106,12 @@ def test_siblings_share_the_prefix_and_decode_in_one_batch(gen: Generator, rando
     grand = gen.expand([keep], 3, sampling=HOT, rules=NO_DELIMITER)
     assert grand.stats.prompt_tokens == 0
     for g in grand.children:
-        assert g.depth == 2 and g.path()[0] is root
+        assert g.depth == 2
+        assert g.path()[0] is root
         assert_matches_sequential(random_gguf, g)
     gen.release(keep, *grand.children)
-    assert gen.kv_cells_used == 0 and gen.free_sequences == 16
+    assert gen.kv_cells_used == 0
+    assert gen.free_sequences == 16
 
 
 def test_per_sequence_streams_branch_by_copying_and_stop_at_their_stream(random_gguf: Path) -> None:
@@ -125,7 +130,8 @@ def test_per_sequence_streams_branch_by_copying_and_stop_at_their_stream(random_
         long_rules = StepRules(delimiter="\x00\x01", max_step_tokens=1000, max_new_tokens=1000)
         near_full = g.vocab.tokenize(PROMPT * 10, add_special=False)[: g.seq_ctx - 8]
         done = g.complete([g.prefill(near_full, seed=2)], 1, sampling=HOT, rules=long_rules)[0]
-        assert done[0].end is StepEnd.CONTEXT and done[0].n_past == g.seq_ctx - 1
+        assert done[0].end is StepEnd.CONTEXT
+        assert done[0].n_past == g.seq_ctx - 1
         with pytest.raises(ContextOverflowError, match=rf"the context holds {g.seq_ctx}\b"):
             g.prefill(g.vocab.tokenize(PROMPT * 10, add_special=False)[: g.seq_ctx + 1])
 
@@ -159,7 +165,8 @@ def test_logprobs_are_model_log_probabilities(gen: Generator) -> None:
     for child in gen.expand([root], 4, sampling=SamplingParams(temperature=0.8, top_p=0.9), rules=NO_DELIMITER).children:
         assert len(child.logprobs) == len(child.tokens) > 0
         assert all(lp <= 0.0 for lp in child.logprobs)
-        assert child.wall_s > 0 and child.seed is not None
+        assert child.wall_s > 0
+        assert child.seed is not None
 
 
 @pytest.fixture
@@ -172,7 +179,8 @@ def step_gen(step_gguf: Path):
 def test_steps_end_at_the_delimiter_and_solutions_at_eog(step_gen: Generator) -> None:
     root = step_gen.prefill("Q:3+4+5\n", seed=5)
     leaves, stats = step_gen.complete([root], 8, sampling=SamplingParams(temperature=0.7), rules=StepRules(max_step_tokens=24))
-    assert len(leaves) == 8 and stats.prompt_tokens == 0
+    assert len(leaves) == 8
+    assert stats.prompt_tokens == 0
     assert all(leaf.end is StepEnd.EOG for leaf in leaves)
     # a briefly trained model now and then jumps straight to the answer line (seen in CI: one leaf
     # of eight was "A:5"); the runtime's job is the structure, checked on every leaf
@@ -182,7 +190,9 @@ def test_steps_end_at_the_delimiter_and_solutions_at_eog(step_gen: Generator) ->
         assert all(s.end is StepEnd.DELIMITER and s.text.endswith("\n\n") for s in steps[:-1])
         # the last step runs to EOS: it holds the answer line and no delimiter (the runtime would have
         # split there); what comes before "A:" in it is the briefly trained model's own business
-        assert steps[-1].end is StepEnd.EOG and "A:" in steps[-1].text and "\n\n" not in steps[-1].text
+        assert steps[-1].end is StepEnd.EOG
+        assert "A:" in steps[-1].text
+        assert "\n\n" not in steps[-1].text
         assert leaf.solution_text() == "".join(s.text for s in steps)
         assert not leaf.is_live
     assert step_gen.kv_cells_used == len(root.tokens)  # complete() released everything it made
@@ -209,7 +219,8 @@ def test_answer_pattern_step_limit_and_length_cap(step_gen: Generator) -> None:
     by_equals = step_gen.expand([root], 8, rules=StepRules(delimiter="=")).children
     for c in by_equals:
         if c.end is StepEnd.DELIMITER:
-            assert c.text.endswith("=") and c.text.count("=") == 1, c.text
+            assert c.text.endswith("="), c.text
+            assert c.text.count("=") == 1, c.text
         else:
             assert "=" not in c.text, (c.end, c.text)
     assert sum(c.end is StepEnd.DELIMITER for c in by_equals) >= 4, [(c.end, c.text) for c in by_equals]
@@ -221,10 +232,12 @@ def test_answer_pattern_step_limit_and_length_cap(step_gen: Generator) -> None:
 def test_smollm2_chat_prompt_and_branching(smollm2_gguf: Path) -> None:
     with Generator(smollm2_gguf, GeneratorConfig(n_ctx=1024, n_seq_max=8, **EXACT)) as g:
         prompt = g.vocab.apply_chat_template([{"role": "user", "content": "What is 12*7? Answer step by step."}])
-        assert prompt.startswith("<|im_start|>") and prompt.endswith("assistant\n")
+        assert prompt.startswith("<|im_start|>")
+        assert prompt.endswith("assistant\n")
         root = g.prefill(prompt, seed=11)
         children = g.expand([root], 4, sampling=SamplingParams(temperature=0.8), rules=StepRules(max_step_tokens=24)).children
-        assert len(children) == 4 and all(len(c.tokens) > 0 for c in children)
+        assert len(children) == 4
+        assert all(len(c.tokens) > 0 for c in children)
         for c in children:
             if c.end is StepEnd.DELIMITER:
                 assert "\n\n" in c.text
@@ -232,7 +245,8 @@ def test_smollm2_chat_prompt_and_branching(smollm2_gguf: Path) -> None:
         # log-probs by up to ~0.1 between batched and lone decoding; a branch reading the wrong
         # KV cells would be off on nearly every token, by far more.
         errors = np.concatenate([logprob_errors(smollm2_gguf, c) for c in children])
-        assert np.median(errors) < 0.03 and errors.max() < 0.3, errors
+        assert np.median(errors) < 0.03, errors
+        assert errors.max() < 0.3, errors
 
 
 # -- bad input ---------------------------------------------------------------------------------
@@ -244,7 +258,8 @@ def test_prompt_longer_than_the_context(random_gguf: Path) -> None:
         too_long = g.vocab.tokenize(PROMPT * 40, add_special=False)[: g.n_ctx + 5]
         with pytest.raises(ContextOverflowError, match=rf"the prompt is {g.n_ctx + 5} tokens but the context holds {g.n_ctx}"):
             g.prefill(too_long)
-        assert g.kv_cells_used == 0 and g.free_sequences == 2  # nothing leaked
+        assert g.kv_cells_used == 0
+        assert g.free_sequences == 2  # nothing leaked
 
 
 def test_a_large_shared_context_warns_only_when_a_path_outgrows_training(random_gguf: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -258,7 +273,8 @@ def test_a_large_shared_context_warns_only_when_a_path_outgrows_training(random_
         root = g.prefill(filler, seed=0)  # seeded: the same sampled tokens on every run
         g.expand([root], 1, sampling=HOT, rules=StepRules(delimiter="\x00", max_step_tokens=20, max_new_tokens=20))
         warned = [r.getMessage() for r in caplog.records if "trained for" in r.getMessage()]
-        assert len(warned) == 1 and "past the 1024 the model was trained for" in warned[0], warned
+        assert len(warned) == 1, warned
+        assert "past the 1024 the model was trained for" in warned[0], warned
 
 
 def test_more_branches_than_the_context_holds(random_gguf: Path) -> None:
@@ -305,7 +321,8 @@ def test_reset_releases_live_nodes_so_no_sequence_is_handed_out_twice(gen: Gener
     root = gen.prefill(PROMPT, seed=3)
     old = gen.expand([root], 3, sampling=HOT, rules=NO_DELIMITER).children
     gen.reset()
-    assert gen.free_sequences == 16 and gen.kv_cells_used == 0
+    assert gen.free_sequences == 16
+    assert gen.kv_cells_used == 0
     with pytest.raises(EdgeAdaptError, match="was released"):
         gen.expand([root], 1)
     fresh = gen.prefill(PROMPT, seed=4)
@@ -313,9 +330,11 @@ def test_reset_releases_live_nodes_so_no_sequence_is_handed_out_twice(gen: Gener
     gen.release(root, *old)  # stale handles: nothing happens, the new nodes keep their sequences
     assert gen.free_sequences == 16 - 1 - sum(k.is_live for k in kids)
     held = [fresh._seq, *[k._seq for k in kids if k.is_live]]
-    assert len(set(held)) == len(held) and set(held) == gen._pool.held_sequences
+    assert len(set(held)) == len(held)
+    assert set(held) == gen._pool.held_sequences
     gen.release(fresh, *kids)
-    assert gen.free_sequences == 16 and gen.kv_cells_used == 0
+    assert gen.free_sequences == 16
+    assert gen.kv_cells_used == 0
 
 
 def test_invalid_model_paths(tmp_path: Path) -> None:
@@ -340,7 +359,8 @@ def test_an_interrupted_step_frees_its_branches(gen: Generator, monkeypatch: pyt
     with pytest.raises(KeyboardInterrupt):
         gen.expand([root], 6, sampling=HOT, rules=NO_DELIMITER)
     monkeypatch.undo()
-    assert gen.kv_cells_used == cells and gen.free_sequences == free
+    assert gen.kv_cells_used == cells
+    assert gen.free_sequences == free
     assert len(gen.expand([root], 6, sampling=HOT, rules=NO_DELIMITER).children) == 6
     with pytest.raises(SamplingConfigError, match="seed"):
         gen.prefill(PROMPT, seed=-1)
@@ -364,7 +384,8 @@ def test_an_interrupt_stops_a_long_step_mid_way_and_frees_its_sequences(gen: Gen
     long_step = StepRules(delimiter="\x00\x01", max_step_tokens=200, max_new_tokens=200)
     with pytest.raises(Gone):
         gen.complete([root], 2, sampling=HOT, rules=long_step, between_steps=interrupt)
-    assert calls["n"] == 6 and gen.kv_cells_used == held  # the half-made step's cells are freed
+    assert calls["n"] == 6
+    assert gen.kv_cells_used == held  # the half-made step's cells are freed
     gen.release(root)
     assert gen.kv_cells_used == 0
 
@@ -374,13 +395,16 @@ def test_the_prompt_cache_evaluates_only_what_a_new_prompt_adds(random_gguf: Pat
         first = g.prefill(PROMPT, seed=1)
         n_first = len(first.tokens)
         g.release(first)
-        assert g.kv_cells_used == 0 and g.kv_cells_cached == n_first  # kept for the next prompt
+        assert g.kv_cells_used == 0
+        assert g.kv_cells_cached == n_first  # kept for the next prompt
         before = g.usage.prompt_tokens
         longer = g.prefill(PROMPT + " and then some more words", seed=1)
         evaluated = g.usage.prompt_tokens - before
         shared = next(i for i, (a, b) in enumerate(zip([*first.tokens, -1], longer.tokens, strict=False)) if a != b)
-        assert shared >= n_first - 2 and evaluated == len(longer.tokens) - shared
-        assert longer.n_past == len(longer.tokens) and g.kv_cells_cached == 0  # shared with the live prompt
+        assert shared >= n_first - 2
+        assert evaluated == len(longer.tokens) - shared
+        assert longer.n_past == len(longer.tokens)
+        assert g.kv_cells_cached == 0  # shared with the live prompt
         # what it decodes is what a whole evaluation decodes (F32 KV: the same numbers)
         child = g.expand([longer], 1, sampling=HOT, rules=NO_DELIMITER).children[0]
         assert_matches_sequential(random_gguf, child)

@@ -199,7 +199,9 @@ def test_a_gguf_whose_weights_are_nan_is_refused_not_answered(checkpoint, tmp_pa
     gguf = convert_checkpoint(open_checkpoint(broken), tmp_path / "nan.gguf").path
     result = CliRunner().invoke(main, ["solve", Q, "--generator", str(gguf), "--no-prm"])
     said = " ".join(result.output.split())
-    assert result.exit_code == 1 and "logits for the prompt are not finite" in said and "Traceback" not in result.output
+    assert result.exit_code == 1
+    assert "logits for the prompt are not finite" in said
+    assert "Traceback" not in result.output
 
 
 def test_a_report_reads_a_torn_run_without_writing_to_it(tmp_path: Path) -> None:
@@ -232,7 +234,9 @@ def test_a_checkpoint_with_only_pickle_weights_is_refused_before_loading(checkpo
         weights.unlink()
     result = CliRunner().invoke(main, ["export", "prm", str(pickled), "-c", str(synthetic_calib), "-o", str(tmp_path / "prm")])
     said = " ".join(result.output.split())
-    assert result.exit_code == 1 and "only pickle files: pytorch_model.bin" in said and "Traceback" not in result.output
+    assert result.exit_code == 1
+    assert "only pickle files: pytorch_model.bin" in said
+    assert "Traceback" not in result.output
 
 
 def test_a_prm_calibrated_for_another_generator_is_refused_and_no_prm_mode_is_labelled(smollm2_gguf, tmp_path: Path) -> None:
@@ -240,29 +244,39 @@ def test_a_prm_calibrated_for_another_generator_is_refused_and_no_prm_mode_is_la
     # generator given alone runs without a PRM: the shipped one is for the shipped generator only)
     refused = CliRunner().invoke(main, ["solve", Q, "--generator", str(smollm2_gguf), "--prm", str(MODELS.prm), "-n", "2"])
     said = " ".join(refused.output.split())
-    assert refused.exit_code == 1 and "calibrated for another generator (generator-Q8_0.gguf" in said and "--no-prm" in said
+    assert refused.exit_code == 1
+    assert "calibrated for another generator (generator-Q8_0.gguf" in said
+    assert "--no-prm" in said
     # without a PRM: a majority vote, said so in the output and the JSON
     plain = CliRunner().invoke(main, ["solve", Q, "--no-prm", "-n", "3", "--json"])
     assert plain.exit_code == 0, plain.output
     data = json.loads(plain.output)
-    assert data["strategy"] == "majority:n=3" and data["prm_provider"] == "none" and data["question_quantiles"] is None
-    assert data["cost"]["prm_calls"] == 0 and len(data["candidates"]) == 3
+    assert data["strategy"] == "majority:n=3"
+    assert data["prm_provider"] == "none"
+    assert data["question_quantiles"] is None
+    assert data["cost"]["prm_calls"] == 0
+    assert len(data["candidates"]) == 3
     shown = CliRunner().invoke(main, ["solve", Q, "--no-prm"])
     # the default without a PRM: the adaptive vote, by the calibration shipped beside the generator
     shown_text = " ".join(shown.output.split())
-    assert shown.exit_code == 0 and "adaptive_vote:price=" in shown_text and "no PRM: the generator's calibrated adaptive vote" in shown_text
+    assert shown.exit_code == 0
+    assert "adaptive_vote:price=" in shown_text
+    assert "no PRM: the generator's calibrated adaptive vote" in shown_text
     for needs_prm in ("adaptive:price=8", "best_of_n:n=4", "beam:n=4,width=2"):
         result = CliRunner().invoke(main, ["solve", Q, "--no-prm", "-s", needs_prm])
-        assert result.exit_code == 1 and "read PRM scores" in " ".join(result.output.split()), result.output
+        assert result.exit_code == 1, result.output
+        assert "read PRM scores" in " ".join(result.output.split()), result.output
     both = CliRunner().invoke(main, ["solve", Q, "--no-prm", "--prm", str(MODELS.prm)])
-    assert both.exit_code == 2 and "contradict" in both.output
+    assert both.exit_code == 2
+    assert "contradict" in both.output
     # a bench without a PRM: the majority ladder, its records say there was no PRM
     run = CliRunner().invoke(main, ["bench", "-o", str(tmp_path / "run"), "--no-prm", "--limit", "3", "--no-plots", "--meter", "estimate"])
     assert run.exit_code == 0, run.output
     from edge_adapt.bench import NO_PRM_STRATEGIES, RunFolder
 
     records = RunFolder(tmp_path / "run").records()
-    assert {r["strategy"] for r in records} == set(NO_PRM_STRATEGIES) and len(records) == 3 * len(NO_PRM_STRATEGIES)
+    assert {r["strategy"] for r in records} == set(NO_PRM_STRATEGIES)
+    assert len(records) == 3 * len(NO_PRM_STRATEGIES)
     assert all(r["question_quantiles"] is None and r["cost"]["prm_calls"] == 0 for r in records)
     assert RunFolder(tmp_path / "run").config()["prm"] is None
 
@@ -289,7 +303,8 @@ def test_a_chat_model_is_prompted_through_its_chat_template(smollm2_gguf: Path) 
     with open_stack(StackSettings(ModelSettings(smollm2_gguf), task, (vote,), meter=MeterSettings("estimate"))) as stack:
         assert stack.searcher.settings.chat  # the GGUF has a template: used by default
         rendered = stack.generator.vocab.render_prompt(task.prompt(problem), chat=True, system="Be brief.")
-        assert rendered.startswith("<|im_start|>system\nBe brief.<|im_end|>") and rendered.endswith("<|im_start|>assistant\n")
+        assert rendered.startswith("<|im_start|>system\nBe brief.<|im_end|>")
+        assert rendered.endswith("<|im_start|>assistant\n")
         plain = stack.generator.vocab.render_prompt(task.prompt(problem), chat=False)
         assert plain == task.prompt(problem)
         result = stack.searcher.run(vote, problem, seed=0)
@@ -311,10 +326,12 @@ def test_the_step_delimiter_and_token_cap_can_be_set_for_a_model_that_writes_oth
     blank_line = steps()
     one_line = steps("--step-delimiter", "\\n")
     assert all(s.endswith("\n\n") for s in blank_line[:-1])
-    assert len(one_line) > len(blank_line) and all(s.endswith("\n") for s in one_line[:-1])
+    assert len(one_line) > len(blank_line)
+    assert all(s.endswith("\n") for s in one_line[:-1])
     capped = CliRunner().invoke(main, ["solve", Q, "-n", "1", "--json", "--max-new-tokens", "4"])
     chosen = json.loads(capped.output)["chosen"]
-    assert chosen["end"] == "length" and chosen["n_tokens"] == 4
+    assert chosen["end"] == "length"
+    assert chosen["n_tokens"] == 4
 
 
 def test_a_prompt_template_reaches_the_generator(tmp_path: Path) -> None:
@@ -331,4 +348,5 @@ def test_a_question_in_words_around_an_expression_is_read_as_a_person_means_it(t
     result = CliRunner().invoke(main, ["solve", typed, "-n", "1", "--json"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)  # stderr may warn that the question is unlike the task's levels
-    assert record["question"] == chain and record["gold"] == gold
+    assert record["question"] == chain
+    assert record["gold"] == gold

@@ -79,7 +79,8 @@ def _held_out_pairs(calib: Path) -> list[tuple[str, list[str], list[str]]]:
 def test_likelihood_term_ranks_the_right_solution_first_through_the_device_runtime(aware_prm) -> None:
     build, calib = aware_prm
     fit = build.likelihood
-    assert fit is not None and fit.train_loss_after < fit.train_loss_before
+    assert fit is not None
+    assert fit.train_loss_after < fit.train_loss_before
     assert fit.weight[1] > 0  # learnt from the data: a likelier solution is a likelier success
     assert min(fit.question + fit.step + fit.weight) >= 0  # the scales are kept non-negative (unconstrained: -9.5 here)
     # held out, the combination lowers the loss it is fitted with. Not the Brier of the median here:
@@ -133,7 +134,8 @@ def test_exported_graph_reproduces_the_torch_module(aware_prm, step_checkpoint) 
     exported = build.export
     assert exported.parity_max_abs_diff < 1e-3 * max(1.0, exported.parity_logit_scale)
     variants = {v.variant: v for v in exported.variants}
-    assert variants["fp32"].accepted and "int8" in variants
+    assert variants["fp32"].accepted
+    assert "int8" in variants
     # the graph holds the generator: it is bigger than the PRM alone by about one generator
     gen_bytes = sum(p.numel() * 4 for p in AutoModelForCausalLM.from_pretrained(step_checkpoint).parameters())
     assert variants["fp32"].size_bytes > 1.5 * gen_bytes
@@ -267,7 +269,8 @@ def test_likelihood_from_a_gguf_dequantizes_it_for_the_build_only(step_checkpoin
     not_a_model = tmp_path / "generator.bin"
     not_a_model.write_bytes(b"\0")
     refused = export_prm(not_a_model, "refused")
-    assert refused.exit_code != 0 and "folder or its .gguf file" in " ".join(refused.output.split())
+    assert refused.exit_code != 0
+    assert "folder or its .gguf file" in " ".join(refused.output.split())
     assert not (tmp_path / "refused").exists()
 
 

@@ -39,7 +39,8 @@ def test_energy_budget_is_never_exceeded_and_caps_are_recorded(searcher, problem
     for strategy in (BestOfN(n=32), IASBestOfN(n_max=32, confidence=0.999), BeamSearch(n=16, width=4), IASBeamSearch(k_max=4, m_max=4)):
         for problem in problems[:3]:
             result = guarded.run(strategy, problem, seed=3)
-            assert result.cost.energy_estimated and result.cost.energy_source == "estimate:test"
+            assert result.cost.energy_estimated
+            assert result.cost.energy_source == "estimate:test"
             assert 0 < result.cost.joules <= 15.0, (strategy.name, result.cost)
             capped += any(d.kind == "budget_cap" and d.detail["limit"] == "energy" for d in result.decisions)
     assert capped >= 3  # the budget really bound: 32 samples cost far more than 15 J here
@@ -50,9 +51,12 @@ def test_token_budget_lowers_ias_confidence_instead_of_failing(searcher, problem
     result = guarded.run(IASBestOfN(n_max=32, confidence=0.9999), problems[0])
     assert result.cost.generated_tokens <= 120
     lowered = [d.detail for d in result.decisions if d.kind == "lowered_confidence"]
-    assert lowered and lowered[0]["to"] < 0.9999 and lowered[0]["limit"] == "tokens"
+    assert lowered
+    assert lowered[0]["to"] < 0.9999
+    assert lowered[0]["limit"] == "tokens"
     # it still answered: the samples the lowered target affords, and one of them picked
-    assert 1 <= result.cost.samples == lowered[0]["n"] and result.chosen is not None
+    assert 1 <= result.cost.samples == lowered[0]["n"]
+    assert result.chosen is not None
 
 
 def test_latency_budget_caps_the_samples(searcher, problems) -> None:
@@ -66,7 +70,9 @@ def test_latency_budget_caps_the_samples(searcher, problems) -> None:
         _, _, seconds_per_sample = guarded.policy.estimates.unit_cost("sample")
         result = guarded.run(BestOfN(n=48), problem, budget=Budget(latency_s=4 * seconds_per_sample + guarded.policy.tail_seconds))
         caps = [d.detail for d in result.decisions if d.kind == "budget_cap"]
-        assert caps and caps[0]["limit"] == "latency" and caps[0]["granted"] < 48
+        assert caps
+        assert caps[0]["limit"] == "latency"
+        assert caps[0]["granted"] < 48
         assert 1 <= result.cost.samples < 48
 
 
@@ -80,8 +86,10 @@ def test_a_feasible_question_always_gets_its_first_sample(searcher, problems) ->
     assert budget.safety * one_answer > budget.energy_j
     result = guarded.run(BestOfN(n=8), problems[0], budget=budget)
     caps = [d.detail for d in result.decisions if d.kind == "budget_cap"]
-    assert caps[0]["granted"] == 1 and caps[0]["floor"] == "first unit of a feasible question"
-    assert result.cost.samples == 1 and result.candidates
+    assert caps[0]["granted"] == 1
+    assert caps[0]["floor"] == "first unit of a feasible question"
+    assert result.cost.samples == 1
+    assert result.candidates
     # and later rounds get no such floor: the budget is spent
     assert all(c["granted"] == 0 for c in caps[1:])
 
@@ -107,9 +115,12 @@ def test_round_costs_split_into_a_fixed_part_and_a_part_per_token() -> None:
     for tokens in (20, 640, 40, 320, 20, 1280):
         est.update("sample", max(1, tokens // 20), tokens, joules=2.0 + 0.01 * tokens, seconds=0.2 + 0.001 * tokens)
     fixed_s, per_token_s = est.seconds.coefficients()
-    assert fixed_s == pytest.approx(0.2, rel=1e-6) and per_token_s == pytest.approx(0.001, rel=1e-6)
+    assert fixed_s == pytest.approx(0.2, rel=1e-6)
+    assert per_token_s == pytest.approx(0.001, rel=1e-6)
     tokens, joules, seconds = est.round_cost("sample", 4)
-    assert tokens == 80 and joules == pytest.approx(2.0 + 0.8) and seconds == pytest.approx(0.2 + 0.08)
+    assert tokens == 80
+    assert joules == pytest.approx(2.0 + 0.8)
+    assert seconds == pytest.approx(0.2 + 0.08)
     # one round size only: the cost cannot be split, so it is all per token
     single = CostEstimates()
     single.update("sample", 1, 50, joules=1.0, seconds=0.1)
@@ -122,7 +133,8 @@ def test_a_noisy_slope_cannot_price_tokens_above_their_average_cost() -> None:
         est.update("sample", 1, tokens, joules=1.0, seconds=seconds)
     fixed_s, per_token_s = est.seconds.coefficients()
     average = est.seconds.average()
-    assert 0.25 * average <= per_token_s <= average and fixed_s >= 0
+    assert 0.25 * average <= per_token_s <= average
+    assert fixed_s >= 0
 
 
 class Clock:
@@ -161,12 +173,16 @@ def test_a_budget_refused_after_a_slow_sample_is_accepted_again_once_the_estimat
     clock.now += 61
     probe = guarded.run(BestOfN(n=4), problems[0], budget=budget, seed=2)
     caps = [d.detail for d in probe.decisions if d.kind == "budget_cap"]
-    assert caps[0]["limit"] == "probe" and caps[0]["granted"] == 1 and "not settled" in caps[0]["floor"]
-    assert probe.chosen is not None and probe.cost.joules <= budget.energy_j
+    assert caps[0]["limit"] == "probe"
+    assert caps[0]["granted"] == 1
+    assert "not settled" in caps[0]["floor"]
+    assert probe.chosen is not None
+    assert probe.cost.joules <= budget.energy_j
     # ... whose cheap sample the estimate believes: the same budget is accepted and searches again
     again = guarded.run(BestOfN(n=4), problems[0], budget=budget, seed=3)
     assert not any(d.detail["limit"] == "probe" for d in again.decisions if d.kind == "budget_cap")
-    assert again.cost.samples >= 1 and again.cost.joules <= budget.energy_j
+    assert again.cost.samples >= 1
+    assert again.cost.joules <= budget.energy_j
 
 
 def test_one_slow_round_among_many_does_not_set_the_price() -> None:
@@ -175,7 +191,8 @@ def test_one_slow_round_among_many_does_not_set_the_price() -> None:
         est.update("sample", 1, 40, joules=0.5, seconds=0.05)
     est.update("sample", 1, 40, joules=30.0, seconds=3.0)  # a slow moment, the newest round
     assert est.joules.kept() == [0, 1, 2, 3, 4, 5]
-    assert est.unit_cost("sample")[1] == pytest.approx(0.5) and est.settledness().discounted == 1
+    assert est.unit_cost("sample")[1] == pytest.approx(0.5)
+    assert est.settledness().discounted == 1
     # a device that stays slow is believed: once slow rounds are most of the recent ones they set the price
     for _ in range(6):
         est.update("sample", 1, 40, joules=30.0, seconds=3.0)

@@ -48,7 +48,8 @@ def test_quantile_head_starts_as_the_two_label_prm(variant: str, checkpoint, tmp
     assert quantiles.shape == (2, 12, 3)
     for k in range(3):
         torch.testing.assert_close(quantiles[..., k], p_right, atol=1e-6, rtol=0)
-    assert new.config.quantile_levels == [0.1, 0.5, 0.9] and new.config.id2label[0] == "q10"
+    assert new.config.quantile_levels == [0.1, 0.5, 0.9]
+    assert new.config.id2label[0] == "q10"
 
 
 def test_pinball_training_improves_held_out_calibration(llama_prm) -> None:
@@ -58,7 +59,8 @@ def test_pinball_training_improves_held_out_calibration(llama_prm) -> None:
     # the head starts with all quantiles equal (at the base rate); training spreads them apart
     before, after = llama_prm.before.below, llama_prm.after.coverage
     assert max(before.values()) - min(before.values()) < 1e-9
-    assert after["q10"] < after["q50"] < after["q90"] and after["q90"] - after["q10"] > 0.4
+    assert after["q10"] < after["q50"] < after["q90"]
+    assert after["q90"] - after["q10"] > 0.4
     assert llama_prm.training.best_step > 0
     png = llama_prm.reliability_png
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -68,7 +70,8 @@ def test_onnx_export_reproduces_pytorch_and_ships_checked_variants(llama_prm) ->
     exported = llama_prm.export
     assert exported.parity_max_abs_diff < 1e-3 * max(1.0, exported.parity_logit_scale)
     variants = {v.variant: v for v in exported.variants}
-    assert variants["fp32"].accepted and variants["fp32"].metrics is not None
+    assert variants["fp32"].accepted
+    assert variants["fp32"].metrics is not None
     assert set(variants) == {"fp32", "int8", "fp16"}
     config = json.loads((exported.path / "prm_config.json").read_text())
     assert config["quantile_levels"] == [0.1, 0.5, 0.9]
@@ -102,16 +105,22 @@ def test_scores_are_ordered_batch_invariant_and_per_step(llama_prm) -> None:
     prefixes = [[], ["3+4=7\n\n"], ["3+4=9\n\n"], ["3+4=7\n\n", "A:7"], ["3+4=9\n\n", "A:9"]]
     together = prm.score("3+4", prefixes, per_step=True)
     for p, s in zip(prefixes, together, strict=True):
-        assert list(s.final.values) == sorted(s.final.values) and 0 < s.final.low <= s.final.high < 1
-        assert len(s.per_step) == len(p) + 1 and s.per_step[-1] == s.final and s.dropped_steps == 0
+        assert list(s.final.values) == sorted(s.final.values)
+        assert 0 < s.final.low <= s.final.high < 1
+        assert len(s.per_step) == len(p) + 1
+        assert s.per_step[-1] == s.final
+        assert s.dropped_steps == 0
     alone = [prm.score("3+4", [p])[0] for p in prefixes]
     for a, b in zip(together, alone, strict=True):
         np.testing.assert_allclose(a.final.values, b.final.values, atol=1e-5)
     # the question-level score of every prefix is the same number: the model is causal
     np.testing.assert_allclose([s.per_step[0].median for s in together], together[0].final.median, atol=1e-5)
     assert prm.score_question("3+4").median == pytest.approx(together[0].final.median, abs=1e-5)
-    assert prm.stats.calls == 1 + len(prefixes) + 1 and prm.stats.prefixes == 2 * len(prefixes) + 1
-    assert prm.stats.runs >= 2 + len(prefixes) and prm.stats.tokens > 0 and prm.stats.wall_s > 0
+    assert prm.stats.calls == 1 + len(prefixes) + 1
+    assert prm.stats.prefixes == 2 * len(prefixes) + 1
+    assert prm.stats.runs >= 2 + len(prefixes)
+    assert prm.stats.tokens > 0
+    assert prm.stats.wall_s > 0
 
 
 def test_long_prefixes_are_cut_by_the_documented_rule(llama_prm) -> None:
@@ -119,10 +128,13 @@ def test_long_prefixes_are_cut_by_the_documented_rule(llama_prm) -> None:
     steps = [f"{i}+{i}={2 * i} and some more words to make this step long\n\n" for i in range(1, 9)]
     full = prm.score("3+4", [steps], per_step=True)[0]
     assert full.n_tokens <= FMT.max_length
-    assert full.dropped_steps > 0 and full.per_step[1] is None and full.per_step[-1] is not None
+    assert full.dropped_steps > 0
+    assert full.per_step[1] is None
+    assert full.per_step[-1] is not None
     assert full.per_step[0].median == pytest.approx(prm.score_question("3+4").median, abs=1e-5)
     huge = prm.score("3+4 " * 200, [["x" * 5000]])[0]  # question and step both beyond the context
-    assert huge.n_tokens <= FMT.max_length and 0 < huge.final.median < 1
+    assert huge.n_tokens <= FMT.max_length
+    assert 0 < huge.final.median < 1
 
 
 def test_prm_bad_inputs(llama_prm, tmp_path: Path) -> None:
@@ -157,7 +169,8 @@ def test_qwen2_backbone_with_lora_through_the_cli(checkpoint, synthetic_calib, t
     ])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "Calibration on held-out questions" in text and "ONNX vs PyTorch: max abs logit diff" in text
+    assert "Calibration on held-out questions" in text
+    assert "ONNX vs PyTorch: max abs logit diff" in text
     config = json.loads((tmp_path / "qprm" / "prm_config.json").read_text())
     held = config["metrics"]["held_out"]
     assert held["after"]["pinball"] < held["before"]["pinball"]  # head + adapters learned, then merged
@@ -175,7 +188,9 @@ def test_packing_uses_every_record_once(checkpoint, synthetic_calib) -> None:
     assert sum(len(s.targets) for s in seqs) == len(records)
     assert len(seqs) < len(records)  # several labels share one forward pass
     train, held = split_questions(records, 0.25)
-    assert train and held and not train & held
+    assert train
+    assert held
+    assert not train & held
 
 
 def test_calibration_metrics_by_hand() -> None:
@@ -193,15 +208,19 @@ def test_calibration_metrics_by_hand() -> None:
     assert m.coverage["q90"] == pytest.approx((0.9 + 1 + 1) / 3)
     # ECE: bins 0.2, 0.6 and 0.05 hold one point each
     assert m.ece_median == pytest.approx((0.05 + 0.1 + 0.05) / 3)
-    assert len(m.warnings) == 1 and "only 3 held-out targets" in m.warnings[0]
+    assert len(m.warnings) == 1
+    assert "only 3 held-out targets" in m.warnings[0]
 
 
 def test_a_degenerate_hold_out_is_reported_as_such_not_as_perfect() -> None:
     # three held-out questions the generator never solves: a PRM saying ~0 looks perfect on them
     preds = np.tile([0.0001, 0.0002, 0.0003], (60, 1))
     m = calibration_metrics(preds, np.zeros(60), (0.1, 0.5, 0.9), n_rollouts=np.full(60, 8))
-    assert m.brier_median < 1e-6 and m.coverage == {"q10": pytest.approx(0.1), "q50": pytest.approx(0.5), "q90": pytest.approx(0.9)}
-    assert m.warnings and "every held-out target is 0" in m.warnings[0] and "never succeeds" in m.warnings[0]
+    assert m.brier_median < 1e-6
+    assert m.coverage == {"q10": pytest.approx(0.1), "q50": pytest.approx(0.5), "q90": pytest.approx(0.9)}
+    assert m.warnings
+    assert "every held-out target is 0" in m.warnings[0]
+    assert "never succeeds" in m.warnings[0]
     mixed = calibration_metrics(np.tile([0.2, 0.5, 0.8], (60, 1)), np.tile([0.0, 1.0], 30), (0.1, 0.5, 0.9))
     assert mixed.warnings == ()
 
@@ -221,7 +240,8 @@ def test_int8_acceptance_rule() -> None:
     far = CalibrationMetrics(100, 0.040 + 2 * INT8_TOLERANCE["brier_median"], 0.030, {"q10": 0.10, "q50": 0.50, "q90": 0.90}, {}, 0.05)
     assert _within_int8_tolerance(base, close)[0]
     ok, why = _within_int8_tolerance(base, far)
-    assert not ok and "brier_median" in why
+    assert not ok
+    assert "brier_median" in why
 
 
 def test_logistic_term_keeps_saturated_outputs_learning_and_ordered() -> None:
@@ -259,5 +279,7 @@ def test_the_prm_context_follows_the_data(checkpoint, synthetic_calib) -> None:
     length = length_from_data(records, tokenizer, fmt)
     whole = sorted(len(encode_prefix(tokenizer, PRMFormat(max_length=4096), r.question, list(r.prefix)).input_ids)
                    for r in records if r.origin == "sample")
-    assert length % 64 == 0 and 64 <= length <= 1024
-    assert sum(n <= length for n in whole) >= 0.99 * len(whole) and length - 64 < whole[-1]
+    assert length % 64 == 0
+    assert 64 <= length <= 1024
+    assert sum(n <= length for n in whole) >= 0.99 * len(whole)
+    assert length - 64 < whole[-1]

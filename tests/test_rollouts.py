@@ -63,8 +63,10 @@ def test_rollouts_measure_success_per_prefix(step_gguf: Path, tmp_path: Path) ->
     settings = RolloutSettings(n_solutions=6, n_continuations=4, sampling=SamplingParams(temperature=1.0), seed=3,
                                record_continuations=True)
     report = build_calibration_set(step_gguf, TINY_ARITHMETIC, problems, tmp_path / "c.jsonl", settings)
-    assert report.questions == len(problems) and report.resumed == 0
-    assert report.generated_tokens > 0 and report.cut_by_context == 0
+    assert report.questions == len(problems)
+    assert report.resumed == 0
+    assert report.generated_tokens > 0
+    assert report.cut_by_context == 0
     assert report.prompt_tokens < 20 * len(problems)  # each question's prompt once, prefixes never re-evaluated
     records = read_records(tmp_path / "c.jsonl")
     assert report.records == len(records)
@@ -72,18 +74,22 @@ def test_rollouts_measure_success_per_prefix(step_gguf: Path, tmp_path: Path) ->
     for problem in problems:
         recs = by_q[problem.id]
         empty = [r for r in recs if not r.prefix]
-        assert len(empty) == 1 and empty[0].n_rollouts == 6  # the N solutions are the question's rollouts
+        assert len(empty) == 1
+        assert empty[0].n_rollouts == 6  # the N solutions are the question's rollouts
         complete = [r for r in recs if r.complete and r.origin == "sample"]
         assert sum(r.n_rollouts for r in complete) == 6
         assert sum(r.n_correct for r in complete) == empty[0].n_correct
         continued = [r for r in recs if r.origin == "continuation"]
         for r in complete + continued:  # a whole solution is graded as it stands
-            assert r.complete and r.n_correct in (0, r.n_rollouts)
+            assert r.complete
+            assert r.n_correct in (0, r.n_rollouts)
             assert (r.n_correct > 0) == TINY_ARITHMETIC.is_correct("".join(r.prefix), problem)
         partial = [r for r in recs if r.prefix and not r.complete]
-        assert partial and all(r.n_rollouts == 4 for r in partial)
+        assert partial
+        assert all(r.n_rollouts == 4 for r in partial)
         # every continuation that is not one of the sampled solutions is kept, once
-        assert continued and sum(r.n_rollouts for r in continued) <= 4 * len(partial)
+        assert continued
+        assert sum(r.n_rollouts for r in continued) <= 4 * len(partial)
         assert not {r.prefix for r in continued} & {r.prefix for r in complete}
         assert all(any(r.prefix[: len(p.prefix)] == p.prefix for p in partial) for r in continued)
         assert len({r.prefix for r in recs}) == len(recs)  # distinct prefixes only
@@ -104,7 +110,8 @@ def test_an_interrupted_run_resumes_to_the_same_file(step_gguf: Path, tmp_path: 
     text = interrupted.read_bytes()
     interrupted.write_bytes(text[: len(text) - 40])  # the last question is cut mid-line
     report = build_calibration_set(step_gguf, TINY_ARITHMETIC, problems, interrupted, settings)
-    assert report.resumed == 1 and report.questions == len(problems) - 1
+    assert report.resumed == 1
+    assert report.questions == len(problems) - 1
     assert interrupted.read_bytes() == whole.read_bytes()
 
     with pytest.raises(EdgeAdaptError, match="other settings"):

@@ -84,7 +84,8 @@ def test_a_second_bench_on_the_same_folder_is_refused_while_the_first_writes(ref
     first_err = first.communicate(timeout=300)[1]
     assert first.returncode == 0, first_err
     said = " ".join(second.stderr.split())
-    assert second.returncode == 1 and "is being written by edge-adapt bench (pid" in said, said
+    assert second.returncode == 1, said
+    assert "is being written by edge-adapt bench (pid" in said, said
     assert by_key(RunFolder(out).records()) == reference
     assert len((out / "records.jsonl").read_text().splitlines()) == EXPECTED
 

@@ -39,11 +39,13 @@ def test_best_of_n_accounting(searcher, problems, select: str) -> None:
     # all candidates in one call; a plain vote reads no PRM score, so it makes none
     assert result.cost.prm_calls == (searcher.prm.stats - prm0).calls == (0 if select == "majority" else 1)
     assert result.cost.prompt_tokens == len(searcher.generator.vocab.tokenize(TINY_ARITHMETIC.prompt(problems[0])))
-    assert result.chosen in result.candidates and result.answer == result.chosen.answer
+    assert result.chosen in result.candidates
+    assert result.answer == result.chosen.answer
     if select == "prm":
         assert result.chosen.final.median == max(c.final.median for c in result.candidates)
     if select == "majority":
-        assert all(c.final is None for c in result.candidates) and result.cost.prm_tokens == 0
+        assert all(c.final is None for c in result.candidates)
+        assert result.cost.prm_tokens == 0
     assert [d.kind for d in result.decisions] == ["n_samples", "select"]
     assert_clean(searcher)
 
@@ -52,7 +54,8 @@ def test_a_seed_reproduces_every_strategy(searcher, problems) -> None:
     for strategy in (BestOfN(n=4), IASBestOfN(n_max=6), BeamSearch(n=4, width=2), IASBeamSearch(k_max=2, m_max=2)):
         a, b = (searcher.run(strategy, problems[1], seed=5) for _ in range(2))
         assert [c.steps for c in a.candidates] == [c.steps for c in b.candidates], strategy.name
-        assert a.answer == b.answer and a.decisions == b.decisions
+        assert a.answer == b.answer
+        assert a.decisions == b.decisions
     runs = {tuple(c.steps for c in searcher.run(BestOfN(n=4), problems[1], seed=s).candidates) for s in range(4)}
     assert len(runs) > 1
 
@@ -63,7 +66,8 @@ def test_ias_best_of_n_sizes_n_by_the_question_score(searcher, problems) -> None
         result = searcher.run(IASBestOfN(n_max=5, confidence=0.9), problem)
         decision = result.decisions[0].detail
         assert decision["n"] == min(n_samples(q.low, 0.9), 5) == result.cost.samples
-        assert decision["p_low"] == pytest.approx(q.low) and decision["capped_at_n_max"] == (n_samples(q.low, 0.9) > 5)
+        assert decision["p_low"] == pytest.approx(q.low)
+        assert decision["capped_at_n_max"] == (n_samples(q.low, 0.9) > 5)
         assert result.cost.prm_calls == 2  # the question once, the candidates once
     assert_clean(searcher)
 
@@ -74,14 +78,17 @@ def test_early_stopping_stops_once_answers_agree(searcher, problems) -> None:
     for problem in problems[:3]:
         result = searcher.run(BestOfN(n=12, select="majority", early_stop=EarlyStop(threshold=0.5, round_size=3)), problem)
         stops = [d for d in result.decisions if d.kind == "early_stop"]
-        assert len(stops) == 1 and result.cost.samples == stops[0].detail["after"] == 3 and stops[0].detail["confidence"] >= 0.5
+        assert len(stops) == 1
+        assert result.cost.samples == stops[0].detail["after"] == 3
+        assert stops[0].detail["confidence"] >= 0.5
     # a stricter threshold stops later or not at all, never before its own criterion holds
     strict = searcher.run(BestOfN(n=12, select="majority", early_stop=EarlyStop(threshold=0.8, round_size=3)), problems[0])
     stops = [d for d in strict.decisions if d.kind == "early_stop"]
     assert strict.cost.samples == (stops[0].detail["after"] if stops else 12)
     assert all(d.detail["confidence"] >= 0.8 for d in stops)
     never = searcher.run(BestOfN(n=6, early_stop=EarlyStop(threshold=1.0, round_size=2)), problems[0])
-    assert never.cost.samples == 6 and not [d for d in never.decisions if d.kind == "early_stop"]
+    assert never.cost.samples == 6
+    assert not [d for d in never.decisions if d.kind == "early_stop"]
 
 
 @pytest.mark.parametrize("strategy", [BeamSearch(n=8, width=2), BeamSearch(n=6, width=3, score_every=2), IASBeamSearch(k_max=3, m_max=2)])
@@ -95,7 +102,8 @@ def test_beam_search_respects_its_budget(searcher, problems, strategy) -> None:
             if isinstance(strategy, BeamSearch):
                 assert a["kept"] <= -(-budget // strategy.width)
             else:
-                assert 1 <= a["K"] <= strategy.k_max and 1 <= a["M"] <= strategy.m_max
+                assert 1 <= a["K"] <= strategy.k_max
+                assert 1 <= a["M"] <= strategy.m_max
         # one PRM call per scoring step (all live branches batched), one for the finished ones
         scoring_steps = len(allocations)
         ias_question = 1 if isinstance(strategy, IASBeamSearch) else 0
@@ -123,16 +131,20 @@ def test_adaptive_search_with_the_fallback_model(searcher, problems) -> None:
     for problem in problems[:2]:
         result = searcher.run(parse_spec("adaptive:price=0,n_max=5"), problem, seed=3)
         d = _value_decision(result)
-        assert d["calibrated_model"] is False and d["picked_by"] == "posterior"
+        assert d["calibrated_model"] is False
+        assert d["picked_by"] == "posterior"
         assert 1 <= result.cost.samples == len(result.candidates) == sum(d["rounds"]) <= 5
         assert d["stop"] in ("confident", "not_worth", "n_max")
-        assert result.chosen in result.candidates and result.answer == result.chosen.answer
+        assert result.chosen in result.candidates
+        assert result.answer == result.chosen.answer
         again = searcher.run(parse_spec("adaptive:price=0,n_max=5"), problem, seed=3)
-        assert [c.steps for c in again.candidates] == [c.steps for c in result.candidates] and again.decisions == result.decisions
+        assert [c.steps for c in again.candidates] == [c.steps for c in result.candidates]
+        assert again.decisions == result.decisions
         assert_clean(searcher)
     # a price no gain can pay stops after the first sample
     cheap = searcher.run(parse_spec("adaptive:price=1000000"), problems[0], seed=3)
-    assert cheap.cost.samples == 1 and _value_decision(cheap)["stop"] in ("not_worth", "confident")
+    assert cheap.cost.samples == 1
+    assert _value_decision(cheap)["stop"] in ("not_worth", "confident")
 
 
 def test_adaptive_search_with_a_calibrated_model(searcher, problems) -> None:
@@ -149,12 +161,16 @@ def test_adaptive_search_with_a_calibrated_model(searcher, problems) -> None:
         questions.append(CalibrationQuestion(q.median, tuple(
             ScoredSolution(c.answer, TINY_ARITHMETIC.is_correct(c.text, problem), c.final.median) for c in r.candidates)))
     model = fit_answer_model(questions, answers_equal, min_per_bin=8)
-    assert model.calibrated and model.values and model.max_measured == 6 and model.selector in ("prm", "weighted", "majority")
+    assert model.calibrated
+    assert model.values
+    assert model.max_measured == 6
+    assert model.selector in ("prm", "weighted", "majority")
     calibrated = Searcher(searcher.generator, searcher.prm, TINY_ARITHMETIC, searcher.settings, answer_model=model)
     for price in (0.0, 50.0):
         result = calibrated.run(parse_spec(f"adaptive:price={price:g},n_max=12"), problems[1], seed=4)
         d = _value_decision(result)
-        assert d["calibrated_model"] is True and d["picked_by"] == model.selector
+        assert d["calibrated_model"] is True
+        assert d["picked_by"] == model.selector
         assert 1 <= result.cost.samples <= 6  # the replays measured no more than 6 samples of a question
         # the answer is the calibrated picker's, by the same rule the replays measured
         index = pick(model.selector, [c.answer for c in result.candidates], [c.final.median for c in result.candidates],

@@ -85,7 +85,8 @@ def test_votes_and_ranking() -> None:
     assert weighted_vote(cands, answers_equal) == 4
     # one confident 7 outweighs two unsure 12s
     assert weighted_vote([cand("12", 0.2), cand("12", 0.2), cand("7", 0.9)], answers_equal) == 2
-    assert majority_vote([], answers_equal) is None and weighted_vote([cand(None, 0.5)], answers_equal) is None
+    assert majority_vote([], answers_equal) is None
+    assert weighted_vote([cand(None, 0.5)], answers_equal) is None
 
 
 @pytest.mark.parametrize(
@@ -104,7 +105,8 @@ def test_majority_confidence(votes: list[int], expected: float) -> None:
 
 def test_majority_confidence_grows_with_agreement() -> None:
     values = [majority_confidence([k, 1]) for k in range(1, 12)]
-    assert values == sorted(values) and values[-1] > 0.99
+    assert values == sorted(values)
+    assert values[-1] > 0.99
     assert math.isclose(majority_confidence([0]), 0.5)
 
 
@@ -118,10 +120,13 @@ def test_specs_round_trip_and_reject_nonsense() -> None:
     assert parse_spec("best_of_n:n=16") == BestOfN(n=16, name="best_of_n:n=16")
     assert parse_spec("weighted:n=8+es=0.9") == BestOfN(n=8, select="weighted", early_stop=EarlyStop(threshold=0.9),
                                                          name="weighted:n=8+es=0.9")
-    assert parse_spec("ias_best_of_n").n_max == 32 and parse_spec("ias_best_of_n").name == "ias_best_of_n:n_max=32"
+    assert parse_spec("ias_best_of_n").n_max == 32
+    assert parse_spec("ias_best_of_n").name == "ias_best_of_n:n_max=32"
     assert isinstance(parse_spec("ias_beam:k_max=2,m_max=8"), IASBeamSearch)
     beam = parse_spec("beam:n=16,width=4,score_every=2")
-    assert isinstance(beam, BeamSearch) and beam.score_every == 2 and parse_spec(beam.name) == beam
+    assert isinstance(beam, BeamSearch)
+    assert beam.score_every == 2
+    assert parse_spec(beam.name) == beam
     assert isinstance(parse_spec("ias_majority:n_max=8"), IASBestOfN)
     for bad, message in (("best_of_k:n=3", "unknown strategy"), ("best_of_n:n=x", "must be a int"),
                          ("beam:n=16,depth=3", "beam takes n, width, score_every"), ("beam:n=8+es", "best-of-N strategies only")):
@@ -132,9 +137,11 @@ def test_specs_round_trip_and_reject_nonsense() -> None:
 def test_generator_capacity_follows_the_strategy_and_the_task() -> None:
     rules = StepRules(max_new_tokens=256)
     # best-of-16: 16 paths live at once, each with a parent, plus the root; KV: the prompt once plus 16 longest solutions
-    assert sequences_needed(BestOfN(n=16)) == 34 and kv_cells_needed(BestOfN(n=16), rules) == 512 + 16 * 256
+    assert sequences_needed(BestOfN(n=16)) == 34
+    assert kv_cells_needed(BestOfN(n=16), rules) == 512 + 16 * 256
     # adaptive search draws at most `lookahead` at once and releases finished samples: a small pool, floored
-    assert sequences_needed(ValueSampling(lookahead=2)) == 6 and kv_cells_needed(ValueSampling(lookahead=2), rules) == 2048
+    assert sequences_needed(ValueSampling(lookahead=2)) == 6
+    assert kv_cells_needed(ValueSampling(lookahead=2), rules) == 2048
     assert kv_cells_needed(IASBeamSearch(k_max=4, m_max=4), StepRules(max_new_tokens=1024)) == 512 + 16 * 1024
     assert sequences_needed(BestOfN(n=MAX_LIVE_PATHS)) == 256  # llama.cpp's limit, hence the cap on samples
     with pytest.raises(SamplingConfigError, match="1..127"):
@@ -146,4 +153,5 @@ def test_the_samples_ias_asks_for_reach_their_target(p: float) -> None:
     assert achieved_confidence(0.5, 2) == pytest.approx(0.75)
     for confidence in CONFIDENCE_LADDER:
         n = n_samples(p, confidence)
-        assert achieved_confidence(p, n) >= confidence and (n == 1 or achieved_confidence(p, n - 1) < confidence)
+        assert achieved_confidence(p, n) >= confidence
+        assert n == 1 or achieved_confidence(p, n - 1) < confidence

@@ -21,9 +21,12 @@ def test_export_selector_writes_the_model_beside_the_prm(llama_prm, synthetic_ca
     model = AnswerModel.for_prm(prm_dir)
     held = llama_prm.counts["held_out_questions"]
     # only the questions the PRM's head never trained on (its held-out split), each with its two graded solutions
-    assert model.calibrated and model.provenance["questions"] == held and model.provenance["samples"] == 2 * held
+    assert model.calibrated
+    assert model.provenance["questions"] == held
+    assert model.provenance["samples"] == 2 * held
     assert "held-out" in model.provenance["used"]
-    assert set(model.gains) == {"prm", "majority", "weighted"} and model.selector in model.gains
+    assert set(model.gains) == {"prm", "majority", "weighted"}
+    assert model.selector in model.gains
     assert json.loads((prm_dir / MODEL_FILE).read_text())["version"] == 1
     assert "selector accuracy" in result.output.lower()
 
@@ -33,13 +36,17 @@ def test_export_selector_refuses_what_it_cannot_use(llama_prm, synthetic_calib, 
     shutil.copytree(llama_prm.export.path, prm_dir)
     fresh_without_generator = CliRunner().invoke(main, ["export", "selector", str(prm_dir), "-c", str(synthetic_calib),
                                                         "--fresh-per-level", "5"])
-    assert fresh_without_generator.exit_code == 2 and "--generator" in fresh_without_generator.output
+    assert fresh_without_generator.exit_code == 2
+    assert "--generator" in fresh_without_generator.output
     no_data = CliRunner().invoke(main, ["export", "selector", str(prm_dir), "-c", str(synthetic_calib), "--task", "gsm8k"])
-    assert no_data.exit_code == 2 and "--data" in no_data.output
+    assert no_data.exit_code == 2
+    assert "--data" in no_data.output
     other_temperature = CliRunner().invoke(main, ["export", "selector", str(prm_dir), "-c", str(synthetic_calib), "--temperature", "1.3"])
-    assert other_temperature.exit_code == 1 and "fresh questions only" in other_temperature.output
+    assert other_temperature.exit_code == 1
+    assert "fresh questions only" in other_temperature.output
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     result = CliRunner().invoke(main, ["export", "selector", str(prm_dir), "-c", str(empty)])
-    assert result.exit_code == 1 and "usable questions" in result.output
+    assert result.exit_code == 1
+    assert "usable questions" in result.output
     assert not (prm_dir / MODEL_FILE).exists()

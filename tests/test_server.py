@@ -48,7 +48,8 @@ class Server:
                 r = httpx.get(f"{self.url}/health", timeout=2)
                 if r.status_code == 200:
                     return
-                assert r.status_code == 503 and r.json()["status"] == "loading", r.text
+                assert r.status_code == 503, r.text
+                assert r.json()["status"] == "loading", r.text
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
@@ -99,11 +100,18 @@ def test_chat_through_the_openai_client_searches_and_reports_the_cost(default_se
     client = openai.OpenAI(base_url=f"{default_server.url}/v1", api_key="unused")
     assert [m.id for m in client.models.list().data] == ["generator-Q8_0"]
     reply = client.chat.completions.create(model="generator-Q8_0", messages=[{"role": "user", "content": QUESTION}], seed=3)
-    assert len(reply.choices) == 1 and reply.choices[0].message.content.strip().endswith("A:3648")
+    assert len(reply.choices) == 1
+    assert reply.choices[0].message.content.strip().endswith("A:3648")
     cost = reply.model_extra["edge_adapt"]
-    assert cost["mode"] == "search" and cost["strategy"] == "adaptive:price=8" and cost["answer"] == "3648"
-    assert cost["samples"] >= 1 and cost["prm_calls"] >= 1 and cost["prm_tokens"] > 0
-    assert cost["energy_source"] and cost["joules"] > 0 and cost["energy_estimated"] in (True, False)
+    assert cost["mode"] == "search"
+    assert cost["strategy"] == "adaptive:price=8"
+    assert cost["answer"] == "3648"
+    assert cost["samples"] >= 1
+    assert cost["prm_calls"] >= 1
+    assert cost["prm_tokens"] > 0
+    assert cost["energy_source"]
+    assert cost["joules"] > 0
+    assert cost["energy_estimated"] in (True, False)
     assert 0 <= cost["quantiles"]["q10"] <= cost["quantiles"]["q50"] <= cost["quantiles"]["q90"] <= 1
     assert [d["kind"] for d in cost["decisions"]][-1] == "select"
     assert reply.usage.completion_tokens == cost["generated_tokens"] > 0
@@ -111,9 +119,12 @@ def test_chat_through_the_openai_client_searches_and_reports_the_cost(default_se
 
 def test_n_samples_are_decoded_together_from_one_prompt(default_server: Server) -> None:
     body = chat(default_server, n=4, seed=5, temperature=1.0).json()
-    assert len(body["choices"]) == 4 and [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
+    assert len(body["choices"]) == 4
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
     cost = body["edge_adapt"]
-    assert cost["mode"] == "sample" and cost["samples"] == 4 and cost["prm_calls"] == 0
+    assert cost["mode"] == "sample"
+    assert cost["samples"] == 4
+    assert cost["prm_calls"] == 0
     one = chat(default_server, seed=5, edge_adapt={"strategy": "sample"}).json()
     assert body["usage"]["prompt_tokens"] == one["usage"]["prompt_tokens"]  # the prompt is prefilled once for all four
 
@@ -140,11 +151,14 @@ def test_budgets_are_honoured_and_reported(default_server: Server) -> None:
     assert capped["samples"] < free["samples"] == 8
     assert any(d["kind"] == "budget_cap" for d in capped["decisions"])
     too_small = chat(default_server, edge_adapt={"energy_j": 1e-6})
-    assert too_small.status_code == 400 and too_small.json()["error"]["code"] == "budget_too_small"
+    assert too_small.status_code == 400
+    assert too_small.json()["error"]["code"] == "budget_too_small"
     # a refusal is a line in the log that says why, not an error with a traceback
     time.sleep(0.5)
     log = default_server.log.read_text()
-    assert "budget_too_small" in log and "never retrieved" not in log and "Traceback" not in log
+    assert "budget_too_small" in log
+    assert "never retrieved" not in log
+    assert "Traceback" not in log
 
 
 def test_the_completions_endpoint(default_server: Server) -> None:
@@ -152,7 +166,9 @@ def test_the_completions_endpoint(default_server: Server) -> None:
                       timeout=60).json()
     assert body["object"] == "text_completion"
     choice = body["choices"][0]
-    assert choice["finish_reason"] == "stop" and "A:" not in choice["text"] and choice["text"].startswith("454+762=1216")
+    assert choice["finish_reason"] == "stop"
+    assert "A:" not in choice["text"]
+    assert choice["text"].startswith("454+762=1216")
 
 
 def test_requests_do_not_leak_into_each_other(default_server: Server) -> None:
@@ -208,17 +224,22 @@ def test_bad_requests_get_an_openai_error_naming_the_field(default_server: Serve
     r = httpx.post(f"{default_server.url}/v1/{endpoint}", json=body, timeout=30)
     assert r.status_code == status, r.text
     error = r.json()["error"]
-    assert error["type"] == "invalid_request_error" and error["param"] == param and error["message"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert error["message"]
 
 
 def test_malformed_bodies_and_unknown_routes(default_server: Server) -> None:
     r = httpx.post(f"{default_server.url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_json"
     r = httpx.post(f"{default_server.url}/v1/chat/completions", content=b'{"messages": [{"role": "user", "content": "1+2"}],'
                    b' "temperature": NaN}', headers={"content-type": "application/json"})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "temperature"
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "temperature"
     r = httpx.get(f"{default_server.url}/v1/nothing")
-    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    assert r.status_code == 404
+    assert r.json()["error"]["type"] == "not_found_error"
 
 
 def test_metrics_count_what_was_served(default_server: Server) -> None:
@@ -238,27 +259,39 @@ def test_metrics_count_what_was_served(default_server: Server) -> None:
 def test_a_chat_model_votes_adaptively_on_checkable_questions_and_samples_once_otherwise(smol_server: Server) -> None:
     body = chat(smol_server, "What is 7+4?", seed=0, max_tokens=64).json()
     cost = body["edge_adapt"]
-    assert cost["mode"] == "search" and cost["prm"] is False and cost["strategy"].startswith("consistency:")
-    assert "Adaptive-Consistency" in cost["why"] and cost["samples"] >= 2
-    assert cost["prm_calls"] == 0 and cost["quantiles"] is None
+    assert cost["mode"] == "search"
+    assert cost["prm"] is False
+    assert cost["strategy"].startswith("consistency:")
+    assert "Adaptive-Consistency" in cost["why"]
+    assert cost["samples"] >= 2
+    assert cost["prm_calls"] == 0
+    assert cost["quantiles"] is None
     haiku = chat(smol_server, "Write a haiku about rain", seed=0, max_tokens=64).json()
-    assert haiku["edge_adapt"]["mode"] == "single" and haiku["edge_adapt"]["samples"] == 1
-    assert "cannot be compared" in haiku["edge_adapt"]["why"] and haiku["choices"][0]["message"]["content"].strip()
+    assert haiku["edge_adapt"]["mode"] == "single"
+    assert haiku["edge_adapt"]["samples"] == 1
+    assert "cannot be compared" in haiku["edge_adapt"]["why"]
+    assert haiku["choices"][0]["message"]["content"].strip()
     # a turn with nothing to vote on, and no keyword to say so: its first two samples decide, and the reply is one of them
     greeting = chat(smol_server, "Hello! Who are you?", seed=0, max_tokens=48).json()
     looked = greeting["edge_adapt"]
     summary = next(d for d in looked["decisions"] if d["kind"] == "adaptive_vote")
     if looked["answer"] is None:  # the usual case: two introductions, no number in either
-        assert looked["samples"] == 2 and summary["detail"]["stop"] == "no_answer"
-    assert looked["mode"] == "search" and greeting["choices"][0]["message"]["content"].strip()
+        assert looked["samples"] == 2
+        assert summary["detail"]["stop"] == "no_answer"
+    assert looked["mode"] == "search"
+    assert greeting["choices"][0]["message"]["content"].strip()
     forced = chat(smol_server, "Write a haiku about rain", max_tokens=32, edge_adapt={"strategy": "majority:n=2"}).json()
-    assert forced["edge_adapt"]["mode"] == "single" and forced["choices"][0]["message"]["content"].strip()
+    assert forced["edge_adapt"]["mode"] == "single"
+    assert forced["choices"][0]["message"]["content"].strip()
     # the chat template wrapped the message, and nothing else did (no prompt wrapper)
-    assert 10 < body["usage"]["prompt_tokens"] < 20 and body["choices"][0]["message"]["content"]
+    assert 10 < body["usage"]["prompt_tokens"] < 20
+    assert body["choices"][0]["message"]["content"]
     judged = chat(smol_server, "What is 7+4?", edge_adapt={"strategy": "best_of_n:n=2"})
-    assert judged.status_code == 400 and judged.json()["error"]["param"] == "edge_adapt.strategy"
+    assert judged.status_code == 400
+    assert judged.json()["error"]["param"] == "edge_adapt.strategy"
     voted = chat(smol_server, "What is 7+4?", seed=0, max_tokens=64, edge_adapt={"strategy": "majority:n=2"}).json()
-    assert voted["edge_adapt"]["mode"] == "search" and voted["edge_adapt"]["samples"] == 2  # a vote needs no PRM
+    assert voted["edge_adapt"]["mode"] == "search"
+    assert voted["edge_adapt"]["samples"] == 2  # a vote needs no PRM
     assert voted["edge_adapt"]["strategy"] == "majority:n=2"  # named as asked, not as the best_of_n it runs as
 
 
@@ -266,13 +299,17 @@ def test_a_prompt_over_the_context_is_a_400_with_the_numbers(smol_server: Server
     r = chat(smol_server, "What is 7+4? " + "Think hard. " * 1500)
     assert r.status_code == 400
     error = r.json()["error"]
-    assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
-    assert "the context holds 2048" in error["message"] and "at most 1856 tokens" in error["message"]
+    assert error["code"] == "context_length_exceeded"
+    assert error["param"] == "messages"
+    assert "the context holds 2048" in error["message"]
+    assert "at most 1856 tokens" in error["message"]
     streamed = chat(smol_server, "Think hard. " * 1500, stream=True)  # refused before the stream starts
-    assert streamed.status_code == 400 and streamed.json()["error"]["code"] == "context_length_exceeded"
+    assert streamed.status_code == 400
+    assert streamed.json()["error"]["code"] == "context_length_exceeded"
     # a prompt longer than the old fixed 512-token room fits: the context is sized per request
     long_ok = chat(smol_server, "Think hard. " * 200 + "What is 7+4?", max_tokens=8)
-    assert long_ok.status_code == 200 and long_ok.json()["usage"]["prompt_tokens"] > 600
+    assert long_ok.status_code == 200
+    assert long_ok.json()["usage"]["prompt_tokens"] > 600
 
 
 def test_parallel_requests_stream_together_each_with_its_own_cost(smollm2_gguf: Path) -> None:
@@ -310,9 +347,11 @@ def test_parallel_requests_stream_together_each_with_its_own_cost(smollm2_gguf: 
         for t in threads:
             t.join()
         assert max(first.values()) < min(done.values())  # the second streamed before the first ended
-        assert content[0] == content[1] and content[0]  # the same request, the same tokens, whoever shared the batch
+        assert content[0] == content[1]
+        assert content[0]  # the same request, the same tokens, whoever shared the batch
         for cost in ends.values():
-            assert cost["generated_tokens"] > 0 and cost["joules"] > 0
+            assert cost["generated_tokens"] > 0
+            assert cost["joules"] > 0
     finally:
         server.stop()
 
@@ -333,7 +372,8 @@ def test_a_full_queue_answers_503_with_retry_after(smol_server: Server) -> None:
         third = client.post(f"{smol_server.url}/v1/chat/completions", json=slow)
         for t in threads:
             t.join()
-    assert third.status_code == 503 and third.headers["retry-after"]
+    assert third.status_code == 503
+    assert third.headers["retry-after"]
     assert third.json()["error"]["code"] == "busy"
     assert statuses == [200, 200]
 
@@ -360,7 +400,8 @@ def test_an_api_key_guards_v1_but_not_health(default_server: Server) -> None:
     try:
         server.wait_ready()
         r = httpx.get(f"{server.url}/v1/models")
-        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        assert r.status_code == 401
+        assert r.json()["error"]["type"] == "authentication_error"
         assert httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="s3cret")
@@ -375,7 +416,8 @@ def test_an_api_key_guards_v1_but_not_health(default_server: Server) -> None:
 def test_binding_beyond_loopback_needs_a_key() -> None:
     r = subprocess.run([sys.executable, "-m", "edge_adapt.cli", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
                        capture_output=True, text=True, timeout=60, env={k: v for k, v in os.environ.items() if k != "EDGE_ADAPT_API_KEY"})
-    assert r.returncode == 2 and "--api-key" in r.stderr
+    assert r.returncode == 2
+    assert "--api-key" in r.stderr
 
 
 def test_models_that_fail_to_load_say_so_on_health_and_every_request(tmp_path: Path) -> None:
@@ -392,9 +434,11 @@ def test_models_that_fail_to_load_say_so_on_health_and_every_request(tmp_path: P
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        assert health.status_code == 503 and "broken.gguf" in health.json()["message"]
+        assert health.status_code == 503
+        assert "broken.gguf" in health.json()["message"]
         r = chat(server)
-        assert r.status_code == 503 and r.json()["error"]["code"] == "load_failed"
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "load_failed"
     finally:
         server.stop()
 
@@ -427,11 +471,13 @@ def test_sigterm_finishes_streams_and_requests_in_flight_refuses_new_ones_then_e
         server.proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         refused = httpx.post(f"{server.url}/v1/chat/completions", json=slow, timeout=30)
-        assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "shutting_down"
         reader.join()
         sender.join()
         assert streamed[-2:] == ["data: [DONE]", ""] or "data: [DONE]" in streamed  # the stream ran to its end
-        assert answers[0].status_code == 200 and len(answers[0].json()["choices"]) == 2
+        assert answers[0].status_code == 200
+        assert len(answers[0].json()["choices"]) == 2
         assert server.proc.wait(30) == 0
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{server.url}/health", timeout=2)

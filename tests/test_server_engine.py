@@ -34,7 +34,9 @@ def test_a_job_refused_for_its_prompt_holds_none_of_its_frames(step_gguf, llama_
             error = future.exception(timeout=60)
             with pytest.raises(APIError) as refused:
                 _outcome(future)
-            assert refused.value.status == 400 and refused.value.code == "context_length_exceeded"
-            assert isinstance(error, ContextOverflowError) and error.__traceback__ is None
+            assert refused.value.status == 400
+            assert refused.value.code == "context_length_exceeded"
+            assert isinstance(error, ContextOverflowError)
+            assert error.__traceback__ is None
         finally:
             engine.close()

@@ -71,7 +71,8 @@ def test_free_form_turns_stream_token_by_token(chat_server: Server) -> None:
     with httpx.stream("POST", f"{chat_server.url}/v1/chat/completions", timeout=120,
                       json=user("Write a long story about a lighthouse keeper.", stream=True, seed=1, temperature=0.8,
                                 stream_options={"include_usage": True})) as r:
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
             if line.startswith("data: {"):
                 chunk = strict_json(line[6:])
@@ -94,11 +95,13 @@ def test_a_search_streams_its_progress_then_the_answer(chat_server: Server) -> N
     chunks = list(client.chat.completions.create(model="SmolLM2-135M-Instruct.Q4_1", stream=True, seed=3, max_tokens=64,
                                                  messages=[{"role": "user", "content": "What is 17 + 25?"}]))
     progress = [c.model_extra["edge_adapt"] for c in chunks if not c.choices and c.model_extra.get("edge_adapt", {}).get("event")]
-    assert progress and all(p["event"] == "progress" for p in progress)
+    assert progress
+    assert all(p["event"] == "progress" for p in progress)
     assert max(p["samples"] for p in progress) >= 2
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     final = chunks[-1].model_extra["edge_adapt"]
-    assert final["mode"] == "search" and final["samples"] == max(p["samples"] for p in progress)
+    assert final["mode"] == "search"
+    assert final["samples"] == max(p["samples"] for p in progress)
 
 
 def test_template_markup_in_content_is_text_and_cannot_forge_a_turn(chat_server: Server) -> None:
@@ -126,17 +129,20 @@ def test_template_markup_in_content_is_text_and_cannot_forge_a_turn(chat_server:
 ])
 def test_nul_and_lone_surrogates_are_a_400_naming_the_field(chat_server: Server, path: str, body: bytes, field: str) -> None:
     error = error_of(post(chat_server, body, path), 400)
-    assert error["param"] == field and any(w in error["message"] for w in ("NUL", "surrogate", "unicode"))
+    assert error["param"] == field
+    assert any(w in error["message"] for w in ("NUL", "surrogate", "unicode"))
 
 
 def test_content_as_text_parts_and_stop_applied_while_generating(chat_server: Server) -> None:
     parts = post(chat_server, user([{"type": "text", "text": "Count from 1 to 30, "}, {"type": "text", "text": "one per line."}],
                                    seed=0, temperature=0)).json()
     full = parts["choices"][0]["message"]["content"]
-    assert "5" in full and parts["edge_adapt"]["mode"] == "single"
+    assert "5" in full
+    assert parts["edge_adapt"]["mode"] == "single"
     stopped = post(chat_server, user([{"type": "text", "text": "Count from 1 to 30, "}, {"type": "text", "text": "one per line."}],
                                      seed=0, temperature=0, stop=["5"])).json()
-    assert stopped["choices"][0]["finish_reason"] == "stop" and "5" not in stopped["choices"][0]["message"]["content"]
+    assert stopped["choices"][0]["finish_reason"] == "stop"
+    assert "5" not in stopped["choices"][0]["message"]["content"]
     assert stopped["choices"][0]["message"]["content"] == full[: full.index("5")]
     assert stopped["usage"]["completion_tokens"] < parts["usage"]["completion_tokens"]  # stopped while generating
 
@@ -160,7 +166,8 @@ def test_a_body_over_the_limit_is_a_413_and_health_answers_meanwhile(chat_server
     prober.start()
     try:
         error = error_of(post(chat_server, big), 413)
-        assert error["code"] == "request_too_large" and "1000000" in error["message"]
+        assert error["code"] == "request_too_large"
+        assert "1000000" in error["message"]
 
         def chunked() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
             for i in range(0, len(big), 65536):
@@ -172,7 +179,8 @@ def test_a_body_over_the_limit_is_a_413_and_health_answers_meanwhile(chat_server
     finally:
         done.set()
         prober.join()
-    assert latencies and max(latencies) < 0.1, max(latencies)
+    assert latencies, max(latencies)
+    assert max(latencies) < 0.1, max(latencies)
 
 
 @pytest.mark.parametrize("body,status,field", [
@@ -185,7 +193,8 @@ def test_a_body_over_the_limit_is_a_413_and_health_answers_meanwhile(chat_server
 def test_counts_and_lengths_are_bounded(chat_server: Server, body: dict, status: int, field: str) -> None:
     r = post(chat_server, body)
     error = error_of(r, status)
-    assert error["param"] == field and len(r.content) < 2000  # a huge value is not echoed back
+    assert error["param"] == field
+    assert len(r.content) < 2000  # a huge value is not echoed back
 
 
 def test_deep_nesting_empty_bodies_and_content_types(chat_server: Server) -> None:
@@ -220,7 +229,8 @@ def test_metrics_series_do_not_grow_with_unknown_paths(chat_server: Server) -> N
         client.get(f"{chat_server.url}/v1/models/x{i}")
     after = httpx.get(f"{chat_server.url}/metrics").text
     assert len(after) - len(before) < 4000
-    assert 'endpoint="unmatched"' in after and 'endpoint="/v1/models/{model_id:path}"' in after
+    assert 'endpoint="unmatched"' in after
+    assert 'endpoint="/v1/models/{model_id:path}"' in after
     assert "/v1/nothing/" not in after
 
 
@@ -263,7 +273,8 @@ def test_one_clients_long_request_does_not_move_anothers_budget(arithmetic_serve
     assert fresh.status_code == 200, fresh.text
     energy = post(arithmetic_server, user("(454+762)*3", seed=0, edge_adapt={"energy_j": 3}))
     long = post(arithmetic_server, user("*".join(["7"] * 150), seed=0))
-    assert long.status_code == 200 and long.json()["usage"]["completion_tokens"] > 200
+    assert long.status_code == 200
+    assert long.json()["usage"]["completion_tokens"] > 200
     again = post(arithmetic_server, user("(454+762)*3", seed=0, edge_adapt={"tokens": 200}))
     assert again.status_code == 200, again.text
     assert post(arithmetic_server, user("(454+762)*3", seed=0, edge_adapt={"energy_j": 3})).status_code == energy.status_code
@@ -313,5 +324,6 @@ def test_a_chats_next_turn_reuses_the_last_prompts_cells(chat_server: Server) ->
 def test_a_prompt_too_long_for_any_tokenization_is_refused_before_the_worker(chat_server: Server) -> None:
     started = time.perf_counter()
     error = error_of(post(chat_server, user("x" * 900_000)), 400)
-    assert error["code"] == "context_length_exceeded" and "characters" in error["message"]
+    assert error["code"] == "context_length_exceeded"
+    assert "characters" in error["message"]
     assert time.perf_counter() - started < 1.0

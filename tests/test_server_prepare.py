@@ -27,24 +27,31 @@ def chat(content: str, **body: object) -> ChatCompletionRequest:
 
 def test_checkable_turns_search_and_others_get_one_sample_with_the_reason() -> None:
     searched = prepare(chat("What is 17 + 25?"), CHAT, SERVER, ChatTask())
-    assert searched.mode == "search" and searched.job.strategy.name == "consistency:n_max=16"
-    assert searched.why.startswith(SERVER.default_why) and not searched.job.stream_tokens
+    assert searched.mode == "search"
+    assert searched.job.strategy.name == "consistency:n_max=16"
+    assert searched.why.startswith(SERVER.default_why)
+    assert not searched.job.stream_tokens
     haiku = prepare(chat("Write a haiku about rain"), CHAT, SERVER, ChatTask())
-    assert haiku.mode == "single" and haiku.job.strategy.live_paths == 1 and haiku.job.stream_tokens
+    assert haiku.mode == "single"
+    assert haiku.job.strategy.live_paths == 1
+    assert haiku.job.stream_tokens
     assert "cannot be compared" in haiku.why
     vote_on_prose = prepare(chat("Write a haiku about rain", edge_adapt={"strategy": "majority:n=3"}), CHAT, SERVER, ChatTask())
     assert vote_on_prose.mode == "single"
     greedy = prepare(chat("What is 17 + 25?", temperature=0), CHAT, SERVER, ChatTask())
-    assert greedy.mode == "single" and "temperature 0" in greedy.why
+    assert greedy.mode == "single"
+    assert "temperature 0" in greedy.why
     several = prepare(chat("Write a haiku", n=3), CHAT, SERVER, ChatTask())
-    assert several.mode == "sample" and several.n == 3
+    assert several.mode == "sample"
+    assert several.n == 3
 
 
 @pytest.mark.parametrize("turn", ["How many r's are in strawberry?", "Hello! Who are you?", "What is 17 + 25?"])
 def test_a_turn_that_asks_for_no_prose_is_decided_by_its_first_samples(turn: str) -> None:
     # no keyword decides: the search gives up after its first two samples if neither holds an answer
     prepared = prepare(chat(turn), CHAT, SERVER, ChatTask())
-    assert prepared.mode == "search" and prepared.job.strategy.give_up_after == 2
+    assert prepared.mode == "search"
+    assert prepared.job.strategy.give_up_after == 2
     assert "first 2 samples" in prepared.why
     # the default task's questions always hold an answer form: nothing to decide there
     arithmetic = prepare(chat("(454+762)*3"), CHAT, SERVER, ArithmeticTask())
@@ -55,14 +62,18 @@ def test_what_reaches_the_search() -> None:
     request = chat("Write a story", stop=["THE END"], seed=7, max_tokens=64, edge_adapt={"tokens": 100})
     job = prepare(request, CHAT, SERVER, ChatTask()).job
     rules = job.settings.rules
-    assert rules is not None and rules.stop == ("THE END",) and rules.max_new_tokens == 64
-    assert job.seed == 7 and not job.settings.reuse_prompt_cache  # seeded: reproducible
+    assert rules is not None
+    assert rules.stop == ("THE END",)
+    assert rules.max_new_tokens == 64
+    assert job.seed == 7
+    assert not job.settings.reuse_prompt_cache  # seeded: reproducible
     assert job.budget == Budget(tokens=100)
     turns = ChatCompletionRequest.model_validate({"messages": [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Write a poem"}]})
     settings = prepare(turns, CHAT, SERVER, ChatTask()).job.settings
-    assert settings.system == "Be brief." and settings.history == (("user", "Hi"), ("assistant", "Hello"))
+    assert settings.system == "Be brief."
+    assert settings.history == (("user", "Hi"), ("assistant", "Hello"))
     assert prepare(chat("Write a poem"), CHAT, SERVER, ChatTask()).job.settings.reuse_prompt_cache
 
 
@@ -86,7 +97,8 @@ def test_the_arithmetic_models_read_words_and_say_what_they_ignored() -> None:
     server = ServerSettings(model_id="g", default_strategy="adaptive:price=8", default_why="PRM", search=SearchSettings())
     prepared = prepare(ChatCompletionRequest.model_validate({"messages": [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 + 30?"}]}), CHAT, server, ArithmeticTask())
-    assert prepared.job.problem.answer == "42" and prepared.mode == "search"
+    assert prepared.job.problem.answer == "42"
+    assert prepared.mode == "search"
     assert any("no chat template" in note for note in prepared.notes)
 
 
@@ -95,7 +107,8 @@ def test_the_arithmetic_models_read_words_and_say_what_they_ignored() -> None:
 def test_a_strategy_the_server_cannot_hold_or_parse_is_refused_naming_the_field(spec: str) -> None:
     with pytest.raises(APIError) as refused:
         prepare(chat("What is 17 + 25?", edge_adapt={"strategy": spec}), CHAT, SERVER, ChatTask())
-    assert refused.value.status == 400 and refused.value.param == "edge_adapt.strategy"
+    assert refused.value.status == 400
+    assert refused.value.param == "edge_adapt.strategy"
 
 
 def test_each_endpoint_reads_its_own_request_and_shapes_its_own_choices() -> None:
@@ -111,7 +124,8 @@ def test_each_endpoint_reads_its_own_request_and_shapes_its_own_choices() -> Non
     assert CHAT.opening(2) == [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
                                 "logprobs": None} for i in range(2)]
     assert COMPLETION.opening(2) == []
-    assert CHAT.delta(0, None, "stop")["delta"] == {} and COMPLETION.delta(0, None, "stop")["text"] == ""
+    assert CHAT.delta(0, None, "stop")["delta"] == {}
+    assert COMPLETION.delta(0, None, "stop")["text"] == ""
     with pytest.raises(APIError) as refused:
         CHAT.conversation(ChatCompletionRequest.model_validate({"messages": [{"role": "assistant", "content": "Hi"}]}))
     assert refused.value.param == "messages"

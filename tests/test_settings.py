@@ -29,14 +29,16 @@ def test_options_become_one_prompt_settings_object() -> None:
     result = CliRunner().invoke(command, ["--no-chat", "--step-delimiter", "\\n", "--max-new-tokens", "64", "--system", "Hi"])
     assert result.exit_code == 0, result.output
     assert seen == [PromptSettings(chat=False, system="Hi", step_delimiter="\n", max_new_tokens=64)]
-    assert CliRunner().invoke(command, []).exit_code == 0 and seen[-1] == PromptSettings()
+    assert CliRunner().invoke(command, []).exit_code == 0
+    assert seen[-1] == PromptSettings()
     assert {param.name for param in command.params} == set(PROMPT_FIELDS)  # one option per field
 
 
 def test_a_bench_config_writes_the_prompt_flat_as_runs_always_have() -> None:
     prompt = PromptSettings(chat=True, system="Be brief.", prompt_template="Q: {question}", step_delimiter="\n", max_new_tokens=9)
     written = BenchConfig(ModelSettings(Path("g.gguf")), prompt=prompt).to_json()
-    assert {k: written[k] for k in PROMPT_FIELDS} == prompt.as_record() and "prompt" not in written
+    assert {k: written[k] for k in PROMPT_FIELDS} == prompt.as_record()
+    assert "prompt" not in written
     assert PromptSettings.from_record(written) == prompt
 
 
@@ -45,9 +47,11 @@ def test_unset_fields_come_from_a_record_and_the_rules_from_the_task() -> None:
     given = PromptSettings(system="mine").or_else(recorded)
     assert given == PromptSettings(chat=True, system="mine", step_delimiter="\n", max_new_tokens=128)
     rules = given.rules(ArithmeticTask())
-    assert rules.delimiter == "\n" and rules.max_new_tokens == 128
+    assert rules.delimiter == "\n"
+    assert rules.max_new_tokens == 128
     assert PromptSettings().rules(ArithmeticTask()) == ArithmeticTask().step_rules
-    assert PromptSettings().with_chat(True).chat is True and PromptSettings(chat=False).with_chat(True).chat is False
+    assert PromptSettings().with_chat(True).chat is True
+    assert PromptSettings(chat=False).with_chat(True).chat is False
 
 
 @pytest.mark.parametrize("bad", [{"max_new_tokens": 0}, {"max_new_tokens": True}, {"step_delimiter": ""}])
@@ -85,7 +89,8 @@ def test_the_tree_writes_config_json_as_runs_before_it_did() -> None:
                       question_seed=2, models=replace(config.models, calibration=Path("c.json"))).to_json()
     assert {k: changed[k] for k in ("temperature", "top_p", "measured_only", "question_seed", "meter", "calibration")} == \
         {"temperature": 1.0, "top_p": 0.9, "measured_only": True, "question_seed": 2, "meter": None, "calibration": "c.json"}
-    assert "top_k" not in changed and "threads" not in changed  # threads say how fast, not what
+    assert "top_k" not in changed
+    assert "threads" not in changed  # threads say how fast, not what
 
 
 def test_budget_and_meter_options_become_one_object_each() -> None:
@@ -99,7 +104,8 @@ def test_budget_and_meter_options_become_one_object_each() -> None:
     result = CliRunner().invoke(command, ["--energy", "5", "--tokens", "300", "--meter", "estimate"])
     assert result.exit_code == 0, result.output
     assert seen == [(Budget(energy_j=5.0, tokens=300), MeterSettings("estimate"))]
-    assert CliRunner().invoke(command, []).exit_code == 0 and seen[-1] == (Budget(), MeterSettings())
+    assert CliRunner().invoke(command, []).exit_code == 0
+    assert seen[-1] == (Budget(), MeterSettings())
     assert budget_record(seen[-1][0]) == {}
 
 

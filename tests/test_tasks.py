@@ -36,7 +36,8 @@ def needs(path: Path) -> pytest.MarkDecorator:
 def test_splits_are_disjoint_deterministic_and_balanced() -> None:
     task = ArithmeticTask()
     test = task.problems("test", list(TEST_PER_LEVEL))
-    assert len(test) == 500 and [sum(p.level == lv for p in test) for lv in range(1, 7)] == list(TEST_PER_LEVEL)
+    assert len(test) == 500
+    assert [sum(p.level == lv for p in test) for lv in range(1, 7)] == list(TEST_PER_LEVEL)
     assert test == task.problems("test", list(TEST_PER_LEVEL))  # same seed, same list
     assert task.problems("test", 5, seed=1) != task.problems("test", 5, seed=0)
     calib = task.problems("calibration", 50)
@@ -44,7 +45,8 @@ def test_splits_are_disjoint_deterministic_and_balanced() -> None:
     train = {q for q in train if split_of(q) == "train"}
     questions = [{p.question for p in ps} for ps in (test, calib)] + [train]
     assert all(not a & b for i, a in enumerate(questions) for b in questions[i + 1 :])
-    assert all(split_of(p.question) == "test" for p in test) and len({p.question for p in test}) == 500
+    assert all(split_of(p.question) == "test" for p in test)
+    assert len({p.question for p in test}) == 500
 
 
 def test_levels_get_harder_and_solutions_follow_the_format() -> None:
@@ -52,17 +54,21 @@ def test_levels_get_harder_and_solutions_follow_the_format() -> None:
     problems = task.problems("test", 20)
     for p in problems:
         steps = solve(p.question)
-        assert len(steps) == task.levels[p.level - 1].n_ops and str(steps[-1][3]) == p.answer
+        assert len(steps) == task.levels[p.level - 1].n_ops
+        assert str(steps[-1][3]) == p.answer
         solution = task.solution(p)
         parts = solution.split("\n\n")
-        assert len(parts) == len(steps) + 1 and parts[-1] == f"A:{p.answer}"
+        assert len(parts) == len(steps) + 1
+        assert parts[-1] == f"A:{p.answer}"
         assert task.prompt(p) == f"Q:{p.question}\n"
         assert task.is_correct(solution, p)
         assert not task.is_correct(solution.replace(f"A:{p.answer}", f"A:{int(p.answer) + 1}"), p)
         assert not task.is_correct(solution.rsplit("\n\n", 1)[0], p)  # no answer line
     lengths = [sum(len(task.solution(p)) for p in problems if p.level == lv) for lv in range(1, 7)]
     # longer chains or larger operands through levels 1-3, then four-digit chains of 3, 5 and 8 operations (4-6)
-    assert lengths[0] < lengths[1] < lengths[2] and lengths[3] < lengths[4] < lengths[5] and lengths[0] < lengths[3]
+    assert lengths[0] < lengths[1] < lengths[2]
+    assert lengths[3] < lengths[4] < lengths[5]
+    assert lengths[0] < lengths[3]
 
 
 def test_a_question_is_placed_in_the_level_whose_shape_it_has() -> None:
@@ -72,13 +78,15 @@ def test_a_question_is_placed_in_the_level_whose_shape_it_has() -> None:
     # outside every level: operand digits, chain length, a multiplier of 12, a negative step
     for question in ("37+48*3", "1+2", "12+34+56", "454+762*12", "3348*6+7430*2-9999*9", "12-34"):
         assert task.level_of(question) is None, question
-    assert task.level_of("454+762*3") == 2 and task.level_of("3348*6+7430*2") == 4
+    assert task.level_of("454+762*3") == 2
+    assert task.level_of("3348*6+7430*2") == 4
 
 
 def test_task_registry_and_bad_requests() -> None:
     assert isinstance(get_task("default"), ArithmeticTask)
     one_at_a_time = get_task("gsm8k")  # no file: questions come one at a time (solve)
-    assert one_at_a_time.problems() == [] and one_at_a_time.parse_question("What is 2+3?").question == "What is 2+3?"
+    assert one_at_a_time.problems() == []
+    assert one_at_a_time.parse_question("What is 2+3?").question == "What is 2+3?"
     with pytest.raises(EdgeAdaptError, match="--data"):
         one_at_a_time.problem_at(0)
     with pytest.raises(EdgeAdaptError, match="unknown task"):
@@ -99,7 +107,8 @@ def test_every_task_gives_its_benchmark_an_index_and_a_users_question(tmp_path: 
     assert task.display_question(mine) == "(454+762)*3"
     # the usual precedence: 454+762*3 is 454+2286, asked as the chain that computes it
     usual = task.parse_question("454+762*3")
-    assert (usual.question, usual.answer, usual.level) == ("762*3+454", "2740", 2) and "762*3+454" in usual.meta["note"]
+    assert (usual.question, usual.answer, usual.level) == ("762*3+454", "2740", 2)
+    assert "762*3+454" in usual.meta["note"]
     assert "unlike every level" in task.parse_question("37+48*3").meta["warning"]
     with pytest.raises(EdgeAdaptError, match="not an arithmetic expression"):
         task.parse_question("what is two plus two?")
@@ -108,7 +117,8 @@ def test_every_task_gives_its_benchmark_an_index_and_a_users_question(tmp_path: 
     path = tmp_path / "gsm.jsonl"
     path.write_text(json.dumps({"question": "1+1?", "answer": "2\n#### 2"}) + "\n" + json.dumps({"question": "2+2?", "answer": "#### 4"}) + "\n")
     file_task = GSM8KTask(path)
-    assert file_task.benchmark_problems() == file_task.problems() and file_task.problem_at(1).answer == "4"
+    assert file_task.benchmark_problems() == file_task.problems()
+    assert file_task.problem_at(1).answer == "4"
     assert file_task.warm_up_problem() == file_task.problems()[0]
     assert file_task.parse_question(" How many? ") == type(mine)(id="cli", question="How many?", answer="")
     with pytest.raises(EdgeAdaptError, match=r"--index must be in 0\.\.1"):
@@ -139,7 +149,8 @@ def test_gsm8k_gold_solutions_all_grade_correct(path: Path, rows: int) -> None:
 def test_math500_gold_solutions_grade_correct(path: Path, rows: int) -> None:
     task = MATHTask(path)
     problems = task.problems()
-    assert len(problems) == rows and all(p.level in range(1, 6) for p in problems)
+    assert len(problems) == rows
+    assert all(p.level in range(1, 6) for p in problems)
     failures = [p.id for p in problems if not task.is_correct(p.meta["solution"], p)]
     assert len(failures) <= max(1, rows // 100), failures  # at least 99%
     shuffled = problems[1:] + problems[:1]
@@ -210,7 +221,8 @@ def test_malformed_lines_are_reported_with_their_numbers(tmp_path: Path) -> None
     assert "4 malformed line(s)" in message
     for n in (2, 3, 4, 5):
         assert f"line {n}:" in message
-    assert "answer" in message and "####" in message
+    assert "answer" in message
+    assert "####" in message
     with pytest.raises(EdgeAdaptError, match="no such file"):
         MATHTask(tmp_path / "missing.jsonl")
 
@@ -218,7 +230,8 @@ def test_malformed_lines_are_reported_with_their_numbers(tmp_path: Path) -> None
 @pytest.mark.parametrize("chain", ["454+762*3", "3348*6+7430*2", "12-34*5+6", "9*8-7*6", "5+6+7"])
 def test_a_chain_shown_the_usual_way_reads_back_as_the_same_chain_and_value(chain: str) -> None:
     shown = to_conventional(chain)
-    assert to_chain(shown) == chain and eval(shown) == solve(chain)[-1][3]
+    assert to_chain(shown) == chain
+    assert eval(shown) == solve(chain)[-1][3]
 
 
 @pytest.mark.parametrize(("typed", "chain"), [("454+762*3", "762*3+454"), ("(454+762)*3", "454+762*3"),
@@ -228,7 +241,8 @@ def test_a_users_expression_becomes_the_chain_with_its_value_or_a_clear_error(ty
         with pytest.raises(EdgeAdaptError, match="cannot be asked as one chain"):
             to_chain(typed)
         return
-    assert to_chain(typed) == chain and solve(chain)[-1][3] == eval(typed)
+    assert to_chain(typed) == chain
+    assert solve(chain)[-1][3] == eval(typed)
     for bad in ("2**3", "import os", "1/2", "", "1+", "(1+2"):
         with pytest.raises(EdgeAdaptError):
             to_chain(bad)
@@ -263,9 +277,11 @@ def test_the_expression_reader_reads_its_limits_from_a_deep_stack_without_recurs
     assert _in_a_deep_stack(lambda: to_chain(nested)) == "454+762*3"
     # one more of either limit is a clear error, never a SystemError or RecursionError
     too_long = _in_a_deep_stack(lambda: to_chain(product + "*2*2"))
-    assert isinstance(too_long, EdgeAdaptError) and "at most 200" in str(too_long)
+    assert isinstance(too_long, EdgeAdaptError)
+    assert "at most 200" in str(too_long)
     too_deep = _in_a_deep_stack(lambda: to_chain("(" * 33 + "1+2" + ")" * 33))
-    assert isinstance(too_deep, EdgeAdaptError) and "32 deep" in str(too_deep)
+    assert isinstance(too_deep, EdgeAdaptError)
+    assert "32 deep" in str(too_deep)
     for malformed in ("1+*2", "(1+2", "1+2)", "()", "-3+4", "2**3", "(1)(2)"):
         error = _in_a_deep_stack(lambda m=malformed: to_chain(m))
         assert isinstance(error, EdgeAdaptError), malformed
@@ -278,7 +294,8 @@ def test_a_candidate_cut_off_before_its_end_has_no_answer_and_no_vote(searcher) 
     problem = searcher.task.problems("test", 1)[-1]  # the longest chains: one step does not finish them
     result = capped.run(BestOfN(n=6, select="majority"), problem, seed=0)
     unfinished = [c for c in result.candidates if not c.end.finished]
-    assert unfinished and all(c.answer is None for c in unfinished)
+    assert unfinished
+    assert all(c.answer is None for c in unfinished)
     finished = [c for c in result.candidates if c.end.finished]
     assert all(c.answer == searcher.task.extract_answer(c.text) for c in finished)
 

@@ -100,7 +100,8 @@ def test_a_groups_scores_count_once() -> None:
 def test_scores_are_interpolated_between_bin_centers() -> None:
     mdl = model(score_edges=(0.5,), score=ScoreEvidence((0.25, 0.75), (0.75, 0.25)), score_centers=(0.2, 0.8))
     assert mdl.evidence_of(0.5) == pytest.approx(0.0)
-    assert mdl.evidence_of(0.0) == pytest.approx(math.log(1 / 3)) and mdl.evidence_of(1.0) == pytest.approx(math.log(3))
+    assert mdl.evidence_of(0.0) == pytest.approx(math.log(1 / 3))
+    assert mdl.evidence_of(1.0) == pytest.approx(math.log(3))
     assert mdl.evidence_of(None) == 0.0
 
 
@@ -133,7 +134,9 @@ def test_round_rule() -> None:
     st = ValueSampling(price=0.0, n_max=4)
     assert next_round(Evidence(), m, mdl, st, 0.0).draw == 1
     d = next_round(Evidence((Group(1),)), m, mdl, st, 50.0)
-    assert d.draw == 2 and d.reason == "gain" and d.gains[0] == pytest.approx(0.0, abs=1e-12)
+    assert d.draw == 2
+    assert d.reason == "gain"
+    assert d.gains[0] == pytest.approx(0.0, abs=1e-12)
     # a price above what two samples can earn stops the search
     expensive = ValueSampling(price=1000.0, n_max=4)
     stop = next_round(Evidence((Group(1),)), m, mdl, expensive, 50.0)
@@ -151,7 +154,10 @@ def test_bad_settings_are_refused(bad: str) -> None:
 
 def test_spec_round_trip() -> None:
     st = parse_spec("adaptive:price=2.5,n_max=8,use_prm=false")
-    assert isinstance(st, ValueSampling) and st.price == 2.5 and st.n_max == 8 and st.use_prm is False
+    assert isinstance(st, ValueSampling)
+    assert st.price == 2.5
+    assert st.n_max == 8
+    assert st.use_prm is False
     assert st.name == "adaptive:price=2.5,n_max=8,use_prm=false"
     assert format_spec(parse_spec(st.name)) == st.name
     assert parse_spec("adaptive").name == "adaptive:price=8"
@@ -169,7 +175,8 @@ def test_gain_curve_averages_subsets_and_is_monotone() -> None:
     assert curve.accuracy == pytest.approx((0.5, 0.5, 1.0), abs=1e-4)
     prm = gain_curve([CalibrationQuestion(0.5, (_sol("1", False, 0.9), _sol("2", True, 0.2)))], "prm", answers_equal)
     assert prm.accuracy == pytest.approx((0.25, 0.25))  # [0.5, 0.0] pooled
-    assert curve.at(0) == 0.0 and curve.at(10) == curve.accuracy[-1]
+    assert curve.at(0) == 0.0
+    assert curve.at(10) == curve.accuracy[-1]
 
 
 def test_concentration_is_recovered_from_simulated_wrong_answers() -> None:
@@ -212,9 +219,11 @@ def test_fit_answer_model_orders_priors_and_scores() -> None:
         qm = mdl.for_question([median], [0.5])
         ratios = [qm.log_ratio(b) for b in range(qm.score_bins)]
         assert ratios[0] < 0 < ratios[-1]
-    assert set(mdl.gains) == {"prm", "majority", "weighted"} and mdl.selector in mdl.gains
+    assert set(mdl.gains) == {"prm", "majority", "weighted"}
+    assert mdl.selector in mdl.gains
     easy = mdl.gain_curve("majority", 0.9)
-    assert easy is not None and easy.at(1) > 0.8
+    assert easy is not None
+    assert easy.at(1) > 0.8
 
 
 def test_model_file_round_trip_and_fallback(tmp_path, caplog) -> None:
@@ -224,12 +233,17 @@ def test_model_file_round_trip_and_fallback(tmp_path, caplog) -> None:
     mdl.save(tmp_path)
     assert AnswerModel.for_prm(tmp_path) == mdl
     hard, easy = mdl.for_question([0.1, 0.3, 0.6], [0.1, 0.5, 0.9]), mdl.for_question([0.1, 0.8, 0.9], [0.1, 0.5, 0.9])
-    assert easy.prior.argmax() == 30 and hard.prior.argmax() == 5
-    assert easy.score.right == (0.2, 0.8) and hard.score.right == (0.4, 0.6)
+    assert easy.prior.argmax() == 30
+    assert hard.prior.argmax() == 5
+    assert easy.score.right == (0.2, 0.8)
+    assert hard.score.right == (0.4, 0.6)
     fallback = AnswerModel.for_prm(tmp_path / "nothing")
-    assert not fallback.calibrated and "export selector" in caplog.text
+    assert not fallback.calibrated
+    assert "export selector" in caplog.text
     prior = fallback.for_question([0.1, 0.5, 0.9], [0.1, 0.5, 0.9]).prior
-    assert prior.sum() == pytest.approx(1.0) and prior[4] == pytest.approx(0.3) and prior[20] == pytest.approx(0.4)
+    assert prior.sum() == pytest.approx(1.0)
+    assert prior[4] == pytest.approx(0.3)
+    assert prior[20] == pytest.approx(0.4)
     (tmp_path / MODEL_FILE).write_text('{"version": 1, "priors": []}')
     with pytest.raises(ModelLoadError, match="export selector"):
         AnswerModel.for_prm(tmp_path)

@@ -90,7 +90,9 @@ def test_without_shrinkage_each_cell_is_the_replayed_mean() -> None:
     table = fit_table(questions, "mean", prior_questions=0.0)
     root = table.cells["*"]
     # every state of an easy question is right, none of a hopeless one; more samples change nothing
-    assert root.questions == 20 and root.right == pytest.approx(0.5) and root.gains == (0.0, 0.0)
+    assert root.questions == 20
+    assert root.right == pytest.approx(0.5)
+    assert root.gains == (0.0, 0.0)
     confident = next(c for k, c in table.cells.items() if k.count(",") == 2 and c.questions == 10 and c.right == 1.0)
     assert confident.gains == (0.0, 0.0)
     assert any(k.count(",") == 2 and c.right == 0.0 for k, c in table.cells.items())
@@ -121,11 +123,13 @@ def test_replays_of_fixed_and_adaptive_votes_count_samples_tokens_and_levels() -
 def test_fitting_chooses_feature_and_price_out_of_fold_and_judges_on_held_out_questions() -> None:
     questions = [easy(i) for i in range(15)] + [hopeless(i) for i in range(15)]
     model = fit_vote_model(questions, provenance={"generator_sha256": "x"})
-    assert model.feature in available_features(questions) and "prm" not in available_features(questions)
+    assert model.feature in available_features(questions)
+    assert "prm" not in available_features(questions)
     # more samples never help here, so the cheapest price (the highest) is within the tolerance
     assert model.price == max(float(p) for p in model.report["price_replays"])
     judged = judge(model, [easy(100 + i) for i in range(5)] + [hopeless(100 + i) for i in range(5)])
-    assert judged.adaptive[model.price].accuracy == 50.0 and judged.adaptive[model.price].samples == 1.0
+    assert judged.adaptive[model.price].accuracy == 50.0
+    assert judged.adaptive[model.price].samples == 1.0
     assert judged.fixed[4].accuracy == 50.0
     assert sum(n for _, n, _, _ in judged.reliability) == 10 * 16  # every replayed stop has a bin
 
@@ -161,11 +165,15 @@ def test_records_become_questions_with_answers_grouped_as_the_task_compares_them
         {"answer": None, "correct": False, "tokens": 128, "confidence": conf, "prm_median": None},
         {"answer": "13", "correct": False, "tokens": 10, "confidence": conf, "prm_median": 0.4}]}
     (q,) = questions_from_records([record])
-    assert [s.answer for s in q.samples] == ["a0", "a0", None, "a1"] and q.level == 2
-    assert q.right("a0") and not q.right("a1") and not q.right(None)
+    assert [s.answer for s in q.samples] == ["a0", "a0", None, "a1"]
+    assert q.level == 2
+    assert q.right("a0")
+    assert not q.right("a1")
+    assert not q.right(None)
     assert q.samples[3].features == {"mean": -0.5, "lowest": -1.0, "tail": -0.2, "prm": 0.4}
     held = [i for i in range(1000) if is_held_out(f"gsm8k-{i:05d}", 0.2)]
-    assert 150 < len(held) < 250 and held == [i for i in range(1000) if is_held_out(f"gsm8k-{i:05d}", 0.2)]
+    assert 150 < len(held) < 250
+    assert held == [i for i in range(1000) if is_held_out(f"gsm8k-{i:05d}", 0.2)]
 
 
 def test_a_prm_feature_is_chosen_only_where_it_predicts_better_and_keeps_a_generator_only_table(tmp_path) -> None:
@@ -176,17 +184,23 @@ def test_a_prm_feature_is_chosen_only_where_it_predicts_better_and_keeps_a_gener
 
     questions = [scored(easy(i), 0.9) for i in range(30)] + [scored(hopeless(i), 0.1) for i in range(30)]
     model = fit_vote_model(questions)
-    assert model.feature == "prm" and model.needs_prm
+    assert model.feature == "prm"
+    assert model.needs_prm
     assert model.report["feature_log_loss"]["prm"] < min(model.report["feature_log_loss"][f] for f in ("mean", "lowest", "tail"))
     own = model.without_prm()
-    assert own is not None and own.feature in ("mean", "lowest", "tail") and not own.needs_prm
+    assert own is not None
+    assert own.feature in ("mean", "lowest", "tail")
+    assert not own.needs_prm
     assert VoteModel.load(model.save(tmp_path / "m.json")) == model
     assert fit_vote_model([easy(i) for i in range(15)] + [hopeless(i) for i in range(15)]).without_prm() is not None
     # the same PRM when scoring a sample costs as much as generating ten thousand tokens: it does not pay
     dear = fit_vote_model(questions, prm_tokens_per_sample=10_000.0)
-    assert dear.feature in ("mean", "lowest", "tail") and not dear.needs_prm and dear.generator_only is None
+    assert dear.feature in ("mean", "lowest", "tail")
+    assert not dear.needs_prm
+    assert dear.generator_only is None
     declined = dear.report["prm_declined"]
-    assert declined["prm_tokens_per_sample"] == 10_000.0 and declined["with_prm"]["samples"] >= 1
+    assert declined["prm_tokens_per_sample"] == 10_000.0
+    assert declined["with_prm"]["samples"] >= 1
     assert dear.report["feature_log_loss"] == model.report["feature_log_loss"]  # what predicted better is still said
 
 
@@ -210,13 +224,18 @@ def test_the_default_search_reads_a_prm_only_through_a_vote_model_calibrated_wit
     assert default_search(ModelSettings(gguf, prm), alone)[0] == DEFAULT_SPEC  # calibrated without this PRM
     assert default_search(ModelSettings(gguf, prm), with_prm(other))[0] == DEFAULT_SPEC  # with another one
     spec, why = default_search(ModelSettings(gguf, prm), with_prm(prm))
-    assert spec == "adaptive_vote:price=4" and "calibrated with this PRM" in why and "did not earn its keep" in why
+    assert spec == "adaptive_vote:price=4"
+    assert "calibrated with this PRM" in why
+    assert "did not earn its keep" in why
     reads_it = replace(with_prm(prm), feature="prm", generator_only=("tail", fitted.table))
     spec, why = default_search(ModelSettings(gguf, prm), reads_it)
-    assert spec == "adaptive_vote:price=4" and "evidence: its scores" in why
+    assert spec == "adaptive_vote:price=4"
+    assert "evidence: its scores" in why
     # without the PRM it was calibrated with: the file's generator-only table, or Adaptive-Consistency without one
     reads_prm = VoteModel("prm", fitted.table, fitted.max_measured, 4.0, {}, {}, ("tail", fitted.table))
     spec, why = default_search(ModelSettings(gguf), reads_prm)
-    assert spec == "adaptive_vote:price=4" and "evidence: tail" in why
+    assert spec == "adaptive_vote:price=4"
+    assert "evidence: tail" in why
     spec, why = default_search(ModelSettings(gguf), replace(reads_prm, generator_only=None))
-    assert spec == "consistency:n_max=16" and "recalibrate" in why
+    assert spec == "consistency:n_max=16"
+    assert "recalibrate" in why
