@@ -52,7 +52,7 @@ class StackSettings:
     models: ModelSettings
     task: Task
     strategies: tuple[Strategy, ...]  # every strategy the stack will run: they size the generator's context
-    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
+    sampling: SamplingParams = field(default_factory=SamplingParams)  # its own default temperature, 0.7
     prompt: PromptSettings = PromptSettings()  # its prompt_template is the task's to hold (get_task)
     budget: Budget = field(default_factory=Budget)
     meter: MeterSettings = MeterSettings()

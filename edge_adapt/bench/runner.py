@@ -66,7 +66,7 @@ class BenchConfig:
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     limit: int | None = None
     seed: int = 0
-    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
+    sampling: SamplingParams = field(default_factory=SamplingParams)  # its own default temperature, 0.7
     max_steps: int = 32
     budget: Budget = field(default_factory=Budget)
     meter: MeterSettings = MeterSettings()

@@ -42,7 +42,7 @@ class RunHooks:
 
 @dataclass(frozen=True)
 class SearchSettings:
-    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
+    sampling: SamplingParams = field(default_factory=SamplingParams)  # its own default temperature, 0.7
     rank_quantile: float = 0.5  # which PRM quantile ranks candidates and prefixes
     max_steps: int = 32
     chat: bool = False  # the task's prompt as a user message in the generator's chat template

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 class RolloutSettings:
     n_solutions: int = 8  # N: full solutions sampled per question
     n_continuations: int = 8  # M: continuations per partial prefix
-    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
+    sampling: SamplingParams = field(default_factory=SamplingParams)  # its own default temperature, 0.7
     seed: int = 0
     max_steps: int = 32
     # also keep every distinct graded continuation as a complete record of its own (origin
