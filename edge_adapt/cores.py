@@ -3,8 +3,8 @@
 llama.cpp and ONNX Runtime default to a thread per core. On a device that also runs other work
 (a field unit's sensors, a laptop's browser) that is the worst choice: llama.cpp's threads meet at
 a spinning barrier after every operation of a decode, so one thread waiting for a core stalls the
-whole team while the others burn CPU time waiting for it (a 120-question bench beside one busy
-process ran about 10x slower). So a run takes the cores it may use (its affinity mask and cgroup
+whole team while the others burn CPU time waiting for it (docs/RESULTS.md, "A busy device").
+So a run takes the cores it may use (its affinity mask and cgroup
 CPU quota), subtracts what other processes keep busy over a short look at ``/proc/stat``, and
 runs as many threads as that leaves whole cores (at least one). A server looks again while it
 runs (:class:`LoadWatch`); a thread count given by the user is kept as it is.
@@ -193,7 +193,7 @@ class LoadWatch:
                  measure: Callable[[float], CoreLoad] | None = None) -> None:
         self._apply = apply
         self._every_s = every_s
-        self._measure = measure or (lambda seconds: look(seconds))
+        self._measure = measure or look
         self._look_s = look_s
         self._stop = threading.Event()
         self._current: int | None = None

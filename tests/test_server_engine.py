@@ -20,8 +20,8 @@ from model_factory import TINY_ARITHMETIC
 
 
 def test_a_job_refused_for_its_prompt_holds_none_of_its_frames(step_gguf, llama_prm) -> None:
-    # A server refusing a stream of prompts over the context grew by ~120 kB a request until a full
-    # garbage collection: the error kept the frames that held the prompt's tokens, and re-raising
+    # A server refusing a stream of prompts over the context grew until a full garbage
+    # collection: the error kept the frames that held the prompt's tokens, and re-raising
     # it added the frame that held the future holding the error (a cycle). A refusal's message
     # says everything; its frames go with the job.
     settings = StackSettings(ModelSettings(step_gguf, llama_prm.export.path), TINY_ARITHMETIC, (BestOfN(n=2),), max_steps=4)

@@ -27,7 +27,7 @@ from edge_adapt.cluster import ClusterSettings, FileCheck
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.execution import executor_for
 from edge_adapt.generator import SamplingParams
-from edge_adapt.generator.config import default_parallel, default_threads
+from edge_adapt.generator.config import default_parallel
 from edge_adapt.models import sha256_of
 from edge_adapt.search.context import RunHooks
 from edge_adapt.search.spec import parse_spec
@@ -149,7 +149,7 @@ def environment(stack: Stack) -> dict[str, Any]:
         "llama_gpu_offload": env.llama_gpu_offload,
         "prm_provider": prm.provider,
         "prm_variant": prm.variant,
-        "threads": {"generator": gen.config.n_threads or default_threads(), "prm": prm.threads or "onnxruntime default (all cores)",
+        "threads": {"generator": gen.threads, "prm": prm.threads or "onnxruntime default (all cores)",
                     "prm_spin": prm.spin, "chosen": stack.threads.as_record()},
         "kv_cache": {"n_ctx": gen.n_ctx, "n_seq_max": gen.ctx.n_seq_max, "unified": gen.config.kv_unified, "type": gen.config.kv_type},
         "meter": stack.meter.source,

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from edge_adapt.budget.guard import Unit
 
@@ -30,8 +31,8 @@ OUTLIER = 4.0  # a round costing this many times what the others predict is disc
 SETTLED_ROUNDS = 3  # rounds kept (after discounting) before an estimate may refuse a budget
 STALE_S = 60.0  # an estimate with no round this recent is re-probed rather than trusted to refuse
 # A budget this many times below the cheapest recent sample is refused even by an unsettled
-# estimate: no quieter moment makes a sample that much cheaper (a cold first request beside a
-# busy process measured about 60x what the same request costs warm and alone).
+# estimate: no quieter moment makes a sample that much cheaper than a cold start beside a busy
+# process does.
 PLAUSIBLE_SPEEDUP = 100.0
 
 
@@ -98,10 +99,14 @@ class AffineCost:
     def kept(self) -> list[int]:
         """Indices of the rounds the fit uses: each round not :data:`OUTLIER` times dearer than
         the fit of the others predicts for its size."""
+        return list(self._kept)
+
+    @cached_property
+    def _kept(self) -> list[int]:
         n = len(self.points)
         if n < 2:
             return list(range(n))
-        terms = self._terms()
+        terms = self._terms
         total = [sum(column) for column in zip(*terms, strict=True)]
         kept = []
         for i, (tokens, cost) in enumerate(self.points):
@@ -115,13 +120,14 @@ class AffineCost:
         """(fixed, per_token), both >= 0, from the rounds kept. per_token stays between a quarter of
         the average cost per token and that average: noise in a few similar-sized rounds can fit
         any slope, and an unbounded one priced a lone sample at twice a whole best-of-32 round."""
-        return _fit(*self._sums(self.kept()))
+        return _fit(*self._sums(self._kept))
 
     def average(self) -> float:
         """The weighted average cost per token of the rounds kept."""
-        _, sx, sy, _, _ = self._sums(self.kept())
+        _, sx, sy, _, _ = self._sums(self._kept)
         return sy / sx if sx > 0 else 0.0
 
+    @cached_property
     def _terms(self) -> list[tuple[float, float, float, float, float]]:
         """Each round's weighted terms of the least-squares sums (w, x, y, xx, xy)."""
         n = len(self.points)
@@ -132,7 +138,7 @@ class AffineCost:
         return terms
 
     def _sums(self, indices: list[int]) -> tuple[float, float, float, float, float]:
-        terms = self._terms()
+        terms = self._terms
         chosen = [terms[i] for i in indices] or [(0.0,) * 5]
         w, sx, sy, sxx, sxy = (sum(column) for column in zip(*chosen, strict=True))
         return w, sx, sy, sxx, sxy

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from edge_adapt.cores import allowed_cpus
 from edge_adapt.errors import SamplingConfigError
 from edge_adapt.generator.llama_backend import KV_TYPES
 
@@ -12,10 +12,8 @@ MAX_SEQUENCES = 256  # LLAMA_MAX_SEQ in llama.cpp
 
 
 def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return max(1, os.cpu_count() or 1)
+    """A thread per CPU this process may use (runs choose theirs from the load: edge_adapt.cores)."""
+    return max(1, len(allowed_cpus()))
 
 
 # Searches batched together by default. On a GPU a decode of one row costs nearly what a decode of
