@@ -197,3 +197,35 @@ def test_one_slow_round_among_many_does_not_set_the_price() -> None:
     for _ in range(6):
         est.update("sample", 1, 40, joules=30.0, seconds=3.0)
     assert est.unit_cost("sample")[1] > 20
+
+
+
+def test_a_hard_cap_ends_the_samples_in_flight_where_its_energy_runs_out(searcher, problems) -> None:
+    # Joules from this process's CPU time, read at every decode. The estimate is told a sample
+    # costs a fiftieth of what one really does, so the guard grants a sample a third of its cost.
+    cost = CostModel("test", idle_w=0.0, w_per_busy_core=10.0, j_per_prompt_token=0.0, j_per_generated_token=0.0,
+                     j_per_prm_token=0.0)
+
+    def guarded() -> Searcher:
+        policy = EnergyPolicy(EstimateMeter(cost, searcher.usage), Budget(), searcher.usage)
+        return Searcher(searcher.generator, searcher.prm, searcher.task, searcher.settings, policy=policy)
+
+    one = BestOfN(n=1, select="majority")
+    whole = guarded().run(one, problems[0], seed=1, budget=Budget())
+    assert whole.candidates[0].end != "budget"
+    cap = whole.cost.joules / 3
+    per_token = whole.cost.joules / whole.cost.generated_tokens
+    for hard in (True, False):
+        capped = guarded()
+        for _ in range(3):
+            capped.policy.estimates.update("sample", 1, 2, whole.cost.joules / 50, whole.cost.wall_s / 50)
+        result = capped.run(one, problems[0], seed=1,
+                            budget=Budget(energy_j=cap, first_unit_floor=not hard))
+        assert result.cost.samples == 1
+        if hard:
+            assert result.candidates[0].end == "budget"
+            assert result.cost.generated_tokens < whole.cost.generated_tokens
+            assert result.cost.joules <= cap + 3 * per_token  # stopped within a decode or two of the cap
+        else:  # a soft budget lets its first sample finish
+            assert result.candidates[0].end == whole.candidates[0].end
+            assert result.cost.generated_tokens == whole.cost.generated_tokens

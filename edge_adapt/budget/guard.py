@@ -34,7 +34,8 @@ class Budget:
     safety: float = 1.25  # predicted costs are multiplied by this before they are granted
     # a question that passed the feasibility check gets its first unit even where the safety margin
     # rules it out (an answer that may run a little over beats none); False: a hard cap (a battery's
-    # share, where what one question overruns another loses), no unit beyond the estimate
+    # share, where what one question overruns another loses): no unit beyond the estimate, and the
+    # samples in flight end where the energy runs out
     first_unit_floor: bool = True
 
     def __post_init__(self) -> None:
@@ -82,6 +83,9 @@ class Guard(Protocol):
     def finish(self) -> None:
         """At the end of the question: learn what the work after the last expansion cost."""
 
+    def cap_reached(self) -> bool:
+        """Whether a hard cap is spent (asked before every decode: the question's samples end there)."""
+
 
 class SpendingPolicy(Protocol):
     """What a searcher is built with to budget its questions and meter them."""
@@ -89,7 +93,7 @@ class SpendingPolicy(Protocol):
     ledger: EnergyLedger  # the device's joules, split over the searches that share it
 
     def start_question(self, budget: Budget | None = None, *, meter: Callable[[], EnergyReading] | None = None,
-                       usage: Callable[[], Usage] | None = None) -> Guard: ...
+                       usage: Callable[[], Usage] | None = None, charged: Callable[[], float] | None = None) -> Guard: ...
 
     def read(self) -> EnergyReading: ...
 
@@ -108,3 +112,6 @@ class Unlimited:
 
     def finish(self) -> None:
         pass
+
+    def cap_reached(self) -> bool:
+        return False

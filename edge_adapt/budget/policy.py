@@ -15,6 +15,10 @@ estimate that is not settled (too few rounds, or none recent) never refuses: the
 a *probe* of one unit, which teaches the estimate what a unit costs now
 (:mod:`edge_adapt.budget.online_costs`). A budget with no estimate yet is probed the same way.
 
+A hard cap (``Budget.first_unit_floor=False``: a battery's share) is also kept while a round
+runs: once the question's joules reach it, less what picking the answer costs, the samples in
+flight end where they stand (their end reads ``budget``), since a grant can only estimate.
+
 When a budget is tight, IAS keeps working at a lower target confidence C (search records the
 C it could afford); a budget too small for even one greedy answer is a :class:`BudgetError`
 before anything runs. A power cap is enforced by pacing: before an expansion the policy waits
@@ -87,23 +91,31 @@ class EnergyPolicy:
         return self.tails_seconds.high
 
     def start_question(self, budget: Budget | None = None, *, meter: Callable[[], EnergyReading] | None = None,
-                       usage: Callable[[], Usage] | None = None) -> QuestionGuard:
+                       usage: Callable[[], Usage] | None = None, charged: Callable[[], float] | None = None) -> QuestionGuard:
         """A guard for one question, under ``budget`` (default: the policy's). ``meter`` and ``usage``
         read what *this* question has spent (its ledger account and its own work) where searches
-        share the device; by default the whole device's meter and work."""
-        return QuestionGuard(self, budget, meter=meter, usage=usage)
+        share the device; by default the whole device's meter and work. ``charged``: its joules so
+        far without a new meter reading (a hard cap asks it before every decode)."""
+        return QuestionGuard(self, budget, meter=meter, usage=usage, charged=charged)
 
 
 class QuestionGuard:
     """One question's budget: search calls ``grant`` before and ``observe`` after each expansion."""
 
     def __init__(self, policy: EnergyPolicy, budget: Budget | None = None, *,
-                 meter: Callable[[], EnergyReading] | None = None, usage: Callable[[], Usage] | None = None) -> None:
+                 meter: Callable[[], EnergyReading] | None = None, usage: Callable[[], Usage] | None = None,
+                 charged: Callable[[], float] | None = None) -> None:
         self.policy = policy
         self.budget = budget if budget is not None else policy.budget
         self._read = meter or policy.read
         self._usage = usage or policy.usage
         self._start = self._read()
+        self._charged = charged or (lambda: self._read().joules)
+        # a hard cap stops the samples in flight where what is left would not pay for the work
+        # after them (scoring and picking, as dear as the dearest recent one)
+        b = self.budget
+        self._stop_at = None if b.energy_j is None or b.first_unit_floor else \
+            self._start.joules + b.energy_j - policy.tail_joules
         self._usage0 = self._usage()
         self._round: tuple[EnergyReading, Usage, Unit, int] | None = None
         self._last_observed: EnergyReading | None = None
@@ -227,6 +239,9 @@ class QuestionGuard:
         self.policy.estimates.update(unit, units, tokens, after.joules - before.joules, after.timestamp - before.timestamp)
         self._round = None
         self._last_observed = after
+
+    def cap_reached(self) -> bool:
+        return self._stop_at is not None and self._charged() >= self._stop_at
 
     def finish(self) -> None:
         """At the end of the question: learn what the work after the last expansion cost."""

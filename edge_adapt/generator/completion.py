@@ -24,6 +24,7 @@ def complete(
     between_steps: Callable[[], None] | None = None,
     on_token: Callable[[bytes], None] | None = None,
     payer: Hashable | None = None,
+    cap_reached: Callable[[], bool] | None = None,
 ) -> tuple[list[Node], GenerationStats]:
     """Sample ``n`` full solutions from each parent, step by step, all branches batched.
 
@@ -32,10 +33,11 @@ def complete(
     then not a solution end). Every node this call made is released before it returns, also
     when ``between_steps`` (called before every step after the first, and before every batched
     decode inside a step) raises to stop it. ``on_token`` receives every generated token's
-    bytes as it is decoded (for one solution: a stream to a reader).
+    bytes as it is decoded (for one solution: a stream to a reader). Once ``cap_reached`` (asked
+    before every decode) is true, every solution ends where it stands (``budget``).
     """
     options: dict[str, Any] = {"sampling": sampling, "rules": rules, "payer": payer, "interrupt": between_steps,
-                               "on_token": on_token}
+                               "on_token": on_token, "cap_reached": cap_reached}
     frontier = generator.expand(parents, n, **options)
     stats = frontier.stats
     leaves = [c for c in frontier.children if c.ends_solution]

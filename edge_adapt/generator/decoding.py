@@ -85,6 +85,9 @@ class StepWork(Work):
     active: list[Branch] = field(default_factory=list)  # branches still generating (a token pending)
     to_decode: list[Branch] = field(default_factory=list)  # rows of this work in the batch being decoded
     on_token: Callable[[bytes], None] | None = None
+    # whether the search's hard cap is spent, asked before every decode: its branches end there
+    # (StepEnd.BUDGET) and keep what they wrote
+    cap_reached: Callable[[], bool] | None = None
 
     def close(self) -> None:
         for b in self.branches:
@@ -151,10 +154,10 @@ def take_logits(step: StepWork, logits_of: Callable[[int], np.ndarray], candidat
     step.to_decode = []
 
 
-def cut_short(step: StepWork, branches: Sequence[Branch]) -> None:
-    """End ``branches`` at the context (no room left in the KV cache); they are not decoded."""
+def cut_short(step: StepWork, branches: Sequence[Branch], end: StepEnd = StepEnd.CONTEXT) -> None:
+    """End ``branches`` at ``end`` (by default the context: no room left in the KV cache); they are not decoded."""
     for b in branches:
-        finish(b, StepEnd.CONTEXT, step.started, overwrite=True)
+        finish(b, end, step.started, overwrite=True)
     cut = set(map(id, branches))
     step.to_decode = [b for b in step.to_decode if id(b) not in cut]
     step.active = [b for b in step.active if id(b) not in cut]

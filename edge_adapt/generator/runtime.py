@@ -116,12 +116,15 @@ class Generator:
         return self._pool.cells_free
 
     def session(self, *, sequences: int, cells: int, rows: int = 1, payer: Hashable | None = None,
-                interrupt: Callable[[], None] | None = None) -> GenerationSession:
+                interrupt: Callable[[], None] | None = None, cap_reached: Callable[[], bool] | None = None
+                ) -> GenerationSession:
         """One search's view: at most ``sequences`` live nodes, ``cells`` KV cells besides its prompt
         and ``rows`` paths decoded at once, admitted when that room is free (first come, first
         served; see :class:`~edge_adapt.generator.admission.Admission`); ``payer`` is charged its
-        rows of every shared decode, ``interrupt`` runs before each and may raise to stop the search."""
-        return GenerationSession(self, sequences=sequences, cells=cells, rows=rows, payer=payer, interrupt=interrupt)
+        rows of every shared decode, ``interrupt`` runs before each and may raise to stop the search;
+        ``cap_reached`` (the search's hard cap spent) ends its steps there."""
+        return GenerationSession(self, sequences=sequences, cells=cells, rows=rows, payer=payer, interrupt=interrupt,
+                                 cap_reached=cap_reached)
 
     def _count(self, stats: GenerationStats) -> None:
         with self._usage_lock:
@@ -191,13 +194,15 @@ class Generator:
         interrupt: Callable[[], None] | None = None,
         on_token: Callable[[bytes], None] | None = None,
         hand_over: bool = False,
+        cap_reached: Callable[[], bool] | None = None,
     ) -> Expansion:
         """Give each parent ``n`` (or ``n[i]``) children, each one generated step long.
 
         All children are decoded together in one batch per token. Children that end the
         solution (end-of-generation, answer, length or context cap) are released at once; the
         others stay live for further expansion until :meth:`release`. ``interrupt`` runs before
-        every batched decode and may raise to abandon the step; ``on_token`` gets each token's bytes.
+        every batched decode and may raise to abandon the step; ``on_token`` gets each token's bytes;
+        once ``cap_reached`` (asked before every decode) is true the children end there (``budget``).
         ``hand_over``: a parent with exactly one child gives it its sequence and is released (the
         caller is done with it): no sequence copy, one sequence fewer.
         """
@@ -217,7 +222,8 @@ class Generator:
         work = None
         try:
             self._make_children(parents, counts, hand_over, children)
-            work = start_step(children, sampling, rules, payer=payer, interrupt=interrupt, on_token=on_token)
+            work = start_step(children, sampling, rules, payer=payer, interrupt=interrupt, on_token=on_token,
+                              cap_reached=cap_reached)
             self.scheduler.run(work)
         except BaseException:
             # An error or Ctrl-C mid-step: the half-made children are unusable; free their cells.

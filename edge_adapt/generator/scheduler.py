@@ -30,6 +30,7 @@ from edge_adapt.generator.kv_pool import SequencePool
 from edge_adapt.generator.llama_backend import Batch, LlamaContext, LlamaModel
 from edge_adapt.generator.llama_platform import ensure_backend, errors_in
 from edge_adapt.generator.sampling import CandidateBuffer
+from edge_adapt.generator.steps import StepEnd
 from edge_adapt.generator.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,8 @@ class DecodeScheduler:
             except BaseException as exc:  # its token hook raised (a client gone): only it stops
                 work.fail(exc)
                 continue
+            if work.to_decode and work.cap_reached is not None and work.cap_reached():
+                cut_short(work, work.to_decode, StepEnd.BUDGET)
             if work.to_decode:
                 steps.append(work)
             else:

@@ -1,8 +1,8 @@
 """One search's view of a shared generator: its room in the KV pool, its own usage, its payer.
 
 A search holds a session instead of the generator: the same calls (``prefill``, ``expand``,
-``complete``, ``release``), with the search's energy payer and interrupt passed along to every
-decode, its own :class:`GenerationStats` (what *it* spent, whatever else shared the batches), and
+``complete``, ``release``), with the search's energy payer, interrupt and hard cap passed along to
+every decode, its own :class:`GenerationStats` (what *it* spent, whatever else shared the batches), and
 ``free_sequences`` counted against its own reservation, so that two searches never compete for
 sequences mid-step. The reservation is taken at ``prefill`` (when the prompt's length is known)
 and given back by ``close``.
@@ -25,7 +25,7 @@ class GenerationSession:
     """See the module's docstring; made by :meth:`Generator.session`."""
 
     def __init__(self, generator: Generator, *, sequences: int, cells: int, rows: int, payer: Hashable | None,
-                 interrupt: Callable[[], None] | None) -> None:
+                 interrupt: Callable[[], None] | None, cap_reached: Callable[[], bool] | None = None) -> None:
         self.generator = generator
         self.vocab = generator.vocab
         self.sequences = sequences
@@ -33,6 +33,7 @@ class GenerationSession:
         self.rows = rows
         self.payer = payer
         self.interrupt = interrupt
+        self.cap_reached = cap_reached
         self.usage = GenerationStats()
         self._reservation: Reservation | None = None
         self._live: set[Node] = set()
@@ -69,14 +70,16 @@ class GenerationSession:
         return node
 
     def expand(self, parents: Sequence[Node], n: int | Sequence[int], **options: Any) -> Expansion:
-        expansion = self.generator.expand(parents, n, payer=self.payer, interrupt=options.pop("interrupt", self.interrupt),
-                                          **options)
+        options.setdefault("interrupt", self.interrupt)
+        options.setdefault("cap_reached", self.cap_reached)
+        expansion = self.generator.expand(parents, n, payer=self.payer, **options)
         self._add(expansion.stats)
         self._hold(expansion.children)
         return expansion
 
     def complete(self, parents: Sequence[Node], n: int | Sequence[int] = 1, **options: Any) -> tuple[list[Node], GenerationStats]:
         options.setdefault("between_steps", self.interrupt)
+        options.setdefault("cap_reached", self.cap_reached)
         leaves, stats = self.generator.complete(parents, n, payer=self.payer, **options)
         self._add(stats)
         return leaves, stats

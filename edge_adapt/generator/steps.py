@@ -31,6 +31,7 @@ class StepEnd(str, Enum):
     LENGTH = "length"  # max_new_tokens for the whole solution reached: cut off
     CONTEXT = "context"  # no room left in the context window: cut off
     LOW_CONFIDENCE = "low_confidence"  # the last window's confidence fell below StepRules.min_confidence: cut off
+    BUDGET = "budget"  # the search reached its hard energy cap (a battery's share): cut off
 
     @property
     def ends_solution(self) -> bool:

@@ -91,15 +91,16 @@ class Searcher:
             # the search's own energy account, room in the KV pool and PRM view: searches on other
             # threads share the device, and what they spend is theirs
             account = stack.enter_context(self.policy.ledger.open()) if self.policy is not None else None
+            guard: Guard = Unlimited()
             gen = stack.enter_context(self.generator.session(
                 sequences=min(sequences_needed(strategy), self.generator.config.n_seq_max),
                 cells=min(strategy.live_paths * rules.max_new_tokens, self.generator.n_ctx), rows=strategy.live_paths,
-                payer=account, interrupt=hooks.interrupt))
+                payer=account, interrupt=hooks.interrupt, cap_reached=lambda: guard.cap_reached()))
             prm = SearchPRM(self.prm, account)
-            guard: Guard = Unlimited()
             if self.policy is not None:
                 assert account is not None
-                guard = self.policy.start_question(budget, meter=account.read, usage=lambda: work_done(gen, prm))
+                guard = self.policy.start_question(budget, meter=account.read, usage=lambda: work_done(gen, prm),
+                                                   charged=lambda: account.joules)
             ctx = SearchContext(gen, prm, self.task, settings, problem, seed, guard, lambda: self.answer_model, hooks,
                                 self.vote_model)
             try:
