@@ -54,11 +54,11 @@ def test_adaptive_consistency_stops_once_the_beta_posterior_settles_the_leader()
     # P(leader ahead) with 3 votes to 0 is 15/16 < 0.95: one more; with 4 to 0 it is 31/32
     three, four = VoteState(3, 3, 0, 1, -0.1), VoteState(4, 4, 0, 1, -0.1)
     assert majority_confidence([3, 0]) == pytest.approx(15 / 16)
-    assert vote_round(three, None, price=8, tokens_per_sample=10, n_max=16) .draw == 1
-    stop = vote_round(four, None, price=8, tokens_per_sample=10, n_max=16)
+    assert vote_round(three, None, price=8, work=10, n_max=16) .draw == 1
+    stop = vote_round(four, None, price=8, work=10, n_max=16)
     assert (stop.draw, stop.reason, stop.right) == (0, "settled", pytest.approx(31 / 32))
-    assert vote_round(VoteState(16, 5, 5, 6, -1.0), None, price=8, tokens_per_sample=10, n_max=16).reason == "n_max"
-    assert vote_round(VoteState(0, 0, 0, 0, 0.0), None, price=8, tokens_per_sample=10, n_max=16).reason == "first"
+    assert vote_round(VoteState(16, 5, 5, 6, -1.0), None, price=8, work=10, n_max=16).reason == "n_max"
+    assert vote_round(VoteState(0, 0, 0, 0, 0.0), None, price=8, work=10, n_max=16).reason == "first"
 
 
 def model_with(gains: tuple[float, ...], right: float = 0.5, questions: int = 50, max_measured: int = 16) -> VoteModel:
@@ -68,14 +68,14 @@ def model_with(gains: tuple[float, ...], right: float = 0.5, questions: int = 50
 def test_the_calibrated_rule_draws_the_round_whose_gain_beats_its_price() -> None:
     state = VoteState(2, 1, 1, 2, -0.5)
     # price 8 points per 1,000 tokens, 50 tokens a sample: one sample costs 0.004, two 0.008
-    one = vote_round(state, model_with((0.010, 0.012)), price=8, tokens_per_sample=50, n_max=16)
+    one = vote_round(state, model_with((0.010, 0.012)), price=8, work=50, n_max=16)
     assert (one.draw, one.reason) == (1, "gain")  # nets 0.006 against 0.004
-    two = vote_round(state, model_with((0.005, 0.020)), price=8, tokens_per_sample=50, n_max=16)
+    two = vote_round(state, model_with((0.005, 0.020)), price=8, work=50, n_max=16)
     assert two.draw == 2  # nets 0.001 against 0.012
-    none = vote_round(state, model_with((0.003, 0.007)), price=8, tokens_per_sample=50, n_max=16)
+    none = vote_round(state, model_with((0.003, 0.007)), price=8, work=50, n_max=16)
     assert (none.draw, none.reason, none.questions) == (0, "not_worth", 50)
-    assert vote_round(state, model_with((0.5, 0.5), right=0.99), price=8, tokens_per_sample=50, n_max=16).reason == "confident"
-    assert vote_round(state, model_with((0.5, 0.5), max_measured=2), price=8, tokens_per_sample=50, n_max=16).reason == "past_calibration"
+    assert vote_round(state, model_with((0.5, 0.5), right=0.99), price=8, work=50, n_max=16).reason == "confident"
+    assert vote_round(state, model_with((0.5, 0.5), max_measured=2), price=8, work=50, n_max=16).reason == "past_calibration"
 
 
 def test_the_table_reads_the_finest_cell_enough_questions_reached() -> None:
@@ -194,12 +194,12 @@ def test_a_prm_feature_is_chosen_only_where_it_predicts_better_and_keeps_a_gener
     assert VoteModel.load(model.save(tmp_path / "m.json")) == model
     assert fit_vote_model([easy(i) for i in range(15)] + [hopeless(i) for i in range(15)]).without_prm() is not None
     # the same PRM when scoring a sample costs as much as generating ten thousand tokens: it does not pay
-    dear = fit_vote_model(questions, prm_tokens_per_sample=10_000.0)
+    dear = fit_vote_model(questions, prm_work=10_000.0)
     assert dear.feature in ("mean", "lowest", "tail")
     assert not dear.needs_prm
     assert dear.generator_only is None
     declined = dear.report["prm_declined"]
-    assert declined["prm_tokens_per_sample"] == 10_000.0
+    assert declined["prm_work_per_sample"] == 10_000.0
     assert declined["with_prm"]["samples"] >= 1
     assert dear.report["feature_log_loss"] == model.report["feature_log_loss"]  # what predicted better is still said
 

@@ -112,8 +112,9 @@ def fit_and_judge(folder: RunFolder, config: BenchConfig, out: Path, *, held_out
         "held_out_fraction": held_out, "held_out_questions": len(held),
     }
     cost = prm_cost(records)
-    model = fit_vote_model(fit, seed=seed, provenance=provenance, prm_tokens_per_sample=cost["generated_token_equivalents"])
-    judgement = judge(model, held)
+    prm_work = cost["generated_token_equivalents"]
+    model = fit_vote_model(fit, seed=seed, provenance=provenance, prm_work=prm_work)
+    judgement = judge(model, held, prm_work=prm_work)
     # replace, not rebuild: the generator-only table a PRM-reading model keeps must survive
     report = {**model.report, "held_out": judgement_record(judgement, model.price)}
     if config.models.prm is not None:

@@ -100,7 +100,7 @@ def _print(c: Calibration) -> None:
     declined = report.get("prm_declined")
     if declined is not None:
         w, wo = declined["with_prm"], declined["without"]
-        console.print(f"the PRM's median predicted better, but scoring costs {declined['prm_tokens_per_sample']:g} generated-token "
+        console.print(f"the PRM's median predicted better, but scoring costs {declined['prm_work_per_sample']:g} generated-token "
                       f"equivalents a sample: out of fold the vote with it ({w['accuracy']:.1f}% at {w['tokens']:.0f} tokens, "
                       f"price {w['price']:g}) is worth less than without it ({wo['accuracy']:.1f}% at {wo['tokens']:.0f} tokens, "
                       f"price {wo['price']:g}), so the vote reads {model.feature}")

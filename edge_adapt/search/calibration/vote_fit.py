@@ -125,7 +125,7 @@ def _folds(questions: Sequence[VoteQuestion], seed: int) -> tuple[list[VoteQuest
 
 
 def _choose_price(a: Sequence[VoteQuestion], b: Sequence[VoteQuestion], feature: str, m: int, seed: int,
-                  tolerance: float) -> tuple[float, dict[float, Replayed], dict[int, float]]:
+                  tolerance: float, prm_work: float) -> tuple[float, dict[float, Replayed], dict[int, float]]:
     """Out of fold, the cheapest price within ``tolerance`` points of the best fixed vote there;
     with each price's replay (averaged over the two folds) and the fixed votes' accuracy."""
     fixed = {n: [replay_fixed(test, n, feature, seed=seed + 11) for _, test in ((a, b), (b, a))] for n in range(1, m + 1)}
@@ -134,7 +134,7 @@ def _choose_price(a: Sequence[VoteQuestion], b: Sequence[VoteQuestion], feature:
     by_price: dict[float, Replayed] = {}
     for price in PRICES:
         runs = [replay_adaptive(test, VoteModel(feature, table, m, price), price, feature, n_max=m, seed=seed + 13,
-                                orderings=4)[0] for table, test in folds]
+                                orderings=4, prm_work=prm_work if feature == "prm" else 0.0)[0] for table, test in folds]
         by_price[price] = Replayed(*(sum(getattr(r, k) for r in runs) / 2 for k in ("accuracy", "tokens", "samples")))
     within = [p for p, r in by_price.items() if r.accuracy >= max(fixed_acc.values()) - tolerance]
     price = max(within) if within else max(by_price, key=lambda p: by_price[p].accuracy)
@@ -142,11 +142,11 @@ def _choose_price(a: Sequence[VoteQuestion], b: Sequence[VoteQuestion], feature:
 
 
 def fit_vote_model(questions: Sequence[VoteQuestion], *, seed: int = 0, tolerance: float = 1.0,
-                   provenance: dict[str, Any] | None = None, prm_tokens_per_sample: float = 0.0) -> VoteModel:
+                   provenance: dict[str, Any] | None = None, prm_work: float = 0.0) -> VoteModel:
     """The vote model for these calibration questions, its feature and price chosen out of fold.
 
     The PRM's median is read only if it predicts the leader's correctness better (held-out-fold
-    log-loss) *and* what it adds pays for scoring every sample: ``prm_tokens_per_sample`` is that
+    log-loss) *and* what it adds pays for scoring every sample: ``prm_work`` is that
     cost in generated-token equivalents (the sampling run's PRM time at its generation speed), and
     the vote with the PRM must be worth more, at its price, than the vote on the generator's own
     evidence at its own (accuracy points less price x tokens, out of fold)."""
@@ -161,16 +161,16 @@ def fit_vote_model(questions: Sequence[VoteQuestion], *, seed: int = 0, toleranc
         losses[feature] = round(sum(log_loss(fit_table(train, feature, seed=seed), test, feature, seed + 7)
                                     for train, test in ((a, b), (b, a))) / 2, 5)
     feature = min(losses, key=lambda f: losses[f])
-    price, by_price, fixed_acc = _choose_price(a, b, feature, m, seed, tolerance)
+    price, by_price, fixed_acc = _choose_price(a, b, feature, m, seed, tolerance, prm_work)
     declined = None
     own = min((f for f in losses if f != "prm"), key=lambda f: losses[f]) if "prm" in losses else feature
-    if feature == "prm" and prm_tokens_per_sample > 0:
-        own_price, own_by_price, own_fixed = _choose_price(a, b, own, m, seed, tolerance)
+    if feature == "prm" and prm_work > 0:
+        own_price, own_by_price, own_fixed = _choose_price(a, b, own, m, seed, tolerance, prm_work)
         with_prm, without = by_price[price], own_by_price[own_price]
-        worth_with = with_prm.accuracy - price * (with_prm.tokens + with_prm.samples * prm_tokens_per_sample) / 1000
+        worth_with = with_prm.accuracy - price * (with_prm.tokens + with_prm.samples * prm_work) / 1000
         worth_without = without.accuracy - price * without.tokens / 1000
         if worth_without >= worth_with:
-            declined = {"prm_tokens_per_sample": round(prm_tokens_per_sample, 1),
+            declined = {"prm_work_per_sample": round(prm_work, 1),
                         "with_prm": {"price": price, "accuracy": round(with_prm.accuracy, 2), "tokens": round(with_prm.tokens, 1),
                                      "samples": round(with_prm.samples, 2)},
                         "without": {"price": own_price, "accuracy": round(without.accuracy, 2), "tokens": round(without.tokens, 1)}}

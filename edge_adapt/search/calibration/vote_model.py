@@ -29,7 +29,7 @@ import numpy as np
 
 from edge_adapt.errors import ModelLoadError
 from edge_adapt.files import atomic_write_text
-from edge_adapt.search.voting import majority_confidence
+from edge_adapt.search.stopping import FIRST, PRM_TOKEN_WEIGHT, Move, consistency_move, past_limits, value_move
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,14 @@ class VoteModel:
     def needs_prm(self) -> bool:
         return self.feature == "prm"
 
+    @property
+    def prm_token_weight(self) -> float:
+        """A PRM token in generated-token equivalents as ``calibrate --prm`` measured it on the
+        device (the sampling run's PRM time at its generation speed), else the default."""
+        cost = self.report.get("prm_cost") or {}
+        tokens, work = cost.get("prm_tokens_per_sample"), cost.get("generated_token_equivalents")
+        return float(work) / float(tokens) if tokens and work is not None else PRM_TOKEN_WEIGHT
+
     def without_prm(self) -> VoteModel | None:
         """The model a stack without a PRM reads: this one, or its generator-only table (None: none)."""
         if not self.needs_prm:
@@ -211,46 +219,38 @@ def _table_of(t: dict[str, Any]) -> VoteTable:
 
 @dataclass(frozen=True)
 class VoteDecision:
-    """The next move of an adaptive vote: draw ``draw`` samples (0: stop), and why."""
+    """The next move of an adaptive vote (:class:`~edge_adapt.search.stopping.Move`), and the table
+    cell it read with the calibration questions behind it."""
 
-    draw: int
-    reason: str  # "first", "gain", "confident", "not_worth", "n_max", "past_calibration", "settled", "unsettled"
-    right: float  # P(the leader is right) now: the table's, or Adaptive-Consistency's P(leader stays ahead)
-    gains: tuple[float, ...] = ()
-    cell: str = ""  # the table cell read
-    questions: int = 0  # calibration questions behind it
+    move: Move
+    cell: str = ""
+    questions: int = 0
+
+    @property
+    def draw(self) -> int:
+        return self.move.draw
+
+    @property
+    def reason(self) -> str:
+        return self.move.reason
+
+    @property
+    def right(self) -> float:
+        return self.move.right
 
 
-def vote_round(state: VoteState, model: VoteModel | None, *, price: float, tokens_per_sample: float, n_max: int,
+def vote_round(state: VoteState, model: VoteModel | None, *, price: float, work: float, n_max: int,
                stop_at: float = 0.98, lookahead: int = 2, threshold: float = 0.95) -> VoteDecision:
-    """The rule as a pure function of what was seen.
-
-    Calibrated: find the horizon h (HORIZONS, within ``n_max`` and what calibration measured)
-    maximising ``gain(h) - price * h * cost`` (price in accuracy points per 1,000 tokens); if that
-    is positive, draw min(h, lookahead) now and decide again; stop when the leader is at least
-    ``stop_at`` likely right. Without a model: Adaptive-Consistency (arXiv 2305.11860), one sample
-    at a time until the Beta posterior puts the leader ahead of the runner-up with ``threshold``."""
+    """The vote's next move: with a model, the calibrated rule (:func:`~edge_adapt.search.stopping.value_move`)
+    on the cell of the vote's state, weighing :data:`HORIZONS`; without one, Adaptive-Consistency."""
     if state.n == 0:
-        return VoteDecision(1, "first", 0.0)
+        return VoteDecision(FIRST)
     if model is None:
-        confidence = majority_confidence([state.votes, state.runner_up]) if state.votes else 0.0
-        if state.n >= n_max:
-            return VoteDecision(0, "n_max", confidence)
-        return VoteDecision(0, "settled", confidence) if confidence >= threshold else VoteDecision(1, "unsettled", confidence)
+        return VoteDecision(consistency_move([state.votes, state.runner_up], state.n, n_max, threshold))
     key, cell = model.table.lookup(state)
-    if state.n >= n_max:
-        return VoteDecision(0, "n_max", cell.right, cell=key, questions=cell.questions)
-    if state.n >= model.max_measured:
-        return VoteDecision(0, "past_calibration", cell.right, cell=key, questions=cell.questions)
-    if cell.right >= stop_at:
-        return VoteDecision(0, "confident", cell.right, cell.gains, key, cell.questions)
-    room = min(n_max, model.max_measured) - state.n
-    per_token = price / 100.0 / 1000.0
-    best, best_net = 0, 0.0
-    for h, gain in zip(HORIZONS, cell.gains, strict=False):
-        if h > room:
-            break
-        net = gain - per_token * h * tokens_per_sample
-        if net > best_net + 1e-12:
-            best, best_net = h, net
-    return VoteDecision(min(best, lookahead), "gain" if best else "not_worth", cell.right, cell.gains, key, cell.questions)
+    limit = past_limits(state.n, n_max, model.max_measured)
+    if limit is not None:
+        return VoteDecision(Move(0, limit, cell.right), key, cell.questions)
+    move = value_move(cell.right, cell.gains, HORIZONS, room=min(n_max, model.max_measured) - state.n, price=price,
+                      work=work, stop_at=stop_at, lookahead=lookahead)
+    return VoteDecision(move, key, cell.questions)

@@ -13,6 +13,7 @@ import numpy as np
 
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.search.calibration.vote_model import Sample, VoteModel, leader, vote_round, vote_state
+from edge_adapt.search.stopping import work_per_sample
 
 PRICES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 
@@ -102,9 +103,12 @@ def replay_fixed(questions: Sequence[VoteQuestion], n: int, feature: str, *, ord
 
 
 def replay_adaptive(questions: Sequence[VoteQuestion], model: VoteModel | None, price: float, feature: str, *,
-                    n_max: int = 16, orderings: int = 16, seed: int = 1) -> tuple[Replayed, list[tuple[float, bool, int]]]:
+                    n_max: int = 16, orderings: int = 16, seed: int = 1, prm_work: float = 0.0
+                    ) -> tuple[Replayed, list[tuple[float, bool, int]]]:
     """The adaptive vote replayed over seeded orders of each question's samples, and for every
-    stop (P(right) the table promised, whether the leader was right, the questions behind it)."""
+    stop (P(right) the table promised, whether the leader was right, the questions behind it).
+    ``prm_work``: what scoring a sample with the PRM costs in generated-token equivalents, where
+    ``feature`` reads it (the price counts it, as a search that reads the PRM pays it)."""
     rng = random.Random(seed)
     outcomes, promises = [], []
     for q in questions:
@@ -113,9 +117,8 @@ def replay_adaptive(questions: Sequence[VoteQuestion], model: VoteModel | None, 
             n, decision = 0, None
             while True:
                 seen = samples[:n]
-                tokens_per = sum(s.tokens for s in seen) / n if n else 0.0
-                decision = vote_round(vote_state(seen), model, price=price, tokens_per_sample=tokens_per,
-                                      n_max=min(n_max, len(samples)))
+                work = work_per_sample(sum(s.tokens for s in seen), n * prm_work, n, 1.0)
+                decision = vote_round(vote_state(seen), model, price=price, work=work, n_max=min(n_max, len(samples)))
                 if decision.draw == 0:
                     break
                 n = min(n + decision.draw, len(samples))
@@ -137,7 +140,8 @@ class Judgement:
     questions_behind: tuple[int, int, int]  # min, median, max calibration questions behind a stop
 
 
-def judge(model: VoteModel, held_out: Sequence[VoteQuestion], prices: Sequence[float] = PRICES, seed: int = 21) -> Judgement:
+def judge(model: VoteModel, held_out: Sequence[VoteQuestion], prices: Sequence[float] = PRICES, seed: int = 21,
+          prm_work: float = 0.0) -> Judgement:
     held_out = [q for q in held_out if q.samples]
     if not held_out:
         raise EdgeAdaptError("no held-out questions with samples to judge the vote model on")
@@ -145,7 +149,8 @@ def judge(model: VoteModel, held_out: Sequence[VoteQuestion], prices: Sequence[f
     fixed = {n: replay_fixed(held_out, n, model.feature, seed=seed) for n in range(1, m + 1)}
     adaptive, promises = {}, []
     for price in sorted({*prices, model.price}):
-        adaptive[price], stops = replay_adaptive(held_out, model, price, model.feature, n_max=m, seed=seed)
+        adaptive[price], stops = replay_adaptive(held_out, model, price, model.feature, n_max=m, seed=seed,
+                                                 prm_work=prm_work if model.needs_prm else 0.0)
         if price == model.price:
             promises = stops
     bins = []

@@ -9,9 +9,9 @@ cost times a price. The gains come from the value table calibrated for this PRM
 (:mod:`edge_adapt.search.calibration.answer_model`: measured in states like the current one: samples drawn,
 the pick's score, agreement), or, without one, from the Bayesian fallback's lookahead.
 
-One knob, ``price``, in accuracy points per 1,000 tokens of work (a sample's generated tokens
-plus its PRM tokens at ``prm_token_weight``: reading a token is a fraction of what writing one
-costs), traces a whole accuracy-compute curve: a low price samples until answers settle, a high
+One knob, ``price``, in accuracy points per 1,000 generated-token equivalents (a sample's generated
+tokens plus its PRM tokens at ``prm_token_weight``; the unit and the rule are every adaptive
+strategy's: :mod:`edge_adapt.search.stopping`), traces a whole accuracy-compute curve: a low price samples until answers settle, a high
 one stops after the first sample unless the question is both uncertain and likely to be
 resolved by a second.
 """
@@ -27,11 +27,8 @@ from edge_adapt.errors import SamplingConfigError
 from edge_adapt.search.calibration.answer_model import PickState, QuestionModel
 from edge_adapt.search.context import SearchContext
 from edge_adapt.search.posterior import Evidence, Moments, expected_accuracy, posterior
+from edge_adapt.search.stopping import FIRST, PRM_TOKEN_WEIGHT, Move, past_limits, value_move, work_per_sample
 from edge_adapt.search.voting import group_of, votes_for
-
-# what reading a token costs the PRM against writing one (0.001 J per PRM token against 0.01 per
-# generated token on a CPU): the unit adaptive search's price is counted in
-_PRM_TOKEN_WEIGHT = 0.1
 
 
 @dataclass(frozen=True)
@@ -40,7 +37,7 @@ class ValueSampling:
     n_max: int = 16
     stop_at: float = 0.98  # stop at once when the picked answer is at least this likely right
     lookahead: int = 2  # rounds of 1..lookahead samples are weighed (a vote's second sample may only tie)
-    prm_token_weight: float = _PRM_TOKEN_WEIGHT  # a PRM token's cost in generated tokens
+    prm_token_weight: float = PRM_TOKEN_WEIGHT  # a PRM token's cost in generated tokens
     use_prm: bool = True  # score finished samples with the PRM (evidence); False: agreement and the prior only
     select: str = "auto"  # the calibrated pick (the PRM folder's selector_model.json says which), else the posterior
     name: str = "adaptive"
@@ -78,10 +75,8 @@ class ValueSampling:
         rounds = []
         while True:
             drawn = len(ctx.candidates)
-            work = 0.0
-            if drawn:
-                gen, prm = ctx.gen.usage - gen0, ctx.prm.stats - prm0
-                work = (gen.generated_tokens + self.prm_token_weight * prm.tokens) / drawn
+            work = work_per_sample((ctx.gen.usage - gen0).generated_tokens, (ctx.prm.stats - prm0).tokens, drawn,
+                                   self.prm_token_weight)
             ctx.adaptive_pick = _pick_for(ctx, model.selector, evidence, moments, model, firsts)
             decision = next_round(evidence, moments, model, self, work, _pick_state(ctx, ctx.adaptive_pick))
             rounds.append(decision)
@@ -137,49 +132,56 @@ def _pick_state(ctx: SearchContext, pick: int | None) -> PickState:
 
 @dataclass(frozen=True)
 class RoundDecision:
-    """What to do next: draw ``draw`` samples (0: stop), and why."""
+    """The next move (:class:`~edge_adapt.search.stopping.Move`) and the work per sample it was priced at."""
 
-    draw: int
-    reason: str  # "first", "gain", "confident", "not_worth", "n_max", "past_calibration"
-    accuracy: float  # P(the answer picked now is right): measured in replays where the model has them
-    gains: tuple[float, ...] = ()  # expected accuracy gain of 1, 2, ... more samples
-    cost_per_sample: float = 0.0  # tokens of work
+    move: Move
+    cost_per_sample: float = 0.0  # generated-token equivalents
+
+    @property
+    def draw(self) -> int:
+        return self.move.draw
+
+    @property
+    def reason(self) -> str:
+        return self.move.reason
+
+    @property
+    def accuracy(self) -> float:
+        return self.move.right
+
+    @property
+    def gains(self) -> tuple[float, ...]:
+        return self.move.gains
 
 
 def next_round(evidence: Evidence, moments: Moments, model: QuestionModel, strategy: ValueSampling,
                cost_per_sample: float, pick: PickState | None = None) -> RoundDecision:
-    """The rule, as a pure function of what was seen: draw the round size r in 1..lookahead that
-    maximises ``gain(r) - price * r * cost``, if that is positive; the first sample is always drawn.
+    """The next move by the calibrated rule (:func:`~edge_adapt.search.stopping.value_move`) on
+    rounds of 1..lookahead samples; the first sample is always drawn.
 
     With a value table (a calibrated model), the pick's accuracy and the gains are what replays of
     sequential search on calibration questions measured in the state ``pick`` describes. Without
     one, they are the answer model's posterior and its exact lookahead over ``evidence``."""
     n = evidence.samples
     if n == 0:
-        return RoundDecision(1, "first", 0.0)
+        return RoundDecision(FIRST)
     if n >= strategy.n_max:
-        return RoundDecision(0, "n_max", _accuracy(evidence, moments, model, pick), cost_per_sample=cost_per_sample)
+        return RoundDecision(Move(0, "n_max", _accuracy(evidence, moments, model, pick)), cost_per_sample)
     horizon = min(strategy.lookahead, strategy.n_max - n)
     if model.values is not None:
         if pick is None:
             raise SamplingConfigError("a calibrated answer model decides on the pick's state: pass it")
         cell = model.values.lookup(pick)
-        if n >= model.max_measured or cell is None:
-            right = cell.right if cell is not None else 0.0
-            return RoundDecision(0, "past_calibration", right, cost_per_sample=cost_per_sample)
-        right, gains = cell.right, list(cell.gains[:min(horizon, model.max_measured - n)])
+        limit = past_limits(n, strategy.n_max, model.max_measured)
+        if limit is not None or cell is None:
+            return RoundDecision(Move(0, "past_calibration", cell.right if cell is not None else 0.0), cost_per_sample)
+        right, gains = cell.right, cell.gains[:min(horizon, model.max_measured - n)]
     else:
         right = posterior(evidence, moments, model.concentration).accuracy
-        gains = [expected_accuracy(evidence, moments, model, r) - right for r in range(1, horizon + 1)]
-    if right >= strategy.stop_at:
-        return RoundDecision(0, "confident", right, cost_per_sample=cost_per_sample)
-    per_token = strategy.price / 100.0 / 1000.0
-    best, best_net = 0, 0.0
-    for r, gain in enumerate(gains, start=1):
-        net = gain - per_token * r * cost_per_sample
-        if net > best_net + 1e-12:
-            best, best_net = r, net
-    return RoundDecision(best, "gain" if best else "not_worth", right, tuple(gains), cost_per_sample)
+        gains = tuple(expected_accuracy(evidence, moments, model, r) - right for r in range(1, horizon + 1))
+    move = value_move(right, gains, range(1, len(gains) + 1), room=len(gains), price=strategy.price, work=cost_per_sample,
+                      stop_at=strategy.stop_at, lookahead=strategy.lookahead)
+    return RoundDecision(move, cost_per_sample)
 
 
 def _accuracy(evidence: Evidence, moments: Moments, model: QuestionModel, pick: PickState | None) -> float:

@@ -4,7 +4,7 @@ Samples are drawn one or two at a time; before each round the generator's vote m
 (:mod:`edge_adapt.search.calibration.vote_model`, fitted by ``edge-adapt calibrate`` on the user's questions)
 says what one or two more samples would add to P(the leading answer is right) in the state the
 vote is in, and the round is drawn only while that exceeds its cost at ``price`` (accuracy points
-per 1,000 generated tokens). No PRM is needed; a PRM's score joins only where calibration chose it.
+per 1,000 generated-token equivalents, the unit of every adaptive strategy: :mod:`edge_adapt.search.stopping`). No PRM is needed; a PRM's score joins only where calibration chose it.
 Without a vote model it is Adaptive-Consistency: one sample at a time until the leader's lead is
 settled (a Beta posterior, ``threshold``), at most ``n_max``. The decision record says which.
 
@@ -25,10 +25,10 @@ from typing import Any, ClassVar
 
 from edge_adapt.budget.decisions import AdaptiveVoteSummary
 from edge_adapt.errors import SamplingConfigError
-from edge_adapt.generator import StepEnd
 from edge_adapt.search.calibration.vote_model import Sample, VoteModel, leader, vote_round, vote_state
-from edge_adapt.search.confidence import confidence_floor
 from edge_adapt.search.context import SearchContext
+from edge_adapt.search.stopping import work_per_sample
+from edge_adapt.search.strategies.deepconf_online import cut_off, warmup_floor
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, check_int, check_number
 from edge_adapt.search.types import Candidate
 from edge_adapt.search.voting import Equal, group_indices
@@ -36,7 +36,7 @@ from edge_adapt.search.voting import Equal, group_indices
 
 @dataclass(frozen=True)
 class AdaptiveVote:
-    price: float = 8.0  # accuracy points (0-100) per 1,000 generated tokens a further sample must earn
+    price: float = 8.0  # accuracy points (0-100) per 1,000 generated-token equivalents a further sample must earn
     n_max: int = 16
     stop_at: float = 0.98  # stop when the leader is at least this likely right (calibrated)
     threshold: float = 0.95  # Adaptive-Consistency's stop, without a vote model
@@ -74,9 +74,11 @@ class AdaptiveVote:
         rounds: list[int] = []
         floor: float | None = None
         stop: str | None = None
+        weight = model.prm_token_weight if model is not None and model.needs_prm else 0.0  # the PRM's work, where it is read
+        gen0, prm0 = ctx.gen.usage, ctx.prm.stats
         while True:
-            tokens = sum(s.tokens for s in samples) / len(samples) if samples else 0.0
-            decision = vote_round(vote_state(samples), model, price=self.price, tokens_per_sample=tokens, n_max=self.n_max,
+            work = work_per_sample((ctx.gen.usage - gen0).generated_tokens, (ctx.prm.stats - prm0).tokens, len(samples), weight)
+            decision = vote_round(vote_state(samples), model, price=self.price, work=work, n_max=self.n_max,
                                   stop_at=self.stop_at, threshold=self.threshold)
             if decision.draw == 0:
                 break
@@ -91,7 +93,7 @@ class AdaptiveVote:
                 stop = "no_answer"
                 break
             if self.keep < 1 and floor is None and len(samples) >= self.warmup:
-                floor = confidence_floor([c.confidence.lowest for c in ctx.candidates], self.keep)
+                floor = warmup_floor(ctx.candidates, self.keep)
         _, members = leader(samples)
         # no answer to vote on: the most confident sample is the reply (its text, answer None)
         members = members or list(range(len(samples)))
@@ -102,7 +104,7 @@ class AdaptiveVote:
             samples=len(samples), rounds=tuple(rounds), stop=stop or (decision.reason if decision.draw == 0 else "budget_cap"),
             p_answer=round(decision.right, 4), cell=decision.cell, questions_behind=decision.questions, votes=tuple(sizes),
             confidence_floor=None if floor is None else round(floor, 4),
-            cut=None if floor is None else sum(1 for c in ctx.candidates if c.end is StepEnd.LOW_CONFIDENCE)))
+            cut=None if floor is None else cut_off(ctx.candidates)))
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ from edge_adapt.errors import SamplingConfigError
 from edge_adapt.search.context import SearchContext
 from edge_adapt.search.ias import achieved_confidence, n_samples
 from edge_adapt.search.picks import PICKS, SCORED_PICKS, Select
+from edge_adapt.search.stopping import consistency_move
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, EarlyStop, check_int, check_number, check_pick
-from edge_adapt.search.voting import group_answers, majority_confidence
+from edge_adapt.search.voting import group_answers
 
 # a spec kind's pick: best_of_n picks by the PRM, majority/weighted/cisc/deepconf by their name
 _PICKS: dict[str, dict[str, Any]] = {"": {}, **{p: {"select": p} for p in PICKS if p != "prm"}}
@@ -104,9 +105,9 @@ def sample(ctx: SearchContext, n: int, select: str, early_stop: EarlyStop | None
         ctx.complete(granted, score=select in SCORED_PICKS)
         ctx.guard.observe()
         drawn += granted
-        if early_stop is not None and drawn < n:
+        if early_stop is not None and drawn < n:  # Adaptive-Consistency's stop, checked after each round
             votes = [len(g) for g in group_answers(ctx.candidates, ctx.equal)]
-            confidence = majority_confidence(votes) if votes else 0.0
-            if confidence >= early_stop.threshold:
-                ctx.record(EarlyStopDecision(drawn, n, tuple(sorted(votes, reverse=True)), confidence, early_stop.threshold))
+            move = consistency_move(votes, drawn, n, early_stop.threshold)
+            if move.reason == "settled":
+                ctx.record(EarlyStopDecision(drawn, n, tuple(sorted(votes, reverse=True)), move.right, early_stop.threshold))
                 return

@@ -9,6 +9,7 @@ records at no cost. The floor is set per question, from that question's warm-up.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ from edge_adapt.generator import StepEnd
 from edge_adapt.search.confidence import confidence_floor
 from edge_adapt.search.context import SearchContext
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, check_int, check_number
+from edge_adapt.search.types import Candidate
 from edge_adapt.search.voting import confidence_pick
 
 
@@ -49,7 +51,7 @@ class DeepConfOnline:
             return
         ctx.complete(granted, score=False)
         ctx.guard.observe()
-        floor = confidence_floor([c.confidence.lowest for c in ctx.candidates], self.keep)
+        floor = warmup_floor(ctx.candidates, self.keep)
         rest = ctx.grant("sample", self.n - len(ctx.candidates)) if len(ctx.candidates) < self.n else 0
         if rest:
             ctx.complete(rest, score=False, min_confidence=floor)
@@ -57,5 +59,16 @@ class DeepConfOnline:
         # a warm-up sample under the floor votes no more than a later one cut off there would have
         answers = [c.answer if c.confidence.lowest >= floor else None for c in ctx.candidates]
         ctx.adaptive_pick = confidence_pick("deepconf", answers, [c.confidence for c in ctx.candidates], ctx.equal, keep=1.0)
-        cut = sum(1 for c in ctx.candidates if c.end is StepEnd.LOW_CONFIDENCE)
-        ctx.record(ConfidenceCut(warmup=granted, keep=self.keep, floor=round(floor, 4), drawn=len(ctx.candidates), cut=cut))
+        ctx.record(ConfidenceCut(warmup=granted, keep=self.keep, floor=round(floor, 4), drawn=len(ctx.candidates),
+                                 cut=cut_off(ctx.candidates)))
+
+
+def warmup_floor(warmup: Sequence[Candidate], keep: float) -> float:
+    """DeepConf's online floor from the warm-up samples: later samples whose last window falls
+    below it are cut off (``StepRules.min_confidence``). Also what ``adaptive_vote:keep=...`` composes."""
+    return confidence_floor([c.confidence.lowest for c in warmup], keep)
+
+
+def cut_off(candidates: Sequence[Candidate]) -> int:
+    """How many samples the floor cut off."""
+    return sum(1 for c in candidates if c.end is StepEnd.LOW_CONFIDENCE)
