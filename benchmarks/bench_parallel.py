@@ -25,12 +25,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from edge_adapt.assembly import default_search
 from edge_adapt.bench import BenchConfig, RunFolder, run_bench
 from edge_adapt.bench.paired import paired
 from edge_adapt.bench.runner import load_problems
+from edge_adapt.defaults import read_calibration, search_default
 from edge_adapt.models import load_default_models
-from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.settings import ModelSettings
 from edge_adapt.tasks import get_task
 
@@ -47,10 +46,8 @@ def main() -> None:
     parser.add_argument("--only-default", action="store_true", help="the default search alone (what batching buys it)")
     args = parser.parse_args()
     models = load_default_models()
-    calibration = models.generator.with_name(models.generator.name + ".calibration.json")
     settings = ModelSettings(models.generator, models.prm, threads=args.threads)
-    vote_model = VoteModel.load(calibration) if calibration.is_file() else None
-    default, why = default_search(settings, vote_model)
+    default, why = search_default(settings, read_calibration(settings))
     strategies = (default,) if args.only_default else (default, *[s for s in FIXED if s != default])
     config = BenchConfig(settings, strategies=strategies, limit=args.questions, question_seed=1)
     problems = load_problems(config, get_task("default"))

@@ -44,8 +44,9 @@ import time
 import httpx
 
 from edge_adapt import StackSettings, open_stack
+from edge_adapt.defaults import DEFAULT_SPEC
 from edge_adapt.models import load_default_models
-from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
+from edge_adapt.search.spec import parse_spec
 from edge_adapt.settings import ModelSettings
 from edge_adapt.tasks import ArithmeticTask
 from edge_adapt.tasks.expressions import to_conventional

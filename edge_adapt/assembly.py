@@ -22,6 +22,7 @@ from typing import Any, Literal
 from edge_adapt.budget.guard import Budget
 from edge_adapt.budget.policy import EnergyPolicy
 from edge_adapt.cores import ThreadChoice, choose_threads
+from edge_adapt.defaults import read_calibration
 from edge_adapt.energy import CostModel, Meter, Usage, open_meter
 from edge_adapt.errors import ModelLoadError, SamplingConfigError
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams, StepRules
@@ -29,12 +30,9 @@ from edge_adapt.generator.config import MAX_SEQUENCES, batch_rows_for
 from edge_adapt.models import sha256_of
 from edge_adapt.prm import PRM, QuantilePRM
 from edge_adapt.prm.absent import NO_PRM_HINT, NoPRM
-from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
 from edge_adapt.search import Searcher, SearchSettings, Strategy, sequences_needed
 from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.search.searcher import work_done
-from edge_adapt.search.spec import DEFAULT_SPEC
-from edge_adapt.search.strategies.adaptive_vote import vote_model_spec
 from edge_adapt.search.strategy import MIN_KV_CELLS, kv_cells_per_search
 from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings
 from edge_adapt.tasks import Task
@@ -167,54 +165,16 @@ def prompt_provenance(settings: StackSettings, chat: bool) -> dict[str, Any]:
     return {"task": settings.task.name, **prompt.as_record(), "temperature": settings.sampling.temperature}
 
 
-def prm_fingerprint(prm: Path) -> str:
-    """The sha256 of a PRM folder's prm_config.json (its fitted numbers change with every rebuild)."""
-    return sha256_of(prm / PRM_CONFIG)
-
-
-def default_search(models: ModelSettings, vote_model: VoteModel | None) -> tuple[str, str]:
-    """The search a question gets when told nothing else, and why.
-
-    Without a PRM: the generator's calibrated adaptive vote, else Adaptive-Consistency. With a PRM
-    and a vote model calibrated with that very PRM (``calibrate --prm``): the adaptive vote too,
-    which reads the PRM's scores only where they predicted held-out questions better than the
-    generator's own confidence (a weak PRM is then never a reason to give up). With a PRM alone:
-    value-aware sampling by the PRM's answer model."""
-    if models.prm is None:
-        own = vote_model.without_prm() if vote_model is not None else None
-        if own is None:
-            why = "no PRM and no calibration file" if vote_model is None else \
-                "no PRM, and the calibration file has no table without one (recalibrate)"
-            return vote_model_spec(None), f"{why}: Adaptive-Consistency"
-        return vote_model_spec(own), f"no PRM: the generator's calibrated adaptive vote (evidence: {own.feature})"
-    calibrated_with = vote_model.provenance.get("prm_sha256") if vote_model is not None else None
-    if vote_model is not None and calibrated_with == prm_fingerprint(models.prm):
-        if vote_model.needs_prm:
-            return vote_model_spec(vote_model), ("the adaptive vote calibrated with this PRM (evidence: its scores, chosen "
-                                                 "on held-out calibration questions)")
-        return vote_model_spec(vote_model), (f"the adaptive vote calibrated with this PRM, which did not earn its keep on held-out "
-                                             f"calibration questions: evidence {vote_model.feature}, samples not scored")
-    return DEFAULT_SPEC, "value-aware sampling with the PRM"
-
-
 def _open_vote_model(settings: StackSettings, chat: bool) -> VoteModel | None:
-    """The generator's vote model: the given calibration file, else the one beside the GGUF (when
-    there is one). One fitted for another generator is refused; one fitted under other prompt or sampling
-    settings is used with a warning (its promises hold for those)."""
+    """The generator's vote model (:func:`~edge_adapt.defaults.read_calibration`: refused for
+    another generator); one fitted under other prompt or sampling settings is used with a warning
+    (its promises hold for those)."""
     if not settings.use_vote_model:
         return None
-    generator, path = settings.models.generator, settings.models.calibration_file
-    if not path.is_file():
-        if settings.models.calibration is None:
-            return None
-        raise ModelLoadError(f"the calibration file {path} is not there: give the file `edge-adapt calibrate -o` wrote, "
-                             "or leave --calibration out to read the one beside the generator")
-    model = VoteModel.load(path)
-    fitted_for = str(model.provenance.get("generator_sha256", ""))
-    if fitted_for != sha256_of(generator):
-        raise ModelLoadError(f"{path} was calibrated for another generator (sha256 {fitted_for[:12] or '?'}...), not "
-                             f"{generator}: rerun `edge-adapt calibrate --generator {generator} ...`, or "
-                             "remove the file to run without it")
+    model = read_calibration(settings.models)
+    if model is None:
+        return None
+    path = settings.models.calibration_file
     ours = prompt_provenance(settings, chat)
     differ = [f"{k}={model.provenance.get(k)!r} (now {v!r})" for k, v in ours.items() if model.provenance.get(k, v) != v]
     if differ:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_adapt.errors import ModelLoadError
+from edge_adapt.prm.bundle import CONFIG_FILE as PRM_CONFIG
 
 MANIFEST = "manifest.json"
 ENV_VAR = "EDGE_ADAPT_MODELS"
@@ -32,6 +33,11 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
     resolved = Path(path).resolve()
     stat = resolved.stat()
     return _sha256(resolved, stat.st_size, stat.st_mtime_ns)
+
+
+def prm_fingerprint(prm: Path) -> str:
+    """The sha256 of a PRM folder's prm_config.json (its fitted numbers change with every rebuild)."""
+    return sha256_of(prm / PRM_CONFIG)
 
 
 @functools.lru_cache(maxsize=64)

@@ -205,8 +205,9 @@ def test_a_prm_feature_is_chosen_only_where_it_predicts_better_and_keeps_a_gener
 
 
 def test_the_default_search_reads_a_prm_only_through_a_vote_model_calibrated_with_it(tmp_path) -> None:
-    from edge_adapt.assembly import default_search, prm_fingerprint
-    from edge_adapt.search.spec import DEFAULT_SPEC
+    from edge_adapt.defaults import DEFAULT_SPEC
+    from edge_adapt.defaults import search_default as default_search
+    from edge_adapt.models import prm_fingerprint
     from edge_adapt.settings import ModelSettings
 
     prm, other = tmp_path / "prm", tmp_path / "other"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edge_adapt.assembly import default_search, open_stack
+from edge_adapt.assembly import open_stack
 from edge_adapt.bench.records import RunFolder, RunFolderError
 from edge_adapt.bench.result_record import to_record
 from edge_adapt.bench.runner import (
@@ -42,10 +42,10 @@ from edge_adapt.bench.runner import (
 )
 from edge_adapt.budget.allocation import BatteryPacer
 from edge_adapt.budget.guard import Budget
+from edge_adapt.defaults import read_calibration, search_default
 from edge_adapt.errors import BudgetError, SamplingConfigError
 from edge_adapt.execution import executor_for
 from edge_adapt.files import atomic_write_text
-from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.tasks import Problem, Task, get_task
 
@@ -105,9 +105,8 @@ class _Pacing:
 
 def paced_kind(config: BenchConfig) -> str:
     """The adaptive strategy whose price the pacer moves: the default search's, if it has one."""
-    calibration = config.models.calibration_file
-    vote_model = VoteModel.load(calibration) if config.vote_model and calibration.is_file() else None
-    spec, _ = default_search(config.models, vote_model)
+    vote_model = read_calibration(config.models) if config.vote_model else None
+    spec, _ = search_default(config.models, vote_model)
     kind = spec.split(":")[0]
     if kind not in ("adaptive", "adaptive_vote"):
         raise SamplingConfigError(f"a battery run paces adaptive search's price, and the default search here is {spec}: "

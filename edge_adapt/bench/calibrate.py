@@ -18,13 +18,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edge_adapt.assembly import prm_fingerprint, prompt_provenance
+from edge_adapt.assembly import prompt_provenance
 from edge_adapt.bench.records import RunFolder
 from edge_adapt.bench.runner import BenchConfig, run_bench, stack_settings
 from edge_adapt.cluster import ClusterSettings
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
-from edge_adapt.models import sha256_of
+from edge_adapt.models import prm_fingerprint, sha256_of
 from edge_adapt.search.calibration.vote_fit import fit_vote_model
 from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.search.calibration.vote_replay import CalibrationSample, Judgement, VoteQuestion, judge

@@ -19,16 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_adapt.assembly import Stack, StackSettings, open_stack, prm_fingerprint
+from edge_adapt.assembly import Stack, StackSettings, open_stack
 from edge_adapt.bench.records import RunFolder, RunFolderError
 from edge_adapt.bench.result_record import to_record
 from edge_adapt.budget.guard import Budget
 from edge_adapt.cluster import ClusterSettings, FileCheck
+from edge_adapt.defaults import DEFAULT_STRATEGIES
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.execution import executor_for
 from edge_adapt.generator import SamplingParams
 from edge_adapt.generator.config import default_parallel
-from edge_adapt.models import sha256_of
+from edge_adapt.models import prm_fingerprint, sha256_of
 from edge_adapt.search.context import RunHooks
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import Strategy
@@ -40,21 +41,6 @@ log = logging.getLogger(__name__)
 
 class RunInterrupted(EdgeAdaptError):
     """A benchmark was stopped while this question's searches ran: nothing of it is written."""
-
-# The fixed-budget frontier (best-of-N by the PRM and majority votes at N = 1..32), the paper's
-# IAS variants, and value-aware sampling at several prices: every point placed on the fixed curve.
-# without a PRM: plain sampling and majority votes (the fixed ladder a PRM has to beat)
-NO_PRM_STRATEGIES = ("majority:n=1", "majority:n=2", "majority:n=4", "majority:n=8", "majority:n=16")
-DEFAULT_STRATEGIES = (
-    "best_of_n:n=1", "best_of_n:n=2", "best_of_n:n=4", "best_of_n:n=8", "best_of_n:n=16", "best_of_n:n=32",
-    "majority:n=2", "majority:n=4", "majority:n=8", "majority:n=16", "majority:n=32",
-    "ias_best_of_n:n_max=32",
-    "ias_majority:n_max=16",
-    "ias_best_of_n:n_max=32+es",
-    "ias_beam:k_max=4,m_max=4",
-    "adaptive:price=4", "adaptive:price=8", "adaptive:price=16", "adaptive:price=32", "adaptive:price=64",
-)
-
 
 @dataclass(frozen=True)
 class BenchConfig:

@@ -18,6 +18,7 @@ from edge_adapt.cli.options import (
     prompt_options,
     resolve_models,
 )
+from edge_adapt.defaults import choose, runs_without_prm
 from edge_adapt.energy import METER_KINDS
 from edge_adapt.generator import SamplingParams
 from edge_adapt.settings import MeterSettings, PromptSettings
@@ -29,7 +30,7 @@ from edge_adapt.tasks import TASK_NAMES
               help="Run folder; rerunning with the same options resumes it.")
 @click.option("--joules", "total_joules", type=FiniteFloat(min=0, min_open=True), required=True,
               help="The battery: joules for all the questions together.")
-@click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="default", show_default=True)
+@click.option("--task", "task_name", type=click.Choice(TASK_NAMES), show_default="default")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use this many questions, spread evenly over the split.")
 @click.option("--question-seed", type=click.IntRange(min=0), default=0, show_default=True,
@@ -61,11 +62,13 @@ def battery_cmd(out: Path, total_joules: float, task_name: str, data: Path | Non
       edge-adapt battery -o runs/battery --joules 300 --limit 100
       edge-adapt battery -o runs/smol-battery --joules 2000 -m smol.gguf --task gsm8k --data q.jsonl
     """
+    chosen = resolve_models(generator_path, prm_path, models, runs_without_prm(no_prm, generator_path is not None, prm_path is not None),
+                            threads=threads, gpu_layers=gpu_layers, calibration=calibration)
+    task_name = choose("battery", chosen, own_generator=generator_path is not None, task=task_name).task
     if task_name in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
     config = BenchConfig(
-        resolve_models(generator_path, prm_path, models, no_prm, threads=threads, gpu_layers=gpu_layers, calibration=calibration),
-        task=task_name, data=str(data) if data else None, limit=limit, seed=seed, question_seed=question_seed,
+        chosen, task=task_name, data=str(data) if data else None, limit=limit, seed=seed, question_seed=question_seed,
         sampling=SamplingParams(temperature=temperature), meter=MeterSettings(meter), prompt=prompt)
     with err_console.status("pacing the battery...") as status:
         report = run_battery(config, total_joules, out, parallel=parallel, even=not no_even, start_price=start_price,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -9,8 +10,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edge_adapt.bench import (
-    DEFAULT_STRATEGIES,
-    NO_PRM_STRATEGIES,
     BenchConfig,
     RunFolder,
     run_bench,
@@ -34,6 +33,7 @@ from edge_adapt.cli.options import (
     prompt_options,
     resolve_models,
 )
+from edge_adapt.defaults import choose, runs_without_prm
 from edge_adapt.files import atomic_write_text
 from edge_adapt.generator import SamplingParams
 from edge_adapt.search.spec import parse_spec
@@ -47,7 +47,7 @@ from edge_adapt.tasks import TASK_NAMES
 @click.option("-s", "--strategy", "strategies", multiple=True, metavar="SPEC",
               help="Strategy spec, repeatable (default: the full matrix). E.g. best_of_n:n=16, ias_best_of_n:n_max=32, "
                    "beam:n=16,width=4, ias_beam:k_max=4,m_max=4, majority:n=16, weighted:n=16+es.")
-@click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="default", show_default=True)
+@click.option("--task", "task_name", type=click.Choice(TASK_NAMES), show_default="default")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use this many questions, spread evenly over the split.")
 @click.option("--split", type=click.Choice(("test", "calibration")), default="test", show_default=True,
@@ -94,18 +94,19 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
             parse_spec(spec)
         except Exception as exc:
             raise click.BadParameter(str(exc), param_hint="--strategy") from None
-    if task_name in ("gsm8k", "math") and data is None:
-        raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
+    chosen = resolve_models(generator_path, prm_path, models, runs_without_prm(no_prm, generator_path is not None, prm_path is not None),
+                            threads=threads, gpu_layers=gpu_layers, calibration=calibration)
+    defaults = choose("bench", chosen, own_generator=generator_path is not None, task=task_name,
+                      strategies=tuple(parse_spec(s).name for s in strategies))
+    if defaults.task in ("gsm8k", "math") and data is None:
+        raise click.UsageError(f"--task {defaults.task} reads your JSONL file: pass --data PATH")
     cluster = cluster_settings(ray, ray_address, ray_workers, ray_cpus_per_worker, ray_gpus_per_worker)
     if cluster is not None and parallel is not None:
         raise click.UsageError("--parallel runs questions at once in this process; with --ray each worker takes one at a time")
     if cluster is not None and threads is None:
         threads = ray_cpus_per_worker  # each worker runs on the cores it holds
     config = BenchConfig(
-        resolve_models(generator_path, prm_path, models, no_prm, threads=threads, gpu_layers=gpu_layers,
-                       calibration=calibration), task=task_name,
-        data=str(data) if data else None,
-        strategies=tuple(parse_spec(s).name for s in strategies) or (NO_PRM_STRATEGIES if no_prm else DEFAULT_STRATEGIES),
+        replace(chosen, threads=threads), task=defaults.task, data=str(data) if data else None, strategies=defaults.strategies,
         limit=limit, seed=seed, sampling=SamplingParams(temperature=temperature), budget=budget, meter=meter, prompt=prompt,
         split=split, question_seed=question_seed,
     )

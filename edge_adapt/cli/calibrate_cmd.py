@@ -13,6 +13,7 @@ from rich.table import Table
 from edge_adapt.bench.calibrate import Calibration, draw_samples, fit_and_judge, sampling_config
 from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import FiniteFloat, cluster_options, cluster_settings, parallel_option, prompt_options
+from edge_adapt.defaults import choose
 from edge_adapt.settings import ModelSettings, PromptSettings, calibration_path
 from edge_adapt.tasks import TASK_NAMES
 
@@ -20,7 +21,7 @@ from edge_adapt.tasks import TASK_NAMES
 @click.command("calibrate")
 @click.option("-m", "--generator", "generator_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="The GGUF generator to calibrate.")
-@click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="gsm8k", show_default=True)
+@click.option("--task", "task_name", type=click.Choice(TASK_NAMES), show_default="gsm8k")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Your questions (JSONL; --task gsm8k/math).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use this many questions, spread evenly over the levels.")
 @click.option("--question-seed", type=click.IntRange(min=0), default=0, show_default=True,
@@ -57,6 +58,7 @@ def calibrate_cmd(generator_path: Path, task_name: str, data: Path | None, limit
 
     Interrupt at any time and rerun the same command: sampling resumes where it stopped.
     """
+    task_name = choose("calibrate", ModelSettings(generator_path, prm_path), own_generator=True, task=task_name).task
     if task_name in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
     cluster = cluster_settings(ray, ray_address, ray_workers, ray_cpus_per_worker, ray_gpus_per_worker)

@@ -22,10 +22,11 @@ from edge_adapt.cli.options import (
     prompt_options,
     resolve_models,
 )
+from edge_adapt.defaults import DEFAULT_SPEC, choose, runs_without_prm
 from edge_adapt.errors import EdgeAdaptError, MissingDependencyError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.generator.config import default_parallel
-from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
+from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS
 from edge_adapt.settings import MeterSettings, PromptSettings
 from edge_adapt.tasks import TASK_NAMES, get_task
@@ -121,26 +122,26 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
     max_tokens = max_tokens or prompt.max_new_tokens or 512
     prompt = replace(prompt, max_new_tokens=None)  # the cap is each request's (max_tokens, up to this default)
     mine = generator_path is not None
-    task_name = task_name or ("chat" if mine else "default")
-    no_prm = no_prm or (mine and prm_path is None)  # the shipped PRM knows only the shipped generator
+    chosen = resolve_models(generator_path, prm_path, models, runs_without_prm(no_prm, mine, prm_path is not None),
+                            threads=threads, gpu_layers=gpu_layers, calibration=calibration)
+    defaults = choose("serve", chosen, own_generator=mine, task=task_name, strategies=(spec,) if spec else ())
     try:
-        task = get_task(task_name, data, prompt.prompt_template)
-        if spec is not None:
-            parse_spec(spec)
+        task = get_task(defaults.task, data, prompt.prompt_template)
+        parse_spec(defaults.strategies[0])
     except EdgeAdaptError as exc:
         raise click.UsageError(str(exc)) from None
-    chosen = resolve_models(generator_path, prm_path, models, no_prm, threads=threads, gpu_layers=gpu_layers,
-                            calibration=calibration)
     from edge_adapt.assembly import StackSettings
 
     if parallel is None:
         parallel = default_parallel(chosen.gpu_layers, serving=True)[0]
     stack = StackSettings(chosen, task, (), SamplingParams(temperature=temperature), prompt, budget, meter, context=ctx,
                           context_from_model=0 if ctx else 8192, prompt_cache=not no_prompt_cache, parallel=parallel)
-    config = ServeConfig(stack=stack, model_id=chosen.generator.stem, default_strategy=spec, max_n=max_n, max_tokens=max_tokens,
+    why = "the server's default strategy (--strategy)" if spec else defaults.why
+    config = ServeConfig(stack=stack, model_id=chosen.generator.stem, default_strategy=defaults.strategies[0], default_why=why,
+                         max_n=max_n, max_tokens=max_tokens,
                          max_waiting=max_waiting, parallel=parallel, api_key=api_key or None, warm_up=not no_warm_up, max_body=max_body,
                          drain_s=drain_s)
-    err_console.print(f"serving {chosen.generator.name} ({'no PRM' if chosen.prm is None else chosen.prm}), task {task_name}, on "
+    err_console.print(f"serving {chosen.generator.name} ({'no PRM' if chosen.prm is None else chosen.prm}), task {defaults.task}, on "
                       f"http://{host}:{port}{' (API key required)' if api_key else ''}; loading...", highlight=False)
     _run(config, host, port)
 

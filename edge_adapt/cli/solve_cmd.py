@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from edge_adapt.assembly import StackSettings, default_search, open_stack
+from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.budget.guard import Budget
 from edge_adapt.cli.console import console, err_console
 from edge_adapt.cli.options import (
@@ -22,13 +22,13 @@ from edge_adapt.cli.options import (
     prompt_options,
     resolve_models,
 )
+from edge_adapt.defaults import DEFAULT_SPEC, Defaults, choose, runs_without_prm
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.generator.vocab import utf8
 from edge_adapt.prm import PRM, Quantiles
 from edge_adapt.search import SearchResult
-from edge_adapt.search.calibration.vote_model import VoteModel
-from edge_adapt.search.spec import DEFAULT_SPEC, parse_spec
+from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, Strategy
 from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, budget_record
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
@@ -101,17 +101,14 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
       edge-adapt solve "What is 7*8?" --generator smol.gguf --prm ./prm --calibration smol.calibration.json
     """
     mine = generator_path is not None
-    no_prm = no_prm or (mine and prm_path is None)  # the shipped PRM knows only the shipped generator
-    chosen = resolve_models(generator_path, prm_path, models, no_prm, threads=threads, gpu_layers=gpu_layers,
-                            calibration=calibration)
-    vote_model = _calibration_of(chosen)
-    if vote_model is not None:  # prompt settings as calibrated, unless given
-        task_name = task_name or vote_model.provenance.get("task")
-        prompt = prompt.or_else(vote_model.provenance)
-    task_name = task_name or ("gsm8k" if mine else "default")
-    strategy = _strategy(spec, samples, chosen, vote_model, quiet=as_json)
+    chosen = resolve_models(generator_path, prm_path, models, runs_without_prm(no_prm, mine, prm_path is not None),
+                            threads=threads, gpu_layers=gpu_layers, calibration=calibration)
+    defaults = choose("solve", chosen, own_generator=mine, task=task_name, strategies=(spec,) if spec else ())
+    if defaults.vote_model is not None:  # prompt settings as calibrated, unless given
+        prompt = prompt.or_else(defaults.vote_model.provenance)
+    strategy = _strategy(defaults, samples, chosen, quiet=as_json)
     try:
-        task = get_task(task_name, data, prompt.prompt_template)
+        task = get_task(defaults.task, data, prompt.prompt_template)
     except EdgeAdaptError as exc:
         raise click.UsageError(str(exc)) from None
     problem = _problem(task, question, index)
@@ -135,16 +132,16 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
     _print(result, problem, task.display_question(problem), question_q, correct, prm)
 
 
-def _strategy(spec: str | None, samples: int | None, models: ModelSettings, calibration: VoteModel | None,
-              quiet: bool) -> Strategy:
-    """What to run: the spec or -n given, else the default (:func:`~edge_adapt.assembly.default_search`),
+def _strategy(defaults: Defaults, samples: int | None, models: ModelSettings, quiet: bool) -> Strategy:
+    """What to run: -n given, else the spec given or the default (:mod:`edge_adapt.defaults`),
     said on stderr with why."""
-    if spec is None:
-        spec, why = default_search(models, calibration)
-        if not quiet and not samples:
-            err_console.print(f"{spec}: {why}", highlight=False)
+    spec = defaults.strategies[0]
+    if samples:
+        spec = f"{'majority' if models.prm is None else 'best_of_n'}:n={samples}"
+    elif defaults.why != "given" and not quiet:
+        err_console.print(f"{spec}: {defaults.why}", highlight=False)
     try:
-        return parse_spec(f"{'majority' if models.prm is None else 'best_of_n'}:n={samples}" if samples else spec)
+        return parse_spec(spec)
     except EdgeAdaptError as exc:
         raise click.BadParameter(str(exc), param_hint="--strategy") from None
 
@@ -186,12 +183,6 @@ def _print(result: SearchResult, problem: Problem, shown: str, question_q: Quant
         f"[bold]Cost[/] ({result.strategy}) {cost.samples} samples, {cost.generated_tokens} tokens generated, "
         f"{cost.prompt_tokens} prompt tokens, {scoring}, {cost.wall_s:.2f}s{energy}"
     )
-
-
-def _calibration_of(models: ModelSettings) -> VoteModel | None:
-    """The generator's vote model, given or beside it (the stack checks it against the generator)."""
-    path = models.calibration_file
-    return VoteModel.load(path) if path.is_file() else None
 
 
 def _short(value: object) -> str:

@@ -35,9 +35,6 @@ from edge_adapt.search.strategies.deepconf_online import DeepConfOnline
 from edge_adapt.search.strategies.esc import WindowAgreement
 from edge_adapt.search.strategy import EarlyStop, Strategy
 
-# What `solve` and `serve` run when told nothing else: value-aware sampling at its calibrated price.
-DEFAULT_SPEC = "adaptive:price=8"
-
 STRATEGY_TYPES: tuple[type[Strategy], ...] = (BestOfN, IASBestOfN, BeamSearch, IASBeamSearch, ValueSampling, AdaptiveVote,
                                               AdaptiveConsistency, WindowAgreement, DeepConfOnline)
 # spec kind -> (strategy type, the settings the kind fixes), as each strategy declares them

@@ -8,8 +8,9 @@ import logging
 import threading
 from dataclasses import dataclass, replace
 
-from edge_adapt.assembly import StackSettings, default_search, open_stack
+from edge_adapt.assembly import StackSettings, open_stack
 from edge_adapt.cores import LoadWatch
+from edge_adapt.defaults import search_default
 from edge_adapt.search import BestOfN, SearchResult
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.server.engine import Engine, Job
@@ -27,7 +28,8 @@ class ServeConfig:
 
     stack: StackSettings  # its task, prompt settings and context; its budget is the server-wide default
     model_id: str
-    default_strategy: str | None = None  # None: the PRM's default search, or without a PRM the adaptive vote
+    default_strategy: str | None = None  # None: the default search (edge_adapt.defaults) for the loaded models
+    default_why: str = "the server's default strategy"  # why default_strategy, where one is given
     max_n: int = 8
     max_tokens: int = 512
     max_waiting: int = 8
@@ -71,9 +73,9 @@ class ServerState:
             stack = self._exit.enter_context(open_stack(stack_settings))
             gen = stack.generator
             if self.config.default_strategy is not None:
-                default, why = self.config.default_strategy, "the server's default strategy (--strategy)"
+                default, why = self.config.default_strategy, self.config.default_why
             else:
-                default, why = default_search(stack_settings.models, stack.searcher.vote_model)
+                default, why = search_default(stack_settings.models, stack.searcher.vote_model)
             self.settings = ServerSettings(
                 model_id=self.config.model_id, default_strategy=default, default_why=why,
                 search=stack.searcher.settings, budget=stack_settings.budget, max_n=self.config.max_n,

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from edge_adapt.budget.decisions import AdaptiveVoteSummary
 from edge_adapt.errors import SamplingConfigError
-from edge_adapt.search.calibration.vote_model import Sample, VoteModel, leader, vote_round, vote_state
+from edge_adapt.search.calibration.vote_model import Sample, leader, vote_round, vote_state
 from edge_adapt.search.context import SearchContext
 from edge_adapt.search.stopping import work_per_sample
 from edge_adapt.search.strategies.deepconf_online import cut_off, warmup_floor
@@ -130,9 +130,3 @@ def _feature(candidate: Candidate, feature: str) -> float:
     if feature == "prm":
         return candidate.final.median if candidate.final is not None else 0.0
     return float(getattr(candidate.confidence, feature))
-
-
-def vote_model_spec(model: VoteModel | None) -> str:
-    """What runs without a PRM when told nothing else: the calibrated adaptive vote at the price
-    calibration chose, or Adaptive-Consistency."""
-    return f"adaptive_vote:price={model.price:g}" if model is not None else "consistency:n_max=16"
