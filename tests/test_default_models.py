@@ -189,21 +189,22 @@ def test_the_recipe_can_rebuild_the_prm_on_the_shipped_generator(models, tmp_pat
     redone) after checking the files, and refuses models it cannot vouch for."""
     import shutil
 
-    from edge_adapt_tools.recipe.build import RecipeSettings, _stage_keys, _Stages, _take_shipped_stages
+    from edge_adapt_tools.recipe.build import RecipeSettings
+    from edge_adapt_tools.recipe.stages import Stages, stage_keys, take_shipped_stages
 
     shipped = models.root
-    stages = _Stages(tmp_path / "work", log=lambda m: None)
+    stages = Stages(tmp_path / "work", log=lambda m: None)
     (tmp_path / "work").mkdir()
     settings = RecipeSettings(seed=models.manifest["recipe"]["seed"])
-    _take_shipped_stages(shipped, tmp_path / "work", settings, stages)
+    take_shipped_stages(shipped, tmp_path / "work", settings, stages)
 
     def must_not_run() -> None:
         raise AssertionError("a stage taken from the shipped models ran again")
 
-    training = stages.run("1-train-generator", _stage_keys(settings)["1-train-generator"], must_not_run)
-    exported = stages.run("2-export-generator", _stage_keys(settings, training)["2-export-generator"], must_not_run)
+    training = stages.run("1-train-generator", stage_keys(settings)["1-train-generator"], must_not_run)
+    exported = stages.run("2-export-generator", stage_keys(settings, training)["2-export-generator"], must_not_run)
     assert exported["sha256"] == models.manifest["generator"]["export"]["sha256"]
-    stages.run("3-rollouts", _stage_keys(settings, training, exported)["3-rollouts"], must_not_run)
+    stages.run("3-rollouts", stage_keys(settings, training, exported)["3-rollouts"], must_not_run)
     assert (tmp_path / "work" / "calibration.jsonl").read_bytes() == (shipped / "calibration.jsonl").read_bytes()
     assert stages.taken == ["1-train-generator", "2-export-generator", "3-rollouts"]  # the manifest will say so
 
@@ -211,27 +212,27 @@ def test_the_recipe_can_rebuild_the_prm_on_the_shipped_generator(models, tmp_pat
 
     keeping = dataclasses.replace(settings, rollouts=dataclasses.replace(settings.rollouts, record_continuations=True))
     with pytest.raises(EdgeAdaptError, match="whether continuations were kept"):  # the shipped set has none
-        _take_shipped_stages(shipped, tmp_path / "w2", keeping, _Stages(tmp_path / "w2", log=lambda m: None))
+        take_shipped_stages(shipped, tmp_path / "w2", keeping, Stages(tmp_path / "w2", log=lambda m: None))
 
     other = tmp_path / "other"
     other.mkdir()
     manifest = json.loads((shipped / "manifest.json").read_text())
     (other / "manifest.json").write_text(json.dumps({**manifest, "recipe": {**manifest["recipe"], "seed": 7}}))
     with pytest.raises(EdgeAdaptError, match="other settings"):
-        _take_shipped_stages(other, tmp_path / "w2", settings, _Stages(tmp_path / "w2", log=lambda m: None))
+        take_shipped_stages(other, tmp_path / "w2", settings, Stages(tmp_path / "w2", log=lambda m: None))
     easier = [{**level, "max_value": 99} for level in manifest["task"]["levels"]]  # built for other levels
     (other / "manifest.json").write_text(json.dumps({**manifest, "task": {**manifest["task"], "levels": easier}}))
     with pytest.raises(EdgeAdaptError, match="the task's levels"):
-        _take_shipped_stages(other, tmp_path / "w2", settings, _Stages(tmp_path / "w2", log=lambda m: None))
+        take_shipped_stages(other, tmp_path / "w2", settings, Stages(tmp_path / "w2", log=lambda m: None))
     # a manifest from before level weights and bf16 existed was built without them, not with today's defaults
     older = {k: v for k, v in manifest["generator"]["training"].items() if k not in ("level_weights", "bf16")}
     (other / "manifest.json").write_text(json.dumps({**manifest, "generator": {**manifest["generator"], "training": older}}))
     with pytest.raises(EdgeAdaptError, match="other settings"):
-        _take_shipped_stages(other, tmp_path / "w2", settings, _Stages(tmp_path / "w2", log=lambda m: None))
+        take_shipped_stages(other, tmp_path / "w2", settings, Stages(tmp_path / "w2", log=lambda m: None))
     (other / "manifest.json").write_text(json.dumps(manifest))
     shutil.copy(shipped / "calibration.jsonl", other / "calibration.jsonl")
     with pytest.raises(EdgeAdaptError, match="missing or changed"):  # no generator there
-        _take_shipped_stages(other, tmp_path / "w2", settings, _Stages(tmp_path / "w2", log=lambda m: None))
+        take_shipped_stages(other, tmp_path / "w2", settings, Stages(tmp_path / "w2", log=lambda m: None))
 
 
 def test_generator_training_draws_levels_by_weight_and_refuses_bad_weights(tmp_path) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import click
 
 from edge_adapt_tools.cli.gguf_cmds import export_gguf_cmd, quantize_cmd
-from edge_adapt_tools.cli.prm_cmds import prm_cmd, rollouts_cmd, selector_cmd
+from edge_adapt_tools.cli.prm_cmds import prm_cmd, selector_cmd
 from edge_adapt_tools.cli.recipe_cmd import recipe_cmd
+from edge_adapt_tools.cli.rollouts_cmd import rollouts_cmd
 
 
 @click.group("export")

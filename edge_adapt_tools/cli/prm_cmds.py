@@ -1,119 +1,24 @@
-"""``edge-adapt export rollouts``, ``export prm`` and ``export selector``: calibrating a PRM for a generator."""
+"""``edge-adapt export prm`` and ``export selector``: calibrating a PRM for a generator, and its answer model."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
 from edge_adapt.cli.console import console, err_console, human_bytes
-from edge_adapt.cli.options import FiniteFloat, cluster_options, cluster_settings, prompt_options, unescape
-from edge_adapt.settings import PromptSettings
-from edge_adapt.tasks import TASK_NAMES, get_task
+from edge_adapt.cli.options import FiniteFloat, unescape
+from edge_adapt.tasks import get_task
 from edge_adapt_tools.cli.loading import load_tool
 
 DEFAULT_LORA_RANK = 8
 LAPTOP_FULL_TUNE_LIMIT = 50_000_000  # backbone parameters above which export prm trains LoRA by default
-
-
-@click.command("rollouts")
-@click.argument("generator", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Calibration JSONL (appended to; an interrupted run resumes).")
-@click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="arithmetic", show_default=True)
-@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Your GSM8K- or MATH-style JSONL (a training split!) for --task gsm8k/math.")
-@click.option("--split", default="calibration", show_default=True, help="Which split of the default task to roll out.")
-@click.option("--per-level", type=click.IntRange(min=1), default=40, show_default=True,
-              help="Default task: questions per difficulty level. JSONL tasks: the first this-many x 6 questions.")
-@click.option("-n", "--solutions", type=click.IntRange(min=1), default=8, show_default=True, help="N: full solutions per question.")
-@click.option("-m", "--continuations", type=click.IntRange(min=1), default=8, show_default=True, help="M: continuations per partial prefix.")
-@click.option("--keep-continuations/--count-continuations", default=False, show_default=True,
-              help="Also write each distinct continuation as a graded whole solution (extra PRM training labels), "
-                   "or only count them into their prefix's rate.")
-@click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True)
-@click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), default=1.0, show_default=True)
-@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--n-ctx", type=click.IntRange(min=256), default=8192, show_default=True, help="KV cells shared by a question's tree.")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all).")
-@click.option("--gpu-layers", type=int, default=0, show_default=True, help="Layers to offload (-1: all; needs a GPU build).")
-@prompt_options
-@cluster_options
-def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, split: str, per_level: int, solutions: int, continuations: int,
-                 keep_continuations: bool, temperature: float, top_p: float, top_k: int, seed: int, n_ctx: int, threads: int | None,
-                 gpu_layers: int, prompt: PromptSettings, ray: bool, ray_address: str | None, ray_workers: int | None, ray_cpus_per_worker: int,
-                 ray_gpus_per_worker: float) -> None:
-    """Build a calibration set: Monte-Carlo success rates of reasoning prefixes of GENERATOR.
-
-    For each question: N full solutions (whose success rate is the empty prefix's), every
-    distinct partial prefix continued M times, all graded by the task's checker. Records are
-    appended per question; rerunning the same command resumes an interrupted run.
-
-    \b
-    Examples:
-      edge-adapt export rollouts gen-Q4_K_M.gguf -o calib.jsonl --per-level 40 -n 8 -m 8
-      edge-adapt export rollouts qwen-Q4_K_M.gguf -o calib.jsonl --task gsm8k --data train.jsonl --per-level 50
-      RAY_ADDRESS=auto edge-adapt export rollouts qwen-Q4_K_M.gguf -o calib.jsonl --ray --ray-gpus-per-worker 1 --gpu-layers -1
-
-    With --ray the questions go to Ray workers (each loads the GGUF, checked by sha256) and this
-    process appends each question's records as they arrive: the same records as a local run
-    (per-question seeds), the same resume; a question whose worker died is retried on another.
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from edge_adapt.generator import GeneratorConfig, SamplingParams
-    rollouts = load_tool("edge_adapt_tools.prm.rollouts")
-    from edge_adapt_tools.prm.calibration_data import read_records
-
-    if task_name in ("gsm8k", "math") and data is None:
-        raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
-    cluster = cluster_settings(ray, ray_address, ray_workers, ray_cpus_per_worker, ray_gpus_per_worker)
-    if cluster is not None and threads is None:
-        threads = ray_cpus_per_worker  # each worker runs on the cores it holds
-    task = get_task(task_name, data, prompt.prompt_template)
-    problems = task.calibration_problems(split, per_level, seed=seed)
-    settings = rollouts.RolloutSettings(
-        n_solutions=solutions, n_continuations=continuations, record_continuations=keep_continuations,
-        sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k), seed=seed, prompt=prompt,
-    )
-    config = GeneratorConfig(n_ctx=n_ctx, n_seq_max=256, n_threads=threads, n_gpu_layers=gpu_layers)
-    columns = (TextColumn("rollouts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=err_console) as bar:
-        job = bar.add_task("rollouts", total=len(problems))
-        report = rollouts.build_calibration_set(
-            generator, task, problems, out, settings, config,
-            progress=lambda problem, done, total: bar.update(job, completed=done), cluster=cluster,
-        )
-    rate = report.generated_tokens / report.wall_s if report.wall_s else 0.0
-    console.print(
-        f"[bold green]wrote[/] {out}: {report.questions} questions rolled out ({report.resumed} already there), "
-        f"{report.records} records, {report.generated_tokens:,} tokens generated and {report.prompt_tokens:,} "
-        f"evaluated as prompt in {report.wall_s:.1f}s ({rate:,.0f} generated tokens/s)"
-    )
-    if report.cluster is not None:
-        for w in report.cluster["workers"]:
-            console.print(f"{w['worker']} on {w['host']}: {w['questions']} questions, {w['questions_per_hour'] or 0:,.0f} per hour"
-                          f"{' (died)' if w['died'] else ''}", highlight=False)
-        for retry in report.cluster["retries"]:
-            console.print(f"[yellow]retried[/] {retry['question']} after {retry['worker']} died (attempt {retry['attempt']})")
-    every = read_records(out)
-    kept = sum(r.origin == "continuation" for r in every)
-    if kept:
-        console.print(f"{kept} distinct continuations kept as graded whole solutions "
-                      f"({sum(r.origin == 'continuation' and r.n_correct > 0 for r in every)} of them right)")
-    records = [r for r in every if not r.prefix]
-    table = Table(title="Question-level success rate (empty prefix) by level", title_justify="left")
-    for col in ("level", "questions", "mean success", "all wrong", "all right"):
-        table.add_column(col, justify="right")
-    for level in sorted({r.level for r in records}, key=lambda v: (v is None, v)):
-        rs = [r for r in records if r.level == level]
-        table.add_row(str(level), str(len(rs)), f"{sum(r.success_rate for r in rs) / len(rs):.0%}",
-                      f"{sum(r.n_correct == 0 for r in rs) / len(rs):.0%}", f"{sum(r.n_correct == r.n_rollouts for r in rs) / len(rs):.0%}")
-    console.print(table)
 
 
 @click.command("prm")
@@ -164,21 +69,10 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
     from edge_adapt_tools.prm.train import TrainSettings
 
     load_tool("edge_adapt_tools.prm.export").check_output_dir(out_dir)  # before anything is loaded
-    if lora_rank is None:
-        n_params = load_tool("edge_adapt_tools.prm.quantile_prm").parameter_count(base)
-        lora_rank = DEFAULT_LORA_RANK if n_params > LAPTOP_FULL_TUNE_LIMIT else 0
-        err_console.print(f"{base}: about {n_params / 1e6:.0f}M parameters: "
-                          + (f"training the head + LoRA rank {lora_rank} with gradient checkpointing" if lora_rank
-                             else "training every weight") + " (--lora-rank to choose)", highlight=False)
+    lora_rank = _lora_rank(base) if lora_rank is None else lora_rank
     fmt = PRMFormat(question_template=unescape(question_template), step_separator=unescape(step_separator))
     if max_length is None and (base / "tokenizer.json").is_file():
-        from tokenizers import Tokenizer
-
-        data = load_tool("edge_adapt_tools.prm.data")
-        records = load_tool("edge_adapt_tools.prm.calibration_data").read_records(calibration)
-        max_length = data.length_from_data(records, Tokenizer.from_file(str(base / "tokenizer.json")), fmt)
-        err_console.print(f"PRM context: {max_length} tokens (99% of the calibration's solutions fit; --max-length to choose)",
-                          highlight=False)
+        max_length = _context_from_data(base, calibration, fmt)
     settings = pipeline.PRMBuildSettings(
         fmt=replace(fmt, max_length=max_length or fmt.max_length),
         holdout=holdout, base_kind=base_kind, int8=int8, fp16=fp16,
@@ -198,40 +92,7 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
 
     with err_console.status("building the quantile PRM") as status:
         build = pipeline.build_quantile_prm(base, calibration, out_dir, settings, progress=progress)
-    c = build.counts
-    console.print(
-        f"quantile PRM from the {build.base_kind} at {base}: trained on {c['train_questions']} questions "
-        f"({c['train_records']} records in {c['train_sequences']} sequences), held out {c['held_out_questions']} "
-        f"questions ({c['held_out_records']} records); best step {build.training.best_step}, {build.training.seconds:.0f}s"
-    )
-    table = Table(title="Calibration on held-out questions", title_justify="left")
-    for col in ("", "Brier (median)", "ECE (median)", *[f"coverage {k}" for k in build.after.coverage], "pinball"):
-        table.add_column(col, justify="right")
-    rows = [("before", build.before), ("after", build.after)]
-    if build.after_prm_only is not None:
-        rows.insert(1, ("after, text only", build.after_prm_only))
-    for name, m in rows:
-        table.add_row(name, f"{m.brier_median:.4f}", f"{m.ece_median:.4f}", *[f"{v:.0%}" for v in m.coverage.values()], f"{m.pinball:.4f}")
-    console.print(table)
-    for warning in build.after.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    if build.likelihood is not None:
-        fit = build.likelihood
-        console.print("likelihood term per level (logit = question·z_q + step·(z - z_q) + weight·loglik + bias): " + "; ".join(
-            f"{q:g}: {a:.3g}, {s:.3g}, {w:.3g}, {b:.3g}"
-            for q, a, s, w, b in zip(settings.levels, fit.question, fit.step, fit.weight, fit.bias, strict=True)))
-    variants = Table(title="Exported models (metrics measured through the device runtime)", title_justify="left")
-    for col in ("variant", "size", "Brier", "ECE", "coverage", "shipped", "note"):
-        variants.add_column(col)
-    for v in build.export.variants:
-        m = v.metrics
-        variants.add_row(
-            v.variant, human_bytes(v.size_bytes), f"{m.brier_median:.4f}" if m else "-", f"{m.ece_median:.4f}" if m else "-",
-            " / ".join(f"{x:.0%}" for x in m.coverage.values()) if m else "-", "yes" if v.accepted else "[red]no[/]", v.note,
-        )
-    console.print(variants)
-    console.print(f"ONNX vs PyTorch: max abs logit diff {build.export.parity_max_abs_diff:.2g} (largest |logit| {build.export.parity_logit_scale:.3g})")
-    console.print(f"CPU runs the {build.export.cpu_variant} model; reliability diagram: {build.reliability_png}")
+    _print_build(build, base, settings.levels)
     with err_console.status("calibrating adaptive search's answer model"):
         model = load_tool("edge_adapt_tools.prm.selector").calibrate_selector(build.export.path, calibration)
     _print_selector(model)
@@ -278,7 +139,6 @@ def selector_cmd(prm_dir: Path, calibration: Path, all_questions: bool, generato
         raise click.UsageError("--fresh-per-level samples with the generator: pass --generator GGUF")
     if task_name in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
-    from edge_adapt.tasks import get_task
 
     task = get_task(task_name, data) if task_name else None
     calibrate = load_tool("edge_adapt_tools.prm.selector").calibrate_selector
@@ -309,3 +169,61 @@ def _print_selector(model) -> None:
     console.print(table)
 
 
+def _lora_rank(base: Path) -> int:
+    """LoRA for a backbone too large to train whole on a laptop, every weight below; said on stderr."""
+    n_params = load_tool("edge_adapt_tools.prm.quantile_prm").parameter_count(base)
+    rank = DEFAULT_LORA_RANK if n_params > LAPTOP_FULL_TUNE_LIMIT else 0
+    err_console.print(f"{base}: about {n_params / 1e6:.0f}M parameters: "
+                      + (f"training the head + LoRA rank {rank} with gradient checkpointing" if rank
+                         else "training every weight") + " (--lora-rank to choose)", highlight=False)
+    return rank
+
+
+def _context_from_data(base: Path, calibration: Path, fmt: Any) -> int:
+    """The PRM context 99% of the calibration's solutions fit in; said on stderr."""
+    from tokenizers import Tokenizer
+
+    data = load_tool("edge_adapt_tools.prm.data")
+    records = load_tool("edge_adapt_tools.prm.calibration_data").read_records(calibration)
+    max_length = data.length_from_data(records, Tokenizer.from_file(str(base / "tokenizer.json")), fmt)
+    err_console.print(f"PRM context: {max_length} tokens (99% of the calibration's solutions fit; --max-length to choose)",
+                      highlight=False)
+    return int(max_length)
+
+
+def _print_build(build: Any, base: Path, levels: Sequence[float]) -> None:
+    """What ``export prm`` built: the data, calibration before and after, the likelihood term, the variants."""
+    c = build.counts
+    console.print(
+        f"quantile PRM from the {build.base_kind} at {base}: trained on {c['train_questions']} questions "
+        f"({c['train_records']} records in {c['train_sequences']} sequences), held out {c['held_out_questions']} "
+        f"questions ({c['held_out_records']} records); best step {build.training.best_step}, {build.training.seconds:.0f}s"
+    )
+    table = Table(title="Calibration on held-out questions", title_justify="left")
+    for col in ("", "Brier (median)", "ECE (median)", *[f"coverage {k}" for k in build.after.coverage], "pinball"):
+        table.add_column(col, justify="right")
+    rows = [("before", build.before), ("after", build.after)]
+    if build.after_prm_only is not None:
+        rows.insert(1, ("after, text only", build.after_prm_only))
+    for name, m in rows:
+        table.add_row(name, f"{m.brier_median:.4f}", f"{m.ece_median:.4f}", *[f"{v:.0%}" for v in m.coverage.values()], f"{m.pinball:.4f}")
+    console.print(table)
+    for warning in build.after.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    if build.likelihood is not None:
+        fit = build.likelihood
+        console.print("likelihood term per level (logit = question·z_q + step·(z - z_q) + weight·loglik + bias): " + "; ".join(
+            f"{q:g}: {a:.3g}, {s:.3g}, {w:.3g}, {b:.3g}"
+            for q, a, s, w, b in zip(levels, fit.question, fit.step, fit.weight, fit.bias, strict=True)))
+    variants = Table(title="Exported models (metrics measured through the device runtime)", title_justify="left")
+    for col in ("variant", "size", "Brier", "ECE", "coverage", "shipped", "note"):
+        variants.add_column(col)
+    for v in build.export.variants:
+        m = v.metrics
+        variants.add_row(
+            v.variant, human_bytes(v.size_bytes), f"{m.brier_median:.4f}" if m else "-", f"{m.ece_median:.4f}" if m else "-",
+            " / ".join(f"{x:.0%}" for x in m.coverage.values()) if m else "-", "yes" if v.accepted else "[red]no[/]", v.note,
+        )
+    console.print(variants)
+    console.print(f"ONNX vs PyTorch: max abs logit diff {build.export.parity_max_abs_diff:.2g} (largest |logit| {build.export.parity_logit_scale:.3g})")
+    console.print(f"CPU runs the {build.export.cpu_variant} model; reliability diagram: {build.reliability_png}")

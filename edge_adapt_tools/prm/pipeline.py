@@ -13,13 +13,14 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer
 
 from edge_adapt.errors import EdgeAdaptError, TokenizerError, UnsupportedModelError
 from edge_adapt.prm.format import PRMFormat, pad_token_id
 from edge_adapt_tools.gguf.dequantize import dequantize_gguf
-from edge_adapt_tools.prm.calibration_data import read_records
+from edge_adapt_tools.prm.calibration_data import CalibrationRecord, read_records
 from edge_adapt_tools.prm.data import build_sequences, split_questions
 from edge_adapt_tools.prm.export import PRMExport, check_output_dir, export_prm_bundle
 from edge_adapt_tools.prm.likelihood_prm import LikelihoodFit, add_likelihood_term, likelihood_source
@@ -103,32 +104,11 @@ def build_quantile_prm(
 ) -> PRMBuild:
     base = Path(base)
     check_output_dir(out_dir)  # before minutes of training
-    records = read_records(calibration)
-    if not records:
-        raise EdgeAdaptError(f"{calibration}: no calibration records; run `edge-adapt export rollouts` first.")
-    generators = {json.dumps(r.generator, sort_keys=True) for r in records}
-    if len(generators) > 1:
-        raise EdgeAdaptError(f"{calibration}: records come from {len(generators)} different generators or settings; calibrate for one.")
-    train_ids, held_ids = split_questions(records, settings.holdout, settings.train.seed)
-    if not train_ids or not held_ids:
-        raise EdgeAdaptError(
-            f"{calibration}: {len(train_ids)} training and {len(held_ids)} held-out questions; "
-            "need some of each (more questions, or another --holdout)."
-        )
+    records = _read_checked(calibration)
+    train_ids, fit_ids, held_ids = _split(records, settings, calibration)
     tokenizer_json = base / "tokenizer.json"
-    if not tokenizer_json.is_file():
-        raise TokenizerError(f"{base}: no tokenizer.json; the PRM's tokenizer must travel to the device as tokenizer.json.")
-    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    tokenizer = _tokenizer(tokenizer_json)
     pad_id = pad_token_id(tokenizer)
-    fit_ids: set[str] = set()
-    if settings.likelihood_generator is not None:
-        train_ids, fit_ids = split_questions([r for r in records if r.question_id in train_ids], settings.likelihood_fit_share,
-                                             settings.train.seed, salt="likelihood-fit:")
-        if not train_ids or not fit_ids:
-            raise EdgeAdaptError(
-                f"{calibration}: {len(train_ids)} questions to train the head on and {len(fit_ids)} to fit the likelihood "
-                "term on; need some of each (more questions, or another likelihood fit share)."
-            )
     train = build_sequences(records, tokenizer, settings.fmt, train_ids)
     # calibration is measured where the paper measures it, on the sampled solutions' points; the
     # continuations of held-out questions are left out of both sides
@@ -143,19 +123,9 @@ def build_quantile_prm(
             lik_source = likelihood_source(generator_dir, tokenizer, settings.fmt)
         kind = detect_base_kind(base) if settings.base_kind == "auto" else settings.base_kind
         progress(f"building the quantile head on the {kind} at {base}")
-        if kind == "prm":
-            model = from_two_label_prm(base, settings.levels)
-        else:
-            rate = sum(t for s in train for t in s.targets) / sum(len(s.targets) for s in train)
-            model = from_backbone(base, settings.levels, base_rate=rate)
+        model = _initial_model(base, kind, settings.levels, train)
 
-        before_preds = predict(model, held, pad_id=pad_id)
-        progress(f"training on {len(train)} sequences ({sum(len(s.targets) for s in train)} labels)")
-        model, training = train_quantile_prm(
-            model, train, held, settings.levels, settings.train, pad_id=pad_id,
-            progress=lambda step, total, loss: progress(f"training step {step}/{total}, pinball {loss:.4f}"),
-        )
-        after_preds = predict(model, held, pad_id=pad_id)
+        model, training, before_preds, after_preds = _train(model, train, held, settings, pad_id, progress)
         likelihood, after_prm_only = None, None
         if lik_source is not None:
             progress(f"fitting the likelihood term of the generator at {lik_source.generator_dir}")
@@ -163,29 +133,16 @@ def build_quantile_prm(
             fit = build_sequences(records, tokenizer, settings.fmt, fit_ids)
             model, likelihood = add_likelihood_term(model, lik_source, fit, settings.levels, pad_id, settings.train.logistic_weight)
             after_preds = predict(model, held, pad_id=pad_id)
-        before = _metrics(before_preds, settings.levels)
-        after = _metrics(after_preds, settings.levels)
+        before, after = _metrics(before_preds, settings.levels), _metrics(after_preds, settings.levels)
         for warning in after.warnings:
             log.warning("held-out calibration: %s", warning)
 
         progress("exporting to ONNX and checking it")
-        generator = dict(records[0].generator)
-        counts = {
-            "train_questions": len(train_ids), "likelihood_fit_questions": len(fit_ids), "held_out_questions": len(held_ids),
-            "train_records": sum(r.question_id in train_ids for r in records), "held_out_records": len(held_records),
-            "train_continuations": sum(r.question_id in train_ids and r.origin == "continuation" for r in records),
-            "likelihood_fit_records": sum(r.question_id in fit_ids for r in records),
-            "train_sequences": len(train), "held_out_sequences": len(held),
-        }
-        source = {"base": str(base), "kind": kind, "architecture": type(model).__name__}
-        extra: dict = {}
-        if likelihood is not None and after_prm_only is not None:  # set together
-            source["likelihood_generator"] = str(settings.likelihood_generator)
-            extra = {"likelihood": likelihood.to_dict(), "held_out_prm_only": after_prm_only.to_dict()}
+        counts = _counts(records, (train_ids, fit_ids, held_ids), len(held_records), len(train), len(held))
+        source, extra = _provenance(base, kind, model, settings, likelihood, after_prm_only)
         exported = export_prm_bundle(
-            model, tokenizer_json, out_dir, fmt=settings.fmt, levels=settings.levels,
-            held_out_records=held_records, parity_sequences=held, pad_id=pad_id,
-            generator=generator, source=source,
+            model, tokenizer_json, out_dir, fmt=settings.fmt, levels=settings.levels, held_out_records=held_records,
+            parity_sequences=held, pad_id=pad_id, generator=dict(records[0].generator), source=source,
             metrics={"held_out": {"before": before.to_dict(), "after": after.to_dict()}, **extra, "counts": counts,
                      "split": {"holdout": settings.holdout, "seed": settings.train.seed,
                                "likelihood_fit_share": settings.likelihood_fit_share},
@@ -194,3 +151,86 @@ def build_quantile_prm(
         )
         png = reliability_diagram({"before": before_preds, "after": after_preds}, settings.levels, Path(out_dir) / "reliability.png")
         return PRMBuild(exported, training, before, after, png, kind, counts, likelihood, after_prm_only)
+
+
+def _read_checked(calibration: str | Path) -> list[CalibrationRecord]:
+    """The calibration records, refused when empty or from more than one generator or setting."""
+    records = read_records(calibration)
+    if not records:
+        raise EdgeAdaptError(f"{calibration}: no calibration records; run `edge-adapt export rollouts` first.")
+    generators = {json.dumps(r.generator, sort_keys=True) for r in records}
+    if len(generators) > 1:
+        raise EdgeAdaptError(f"{calibration}: records come from {len(generators)} different generators or settings; calibrate for one.")
+    return records
+
+
+def _split(records: list[CalibrationRecord], settings: PRMBuildSettings, calibration: str | Path
+           ) -> tuple[set[str], set[str], set[str]]:
+    """Question ids to train the head on, to fit the likelihood term on (none without one), and held out."""
+    train_ids, held_ids = split_questions(records, settings.holdout, settings.train.seed)
+    if not train_ids or not held_ids:
+        raise EdgeAdaptError(
+            f"{calibration}: {len(train_ids)} training and {len(held_ids)} held-out questions; "
+            "need some of each (more questions, or another --holdout)."
+        )
+    fit_ids: set[str] = set()
+    if settings.likelihood_generator is not None:
+        train_ids, fit_ids = split_questions([r for r in records if r.question_id in train_ids], settings.likelihood_fit_share,
+                                             settings.train.seed, salt="likelihood-fit:")
+        if not train_ids or not fit_ids:
+            raise EdgeAdaptError(
+                f"{calibration}: {len(train_ids)} questions to train the head on and {len(fit_ids)} to fit the likelihood "
+                "term on; need some of each (more questions, or another likelihood fit share)."
+            )
+    return train_ids, fit_ids, held_ids
+
+
+def _initial_model(base: Path, kind: str, levels: tuple[float, ...], train: list[Any]) -> Any:
+    """The quantile model before training: a two-label PRM's head turned into quantiles, or a
+    fresh head on a backbone starting at the training labels' base rate."""
+    if kind == "prm":
+        return from_two_label_prm(base, levels)
+    rate = sum(t for s in train for t in s.targets) / sum(len(s.targets) for s in train)
+    return from_backbone(base, levels, base_rate=rate)
+
+
+def _provenance(base: Path, kind: str, model: Any, settings: PRMBuildSettings, likelihood: LikelihoodFit | None,
+                after_prm_only: CalibrationMetrics | None) -> tuple[dict[str, str], dict[str, Any]]:
+    """Where the PRM came from, and the likelihood term's fit and the text-only calibration where it has one."""
+    source = {"base": str(base), "kind": kind, "architecture": type(model).__name__}
+    if likelihood is None or after_prm_only is None:  # set together
+        return source, {}
+    source["likelihood_generator"] = str(settings.likelihood_generator)
+    return source, {"likelihood": likelihood.to_dict(), "held_out_prm_only": after_prm_only.to_dict()}
+
+
+def _tokenizer(tokenizer_json: Path) -> Tokenizer:
+    if not tokenizer_json.is_file():
+        raise TokenizerError(f"{tokenizer_json.parent}: no tokenizer.json; the PRM's tokenizer must travel to the device as "
+                             "tokenizer.json.")
+    return Tokenizer.from_file(str(tokenizer_json))
+
+
+def _counts(records: list[CalibrationRecord], ids: tuple[set[str], set[str], set[str]], held_records: int,
+            train_sequences: int, held_sequences: int) -> dict[str, int]:
+    """What the PRM was trained, fitted and judged on (``ids``: train, likelihood fit, held out)."""
+    train_ids, fit_ids, held_ids = ids
+    return {
+        "train_questions": len(train_ids), "likelihood_fit_questions": len(fit_ids), "held_out_questions": len(held_ids),
+        "train_records": sum(r.question_id in train_ids for r in records), "held_out_records": held_records,
+        "train_continuations": sum(r.question_id in train_ids and r.origin == "continuation" for r in records),
+        "likelihood_fit_records": sum(r.question_id in fit_ids for r in records),
+        "train_sequences": train_sequences, "held_out_sequences": held_sequences,
+    }
+
+
+def _train(model: Any, train: list[Any], held: list[Any], settings: PRMBuildSettings, pad_id: int,
+           progress: Callable[[str], None]) -> tuple[Any, TrainResult, tuple, tuple]:
+    """The trained model, how training went, and the held-out predictions before and after it."""
+    before = predict(model, held, pad_id=pad_id)
+    progress(f"training on {len(train)} sequences ({sum(len(s.targets) for s in train)} labels)")
+    model, training = train_quantile_prm(
+        model, train, held, settings.levels, settings.train, pad_id=pad_id,
+        progress=lambda step, total, loss: progress(f"training step {step}/{total}, pinball {loss:.4f}"),
+    )
+    return model, training, before, predict(model, held, pad_id=pad_id)

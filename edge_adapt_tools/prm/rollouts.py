@@ -34,7 +34,7 @@ from edge_adapt.assembly import open_generator
 from edge_adapt.cluster import ClusterSettings, FileCheck
 from edge_adapt.execution import executor_for
 from edge_adapt.files import atomic_write_text
-from edge_adapt.generator import GenerationStats, Generator, GeneratorConfig, Node, SamplingParams, StepEnd
+from edge_adapt.generator import GenerationStats, Generator, GeneratorConfig, Node, SamplingParams, StepEnd, StepRules
 from edge_adapt.models import sha256_of
 from edge_adapt.settings import PromptSettings
 from edge_adapt.tasks import Problem, Task
@@ -89,18 +89,7 @@ def rollout_question(
     root = gen.prefill(prompt, seed=question_seed(settings.seed, problem.id))
     kept: list[Node] = [root]
     try:
-        # 1. N full solutions; intermediate nodes stay live as rollout starting points.
-        frontier = gen.expand([root], settings.n_solutions, sampling=sampling, rules=rules).children
-        leaves = [n for n in frontier if n.ends_solution]
-        n_steps = 1
-        while n_steps < settings.max_steps and (open_nodes := [n for n in frontier if not n.ends_solution]):
-            kept += open_nodes
-            frontier = gen.expand(open_nodes, 1, sampling=sampling, rules=rules).children
-            leaves += [n for n in frontier if n.ends_solution]
-            n_steps += 1
-        cut_short = [n for n in frontier if not n.ends_solution]  # still going at max_steps
-        kept += cut_short
-        leaves += cut_short  # graded as they stand
+        leaves = _full_solutions(gen, root, settings, rules, kept)  # 1.
 
         def record(prefix: tuple[str, ...], n: int, k: int, complete: bool, origin: str = "sample") -> CalibrationRecord:
             return CalibrationRecord(problem.id, problem.question, problem.answer, prefix, n, k, complete, problem.level,
@@ -109,16 +98,7 @@ def rollout_question(
         correct = {id(leaf): task.is_correct(leaf.solution_text(), problem) for leaf in leaves}
         records = [record((), len(leaves), sum(correct.values()), False)]
 
-        # 2. distinct complete solutions and distinct partial prefixes
-        complete: dict[tuple[str, ...], list[bool]] = defaultdict(list)
-        partial: dict[tuple[str, ...], Node] = {}
-        for leaf in leaves:
-            steps_ = leaf.steps()
-            texts = tuple(s.text for s in steps_)
-            complete[texts].append(correct[id(leaf)])
-            for j, node in enumerate(steps_[:-1], start=1):
-                if node.is_live:
-                    partial.setdefault(texts[:j], node)
+        complete, partial = _distinct(leaves, correct)  # 2.
         records += [record(texts, len(flags), sum(flags), True) for texts, flags in complete.items()]
 
         # 3. M continuations from every distinct partial prefix, as many prefixes at a time as fit
@@ -149,6 +129,38 @@ def rollout_question(
     finally:
         gen.release(*kept)
     return records, gen.usage - before, cut
+
+
+def _full_solutions(gen: Generator, root: Node, settings: RolloutSettings, rules: StepRules, kept: list[Node]) -> list[Node]:
+    """1. N full solutions from ``root``. The nodes they pass through stay live (added to ``kept``)
+    as rollout starting points; a solution still going at ``max_steps`` is graded as it stands."""
+    frontier = gen.expand([root], settings.n_solutions, sampling=settings.sampling, rules=rules).children
+    leaves = [n for n in frontier if n.ends_solution]
+    n_steps = 1
+    while n_steps < settings.max_steps and (open_nodes := [n for n in frontier if not n.ends_solution]):
+        kept += open_nodes
+        frontier = gen.expand(open_nodes, 1, sampling=settings.sampling, rules=rules).children
+        leaves += [n for n in frontier if n.ends_solution]
+        n_steps += 1
+    cut_short = [n for n in frontier if not n.ends_solution]
+    kept += cut_short
+    return leaves + cut_short
+
+
+def _distinct(leaves: list[Node], correct: dict[int, bool]
+              ) -> tuple[dict[tuple[str, ...], list[bool]], dict[tuple[str, ...], Node]]:
+    """2. The distinct complete solutions (with their grades) and the distinct partial prefixes
+    (with a live node ending each)."""
+    complete: dict[tuple[str, ...], list[bool]] = defaultdict(list)
+    partial: dict[tuple[str, ...], Node] = {}
+    for leaf in leaves:
+        steps_ = leaf.steps()
+        texts = tuple(s.text for s in steps_)
+        complete[texts].append(correct[id(leaf)])
+        for j, node in enumerate(steps_[:-1], start=1):
+            if node.is_live:
+                partial.setdefault(texts[:j], node)
+    return complete, partial
 
 
 def build_calibration_set(

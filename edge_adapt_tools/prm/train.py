@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -127,6 +128,34 @@ def _with_lora(model: PreTrainedModel, rank: int) -> PreTrainedModel:
     return get_peft_model(model, config)
 
 
+def _optimizer(net: PreTrainedModel, settings: TrainSettings, total: int) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW with the head at its own learning rate, and a linear warm-up into a cosine decay over ``total`` steps."""
+    head_params = [p for n, p in net.named_parameters() if p.requires_grad and ("score" in n or "classifier" in n)]
+    body_params = [p for n, p in net.named_parameters() if p.requires_grad and not ("score" in n or "classifier" in n)]
+    optim = torch.optim.AdamW(
+        [{"params": body_params, "lr": settings.lr}, {"params": head_params, "lr": settings.head_lr}],
+        weight_decay=settings.weight_decay,
+    )
+    warmup = max(1, int(total * settings.warmup_fraction))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
+    )
+    return optim, sched
+
+
+def _step(net: PreTrainedModel, batch: dict[str, Any], level_t: torch.Tensor, logistic_weight: float,
+          optim: torch.optim.Optimizer, sched: Any) -> float:
+    """One optimisation step on ``batch``; its loss."""
+    net.train()
+    loss = quantile_loss(_quantile_logits(net, batch), batch["targets"], level_t, logistic_weight)
+    optim.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    optim.step()
+    sched.step()
+    return float(loss.item())
+
+
 def train_quantile_prm(
     model: PreTrainedModel,
     train: Sequence[TrainingSequence],
@@ -149,18 +178,9 @@ def train_quantile_prm(
     if settings.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     net = _with_lora(model, settings.lora_rank) if settings.lora_rank else model
-    head_params = [p for n, p in net.named_parameters() if p.requires_grad and ("score" in n or "classifier" in n)]
-    body_params = [p for n, p in net.named_parameters() if p.requires_grad and not ("score" in n or "classifier" in n)]
-    optim = torch.optim.AdamW(
-        [{"params": body_params, "lr": settings.lr}, {"params": head_params, "lr": settings.head_lr}],
-        weight_decay=settings.weight_decay,
-    )
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
     total = steps_per_epoch * settings.epochs
-    warmup = max(1, int(total * settings.warmup_fraction))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
-    )
+    optim, sched = _optimizer(net, settings, total)
     eval_every = settings.eval_every or steps_per_epoch
 
     def evaluate() -> float:
@@ -175,20 +195,13 @@ def train_quantile_prm(
         order = list(range(len(train)))
         rng.shuffle(order)
         for start in range(0, len(order), settings.batch_size):
-            net.train()
             batch = _collate([train[i] for i in order[start : start + settings.batch_size]], pad_id)
-            logits = _quantile_logits(net, batch)
-            loss = quantile_loss(logits, batch["targets"], level_t, settings.logistic_weight)
-            optim.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            optim.step()
-            sched.step()
+            loss = _step(net, batch, level_t, settings.logistic_weight, optim, sched)
             step += 1
-            progress(step, total, loss.item())
+            progress(step, total, loss)
             if step % eval_every == 0 or step == total:
                 score = evaluate()
-                result.history.append({"step": step, "train_pinball": loss.item(), "eval_pinball": score})
+                result.history.append({"step": step, "train_pinball": loss, "eval_pinball": score})
                 if score < best:
                     best, best_state, result.best_step = score, copy.deepcopy(net.state_dict()), step
     net.load_state_dict(best_state)

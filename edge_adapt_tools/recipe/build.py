@@ -17,7 +17,6 @@ against their manifest), so the PRM can be rebuilt without retraining the genera
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import platform
 import shutil
@@ -28,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from edge_adapt.assembly import StackSettings, open_stack
-from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.files import atomic_write_text
 from edge_adapt.generator import GeneratorConfig
 from edge_adapt.models import MANIFEST, sha256_of
@@ -47,11 +45,17 @@ from edge_adapt_tools.prm.selector import SELECTOR_FORM, calibrate_selector
 from edge_adapt_tools.prm.train import TrainSettings
 from edge_adapt_tools.recipe.model_card import write_model_card
 from edge_adapt_tools.recipe.model_eval import EASY_SEARCH_N, EVALUATION_FORM, evaluate_models, time_easy_search
+from edge_adapt_tools.recipe.stages import (
+    CALIBRATION_FILE,
+    GENERATOR_FILE,
+    PRM_DIR,
+    Stages,
+    stage_keys,
+    stamp,
+    take_shipped_stages,
+    task_levels,
+)
 from edge_adapt_tools.recipe.train_generator import GeneratorTrainSettings, train_generator
-
-GENERATOR_FILE = "generator-{quant}.gguf"
-PRM_DIR = "prm"
-CALIBRATION_FILE = "calibration.jsonl"
 
 
 @dataclass(frozen=True)
@@ -82,101 +86,27 @@ class RecipeSettings:
     threads: int | None = None
 
 
-def _stamp(settings: Any) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class _Recipe:
+    """One recipe run: where it writes, with what settings; the stages read their inputs from here."""
 
+    out: Path
+    work: Path
+    settings: RecipeSettings
+    log: Callable[[str], None]
+    task: ArithmeticTask = field(default_factory=ArithmeticTask)
 
-class _Stages:
-    """Runs stages once: a stage whose stamp matches its settings is skipped on a rerun."""
+    @property
+    def gen_hf(self) -> Path:
+        return self.work / "generator-hf"
 
-    def __init__(self, work: Path, log: Callable[[str], None]) -> None:
-        self.work = work
-        self.log = log
-        self.seconds: dict[str, float] = {}
-        self.taken: list[str] = []  # stages whose results came from shipped models (their times are that build's)
+    @property
+    def gen_file(self) -> Path:
+        return self.out / GENERATOR_FILE.format(quant=self.settings.quant)
 
-    def run(self, name: str, settings: Any, body: Callable[[], Any]) -> Any:
-        stamp_file = self.work / f"{name}.done.json"
-        stamp = _stamp(settings)
-        if stamp_file.is_file():
-            done = json.loads(stamp_file.read_text())
-            if done.get("stamp") == stamp:
-                self.log(f"stage {name}: done in an earlier run ({done['seconds']:.0f}s), skipped")
-                self.seconds[name] = done["seconds"]
-                if done.get("from_shipped"):
-                    self.taken.append(name)
-                return done.get("result")
-        started = time.perf_counter()
-        self.log(f"stage {name}: started")
-        result = body()
-        seconds = time.perf_counter() - started
-        atomic_write_text(stamp_file, json.dumps({"stamp": stamp, "seconds": seconds, "result": result}, default=str))
-        self.seconds[name] = seconds
-        self.log(f"stage {name}: {seconds:.0f}s")
-        return result
-
-    def record(self, name: str, settings: Any, result: Any, seconds: float) -> None:
-        """Mark a stage done with a result obtained elsewhere (the shipped models)."""
-        payload = {"stamp": _stamp(settings), "seconds": seconds, "result": result, "from_shipped": True}
-        atomic_write_text(self.work / f"{name}.done.json", json.dumps(payload, default=str))
-
-
-# generator settings added after the first manifests, with the behaviour those manifests had
-_GENERATOR_SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"level_weights": None, "bf16": False}
-
-
-def _task_levels(task: ArithmeticTask) -> list[dict[str, int]]:
-    return [dataclasses.asdict(level) for level in task.levels]
-
-
-def _stage_keys(settings: RecipeSettings, training: Any = None, exported: Any = None) -> dict[str, Any]:
-    """What each of the first stages is stamped with (a stage reruns when its key changes)."""
-    return {
-        # the task's levels too: changing them must retrain the generator in an existing work dir
-        "1-train-generator": [settings.seed, dataclasses.asdict(settings.generator), _task_levels(ArithmeticTask())],
-        "2-export-generator": [training, settings.quant],
-        "3-rollouts": [exported["sha256"] if exported else None, settings.calibration_per_level,
-                       dataclasses.asdict(settings.rollouts), settings.seed],
-    }
-
-
-def _take_shipped_stages(out: Path, work: Path, settings: RecipeSettings, stages: _Stages) -> None:
-    """Stamp stages 1-3 done from ``out``'s manifest after checking that the shipped generator and
-    calibration set are the ones it describes and were built with these settings."""
-    manifest_file = out / MANIFEST
-    if not manifest_file.is_file():
-        raise EdgeAdaptError(f"{manifest_file}: missing; --from-shipped rebuilds on models that a recipe wrote.")
-    manifest = json.loads(manifest_file.read_text())
-    gen, trained = manifest["generator"], dict(manifest["generator"]["training"])
-    final_loss, seconds = trained.pop("final_loss"), trained.pop("seconds")
-    # a manifest written before a setting existed was built with that setting's value of the time
-    # (not today's default); both sides go through JSON so tuples compare as the manifest holds them
-    trained = json.loads(json.dumps({**_GENERATOR_SETTINGS_BEFORE_THEY_EXISTED, **trained}))
-    wanted = json.loads(json.dumps(dataclasses.asdict(settings.generator)))
-    if (manifest["recipe"]["seed"] != settings.seed or gen["quantization"] != settings.quant or trained != wanted
-            or manifest["task"]["levels"] != _task_levels(ArithmeticTask())):
-        raise EdgeAdaptError(f"{manifest_file}: the shipped generator was built with other settings (seed, quantization, "
-                             "training or the task's levels); run the whole recipe instead of --from-shipped.")
-    shipped = {f["path"]: f["sha256"] for f in manifest["files"]}
-    for name in (gen["file"], CALIBRATION_FILE, f"{PRM_DIR}/tokenizer.json"):
-        if not (out / name).is_file() or sha256_of(out / name) != shipped.get(name):
-            raise EdgeAdaptError(f"{out / name}: missing or changed since the manifest was written; cannot build on it.")
-    calib = manifest["calibration"]
-    provenance = read_records(out / CALIBRATION_FILE)[0].generator
-    if (calib["n_solutions"], calib["n_continuations"], calib["questions"], provenance.get("record_continuations", False)) != (
-            settings.rollouts.n_solutions, settings.rollouts.n_continuations,
-            settings.calibration_per_level * len(manifest["task"]["levels"]), settings.rollouts.record_continuations):
-        raise EdgeAdaptError(f"{out / CALIBRATION_FILE}: rolled out with other settings (solutions, continuations, questions, "
-                             "or whether continuations were kept); run the whole recipe instead.")
-    shutil.copy(out / CALIBRATION_FILE, work / CALIBRATION_FILE)
-    shutil.copy(out / PRM_DIR / "tokenizer.json", work / "tokenizer.json")
-    training = {"steps": trained["steps"], "n_params": gen["n_params"], "final_loss": final_loss, "seconds": seconds, "settings": trained}
-    keys = _stage_keys(settings, training, gen["export"])
-    took = manifest["recipe"]["stage_seconds"]
-    stages.record("1-train-generator", keys["1-train-generator"], training, took["1-train-generator"])
-    stages.record("2-export-generator", keys["2-export-generator"], gen["export"], took["2-export-generator"])
-    stages.record("3-rollouts", keys["3-rollouts"], calib["rollouts"], took["3-rollouts"])
-    stages.log(f"stages 1-3 taken from the shipped models in {out} (generator {gen['export']['sha256'][:12]}...)")
+    @property
+    def calibration(self) -> Path:
+        return self.work / CALIBRATION_FILE
 
 
 def run_recipe(
@@ -191,107 +121,107 @@ def run_recipe(
     out, work = Path(out_dir), Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    task = ArithmeticTask()
-    stages = _Stages(work, log)
-    gen_hf = work / "generator-hf"
-    gen_file = out / GENERATOR_FILE.format(quant=settings.quant)
-    threads = settings.threads
+    run, stages = _Recipe(out, work, settings, log), Stages(work, log)
     if from_shipped:
-        _take_shipped_stages(out, work, settings, stages)
-
-    def train() -> dict:
-        gs = dataclasses.replace(settings.generator, seed=settings.seed, threads=threads)
-        last = [0.0]
-
-        def progress(step: int, total: int, loss: float) -> None:
-            if step % 100 == 0 or step == total:
-                log(f"  generator step {step}/{total}, loss {loss:.4f} ({time.perf_counter() - last[0]:.0f}s since the last report)")
-                last[0] = time.perf_counter()
-
-        last[0] = time.perf_counter()
-        return dataclasses.asdict(train_generator(task, gen_hf, gs, progress))
-
-    training = stages.run("1-train-generator", _stage_keys(settings)["1-train-generator"], train)
-
-    def export() -> dict:
-        result = export_gguf(gen_hf, work / "gguf", name="generator", quant_types=[settings.quant])
-        shutil.copy(result.quantized[0].report.path, gen_file)
-        lg, q = result.logits, result.quantized[0]
-        return {
-            "f32_max_abs_logit_diff": lg.max_abs_diff, "f32_greedy_match": lg.greedy_match,
-            "tokenizer_probes": result.tokenizer.n_probes, "quantized_max_abs_logit_diff": q.parity.max_abs_diff,
-            "quantized_top1_agreement": q.parity.top1_agreement, "tensor_types": q.report.tensor_types,
-            "fallbacks": len(q.report.fallbacks), "sha256": sha256_of(gen_file),
-        }
-
-    exported = stages.run("2-export-generator", _stage_keys(settings, training)["2-export-generator"], export)
-
-    calibration = work / CALIBRATION_FILE
-
-    def rollouts() -> dict:
-        stale = work / "3-rollouts.done.json"
-        if stale.is_file():  # finished under other settings: start afresh (and resume this run if interrupted)
-            calibration.unlink(missing_ok=True)
-            stale.unlink()
-        problems = task.problems("calibration", settings.calibration_per_level, seed=settings.seed)
-        rs = dataclasses.replace(settings.rollouts, seed=settings.seed)
-        config = GeneratorConfig(n_ctx=8192, n_seq_max=256, n_threads=threads)
-        report = build_calibration_set(
-            gen_file, task, problems, calibration, rs, config,
-            progress=lambda p, done, total: log(f"  rollouts {done}/{total}") if done % 50 == 0 or done == total else None,
-        )
-        return dataclasses.asdict(report)
-
-    rollout_report = stages.run("3-rollouts", _stage_keys(settings, training, exported)["3-rollouts"], rollouts)
-
-    def prm() -> dict:
-        # the quantized generator, dequantized: the PRM starts from the weights that sample on the
-        # device and reads their likelihoods (edge_adapt_tools/gguf/dequantize.py)
-        tokenizer = gen_hf / "tokenizer.json" if (gen_hf / "tokenizer.json").is_file() else work / "tokenizer.json"
-        generator = dequantize_gguf(gen_file, tokenizer, work / "generator-dequantized")
-        ps = dataclasses.replace(settings.prm, train=dataclasses.replace(settings.prm.train, seed=settings.seed, threads=threads),
-                                 likelihood_generator=str(generator) if settings.generator_likelihood else None)
-        build = build_quantile_prm(generator, calibration, work / PRM_DIR, ps, progress=lambda m: None)
-        return {"before": build.before.to_dict(), "after": build.after.to_dict(), "counts": build.counts,
-                "best_step": build.training.best_step, "cpu_variant": build.export.cpu_variant,
-                "likelihood": build.likelihood.to_dict() if build.likelihood else None,
-                "after_prm_only": build.after_prm_only.to_dict() if build.after_prm_only else None,
-                "parity_max_abs_diff": build.export.parity_max_abs_diff,
-                "variants": {v.variant: {"accepted": v.accepted, "note": v.note, "size_bytes": v.size_bytes,
-                                         "metrics": v.metrics.to_dict() if v.metrics else None} for v in build.export.variants}}
-
-    prm_report = stages.run("4-prm", [rollout_report, _stamp(dataclasses.asdict(settings.prm)), settings.generator_likelihood,
-                                      LIKELIHOOD_FORM, exported["sha256"], settings.seed], prm)
-
-    def selector() -> dict:
-        model = calibrate_selector(work / PRM_DIR, calibration, threads=threads, generator=gen_file,
-                                   fresh_per_level=settings.selector_fresh_per_level, seed=settings.seed)
-        return {"questions": model.provenance.get("questions"), "concentration": model.concentration}
-
-    stages.run("4b-selector", [prm_report, SELECTOR_FORM, settings.selector_fresh_per_level], selector)
+        take_shipped_stages(out, work, settings, stages)
+    training = stages.run("1-train-generator", stage_keys(settings)["1-train-generator"], lambda: _train(run))
+    exported = stages.run("2-export-generator", stage_keys(settings, training)["2-export-generator"], lambda: _export(run))
+    rollout_report = stages.run("3-rollouts", stage_keys(settings, training, exported)["3-rollouts"], lambda: _rollouts(run))
+    prm_report = stages.run("4-prm", [rollout_report, stamp(dataclasses.asdict(settings.prm)), settings.generator_likelihood,
+                                      LIKELIHOOD_FORM, exported["sha256"], settings.seed], lambda: _prm(run))
+    stages.run("4b-selector", [prm_report, SELECTOR_FORM, settings.selector_fresh_per_level], lambda: _selector(run))
     shutil.rmtree(out / PRM_DIR, ignore_errors=True)
     shutil.copytree(work / PRM_DIR, out / PRM_DIR)
-    shutil.copy(calibration, out / CALIBRATION_FILE)
-
-    def evaluate() -> dict:
-        problems = task.problems("test", list(settings.test_per_level), seed=settings.seed)
-        strategies = (BestOfN(n=settings.test_samples), BestOfN(n=EASY_SEARCH_N))
-        with open_stack(StackSettings(ModelSettings(gen_file, out / PRM_DIR, threads), task, strategies)) as stack:
-            evaluation = evaluate_models(
-                stack.generator, stack.prm, task, problems, samples=settings.test_samples, seed=settings.seed,
-                progress=lambda done, total: log(f"  evaluated {done}/{total}") if done % 100 == 0 or done == total else None,
-            )
-            easy = [p for p in problems if p.level == 1][:20]
-            evaluation.easy_search_seconds = time_easy_search(stack.searcher, easy, n=EASY_SEARCH_N)
-        return evaluation.to_dict()
-
+    shutil.copy(run.calibration, out / CALIBRATION_FILE)
     evaluation = stages.run("5-evaluate", [exported["sha256"], prm_report, settings.test_per_level, settings.test_samples,
-                                               settings.seed, EVALUATION_FORM], evaluate)
-
+                                           settings.seed, EVALUATION_FORM], lambda: _evaluate(run))
     manifest = _manifest(out, settings, training, exported, rollout_report, prm_report, evaluation, stages.seconds, stages.taken)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     write_model_card(out, manifest)
     return manifest
+
+
+def _train(run: _Recipe) -> dict[str, Any]:
+    """1. The generator, trained from scratch on the task's train split."""
+    gs = dataclasses.replace(run.settings.generator, seed=run.settings.seed, threads=run.settings.threads)
+    last = [time.perf_counter()]
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if step % 100 == 0 or step == total:
+            run.log(f"  generator step {step}/{total}, loss {loss:.4f} ({time.perf_counter() - last[0]:.0f}s since the last report)")
+            last[0] = time.perf_counter()
+
+    return dataclasses.asdict(train_generator(run.task, run.gen_hf, gs, progress))
+
+
+def _export(run: _Recipe) -> dict[str, Any]:
+    """2. The generator as GGUF, checked against PyTorch, and quantized."""
+    result = export_gguf(run.gen_hf, run.work / "gguf", name="generator", quant_types=[run.settings.quant])
+    shutil.copy(result.quantized[0].report.path, run.gen_file)
+    lg, q = result.logits, result.quantized[0]
+    return {
+        "f32_max_abs_logit_diff": lg.max_abs_diff, "f32_greedy_match": lg.greedy_match,
+        "tokenizer_probes": result.tokenizer.n_probes, "quantized_max_abs_logit_diff": q.parity.max_abs_diff,
+        "quantized_top1_agreement": q.parity.top1_agreement, "tensor_types": q.report.tensor_types,
+        "fallbacks": len(q.report.fallbacks), "sha256": sha256_of(run.gen_file),
+    }
+
+
+def _rollouts(run: _Recipe) -> dict[str, Any]:
+    """3. The calibration set: the quantized generator's rollouts on the calibration split."""
+    stale = run.work / "3-rollouts.done.json"
+    if stale.is_file():  # finished under other settings: start afresh (and resume this run if interrupted)
+        run.calibration.unlink(missing_ok=True)
+        stale.unlink()
+    settings = run.settings
+    problems = run.task.problems("calibration", settings.calibration_per_level, seed=settings.seed)
+    rs = dataclasses.replace(settings.rollouts, seed=settings.seed)
+    config = GeneratorConfig(n_ctx=8192, n_seq_max=256, n_threads=settings.threads)
+    report = build_calibration_set(
+        run.gen_file, run.task, problems, run.calibration, rs, config,
+        progress=lambda p, done, total: run.log(f"  rollouts {done}/{total}") if done % 50 == 0 or done == total else None,
+    )
+    return dataclasses.asdict(report)
+
+
+def _prm(run: _Recipe) -> dict[str, Any]:
+    """4. The quantile PRM, from the quantized generator dequantized: it starts from the weights
+    that sample on the device and reads their likelihoods (edge_adapt_tools/gguf/dequantize.py)."""
+    settings, work = run.settings, run.work
+    tokenizer = run.gen_hf / "tokenizer.json" if (run.gen_hf / "tokenizer.json").is_file() else work / "tokenizer.json"
+    generator = dequantize_gguf(run.gen_file, tokenizer, work / "generator-dequantized")
+    ps = dataclasses.replace(settings.prm, train=dataclasses.replace(settings.prm.train, seed=settings.seed, threads=settings.threads),
+                             likelihood_generator=str(generator) if settings.generator_likelihood else None)
+    build = build_quantile_prm(generator, run.calibration, work / PRM_DIR, ps, progress=lambda m: None)
+    return {"before": build.before.to_dict(), "after": build.after.to_dict(), "counts": build.counts,
+            "best_step": build.training.best_step, "cpu_variant": build.export.cpu_variant,
+            "likelihood": build.likelihood.to_dict() if build.likelihood else None,
+            "after_prm_only": build.after_prm_only.to_dict() if build.after_prm_only else None,
+            "parity_max_abs_diff": build.export.parity_max_abs_diff,
+            "variants": {v.variant: {"accepted": v.accepted, "note": v.note, "size_bytes": v.size_bytes,
+                                     "metrics": v.metrics.to_dict() if v.metrics else None} for v in build.export.variants}}
+
+
+def _selector(run: _Recipe) -> dict[str, Any]:
+    """4b. Adaptive search's answer model for the PRM."""
+    model = calibrate_selector(run.work / PRM_DIR, run.calibration, threads=run.settings.threads, generator=run.gen_file,
+                               fresh_per_level=run.settings.selector_fresh_per_level, seed=run.settings.seed)
+    return {"questions": model.provenance.get("questions"), "concentration": model.concentration}
+
+
+def _evaluate(run: _Recipe) -> dict[str, Any]:
+    """5. Both models on the test split, and how long an easy search takes."""
+    settings = run.settings
+    problems = run.task.problems("test", list(settings.test_per_level), seed=settings.seed)
+    strategies = (BestOfN(n=settings.test_samples), BestOfN(n=EASY_SEARCH_N))
+    with open_stack(StackSettings(ModelSettings(run.gen_file, run.out / PRM_DIR, settings.threads), run.task, strategies)) as stack:
+        evaluation = evaluate_models(
+            stack.generator, stack.prm, run.task, problems, samples=settings.test_samples, seed=settings.seed,
+            progress=lambda done, total: run.log(f"  evaluated {done}/{total}") if done % 100 == 0 or done == total else None,
+        )
+        easy = [p for p in problems if p.level == 1][:20]
+        evaluation.easy_search_seconds = time_easy_search(stack.searcher, easy, n=EASY_SEARCH_N)
+    return evaluation.to_dict()
 
 
 def _manifest(out: Path, settings: RecipeSettings, training: dict, exported: dict, rollouts: dict,
@@ -311,7 +241,7 @@ def _manifest(out: Path, settings: RecipeSettings, training: dict, exported: dic
             "taken_from_shipped": taken,  # --from-shipped: these stages (and their times) are the earlier build's
             "machine": f"{platform.machine()}, {platform.system()}, {settings.threads or 'all'} threads",
         },
-        "task": {"name": task.name, "levels": _task_levels(task)},
+        "task": {"name": task.name, "levels": task_levels(task)},
         "generator": {
             "file": GENERATOR_FILE.format(quant=settings.quant),
             "architecture": "LlamaForCausalLM",

@@ -127,9 +127,8 @@ def _question_text(test: dict) -> str:
             f"variance p(1-p)/{k} (at most {0.25 / k:.3f}) to that Brier.\n")
 
 
-def write_model_card(out: Path, manifest: dict[str, Any]) -> Path:
-    g, p, c, r = manifest["generator"], manifest["prm"], manifest["calibration"], manifest["recipe"]
-    test = manifest["metrics"]["generator_and_prm_on_test"]
+def _tables(manifest: dict[str, Any], test: dict[str, Any]) -> tuple[str, str, str]:
+    """The card's Markdown rows: targets, results by level, and the task's levels."""
     rows = "\n".join(
         f"| {t.name} | {t.requirement} | {t.fmt.format(v)} | {'met' if ok else '**not met**'} |" for t, v, ok in check_targets(manifest)
     )
@@ -142,8 +141,13 @@ def write_model_card(out: Path, manifest: dict[str, Any]) -> Path:
         f"| {i} | {lv['n_ops']} | {lv['add_digits']}-digit | 2..{lv['mul_max']} | {lv['max_value']:,} |"
         for i, lv in enumerate(manifest["task"]["levels"], start=1)
     )
-    held = manifest["metrics"]["prm_held_out"]
-    text = f"""# Default models
+    return rows, levels, level_specs
+
+
+def _header(manifest: dict[str, Any], level_specs: str) -> str:
+    """The card's title, how to rebuild, what the models are, and the task's levels."""
+    g, p, c, r = manifest["generator"], manifest["prm"], manifest["calibration"], manifest["recipe"]
+    return f"""# Default models
 
 Two small models that make `edge-adapt` run out of the box, offline, on any laptop: a generator
 that solves the default arithmetic task with a wide spread of difficulty (easy questions need no
@@ -172,7 +176,15 @@ project's own recipe, from scratch, in about {r['total_seconds'] / 60:.0f} minut
 |---|---|---|---|---|
 {level_specs}
 
-## What they are not
+"""
+
+
+def write_model_card(out: Path, manifest: dict[str, Any]) -> Path:
+    p, r = manifest["prm"], manifest["recipe"]
+    test = manifest["metrics"]["generator_and_prm_on_test"]
+    rows, levels, level_specs = _tables(manifest, test)
+    held = manifest["metrics"]["prm_held_out"]
+    text = _header(manifest, level_specs) + f"""## What they are not
 
 They know one synthetic task and nothing else: not a chat model, not a general math model. The PRM
 is calibrated for this generator at temperature 0.7 only; with another generator or temperature

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -113,6 +114,37 @@ def _packed_batch(examples: list[tuple[list[int], int]], row_len: int, pad_id: i
     return {"input_ids": ids, "labels": labels, "position_ids": positions}
 
 
+def _model(tok: PreTrainedTokenizerFast, settings: GeneratorTrainSettings) -> LlamaForCausalLM:
+    """A fresh Llama of the settings' shape over the character tokenizer."""
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=settings.hidden, intermediate_size=settings.ffn,
+        num_hidden_layers=settings.layers, num_attention_heads=settings.heads, num_key_value_heads=settings.kv_heads,
+        max_position_embeddings=512, tie_word_embeddings=True, rope_theta=10000.0,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    return model
+
+
+def _optimizer(model: LlamaForCausalLM, settings: GeneratorTrainSettings) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW (no decay on norms and biases), a linear warm-up into a cosine decay to ``min_lr_ratio``."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optim = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr, betas=(0.9, 0.95),
+    )
+
+    def schedule(step: int) -> float:
+        if step < settings.warmup:
+            return (step + 1) / settings.warmup
+        t = (step - settings.warmup) / max(1, settings.steps - settings.warmup)
+        return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, schedule)
+    return optim, sched
+
+
 def train_generator(
     task: ArithmeticTask,
     out_dir: str | Path,
@@ -137,27 +169,8 @@ def train_generator(
     if settings.threads:
         torch.set_num_threads(settings.threads)
     tok = char_tokenizer(task)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=settings.hidden, intermediate_size=settings.ffn,
-        num_hidden_layers=settings.layers, num_attention_heads=settings.heads, num_key_value_heads=settings.kv_heads,
-        max_position_embeddings=512, tie_word_embeddings=True, rope_theta=10000.0,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-    )
-    model = LlamaForCausalLM(config)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optim = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.lr, betas=(0.9, 0.95),
-    )
-
-    def schedule(step: int) -> float:
-        if step < settings.warmup:
-            return (step + 1) / settings.warmup
-        t = (step - settings.warmup) / max(1, settings.steps - settings.warmup)
-        return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, schedule)
+    model = _model(tok, settings)
+    optim, sched = _optimizer(model, settings)
     model.train()
     n_levels = len(task.levels)
     recent: list[float] = []
