@@ -101,7 +101,8 @@ def budget_requests(requests: int, extra: list[str], label: str) -> None:
     errors = sum("ERROR" in line for line in log.read_text().splitlines())
     print(f"\n{label}: {answered} of {requests} `energy_j: 3` requests answered beside the competitor "
           f"(target >= 48); J per answer: first {joules[0] if joules else float('nan'):.2f}, "
-          f"median {sorted(joules)[len(joules) // 2] if joules else float('nan'):.2f}, max {max(joules, default=float('nan')):.2f}; "
+          f"median {sorted(joules)[len(joules) // 2] if joules else float('nan'):.2f}, max "
+          f"{max(joules, default=float('nan')):.2f}; "
           f"samples per answer {sorted(set(samples))}; probes {probes}; energy {sorted(sources)}; ERROR lines in the log: "
           f"{errors}; {threads}")
     for number, status, message in refusals[:3]:

@@ -74,7 +74,8 @@ def main() -> None:
     s = max(0.0, (remote.records / max(1, remote.questions) - 1) / args.solutions)
     scale = (PAPER_N * (1 + s * PAPER_M)) / (args.solutions * (1 + s * args.continuations))
     print(f"\nscaling model: one worker (1 core) does {rate:.0f} questions/hour at N={args.solutions}, M={args.continuations} "
-          f"({tokens_per_question:,.0f} generated tokens a question, {s:.1f} distinct prefixes per solution); the paper's recipe (N={PAPER_N}, M={PAPER_M}) costs "
+          f"({tokens_per_question:,.0f} generated tokens a question, {s:.1f} distinct prefixes per solution); the paper's recipe "
+          f"(N={PAPER_N}, M={PAPER_M}) costs "
           f"~{scale:.1f}x that per question")
     print("| workers | questions/hour (paper recipe) | hours for 500 questions |")
     print("|---|---|---|")

@@ -10,7 +10,8 @@
    majority vote that actually picks the answer, at the median p; and with the vote's gains
    averaged over the PRM's quantiles of p (edge_adapt/budget/allocation.py says why each step
    matters); and with the majority vote's gain curves measured offline for this PRM (the ones
-   adaptive search is calibrated with, selector_model.json), by the question's median. Every plan is held to the total: a question whose planned cost no longer fits is
+   adaptive search is calibrated with, selector_model.json), by the question's median. Every plan is held to the total: a
+question whose planned cost no longer fits is
    cut (in the same shuffled order for all). And, planned as it goes, adaptive search (the
    ``solve`` default, its calibrated pick, its PRM work charged) with its price paced to the
    battery (``BatteryPacer``): it also sees each question's samples, not only the question's
@@ -59,7 +60,8 @@ def sample_cost_model(one: list[tuple[Problem, SearchResult]], many: list[tuple[
     question (prefill, scoring it) costs the same whatever the number of samples. A flat cost per
     sample overspent the even plan by 20% in the first version of this benchmark."""
     extra = sum(r_many.cost.joules - r_one.cost.joules for (_, r_one), (_, r_many) in zip(one, many, strict=True))
-    units = sum((r_many.cost.samples - r_one.cost.samples) * len(p.question) for (p, r_one), (_, r_many) in zip(one, many, strict=True))
+    units = sum((r_many.cost.samples - r_one.cost.samples) * len(p.question) for (p, r_one),
+                (_, r_many) in zip(one, many, strict=True))
     per_char = extra / units
     fixed = statistics.mean(max(r.cost.joules - r.cost.samples * per_char * len(p.question), 0.0) for p, r in one)
     return fixed, per_char
@@ -98,7 +100,8 @@ def execute_paced(searcher: Searcher, problems: list[Problem], costs: list[float
             pacer.record(0.0)
             continue
         try:
-            r = searcher.run(ValueSampling(price=pacer.price), problems[i], seed=seed + i, budget=Budget(energy_j=pacer.left, safety=1.0))
+            r = searcher.run(ValueSampling(price=pacer.price), problems[i], seed=seed + i,
+                             budget=Budget(energy_j=pacer.left, safety=1.0))
         except BudgetError:  # what is left cannot buy one answer here: the battery is empty
             cut += 1
             pacer.record(0.0)
@@ -123,7 +126,8 @@ def battery_comparison(searcher: Searcher, prm: QuantilePRM, meter: Meter, probl
     scoring_j = meter.read().joules - before.joules  # charged to the allocation that needs the scores
     medians = [q.median for q in scores]
     beliefs = [SuccessBelief.from_quantiles(q.levels, q.values) for q in scores]
-    plans = {"even (same samples per question)": (even_allocation(len(problems), sum(costs) / len(problems), total, fixed).samples, 0.0)}
+    plans = {"even (same samples per question)": (even_allocation(len(problems), sum(costs) / len(problems), total,
+                                                                  fixed).samples, 0.0)}
     for label, success, selection in (("gain per joule, pass@n gains p(1-p)^(n-1), median p", medians, AnyCorrect()),
                                       ("gain per joule, majority-vote gains, median p", medians, PluralityVote()),
                                       ("gain per joule, majority-vote gains, p's quantiles", beliefs, PluralityVote()),
@@ -151,8 +155,10 @@ def battery_comparison(searcher: Searcher, prm: QuantilePRM, meter: Meter, probl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-level", type=int, default=None, help="problems per level (default: the 500-problem split)")
-    parser.add_argument("--energy", type=float, default=None, help="per-question energy budget, J (default: 40%% of best-of-32's mean)")
-    parser.add_argument("--latency", type=float, default=None, help="per-question latency budget, s (default: 40%% of best-of-32's mean)")
+    parser.add_argument("--energy", type=float, default=None,
+                        help="per-question energy budget, J (default: 40%% of best-of-32's mean)")
+    parser.add_argument("--latency", type=float, default=None,
+                        help="per-question latency budget, s (default: 40%% of best-of-32's mean)")
     parser.add_argument("--samples-per-question", type=float, nargs="+", default=[1.0, 2.0, 4.0],
                         help="batch budgets: this many samples' worth per question (one comparison each)")
     parser.add_argument("--seed", type=int, default=0)
@@ -190,7 +196,8 @@ def main() -> None:
             within = sum(x <= limit for x in spent)
             correct = sum(bool(r.chosen) and task.is_correct(r.chosen.text, p) for r, p in zip(results, problems, strict=True))
             capped = sum(any(d.kind in ("budget_cap", "lowered_confidence") for d in r.decisions) for r in results)
-            rows.append((label, f"{limit:g} {'J' if label == 'energy' else 's'}", f"{within}/{len(results)} ({within / len(results):.1%})",
+            rows.append((label, f"{limit:g} {'J' if label == 'energy' else 's'}",
+                         f"{within}/{len(results)} ({within / len(results):.1%})",
                          f"{max(spent):.3g}", f"{statistics.mean(spent):.3g}", f"{capped}", f"{correct / len(results):.1%}",
                          f"{time.perf_counter() - started:.0f}"))
         table = Table(title=f"Per-question budgets, IAS best-of-N (N_max 32), {len(problems)} test problems")

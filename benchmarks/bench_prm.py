@@ -49,11 +49,13 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
 
     table = Table(title=f"PRM scorer on CPU: {args.prm} ({len(held)} held-out questions, {len(held_records)} prefixes)")
-    for col in ("variant", "size", "batch", "median ms", "p90 ms", "prefixes/s", "tokens/prefix", "Brier", "ECE", "coverage q10/q50/q90"):
+    for col in ("variant", "size", "batch", "median ms", "p90 ms", "prefixes/s", "tokens/prefix", "Brier", "ECE",
+                "coverage q10/q50/q90"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for variant in [v for v in ("fp32", "int8") if v in bundle.models]:
         m = runtime_metrics(args.prm, variant, held_records)
-        prm = open_prm(args.prm, providers=["CPUExecutionProvider"], variant=variant, threads=args.threads, max_batch=max(batches))
+        prm = open_prm(args.prm, providers=["CPUExecutionProvider"], variant=variant, threads=args.threads,
+                       max_batch=max(batches))
         for b in batches:
             qid = questions[0]
             prefixes = [by_question[qid][i % len(by_question[qid])] for i in range(b)]

@@ -72,7 +72,8 @@ def main() -> int:
         for s in settings:
             config = GeneratorConfig(n_ctx=4096, n_seq_max=n_seq, n_threads=s.gen_threads, n_threads_batch=s.gen_threads)
             searchers[s] = stack.enter_context(open_stack(StackSettings(
-                ModelSettings(models.generator, models.prm), task, (strategy,), generator_config=config, prm_threads=s.prm_threads,
+                ModelSettings(models.generator,
+                              models.prm), task, (strategy,), generator_config=config, prm_threads=s.prm_threads,
                 prm_spin=s.spin))).searcher
         for s in settings:  # warm-up: first calls allocate
             searchers[s].run(strategy, problems[0], seed=0)
@@ -81,12 +82,14 @@ def main() -> int:
                 for s in settings:
                     cost = searchers[s].run(strategy, problem, seed=rep * 1000 + i).cost
                     times[s].append((cost.wall_s, cost.generation_s, cost.prm_s))
-                print(f"\rrepeat {rep + 1}/{args.repeats}, question {i + 1}/{len(problems)}  ", end="", file=sys.stderr, flush=True)
+                print(f"\rrepeat {rep + 1}/{args.repeats}, question {i + 1}/{len(problems)}  ", end="",
+                      file=sys.stderr, flush=True)
     print(file=sys.stderr)
     for p in busy:
         p.terminate()
     base = statistics.median(t[0] for t in times[settings[0]])
-    print(f"best-of-{args.n} (PRM pick), {len(problems)} questions x {args.repeats}, {cores} cores, {args.load} busy processes beside; "
+    print(f"best-of-{args.n} (PRM pick), {len(problems)} questions x {args.repeats}, {cores} cores, {args.load} busy processes "
+          f"beside; "
           "per-question wall seconds")
     print(f"| setting | min s | median s | vs {settings[0].label} | generation | PRM | other |")
     print("|---|---|---|---|---|---|---|")
@@ -95,7 +98,8 @@ def main() -> int:
         total = sum(walls)
         gen = sum(t[1] for t in times[s]) / total
         prm = sum(t[2] for t in times[s]) / total
-        print(f"| {s.label} | {min(walls):.3f} | {statistics.median(walls):.3f} | {base / statistics.median(walls):.2f}x faster | "
+        print(f"| {s.label} | {min(walls):.3f} | {statistics.median(walls):.3f} | {base / statistics.median(walls):.2f}x faster "
+              f"| "
               f"{gen:.0%} | {prm:.0%} | {1 - gen - prm:.0%} |")
     return 0
 

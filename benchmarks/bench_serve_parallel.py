@@ -4,7 +4,8 @@ llama-cpp-python vendors.
 
 Each client sends its requests one after another: a streamed chat answer of up to --max-tokens
 tokens (free-form, so one sample; no seed, so that both servers may reuse cached prompt cells: a
-seeded request to edge-adapt evaluates its prompt whole, for reproducibility). Per server and client count, over --rounds interleaved
+seeded request to edge-adapt evaluates its prompt whole, for reproducibility).
+Per server and client count, over --rounds interleaved
 rounds (edge-adapt, llama-server, edge-adapt, ...): aggregate completion tokens per second (min and
 median), median time to first token, and for edge-adapt the per-request joules summed against what
 its meter measured while the searches ran and over the whole phase (/metrics).
@@ -155,7 +156,8 @@ def main() -> None:
         port = free_port()
         servers["llama-server"] = ([args.llama_server, "-m", gguf, "--port", str(port), "-np", str(args.parallel), "-c",
                                     str(ctx_per_slot * args.parallel), "-t", str(args.threads), "-tb", str(args.threads),
-                                    "--no-webui", "-ngl", "0", "-nr"], f"http://127.0.0.1:{port}")  # -nr: extra buffer types off, as our runtime has them here
+                                    "--no-webui", "-ngl", "0", "-nr"],
+                                    f"http://127.0.0.1:{port}")  # -nr: extra buffer types off, as our runtime has them here
     results: dict[tuple[str, int], list[Phase]] = {}
     energy: list[tuple[int, float, float, float]] = []
     for _ in range(args.rounds):

@@ -50,7 +50,8 @@ def main() -> None:
         evaluation.easy_search_seconds = time_easy_search(stack.searcher, [p for p in problems if p.level == 1][:20])
     measured = copy.deepcopy(manifest)
     measured["metrics"]["generator_and_prm_on_test"] = evaluation.to_dict()
-    console.print(f"evaluated {len(problems)} test problems x {evaluation.samples_per_problem} samples in {evaluation.seconds:.0f}s")
+    console.print(f"evaluated {len(problems)} test problems x {evaluation.samples_per_problem} samples in "
+                  f"{evaluation.seconds:.0f}s")
     print_targets(check_targets(measured))
     console.print(question_score_summary(evaluation.to_dict()))
 

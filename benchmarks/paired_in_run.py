@@ -33,7 +33,8 @@ def main() -> None:
     for s in args.strategies:
         rows = [common[q][s] for q in common]
         k = len(rows)
-        print(f"| {s} | {100 * sum(r['correct'] for r in rows) / k:.1f} | {sum(r['cost']['generated_tokens'] for r in rows) / k:.0f} | "
+        print(f"| {s} | {100 * sum(r['correct'] for r in rows) / k:.1f} | "
+              f"{sum(r['cost']['generated_tokens'] for r in rows) / k:.0f} | "
               f"{sum(r['cost']['joules'] or 0.0 for r in rows) / k:.2f} | "
               f"{sum(sum(not x['finished'] for x in r['samples']) for r in rows) / k:.2f} |")
     records = [r for rows in common.values() for r in rows.values()]

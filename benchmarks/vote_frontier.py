@@ -120,7 +120,8 @@ def live_rows(run: Path, ids: set[str]) -> dict[str, Replayed]:
         levels = sorted({str(r["level"]) for r in records if r.get("level") is not None})
         rows[f"{name} (live)"] = Replayed(*stats(records), {lv: stats([r for r in records if str(r.get("level")) == lv])
                                                            for lv in levels},
-                                          {r["question_id"]: (float(r["correct"]), r["cost"]["generated_tokens"]) for r in records})
+                                          {r["question_id"]: (float(r["correct"]),
+                                                              r["cost"]["generated_tokens"]) for r in records})
     return rows
 
 
@@ -147,7 +148,8 @@ def main() -> None:
     config, made = folder.config(), model.provenance
     same_file = config.get("data_sha256") is not None and config.get("data_sha256") == made.get("data_sha256")
     same_split = config.get("data_sha256") is None and made.get("data_sha256") is None and \
-        config.get("split", "test") == made.get("split", "calibration") and config.get("question_seed", 0) == made.get("question_seed", 0)
+        config.get("split", "test") == made.get("split", "calibration") and config.get("question_seed",
+                                                                                       0) == made.get("question_seed", 0)
     if same_file or same_split:
         raise SystemExit(f"{args.samples} sampled the questions {args.model} was calibrated on: give held-out questions")
     questions = questions_from_records(folder.records())
@@ -192,7 +194,8 @@ def main() -> None:
         print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for name, r in rows.items():
         cells = [name, f"{r.accuracy:.1f}", f"{r.tokens:.0f}", f"{r.samples:.2f}", f"{100 * r.tokens / top.tokens:.0f}%"]
-        print(("| " + " | ".join(cells) + " |") if args.markdown else sep.join(f"{c:>28}" if i == 0 else f"{c:>12}" for i, c in enumerate(cells)))
+        print(("| " + " | ".join(cells) + " |") if args.markdown else sep.join(f"{c:>28}" if i == 0 else f"{c:>12}" for i,
+                                                                               c in enumerate(cells)))
     print(f"\nbest fixed strategy: {best_name} {fixed[best_name].accuracy:.1f}% at {fixed[best_name].tokens:.0f} tokens/q")
     for name, r in {**adaptive, **live}.items():
         cheaper = [k for k in fixed if fixed[k].tokens <= r.tokens]

@@ -87,7 +87,8 @@ def main() -> None:
         return
     args.work.mkdir(parents=True, exist_ok=True)
     done_file = args.work / "stages.jsonl"
-    done = {json.loads(line)["stage"]: json.loads(line) for line in done_file.read_text().splitlines()} if done_file.exists() else {}
+    lines = done_file.read_text().splitlines() if done_file.exists() else []
+    done = {json.loads(line)["stage"]: json.loads(line) for line in lines}
     print("| stage | wall | peak resident |\n|---|---|---|")
     for stage, command in stages(args.work):
         if stage not in done:

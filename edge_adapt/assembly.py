@@ -74,7 +74,8 @@ class StackSettings:
     def __post_init__(self) -> None:
         given = self.prompt.prompt_template
         if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or not 1 <= self.parallel <= MAX_PARALLEL:
-            raise SamplingConfigError(f"parallel must be an integer in 1..{MAX_PARALLEL} (searches at once), got {self.parallel!r}")
+            raise SamplingConfigError(f"parallel must be an integer in 1..{MAX_PARALLEL} (searches at once), got "
+                                      f"{self.parallel!r}")
         if given is not None and getattr(self.task, "prompt_template", None) != given:
             raise SamplingConfigError(f"the prompt template {given!r} is not the task's: build the task with it "
                                       "(get_task(name, data, prompt_template)), the stack prompts as its task says")

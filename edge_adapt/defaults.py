@@ -100,8 +100,8 @@ def search_default(models: ModelSettings, vote_model: VoteModel | None) -> tuple
         if vote_model.needs_prm:
             return vote_model_spec(vote_model), ("the adaptive vote calibrated with this PRM (evidence: its scores, chosen "
                                                  "on held-out calibration questions)")
-        return vote_model_spec(vote_model), (f"the adaptive vote calibrated with this PRM, which did not earn its keep on held-out "
-                                             f"calibration questions: evidence {vote_model.feature}, samples not scored")
+        return vote_model_spec(vote_model), ("the adaptive vote calibrated with this PRM, which did not earn its keep on "
+                                             f"held-out calibration questions: evidence {vote_model.feature}, samples not scored")
     return DEFAULT_SPEC, "value-aware sampling with the PRM"
 
 

@@ -16,7 +16,8 @@ from edge_adapt.errors import MissingDependencyError
 from edge_adapt.generator.llama_platform import ComputeDevice, compute_devices, ensure_backend
 from edge_adapt.prm.providers import ProviderCheck, check_providers
 
-_PACKAGES = ("edge-adapt", "llama-cpp-python", "onnxruntime", "onnxruntime-gpu", "numpy", "torch", "transformers", "optimum-onnx", "gguf")
+_PACKAGES = ("edge-adapt", "llama-cpp-python", "onnxruntime", "onnxruntime-gpu", "numpy", "torch", "transformers",
+             "optimum-onnx", "gguf")
 
 
 @dataclass(frozen=True)

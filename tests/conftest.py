@@ -101,12 +101,15 @@ def synthetic_calibration(path: Path, n_questions: int = 60, seed: int = 0) -> P
         a, b = rng.randint(1, 9), rng.randint(1, 9)
         question = f"{a}+{b}"
         p_easy = 0.85 if a < 5 else 0.25
-        recs = [CalibrationRecord(f"q{i}", question, str(a + b), (), 8, int(nprng.binomial(8, p_easy)), generator=writer.generator)]
+        recs = [CalibrationRecord(f"q{i}", question, str(a + b), (), 8, int(nprng.binomial(8, p_easy)),
+                                  generator=writer.generator)]
         for s in (a + b, a + b + rng.choice([-2, -1, 1, 3])):
             right = s == a + b
             step = f"{a}+{b}={s}\n\n"
-            recs.append(CalibrationRecord(f"q{i}", question, str(a + b), (step,), 8, int(nprng.binomial(8, 0.95 if right else 0.05)), generator=writer.generator))
-            recs.append(CalibrationRecord(f"q{i}", question, str(a + b), (step, f"A:{s}"), 1, int(right), True, generator=writer.generator))
+            recs.append(CalibrationRecord(f"q{i}", question, str(a + b), (step,), 8,
+                                          int(nprng.binomial(8, 0.95 if right else 0.05)), generator=writer.generator))
+            recs.append(CalibrationRecord(f"q{i}", question, str(a + b), (step, f"A:{s}"), 1, int(right), True,
+                                          generator=writer.generator))
         writer.write_question(recs)
     return path
 

@@ -80,7 +80,8 @@ def test_a_calibration_for_another_generator_is_refused(calibrated: VoteModel, g
     forged = VoteModel(calibrated.feature, calibrated.table, calibrated.max_measured, calibrated.price,
                        {**calibrated.provenance, "generator_sha256": "0" * 64})
     forged.save(calibration_path(other))
-    settings = StackSettings(ModelSettings(other), ArithmeticTask(), (parse_spec("adaptive_vote"),), meter=MeterSettings("estimate"))
+    settings = StackSettings(ModelSettings(other), ArithmeticTask(), (parse_spec("adaptive_vote"),),
+                             meter=MeterSettings("estimate"))
     with pytest.raises(ModelLoadError, match="calibrated for another generator"):
         with open_stack(settings):
             pass
@@ -104,7 +105,8 @@ def test_the_vote_strategies_run_without_a_prm(calibrated: VoteModel, generator:
             assert result.answer is None or result.chosen in result.candidates
             if spec.startswith(("adaptive_vote", "consistency")):
                 summary = next(d for d in result.decisions if d.kind == "adaptive_vote")
-                assert summary.rule == ("calibrated:" + calibrated.feature if spec.startswith("adaptive") else "adaptive-consistency")
+                wanted = "calibrated:" + calibrated.feature if spec.startswith("adaptive") else "adaptive-consistency"
+                assert summary.rule == wanted
                 assert summary.samples == result.cost.samples
                 if spec.startswith("consistency") and summary.stop == "settled":
                     assert summary.votes[0] >= 4  # Adaptive-Consistency cannot settle on fewer than four agreeing

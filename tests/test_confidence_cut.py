@@ -118,7 +118,8 @@ def test_online_termination_as_a_strategy_cuts_only_after_the_warm_up(spec: str)
     assert not strategy.needs_prm
     task = ArithmeticTask()
     cut_any = 0
-    with open_stack(StackSettings(ModelSettings(load_default_models().generator), task, (strategy,), meter=MeterSettings("estimate"))) as stack:
+    with open_stack(StackSettings(ModelSettings(load_default_models().generator), task, (strategy,),
+                                  meter=MeterSettings("estimate"))) as stack:
         for index in (0, 100, 200, 300, 400, 450):
             result = stack.searcher.run(strategy, task.problem("test", index), seed=index)
             kind = "confidence_cut" if spec.startswith("deepconf") else "adaptive_vote"

@@ -58,7 +58,8 @@ def test_greedy_decoding_solves_the_easiest_test_problems(generator, test_proble
     easy = [p for p in test_problems if p.level == 1][:30]
     correct = 0
     for p in easy:
-        leaves, _ = generator.complete([generator.prefill(TASK.prompt(p))], 1, sampling=SamplingParams(temperature=0.0), rules=TASK.step_rules)
+        leaves, _ = generator.complete([generator.prefill(TASK.prompt(p))], 1, sampling=SamplingParams(temperature=0.0),
+                                       rules=TASK.step_rules)
         correct += TASK.is_correct(leaves[0].solution_text(), p)
     generator.reset()
     assert correct >= 20, f"{correct}/30"  # an untrained model solves none; the model card has the real rate
@@ -119,7 +120,8 @@ def test_the_question_score_is_not_optimistic(generator, prm, test_problems) -> 
 def test_solve_is_the_main_job(models) -> None:
     # the README's main command, with the Makefile's question: it must be one the shipped generator
     # can answer (a question outside the task's levels, such as 37+48*3, gets copied wrong)
-    question = next(line.split("?=")[1].strip() for line in open(Path(__file__).parents[1] / "Makefile") if line.startswith("QUESTION"))
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text().splitlines()
+    question = next(line.split("?=")[1].strip() for line in makefile if line.startswith("QUESTION"))
     result = CliRunner().invoke(main, ["solve", question])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
@@ -247,7 +249,8 @@ def test_generator_training_draws_levels_by_weight_and_refuses_bad_weights(tmp_p
     questions = [tok.decode(ids[:prompt_len], skip_special_tokens=True) for ids, prompt_len in hardest_only]
     assert all(len(solve(q.strip()[2:])) == task.levels[-1].n_ops for q in questions), questions
     uniform = _examples(task, tok, random.Random(0), 60)
-    assert {len(solve(tok.decode(ids[:n], skip_special_tokens=True).strip()[2:])) for ids, n in uniform} == {lv.n_ops for lv in task.levels}
+    assert {len(solve(tok.decode(ids[:n], skip_special_tokens=True).strip()[2:])) for ids,
+            n in uniform} == {lv.n_ops for lv in task.levels}
     with pytest.raises(EdgeAdaptError, match="one non-negative weight per level"):
         train_generator(task, tmp_path / "never", GeneratorTrainSettings(steps=1, level_weights=(1, 1)))
     assert not (tmp_path / "never").exists()

@@ -64,7 +64,8 @@ def test_a_generator_without_a_calibration_gets_adaptive_consistency_and_one_for
         choose("solve", ModelSettings(gguf), own_generator=True)
 
 
-def test_serve_refuses_a_calibration_for_another_generator_before_loading_anything(shipped: ModelSettings, tmp_path: Path) -> None:
+def test_serve_refuses_a_calibration_for_another_generator_before_loading_anything(shipped: ModelSettings,
+                                                                                   tmp_path: Path) -> None:
     gguf = tmp_path / "other.gguf"
     gguf.write_bytes(shipped.generator.read_bytes()[:4096])
     shutil.copy(shipped.calibration_file, ModelSettings(gguf).calibration_file)

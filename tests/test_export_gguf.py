@@ -114,7 +114,8 @@ def test_cli_export_prints_the_checks(checkpoint, tmp_path: Path) -> None:
     assert (tmp_path / "cli-F32.gguf").exists()
     assert (tmp_path / "cli-Q4_K_M.gguf").exists()
 
-    result = CliRunner().invoke(main, ["export", "quantize", str(tmp_path / "cli-F32.gguf"), str(tmp_path / "q8.gguf"), "-t", "q8_0"])
+    result = CliRunner().invoke(main,
+                                ["export", "quantize", str(tmp_path / "cli-F32.gguf"), str(tmp_path / "q8.gguf"), "-t", "q8_0"])
     assert result.exit_code == 0, result.output
     assert "no per-tensor fallbacks" in " ".join(result.output.split())
 
@@ -215,7 +216,8 @@ def test_no_op_normalizers_convert_and_real_ones_are_refused_with_what_to_do(tmp
 
     from edge_adapt_tools.gguf.tokenizer import detect_pre_tokenizer
 
-    smollm = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    smollm = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                      pre_tokenizers.ByteLevel(add_prefix_space=False)])
     gpt2 = pre_tokenizers.ByteLevel(add_prefix_space=False)
     # SmolLM2-135M-Instruct ships {"type": "Sequence", "normalizers": []}: nothing to normalize
     assert detect_pre_tokenizer(_tokenizer_json(normalizers.Sequence([]), smollm), tmp_path) == "smollm"
@@ -229,7 +231,8 @@ def _sentencepiece_json(normalizer, pre_tokenizer, *, byte_fallback: bool = True
     """A SentencePiece-style BPE tokenizer.json (byte fallback, "▁" for spaces), built with `tokenizers`."""
     from tokenizers import Tokenizer, models
 
-    tok = Tokenizer(models.BPE(vocab={"<unk>": 0, "a": 1, "\u2581": 2}, merges=[], unk_token="<unk>", byte_fallback=byte_fallback))
+    tok = Tokenizer(models.BPE(vocab={"<unk>": 0, "a": 1, "\u2581": 2}, merges=[], unk_token="<unk>",
+                               byte_fallback=byte_fallback))
     if normalizer is not None:
         tok.normalizer = normalizer
     if pre_tokenizer is not None:
@@ -255,7 +258,8 @@ def test_sentencepiece_style_tokenizers_in_the_shapes_checkpoints_ship(tmp_path:
     never = _sentencepiece_json(None, pre_tokenizers.Metaspace(prepend_scheme="never", split=False))
     assert detect_style(never, tmp_path).add_space_prefix is False
     # a split that llama.cpp's SentencePiece tokenizer does not make, or another normalizer: refused
-    for normalizer, pre in ((None, pre_tokenizers.Metaspace(split=True)), (normalizers.Sequence([normalizers.NFKC(), spaces]), None)):
+    for normalizer, pre in ((None, pre_tokenizers.Metaspace(split=True)),
+                            (normalizers.Sequence([normalizers.NFKC(), spaces]), None)):
         with pytest.raises(TokenizerError, match="not SentencePiece's"):
             detect_style(_sentencepiece_json(normalizer, pre), tmp_path)
     # byte-level BPE still goes the byte-level way

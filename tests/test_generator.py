@@ -262,7 +262,8 @@ def test_prompt_longer_than_the_context(random_gguf: Path) -> None:
         assert g.free_sequences == 2  # nothing leaked
 
 
-def test_a_large_shared_context_warns_only_when_a_path_outgrows_training(random_gguf: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_large_shared_context_warns_only_when_a_path_outgrows_training(random_gguf: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
     # n_ctx is the KV pool of all branches: 4096 cells for 1024-position paths is normal use
     with caplog.at_level("WARNING", logger="edge_adapt"), Generator(random_gguf, GeneratorConfig(n_ctx=4096, n_seq_max=8)) as g:
         assert g.model.n_ctx_train == 1024

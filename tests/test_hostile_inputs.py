@@ -128,16 +128,19 @@ CASES = [
     Case("data nested deeply", lambda t: ["bench", "-o", str(t / "b"), "--task", "gsm8k", "--data",
                                           str(_write(t / "x.jsonl", "[" * 100_000))], 1, "nested too deeply"),
     Case("data repeated ids", lambda t: ["bench", "-o", str(t / "b"), "--task", "math", "--data", str(_write(
-        t / "m.jsonl", "\n".join(json.dumps({"problem": f"p{i}", "solution": r"\boxed{1}", "unique_id": "same"}) for i in range(3))))],
+        t / "m.jsonl", "\n".join(json.dumps({"problem": f"p{i}", "solution": r"\boxed{1}",
+                                             "unique_id": "same"}) for i in range(3))))],
         1, "'same' appears twice"),
     Case("template on the default task", lambda t: ["solve", Q, "--prompt-template", "Solve {question}"], 2,
          "a prompt template is for --task gsm8k/math"),
     Case("template placeholder", lambda t: ["solve", "--task", "gsm8k", "--data", str(_write(
-        t / "g.jsonl", json.dumps({"question": "1+1?", "answer": "#### 2"}))), "--index", "0", "--prompt-template", "{question} {0}"],
+        t / "g.jsonl", json.dumps({"question": "1+1?",
+                                   "answer": "#### 2"}))), "--index", "0", "--prompt-template", "{question} {0}"],
         2, "no other placeholder"),
     Case("bench out in /proc", lambda t: ["bench", "-o", "/proc/edge-adapt-x", "--limit", "1", "-s", "best_of_n:n=1"],
          1, "cannot create the run folder /proc/edge-adapt-x"),
-    Case("cost model binary", lambda t: ["solve", Q, "--meter", "estimate", "--cost-model", str(_write(t / "c.json", b"\x00\xff\x13"))],
+    Case("cost model binary",
+         lambda t: ["solve", Q, "--meter", "estimate", "--cost-model", str(_write(t / "c.json", b"\x00\xff\x13"))],
          1, "not a cost-model file"),
     Case("cost model nan", lambda t: ["solve", Q, "--meter", "estimate", "--cost-model", str(_write(t / "c.json", json.dumps(
         {"device_class": "cpu", "idle_w": float("nan"), "j_per_prompt_token": 0, "j_per_generated_token": 0,
@@ -160,14 +163,16 @@ CASES = [
     Case("report record 42", lambda t: ["report", str(_run_folder(t, GOOD_RECORD + "\n42\n")), "--no-plots"],
          1, r"records.jsonl ?:2: not a benchmark record \(a JSON object"),
     # outputs that must not be overwritten
-    Case("export prm into the current folder", lambda t: ["export", "prm", str(MODELS.prm), "-c", str(MODELS.root / "calibration.jsonl"),
+    Case("export prm into the current folder",
+         lambda t: ["export", "prm", str(MODELS.prm), "-c", str(MODELS.root / "calibration.jsonl"),
                                                           "-o", "."], 1, "not the current folder"),
     Case("export prm over user files", lambda t: ["export", "prm", str(MODELS.prm), "-c", str(MODELS.root / "calibration.jsonl"),
                                                   "-o", str(_write(t / "mine" / "notes.txt", "keep").parent)], 1, "not a PRM"),
     Case("export prm over a PRM folder holding user files", lambda t: [
         "export", "prm", str(MODELS.prm), "-c", str(MODELS.root / "calibration.jsonl"), "-o", str(_prm_with_user_files(t))],
          1, r"also holds 3 file\(s\) of yours \(notes.txt, photo.jpg, sub/\)"),
-    Case("rollouts to /proc", lambda t: ["export", "rollouts", str(MODELS.generator), "-o", "/proc/edge-adapt-x", "--per-level", "1"],
+    Case("rollouts to /proc",
+         lambda t: ["export", "rollouts", str(MODELS.generator), "-o", "/proc/edge-adapt-x", "--per-level", "1"],
          1, "cannot write the calibration file /proc/edge-adapt-x"),
 ]
 
@@ -270,7 +275,9 @@ def test_a_prm_calibrated_for_another_generator_is_refused_and_no_prm_mode_is_la
     assert both.exit_code == 2
     assert "contradict" in both.output
     # a bench without a PRM: the majority ladder, its records say there was no PRM
-    run = CliRunner().invoke(main, ["bench", "-o", str(tmp_path / "run"), "--no-prm", "--limit", "3", "--no-plots", "--meter", "estimate"])
+    run = CliRunner().invoke(main,
+                             ["bench", "-o", str(tmp_path / "run"), "--no-prm", "--limit", "3", "--no-plots", "--meter",
+                              "estimate"])
     assert run.exit_code == 0, run.output
     from edge_adapt.bench import NO_PRM_STRATEGIES, RunFolder
 
@@ -336,7 +343,8 @@ def test_the_step_delimiter_and_token_cap_can_be_set_for_a_model_that_writes_oth
 
 def test_a_prompt_template_reaches_the_generator(tmp_path: Path) -> None:
     data = _write(tmp_path / "g.jsonl", json.dumps({"question": "What is 2+2?", "answer": "#### 4"}))
-    args = ["solve", "--task", "gsm8k", "--data", str(data), "--index", "0", "--no-prm", "-n", "1", "--max-new-tokens", "8", "--json"]
+    args = ["solve", "--task", "gsm8k", "--data", str(data), "--index", "0", "--no-prm", "-n", "1", "--max-new-tokens",
+            "8", "--json"]
     default = json.loads(CliRunner().invoke(main, args).output)
     short = json.loads(CliRunner().invoke(main, [*args, "--prompt-template", "{question}\\n"]).output)
     assert short["cost"]["prompt_tokens"] < default["cost"]["prompt_tokens"]  # the default asks for "The answer is N."

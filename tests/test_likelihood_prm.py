@@ -177,7 +177,8 @@ def test_likelihood_needs_the_generators_tokenizer_and_a_question_end(step_check
     assert "tokenizer differs from the PRM's" in export_prm(other, "Q:{question}\\n")
     assert "nothing after {question}" in export_prm(step_checkpoint, "{question}")
     with pytest.raises(UnsupportedModelError, match="vocabulary"):
-        GeneratorAwarePRM(AutoModelForCausalLM.from_pretrained(other), AutoModelForCausalLM.from_pretrained(step_checkpoint), 0, [0])
+        GeneratorAwarePRM(AutoModelForCausalLM.from_pretrained(other),
+                          AutoModelForCausalLM.from_pretrained(step_checkpoint), 0, [0])
     assert not (tmp_path / "prm").exists()  # nothing half-written
 
 

@@ -36,7 +36,8 @@ def problems():
 def test_energy_budget_is_never_exceeded_and_caps_are_recorded(searcher, problems) -> None:
     guarded = with_policy(searcher, Budget(energy_j=15.0))
     capped = 0
-    for strategy in (BestOfN(n=32), IASBestOfN(n_max=32, confidence=0.999), BeamSearch(n=16, width=4), IASBeamSearch(k_max=4, m_max=4)):
+    for strategy in (BestOfN(n=32), IASBestOfN(n_max=32, confidence=0.999), BeamSearch(n=16, width=4),
+                     IASBeamSearch(k_max=4, m_max=4)):
         for problem in problems[:3]:
             result = guarded.run(strategy, problem, seed=3)
             assert result.cost.energy_estimated
@@ -68,7 +69,8 @@ def test_latency_budget_caps_the_samples(searcher, problems) -> None:
         # learns from every sample, so a budget fixed once could become infeasible on a loaded
         # machine); one answer is a sample plus the scoring after it
         _, _, seconds_per_sample = guarded.policy.estimates.unit_cost("sample")
-        result = guarded.run(BestOfN(n=48), problem, budget=Budget(latency_s=4 * seconds_per_sample + guarded.policy.tail_seconds))
+        result = guarded.run(BestOfN(n=48), problem,
+                             budget=Budget(latency_s=4 * seconds_per_sample + guarded.policy.tail_seconds))
         caps = [d.detail for d in result.decisions if d.kind == "budget_cap"]
         assert caps
         assert caps[0]["limit"] == "latency"

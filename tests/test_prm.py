@@ -93,7 +93,8 @@ def test_scorer_matches_pytorch_on_held_out_prefixes(llama_prm, checkpoint, synt
     for qid in sorted(held):
         recs = [r for r in held_records if r.question_id == qid]
         scores += [s.final.values for s in prm.score(recs[0].question, [list(r.prefix) for r in recs])]
-    m = calibration_metrics(np.array(scores), np.array([r.success_rate for r in sorted(held_records, key=lambda r: r.question_id)]),
+    m = calibration_metrics(np.array(scores),
+                            np.array([r.success_rate for r in sorted(held_records, key=lambda r: r.question_id)]),
                             prm.levels, np.array([r.n_rollouts for r in sorted(held_records, key=lambda r: r.question_id)]))
     # the metrics the export measured through the runtime are these
     fp32 = next(v for v in llama_prm.export.variants if v.variant == "fp32").metrics
@@ -237,7 +238,8 @@ def test_sigmoid_of_extreme_logits_is_quiet_and_exact() -> None:
 def test_int8_acceptance_rule() -> None:
     base = CalibrationMetrics(100, 0.040, 0.030, {"q10": 0.10, "q50": 0.50, "q90": 0.90}, {}, 0.05)
     close = CalibrationMetrics(100, 0.042, 0.035, {"q10": 0.11, "q50": 0.51, "q90": 0.89}, {}, 0.05)
-    far = CalibrationMetrics(100, 0.040 + 2 * INT8_TOLERANCE["brier_median"], 0.030, {"q10": 0.10, "q50": 0.50, "q90": 0.90}, {}, 0.05)
+    far = CalibrationMetrics(100, 0.040 + 2 * INT8_TOLERANCE["brier_median"], 0.030,
+                             {"q10": 0.10, "q50": 0.50, "q90": 0.90}, {}, 0.05)
     assert _within_int8_tolerance(base, close)[0]
     ok, why = _within_int8_tolerance(base, far)
     assert not ok

@@ -28,7 +28,8 @@ def test_records_round_trip_and_resume_drops_a_half_written_question(tmp_path: P
     writer.write_question([record("q1"), record("q1", ("3+4=7\n\n",), k=8)])
     writer.write_question([record("q2"), record("q2", ("3+4=8\n\n",), k=0), record("q2", ("3+4=8\n\n", "A:8"), n=1, k=0)])
     whole = path.read_bytes()
-    assert [(r.question_id, r.question_lines) for r in read_records(path)] == [("q1", 2), ("q1", 2), ("q2", 3), ("q2", 3), ("q2", 3)]
+    assert [(r.question_id, r.question_lines) for r in read_records(path)] == [("q1", 2), ("q1", 2), ("q2", 3),
+                                                                               ("q2", 3), ("q2", 3)]
 
     # power cut in the middle of q2: its first line made it, the second is torn
     lines = whole.split(b"\n")
@@ -117,4 +118,5 @@ def test_an_interrupted_run_resumes_to_the_same_file(step_gguf: Path, tmp_path: 
     with pytest.raises(EdgeAdaptError, match="other settings"):
         build_calibration_set(step_gguf, TINY_ARITHMETIC, problems, whole, RolloutSettings(seed=8))
     with pytest.raises(EdgeAdaptError, match="other settings"):  # a file without continuations is another file
-        build_calibration_set(step_gguf, TINY_ARITHMETIC, problems, whole, dataclasses.replace(settings, record_continuations=True))
+        build_calibration_set(step_gguf, TINY_ARITHMETIC, problems, whole,
+                              dataclasses.replace(settings, record_continuations=True))

@@ -91,7 +91,8 @@ def test_early_stopping_stops_once_answers_agree(searcher, problems) -> None:
     assert not [d for d in never.decisions if d.kind == "early_stop"]
 
 
-@pytest.mark.parametrize("strategy", [BeamSearch(n=8, width=2), BeamSearch(n=6, width=3, score_every=2), IASBeamSearch(k_max=3, m_max=2)])
+@pytest.mark.parametrize("strategy",
+                         [BeamSearch(n=8, width=2), BeamSearch(n=6, width=3, score_every=2), IASBeamSearch(k_max=3, m_max=2)])
 def test_beam_search_respects_its_budget(searcher, problems, strategy) -> None:
     budget = strategy.n if isinstance(strategy, BeamSearch) else strategy.k_max * strategy.m_max
     for problem in problems[:4]:

@@ -72,7 +72,8 @@ def test_beams_to_keep_and_expansion_width_by_hand() -> None:
 
 
 def cand(answer: str | None, median: float) -> Candidate:
-    return Candidate(steps=(f"A:{answer}",), answer=answer, end=StepEnd.EOG, final=Quantiles((0.1, 0.5, 0.9), (median / 2, median, median)))
+    return Candidate(steps=(f"A:{answer}",), answer=answer, end=StepEnd.EOG,
+                     final=Quantiles((0.1, 0.5, 0.9), (median / 2, median, median)))
 
 
 def test_votes_and_ranking() -> None:

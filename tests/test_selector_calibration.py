@@ -41,7 +41,9 @@ def test_export_selector_refuses_what_it_cannot_use(llama_prm, synthetic_calib, 
     no_data = CliRunner().invoke(main, ["export", "selector", str(prm_dir), "-c", str(synthetic_calib), "--task", "gsm8k"])
     assert no_data.exit_code == 2
     assert "--data" in no_data.output
-    other_temperature = CliRunner().invoke(main, ["export", "selector", str(prm_dir), "-c", str(synthetic_calib), "--temperature", "1.3"])
+    other_temperature = CliRunner().invoke(main,
+                                           ["export", "selector", str(prm_dir), "-c", str(synthetic_calib),
+                                            "--temperature", "1.3"])
     assert other_temperature.exit_code == 1
     assert "fresh questions only" in other_temperature.output
     empty = tmp_path / "empty.jsonl"

@@ -230,7 +230,8 @@ def test_bad_requests_get_an_openai_error_naming_the_field(default_server: Serve
 
 
 def test_malformed_bodies_and_unknown_routes(default_server: Server) -> None:
-    r = httpx.post(f"{default_server.url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    r = httpx.post(f"{default_server.url}/v1/chat/completions", content=b"{not json",
+                   headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "invalid_json"
     r = httpx.post(f"{default_server.url}/v1/chat/completions", content=b'{"messages": [{"role": "user", "content": "1+2"}],'
@@ -415,7 +416,8 @@ def test_an_api_key_guards_v1_but_not_health(default_server: Server) -> None:
 
 def test_binding_beyond_loopback_needs_a_key() -> None:
     r = subprocess.run([sys.executable, "-m", "edge_adapt.cli", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
-                       capture_output=True, text=True, timeout=60, env={k: v for k, v in os.environ.items() if k != "EDGE_ADAPT_API_KEY"})
+                       capture_output=True, text=True, timeout=60, env={k: v for k,
+                                                                        v in os.environ.items() if k != "EDGE_ADAPT_API_KEY"})
     assert r.returncode == 2
     assert "--api-key" in r.stderr
 

@@ -139,7 +139,8 @@ def test_content_as_text_parts_and_stop_applied_while_generating(chat_server: Se
     full = parts["choices"][0]["message"]["content"]
     assert "5" in full
     assert parts["edge_adapt"]["mode"] == "single"
-    stopped = post(chat_server, user([{"type": "text", "text": "Count from 1 to 30, "}, {"type": "text", "text": "one per line."}],
+    stopped = post(chat_server,
+                   user([{"type": "text", "text": "Count from 1 to 30, "}, {"type": "text", "text": "one per line."}],
                                      seed=0, temperature=0, stop=["5"])).json()
     assert stopped["choices"][0]["finish_reason"] == "stop"
     assert "5" not in stopped["choices"][0]["message"]["content"]

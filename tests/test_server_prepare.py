@@ -96,7 +96,8 @@ def test_refusals_name_the_field(request_: object, status: int, param: str) -> N
 def test_the_arithmetic_models_read_words_and_say_what_they_ignored() -> None:
     server = ServerSettings(model_id="g", default_strategy="adaptive:price=8", default_why="PRM", search=SearchSettings())
     prepared = prepare(ChatCompletionRequest.model_validate({"messages": [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 + 30?"}]}), CHAT, server, ArithmeticTask())
+        {"role": "system", "content": "Be brief."}, {"role": "user",
+                                                     "content": "What is 12 + 30?"}]}), CHAT, server, ArithmeticTask())
     assert prepared.job.problem.answer == "42"
     assert prepared.mode == "search"
     assert any("no chat template" in note for note in prepared.notes)

@@ -67,7 +67,8 @@ def test_a_stack_refuses_a_prompt_template_its_task_does_not_hold() -> None:
     task = get_task("gsm8k", None, "Q: {question}\nA:")
     StackSettings(ModelSettings(Path("g.gguf")), task, (), prompt=PromptSettings(prompt_template="Q: {question}\nA:"))
     with pytest.raises(EdgeAdaptError, match="not the task's"):
-        StackSettings(ModelSettings(Path("g.gguf")), ArithmeticTask(), (), prompt=PromptSettings(prompt_template="Q: {question}\nA:"))
+        StackSettings(ModelSettings(Path("g.gguf")), ArithmeticTask(), (),
+                      prompt=PromptSettings(prompt_template="Q: {question}\nA:"))
 
 
 # config.json as runs recorded it before the settings tree (less the fingerprints and what the stack

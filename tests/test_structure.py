@@ -97,7 +97,8 @@ def test_everything_builds_its_parts_only_in_the_composition_root() -> None:
     """Generator, PRM, meter, policy and searcher are constructed in edge_adapt/assembly.py, in the
     library, the workstation tools and the benchmarks alike (tests build parts to test them)."""
     parts = {"Generator", "Searcher", "EnergyPolicy", "QuantilePRM", "NoPRM"}
-    files = [path for folder in ("edge_adapt", "edge_adapt_tools", "benchmarks") for path in sorted((ROOT / folder).rglob("*.py"))]
+    files = [path for folder in ("edge_adapt", "edge_adapt_tools",
+                                 "benchmarks") for path in sorted((ROOT / folder).rglob("*.py"))]
     found = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in files
              if path.name != "assembly.py"
              for node in ast.walk(ast.parse(path.read_text(), str(path)))

@@ -115,7 +115,8 @@ def test_every_task_gives_its_benchmark_an_index_and_a_users_question(tmp_path: 
     with pytest.raises(EdgeAdaptError, match=r"cannot be asked as one chain.*\(454\+762\)\*3"):
         task.parse_question("3348*6+7430*2")
     path = tmp_path / "gsm.jsonl"
-    path.write_text(json.dumps({"question": "1+1?", "answer": "2\n#### 2"}) + "\n" + json.dumps({"question": "2+2?", "answer": "#### 4"}) + "\n")
+    path.write_text(json.dumps({"question": "1+1?", "answer": "2\n#### 2"}) + "\n" + json.dumps({"question": "2+2?",
+                                                                                                 "answer": "#### 4"}) + "\n")
     file_task = GSM8KTask(path)
     assert file_task.benchmark_problems() == file_task.problems()
     assert file_task.problem_at(1).answer == "4"
@@ -235,7 +236,8 @@ def test_a_chain_shown_the_usual_way_reads_back_as_the_same_chain_and_value(chai
 
 
 @pytest.mark.parametrize(("typed", "chain"), [("454+762*3", "762*3+454"), ("(454+762)*3", "454+762*3"),
-                                                ("3*(4+5)", "4+5*3"), ("100-7*3", None), ("2*3+4*5", None), ("(1+2)*(3+4)", None)])
+                                                ("3*(4+5)", "4+5*3"), ("100-7*3", None), ("2*3+4*5",
+                                                                                          None), ("(1+2)*(3+4)", None)])
 def test_a_users_expression_becomes_the_chain_with_its_value_or_a_clear_error(typed: str, chain: str | None) -> None:
     if chain is None:
         with pytest.raises(EdgeAdaptError, match="cannot be asked as one chain"):

@@ -209,7 +209,8 @@ def test_fit_answer_model_orders_priors_and_scores() -> None:
         sols = []
         for _ in range(8):
             right = rng.random() < p
-            sols.append(_sol("42" if right else str(rng.randrange(1000)), right, rng.uniform(0.5, 1) if right else rng.uniform(0, 0.6)))
+            sols.append(_sol("42" if right else str(rng.randrange(1000)), right,
+                             rng.uniform(0.5, 1) if right else rng.uniform(0, 0.6)))
         questions.append(CalibrationQuestion(p + rng.uniform(-0.05, 0.05), tuple(sols)))
     mdl = fit_answer_model(questions, answers_equal, provenance={"test": True})
     grid = p_grid()

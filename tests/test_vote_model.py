@@ -28,8 +28,10 @@ from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.voting import majority_confidence
 
 
-def question(qid: str, answers: list[str | None], gold: str, conf: float, tokens: int = 10, level: int | None = None) -> VoteQuestion:
-    return VoteQuestion(qid, tuple(CalibrationSample(a, a == gold, tokens, {"mean": conf, "lowest": conf, "tail": conf, "prm": None})
+def question(qid: str, answers: list[str | None], gold: str, conf: float, tokens: int = 10,
+             level: int | None = None) -> VoteQuestion:
+    return VoteQuestion(qid,
+                        tuple(CalibrationSample(a, a == gold, tokens, {"mean": conf, "lowest": conf, "tail": conf, "prm": None})
                                    for a in answers), level)
 
 
@@ -81,7 +83,8 @@ def test_the_calibrated_rule_draws_the_round_whose_gain_beats_its_price() -> Non
 def test_the_table_reads_the_finest_cell_enough_questions_reached() -> None:
     state = VoteState(1, 1, 0, 1, -0.1)
     fine, mid, *_ = cell_keys(state, (-1.0,))
-    table = VoteTable((-1.0,), {fine: VoteCell(3, 0.9, ()), mid: VoteCell(12, 0.7, ()), "*": VoteCell(40, 0.5, ())}, min_questions=10)
+    table = VoteTable((-1.0,), {fine: VoteCell(3, 0.9, ()), mid: VoteCell(12, 0.7, ()), "*": VoteCell(40, 0.5, ())},
+                      min_questions=10)
     assert table.lookup(state) == (mid, VoteCell(12, 0.7, ()))
 
 

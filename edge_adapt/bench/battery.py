@@ -167,7 +167,8 @@ def _run_paced(config: BenchConfig, task: Task, problems: list[Problem], total_j
                 index, problem = item
                 price, cap = pacing.take(index)
                 try:
-                    result = stack.searcher.run(parse_spec(f"{kind}:price={price:.4g}"), problem, seed=config.seed * 1_000_003 + index,
+                    result = stack.searcher.run(parse_spec(f"{kind}:price={price:.4g}"), problem,
+                                                seed=config.seed * 1_000_003 + index,
                                                 budget=Budget(energy_j=max(cap, 1e-9), first_unit_floor=False))
                 except BudgetError as exc:  # what is left cannot buy one answer: the battery is empty
                     return {**_cut_record(problem, index, price, str(exc)), "cap_joules": cap}

@@ -61,10 +61,12 @@ def questions_from_records(records: Sequence[dict[str, Any]]) -> list[VoteQuesti
     questions = []
     for record in records:
         rows = record.get("samples") or ()
-        labels: dict[int, str] = {i: f"a{g}" for g, members in enumerate(group_indices([s["answer"] for s in rows], answers_equal))
+        labels: dict[int, str] = {i: f"a{g}" for g,
+                                  members in enumerate(group_indices([s["answer"] for s in rows], answers_equal))
                                   for i in members}
         samples = tuple(CalibrationSample(labels.get(i), bool(s["correct"]), int(s["tokens"]),
-                                          {**{f: s["confidence"][f] for f in ("mean", "lowest", "tail")}, "prm": s.get("prm_median")})
+                                          {**{f: s["confidence"][f] for f in ("mean", "lowest", "tail")},
+                                           "prm": s.get("prm_median")})
                         for i, s in enumerate(rows))
         questions.append(VoteQuestion(str(record["question_id"]), samples, record.get("level")))
     return questions
@@ -107,7 +109,8 @@ def fit_and_judge(folder: RunFolder, config: BenchConfig, out: Path, *, held_out
         "generator": config.models.generator.name, "generator_sha256": sha256_of(config.models.generator),
         **prompt_provenance(settings, bool(recorded.get("chat_template"))),
         "prm": str(config.models.prm) if config.models.prm else None,
-        "prm_sha256": prm_fingerprint(config.models.prm) if config.models.prm else None, "data": config.data, "data_sha256": recorded.get("data_sha256"), "split": config.split,
+        "prm_sha256": prm_fingerprint(config.models.prm) if config.models.prm else None, "data": config.data,
+        "data_sha256": recorded.get("data_sha256"), "split": config.split,
         "question_seed": config.question_seed, "samples_run": str(folder.path),
         "held_out_fraction": held_out, "held_out_questions": len(held),
     }

@@ -71,7 +71,8 @@ def _frontiers(plt: Any, summaries: list[StrategySummary]) -> list[tuple[str, An
                 ax.scatter([x for x, _, _ in pts], [100 * y for _, y, _ in pts], s=40, marker="o", label="IAS and others")
             else:
                 ax.plot([x for x, _, _ in pts], [100 * y for _, y, _ in pts], marker="D" if family == "adaptive" else "s",
-                        lw=2 if family == "adaptive" else 1, label=f"{family} (fixed)" if family != "adaptive" else "adaptive (price)")
+                        lw=2 if family == "adaptive" else 1,
+                        label=f"{family} (fixed)" if family != "adaptive" else "adaptive (price)")
             for x, y, label in pts:
                 short = label.split(":", 1)[1] if family != "other" else label
                 ax.annotate(short, (x, 100 * y), fontsize=6, xytext=(3, 3), textcoords="offset points")

@@ -137,7 +137,8 @@ def environment(stack: Stack) -> dict[str, Any]:
         "prm_variant": prm.variant,
         "threads": {"generator": gen.threads, "prm": prm.threads or "onnxruntime default (all cores)",
                     "prm_spin": prm.spin, "chosen": stack.threads.as_record()},
-        "kv_cache": {"n_ctx": gen.n_ctx, "n_seq_max": gen.ctx.n_seq_max, "unified": gen.config.kv_unified, "type": gen.config.kv_type},
+        "kv_cache": {"n_ctx": gen.n_ctx, "n_seq_max": gen.ctx.n_seq_max, "unified": gen.config.kv_unified,
+                     "type": gen.config.kv_type},
         "meter": stack.meter.source,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -193,12 +194,7 @@ def run_bench(
     not its configuration: records depend on it only through batched arithmetic's last bits."""
     folder = RunFolder(out)
     task = task or get_task(config.task, config.data, config.prompt.prompt_template)
-    problems = problems if problems is not None else load_problems(config, task)
-    if not problems:
-        raise RunFolderError("no questions to run: the data file (or the split) holds none")
-    repeated = sorted(i for i, n in Counter(p.id for p in problems).items() if n > 1)
-    if repeated:
-        raise RunFolderError(f"problem ids {', '.join(repeated[:5])} appear more than once; every question of a run needs its own id")
+    problems = _checked(problems if problems is not None else load_problems(config, task))
     parallel, parallel_why = choose_parallel(config, parallel, cluster)
     settings = stack_settings(config, task, parallel)
     fingerprint = {"models_sha256": model_fingerprints(config), "data_sha256": sha256_of(config.data) if config.data else None}
@@ -234,6 +230,17 @@ def run_bench(
         if report is not None:
             folder.write_environment({**environment_record, "cluster": report.as_record()})
     return folder
+
+
+def _checked(problems: list[Problem]) -> list[Problem]:
+    """The run's questions: at least one, each with its own id (records are keyed by it)."""
+    if not problems:
+        raise RunFolderError("no questions to run: the data file (or the split) holds none")
+    repeated = sorted(i for i, n in Counter(p.id for p in problems).items() if n > 1)
+    if repeated:
+        raise RunFolderError(f"problem ids {', '.join(repeated[:5])} appear more than once; every question of a run "
+                             "needs its own id")
+    return problems
 
 
 @dataclass(frozen=True)

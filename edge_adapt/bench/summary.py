@@ -98,9 +98,11 @@ def table_rows(summaries: list[StrategySummary]) -> list[list[str]]:
     def num(x: float | None, fmt: str) -> str:
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else ("inf" if x == math.inf else format(x, fmt))
 
-    return [[s.strategy, str(s.questions), f"{s.accuracy:.1%}", num(s.tokens_per_question, ".0f"), num(s.prm_tokens_per_question, ".0f"),
+    return [[s.strategy, str(s.questions), f"{s.accuracy:.1%}", num(s.tokens_per_question, ".0f"),
+             num(s.prm_tokens_per_question, ".0f"),
              num(s.joules_per_question, ".2f"), num(s.joules_per_correct, ".2f"), num(s.latency_p50_s, ".2f"),
-             num(s.latency_p95_s, ".2f"), num(s.prm_share, ".0%"), num(s.samples_per_question, ".1f"), num(s.samples_chosen, ".1f"),
+             num(s.latency_p95_s, ".2f"), num(s.prm_share, ".0%"), num(s.samples_per_question,
+                                                                       ".1f"), num(s.samples_chosen, ".1f"),
              num(s.prm_calls_per_question, ".1f")] for s in summaries]
 
 
@@ -142,7 +144,8 @@ def pareto_lines(summaries: list[StrategySummary], points: float = 1.0) -> list[
                  + (f", {joules:.0%} of its joules" if joules is not None else "")]
         for cost, label in (("tokens_per_question", "tokens"), ("joules_per_question", "joules")):
             dom = dominated_by(s, summaries, cost, points)
-            parts.append(f"dominated on {label} by {dom}" if dom else f"no fixed strategy is cheaper in {label} and {points:g}+ points better")
+            parts.append(f"dominated on {label} by {dom}" if dom else f"no fixed strategy is cheaper in {label} and {points:g}+ "
+                                                                      f"points better")
         lines.append("; ".join(parts))
     return lines
 
@@ -197,10 +200,12 @@ def markdown(summaries: list[StrategySummary], title: str) -> str:
         out.write("\n## IAS against fixed budgets of its kind\n\n" + "\n".join(f"- {line}" for line in lines) + "\n")
     levels = sorted({lv for s in summaries for lv in s.by_level})
     if levels:
-        out.write("\n## Accuracy / samples per difficulty level\n\n| strategy | " + " | ".join(f"L{lv}" for lv in levels) + " |\n|"
+        out.write("\n## Accuracy / samples per difficulty level\n\n| strategy | " + " | "
+                                                                                    "".join(f"L{lv}" for lv in levels) + " |\n|"
                   + "---|" * (len(levels) + 1) + "\n")
         for s in summaries:
-            cells = [f"{s.by_level[lv]['accuracy']:.0%} / {s.by_level[lv]['samples']:.1f}" if lv in s.by_level else "-" for lv in levels]
+            cells = [f"{s.by_level[lv]['accuracy']:.0%} / "
+                     f"{s.by_level[lv]['samples']:.1f}" if lv in s.by_level else "-" for lv in levels]
             out.write(f"| {s.strategy} | " + " | ".join(cells) + " |\n")
     gave_up = [s for s in summaries if s.gave_up]
     if gave_up:

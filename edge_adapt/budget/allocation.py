@@ -108,7 +108,8 @@ class SuccessBelief:
 
     def __post_init__(self) -> None:
         if not self.values or len(self.values) != len(self.weights):
-            raise BudgetError(f"a success belief needs one weight per value, got {len(self.values)} values and {len(self.weights)} weights")
+            raise BudgetError(f"a success belief needs one weight per value, got {len(self.values)} values and "
+                              f"{len(self.weights)} weights")
         if min(self.weights) < 0 or not math.isclose(sum(self.weights), 1.0, abs_tol=1e-9):
             raise BudgetError(f"success belief weights must be non-negative and sum to 1, got {self.weights}")
 

@@ -183,8 +183,11 @@ class QuestionGuard:
         per_j, per_s = j_per_token * tokens, s_per_token * tokens  # what each further unit adds to a round
         spent, safety = self.spent(), self.budget.safety
         b = self.budget
-        left_j = b.energy_j - spent.joules - (self.policy.tail_joules + fixed_j) * safety if b.energy_j is not None else math.inf
-        left_s = b.latency_s - spent.seconds - (self.policy.tail_seconds + fixed_s) * safety if b.latency_s is not None else math.inf
+        left_j, left_s = math.inf, math.inf
+        if b.energy_j is not None:
+            left_j = b.energy_j - spent.joules - (self.policy.tail_joules + fixed_j) * safety
+        if b.latency_s is not None:
+            left_s = b.latency_s - spent.seconds - (self.policy.tail_seconds + fixed_s) * safety
 
         def units_in(left: float, per_unit: float) -> float:
             if left <= 0:

@@ -62,7 +62,8 @@ def battery_cmd(out: Path, total_joules: float, task_name: str, data: Path | Non
       edge-adapt battery -o runs/battery --joules 300 --limit 100
       edge-adapt battery -o runs/smol-battery --joules 2000 -m smol.gguf --task gsm8k --data q.jsonl
     """
-    chosen = resolve_models(generator_path, prm_path, models, runs_without_prm(no_prm, generator_path is not None, prm_path is not None),
+    chosen = resolve_models(generator_path, prm_path, models,
+                            runs_without_prm(no_prm, generator_path is not None, prm_path is not None),
                             threads=threads, gpu_layers=gpu_layers, calibration=calibration)
     task_name = choose("battery", chosen, own_generator=generator_path is not None, task=task_name).task
     if task_name in ("gsm8k", "math") and data is None:

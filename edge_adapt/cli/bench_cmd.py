@@ -94,7 +94,8 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
             parse_spec(spec)
         except Exception as exc:
             raise click.BadParameter(str(exc), param_hint="--strategy") from None
-    chosen = resolve_models(generator_path, prm_path, models, runs_without_prm(no_prm, generator_path is not None, prm_path is not None),
+    chosen = resolve_models(generator_path, prm_path, models,
+                            runs_without_prm(no_prm, generator_path is not None, prm_path is not None),
                             threads=threads, gpu_layers=gpu_layers, calibration=calibration)
     defaults = choose("bench", chosen, own_generator=generator_path is not None, task=task_name,
                       strategies=tuple(parse_spec(s).name for s in strategies))
@@ -142,7 +143,8 @@ def _report(folder: RunFolder, plots: bool) -> None:
     if not records:
         raise click.ClickException(f"{folder.path}: no records yet; run `edge-adapt bench -o {folder.path}` first")
     summaries = summarise(records)
-    title = f"{config.get('task', '?')} task, {len({r['question_id'] for r in records})} questions, seed {config.get('seed', '?')}"
+    questions = len({r["question_id"] for r in records})
+    title = f"{config.get('task', '?')} task, {questions} questions, seed {config.get('seed', '?')}"
     table = Table(title=title)
     for col in COLUMNS:
         table.add_column(col, justify="left" if col == "strategy" else "right")

@@ -22,7 +22,8 @@ from edge_adapt.tasks import TASK_NAMES
 @click.option("-m", "--generator", "generator_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="The GGUF generator to calibrate.")
 @click.option("--task", "task_name", type=click.Choice(TASK_NAMES), show_default="gsm8k")
-@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Your questions (JSONL; --task gsm8k/math).")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Your questions (JSONL; --task gsm8k/math).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use this many questions, spread evenly over the levels.")
 @click.option("--question-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="The default task: which draw of its calibration split (never its test split).")

@@ -24,7 +24,8 @@ def energy_group() -> None:
 
 
 @energy_group.command("meters")
-@click.option("--seconds", type=FiniteFloat(min=0, max=3600), default=1.0, show_default=True, help="Sample the chosen meter this long (at most an hour).")
+@click.option("--seconds", type=FiniteFloat(min=0, max=3600), default=1.0, show_default=True,
+              help="Sample the chosen meter this long (at most an hour).")
 def meters(seconds: float) -> None:
     """List every meter kind, available or why not, and read the one the policy would use.
 
@@ -50,7 +51,8 @@ def meters(seconds: float) -> None:
 
 @energy_group.command("fit")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Cost-model JSON to write.")
-@click.option("--meter", type=click.Choice([k for k in METER_KINDS if k != "estimate"]), help="Meter to fit against (default: best found).")
+@click.option("--meter", type=click.Choice([k for k in METER_KINDS if k != "estimate"]),
+              help="Meter to fit against (default: best found).")
 @click.option("--runs", type=click.IntRange(min=4), default=12, show_default=True, help="Measured runs (different sizes).")
 @model_options
 def fit(out: Path, meter: str | None, runs: int, generator_path: Path | None, prm_path: Path | None, models: Path | None,

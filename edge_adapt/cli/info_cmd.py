@@ -29,7 +29,8 @@ def info(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(report), indent=2))
         return
-    console.print(f"[bold]edge-adapt[/] {report.packages.get('edge-adapt', '?')}  ·  Python {report.python}  ·  {report.platform}  ·  {report.cpu_threads} CPU threads")
+    console.print(f"[bold]edge-adapt[/] {report.packages.get('edge-adapt', '?')}  ·  Python {report.python}  ·  "
+                  f"{report.platform}  ·  {report.cpu_threads} CPU threads")
 
     packages = Table(title="Packages", title_justify="left")
     packages.add_column("package")
@@ -46,7 +47,8 @@ def info(as_json: bool) -> None:
     for dev in report.llama_devices:
         llama.add_row(dev.name, dev.kind, human_bytes(dev.memory_total) if dev.memory_total else "-", dev.description)
     console.print(llama)
-    offload = "[green]yes[/]" if report.llama_gpu_offload else "[yellow]no[/] (a CPU-only build; docs/CLUSTER.md shows a CUDA build)"
+    offload = "[green]yes[/]" if report.llama_gpu_offload else \
+        "[yellow]no[/] (a CPU-only build; docs/CLUSTER.md shows a CUDA build)"
     console.print(f"GPU offload compiled in: {offload}")
     console.print(f"CPU features: {report.llama_system_info}", highlight=False)
 

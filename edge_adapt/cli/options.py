@@ -28,7 +28,8 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--models", type=click.Path(exists=True, file_okay=False, path_type=Path),
                      help="Folder of default models (default: models/ or $EDGE_ADAPT_MODELS)."),
         click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: the whole cores free at start)."),
-        click.option("--gpu-layers", type=int, default=0, show_default=True, help="Generator layers to offload to a GPU (-1: all)."),
+        click.option("--gpu-layers", type=int, default=0, show_default=True,
+                     help="Generator layers to offload to a GPU (-1: all)."),
     ]):
         f = option(f)
     return f
@@ -122,7 +123,8 @@ def prompt_options(f: Callable[..., Any]) -> Callable[..., Any]:
                           "'The answer is N.' or \\boxed{})."),
         click.option("--step-delimiter", callback=lambda ctx, param, value: unescape(value) if value else None,
                      help="Where a step ends, instead of the task's ('\\n\\n': a blank line; '\\n': every line)."),
-        click.option("--max-new-tokens", type=click.IntRange(min=1, max=32768), help="One solution's token cap, instead of the task's."),
+        click.option("--max-new-tokens", type=click.IntRange(min=1, max=32768),
+                     help="One solution's token cap, instead of the task's."),
     ]):
         command = option(command)
     return command

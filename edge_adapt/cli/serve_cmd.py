@@ -22,14 +22,14 @@ from edge_adapt.cli.options import (
     prompt_options,
     resolve_models,
 )
-from edge_adapt.defaults import DEFAULT_SPEC, choose, runs_without_prm
+from edge_adapt.defaults import DEFAULT_SPEC, Defaults, choose, runs_without_prm
 from edge_adapt.errors import EdgeAdaptError, MissingDependencyError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.generator.config import default_parallel
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS
 from edge_adapt.settings import MeterSettings, PromptSettings
-from edge_adapt.tasks import TASK_NAMES, get_task
+from edge_adapt.tasks import TASK_NAMES, Task, get_task
 
 if TYPE_CHECKING:
     from edge_adapt.server import ServeConfig
@@ -48,7 +48,8 @@ def is_loopback(host: str) -> bool:
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; any but loopback needs --api-key.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--api-key", envvar="EDGE_ADAPT_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 (or $EDGE_ADAPT_API_KEY).")
+@click.option("--api-key", envvar="EDGE_ADAPT_API_KEY",
+              help="Require 'Authorization: Bearer KEY' on /v1 (or $EDGE_ADAPT_API_KEY).")
 @click.option("--task", "task_name", type=click.Choice(TASK_NAMES),
               help="How turns are prompted and answered [default: chat for a model given with -m, else default (the "
                    "shipped arithmetic models)].")
@@ -86,10 +87,9 @@ def is_loopback(host: str) -> bool:
 @budget_options
 def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, data: Path | None, spec: str | None,
               max_n: int, max_tokens: int | None, ctx: int | None, max_body: int, drain_s: float, max_waiting: int,
-              parallel: int | None, temperature: float, no_warm_up: bool, no_prompt_cache: bool, generator_path: Path | None, prm_path: Path | None, models: Path | None,
-              threads: int | None, gpu_layers: int, no_prm: bool, calibration: Path | None, prompt: PromptSettings,
-              budget: Budget,
-              meter: MeterSettings) -> None:
+              parallel: int | None, temperature: float, no_warm_up: bool, no_prompt_cache: bool, generator_path: Path | None,
+              prm_path: Path | None, models: Path | None, threads: int | None, gpu_layers: int, no_prm: bool,
+              calibration: Path | None, prompt: PromptSettings, budget: Budget, meter: MeterSettings) -> None:
     """Serve a model over an OpenAI-compatible HTTP API, searching adaptively where it pays.
 
     `edge-adapt serve -m model.gguf` serves any chat GGUF with its own template: turns answered
@@ -125,11 +125,7 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
     chosen = resolve_models(generator_path, prm_path, models, runs_without_prm(no_prm, mine, prm_path is not None),
                             threads=threads, gpu_layers=gpu_layers, calibration=calibration)
     defaults = choose("serve", chosen, own_generator=mine, task=task_name, strategies=(spec,) if spec else ())
-    try:
-        task = get_task(defaults.task, data, prompt.prompt_template)
-        parse_spec(defaults.strategies[0])
-    except EdgeAdaptError as exc:
-        raise click.UsageError(str(exc)) from None
+    task = _task(defaults, data, prompt)
     from edge_adapt.assembly import StackSettings
 
     if parallel is None:
@@ -138,12 +134,22 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
                           context_from_model=0 if ctx else 8192, prompt_cache=not no_prompt_cache, parallel=parallel)
     why = "the server's default strategy (--strategy)" if spec else defaults.why
     config = ServeConfig(stack=stack, model_id=chosen.generator.stem, default_strategy=defaults.strategies[0], default_why=why,
-                         max_n=max_n, max_tokens=max_tokens,
-                         max_waiting=max_waiting, parallel=parallel, api_key=api_key or None, warm_up=not no_warm_up, max_body=max_body,
-                         drain_s=drain_s)
-    err_console.print(f"serving {chosen.generator.name} ({'no PRM' if chosen.prm is None else chosen.prm}), task {defaults.task}, on "
-                      f"http://{host}:{port}{' (API key required)' if api_key else ''}; loading...", highlight=False)
+                         max_n=max_n, max_tokens=max_tokens, max_waiting=max_waiting, parallel=parallel,
+                         api_key=api_key or None, warm_up=not no_warm_up, max_body=max_body, drain_s=drain_s)
+    prm = "no PRM" if chosen.prm is None else chosen.prm
+    err_console.print(f"serving {chosen.generator.name} ({prm}), task {defaults.task}, on http://{host}:{port}"
+                      f"{' (API key required)' if api_key else ''}; loading...", highlight=False)
     _run(config, host, port)
+
+
+def _task(defaults: Defaults, data: Path | None, prompt: PromptSettings) -> Task:
+    """The server's task, and its default strategy checked, before anything loads."""
+    try:
+        task = get_task(defaults.task, data, prompt.prompt_template)
+        parse_spec(defaults.strategies[0])
+    except EdgeAdaptError as exc:
+        raise click.UsageError(str(exc)) from None
+    return task
 
 
 def _run(config: ServeConfig, host: str, port: int) -> None:

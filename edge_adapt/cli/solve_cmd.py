@@ -67,7 +67,8 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
               metavar="SPEC",
               help="Search strategy: adaptive:price=8 (lower prices buy more samples), best_of_n:n=8, majority:n=8, "
                    "ias_best_of_n:n_max=32, beam:n=16,width=4, ias_beam:k_max=4,m_max=4 (+es adds early stopping to best-of-N).")
-@click.option("-n", "--samples", type=click.IntRange(min=1, max=MAX_LIVE_PATHS), help="Shorthand for --strategy best_of_n:n=N (majority:n=N with --no-prm).")
+@click.option("-n", "--samples", type=click.IntRange(min=1, max=MAX_LIVE_PATHS),
+              help="Shorthand for --strategy best_of_n:n=N (majority:n=N with --no-prm).")
 @click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @model_options
@@ -76,7 +77,8 @@ def _problem(task, question: str | None, index: int | None) -> Problem:
 @prompt_options
 @budget_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def solve_cmd(question: str | None, task_name: str | None, data: Path | None, index: int | None, spec: str | None, samples: int | None,
+def solve_cmd(question: str | None, task_name: str | None, data: Path | None, index: int | None, spec: str | None,
+              samples: int | None,
               temperature: float, seed: int, generator_path: Path | None, prm_path: Path | None, models: Path | None,
               threads: int | None, gpu_layers: int, no_prm: bool, calibration: Path | None, prompt: PromptSettings,
               budget: Budget, meter: MeterSettings, as_json: bool) -> None:

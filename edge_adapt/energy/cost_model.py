@@ -56,7 +56,8 @@ class CostModel:
         for name in ("idle_w", "j_per_prompt_token", "j_per_generated_token", "j_per_prm_token", "w_per_busy_core"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise MeterError(f"cost model {name} must be a finite number >= 0, got {value!r}; refit it with `edge-adapt energy fit`")
+                raise MeterError(f"cost model {name} must be a finite number >= 0, got {value!r}; refit it with `edge-adapt "
+                                 f"energy fit`")
 
     @property
     def basis(self) -> str:

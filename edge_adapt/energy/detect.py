@@ -68,7 +68,9 @@ def detect_nvml() -> MeterAvailability:
             return MeterAvailability("nvml", True, f"{name}: power samples (mW), integrated over time", nvml_meter)
         except Exception:
             # Jetson: NVML initialises but answers "not supported" for power.
-            return MeterAvailability("nvml", False, f"not available because {name} reports no power through NVML (Jetson: use the INA3221 rails)")
+            return MeterAvailability("nvml", False,
+                                     f"not available because {name} reports no power through NVML (Jetson: use the INA3221 "
+                                     f"rails)")
     finally:
         try:
             pynvml.nvmlShutdown()
@@ -89,11 +91,14 @@ def detect_jetson(sysfs_root: Path) -> MeterAvailability:
                 channel = labels[rail].name.removeprefix("in").removesuffix("_label")
                 missing = [f for f in (f"in{channel}_input", f"curr{channel}_input") if not os.access(hwmon / f, os.R_OK)]
                 if missing:
-                    return MeterAvailability("jetson", False, f"not available because {', '.join(str(hwmon / f) for f in missing)} cannot be read")
+                    return MeterAvailability("jetson", False,
+                                             f"not available because {', '.join(str(hwmon / f) for f in missing)} cannot be read")
                 mode = jetson_power_mode(sysfs_root)
                 detail = f"INA3221 rail {rail} ({hwmon})" + (f", power mode {mode}" if mode else "")
                 return MeterAvailability("jetson", True, detail, partial(jetson_rail_meter, hwmon, channel, rail))
-        return MeterAvailability("jetson", False, f"not available because the INA3221 at {hwmon} has no total input rail ({', '.join(_JETSON_INPUT_RAILS)})")
+        return MeterAvailability("jetson", False,
+                                 f"not available because the INA3221 at {hwmon} has no total input rail "
+                                 f"({', '.join(_JETSON_INPUT_RAILS)})")
     return MeterAvailability("jetson", False, "not available because no INA3221 power monitor is exposed in sysfs (not a Jetson)")
 
 
@@ -108,7 +113,8 @@ def detect_rapl(sysfs_root: Path) -> MeterAvailability:
             "rapl", False,
             f"not available because {zone / 'energy_uj'} is readable by root only (run as root, or chmod o+r it)",
         )
-    return MeterAvailability("rapl", True, f"{_read(zone / 'name') or zone.name} energy counter ({zone})", partial(rapl_meter, zone))
+    return MeterAvailability("rapl", True, f"{_read(zone / 'name') or zone.name} energy counter ({zone})",
+                             partial(rapl_meter, zone))
 
 
 def detect_battery(sysfs_root: Path) -> MeterAvailability:
@@ -119,10 +125,13 @@ def detect_battery(sysfs_root: Path) -> MeterAvailability:
             (supply / "current_now").exists() and (supply / "voltage_now").exists()
         )
         if not has_power:
-            return MeterAvailability("battery", False, f"not available because {supply.name} reports neither power_now nor current_now/voltage_now")
+            return MeterAvailability("battery", False,
+                                     f"not available because {supply.name} reports neither power_now nor current_now/voltage_now")
         status = _read(supply / "status") or "Unknown"
         if status != "Discharging":
-            return MeterAvailability("battery", False, f"not available because {supply.name} is {status.lower()}: battery power only measures the machine while discharging")
+            return MeterAvailability("battery", False,
+                                     f"not available because {supply.name} is {status.lower()}: battery power only measures the "
+                                     f"machine while discharging")
         return MeterAvailability("battery", True, f"{supply.name} discharge power", partial(battery_meter, supply))
     return MeterAvailability("battery", False, "not available because no battery is present")
 

@@ -99,7 +99,7 @@ class CounterMeter(Meter):
             delta = now - self._last
             if delta < 0:
                 if self._wrap_at is None:
-                    log.warning("%s: energy counter went backwards (%s -> %s) and has no wrap range; ignored", self.source, self._last, now)
+                    log.warning("%s: energy counter went backwards (%s -> %s), no wrap: ignored", self.source, self._last, now)
                     delta = 0.0
                 else:
                     delta += self._wrap_at

@@ -71,7 +71,8 @@ class StepRules:
                 f"max_step_tokens and max_new_tokens must be >= 1, got {self.max_step_tokens} and {self.max_new_tokens}"
             )
         if self.min_confidence is not None and not (math.isfinite(self.min_confidence) and self.min_confidence <= 0):
-            raise SamplingConfigError(f"min_confidence is a mean log-probability (a finite number <= 0), got {self.min_confidence!r}")
+            raise SamplingConfigError(f"min_confidence is a mean log-probability (a finite number <= 0), got "
+                                      f"{self.min_confidence!r}")
         if self.confidence_window < 1:
             raise SamplingConfigError(f"confidence_window must be >= 1 token, got {self.confidence_window}")
         if self.answer_pattern is not None:

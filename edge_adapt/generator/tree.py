@@ -40,7 +40,8 @@ class GenerationStats:
 class Node:
     """A point in a solution, and the segment of tokens that led to it.
 
-    The root holds the prompt; ``expand`` adds generated steps, whose tokens, per-token log-probabilities, end reason, seed and wall time are kept here.
+    The root holds the prompt; ``expand`` adds generated steps, whose tokens, per-token
+    log-probabilities, end reason, seed and wall time are kept here.
     """
 
     id: int

@@ -1,7 +1,8 @@
 """The no-PRM mode: search without a process reward model, clearly labelled.
 
 A generator without a PRM calibrated for it still answers by its own samples: votes, and the
-adaptive vote on its agreement and token confidence (``edge-adapt calibrate``). :class:`NoPRM` stands where the PRM would be: it costs nothing, and any
+adaptive vote on its agreement and token confidence (``edge-adapt calibrate``). :class:`NoPRM`
+stands where the PRM would be: it costs nothing, and any
 strategy that would read a score is refused before it runs (``needs_prm``).
 """
 

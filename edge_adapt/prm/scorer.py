@@ -100,7 +100,8 @@ class QuantilePRM:
     ``providers``: "auto" tries TensorRT, CUDA, then CPU, keeping the first that loads *and*
     computes the same numbers as the CPU (checked with a real inference on this model); or an
     explicit list, tried in order. ``spin``: let ONNX Runtime's idle workers spin (off by default:
-    they would compete with the generator for the cores between calls). ``variant``: "fp32", "int8" or "fp16"; by default the bundle's
+    they would compete with the generator for the cores between calls). ``variant``: "fp32", "int8"
+    or "fp16"; by default the bundle's
     CPU variant on CPU and fp16 (when shipped) on a GPU. Thread-safe: concurrent calls share batches.
     """
 

@@ -53,7 +53,8 @@ def parse_spec(spec: str) -> Strategy:
         try:
             early = EarlyStop(threshold=float(threshold.lstrip("="))) if threshold.strip("=") else EarlyStop()
         except ValueError:
-            raise SamplingConfigError(f"{spec!r}: +es takes a threshold in (0, 1], e.g. +es=0.9; got {threshold.lstrip('=')!r}") from None
+            raise SamplingConfigError(f"{spec!r}: +es takes a threshold in (0, 1], e.g. +es=0.9; got "
+                                      f"{threshold.lstrip('=')!r}") from None
     kind, _, args = text.partition(":")
     if kind not in _KINDS:
         raise SamplingConfigError(f"unknown strategy {kind!r} in {spec!r}; choose one of {', '.join(_KINDS)}")
@@ -102,7 +103,8 @@ def format_spec(strategy: Strategy, kind: str | None = None) -> str:
     keys = [f.name for f in dataclasses.fields(cls) if f.name not in ("name", "select", "early_stop")]
     # the budget-defining setting is always written, so names say what they cost
     always = (cls.SPEC_MAIN, *cls.SPEC_ALWAYS)
-    parts = [f"{k}={_format_value(getattr(strategy, k))}" for k in keys if k in always or getattr(strategy, k) != getattr(defaults, k)]
+    parts = [f"{k}={_format_value(getattr(strategy, k))}" for k in keys if k in always or getattr(strategy,
+                                                                                                  k) != getattr(defaults, k)]
     text = f"{kind}:{','.join(parts)}"
     es = getattr(strategy, "early_stop", None)
     if es is not None:

@@ -3,7 +3,8 @@
 Each worker runs one request's search at a time, in arrival order, prompt rendering and
 tokenizing included (the event loop never touches the vocabulary); the searches of all workers
 share every decode and PRM run (continuous batching, :mod:`edge_adapt.generator.scheduler`), as
-llama-server's slots do. A search waits for room in the KV pool when the others hold it. Each job runs on the stack's searcher with its own
+llama-server's slots do. A search waits for room in the KV pool when the others hold it. Each job
+runs on the stack's searcher with its own
 sampling, prompt and step settings and its own seed, so nothing of one request reaches another's
 answer. While a job runs, what it does reaches its request as events
 (prompt accepted, tokens of a lone sample, samples drawn and decisions); a client that goes away

@@ -51,7 +51,8 @@ def _field(loc: tuple) -> str:
     """``messages.0.content`` from pydantic's location, without the body and the union members'
     tags (``function-after[...]``, ``list[TextPart]``)."""
     return ".".join(str(part) for part in loc if part != "body" and not (isinstance(part, str) and ("[" in part or part in
-                                                                                                     ("str", "int", "float", "bool"))))
+                                                                                                     ("str", "int",
+                                                                                                      "float", "bool"))))
 
 
 def first_error(errors: list[dict]) -> dict:

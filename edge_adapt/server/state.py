@@ -89,7 +89,8 @@ class ServerState:
             if stack.threads.load is not None:  # chosen from the load, not given: follow it while serving
                 watch = LoadWatch(gen.set_threads).start(stack.threads.threads)
                 self._exit.callback(watch.close)
-            log.info("ready: %s, task %s%s; %d requests at once; context %d KV cells (a one-sample prompt may have %d tokens); n <= %d, "
+            log.info("ready: %s, task %s%s; %d requests at once; context %d KV cells (a one-sample prompt may have %d tokens); n "
+                     "<= %d, "
                         "max_tokens <= %d, body <= %d bytes; questions with a checkable answer: %s (%s); other turns: "
                         "one sample, streamed", self.config.model_id, stack.searcher.task.name,
                         " (chat template)" if stack.searcher.settings.chat else "", self.config.parallel, gen.n_ctx,

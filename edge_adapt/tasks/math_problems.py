@@ -25,7 +25,8 @@ class MATHTask(JSONLTask):
 
     @staticmethod
     def parse(row: dict[str, Any], line: int) -> Problem:
-        answer = row.get("answer") if isinstance(row.get("answer"), str) and row["answer"].strip() else last_boxed(row["solution"])
+        answer = row.get("answer") if isinstance(row.get("answer"),
+                                                 str) and row["answer"].strip() else last_boxed(row["solution"])
         if not answer:
             raise ValueError("no 'answer' field and no \\boxed{} answer in the solution")
         level = row.get("level")

@@ -12,7 +12,8 @@ TASK_NAMES = ("default", "arithmetic", "gsm8k", "math", "chat")
 
 
 def get_task(name: str, data: str | os.PathLike[str] | None = None, prompt_template: str | None = None) -> Task:
-    """``default``/``arithmetic`` (generated, no file), ``chat`` (people's turns as typed), ``gsm8k`` or ``math`` (a JSONL file you have,
+    """``default``/``arithmetic`` (generated, no file), ``chat`` (people's turns as typed),
+    ``gsm8k`` or ``math`` (a JSONL file you have,
     prompted with its default template or ``prompt_template``, which holds ``{question}``; without
     a file, questions come one at a time, as ``solve`` gives them)."""
     if name in ("default", "arithmetic"):

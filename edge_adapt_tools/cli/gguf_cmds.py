@@ -13,13 +13,17 @@ from edge_adapt_tools.cli.loading import load_tool
 
 @click.command("gguf")
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True, help="Folder for the GGUF files.")
-@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16"]), default="f32", show_default=True, help="Precision of the unquantized file.")
-@click.option("-q", "--quantize", "quant_types", multiple=True, metavar="TYPE", help="Also quantize: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0... (repeatable).")
+@click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+              help="Folder for the GGUF files.")
+@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16"]), default="f32", show_default=True,
+              help="Precision of the unquantized file.")
+@click.option("-q", "--quantize", "quant_types", multiple=True, metavar="TYPE",
+              help="Also quantize: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0... (repeatable).")
 @click.option("--name", help="File name stem (default: the checkpoint folder's name).")
 @click.option("--no-verify", is_flag=True, help="Skip the tokenizer and logits checks against PyTorch.")
 @click.option("--threads", type=click.IntRange(min=1), help="Quantization threads (default: all cores).")
-def export_gguf_cmd(checkpoint: Path, out_dir: Path, outtype: str, quant_types: tuple[str, ...], name: str | None, no_verify: bool, threads: int | None) -> None:
+def export_gguf_cmd(checkpoint: Path, out_dir: Path, outtype: str, quant_types: tuple[str, ...], name: str | None,
+                    no_verify: bool, threads: int | None) -> None:
     """Convert a Llama, Qwen2, Qwen3, SmolLM3 or Gemma 3 Hugging Face CHECKPOINT folder to GGUF, verify it, and quantize it.
 
     The unquantized file is checked before it is written under its final name: tokenization

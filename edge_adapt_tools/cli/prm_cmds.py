@@ -23,31 +23,38 @@ LAPTOP_FULL_TUNE_LIMIT = 50_000_000  # backbone parameters above which export pr
 
 @click.command("prm")
 @click.argument("base", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-c", "--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="JSONL from `export rollouts`.")
+@click.option("-c", "--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="JSONL from `export rollouts`.")
 @click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="The PRM folder to write.")
 @click.option("--base-kind", type=click.Choice(["auto", "prm", "backbone"]), default="auto", show_default=True,
               help="prm: a two-label token-classification PRM; backbone: a causal LM to train a PRM on.")
-@click.option("--question-template", default="{question}\n", show_default=True, help="How the question is written before the steps.")
+@click.option("--question-template", default="{question}\n", show_default=True,
+              help="How the question is written before the steps.")
 @click.option("--step-separator", default="\n\n", show_default=True, help="Appended to steps that do not end with it.")
 @click.option("--max-length", type=click.IntRange(min=8),
               help="PRM context; longer prefixes are cut (see docs). Default: what 99% of the calibration's solutions need, "
                    "64 to 1024 tokens.")
-@click.option("--holdout", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.2, show_default=True, help="Fraction of questions held out.")
+@click.option("--holdout", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
+              help="Fraction of questions held out.")
 @click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Sequences per step (memory grows with it).")
-@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=2e-4, show_default=True, help="Backbone (or LoRA) learning rate.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Sequences per step (memory grows with it).")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=2e-4, show_default=True,
+              help="Backbone (or LoRA) learning rate.")
 @click.option("--head-lr", type=FiniteFloat(min=0, min_open=True), default=2e-3, show_default=True)
 @click.option("--lora-rank", type=click.IntRange(min=0),
               help="Train the head plus LoRA adapters of this rank, with gradient checkpointing; 0: every weight "
                    "(default: LoRA rank 8 for backbones over 50M parameters, so a 100-500M one fits a laptop).")
-@click.option("--int8/--no-int8", default=True, show_default=True, help="Also ship dynamic int8 for CPU, if it passes the calibration check.")
+@click.option("--int8/--no-int8", default=True, show_default=True,
+              help="Also ship dynamic int8 for CPU, if it passes the calibration check.")
 @click.option("--fp16/--no-fp16", default=True, show_default=True, help="Also ship fp16 for GPU providers.")
 @click.option("--likelihood-from", "likelihood_from", type=click.Path(exists=True, path_type=Path),
               help="The generator (its Hugging Face folder or its GGUF, which is dequantized): its likelihood of the solution "
                    "joins the PRM's scores (same tokenizer needed).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, question_template: str, step_separator: str,
-            max_length: int | None, holdout: float, epochs: int, batch_size: int, lr: float, head_lr: float, lora_rank: int | None,
+            max_length: int | None, holdout: float, epochs: int, batch_size: int, lr: float, head_lr: float,
+            lora_rank: int | None,
             int8: bool, fp16: bool, likelihood_from: Path | None, seed: int) -> None:
     """Calibrate a PRM with quantile regression and export it to ONNX for the device.
 
@@ -108,7 +115,8 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
               help="The GGUF the PRM was calibrated for: with --fresh-per-level, sample fresh questions too.")
 @click.option("--fresh-per-level", type=click.IntRange(min=0), default=0, show_default=True,
               help="Fresh questions per level of the default task (in all, for a file task) to sample with --generator.")
-@click.option("-n", "--samples", type=click.IntRange(min=2, max=64), default=16, show_default=True, help="Samples per fresh question.")
+@click.option("-n", "--samples", type=click.IntRange(min=2, max=64), default=16, show_default=True,
+              help="Samples per fresh question.")
 @click.option("--task", "task_name", type=click.Choice(["default", "arithmetic", "gsm8k", "math"]), default=None,
               help="The task the calibration file is for (default: what its records name; gsm8k/math need --data).")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL file for --task gsm8k/math.")
@@ -118,7 +126,8 @@ def prm_cmd(base: Path, calibration: Path, out_dir: Path, base_kind: str, questi
                    "another one fits on fresh questions only).")
 @click.option("--threads", type=click.IntRange(min=1), help="Generator and ONNX Runtime threads.")
 def selector_cmd(prm_dir: Path, calibration: Path, all_questions: bool, generator_path: Path | None, fresh_per_level: int,
-                 samples: int, task_name: str | None, data: Path | None, seed: int, temperature: float | None, threads: int | None) -> None:
+                 samples: int, task_name: str | None, data: Path | None, seed: int, temperature: float | None,
+                 threads: int | None) -> None:
     """Calibrate adaptive search's answer model for the PRM in PRM_DIR (writes selector_model.json).
 
     `export prm` and the recipe do this already; run it for a PRM folder exported before, which
@@ -133,7 +142,8 @@ def selector_cmd(prm_dir: Path, calibration: Path, all_questions: bool, generato
     \b
     Examples:
       edge-adapt export selector ./prm -c calib.jsonl
-      edge-adapt export selector models/prm -c models/calibration.jsonl --generator models/generator-Q8_0.gguf --fresh-per-level 50
+      edge-adapt export selector models/prm -c models/calibration.jsonl \\
+          --generator models/generator-Q8_0.gguf --fresh-per-level 50
     """
     if fresh_per_level and generator_path is None:
         raise click.UsageError("--fresh-per-level samples with the generator: pass --generator GGUF")
@@ -151,7 +161,8 @@ def selector_cmd(prm_dir: Path, calibration: Path, all_questions: bool, generato
 
 def _print_selector(model) -> None:
     console.print(f"answer model: {model.provenance.get('questions')} questions ({model.provenance.get('used')}), "
-                  f"{model.provenance.get('samples')} samples; wrong answers agree with probability {1 / (1 + model.concentration):.2f}; "
+                  f"{model.provenance.get('samples')} samples; wrong answers agree with probability "
+                  f"{1 / (1 + model.concentration):.2f}; "
                   f"adaptive search picks by [bold]{model.selector}[/]", highlight=False)
     table = Table(title="Selector accuracy with n samples, by the question's PRM median", title_justify="left")
     edges = [0.0, *model.question_edges, 1.0]
@@ -206,7 +217,8 @@ def _print_build(build: Any, base: Path, levels: Sequence[float]) -> None:
     if build.after_prm_only is not None:
         rows.insert(1, ("after, text only", build.after_prm_only))
     for name, m in rows:
-        table.add_row(name, f"{m.brier_median:.4f}", f"{m.ece_median:.4f}", *[f"{v:.0%}" for v in m.coverage.values()], f"{m.pinball:.4f}")
+        table.add_row(name, f"{m.brier_median:.4f}", f"{m.ece_median:.4f}", *[f"{v:.0%}" for v in m.coverage.values()],
+                      f"{m.pinball:.4f}")
     console.print(table)
     for warning in build.after.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
@@ -225,5 +237,6 @@ def _print_build(build: Any, base: Path, levels: Sequence[float]) -> None:
             " / ".join(f"{x:.0%}" for x in m.coverage.values()) if m else "-", "yes" if v.accepted else "[red]no[/]", v.note,
         )
     console.print(variants)
-    console.print(f"ONNX vs PyTorch: max abs logit diff {build.export.parity_max_abs_diff:.2g} (largest |logit| {build.export.parity_logit_scale:.3g})")
+    console.print(f"ONNX vs PyTorch: max abs logit diff {build.export.parity_max_abs_diff:.2g} (largest |logit| "
+                  f"{build.export.parity_logit_scale:.3g})")
     console.print(f"CPU runs the {build.export.cpu_variant} model; reliability diagram: {build.reliability_png}")

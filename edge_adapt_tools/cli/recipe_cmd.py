@@ -22,8 +22,10 @@ def _parse_weights(value: str | None) -> tuple[float, ...] | None:
 
 
 @click.command("recipe")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models"), show_default=True, help="Where the default models go.")
-@click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".recipe-work"), show_default=True,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models"), show_default=True,
+              help="Where the default models go.")
+@click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".recipe-work"),
+              show_default=True,
               help="Intermediate files and stage stamps; a rerun skips finished stages.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all).")
@@ -68,7 +70,8 @@ def recipe_cmd(out_dir: Path, work_dir: Path, seed: int, threads: int | None, ge
     settings = dataclasses.replace(settings, generator=generator)
     if calibration_per_level:
         settings = dataclasses.replace(settings, calibration_per_level=calibration_per_level)
-    manifest = recipe.run_recipe(out_dir, work_dir, settings, log=lambda m: err_console.print(m, highlight=False), from_shipped=from_shipped)
+    manifest = recipe.run_recipe(out_dir, work_dir, settings, log=lambda m: err_console.print(m, highlight=False),
+                                 from_shipped=from_shipped)
     stages = Table(title="Recipe stages", title_justify="left")
     stages.add_column("stage")
     stages.add_column("minutes", justify="right")

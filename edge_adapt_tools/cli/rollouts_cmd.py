@@ -17,15 +17,18 @@ from edge_adapt_tools.cli.loading import load_tool
 
 @click.command("rollouts")
 @click.argument("generator", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Calibration JSONL (appended to; an interrupted run resumes).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Calibration JSONL (appended to; an interrupted run resumes).")
 @click.option("--task", "task_name", type=click.Choice(TASK_NAMES), default="arithmetic", show_default=True)
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Your GSM8K- or MATH-style JSONL (a training split!) for --task gsm8k/math.")
 @click.option("--split", default="calibration", show_default=True, help="Which split of the default task to roll out.")
 @click.option("--per-level", type=click.IntRange(min=1), default=40, show_default=True,
               help="Default task: questions per difficulty level. JSONL tasks: the first this-many x 6 questions.")
-@click.option("-n", "--solutions", type=click.IntRange(min=1), default=8, show_default=True, help="N: full solutions per question.")
-@click.option("-m", "--continuations", type=click.IntRange(min=1), default=8, show_default=True, help="M: continuations per partial prefix.")
+@click.option("-n", "--solutions", type=click.IntRange(min=1), default=8, show_default=True,
+              help="N: full solutions per question.")
+@click.option("-m", "--continuations", type=click.IntRange(min=1), default=8, show_default=True,
+              help="M: continuations per partial prefix.")
 @click.option("--keep-continuations/--count-continuations", default=False, show_default=True,
               help="Also write each distinct continuation as a graded whole solution (extra PRM training labels), "
                    "or only count them into their prefix's rate.")
@@ -33,14 +36,18 @@ from edge_adapt_tools.cli.loading import load_tool
 @click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), default=1.0, show_default=True)
 @click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--n-ctx", type=click.IntRange(min=256), default=8192, show_default=True, help="KV cells shared by a question's tree.")
+@click.option("--n-ctx", type=click.IntRange(min=256), default=8192, show_default=True,
+              help="KV cells shared by a question's tree.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all).")
 @click.option("--gpu-layers", type=int, default=0, show_default=True, help="Layers to offload (-1: all; needs a GPU build).")
 @prompt_options
 @cluster_options
-def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, split: str, per_level: int, solutions: int, continuations: int,
-                 keep_continuations: bool, temperature: float, top_p: float, top_k: int, seed: int, n_ctx: int, threads: int | None,
-                 gpu_layers: int, prompt: PromptSettings, ray: bool, ray_address: str | None, ray_workers: int | None, ray_cpus_per_worker: int,
+def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, split: str, per_level: int, solutions: int,
+                 continuations: int,
+                 keep_continuations: bool, temperature: float, top_p: float, top_k: int, seed: int, n_ctx: int,
+                 threads: int | None,
+                 gpu_layers: int, prompt: PromptSettings, ray: bool, ray_address: str | None, ray_workers: int | None,
+                 ray_cpus_per_worker: int,
                  ray_gpus_per_worker: float) -> None:
     """Build a calibration set: Monte-Carlo success rates of reasoning prefixes of GENERATOR.
 
@@ -75,7 +82,8 @@ def rollouts_cmd(generator: Path, out: Path, task_name: str, data: Path | None, 
         sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k), seed=seed, prompt=prompt,
     )
     config = GeneratorConfig(n_ctx=n_ctx, n_seq_max=256, n_threads=threads, n_gpu_layers=gpu_layers)
-    columns = (TextColumn("rollouts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    columns = (TextColumn("rollouts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
     with Progress(*columns, console=err_console) as bar:
         job = bar.add_task("rollouts", total=len(problems))
         report = rollouts.build_calibration_set(
@@ -97,7 +105,8 @@ def _print_report(report: Any, out: Path) -> None:
     )
     if report.cluster is not None:
         for w in report.cluster["workers"]:
-            console.print(f"{w['worker']} on {w['host']}: {w['questions']} questions, {w['questions_per_hour'] or 0:,.0f} per hour"
+            console.print(f"{w['worker']} on {w['host']}: {w['questions']} questions, {w['questions_per_hour'] or 0:,.0f} per "
+                          f"hour"
                           f"{' (died)' if w['died'] else ''}", highlight=False)
         for retry in report.cluster["retries"]:
             console.print(f"[yellow]retried[/] {retry['question']} after {retry['worker']} died (attempt {retry['attempt']})")
@@ -113,5 +122,6 @@ def _print_report(report: Any, out: Path) -> None:
     for level in sorted({r.level for r in records}, key=lambda v: (v is None, v)):
         rs = [r for r in records if r.level == level]
         table.add_row(str(level), str(len(rs)), f"{sum(r.success_rate for r in rs) / len(rs):.0%}",
-                      f"{sum(r.n_correct == 0 for r in rs) / len(rs):.0%}", f"{sum(r.n_correct == r.n_rollouts for r in rs) / len(rs):.0%}")
+                      f"{sum(r.n_correct == 0 for r in rs) / len(rs):.0%}",
+                      f"{sum(r.n_correct == r.n_rollouts for r in rs) / len(rs):.0%}")
     console.print(table)

@@ -78,7 +78,8 @@ def export_gguf(
             tok_parity = check_tokenizer(staged, tokenizer)
             progress("checking logits and greedy text against PyTorch")
             reference = reference_outputs(ckpt.path, tokenizer)
-            logit_parity = check_logits(staged, reference, TOLERANCES[outtype] * ckpt.arch.tolerance_factor, GREEDY_ENFORCED[outtype])
+            logit_parity = check_logits(staged, reference, TOLERANCES[outtype] * ckpt.arch.tolerance_factor,
+                                        GREEDY_ENFORCED[outtype])
             _raise_unless_verified(base_path, tok_parity, logit_parity)
 
     quantized = []
@@ -101,7 +102,8 @@ def _raise_unless_verified(path: Path, tok: TokenizerParity, logits: LogitParity
         )
     if not logits.within_tolerance:
         problems.append(
-            f"logits differ by up to {logits.max_abs_diff:.3g} (allowed {logits.tolerance:g} x {max(1.0, logits.logit_scale):.3g})"
+            f"logits differ by up to {logits.max_abs_diff:.3g} (allowed {logits.tolerance:g} x "
+            f"{max(1.0, logits.logit_scale):.3g})"
         )
     if logits.greedy_enforced and not logits.greedy_match:
         problems.append(f"the greedy continuation differs (HF {logits.greedy_reference[:8]} vs GGUF {logits.greedy_gguf[:8]})")

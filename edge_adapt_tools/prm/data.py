@@ -64,7 +64,8 @@ def build_sequences(
             if kept:
                 sequences.append(
                     TrainingSequence(
-                        qid, enc.input_ids, [p for p, _ in kept], [r.success_rate for _, r in kept], [r.n_rollouts for _, r in kept]
+                        qid, enc.input_ids, [p for p, _ in kept], [r.success_rate for _,
+                                                                   r in kept], [r.n_rollouts for _, r in kept]
                     )
                 )
     return sequences

@@ -117,7 +117,8 @@ def check_parity(model: PreTrainedModel, onnx_path: Path, seqs: Sequence[Trainin
         mask[i, : len(s.input_ids)] = 1
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"input_ids": ids, "attention_mask": mask})[:1]
-    diff = max(float(np.abs(logits[i, : len(s.input_ids)] - ref).max()) for i, (s, ref) in enumerate(zip(seqs, reference, strict=True)))
+    diff = max(float(np.abs(logits[i, : len(s.input_ids)] - ref).max()) for i,
+               (s, ref) in enumerate(zip(seqs, reference, strict=True)))
     scale = max(float(np.abs(ref).max()) for ref in reference)
     return diff, scale
 
@@ -166,7 +167,8 @@ def export_prm_bundle(
         bundle = PRMBundle(staging, tuple(levels), fmt, models, "fp32", generator, source, metrics)
         bundle.save()
         fp32_metrics = runtime_metrics(staging, "fp32", held_out_records)
-        variants = [VariantCheck("fp32", fp32_path.name, fp32_path.stat().st_size, fp32_metrics, True, f"parity with PyTorch: max abs diff {diff:.2g}")]
+        variants = [VariantCheck("fp32", fp32_path.name, fp32_path.stat().st_size, fp32_metrics, True,
+                                 f"parity with PyTorch: max abs diff {diff:.2g}")]
         cpu_variant = "fp32"
         if int8:
             check = _add_int8(staging, fp32_path, bundle, held_out_records, fp32_metrics)
@@ -216,7 +218,8 @@ def _add_fp16(staging: Path, fp32_path: Path, seqs: Sequence[TrainingSequence], 
     path = staging / "model_fp16.onnx"
     onnx.save(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True), str(path))
     seq = list(seqs)[0]
-    feed = {"input_ids": np.array([seq.input_ids], dtype=np.int64), "attention_mask": np.ones((1, len(seq.input_ids)), dtype=np.int64)}
+    feed = {"input_ids": np.array([seq.input_ids], dtype=np.int64),
+            "attention_mask": np.ones((1, len(seq.input_ids)), dtype=np.int64)}
     try:
         ref = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
         out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
@@ -226,7 +229,8 @@ def _add_fp16(staging: Path, fp32_path: Path, seqs: Sequence[TrainingSequence], 
         if not ok:
             note = f"rejected, not shipped: probabilities differ from fp32 by {diff:.2g}"
     except Exception as exc:  # the CPU provider lacks fp16 kernels for some ops
-        ok, note = True, f"for GPU providers; not checkable on this CPU ({str(exc).splitlines()[0][:80]}); checked at load time on the GPU"
+        why = str(exc).splitlines()[0][:80]
+        ok, note = True, f"for GPU providers; not checkable on this CPU ({why}); checked at load time on the GPU"
     size = path.stat().st_size
     if not ok:
         path.unlink()

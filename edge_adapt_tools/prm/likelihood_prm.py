@@ -132,7 +132,8 @@ class LikelihoodFit:
 
 
 @torch.no_grad()
-def _features(model: GeneratorAwarePRM, sequences: Sequence[TrainingSequence], pad_id: int, batch_size: int = 32) -> tuple[torch.Tensor, ...]:
+def _features(model: GeneratorAwarePRM, sequences: Sequence[TrainingSequence], pad_id: int,
+              batch_size: int = 32) -> tuple[torch.Tensor, ...]:
     """(prm logits [n, L], question logits [n, L], loglik [n], targets [n]) at every labelled position
     inside a solution (the question's own score is the head's, not the combination's)."""
     logits, question, lik, targets = [], [], [], []

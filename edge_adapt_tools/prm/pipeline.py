@@ -131,7 +131,8 @@ def build_quantile_prm(
             progress(f"fitting the likelihood term of the generator at {lik_source.generator_dir}")
             after_prm_only = _metrics(after_preds, settings.levels)
             fit = build_sequences(records, tokenizer, settings.fmt, fit_ids)
-            model, likelihood = add_likelihood_term(model, lik_source, fit, settings.levels, pad_id, settings.train.logistic_weight)
+            model, likelihood = add_likelihood_term(model, lik_source, fit, settings.levels, pad_id,
+                                                    settings.train.logistic_weight)
             after_preds = predict(model, held, pad_id=pad_id)
         before, after = _metrics(before_preds, settings.levels), _metrics(after_preds, settings.levels)
         for warning in after.warnings:
@@ -149,7 +150,8 @@ def build_quantile_prm(
                      "training": {"best_step": training.best_step, "seconds": round(training.seconds, 1)}},
             int8=settings.int8, fp16=settings.fp16,
         )
-        png = reliability_diagram({"before": before_preds, "after": after_preds}, settings.levels, Path(out_dir) / "reliability.png")
+        png = reliability_diagram({"before": before_preds, "after": after_preds}, settings.levels,
+                                  Path(out_dir) / "reliability.png")
         return PRMBuild(exported, training, before, after, png, kind, counts, likelihood, after_prm_only)
 
 
@@ -160,7 +162,8 @@ def _read_checked(calibration: str | Path) -> list[CalibrationRecord]:
         raise EdgeAdaptError(f"{calibration}: no calibration records; run `edge-adapt export rollouts` first.")
     generators = {json.dumps(r.generator, sort_keys=True) for r in records}
     if len(generators) > 1:
-        raise EdgeAdaptError(f"{calibration}: records come from {len(generators)} different generators or settings; calibrate for one.")
+        raise EdgeAdaptError(f"{calibration}: records come from {len(generators)} different generators or settings; calibrate "
+                             f"for one.")
     return records
 
 

@@ -64,7 +64,8 @@ def _load_token_classifier(path: Path, **kwargs: object) -> PreTrainedModel:
     try:
         return AutoModelForTokenClassification.from_pretrained(path, dtype=torch.float32, **kwargs)
     except (OSError, ValueError) as exc:
-        raise UnsupportedModelError(f"{path}: the checkpoint does not load as a token classifier ({str(exc).splitlines()[0]})") from exc
+        raise UnsupportedModelError(f"{path}: the checkpoint does not load as a token classifier "
+                                    f"({str(exc).splitlines()[0]})") from exc
 
 
 def from_two_label_prm(path: str | Path, levels: Sequence[float] = QUANTILE_LEVELS, positive_label: int = 1) -> PreTrainedModel:

@@ -51,7 +51,8 @@ def untrained_questions(records: list[CalibrationRecord], prm: QuantilePRM) -> t
                                  salt="likelihood-fit:")
         if len(fit) == n_fit:
             return held | fit, f"{len(held)} held-out and {len(fit)} likelihood-fit questions"
-        log.warning("the likelihood-fit split does not reproduce (%d questions, the PRM says %d); using held-out only", len(fit), n_fit)
+        log.warning("the likelihood-fit split does not reproduce (%d questions, the PRM says %d); using held-out only",
+                    len(fit), n_fit)
     return held, f"{len(held)} held-out questions"
 
 
@@ -91,7 +92,8 @@ def sample_questions(generator: str | os.PathLike[str], prm: QuantilePRM, task: 
             result = searcher.run(BestOfN(n=n), problem, seed=seed * 1_000_003 + i)
             q = prm.score_question(problem.question)
             out.append(CalibrationQuestion(q.median, tuple(
-                ScoredSolution(c.answer, task.is_correct(c.text, problem), c.final.median if c.final else None) for c in result.candidates)))
+                ScoredSolution(c.answer, task.is_correct(c.text, problem),
+                               c.final.median if c.final else None) for c in result.candidates)))
             progress(i + 1, len(problems))
     return out
 
@@ -112,12 +114,14 @@ def calibrate_selector(prm_folder: str | os.PathLike[str], calibration: str | os
     file_temperature = float(records[0].generator.get("temperature", 0.7)) if records else 0.7
     temperature = file_temperature if temperature is None else float(temperature)
     if temperature != file_temperature and not (generator is not None and fresh_per_level > 0):
-        raise EdgeAdaptError(f"{calibration} was sampled at temperature {file_temperature:g}; an answer model for {temperature:g} "
+        raise EdgeAdaptError(f"{calibration} was sampled at temperature {file_temperature:g}; an answer model for "
+                             f"{temperature:g} "
                              "is fitted on fresh questions only: pass --generator and --fresh-per-level too")
     task = task or _task_of(records)
     extract = task.extract_answer if task is not None else extract_answer
     prm = open_prm(prm_folder, threads=threads)
-    ids, how = ({r.question_id for r in records}, "all questions (asked for)") if all_questions else untrained_questions(records, prm)
+    ids, how = ({r.question_id for r in records},
+                "all questions (asked for)") if all_questions else untrained_questions(records, prm)
     by_question: dict[str, list[CalibrationRecord]] = defaultdict(list)
     for r in records:
         if r.question_id in ids:
@@ -141,7 +145,8 @@ def calibrate_selector(prm_folder: str | os.PathLike[str], calibration: str | os
         progress(done, len(by_question))
     if generator is not None and fresh_per_level > 0:
         if task is None:
-            raise EdgeAdaptError(f"{calibration}: fresh questions for a file task come from your file: pass the task with its --data")
+            raise EdgeAdaptError(f"{calibration}: fresh questions for a file task come from your file: pass the task with its "
+                                 f"--data")
         problems = fresh_problems(task, {r.question for r in records}, fresh_per_level)
         questions += sample_questions(generator, prm, task, problems, samples, seed=seed, threads=threads, progress=progress,
                                       temperature=temperature)

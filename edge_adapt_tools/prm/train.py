@@ -69,7 +69,8 @@ def asymmetric_logistic_loss(logits: torch.Tensor, targets: torch.Tensor, levels
     return (weight * torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")).mean()
 
 
-def quantile_loss(logits: torch.Tensor, targets: torch.Tensor, levels: torch.Tensor, logistic_weight: float = 0.0) -> torch.Tensor:
+def quantile_loss(logits: torch.Tensor, targets: torch.Tensor, levels: torch.Tensor,
+                  logistic_weight: float = 0.0) -> torch.Tensor:
     """The PRM's training loss: pinball on the sigmoid outputs, plus the asymmetric logistic
     term when ``logistic_weight`` is set (see TrainSettings)."""
     loss = pinball_loss(torch.sigmoid(logits), targets, levels)

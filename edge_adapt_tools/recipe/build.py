@@ -148,7 +148,8 @@ def _train(run: _Recipe) -> dict[str, Any]:
 
     def progress(step: int, total: int, loss: float) -> None:
         if step % 100 == 0 or step == total:
-            run.log(f"  generator step {step}/{total}, loss {loss:.4f} ({time.perf_counter() - last[0]:.0f}s since the last report)")
+            run.log(f"  generator step {step}/{total}, loss {loss:.4f} ({time.perf_counter() - last[0]:.0f}s since the last "
+                    f"report)")
             last[0] = time.perf_counter()
 
     return dataclasses.asdict(train_generator(run.task, run.gen_hf, gs, progress))
@@ -190,7 +191,8 @@ def _prm(run: _Recipe) -> dict[str, Any]:
     settings, work = run.settings, run.work
     tokenizer = run.gen_hf / "tokenizer.json" if (run.gen_hf / "tokenizer.json").is_file() else work / "tokenizer.json"
     generator = dequantize_gguf(run.gen_file, tokenizer, work / "generator-dequantized")
-    ps = dataclasses.replace(settings.prm, train=dataclasses.replace(settings.prm.train, seed=settings.seed, threads=settings.threads),
+    ps = dataclasses.replace(settings.prm,
+                             train=dataclasses.replace(settings.prm.train, seed=settings.seed, threads=settings.threads),
                              likelihood_generator=str(generator) if settings.generator_likelihood else None)
     build = build_quantile_prm(generator, run.calibration, work / PRM_DIR, ps, progress=lambda m: None)
     return {"before": build.before.to_dict(), "after": build.after.to_dict(), "counts": build.counts,
@@ -214,7 +216,8 @@ def _evaluate(run: _Recipe) -> dict[str, Any]:
     settings = run.settings
     problems = run.task.problems("test", list(settings.test_per_level), seed=settings.seed)
     strategies = (BestOfN(n=settings.test_samples), BestOfN(n=EASY_SEARCH_N))
-    with open_stack(StackSettings(ModelSettings(run.gen_file, run.out / PRM_DIR, settings.threads), run.task, strategies)) as stack:
+    with open_stack(StackSettings(ModelSettings(run.gen_file, run.out / PRM_DIR, settings.threads), run.task,
+                                  strategies)) as stack:
         evaluation = evaluate_models(
             stack.generator, stack.prm, run.task, problems, samples=settings.test_samples, seed=settings.seed,
             progress=lambda done, total: run.log(f"  evaluated {done}/{total}") if done % 100 == 0 or done == total else None,
@@ -248,7 +251,8 @@ def _manifest(out: Path, settings: RecipeSettings, training: dict, exported: dic
             "quantization": settings.quant,
             "n_params": training["n_params"],
             "tokenizer": "one token per character (byte-level BPE, no merges; llama.cpp pre-tokenizer 'smollm')",
-            "training": {**training["settings"], "final_loss": round(training["final_loss"], 4), "seconds": round(training["seconds"], 1)},
+            "training": {**training["settings"], "final_loss": round(training["final_loss"], 4),
+                         "seconds": round(training["seconds"], 1)},
             "export": exported,
         },
         "prm": {

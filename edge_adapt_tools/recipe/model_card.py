@@ -52,19 +52,24 @@ def _generator_file(m: dict) -> float:
 
 
 TARGETS: tuple[Target, ...] = (
-    Target("generator pass@1 (T=0.7), all levels", "35% to 70%", lambda m: _test(m)["overall"]["pass_at_1"], lambda v: 0.35 <= v <= 0.70),
+    Target("generator pass@1 (T=0.7), all levels", "35% to 70%", lambda m: _test(m)["overall"]["pass_at_1"],
+           lambda v: 0.35 <= v <= 0.70),
     Target("generator pass@1, easiest level", ">= 90%", lambda m: _level(m, "easiest")["pass_at_1"], lambda v: v >= 0.90),
     Target("generator pass@1, hardest level", "<= 30%", lambda m: _level(m, "hardest")["pass_at_1"], lambda v: v <= 0.30),
-    Target("oracle pass@16 minus pass@1", ">= 25 points", lambda m: 100 * (_test(m)["overall"]["oracle"] - _test(m)["overall"]["pass_at_1"]),
+    Target("oracle pass@16 minus pass@1", ">= 25 points",
+           lambda m: 100 * (_test(m)["overall"]["oracle"] - _test(m)["overall"]["pass_at_1"]),
            lambda v: v >= 25, "{:+.1f} points"),
-    Target("PRM Brier of the median (held-out prefixes)", "<= 0.05", lambda m: _held(m)["brier_median"], lambda v: v <= 0.05, "{:.4f}"),
+    Target("PRM Brier of the median (held-out prefixes)", "<= 0.05", lambda m: _held(m)["brier_median"],
+           lambda v: v <= 0.05, "{:.4f}"),
     Target("fraction of targets below q10", "5% to 15%", lambda m: _held(m)["coverage"]["q10"], lambda v: 0.05 <= v <= 0.15),
     Target("fraction of targets below q90", "85% to 95%", lambda m: _held(m)["coverage"]["q90"], lambda v: 0.85 <= v <= 0.95),
-    Target("PRM best-of-16 minus pass@1", ">= 15 points", lambda m: 100 * (_test(m)["overall"]["prm_best"] - _test(m)["overall"]["pass_at_1"]),
+    Target("PRM best-of-16 minus pass@1", ">= 15 points",
+           lambda m: 100 * (_test(m)["overall"]["prm_best"] - _test(m)["overall"]["pass_at_1"]),
            lambda v: v >= 15, "{:+.1f} points"),
     Target("generator GGUF size", "<= 30 MB", lambda m: _generator_file(m) / 1e6, lambda v: v <= 30, "{:.1f} MB"),
     Target("largest PRM ONNX file", "<= 30 MB", lambda m: _largest_prm_file(m) / 1e6, lambda v: v <= 30, "{:.1f} MB"),
-    Target("easy question with search, models loaded (median)", "< 2 s", lambda m: _test(m)["easy_search_seconds"]["median_s"], lambda v: v < 2.0, "{:.3f} s"),
+    Target("easy question with search, models loaded (median)", "< 2 s", lambda m: _test(m)["easy_search_seconds"]["median_s"],
+           lambda v: v < 2.0, "{:.3f} s"),
 )
 
 
@@ -130,7 +135,8 @@ def _question_text(test: dict) -> str:
 def _tables(manifest: dict[str, Any], test: dict[str, Any]) -> tuple[str, str, str]:
     """The card's Markdown rows: targets, results by level, and the task's levels."""
     rows = "\n".join(
-        f"| {t.name} | {t.requirement} | {t.fmt.format(v)} | {'met' if ok else '**not met**'} |" for t, v, ok in check_targets(manifest)
+        f"| {t.name} | {t.requirement} | {t.fmt.format(v)} | {'met' if ok else '**not met**'} |" for t, v,
+        ok in check_targets(manifest)
     )
     levels = "\n".join(
         f"| {lvl} | {s['problems']} | {s['pass_at_1']:.1%} | {s['oracle']:.1%} | {s['prm_best']:.1%} | {s['majority']:.1%} | "
@@ -162,15 +168,16 @@ project's own recipe, from scratch, in about {r['total_seconds'] / 60:.0f} minut
 
 - **Generator** `{g['file']}`: a {g['n_params'] / 1e6:.1f}M-parameter Llama ({g['training']['layers']} layers,
   hidden {g['training']['hidden']}, {g['training']['heads']} heads, FFN {g['training']['ffn']}), {g['tokenizer']},
-  trained for {g['training']['steps']} steps on the train split{_training_details(g['training'])}, exported to GGUF (F32 verified against PyTorch:
-  max abs logit diff {g['export']['f32_max_abs_logit_diff']:.2g}) and quantized to {g['quantization']}.
-- **PRM** `{p['dir']}/`: {p['architecture']}, predicting the {', '.join(f'{q:.0%}' for q in p['quantile_levels'])} quantiles of the
-  probability that the generator (at temperature 0.7) finishes correctly; trained with the pinball loss on
+  trained for {g['training']['steps']} steps on the train split{_training_details(g['training'])}, exported to GGUF
+  (F32 verified against PyTorch: max abs logit diff {g['export']['f32_max_abs_logit_diff']:.2g})
+  and quantized to {g['quantization']}.
+- **PRM** `{p['dir']}/`: {p['architecture']}, predicting the {', '.join(f'{q:.0%}' for q in p['quantile_levels'])}
+  quantiles of the probability that the generator (at temperature 0.7) finishes correctly; trained with the pinball loss on
   {c['records']:,} Monte-Carlo records from {c['questions']} calibration questions (N={c['n_solutions']} solutions,
   M={c['n_continuations']} continuations per prefix, `{c['file']}`), exported to ONNX; the CPU runs the
   `{p['cpu_variant']}` variant.{_likelihood_text(p)}
-- **The task**: chains like `Q:454+762*3`, that is (454+762)*3: one operation at a time on the running result, one per step, steps separated by a
-  blank line, then `A:<answer>`. Levels:
+- **The task**: chains like `Q:454+762*3`, that is (454+762)*3: one operation at a time on the running result, one
+  per step, steps separated by a blank line, then `A:<answer>`. Levels:
 
 | level | operations | + and - operands | multipliers | every value up to |
 |---|---|---|---|---|
@@ -184,6 +191,8 @@ def write_model_card(out: Path, manifest: dict[str, Any]) -> Path:
     test = manifest["metrics"]["generator_and_prm_on_test"]
     rows, levels, level_specs = _tables(manifest, test)
     held = manifest["metrics"]["prm_held_out"]
+    below, k = held["after"]["below"], test["samples_per_problem"]
+    stages = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in r["stage_seconds"].items())
     text = _header(manifest, level_specs) + f"""## What they are not
 
 They know one synthetic task and nothing else: not a chat model, not a general math model. The PRM
@@ -198,11 +207,11 @@ its probabilities mean something else (recalibrate: `edge-adapt export rollouts`
 
 Coverage counts a Monte-Carlo target that ties a quantile (within half a Monte-Carlo step) as tau,
 the randomized PIT for discrete targets (see docs/CALIBRATION.md); the literal "strictly below"
-fractions are q10 {held['after']['below']['q10']:.1%}, q50 {held['after']['below']['q50']:.1%}, q90 {held['after']['below']['q90']:.1%}.
+fractions are q10 {below['q10']:.1%}, q50 {below['q50']:.1%}, q90 {below['q90']:.1%}.
 
 ### By level ({test['samples_per_problem']} samples per problem, temperature {test['temperature']})
 
-| level | problems | pass@1 | oracle pass@{test['samples_per_problem']} | PRM best-of-{test['samples_per_problem']} | majority vote | PRM question median |
+| level | problems | pass@1 | oracle pass@{k} | PRM best-of-{k} | majority vote | PRM question median |
 |---|---|---|---|---|---|---|
 {levels}
 {_question_text(test)}
@@ -217,7 +226,7 @@ Reliability diagram: `{p['dir']}/reliability.png`.
 ## Rebuilding
 
 `{r['command']}` (seeded; about {r['total_seconds'] / 60:.0f} minutes on {r['machine']}; stages:
-{', '.join(f'{k} {v / 60:.1f} min' for k, v in r['stage_seconds'].items())}).{_taken_text(r)} `python benchmarks/eval_default_models.py`
+{stages}).{_taken_text(r)} `python benchmarks/eval_default_models.py`
 re-measures the table above from the shipped files. `manifest.json` lists every file with its sha256.
 """
     path = out / "MODEL_CARD.md"

@@ -115,7 +115,8 @@ def take_shipped_stages(out: Path, work: Path, settings: RecipeSettings, stages:
                              "or whether continuations were kept); run the whole recipe instead.")
     shutil.copy(out / CALIBRATION_FILE, work / CALIBRATION_FILE)
     shutil.copy(out / PRM_DIR / "tokenizer.json", work / "tokenizer.json")
-    training = {"steps": trained["steps"], "n_params": gen["n_params"], "final_loss": final_loss, "seconds": seconds, "settings": trained}
+    training = {"steps": trained["steps"], "n_params": gen["n_params"], "final_loss": final_loss, "seconds": seconds,
+                "settings": trained}
     keys = stage_keys(settings, training, gen["export"])
     took = manifest["recipe"]["stage_seconds"]
     stages.record("1-train-generator", keys["1-train-generator"], training, took["1-train-generator"])

@@ -161,7 +161,8 @@ def train_generator(
     started = time.perf_counter()
     weights = settings.level_weights
     if weights is not None and (len(weights) != len(task.levels) or min(weights) < 0 or sum(weights) <= 0):
-        raise EdgeAdaptError(f"level_weights {weights}: need one non-negative weight per level ({len(task.levels)}), not all zero")
+        raise EdgeAdaptError(f"level_weights {weights}: need one non-negative weight per level ({len(task.levels)}), not all "
+                             f"zero")
     if settings.bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log.warning("this CPU has no native bfloat16: bf16=True will be emulated and slower; train with bf16=False")
     torch.manual_seed(settings.seed)

@@ -246,7 +246,8 @@ class AnswerModel:
                 scores=tuple(ScoreEvidence(tuple(float(x) for x in e["right"]), tuple(float(x) for x in e["wrong"]))
                              for e in data.get("scores", ())),
                 values=tuple(ValueTable(tuple(int(x) for x in v["n_edges"]), tuple(float(x) for x in v["score_edges"]),
-                                        {str(k): ValueCell(int(c["count"]), float(c["right"]), tuple(float(g) for g in c["gains"]))
+                                        {str(k): ValueCell(int(c["count"]), float(c["right"]),
+                                                           tuple(float(g) for g in c["gains"]))
                                          for k, c in v["cells"].items()}, int(v.get("min_count", 20)))
                              for v in data.get("values", ())),
                 max_measured=int(data.get("max_measured", 0)),

@@ -280,7 +280,8 @@ def fit_answer_model(questions: Sequence[CalibrationQuestion], equal: Equal, *, 
             per_bin.append(_score_evidence(members, s_edges))
         scores = tuple(per_bin)
     model = AnswerModel(q_edges, tuple(priors), fit_concentration(questions, equal), s_edges, centers, scores,
-                        provenance=dict(provenance or {}, questions=len(questions), samples=sum(len(q.solutions) for q in questions)))
+                        provenance=dict(provenance or {}, questions=len(questions),
+                                        samples=sum(len(q.solutions) for q in questions)))
     gains = {}
     for selector in SELECTORS:
         curves = []

@@ -173,11 +173,13 @@ def fit_vote_model(questions: Sequence[VoteQuestion], *, seed: int = 0, toleranc
             declined = {"prm_work_per_sample": round(prm_work, 1),
                         "with_prm": {"price": price, "accuracy": round(with_prm.accuracy, 2), "tokens": round(with_prm.tokens, 1),
                                      "samples": round(with_prm.samples, 2)},
-                        "without": {"price": own_price, "accuracy": round(without.accuracy, 2), "tokens": round(without.tokens, 1)}}
+                        "without": {"price": own_price, "accuracy": round(without.accuracy, 2),
+                                    "tokens": round(without.tokens, 1)}}
             feature, price, by_price, fixed_acc = own, own_price, own_by_price, own_fixed
     report = {
         "feature": feature, "feature_log_loss": losses, "price": price, "tolerance_points": tolerance,
-        "price_replays": {f"{p:g}": {"accuracy": round(r.accuracy, 2), "tokens": round(r.tokens, 1)} for p, r in by_price.items()},
+        "price_replays": {f"{p:g}": {"accuracy": round(r.accuracy, 2), "tokens": round(r.tokens, 1)} for p,
+                          r in by_price.items()},
         "fixed_accuracy": {str(n): round(v, 2) for n, v in fixed_acc.items()},
         "chosen_on": f"two folds of the {len(questions)} calibration questions, each judged by a table fitted on the other",
     }

@@ -11,7 +11,8 @@ the pick's score, agreement), or, without one, from the Bayesian fallback's look
 
 One knob, ``price``, in accuracy points per 1,000 generated-token equivalents (a sample's generated
 tokens plus its PRM tokens at ``prm_token_weight``; the unit and the rule are every adaptive
-strategy's: :mod:`edge_adapt.search.stopping`), traces a whole accuracy-compute curve: a low price samples until answers settle, a high
+strategy's: :mod:`edge_adapt.search.stopping`), traces a whole accuracy-compute curve: a low price
+samples until answers settle, a high
 one stops after the first sample unless the question is both uncertain and likely to be
 resolved by a second.
 """
@@ -48,7 +49,8 @@ class ValueSampling:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.price) and self.price >= 0):
-            raise SamplingConfigError(f"adaptive: price must be a finite number >= 0 (accuracy points per 1,000 tokens), got {self.price}")
+            raise SamplingConfigError(f"adaptive: price must be a finite number >= 0 (accuracy points per 1,000 tokens), got "
+                                      f"{self.price}")
         if not 1 <= self.n_max <= 128:
             raise SamplingConfigError(f"adaptive: n_max must be in 1..128, got {self.n_max}")
         if not 0.5 <= self.stop_at <= 1.0:

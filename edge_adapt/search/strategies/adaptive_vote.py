@@ -4,7 +4,8 @@ Samples are drawn one or two at a time; before each round the generator's vote m
 (:mod:`edge_adapt.search.calibration.vote_model`, fitted by ``edge-adapt calibrate`` on the user's questions)
 says what one or two more samples would add to P(the leading answer is right) in the state the
 vote is in, and the round is drawn only while that exceeds its cost at ``price`` (accuracy points
-per 1,000 generated-token equivalents, the unit of every adaptive strategy: :mod:`edge_adapt.search.stopping`). No PRM is needed; a PRM's score joins only where calibration chose it.
+per 1,000 generated-token equivalents, the unit of every adaptive strategy:
+:mod:`edge_adapt.search.stopping`). No PRM is needed; a PRM's score joins only where calibration chose it.
 Without a vote model it is Adaptive-Consistency: one sample at a time until the leader's lead is
 settled (a Beta posterior, ``threshold``), at most ``n_max``. The decision record says which.
 
