@@ -45,6 +45,33 @@ class Move:
 FIRST = Move(1, "first", 0.0)  # every adaptive search draws its first sample
 
 
+@dataclass(frozen=True)
+class NextRound:
+    """A move and what it rested on: the value cell read (its key, and the calibration questions
+    behind it) and the work per sample it was priced at (generated-token equivalents)."""
+
+    move: Move
+    cell: str = ""
+    questions: int = 0
+    work: float = 0.0
+
+    @property
+    def draw(self) -> int:
+        return self.move.draw
+
+    @property
+    def reason(self) -> str:
+        return self.move.reason
+
+    @property
+    def right(self) -> float:
+        return self.move.right
+
+    @property
+    def gains(self) -> tuple[float, ...]:
+        return self.move.gains
+
+
 def work_per_sample(generated_tokens: float, prm_tokens: float, samples: int, prm_token_weight: float) -> float:
     """Generated-token equivalents one sample has cost so far (0 before the first)."""
     return (generated_tokens + prm_token_weight * prm_tokens) / samples if samples else 0.0

@@ -29,7 +29,15 @@ import numpy as np
 
 from edge_adapt.errors import ModelLoadError
 from edge_adapt.files import atomic_write_text
-from edge_adapt.search.stopping import FIRST, PRM_TOKEN_WEIGHT, Move, consistency_move, past_limits, value_move
+from edge_adapt.search.stopping import (
+    FIRST,
+    PRM_TOKEN_WEIGHT,
+    Move,
+    NextRound,
+    consistency_move,
+    past_limits,
+    value_move,
+)
 
 log = logging.getLogger(__name__)
 
@@ -217,40 +225,18 @@ def _table_of(t: dict[str, Any]) -> VoteTable:
     return table
 
 
-@dataclass(frozen=True)
-class VoteDecision:
-    """The next move of an adaptive vote (:class:`~edge_adapt.search.stopping.Move`), and the table
-    cell it read with the calibration questions behind it."""
-
-    move: Move
-    cell: str = ""
-    questions: int = 0
-
-    @property
-    def draw(self) -> int:
-        return self.move.draw
-
-    @property
-    def reason(self) -> str:
-        return self.move.reason
-
-    @property
-    def right(self) -> float:
-        return self.move.right
-
-
 def vote_round(state: VoteState, model: VoteModel | None, *, price: float, work: float, n_max: int,
-               stop_at: float = 0.98, lookahead: int = 2, threshold: float = 0.95) -> VoteDecision:
+               stop_at: float = 0.98, lookahead: int = 2, threshold: float = 0.95) -> NextRound:
     """The vote's next move: with a model, the calibrated rule (:func:`~edge_adapt.search.stopping.value_move`)
     on the cell of the vote's state, weighing :data:`HORIZONS`; without one, Adaptive-Consistency."""
     if state.n == 0:
-        return VoteDecision(FIRST)
+        return NextRound(FIRST)
     if model is None:
-        return VoteDecision(consistency_move([state.votes, state.runner_up], state.n, n_max, threshold))
+        return NextRound(consistency_move([state.votes, state.runner_up], state.n, n_max, threshold))
     key, cell = model.table.lookup(state)
     limit = past_limits(state.n, n_max, model.max_measured)
     if limit is not None:
-        return VoteDecision(Move(0, limit, cell.right), key, cell.questions)
+        return NextRound(Move(0, limit, cell.right), key, cell.questions)
     move = value_move(cell.right, cell.gains, HORIZONS, room=min(n_max, model.max_measured) - state.n, price=price,
                       work=work, stop_at=stop_at, lookahead=lookahead)
-    return VoteDecision(move, key, cell.questions)
+    return NextRound(move, key, cell.questions)

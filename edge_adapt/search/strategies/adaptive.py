@@ -28,7 +28,7 @@ from edge_adapt.errors import SamplingConfigError
 from edge_adapt.search.calibration.answer_model import PickState, QuestionModel
 from edge_adapt.search.context import SearchContext
 from edge_adapt.search.posterior import Evidence, Moments, expected_accuracy, posterior
-from edge_adapt.search.stopping import FIRST, PRM_TOKEN_WEIGHT, Move, past_limits, value_move, work_per_sample
+from edge_adapt.search.stopping import FIRST, PRM_TOKEN_WEIGHT, Move, NextRound, past_limits, value_move, work_per_sample
 from edge_adapt.search.voting import group_of, votes_for
 
 
@@ -105,8 +105,8 @@ class ValueSampling:
             question_q=tuple(round(v, 4) for v in q.values), calibrated_model=ctx.answer_model.calibrated,
             picked_by=model.selector, price=self.price, samples=len(ctx.candidates),
             rounds=tuple(r.draw for r in rounds if r.draw), stop=last.reason if last.draw == 0 else "budget_cap",
-            p_answer=round(last.accuracy, 4), gave_up=last.reason == "not_worth" and last.accuracy < 0.5,
-            gains_at_stop=tuple(round(g, 4) for g in last.gains), work_per_sample=round(last.cost_per_sample, 1),
+            p_answer=round(last.right, 4), gave_up=last.reason == "not_worth" and last.right < 0.5,
+            gains_at_stop=tuple(round(g, 4) for g in last.gains), work_per_sample=round(last.work, 1),
             groups=tuple(g.count for g in evidence.groups),
         ))
 
@@ -132,32 +132,8 @@ def _pick_state(ctx: SearchContext, pick: int | None) -> PickState:
     return PickState(len(ctx.candidates), chosen.final.median if chosen.final is not None else 0.0, votes >= 2)
 
 
-@dataclass(frozen=True)
-class RoundDecision:
-    """The next move (:class:`~edge_adapt.search.stopping.Move`) and the work per sample it was priced at."""
-
-    move: Move
-    cost_per_sample: float = 0.0  # generated-token equivalents
-
-    @property
-    def draw(self) -> int:
-        return self.move.draw
-
-    @property
-    def reason(self) -> str:
-        return self.move.reason
-
-    @property
-    def accuracy(self) -> float:
-        return self.move.right
-
-    @property
-    def gains(self) -> tuple[float, ...]:
-        return self.move.gains
-
-
 def next_round(evidence: Evidence, moments: Moments, model: QuestionModel, strategy: ValueSampling,
-               cost_per_sample: float, pick: PickState | None = None) -> RoundDecision:
+               cost_per_sample: float, pick: PickState | None = None) -> NextRound:
     """The next move by the calibrated rule (:func:`~edge_adapt.search.stopping.value_move`) on
     rounds of 1..lookahead samples; the first sample is always drawn.
 
@@ -166,9 +142,9 @@ def next_round(evidence: Evidence, moments: Moments, model: QuestionModel, strat
     one, they are the answer model's posterior and its exact lookahead over ``evidence``."""
     n = evidence.samples
     if n == 0:
-        return RoundDecision(FIRST)
+        return NextRound(FIRST)
     if n >= strategy.n_max:
-        return RoundDecision(Move(0, "n_max", _accuracy(evidence, moments, model, pick)), cost_per_sample)
+        return NextRound(Move(0, "n_max", _accuracy(evidence, moments, model, pick)), work=cost_per_sample)
     horizon = min(strategy.lookahead, strategy.n_max - n)
     if model.values is not None:
         if pick is None:
@@ -176,14 +152,14 @@ def next_round(evidence: Evidence, moments: Moments, model: QuestionModel, strat
         cell = model.values.lookup(pick)
         limit = past_limits(n, strategy.n_max, model.max_measured)
         if limit is not None or cell is None:
-            return RoundDecision(Move(0, "past_calibration", cell.right if cell is not None else 0.0), cost_per_sample)
+            return NextRound(Move(0, "past_calibration", cell.right if cell is not None else 0.0), work=cost_per_sample)
         right, gains = cell.right, cell.gains[:min(horizon, model.max_measured - n)]
     else:
         right = posterior(evidence, moments, model.concentration).accuracy
         gains = tuple(expected_accuracy(evidence, moments, model, r) - right for r in range(1, horizon + 1))
     move = value_move(right, gains, range(1, len(gains) + 1), room=len(gains), price=strategy.price, work=cost_per_sample,
                       stop_at=strategy.stop_at, lookahead=strategy.lookahead)
-    return RoundDecision(move, cost_per_sample)
+    return NextRound(move, work=cost_per_sample)
 
 
 def _accuracy(evidence: Evidence, moments: Moments, model: QuestionModel, pick: PickState | None) -> float:
