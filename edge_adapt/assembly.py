@@ -31,6 +31,7 @@ from edge_adapt.models import sha256_of
 from edge_adapt.prm import PRM, QuantilePRM
 from edge_adapt.prm.absent import NO_PRM_HINT, NoPRM
 from edge_adapt.search import Searcher, SearchSettings, Strategy, sequences_needed
+from edge_adapt.search.calibration.answer_model import AnswerModel
 from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.search.searcher import work_done
 from edge_adapt.search.strategy import MIN_KV_CELLS, kv_cells_per_search
@@ -140,7 +141,8 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
             search = SearchSettings(sampling=settings.sampling, max_steps=settings.max_steps, chat=chat,
                                     system=settings.prompt.system, rules=rules)
             vote_model = _open_vote_model(settings, chat)
-            searcher = Searcher(gen, prm, settings.task, search, policy=policy, vote_model=vote_model)
+            answer_model = _open_answer_model(prm, settings.sampling) if prm.available else None
+            searcher = Searcher(gen, prm, settings.task, search, policy=policy, answer_model=answer_model, vote_model=vote_model)
             yield Stack(gen, prm, meter, policy, searcher, threads)
 
 
@@ -182,6 +184,18 @@ def _open_vote_model(settings: StackSettings, chat: bool) -> VoteModel | None:
         log.warning("%s was calibrated with %s: its promises hold for those settings (recalibrate to change them)",
                     path, ", ".join(differ))
     log.info("adaptive_vote reads %s (%s, default price %g)", path, model.feature, model.price)
+    return model
+
+
+def _open_answer_model(prm: PRM, sampling: SamplingParams) -> AnswerModel:
+    """The answer model calibrated beside the PRM (selector_model.json; adaptive search reads it),
+    or the documented fallback; one fitted at another temperature is used with a warning."""
+    model = AnswerModel.for_prm(prm.bundle.path)
+    fitted_at = model.provenance.get("temperature")
+    if fitted_at is not None and abs(float(fitted_at) - sampling.temperature) > 1e-6:
+        log.warning("the answer model in %s was fitted on samples at temperature %g, search samples at %g: its gains "
+                    "and stopping rule hold for %g (refit it with `edge-adapt export selector ... --temperature %g`)",
+                    prm.bundle.path, float(fitted_at), sampling.temperature, float(fitted_at), sampling.temperature)
     return model
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -256,13 +257,19 @@ def test_generator_training_draws_levels_by_weight_and_refuses_bad_weights(tmp_p
     assert not (tmp_path / "never").exists()
 
 
-def test_the_shipped_answer_model_warns_when_search_samples_at_another_temperature(generator, prm, caplog) -> None:
-    from edge_adapt.search import Searcher, SearchSettings
+def test_the_root_reads_the_shipped_answer_model_and_warns_when_search_samples_at_another_temperature(caplog) -> None:
+    from edge_adapt import StackSettings, ValueSampling, open_stack
+    from edge_adapt.models import load_default_models
+    from edge_adapt.settings import ModelSettings
 
-    fitted_at = Searcher(generator, prm, TASK).answer_model.provenance["temperature"]  # the default temperature: no warning
-    assert fitted_at == SearchSettings().sampling.temperature
-    assert not caplog.records
-    with caplog.at_level("WARNING", logger="edge_adapt"):
-        hotter = Searcher(generator, prm, TASK, SearchSettings(sampling=SamplingParams(temperature=1.0)))
-        assert hotter.answer_model.calibrated
+    shipped = load_default_models()
+    settings = StackSettings(ModelSettings(shipped.generator, shipped.prm, threads=2), TASK, (ValueSampling(),))
+    with caplog.at_level("WARNING", logger="edge_adapt"), open_stack(settings) as stack:
+        model = stack.searcher.answer_model
+    assert model.calibrated
+    assert model.provenance["temperature"] == settings.sampling.temperature  # the default temperature: no warning
+    assert not [r for r in caplog.records if "fitted on samples at temperature" in r.getMessage()]
+    with caplog.at_level("WARNING", logger="edge_adapt"), \
+            open_stack(replace(settings, sampling=SamplingParams(temperature=1.0))) as hotter:
+        assert hotter.searcher.answer_model.calibrated
     assert any("fitted on samples at temperature 0.7, search samples at 1" in r.getMessage() for r in caplog.records)

@@ -58,16 +58,10 @@ class Searcher:
 
     @property
     def answer_model(self) -> AnswerModel:
-        """The selector model calibrated with the PRM (its folder's selector_model.json), or the
-        documented fallback; loaded on first use by adaptive search."""
+        """The answer model calibrated with the PRM (the root reads it from the PRM's folder), or
+        the documented fallback."""
         if self._answer_model is None:
-            self._answer_model = AnswerModel.for_prm(self.prm.bundle.path)
-            fitted_at = self._answer_model.provenance.get("temperature")
-            if fitted_at is not None and abs(float(fitted_at) - self.settings.sampling.temperature) > 1e-6:
-                log.warning("the answer model in %s was fitted on samples at temperature %g, search samples at %g: its gains "
-                            "and stopping rule hold for %g (refit it with `edge-adapt export selector ... --temperature %g`)",
-                            self.prm.bundle.path, float(fitted_at), self.settings.sampling.temperature, float(fitted_at),
-                            self.settings.sampling.temperature)
+            self._answer_model = AnswerModel.fallback()
         return self._answer_model
 
     def usage(self) -> Usage:
