@@ -69,7 +69,7 @@ EXTRA_BUFFERS_ENV = "EDGE_ADAPT_LLAMA_EXTRA_BUFFERS"
 def use_extra_buffers() -> bool:
     """Whether llama.cpp may place CPU weights in its extra buffer types (repacked layouts, and AMX
     tiles where the CPU advertises AMX). A native build on such a CPU runs AMX kernels, which crash
-    the process in VMs that advertise the flag without working tiles (docs/ARCHITECTURE.md), so they
+    the process in VMs that advertise the flag without working tiles (docs/RESULTS.md), so they
     are off where /proc/cpuinfo lists amx_tile; ``EDGE_ADAPT_LLAMA_EXTRA_BUFFERS=1`` (or 0) decides."""
     forced = os.environ.get(EXTRA_BUFFERS_ENV, "").strip()
     if forced in ("0", "1"):
