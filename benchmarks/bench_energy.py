@@ -48,7 +48,7 @@ from edge_adapt.errors import BudgetError
 from edge_adapt.models import load_default_models
 from edge_adapt.prm import QuantilePRM
 from edge_adapt.search import BestOfN, IASBestOfN, Searcher, SearchResult, ValueSampling
-from edge_adapt.settings import MeterSettings, ModelSettings
+from edge_adapt.settings import MeterSettings, ModelSettings, RunSettings
 from edge_adapt.tasks import ArithmeticTask, Problem
 from edge_adapt.tasks.arithmetic import TEST_PER_LEVEL
 
@@ -171,8 +171,8 @@ def main() -> None:
     task = ArithmeticTask()
     problems = task.problems("test", [args.per_level] * 6 if args.per_level else list(TEST_PER_LEVEL))
     strategies = (BestOfN(n=32), IASBestOfN(n_max=32), ValueSampling())
-    settings = StackSettings(ModelSettings(models.generator, models.prm, args.threads), task, strategies,
-                             meter=MeterSettings(args.meter))
+    run = RunSettings(ModelSettings(models.generator, models.prm, args.threads), meter=MeterSettings(args.meter))
+    settings = StackSettings(run, task, strategies)
     with open_stack(settings) as stack:
         searcher, prm, meter = stack.searcher, stack.prm, stack.meter
         warm = task.problems("calibration", 2)

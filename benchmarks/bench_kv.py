@@ -88,9 +88,9 @@ def main() -> int:
             for lay in plan:
                 config = GeneratorConfig(n_ctx=lay.n_ctx, n_seq_max=n_seq, kv_unified=lay.unified)
                 # another GGUF is timed with the shipped PRM's scores: speed, not accuracy, is measured
-                searchers[lay] = stack.enter_context(open_stack(StackSettings(
-                    ModelSettings(generator,
-                                  models.prm), task, (strategy,), generator_config=config, other_generator="warn"))).searcher
+                settings = StackSettings(ModelSettings(generator, models.prm), task, (strategy,), generator_config=config,
+                                         other_generator="warn")
+                searchers[lay] = stack.enter_context(open_stack(settings)).searcher
                 memory[lay] = kv_mib(searchers[lay].generator)
             for lay in plan:  # warm-up: first calls allocate
                 searchers[lay].run(strategy, problems[0], seed=0)

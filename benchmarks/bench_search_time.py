@@ -71,10 +71,9 @@ def main() -> int:
         searchers = {}
         for s in settings:
             config = GeneratorConfig(n_ctx=4096, n_seq_max=n_seq, n_threads=s.gen_threads, n_threads_batch=s.gen_threads)
-            searchers[s] = stack.enter_context(open_stack(StackSettings(
-                ModelSettings(models.generator,
-                              models.prm), task, (strategy,), generator_config=config, prm_threads=s.prm_threads,
-                prm_spin=s.spin))).searcher
+            settings = StackSettings(ModelSettings(models.generator, models.prm), task, (strategy,), generator_config=config,
+                                     prm_threads=s.prm_threads, prm_spin=s.spin)
+            searchers[s] = stack.enter_context(open_stack(settings)).searcher
         for s in settings:  # warm-up: first calls allocate
             searchers[s].run(strategy, problems[0], seed=0)
         for rep in range(args.repeats):

@@ -63,7 +63,7 @@ from edge_adapt.search import (
 )
 from edge_adapt.search.context import RunHooks
 from edge_adapt.search.spec import parse_spec
-from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings
+from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, RunSettings
 from edge_adapt.tasks import ArithmeticTask, ChatTask, Problem, Task, get_task
 
 __version__ = "0.1.0"
@@ -79,6 +79,7 @@ __all__ = [
     "StackSettings",
     "ModelSettings",
     "PromptSettings",
+    "RunSettings",
     "MeterSettings",
     "open_stack",
     "AnswerModel",

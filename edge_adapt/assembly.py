@@ -15,11 +15,10 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from edge_adapt.budget.guard import Budget
 from edge_adapt.budget.policy import EnergyPolicy
 from edge_adapt.cores import ThreadChoice, choose_threads
 from edge_adapt.defaults import read_calibration
@@ -35,7 +34,7 @@ from edge_adapt.search.calibration.answer_model import AnswerModel
 from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.search.searcher import work_done
 from edge_adapt.search.strategy import MIN_KV_CELLS, kv_cells_per_search
-from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings
+from edge_adapt.settings import PromptSettings, RunSettings, run_settings
 from edge_adapt.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -45,17 +44,13 @@ MAX_PARALLEL = 64  # searches at once; past the sequences llama.cpp holds (256) 
 
 @dataclass(frozen=True)
 class StackSettings:
-    """What a stack is built from: the settings tree (models, prompt, sampling, budget, meter; see
-    :mod:`edge_adapt.settings`), the task and the strategies it will run, and the engine's knobs."""
+    """What a stack is built from: the run's settings (models, prompt, sampling, step cap, budget,
+    meter, calibration: :class:`~edge_adapt.settings.RunSettings`; models alone stand for a run with
+    every other default), the task and the strategies it will run, and the engine's knobs."""
 
-    models: ModelSettings
+    run: RunSettings
     task: Task
     strategies: tuple[Strategy, ...]  # every strategy the stack will run: they size the generator's context
-    sampling: SamplingParams = field(default_factory=SamplingParams)  # its own default temperature, 0.7
-    prompt: PromptSettings = PromptSettings()  # its prompt_template is the task's to hold (get_task)
-    budget: Budget = field(default_factory=Budget)
-    meter: MeterSettings = MeterSettings()
-    max_steps: int = 32
     # given: the generator is loaded with exactly this (benchmarks of layouts and threads); None:
     # sized from the strategies with the models' threads and GPU layers
     generator_config: GeneratorConfig | None = None
@@ -64,7 +59,6 @@ class StackSettings:
     # a PRM calibrated for another generator: "refuse" (its scores describe that generator), or
     # "warn" (benchmarks of speed that only need some scores)
     other_generator: Literal["refuse", "warn"] = "refuse"
-    use_vote_model: bool = True  # False: ignore any calibration file (measure without it)
     context: int | None = None  # the KV pool holds at least this many cells (a server's --ctx); None: sized from the strategies
     context_from_model: int = 0  # > 0: the pool grows to the model's training context, up to this many cells
     prompt_cache: bool = False  # keep the last prompt's cells for the next prompt that starts the same way
@@ -73,7 +67,8 @@ class StackSettings:
     parallel: int = 1
 
     def __post_init__(self) -> None:
-        given = self.prompt.prompt_template
+        object.__setattr__(self, "run", run_settings(self.run))
+        given = self.run.prompt.prompt_template
         if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or not 1 <= self.parallel <= MAX_PARALLEL:
             raise SamplingConfigError(f"parallel must be an integer in 1..{MAX_PARALLEL} (searches at once), got "
                                       f"{self.parallel!r}")
@@ -84,7 +79,7 @@ class StackSettings:
     @property
     def step_rules(self) -> StepRules:
         """The task's step rules with this stack's overrides."""
-        return self.prompt.rules(self.task)
+        return self.run.prompt.rules(self.task)
 
 
 @dataclass(frozen=True)
@@ -109,39 +104,39 @@ def generator_config(strategies: Sequence[Strategy], rules: StepRules, threads: 
 @contextmanager
 def open_stack(settings: StackSettings) -> Iterator[Stack]:
     """Build the stack; the generator and the meter are closed when the block ends."""
-    rules = settings.step_rules
+    run, rules = settings.run, settings.step_rules
     threads = _threads(settings)
     config = settings.generator_config or generator_config(settings.strategies, rules, threads.threads,
-                                                           settings.models.gpu_layers, settings.parallel)
+                                                           run.models.gpu_layers, settings.parallel)
     if settings.generator_config is None and settings.parallel > 1:
-        config = replace(config, max_batch_rows=batch_rows_for(settings.models.gpu_layers))
+        config = replace(config, max_batch_rows=batch_rows_for(run.models.gpu_layers))
     if settings.generator_config is None:
         config = replace(config, n_ctx=max(config.n_ctx, settings.context or 0),
                          grow_to_training_context=settings.context_from_model, prompt_cache=settings.prompt_cache)
 
-    with Generator(settings.models.generator, config) as gen:
+    with Generator(run.models.generator, config) as gen:
         prm = _open_prm(settings, threads.threads)
 
         def usage() -> Usage:
             return work_done(gen, prm)
 
-        metering = settings.meter
+        metering = run.meter
         cost_model = CostModel.load(metering.cost_model) if metering.cost_model else None
         with open_meter(metering.kind, usage=usage, cost_model=cost_model, measured_only=metering.measured_only) as meter:
-            policy = EnergyPolicy(meter, settings.budget, usage)
-            chat = bool(settings.prompt.with_chat(gen.vocab.has_chat_template).chat)
+            policy = EnergyPolicy(meter, run.budget, usage)
+            chat = bool(run.prompt.with_chat(gen.vocab.has_chat_template).chat)
             if chat and not gen.vocab.has_chat_template:
-                raise ModelLoadError(f"{settings.models.generator} has no chat template; run it with plain prompts (--no-chat)")
+                raise ModelLoadError(f"{run.models.generator} has no chat template; run it with plain prompts (--no-chat)")
             calibrated_chat = prm.available and bool(prm.bundle.generator.get("chat"))
             if prm.available and calibrated_chat != chat:
                 log.warning("the PRM in %s was calibrated on %s prompts and search prompts are %s: its scores hold for "
                             "the prompts it was calibrated on (pass --%s)", prm.bundle.path,
                             "chat" if calibrated_chat else "plain", "chat" if chat else "plain",
                             "chat" if calibrated_chat else "no-chat")
-            search = SearchSettings(sampling=settings.sampling, max_steps=settings.max_steps, chat=chat,
-                                    system=settings.prompt.system, rules=rules)
+            search = SearchSettings(sampling=run.sampling, max_steps=run.max_steps, chat=chat,
+                                    system=run.prompt.system, rules=rules)
             vote_model = _open_vote_model(settings, chat)
-            answer_model = _open_answer_model(prm, settings.sampling) if prm.available else None
+            answer_model = _open_answer_model(prm, run.sampling) if prm.available else None
             searcher = Searcher(gen, prm, settings.task, search, policy=policy, answer_model=answer_model, vote_model=vote_model)
             yield Stack(gen, prm, meter, policy, searcher, threads)
 
@@ -162,22 +157,22 @@ def open_prm(path: Path | str, **options: Any) -> QuantilePRM:
 def prompt_provenance(settings: StackSettings, chat: bool) -> dict[str, Any]:
     """What a calibration depends on besides the generator: how it was prompted and sampled."""
     rules = settings.step_rules
-    prompt = PromptSettings(chat=chat, system=settings.prompt.system,
+    prompt = PromptSettings(chat=chat, system=settings.run.prompt.system,
                             prompt_template=getattr(settings.task, "prompt_template", None),
                             step_delimiter=rules.delimiter, max_new_tokens=rules.max_new_tokens)
-    return {"task": settings.task.name, **prompt.as_record(), "temperature": settings.sampling.temperature}
+    return {"task": settings.task.name, **prompt.as_record(), "temperature": settings.run.sampling.temperature}
 
 
 def _open_vote_model(settings: StackSettings, chat: bool) -> VoteModel | None:
     """The generator's vote model (:func:`~edge_adapt.defaults.read_calibration`: refused for
     another generator); one fitted under other prompt or sampling settings is used with a warning
     (its promises hold for those)."""
-    if not settings.use_vote_model:
+    if not settings.run.vote_model:
         return None
-    model = read_calibration(settings.models)
+    model = read_calibration(settings.run.models)
     if model is None:
         return None
-    path = settings.models.calibration_file
+    path = settings.run.models.calibration_file
     ours = prompt_provenance(settings, chat)
     differ = [f"{k}={model.provenance.get(k)!r} (now {v!r})" for k, v in ours.items() if model.provenance.get(k, v) != v]
     if differ:
@@ -201,14 +196,14 @@ def _open_answer_model(prm: PRM, sampling: SamplingParams) -> AnswerModel:
 
 def _threads(settings: StackSettings) -> ThreadChoice:
     """The user's threads, a given generator config's, or those that fit the free cores now."""
-    given = settings.models.threads or (settings.generator_config.n_threads if settings.generator_config else None)
-    return choose_threads(given, gpu_layers=settings.models.gpu_layers)
+    given = settings.run.models.threads or (settings.generator_config.n_threads if settings.generator_config else None)
+    return choose_threads(given, gpu_layers=settings.run.models.gpu_layers)
 
 
 def _open_prm(settings: StackSettings, threads: int) -> PRM:
     """The PRM, or the no-PRM stand-in when none is given (then only strategies that read no
     score may run); a PRM calibrated for another generator is refused (or warned about)."""
-    models = settings.models
+    models = settings.run.models
     if models.prm is None:
         needing = [s.name for s in settings.strategies if s.needs_prm]
         if needing:

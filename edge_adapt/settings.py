@@ -1,17 +1,20 @@
 """Settings that several faces share, declared once: the CLI's options, the server's flags, a
 benchmark's config.json, the rollouts and a calibration's provenance all carry these objects.
 
-The tree a stack and a benchmark run are built from: :class:`ModelSettings` (which models, on what),
-:class:`PromptSettings` (how a question is put), :class:`~edge_adapt.generator.SamplingParams` (how
-tokens are drawn), :class:`~edge_adapt.budget.guard.Budget` (what a question may cost) and
-:class:`MeterSettings` (how joules are read). Records (config.json, provenance) are written flat by
+The tree a stack and a benchmark run are built from: :class:`RunSettings`, made of
+:class:`ModelSettings` (which models, on what), :class:`PromptSettings` (how a question is put),
+:class:`~edge_adapt.generator.SamplingParams` (how tokens are drawn), the step cap,
+:class:`~edge_adapt.budget.guard.Budget` (what a question may cost), :class:`MeterSettings` (how
+joules are read) and whether the generator's calibration is read. A stack
+(:class:`~edge_adapt.assembly.StackSettings`) and a benchmark (:class:`~edge_adapt.bench.BenchConfig`)
+each hold one and add only what is theirs. Records (config.json, provenance) are written flat by
 field name, as runs have always recorded them, so older runs resume."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +127,30 @@ class MeterSettings:
 
 
 SAMPLING_DEFAULTS = SamplingParams()
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every search of a run is built with (see the module's docstring)."""
+
+    models: ModelSettings  # models.prm None: only strategies that read no PRM score run
+    prompt: PromptSettings = PromptSettings()  # its prompt_template is the task's to hold (get_task)
+    sampling: SamplingParams = field(default_factory=SamplingParams)  # its own default temperature, 0.7
+    max_steps: int = 32
+    budget: Budget = field(default_factory=Budget)
+    meter: MeterSettings = MeterSettings()
+    vote_model: bool = True  # adaptive_vote reads the generator's calibration file when it has one; False: ignore it
+
+    def as_record(self) -> dict[str, Any]:
+        """Flat by field name, as config.json has always held them."""
+        return {**self.models.as_record(), **sampling_record(self.sampling), "max_steps": self.max_steps,
+                "budget": budget_record(self.budget), **self.meter.as_record(), **self.prompt.as_record(),
+                "vote_model": self.vote_model}
+
+
+def run_settings(run: RunSettings | ModelSettings) -> RunSettings:
+    """A run's settings; models alone stand for a run with every other default."""
+    return run if isinstance(run, RunSettings) else RunSettings(run)
 
 
 def sampling_record(sampling: SamplingParams) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from edge_adapt.models import load_default_models
 from edge_adapt.search import BestOfN, SearchResult
 from edge_adapt.search.context import RunHooks
 from edge_adapt.search.spec import parse_spec
-from edge_adapt.settings import MeterSettings, ModelSettings
+from edge_adapt.settings import MeterSettings, ModelSettings, RunSettings
 from edge_adapt.tasks import get_task
 
 TASK = get_task("default")
@@ -30,9 +30,9 @@ GREEDY = SamplingParams(temperature=0.0)
 
 def _stack(parallel: int, *, sampling: SamplingParams = GREEDY, prm: bool = True, **changes: object):
     models = load_default_models()
-    settings = StackSettings(ModelSettings(models.generator, models.prm if prm else None, threads=2), TASK,
-                             (parse_spec("majority:n=4"), parse_spec("adaptive:price=8")), sampling,
-                             meter=MeterSettings("estimate"), parallel=parallel, use_vote_model=False)
+    run = RunSettings(ModelSettings(models.generator, models.prm if prm else None, threads=2), sampling=sampling,
+                      meter=MeterSettings("estimate"), vote_model=False)
+    settings = StackSettings(run, TASK, (parse_spec("majority:n=4"), parse_spec("adaptive:price=8")), parallel=parallel)
     return open_stack(replace(settings, **changes))
 
 

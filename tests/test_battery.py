@@ -13,14 +13,14 @@ from edge_adapt.bench import BenchConfig, RunFolder
 from edge_adapt.bench.battery import PACED, run_battery
 from edge_adapt.cli import main
 from edge_adapt.models import load_default_models
-from edge_adapt.settings import MeterSettings, ModelSettings
+from edge_adapt.settings import MeterSettings, ModelSettings, RunSettings
 
 
 @pytest.fixture(scope="module")
 def config() -> BenchConfig:
     models = load_default_models()
-    return BenchConfig(ModelSettings(models.generator, models.prm, threads=2), limit=12, question_seed=2,
-                       meter=MeterSettings("estimate"))
+    run = RunSettings(ModelSettings(models.generator, models.prm, threads=2), meter=MeterSettings("estimate"))
+    return BenchConfig(run, limit=12, question_seed=2)
 
 
 class Stop(Exception):

@@ -14,7 +14,7 @@ from edge_adapt.bench import BenchConfig, RunFolder, RunFolderError, run_bench, 
 from edge_adapt.bench.summary import StrategySummary, savings
 from edge_adapt.cli import main
 from edge_adapt.generator import SamplingParams
-from edge_adapt.settings import MeterSettings, ModelSettings
+from edge_adapt.settings import MeterSettings, ModelSettings, RunSettings
 
 from model_factory import TINY_ARITHMETIC
 
@@ -23,8 +23,9 @@ STRATEGIES = ("best_of_n:n=3", "ias_best_of_n:n_max=4", "beam:n=4,width=2")
 
 @pytest.fixture(scope="module")
 def config(step_gguf, llama_prm) -> BenchConfig:
-    return BenchConfig(ModelSettings(step_gguf, llama_prm.export.path, threads=2), task="tiny", strategies=STRATEGIES,
-                       seed=7, sampling=SamplingParams(temperature=1.0), max_steps=6, meter=MeterSettings("estimate"))
+    run = RunSettings(ModelSettings(step_gguf, llama_prm.export.path, threads=2), sampling=SamplingParams(temperature=1.0),
+                      max_steps=6, meter=MeterSettings("estimate"))
+    return BenchConfig(run, task="tiny", strategies=STRATEGIES, seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +95,8 @@ def test_a_folder_with_another_configuration_is_refused(config, problems, tmp_pa
         run_bench(other, tmp_path / "run", task=TINY_ARITHMETIC, problems=problems[:1])
     # the same paths holding rebuilt models: refused too, not mixed into the run
     rebuilt = tmp_path / "prm"
-    shutil.copytree(config.models.prm, rebuilt)
-    at_rebuilt = replace(config, models=replace(config.models, prm=rebuilt))
+    shutil.copytree(config.run.models.prm, rebuilt)
+    at_rebuilt = replace(config, run=replace(config.run, models=replace(config.run.models, prm=rebuilt)))
     run_bench(at_rebuilt, tmp_path / "run2", task=TINY_ARITHMETIC, problems=problems[:1])
     (rebuilt / "prm_config.json").write_text((rebuilt / "prm_config.json").read_text().replace("{", "{ ", 1))
     with pytest.raises(RunFolderError, match="models_sha256"):

@@ -21,7 +21,7 @@ from edge_adapt.errors import ModelLoadError
 from edge_adapt.models import load_default_models, sha256_of
 from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.search.spec import parse_spec
-from edge_adapt.settings import MeterSettings, ModelSettings, calibration_path
+from edge_adapt.settings import MeterSettings, ModelSettings, RunSettings, calibration_path
 from edge_adapt.tasks import ArithmeticTask
 
 ARGS = ["--task", "default", "--limit", "60", "-n", "4", "--parallel", "1"]  # one at a time: exactly reproducible
@@ -80,8 +80,8 @@ def test_a_calibration_for_another_generator_is_refused(calibrated: VoteModel, g
     forged = VoteModel(calibrated.feature, calibrated.table, calibrated.max_measured, calibrated.price,
                        {**calibrated.provenance, "generator_sha256": "0" * 64})
     forged.save(calibration_path(other))
-    settings = StackSettings(ModelSettings(other), ArithmeticTask(), (parse_spec("adaptive_vote"),),
-                             meter=MeterSettings("estimate"))
+    settings = StackSettings(RunSettings(ModelSettings(other), meter=MeterSettings("estimate")), ArithmeticTask(),
+                             (parse_spec("adaptive_vote"),))
     with pytest.raises(ModelLoadError, match="calibrated for another generator"):
         with open_stack(settings):
             pass
@@ -95,7 +95,8 @@ def test_a_calibration_for_another_generator_is_refused(calibrated: VoteModel, g
 def test_the_vote_strategies_run_without_a_prm(calibrated: VoteModel, generator: Path, spec: str) -> None:
     strategy = parse_spec(spec)
     task = ArithmeticTask()
-    with open_stack(StackSettings(ModelSettings(generator), task, (strategy,), meter=MeterSettings("estimate"))) as stack:
+    run = RunSettings(ModelSettings(generator), meter=MeterSettings("estimate"))
+    with open_stack(StackSettings(run, task, (strategy,))) as stack:
         assert stack.searcher.vote_model == calibrated
         for index in (0, 250, 450):
             problem = task.problem("test", index)

@@ -16,7 +16,7 @@ from edge_adapt.generator.steps import StepScanner
 from edge_adapt.models import load_default_models
 from edge_adapt.search.confidence import confidence_floor, trace_confidence
 from edge_adapt.search.spec import parse_spec
-from edge_adapt.settings import MeterSettings, ModelSettings
+from edge_adapt.settings import MeterSettings, ModelSettings, RunSettings
 from edge_adapt.tasks import ArithmeticTask
 
 RULES = StepRules(delimiter="\n", max_new_tokens=100, min_confidence=-1.0, confidence_window=3)
@@ -118,8 +118,8 @@ def test_online_termination_as_a_strategy_cuts_only_after_the_warm_up(spec: str)
     assert not strategy.needs_prm
     task = ArithmeticTask()
     cut_any = 0
-    with open_stack(StackSettings(ModelSettings(load_default_models().generator), task, (strategy,),
-                                  meter=MeterSettings("estimate"))) as stack:
+    run = RunSettings(ModelSettings(load_default_models().generator), meter=MeterSettings("estimate"))
+    with open_stack(StackSettings(run, task, (strategy,))) as stack:
         for index in (0, 100, 200, 300, 400, 450):
             result = stack.searcher.run(strategy, task.problem("test", index), seed=index)
             kind = "confidence_cut" if spec.startswith("deepconf") else "adaptive_vote"

@@ -267,9 +267,9 @@ def test_the_root_reads_the_shipped_answer_model_and_warns_when_search_samples_a
     with caplog.at_level("WARNING", logger="edge_adapt"), open_stack(settings) as stack:
         model = stack.searcher.answer_model
     assert model.calibrated
-    assert model.provenance["temperature"] == settings.sampling.temperature  # the default temperature: no warning
+    assert model.provenance["temperature"] == settings.run.sampling.temperature  # the default temperature: no warning
     assert not [r for r in caplog.records if "fitted on samples at temperature" in r.getMessage()]
     with caplog.at_level("WARNING", logger="edge_adapt"), \
-            open_stack(replace(settings, sampling=SamplingParams(temperature=1.0))) as hotter:
+            open_stack(replace(settings, run=replace(settings.run, sampling=SamplingParams(temperature=1.0)))) as hotter:
         assert hotter.searcher.answer_model.calibrated
     assert any("fitted on samples at temperature 0.7, search samples at 1" in r.getMessage() for r in caplog.records)

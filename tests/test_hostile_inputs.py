@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from edge_adapt.cli import main
 from edge_adapt.models import load_default_models
-from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings
+from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, RunSettings
 
 MODELS = load_default_models()
 Q = "(454+762)*3"
@@ -307,7 +307,8 @@ def test_a_chat_model_is_prompted_through_its_chat_template(smollm2_gguf: Path) 
 
     task, vote = ArithmeticTask(), BestOfN(n=1, select="majority")
     problem = task.parse_question(Q)
-    with open_stack(StackSettings(ModelSettings(smollm2_gguf), task, (vote,), meter=MeterSettings("estimate"))) as stack:
+    run = RunSettings(ModelSettings(smollm2_gguf), meter=MeterSettings("estimate"))
+    with open_stack(StackSettings(run, task, (vote,))) as stack:
         assert stack.searcher.settings.chat  # the GGUF has a template: used by default
         rendered = stack.generator.vocab.render_prompt(task.prompt(problem), chat=True, system="Be brief.")
         assert rendered.startswith("<|im_start|>system\nBe brief.<|im_end|>")
@@ -319,8 +320,8 @@ def test_a_chat_model_is_prompted_through_its_chat_template(smollm2_gguf: Path) 
                                                          parse_special=True))
         assert result.cost.prompt_tokens == chat_tokens
     with pytest.raises(ModelLoadError, match="no chat template"), \
-            open_stack(StackSettings(ModelSettings(MODELS.generator, MODELS.prm), task, (vote,), meter=MeterSettings("estimate"),
-                                        prompt=PromptSettings(chat=True))):
+            open_stack(StackSettings(RunSettings(ModelSettings(MODELS.generator, MODELS.prm), PromptSettings(chat=True),
+                                                 meter=MeterSettings("estimate")), task, (vote,))):
         pass
 
 

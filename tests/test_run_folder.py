@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edge_adapt.bench import BenchConfig, RunFolder, RunFolderError, run_bench, stable_view
-from edge_adapt.settings import MeterSettings, ModelSettings
+from edge_adapt.settings import MeterSettings, ModelSettings, RunSettings
 
 # the shipped default models: a real bench through the real CLI in a few seconds
 # one question at a time: the records of a resumed run equal an uninterrupted one's exactly
@@ -92,8 +92,8 @@ def test_a_second_bench_on_the_same_folder_is_refused_while_the_first_writes(ref
 
 @pytest.fixture(scope="module")
 def tiny_config(step_gguf, llama_prm) -> BenchConfig:
-    return BenchConfig(ModelSettings(step_gguf, llama_prm.export.path, threads=2), task="gsm8k",
-                       strategies=("best_of_n:n=1",), limit=2, seed=0, max_steps=1, meter=MeterSettings("estimate"))
+    run = RunSettings(ModelSettings(step_gguf, llama_prm.export.path, threads=2), max_steps=1, meter=MeterSettings("estimate"))
+    return BenchConfig(run, task="gsm8k", strategies=("best_of_n:n=1",), limit=2, seed=0)
 
 
 def test_a_resume_after_the_data_file_changed_is_refused(tiny_config: BenchConfig, tmp_path: Path) -> None:

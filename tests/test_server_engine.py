@@ -14,7 +14,7 @@ from edge_adapt.search import BestOfN
 from edge_adapt.server.engine import Engine, Job
 from edge_adapt.server.errors import APIError
 from edge_adapt.server.serving import _outcome
-from edge_adapt.settings import ModelSettings
+from edge_adapt.settings import ModelSettings, RunSettings
 
 from model_factory import TINY_ARITHMETIC
 
@@ -24,7 +24,8 @@ def test_a_job_refused_for_its_prompt_holds_none_of_its_frames(step_gguf, llama_
     # collection: the error kept the frames that held the prompt's tokens, and re-raising
     # it added the frame that held the future holding the error (a cycle). A refusal's message
     # says everything; its frames go with the job.
-    settings = StackSettings(ModelSettings(step_gguf, llama_prm.export.path), TINY_ARITHMETIC, (BestOfN(n=2),), max_steps=4)
+    settings = StackSettings(RunSettings(ModelSettings(step_gguf, llama_prm.export.path), max_steps=4), TINY_ARITHMETIC,
+                             (BestOfN(n=2),))
     with open_stack(settings) as stack:
         engine = Engine(stack, max_waiting=1)
         try:

@@ -13,12 +13,12 @@ from edge_adapt.server.chat_serving import CHAT
 from edge_adapt.server.completion_serving import COMPLETION
 from edge_adapt.server.endpoint import Conversation
 from edge_adapt.server.errors import APIError
-from edge_adapt.server.jobs import ServerSettings, prepare
+from edge_adapt.server.jobs import Offer, ServerSettings, prepare
 from edge_adapt.server.schemas import ChatCompletionRequest, CompletionRequest
 from edge_adapt.tasks import ArithmeticTask, ChatTask
 
-SERVER = ServerSettings(model_id="m", default_strategy="consistency:n_max=16", default_why="no PRM: Adaptive-Consistency",
-                      search=SearchSettings(chat=True), can_judge=False, max_n=4, max_tokens=256, max_prompt_chars=10_000)
+SERVER = ServerSettings(Offer("m", "consistency:n_max=16", "no PRM: Adaptive-Consistency", max_n=4, max_tokens=256),
+                      search=SearchSettings(chat=True), can_judge=False, max_prompt_chars=10_000)
 
 
 def chat(content: str, **body: object) -> ChatCompletionRequest:
@@ -29,7 +29,7 @@ def test_checkable_turns_search_and_others_get_one_sample_with_the_reason() -> N
     searched = prepare(chat("What is 17 + 25?"), CHAT, SERVER, ChatTask())
     assert searched.mode == "search"
     assert searched.job.strategy.name == "consistency:n_max=16"
-    assert searched.why.startswith(SERVER.default_why)
+    assert searched.why.startswith(SERVER.offer.default_why)
     assert not searched.job.stream_tokens
     haiku = prepare(chat("Write a haiku about rain"), CHAT, SERVER, ChatTask())
     assert haiku.mode == "single"
@@ -94,7 +94,7 @@ def test_refusals_name_the_field(request_: object, status: int, param: str) -> N
 
 
 def test_the_arithmetic_models_read_words_and_say_what_they_ignored() -> None:
-    server = ServerSettings(model_id="g", default_strategy="adaptive:price=8", default_why="PRM", search=SearchSettings())
+    server = ServerSettings(Offer("g", "adaptive:price=8", "PRM"), search=SearchSettings())
     prepared = prepare(ChatCompletionRequest.model_validate({"messages": [
         {"role": "system", "content": "Be brief."}, {"role": "user",
                                                      "content": "What is 12 + 30?"}]}), CHAT, server, ArithmeticTask())

@@ -14,7 +14,7 @@ from edge_adapt.budget.guard import Budget
 from edge_adapt.cli.options import PROMPT_FIELDS, budget_options, prompt_options
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
-from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, budget_record
+from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, RunSettings, budget_record
 from edge_adapt.tasks import ArithmeticTask
 
 
@@ -36,7 +36,7 @@ def test_options_become_one_prompt_settings_object() -> None:
 
 def test_a_bench_config_writes_the_prompt_flat_as_runs_always_have() -> None:
     prompt = PromptSettings(chat=True, system="Be brief.", prompt_template="Q: {question}", step_delimiter="\n", max_new_tokens=9)
-    written = BenchConfig(ModelSettings(Path("g.gguf")), prompt=prompt).to_json()
+    written = BenchConfig(RunSettings(ModelSettings(Path("g.gguf")), prompt)).to_json()
     assert {k: written[k] for k in PROMPT_FIELDS} == prompt.as_record()
     assert "prompt" not in written
     assert PromptSettings.from_record(written) == prompt
@@ -65,10 +65,10 @@ def test_a_stack_refuses_a_prompt_template_its_task_does_not_hold() -> None:
     from edge_adapt.tasks import get_task
 
     task = get_task("gsm8k", None, "Q: {question}\nA:")
-    StackSettings(ModelSettings(Path("g.gguf")), task, (), prompt=PromptSettings(prompt_template="Q: {question}\nA:"))
+    templated = RunSettings(ModelSettings(Path("g.gguf")), PromptSettings(prompt_template="Q: {question}\nA:"))
+    StackSettings(templated, task, ())
     with pytest.raises(EdgeAdaptError, match="not the task's"):
-        StackSettings(ModelSettings(Path("g.gguf")), ArithmeticTask(), (),
-                      prompt=PromptSettings(prompt_template="Q: {question}\nA:"))
+        StackSettings(templated, ArithmeticTask(), ())
 
 
 # config.json as runs recorded it before the settings tree (less the fingerprints and what the stack
@@ -82,12 +82,14 @@ RECORDED_BEFORE_THE_TREE = {
 
 
 def test_the_tree_writes_config_json_as_runs_before_it_did() -> None:
-    config = BenchConfig(ModelSettings(Path("g.gguf"), Path("prm"), threads=4), strategies=("majority:n=16",), limit=60,
-                         seed=3, budget=Budget(energy_j=5.0), meter=MeterSettings("estimate"))
+    run = RunSettings(ModelSettings(Path("g.gguf"), Path("prm"), threads=4), budget=Budget(energy_j=5.0),
+                      meter=MeterSettings("estimate"))
+    config = BenchConfig(run, strategies=("majority:n=16",), limit=60, seed=3)
     assert config.to_json() == RECORDED_BEFORE_THE_TREE
     # what a run did not set stays out of the record; what it set goes in
-    changed = replace(config, sampling=SamplingParams(temperature=1.0, top_p=0.9), meter=MeterSettings(measured_only=True),
-                      question_seed=2, models=replace(config.models, calibration=Path("c.json"))).to_json()
+    changed_run = replace(run, sampling=SamplingParams(temperature=1.0, top_p=0.9), meter=MeterSettings(measured_only=True),
+                          models=replace(run.models, calibration=Path("c.json")))
+    changed = replace(config, run=changed_run, question_seed=2).to_json()
     assert {k: changed[k] for k in ("temperature", "top_p", "measured_only", "question_seed", "meter", "calibration")} == \
         {"temperature": 1.0, "top_p": 0.9, "measured_only": True, "question_seed": 2, "meter": None, "calibration": "c.json"}
     assert "top_k" not in changed
@@ -114,3 +116,25 @@ def test_budget_and_meter_options_become_one_object_each() -> None:
 def test_bad_model_settings_are_refused(bad: dict) -> None:
     with pytest.raises(EdgeAdaptError, match="threads"):
         ModelSettings(Path("g.gguf"), **bad)
+
+
+def test_every_setting_is_declared_once_across_the_trees() -> None:
+    """A stack, a benchmark and a server compose the same parts; none redeclares a part's field."""
+    from dataclasses import fields as fields_of
+
+    from edge_adapt.assembly import StackSettings
+    from edge_adapt.server import Offer, ServeConfig
+    from edge_adapt.server.jobs import ServerSettings
+    from edge_adapt.settings import RunSettings
+
+    def names(cls: type) -> set[str]:
+        return {f.name for f in fields_of(cls)}
+
+    parts = {"run": names(RunSettings), "offer": names(Offer)}
+    # what a loaded server hands each request as its starting budget: the stack's, read at load
+    request_default = {ServerSettings: {"budget"}}
+    for tree in (StackSettings, BenchConfig, ServeConfig, ServerSettings):
+        for part, declared in parts.items():
+            assert names(tree) & declared - request_default.get(tree, set()) == set(), (tree.__name__, part)
+    assert {"run"} <= names(StackSettings) & names(BenchConfig)
+    assert {"offer"} <= names(ServeConfig) & names(ServerSettings)

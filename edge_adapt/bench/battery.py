@@ -105,8 +105,8 @@ class _Pacing:
 
 def paced_kind(config: BenchConfig) -> str:
     """The adaptive strategy whose price the pacer moves: the default search's, if it has one."""
-    vote_model = read_calibration(config.models) if config.vote_model else None
-    spec, _ = search_default(config.models, vote_model)
+    vote_model = read_calibration(config.run.models) if config.run.vote_model else None
+    spec, _ = search_default(config.run.models, vote_model)
     kind = spec.split(":")[0]
     if kind not in ("adaptive", "adaptive_vote"):
         raise SamplingConfigError(f"a battery run paces adaptive search's price, and the default search here is {spec}: "
@@ -120,7 +120,7 @@ def run_battery(config: BenchConfig, total_joules: float, out: str | Path, *, pa
     """Run (or resume) the paced run and, with ``even``, the even vote beside it; returns the comparison."""
     out = Path(out)
     config = replace(config, strategies=(f"{paced_kind(config)}:price={start_price:g}",))  # what sizes the stack
-    task = get_task(config.task, config.data, config.prompt.prompt_template)
+    task = get_task(config.task, config.data, config.run.prompt.prompt_template)
     problems = load_problems(config, task)
     if not problems:
         raise RunFolderError("no questions to run: the data file (or the split) holds none")

@@ -29,7 +29,7 @@ from edge_adapt.search.calibration.vote_fit import fit_vote_model
 from edge_adapt.search.calibration.vote_model import VoteModel
 from edge_adapt.search.calibration.vote_replay import CalibrationSample, Judgement, VoteQuestion, judge
 from edge_adapt.search.voting import group_indices
-from edge_adapt.settings import ModelSettings, PromptSettings
+from edge_adapt.settings import ModelSettings, PromptSettings, RunSettings
 from edge_adapt.tasks import Task, get_task
 from edge_adapt.tasks.grading import answers_equal
 
@@ -44,9 +44,9 @@ def sampling_config(models: ModelSettings, task: str, data: Path | None, *, samp
     on its calibration split: its test split is where results are reported."""
     spec = f"{'weighted' if models.prm else 'majority'}:n={samples}"
     split = "calibration" if task in ("default", "arithmetic") else "test"
-    return BenchConfig(models, task=task, data=str(data) if data else None, strategies=(spec,), limit=limit, seed=seed,
-                       sampling=SamplingParams(temperature=temperature), prompt=prompt, vote_model=False, split=split,
-                       question_seed=question_seed)
+    run = RunSettings(models, prompt, SamplingParams(temperature=temperature), vote_model=False)
+    return BenchConfig(run, task=task, data=str(data) if data else None, strategies=(spec,), limit=limit, seed=seed,
+                       split=split, question_seed=question_seed)
 
 
 def draw_samples(config: BenchConfig, work: Path, progress: Callable[[int, int, dict[str, Any] | None], None],
@@ -102,14 +102,14 @@ def fit_and_judge(folder: RunFolder, config: BenchConfig, out: Path, *, held_out
     if len(held) < 10:
         raise EdgeAdaptError(f"only {len(held)} of {len(questions)} questions fall in the held-out slice; give more "
                              "questions (a few hundred) or a larger --held-out fraction")
-    task = task or get_task(config.task, config.data, config.prompt.prompt_template)
+    task = task or get_task(config.task, config.data, config.run.prompt.prompt_template)
     settings = stack_settings(config, task)
     recorded = folder.config()
     provenance = {
-        "generator": config.models.generator.name, "generator_sha256": sha256_of(config.models.generator),
+        "generator": config.run.models.generator.name, "generator_sha256": sha256_of(config.run.models.generator),
         **prompt_provenance(settings, bool(recorded.get("chat_template"))),
-        "prm": str(config.models.prm) if config.models.prm else None,
-        "prm_sha256": prm_fingerprint(config.models.prm) if config.models.prm else None, "data": config.data,
+        "prm": str(config.run.models.prm) if config.run.models.prm else None,
+        "prm_sha256": prm_fingerprint(config.run.models.prm) if config.run.models.prm else None, "data": config.data,
         "data_sha256": recorded.get("data_sha256"), "split": config.split,
         "question_seed": config.question_seed, "samples_run": str(folder.path),
         "held_out_fraction": held_out, "held_out_questions": len(held),
@@ -120,7 +120,7 @@ def fit_and_judge(folder: RunFolder, config: BenchConfig, out: Path, *, held_out
     judgement = judge(model, held, prm_work=prm_work)
     # replace, not rebuild: the generator-only table a PRM-reading model keeps must survive
     report = {**model.report, "held_out": judgement_record(judgement, model.price)}
-    if config.models.prm is not None:
+    if config.run.models.prm is not None:
         report["prm_cost"] = cost
     model = replace(model, report=report)
     path = model.save(out)

@@ -15,25 +15,23 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_adapt.assembly import Stack, StackSettings, open_stack
 from edge_adapt.bench.records import RunFolder, RunFolderError
 from edge_adapt.bench.result_record import to_record
-from edge_adapt.budget.guard import Budget
 from edge_adapt.cluster import ClusterSettings, FileCheck
 from edge_adapt.defaults import DEFAULT_STRATEGIES
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.execution import executor_for
-from edge_adapt.generator import SamplingParams
 from edge_adapt.generator.config import default_parallel
 from edge_adapt.models import prm_fingerprint, sha256_of
 from edge_adapt.search.context import RunHooks
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import Strategy
-from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, budget_record, sampling_record
+from edge_adapt.settings import RunSettings, run_settings
 from edge_adapt.tasks import Problem, Task, get_task
 
 log = logging.getLogger(__name__)
@@ -44,30 +42,26 @@ class RunInterrupted(EdgeAdaptError):
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Everything that defines a run; stored in config.json and checked when resuming."""
+    """Everything that defines a run; stored in config.json and checked when resuming: the run's
+    settings (:class:`~edge_adapt.settings.RunSettings`; models alone stand for a run with every
+    other default), and which questions and strategies."""
 
-    models: ModelSettings  # models.prm None: only strategies that read no PRM score run
+    run: RunSettings
     task: str = "default"
     data: str | None = None
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     limit: int | None = None
     seed: int = 0
-    sampling: SamplingParams = field(default_factory=SamplingParams)  # its own default temperature, 0.7
-    max_steps: int = 32
-    budget: Budget = field(default_factory=Budget)
-    meter: MeterSettings = MeterSettings()
-    prompt: PromptSettings = PromptSettings()
-    vote_model: bool = True  # adaptive_vote reads the generator's calibration file when it has one
     split: str = "test"  # the default task's split (calibration: where settings are chosen)
     question_seed: int = 0  # the default task: another draw of the split's questions
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run", run_settings(self.run))
+
     def to_json(self) -> dict[str, Any]:
         """config.json: the settings tree written flat by field name (what a resume compares)."""
-        data: dict[str, Any] = {**self.models.as_record(), "task": self.task, "data": self.data,
-                                "strategies": list(self.strategies), "limit": self.limit, "seed": self.seed,
-                                **sampling_record(self.sampling), "max_steps": self.max_steps,
-                                "budget": budget_record(self.budget), **self.meter.as_record(), **self.prompt.as_record(),
-                                "vote_model": self.vote_model}
+        data: dict[str, Any] = {**self.run.as_record(), "task": self.task, "data": self.data,
+                                "strategies": list(self.strategies), "limit": self.limit, "seed": self.seed}
         for key in ("split", "question_seed"):  # written when set, so runs from before they existed resume
             if getattr(self, key) != BenchConfig.__dataclass_fields__[key].default:
                 data[key] = getattr(self, key)
@@ -79,11 +73,11 @@ def model_fingerprints(config: BenchConfig) -> dict[str, str]:
     numbers change with every rebuild): the paths alone would let a resume after the models were
     rebuilt mix two models' records in one run. The generator's vote model too, where the run reads
     one (adaptive_vote decides by it)."""
-    models = config.models
+    models = config.run.models
     prm = prm_fingerprint(models.prm) if models.prm else None
     found = {"generator": sha256_of(models.generator), "prm_config": prm}
     calibration = models.calibration_file
-    if config.vote_model and calibration.is_file():
+    if config.run.vote_model and calibration.is_file():
         found["vote_model"] = sha256_of(calibration)
     return found
 
@@ -147,9 +141,7 @@ def environment(stack: Stack) -> dict[str, Any]:
 def stack_settings(config: BenchConfig, task: Task, parallel: int = 1) -> StackSettings:
     """The stack a run's configuration asks for (built the same on the device and on a worker),
     sized for ``parallel`` searches at once."""
-    return StackSettings(config.models, task, tuple(parse_spec(s) for s in config.strategies), config.sampling,
-                         config.prompt, config.budget, config.meter, config.max_steps, use_vote_model=config.vote_model,
-                         parallel=parallel)
+    return StackSettings(config.run, task, tuple(parse_spec(s) for s in config.strategies), parallel=parallel)
 
 
 def choose_parallel(config: BenchConfig, parallel: int | None, cluster: ClusterSettings | None) -> tuple[int, str]:
@@ -158,7 +150,7 @@ def choose_parallel(config: BenchConfig, parallel: int | None, cluster: ClusterS
         return 1, "Ray workers take one question at a time each"
     if parallel is not None:
         return parallel, "--parallel"
-    return default_parallel(config.models.gpu_layers)
+    return default_parallel(config.run.models.gpu_layers)
 
 
 def question_records(stack: Stack, task: Task, problem: Problem, index: int, strategies: Sequence[Strategy],
@@ -193,15 +185,15 @@ def run_bench(
     questions run at once here (None: the device's default), recorded in the run's environment,
     not its configuration: records depend on it only through batched arithmetic's last bits."""
     folder = RunFolder(out)
-    task = task or get_task(config.task, config.data, config.prompt.prompt_template)
+    task = task or get_task(config.task, config.data, config.run.prompt.prompt_template)
     problems = _checked(problems if problems is not None else load_problems(config, task))
     parallel, parallel_why = choose_parallel(config, parallel, cluster)
     settings = stack_settings(config, task, parallel)
     fingerprint = {"models_sha256": model_fingerprints(config), "data_sha256": sha256_of(config.data) if config.data else None}
     total = len(problems) * len(settings.strategies)
-    checks = [FileCheck.of(config.models.generator)]
-    if config.models.prm:
-        checks += [FileCheck.of(f) for f in sorted(config.models.prm.iterdir()) if f.is_file()]
+    checks = [FileCheck.of(config.run.models.generator)]
+    if config.run.models.prm:
+        checks += [FileCheck.of(f) for f in sorted(config.run.models.prm.iterdir()) if f.is_file()]
     with folder:
         done = folder.lock()  # held until the end
         items = []
@@ -254,7 +246,7 @@ class _BenchWorker:
 
     def __call__(self, exit_stack: contextlib.ExitStack) -> tuple[Callable[[Any], Any], dict[str, Any]]:
         stack = exit_stack.enter_context(open_stack(self.settings))
-        if not self.settings.budget.unlimited:
+        if not self.settings.run.budget.unlimited:
             # measure the device first, so the first budgeted question is sized on measurements
             stack.searcher.warm_up(self.task.warm_up_problem(), seed=self.config.seed)
         handle = _QuestionHandler(stack, self.task, {s.name: s for s in self.settings.strategies}, self.config.seed)

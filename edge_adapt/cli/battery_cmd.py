@@ -21,7 +21,7 @@ from edge_adapt.cli.options import (
 from edge_adapt.defaults import choose, runs_without_prm
 from edge_adapt.energy import METER_KINDS
 from edge_adapt.generator import SamplingParams
-from edge_adapt.settings import MeterSettings, PromptSettings
+from edge_adapt.settings import MeterSettings, PromptSettings, RunSettings
 from edge_adapt.tasks import TASK_NAMES
 
 
@@ -68,9 +68,9 @@ def battery_cmd(out: Path, total_joules: float, task_name: str, data: Path | Non
     task_name = choose("battery", chosen, own_generator=generator_path is not None, task=task_name).task
     if task_name in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {task_name} reads your JSONL file: pass --data PATH")
-    config = BenchConfig(
-        chosen, task=task_name, data=str(data) if data else None, limit=limit, seed=seed, question_seed=question_seed,
-        sampling=SamplingParams(temperature=temperature), meter=MeterSettings(meter), prompt=prompt)
+    run = RunSettings(chosen, prompt, SamplingParams(temperature=temperature), meter=MeterSettings(meter))
+    config = BenchConfig(run, task=task_name, data=str(data) if data else None, limit=limit, seed=seed,
+                         question_seed=question_seed)
     with err_console.status("pacing the battery...") as status:
         report = run_battery(config, total_joules, out, parallel=parallel, even=not no_even, start_price=start_price,
                              progress=lambda done, total: status.update(f"pacing the battery: {done}/{total} questions"))

@@ -37,7 +37,7 @@ from edge_adapt.defaults import choose, runs_without_prm
 from edge_adapt.files import atomic_write_text
 from edge_adapt.generator import SamplingParams
 from edge_adapt.search.spec import parse_spec
-from edge_adapt.settings import MeterSettings, PromptSettings
+from edge_adapt.settings import MeterSettings, PromptSettings, RunSettings
 from edge_adapt.tasks import TASK_NAMES
 
 
@@ -106,11 +106,10 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
         raise click.UsageError("--parallel runs questions at once in this process; with --ray each worker takes one at a time")
     if cluster is not None and threads is None:
         threads = ray_cpus_per_worker  # each worker runs on the cores it holds
-    config = BenchConfig(
-        replace(chosen, threads=threads), task=defaults.task, data=str(data) if data else None, strategies=defaults.strategies,
-        limit=limit, seed=seed, sampling=SamplingParams(temperature=temperature), budget=budget, meter=meter, prompt=prompt,
-        split=split, question_seed=question_seed,
-    )
+    run = RunSettings(replace(chosen, threads=threads), prompt, SamplingParams(temperature=temperature), budget=budget,
+                      meter=meter)
+    config = BenchConfig(run, task=defaults.task, data=str(data) if data else None, strategies=defaults.strategies,
+                         limit=limit, seed=seed, split=split, question_seed=question_seed)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=False) as progress:

@@ -14,7 +14,7 @@ from edge_adapt.cli.options import FiniteFloat, model_options, resolve_models
 from edge_adapt.energy import METER_KINDS, CostSample, detect_meters, fit_cost_model, open_meter
 from edge_adapt.energy.detect import default_device_class
 from edge_adapt.search import BestOfN
-from edge_adapt.settings import MeterSettings
+from edge_adapt.settings import MeterSettings, RunSettings
 from edge_adapt.tasks import ArithmeticTask
 
 
@@ -71,7 +71,8 @@ def fit(out: Path, meter: str | None, runs: int, generator_path: Path | None, pr
     task = ArithmeticTask()
     problems = task.problems("calibration", 2)
     sizes = (1, 2, 4, 8, 16, 32)
-    settings = StackSettings(chosen, task, tuple(BestOfN(n=n) for n in sizes), meter=MeterSettings(meter, measured_only=True))
+    settings = StackSettings(RunSettings(chosen, meter=MeterSettings(meter, measured_only=True)), task,
+                             tuple(BestOfN(n=n) for n in sizes))
     with open_stack(settings) as stack:
         searcher, m = stack.searcher, stack.meter
         samples = []

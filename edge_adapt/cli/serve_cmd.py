@@ -28,7 +28,7 @@ from edge_adapt.generator import SamplingParams
 from edge_adapt.generator.config import default_parallel
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS
-from edge_adapt.settings import MeterSettings, PromptSettings
+from edge_adapt.settings import MeterSettings, PromptSettings, RunSettings
 from edge_adapt.tasks import TASK_NAMES, Task, get_task
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
     try:
         import uvicorn  # noqa: F401  (the extra's check, before loading anything)
 
-        from edge_adapt.server import ServeConfig
+        from edge_adapt.server import Offer, ServeConfig
     except ImportError as exc:
         raise MissingDependencyError(f"edge-adapt serve needs the server extra ({exc.name} is missing): "
                                      "pip install 'edge-adapt[server]'") from None
@@ -130,12 +130,13 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
 
     if parallel is None:
         parallel = default_parallel(chosen.gpu_layers, serving=True)[0]
-    stack = StackSettings(chosen, task, (), SamplingParams(temperature=temperature), prompt, budget, meter, context=ctx,
-                          context_from_model=0 if ctx else 8192, prompt_cache=not no_prompt_cache, parallel=parallel)
+    run = RunSettings(chosen, prompt, SamplingParams(temperature=temperature), budget=budget, meter=meter)
+    stack = StackSettings(run, task, (), context=ctx, context_from_model=0 if ctx else 8192, prompt_cache=not no_prompt_cache,
+                          parallel=parallel)
     why = "the server's default strategy (--strategy)" if spec else defaults.why
-    config = ServeConfig(stack=stack, model_id=chosen.generator.stem, default_strategy=defaults.strategies[0], default_why=why,
-                         max_n=max_n, max_tokens=max_tokens, max_waiting=max_waiting, parallel=parallel,
-                         api_key=api_key or None, warm_up=not no_warm_up, max_body=max_body, drain_s=drain_s)
+    offer = Offer(chosen.generator.stem, defaults.strategies[0], why, max_n=max_n, max_tokens=max_tokens)
+    config = ServeConfig(stack=stack, offer=offer, max_waiting=max_waiting, api_key=api_key or None, warm_up=not no_warm_up,
+                         max_body=max_body, drain_s=drain_s)
     prm = "no PRM" if chosen.prm is None else chosen.prm
     err_console.print(f"serving {chosen.generator.name} ({prm}), task {defaults.task}, on http://{host}:{port}"
                       f"{' (API key required)' if api_key else ''}; loading...", highlight=False)

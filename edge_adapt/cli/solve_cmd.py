@@ -30,7 +30,7 @@ from edge_adapt.prm import PRM, Quantiles
 from edge_adapt.search import SearchResult
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, Strategy
-from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, budget_record
+from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, RunSettings, budget_record
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
 
 
@@ -114,7 +114,8 @@ def solve_cmd(question: str | None, task_name: str | None, data: Path | None, in
     except EdgeAdaptError as exc:
         raise click.UsageError(str(exc)) from None
     problem = _problem(task, question, index)
-    settings = StackSettings(chosen, task, (strategy,), SamplingParams(temperature=temperature), prompt, budget, meter)
+    settings = StackSettings(RunSettings(chosen, prompt, SamplingParams(temperature=temperature), budget=budget, meter=meter),
+                             task, (strategy,))
     with open_stack(settings) as stack:
         prm = stack.prm
         if not budget.unlimited:

@@ -71,7 +71,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             return FiniteJSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": str(config.retry_after_s)})
         if state.traffic.draining:
             return FiniteJSONResponse({"status": "draining"}, status_code=503)
-        return FiniteJSONResponse({"status": "ok", "model": config.model_id, "queue": state.engine.pending})
+        return FiniteJSONResponse({"status": "ok", "model": config.offer.model_id, "queue": state.engine.pending})
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -80,7 +80,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     def model_card() -> dict:
-        return {"id": config.model_id, "object": "model", "created": 0, "owned_by": "edge_adapt"}
+        return {"id": config.offer.model_id, "object": "model", "created": 0, "owned_by": "edge_adapt"}
 
     @app.get("/v1/models", dependencies=[Depends(authorised)])
     async def models() -> dict:
@@ -88,8 +88,8 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/v1/models/{model_id:path}", dependencies=[Depends(authorised)])
     async def model(model_id: str) -> dict:
-        if model_id != config.model_id:
-            raise APIError(404, f"model {model_id[:200]!r} is not served here; this server serves {config.model_id!r}",
+        if model_id != config.offer.model_id:
+            raise APIError(404, f"model {model_id[:200]!r} is not served here; this server serves {config.offer.model_id!r}",
                            "invalid_request_error", "model_not_found", "model")
         return model_card()
 

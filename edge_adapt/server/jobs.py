@@ -38,17 +38,27 @@ LOOK_SAMPLES = 2  # a chat turn's first samples that decide whether it is search
 
 
 @dataclass(frozen=True)
-class ServerSettings:
-    """What every request starts from, and the limits it may not pass."""
+class Offer:
+    """What a server offers every request, declared once for its start-up config and its loaded
+    settings: the model's name, the search a question with a checkable answer gets when the request
+    names none (and why), and the most samples and tokens one request may ask."""
 
     model_id: str
-    default_strategy: str  # for a question with a checkable answer, when the request names none
-    default_why: str  # why that default (printed at start-up, said in responses)
+    default_strategy: str | None = None  # None until loaded: the default search for the loaded models
+    default_why: str = "the server's default strategy"  # printed at start-up, said in responses
+    max_n: int = 8
+    max_tokens: int = 512  # per solution
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What every request starts from, and the limits it may not pass: the server's offer (its
+    default strategy resolved) and what the loaded stack allows."""
+
+    offer: Offer
     search: SearchSettings  # sampling, prompt and step settings of the loaded stack
     budget: Budget = Budget()  # the server-wide default; a request's fields replace it field by field
-    max_n: int = 8
     max_live_paths: int = 16  # what the generator's KV pool was sized for
-    max_tokens: int = 512  # per solution
     can_judge: bool = True  # a PRM is loaded
     # a prompt of more characters cannot fit the context: refused without tokenizing it (no token
     # of the model is longer than its longest piece)
@@ -67,15 +77,15 @@ class Prepared:
 
 def prepare(request: OpenAIRequest, endpoint: Endpoint, server: ServerSettings, task: Task) -> Prepared:
     """The job a request to ``endpoint`` asks for, or a 4xx naming the field that cannot be served."""
-    if request.model is not None and request.model != server.model_id:
-        raise APIError(404, f"model {request.model!r} is not served here; this server serves {server.model_id!r} "
+    if request.model is not None and request.model != server.offer.model_id:
+        raise APIError(404, f"model {request.model!r} is not served here; this server serves {server.offer.model_id!r} "
                             "(GET /v1/models)", "invalid_request_error", "model_not_found", "model")
-    if request.n > server.max_n:
-        raise bad_request(f"n must be at most {server.max_n} on this server (--max-n), got {request.n}", "n")
+    if request.n > server.offer.max_n:
+        raise bad_request(f"n must be at most {server.offer.max_n} on this server (--max-n), got {request.n}", "n")
     cap = request.token_cap
-    if cap is not None and cap > server.max_tokens:
+    if cap is not None and cap > server.offer.max_tokens:
         field = request.token_cap_field
-        raise bad_request(f"{field} must be at most {server.max_tokens} on this server (--max-tokens), got {cap}", field)
+        raise bad_request(f"{field} must be at most {server.offer.max_tokens} on this server (--max-tokens), got {cap}", field)
     asked = endpoint.conversation(request)
     question, system, history = asked.question, asked.system, asked.history
     chars = len(question) + len(system or "") + sum(len(text) for _, text in history)
@@ -95,7 +105,7 @@ def prepare(request: OpenAIRequest, endpoint: Endpoint, server: ServerSettings, 
         strategy = replace(strategy, give_up_after=LOOK_SAMPLES)
         why += f"; a turn whose first {LOOK_SAMPLES} samples hold no answer to compare gets the more confident one"
 
-    rules: StepRules = replace((base.rules or task.step_rules).overridden(max_new_tokens=cap or server.max_tokens),
+    rules: StepRules = replace((base.rules or task.step_rules).overridden(max_new_tokens=cap or server.offer.max_tokens),
                                stop=request.stops if mode != "search" else ())
     notes = _notes(problem, base, system, history)
     # a seeded request is reproducible: its prompt is evaluated whole, not partly from the cache
@@ -116,7 +126,7 @@ def _mode(request: OpenAIRequest, server: ServerSettings, problem: Problem,
     spec = request.edge_adapt.strategy
     if spec == SAMPLE or (spec is None and request.n > 1):
         return BestOfN(n=request.n, select="majority"), ("sample" if request.n > 1 else "single"), "plain sampling, as asked"
-    strategy = _strategy(spec or server.default_strategy, server)
+    strategy = _strategy(spec or server.offer.default_strategy, server)
     if request.n > 1:
         raise bad_request('n > 1 asks for n samples; a search returns one answer. Use "edge_adapt": '
                           '{"strategy": "sample"} for n samples, or n = 1 with a search', "n")
@@ -125,7 +135,7 @@ def _mode(request: OpenAIRequest, server: ServerSettings, problem: Problem,
                                       "result to agree on), so more samples earn nothing: one sample")
     if temperature == 0:
         return ONE_SAMPLE, "single", "temperature 0: every sample would be the same, so one sample"
-    why = "the request's strategy" if spec else server.default_why
+    why = "the request's strategy" if spec else server.offer.default_why
     return strategy, "search", why
 
 

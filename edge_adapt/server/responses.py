@@ -85,7 +85,7 @@ def response_body(prepared: Prepared, result: SearchResult, server: ServerSettin
                   endpoint: Endpoint) -> dict[str, Any]:
     """The whole (non-streamed) response, as ``endpoint`` shapes it."""
     return {
-        "id": request_id, "object": endpoint.object, "created": int(time.time()), "model": server.model_id,
+        "id": request_id, "object": endpoint.object, "created": int(time.time()), "model": server.offer.model_id,
         "choices": [endpoint.choice(i, text, reason) for i, (_, text, reason) in enumerate(choices_of(prepared, result))],
         "usage": usage(prepared, result), "edge_adapt": cost_report(prepared, result, server),
     }

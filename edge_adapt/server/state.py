@@ -16,7 +16,7 @@ from edge_adapt.search.spec import parse_spec
 from edge_adapt.server.engine import Engine, Job
 from edge_adapt.server.errors import APIError
 from edge_adapt.server.gate import Traffic
-from edge_adapt.server.jobs import ServerSettings
+from edge_adapt.server.jobs import Offer, ServerSettings
 from edge_adapt.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -27,13 +27,8 @@ class ServeConfig:
     """Everything ``edge-adapt serve`` decides before the models load."""
 
     stack: StackSettings  # its task, prompt settings and context; its budget is the server-wide default
-    model_id: str
-    default_strategy: str | None = None  # None: the default search (edge_adapt.defaults) for the loaded models
-    default_why: str = "the server's default strategy"  # why default_strategy, where one is given
-    max_n: int = 8
-    max_tokens: int = 512
+    offer: Offer  # its default_strategy None: the default search (edge_adapt.defaults) for the loaded models
     max_waiting: int = 8
-    parallel: int = 1  # requests searched at once (their decodes batched together)
     api_key: str | None = None
     retry_after_s: int = 2
     warm_up: bool = True
@@ -44,11 +39,12 @@ class ServeConfig:
 def stack_settings_for(config: ServeConfig) -> StackSettings:
     """The stack sized for the largest request this server accepts: the default strategy, or
     ``max_n`` samples, each up to ``max_tokens`` tokens."""
-    sizing = [BestOfN(n=config.max_n, select="majority")]
-    if config.default_strategy is not None:
-        sizing.append(parse_spec(config.default_strategy))
-    return replace(config.stack, strategies=tuple(sizing), prompt=replace(config.stack.prompt, max_new_tokens=config.max_tokens),
-                   parallel=config.parallel)
+    offer = config.offer
+    sizing = [BestOfN(n=offer.max_n, select="majority")]
+    if offer.default_strategy is not None:
+        sizing.append(parse_spec(offer.default_strategy))
+    prompt = replace(config.stack.run.prompt, max_new_tokens=offer.max_tokens)
+    return replace(config.stack, strategies=tuple(sizing), run=replace(config.stack.run, prompt=prompt))
 
 
 class ServerState:
@@ -72,30 +68,28 @@ class ServerState:
             stack_settings = stack_settings_for(self.config)
             stack = self._exit.enter_context(open_stack(stack_settings))
             gen = stack.generator
-            if self.config.default_strategy is not None:
-                default, why = self.config.default_strategy, self.config.default_why
-            else:
-                default, why = search_default(stack_settings.models, stack.searcher.vote_model)
+            offer = self.config.offer
+            if offer.default_strategy is None:
+                default, why = search_default(stack_settings.run.models, stack.searcher.vote_model)
+                offer = replace(offer, default_strategy=default, default_why=why)
             self.settings = ServerSettings(
-                model_id=self.config.model_id, default_strategy=default, default_why=why,
-                search=stack.searcher.settings, budget=stack_settings.budget, max_n=self.config.max_n,
-                max_live_paths=max(s.live_paths for s in stack_settings.strategies),
-                max_tokens=self.config.max_tokens, can_judge=bool(stack.prm.available),
+                offer, search=stack.searcher.settings, budget=stack_settings.run.budget,
+                max_live_paths=max(s.live_paths for s in stack_settings.strategies), can_judge=bool(stack.prm.available),
                 max_prompt_chars=gen.n_ctx * gen.vocab.longest_piece,
             )
             if self.config.warm_up:
                 stack.searcher.warm_up(stack.searcher.task.warm_up_problem())
-            self.engine = Engine(stack, self.config.max_waiting, self._done, parallel=self.config.parallel)
+            parallel = stack_settings.parallel
+            self.engine = Engine(stack, self.config.max_waiting, self._done, parallel=parallel)
             if stack.threads.load is not None:  # chosen from the load, not given: follow it while serving
                 watch = LoadWatch(gen.set_threads).start(stack.threads.threads)
                 self._exit.callback(watch.close)
-            log.info("ready: %s, task %s%s; %d requests at once; context %d KV cells (a one-sample prompt may have %d tokens); n "
-                     "<= %d, "
-                        "max_tokens <= %d, body <= %d bytes; questions with a checkable answer: %s (%s); other turns: "
-                        "one sample, streamed", self.config.model_id, stack.searcher.task.name,
-                        " (chat template)" if stack.searcher.settings.chat else "", self.config.parallel, gen.n_ctx,
-                        min(gen.n_ctx, gen.seq_ctx) - self.config.max_tokens, self.config.max_n, self.config.max_tokens,
-                        self.config.max_body, default, why)
+            log.info("ready: %s, task %s%s; %d requests at once; context %d KV cells (a one-sample prompt may have %d "
+                     "tokens); n <= %d, max_tokens <= %d, body <= %d bytes; questions with a checkable answer: %s (%s); "
+                     "other turns: one sample, streamed", offer.model_id, stack.searcher.task.name,
+                     " (chat template)" if stack.searcher.settings.chat else "", parallel, gen.n_ctx,
+                     min(gen.n_ctx, gen.seq_ctx) - offer.max_tokens, offer.max_n, offer.max_tokens, self.config.max_body,
+                     offer.default_strategy, offer.default_why)
         except Exception as exc:  # reported by /health and every request
             log.exception("loading the models failed")
             self.error = f"{type(exc).__name__}: {exc}"

@@ -64,7 +64,7 @@ async def stream(prepared: Prepared, future: Future[SearchResult], events: Event
     created = int(time.time())
 
     def chunk(choices: list[dict], **extra: object) -> bytes:
-        return sse({"id": request_id, "object": endpoint.chunk_object, "created": created, "model": settings.model_id,
+        return sse({"id": request_id, "object": endpoint.chunk_object, "created": created, "model": settings.offer.model_id,
                     "choices": choices, **extra})
 
     delta = endpoint.delta

@@ -23,7 +23,7 @@ from edge_adapt.prm import QuantilePRM
 from edge_adapt.search import BestOfN
 from edge_adapt.search.calibration.answer_model import AnswerModel
 from edge_adapt.search.calibration.selector import CalibrationQuestion, ScoredSolution, fit_answer_model
-from edge_adapt.settings import ModelSettings
+from edge_adapt.settings import ModelSettings, RunSettings
 from edge_adapt.tasks import Problem, Task
 from edge_adapt.tasks.arithmetic import ArithmeticTask
 from edge_adapt.tasks.grading import answers_equal, extract_answer
@@ -84,8 +84,8 @@ def sample_questions(generator: str | os.PathLike[str], prm: QuantilePRM, task: 
     """Sample ``n`` solutions of each problem with the generator, as search samples them, graded and
     scored by the PRM: calibration data on questions the PRM never saw."""
     out = []
-    settings = StackSettings(ModelSettings(Path(generator), prm.bundle.path, threads), task, (BestOfN(n=n),),
-                             sampling=SamplingParams(temperature=temperature))
+    run = RunSettings(ModelSettings(Path(generator), prm.bundle.path, threads), sampling=SamplingParams(temperature=temperature))
+    settings = StackSettings(run, task, (BestOfN(n=n),))
     with open_stack(settings) as stack:
         searcher, prm = stack.searcher, stack.prm
         for i, problem in enumerate(problems):
