@@ -11,10 +11,10 @@ from dataclasses import replace
 import pytest
 
 from edge_adapt.errors import ModelLoadError
+from edge_adapt.search.calibration.cells import CellTable, ValueCell
 from edge_adapt.search.calibration.vote_fit import available_features, fit_table, fit_vote_model
 from edge_adapt.search.calibration.vote_model import (
     Sample,
-    VoteCell,
     VoteModel,
     VoteState,
     VoteTable,
@@ -64,7 +64,7 @@ def test_adaptive_consistency_stops_once_the_beta_posterior_settles_the_leader()
 
 
 def model_with(gains: tuple[float, ...], right: float = 0.5, questions: int = 50, max_measured: int = 16) -> VoteModel:
-    return VoteModel("mean", VoteTable((), {"*": VoteCell(questions, right, gains)}), max_measured, 8.0)
+    return VoteModel("mean", VoteTable((), CellTable({"*": ValueCell(questions, right, gains)}, 10, "*")), max_measured, 8.0)
 
 
 def test_the_calibrated_rule_draws_the_round_whose_gain_beats_its_price() -> None:
@@ -83,22 +83,22 @@ def test_the_calibrated_rule_draws_the_round_whose_gain_beats_its_price() -> Non
 def test_the_table_reads_the_finest_cell_enough_questions_reached() -> None:
     state = VoteState(1, 1, 0, 1, -0.1)
     fine, mid, *_ = cell_keys(state, (-1.0,))
-    table = VoteTable((-1.0,), {fine: VoteCell(3, 0.9, ()), mid: VoteCell(12, 0.7, ()), "*": VoteCell(40, 0.5, ())},
-                      min_questions=10)
-    assert table.lookup(state) == (mid, VoteCell(12, 0.7, ()))
+    cells = {fine: ValueCell(3, 0.9, ()), mid: ValueCell(12, 0.7, ()), "*": ValueCell(40, 0.5, ())}
+    table = VoteTable((-1.0,), CellTable(cells, 10, "*"))
+    assert table.lookup(state) == (mid, ValueCell(12, 0.7, ()))
 
 
 def test_without_shrinkage_each_cell_is_the_replayed_mean() -> None:
     questions = [easy(i) for i in range(10)] + [hopeless(i) for i in range(10)]
     table = fit_table(questions, "mean", prior_questions=0.0)
-    root = table.cells["*"]
+    root = table.table.cells["*"]
     # every state of an easy question is right, none of a hopeless one; more samples change nothing
-    assert root.questions == 20
+    assert root.support == 20
     assert root.right == pytest.approx(0.5)
     assert root.gains == (0.0, 0.0)
-    confident = next(c for k, c in table.cells.items() if k.count(",") == 2 and c.questions == 10 and c.right == 1.0)
+    confident = next(c for k, c in table.table.cells.items() if k.count(",") == 2 and c.support == 10 and c.right == 1.0)
     assert confident.gains == (0.0, 0.0)
-    assert any(k.count(",") == 2 and c.right == 0.0 for k, c in table.cells.items())
+    assert any(k.count(",") == 2 and c.right == 0.0 for k, c in table.table.cells.items())
 
 
 def test_a_cell_few_questions_reached_is_pulled_toward_its_parent() -> None:
@@ -106,9 +106,9 @@ def test_a_cell_few_questions_reached_is_pulled_toward_its_parent() -> None:
     table = fit_table(questions, "mean", prior_questions=4.0)
     # n = 1 with one distinct answer, the unsure bin: the 2 hopeless questions (all wrong) alone
     key = cell_keys(VoteState(1, 1, 0, 1, -2.0), table.confidence_edges)[1]
-    parent = table.cells[key.rsplit(",", 1)[0]]
-    assert table.cells[key].questions == 2
-    assert table.cells[key].right == pytest.approx((0.0 + 4.0 * parent.right) / (2 + 4.0), abs=1e-5)
+    parent = table.table.cells[key.rsplit(",", 1)[0]]
+    assert table.table.cells[key].support == 2
+    assert table.table.cells[key].right == pytest.approx((0.0 + 4.0 * parent.right) / (2 + 4.0), abs=1e-5)
 
 
 def test_replays_of_fixed_and_adaptive_votes_count_samples_tokens_and_levels() -> None:
@@ -243,3 +243,21 @@ def test_the_default_search_reads_a_prm_only_through_a_vote_model_calibrated_wit
     spec, why = default_search(ModelSettings(gguf), replace(reads_prm, generator_only=None))
     assert spec == "consistency:n_max=16"
     assert "recalibrate" in why
+
+
+def test_both_models_write_one_cell_form_and_read_the_forms_they_wrote_before(tmp_path) -> None:
+    from edge_adapt.models import load_default_models
+    from edge_adapt.search.calibration.answer_model import AnswerModel
+    from edge_adapt.settings import calibration_path
+
+    shipped = load_default_models()
+    written_before = json.loads(calibration_path(shipped.generator).read_text())  # the shipped file predates the form
+    assert "questions" in next(iter(written_before["table"]["cells"].values()))
+    vote = VoteModel.from_dict(written_before)
+    again = VoteModel.from_dict(json.loads(json.dumps(vote.to_dict())))
+    assert again == vote
+    assert set(next(iter(vote.to_dict()["table"]["cells"].values()))) == {"support", "right", "gains"}
+    answer = AnswerModel.for_prm(shipped.prm)
+    assert answer.values
+    assert AnswerModel.from_dict(json.loads(json.dumps(answer.to_dict()))) == answer
+    assert set(next(iter(answer.to_dict()["values"][0]["cells"].values()))) == {"support", "right", "gains"}

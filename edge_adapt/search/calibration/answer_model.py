@@ -33,12 +33,14 @@ import numpy as np
 from edge_adapt.errors import ModelLoadError
 from edge_adapt.files import atomic_write_text
 from edge_adapt.prm.scorer import level_masses
+from edge_adapt.search.calibration.cells import CellTable, ValueCell, read_cells
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "selector_model.json"
 MODEL_VERSION = 1
 GRID_SIZE = 40  # values of p: midpoints of 40 equal cells of [0, 1]
+MIN_SUPPORT = 20  # replayed states a value cell needs before a decision reads it
 FALLBACK_CONCENTRATION = 1.0  # two wrong answers agree half the time: a cautious guess
 
 
@@ -71,16 +73,6 @@ class ScoreEvidence:
 
 
 @dataclass(frozen=True)
-class ValueCell:
-    """Replayed sequential searches that reached one state: how often the pick was right, and how
-    much one and two more samples changed that, on average."""
-
-    count: int
-    right: float
-    gains: tuple[float, ...]  # mean accuracy change after 1, 2 more samples
-
-
-@dataclass(frozen=True)
 class PickState:
     """What the search has, as the value table sees it: samples drawn, the picked candidate's
     last-step median, and whether another sample gave the same answer."""
@@ -92,26 +84,27 @@ class PickState:
 
 @dataclass(frozen=True)
 class ValueTable:
-    """What more samples are worth, measured offline (``selector_calibration.fit_values``): for
+    """What more samples are worth, measured offline (``calibration.selector.fit_values``): for
     questions of one score bin, by samples drawn (``n_edges``), the pick's last-step median
-    (``score_edges``) and agreement. A state the replays never reached often enough
-    (``min_count``) borrows from the same pick at any n, then regardless of agreement, then from
-    every state."""
+    (``score_edges``) and agreement (keys "n,score,agree", "*" for a dropped condition). A state
+    the replays never reached often enough (the table's ``min_support`` replayed states) borrows
+    from the same pick at any n, then regardless of agreement, then from every state."""
 
     n_edges: tuple[int, ...]  # inner edges of the sample-count buckets
     score_edges: tuple[float, ...]  # inner edges of the pick's median buckets
-    cells: dict[str, ValueCell]  # "n,score,agree" with "*" for a dropped condition
-    min_count: int = 20
+    table: CellTable  # its cells' gains: one and two more samples
+
+    @staticmethod
+    def keys(state: PickState, n_edges: Sequence[int], score_edges: Sequence[float]) -> tuple[str, ...]:
+        """The state's cells from the finest to the coarsest."""
+        nb = int(np.searchsorted(n_edges, state.n, side="right"))
+        sb = int(np.searchsorted(score_edges, state.median, side="right"))
+        ag = int(state.agree)
+        return (f"{nb},{sb},{ag}", f"*,{sb},{ag}", f"*,{sb},*", "*,*,*")
 
     def lookup(self, state: PickState) -> ValueCell | None:
-        nb = int(np.searchsorted(self.n_edges, state.n, side="right"))
-        sb = int(np.searchsorted(self.score_edges, state.median, side="right"))
-        ag = int(state.agree)
-        for key in (f"{nb},{sb},{ag}", f"*,{sb},{ag}", f"*,{sb},*", "*,*,*"):
-            cell = self.cells.get(key)
-            if cell is not None and cell.count >= self.min_count:
-                return cell
-        return None
+        found = self.table.lookup(self.keys(state, self.n_edges, self.score_edges))
+        return found[1] if found is not None else None
 
 
 @dataclass(frozen=True)
@@ -230,6 +223,8 @@ class AnswerModel:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["gains"] = {k: [asdict(c) for c in v] for k, v in self.gains.items()}
+        data["values"] = [{"n_edges": list(v.n_edges), "score_edges": list(v.score_edges), **v.table.to_dict()}
+                          for v in self.values]
         return {"version": MODEL_VERSION, **data}
 
     @classmethod
@@ -246,9 +241,7 @@ class AnswerModel:
                 scores=tuple(ScoreEvidence(tuple(float(x) for x in e["right"]), tuple(float(x) for x in e["wrong"]))
                              for e in data.get("scores", ())),
                 values=tuple(ValueTable(tuple(int(x) for x in v["n_edges"]), tuple(float(x) for x in v["score_edges"]),
-                                        {str(k): ValueCell(int(c["count"]), float(c["right"]),
-                                                           tuple(float(g) for g in c["gains"]))
-                                         for k, c in v["cells"].items()}, int(v.get("min_count", 20)))
+                                        read_cells(v, "count", "min_count", MIN_SUPPORT, None))
                              for v in data.get("values", ())),
                 max_measured=int(data.get("max_measured", 0)),
                 selector=str(data.get("selector", "posterior")),

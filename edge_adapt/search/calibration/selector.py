@@ -36,14 +36,15 @@ import numpy as np
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.search.calibration.answer_model import (
     GRID_SIZE,
+    MIN_SUPPORT,
     AnswerModel,
     GainCurve,
     PickState,
     ScoreEvidence,
-    ValueCell,
     ValueTable,
     p_grid,
 )
+from edge_adapt.search.calibration.cells import CellTable, ReplayedState, fit_cells
 from edge_adapt.search.posterior import _log_crp
 from edge_adapt.search.voting import group_indices, group_of, pick, votes_for
 
@@ -136,7 +137,7 @@ def fit_values(questions: Sequence[CalibrationQuestion], model: AnswerModel, sel
     on each question's samples in ``orderings`` seeded random orders: in each state reached, was
     the pick right, and how did one and two more samples change that."""
     rng = random.Random(seed)
-    rows: dict[int, list[tuple[PickState, list[float]]]] = {b: [] for b in range(len(model.question_edges) + 1)}
+    rows: dict[int, list[tuple[PickState, float, list[float]]]] = {b: [] for b in range(len(model.question_edges) + 1)}
     for q in questions:
         b = model.question_bin(q.question_median)
         for _ in range(orderings):
@@ -145,26 +146,14 @@ def fit_values(questions: Sequence[CalibrationQuestion], model: AnswerModel, sel
             states = replay(order, selector, equal)
             for i, (state, right) in enumerate(states[:-1]):
                 later = [float(states[i + r][1]) - float(right) for r in (1, 2) if i + r < len(states)]
-                rows[b].append((state, [float(right), *later]))
-    score_edges = _quantile_edges([state.median for rs in rows.values() for state, _ in rs], SCORE_BUCKETS)
+                rows[b].append((state, float(right), later))
+    score_edges = _quantile_edges([state.median for rs in rows.values() for state, _, _ in rs], SCORE_BUCKETS)
     tables = []
     for b in sorted(rows):
-        groups: dict[str, list[list[float]]] = {}
-        for state, values in rows[b]:
-            nb = int(np.searchsorted(N_EDGES, state.n, side="right"))
-            sb = int(np.searchsorted(score_edges, state.median, side="right"))
-            for key in (f"{nb},{sb},{int(state.agree)}", f"*,{sb},{int(state.agree)}", f"*,{sb},*", "*,*,*"):
-                groups.setdefault(key, []).append(values)
-        cells = {}
-        for key, vs in groups.items():
-            gains = []
-            for r in (1, 2):
-                with_r = [v[r] for v in vs if len(v) > r]
-                if not with_r:
-                    break
-                gains.append(round(float(np.mean(with_r)), 5))
-            cells[key] = ValueCell(len(vs), round(float(np.mean([v[0] for v in vs])), 5), tuple(gains))
-        tables.append(ValueTable(N_EDGES, score_edges, cells))
+        # every replayed state counts once (support: states, not questions), unshrunk
+        replayed = (ReplayedState(i, 1.0, ValueTable.keys(state, N_EDGES, score_edges), right, later)
+                    for i, (state, right, later) in enumerate(rows[b]))
+        tables.append(ValueTable(N_EDGES, score_edges, CellTable(fit_cells(replayed, 2), MIN_SUPPORT)))
     return tuple(tables)
 
 

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from edge_adapt.errors import EdgeAdaptError
+from edge_adapt.search.calibration.cells import CellTable, ReplayedState, fit_cells
 from edge_adapt.search.calibration.vote_model import (
     FEATURES,
     HORIZONS,
-    VoteCell,
+    MIN_QUESTIONS,
     VoteModel,
     VoteTable,
     cell_keys,
@@ -39,7 +40,6 @@ from edge_adapt.search.calibration.vote_model import (
 from edge_adapt.search.calibration.vote_replay import PRICES, Replayed, VoteQuestion, orders, replay_adaptive, replay_fixed
 
 PRIOR_QUESTIONS = 4.0  # a cell's estimate counts its parent's as this many questions' worth
-MIN_QUESTIONS = 10  # a decision reads a cell only when this many calibration questions reached it
 
 
 def available_features(questions: Sequence[VoteQuestion]) -> tuple[str, ...]:
@@ -72,39 +72,15 @@ def fit_table(questions: Sequence[VoteQuestion], feature: str, *, orderings: int
         raise EdgeAdaptError("fitting the vote model needs questions with samples")
     confidences = [state.confidence for _, _, state, _, _ in rows if state.votes]
     edges = tuple(sorted({float(x) for x in np.quantile(confidences, [1 / 3, 2 / 3])})) if confidences else ()
-    sums: dict[str, list[float]] = {}  # key -> [weight, right, then weight and gain of each horizon]
-    seen: dict[str, set[int]] = {}
-    for qi, w, state, right, gains in rows:
-        for key in cell_keys(state, edges):
-            acc = sums.setdefault(key, [0.0] * (2 + 2 * len(HORIZONS)))
-            acc[0] += w
-            acc[1] += w * right
-            for r, gain in enumerate(gains):
-                acc[2 + 2 * r] += w
-                acc[3 + 2 * r] += w * gain
-            seen.setdefault(key, set()).add(qi)
-    cells: dict[str, VoteCell] = {}
-    for key in sorted(sums, key=lambda k: 0 if k == "*" else k.count(",") + 1):  # parents first
-        acc = sums[key]
-        parent = cells.get(_parent(key))
-
-        def shrunk(total: float, weight: float, prior: float | None) -> float:
-            if prior is None or weight + prior_questions == 0:
-                return total / weight if weight else prior or 0.0
-            return (total + prior_questions * prior) / (weight + prior_questions)
-
-        right = shrunk(acc[1], acc[0], parent.right if parent else None)
-        gains = []
-        for r in range(len(HORIZONS)):
-            prior = parent.gains[r] if parent and len(parent.gains) > r else None
-            if acc[2 + 2 * r] == 0 and prior is None:
-                break
-            gains.append(round(shrunk(acc[3 + 2 * r], acc[2 + 2 * r], prior), 5))
-        cells[key] = VoteCell(len(seen[key]), round(right, 5), tuple(gains))
-    return VoteTable(edges, cells, min_questions)
+    replayed = (ReplayedState(qi, w, cell_keys(state, edges), right, gains) for qi, w, state, right, gains in rows)
+    cells = fit_cells(replayed, len(HORIZONS), prior_weight=prior_questions, parent=_parent)
+    return VoteTable(edges, CellTable(cells, min_questions, root="*"))
 
 
-def _parent(key: str) -> str:
+def _parent(key: str) -> str | None:
+    """The cell with the key's last condition dropped (the root "*" has none)."""
+    if key == "*":
+        return None
     return "*" if "," not in key else key.rsplit(",", 1)[0]
 
 

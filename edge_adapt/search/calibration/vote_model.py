@@ -21,7 +21,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from edge_adapt.errors import ModelLoadError
 from edge_adapt.files import atomic_write_text
+from edge_adapt.search.calibration.cells import CellTable, ValueCell, read_cells
 from edge_adapt.search.stopping import (
     FIRST,
     PRM_TOKEN_WEIGHT,
@@ -48,6 +49,7 @@ FEATURES = ("mean", "lowest", "tail", "prm")  # what "how sure" reads: token con
 # how many more samples the table prices: a vote's next sample often only ties, and a contested
 # vote pays only after several, so one- and two-sample gains alone would stop it too early
 HORIZONS = (1, 2, 4, 8)
+MIN_QUESTIONS = 10  # a decision needs a cell this many calibration questions reached
 
 
 @dataclass(frozen=True)
@@ -100,16 +102,6 @@ def vote_state(samples: Sequence[Sample]) -> VoteState:
     return VoteState(len(samples), len(members), counts[0] if counts else 0, len(counts) + bool(members), confidence)
 
 
-@dataclass(frozen=True)
-class VoteCell:
-    """Replayed votes that reached one state: on how many calibration questions, how often the
-    leader was right, and the mean change in that after HORIZONS more samples (shrunk)."""
-
-    questions: int
-    right: float
-    gains: tuple[float, ...]
-
-
 def cell_keys(state: VoteState, confidence_edges: Sequence[float]) -> tuple[str, ...]:
     """The state's cells from the finest to the coarsest (the last, "*", holds every state)."""
     nb = int(np.searchsorted(N_EDGES, state.n, side="right"))
@@ -121,18 +113,19 @@ def cell_keys(state: VoteState, confidence_edges: Sequence[float]) -> tuple[str,
 
 @dataclass(frozen=True)
 class VoteTable:
-    confidence_edges: tuple[float, ...]
-    cells: dict[str, VoteCell]
-    min_questions: int = 10  # a decision needs a cell this many calibration questions reached
+    """The vote's value table (:mod:`~edge_adapt.search.calibration.cells`): cells by
+    :func:`cell_keys`, each shrunk toward its parent; a decision reads the finest cell its table's
+    ``min_support`` calibration questions reached, the root "*" always."""
 
-    def lookup(self, state: VoteState) -> tuple[str, VoteCell]:
+    confidence_edges: tuple[float, ...]
+    table: CellTable
+
+    def lookup(self, state: VoteState) -> tuple[str, ValueCell]:
         """The finest cell enough questions stand behind (the root always answers)."""
-        keys = cell_keys(state, self.confidence_edges)
-        for key in keys:
-            cell = self.cells.get(key)
-            if cell is not None and (cell.questions >= self.min_questions or key == "*"):
-                return key, cell
-        raise ModelLoadError("vote model: its table has no root cell; rerun `edge-adapt calibrate`")
+        found = self.table.lookup(cell_keys(state, self.confidence_edges))
+        if found is None:
+            raise ModelLoadError("vote model: its table has no root cell; rerun `edge-adapt calibrate`")
+        return found
 
 
 @dataclass(frozen=True)
@@ -151,7 +144,7 @@ class VoteModel:
     def __post_init__(self) -> None:
         if self.feature not in FEATURES:
             raise ModelLoadError(f"vote model: feature {self.feature!r} is not one of {', '.join(FEATURES)}")
-        if "*" not in self.table.cells:
+        if "*" not in self.table.table.cells:
             raise ModelLoadError("vote model: its table has no root cell")
         if not (math.isfinite(self.price) and self.price >= 0):
             raise ModelLoadError(f"vote model: price must be a finite number >= 0, got {self.price}")
@@ -211,18 +204,14 @@ class VoteModel:
 
 
 def _table_dict(table: VoteTable) -> dict[str, Any]:
-    return {"confidence_edges": list(table.confidence_edges), "min_questions": table.min_questions,
-            "cells": {k: asdict(c) for k, c in sorted(table.cells.items())}}
+    return {"confidence_edges": list(table.confidence_edges), **table.table.to_dict()}
 
 
 def _table_of(t: dict[str, Any]) -> VoteTable:
-    table = VoteTable(tuple(float(x) for x in t["confidence_edges"]),
-                      {str(k): VoteCell(int(c["questions"]), float(c["right"]), tuple(float(g) for g in c["gains"]))
-                       for k, c in t["cells"].items()}, int(t.get("min_questions", 10)))
-    numbers = [*table.confidence_edges, *(v for c in table.cells.values() for v in (c.right, *c.gains))]
-    if not all(math.isfinite(v) for v in numbers):
-        raise ValueError("a number in the table is not finite")
-    return table
+    edges = tuple(float(x) for x in t["confidence_edges"])
+    if not all(math.isfinite(v) for v in edges):
+        raise ValueError("a confidence edge is not finite")
+    return VoteTable(edges, read_cells(t, "questions", "min_questions", MIN_QUESTIONS, "*"))
 
 
 def vote_round(state: VoteState, model: VoteModel | None, *, price: float, work: float, n_max: int,
@@ -236,7 +225,7 @@ def vote_round(state: VoteState, model: VoteModel | None, *, price: float, work:
     key, cell = model.table.lookup(state)
     limit = past_limits(state.n, n_max, model.max_measured)
     if limit is not None:
-        return NextRound(Move(0, limit, cell.right), key, cell.questions)
+        return NextRound(Move(0, limit, cell.right), key, cell.support)
     move = value_move(cell.right, cell.gains, HORIZONS, room=min(n_max, model.max_measured) - state.n, price=price,
                       work=work, stop_at=stop_at, lookahead=lookahead)
-    return NextRound(move, key, cell.questions)
+    return NextRound(move, key, cell.support)
