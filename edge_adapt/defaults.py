@@ -23,9 +23,10 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from edge_adapt.errors import ModelLoadError
+from edge_adapt.errors import EdgeAdaptError, ModelLoadError
 from edge_adapt.models import prm_fingerprint, sha256_of
 from edge_adapt.search.calibration.vote_model import VoteModel
+from edge_adapt.search.spec import PRM_FREE_KINDS, parse_spec
 from edge_adapt.settings import ModelSettings
 
 log = logging.getLogger(__name__)
@@ -127,3 +128,17 @@ def read_calibration(models: ModelSettings) -> VoteModel | None:
                              f"{generator}: rerun `edge-adapt calibrate --generator {generator} ...`, or "
                              "remove the file to run without it")
     return model
+
+
+def unservable(spec: str, models: ModelSettings, *, flag: str) -> str | None:
+    """Why the search ``spec`` (given with ``flag``, or the default) cannot run with these models,
+    naming what to pass instead; None when it can. Checked before any model loads. (Its paths
+    cannot outgrow a server's --max-n: the stack is sized for the default search too.)"""
+    try:
+        strategy = parse_spec(spec)
+    except EdgeAdaptError as exc:
+        return f"{flag} {spec}: {exc}"
+    if strategy.needs_prm and models.prm is None:
+        return (f"{flag} {spec} reads PRM scores and this runs without a PRM (--no-prm, or your own --generator without "
+                f"--prm): give --prm DIR, or a search that needs none ({', '.join(PRM_FREE_KINDS)})")
+    return None

@@ -73,3 +73,20 @@ def test_serve_refuses_a_calibration_for_another_generator_before_loading_anythi
     assert result.exit_code != 0
     assert "calibrated for another generator" in result.output
     assert "loading" not in result.output
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["serve", "--no-prm", "--strategy", "adaptive:price=8"], "--strategy adaptive:price=8 reads PRM scores"),
+    (["serve", "--ctx", "512", "--max-tokens", "512"], "--ctx 512 cannot hold --max-tokens 512"),
+    (["serve", "--strategy", "nonsense:n=2"], "--strategy nonsense:n=2"),
+    (["solve", "12+7", "--no-prm", "-s", "best_of_n:n=4"], "--strategy best_of_n:n=4 reads PRM scores"),
+    (["bench", "-o", "unused", "--no-prm", "-s", "ias_best_of_n:n_max=8"], "--strategy ias_best_of_n:n_max=8 reads PRM scores"),
+])
+def test_flags_that_leave_the_default_unservable_exit_2_before_any_model_loads(args: list[str], flag: str,
+                                                                               tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, [a.replace("unused", str(tmp_path / "run")) for a in args])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert flag in said
+    assert "loading" not in said
+    assert not (tmp_path / "run").exists()

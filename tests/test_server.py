@@ -414,6 +414,31 @@ def test_an_api_key_guards_v1_but_not_health(default_server: Server) -> None:
     assert httpx.get(f"{default_server.url}/v1/models").status_code == 200
 
 
+def test_head_answers_like_get_without_a_body(default_server: Server) -> None:
+    for path in ("/health", "/v1/models", "/v1/models/generator-Q8_0", "/metrics"):
+        got, head = httpx.get(f"{default_server.url}{path}"), httpx.head(f"{default_server.url}{path}")
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+    assert httpx.head(f"{default_server.url}/v1/models/another").status_code == 404
+
+
+def test_a_server_capped_at_one_sample_per_request_still_serves_its_default_search() -> None:
+    # --max-n caps a request's n; the stack is sized for the default search as well, so it runs
+    server = Server(["--max-n", "1", "--no-warm-up"])
+    try:
+        server.wait_ready()
+        r = httpx.post(f"{server.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": QUESTION}]},
+                       timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.json()["edge_adapt"]["mode"] == "search"
+        assert r.json()["choices"][0]["message"]["content"]
+        assert httpx.post(f"{server.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": QUESTION}],
+                                                                         "n": 2}, timeout=60).status_code == 400
+    finally:
+        server.stop()
+
+
 def test_binding_beyond_loopback_needs_a_key() -> None:
     r = subprocess.run([sys.executable, "-m", "edge_adapt.cli", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
                        capture_output=True, text=True, timeout=60, env={k: v for k,

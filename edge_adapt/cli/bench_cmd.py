@@ -33,7 +33,7 @@ from edge_adapt.cli.options import (
     prompt_options,
     resolve_models,
 )
-from edge_adapt.defaults import choose, runs_without_prm
+from edge_adapt.defaults import choose, runs_without_prm, unservable
 from edge_adapt.files import atomic_write_text
 from edge_adapt.generator import SamplingParams
 from edge_adapt.search.spec import parse_spec
@@ -99,6 +99,9 @@ def bench(out: Path, strategies: tuple[str, ...], task_name: str, data: Path | N
                             threads=threads, gpu_layers=gpu_layers, calibration=calibration)
     defaults = choose("bench", chosen, own_generator=generator_path is not None, task=task_name,
                       strategies=tuple(parse_spec(s).name for s in strategies))
+    for spec in strategies:
+        if (problem := unservable(spec, chosen, flag="--strategy")) is not None:
+            raise click.UsageError(problem)
     if defaults.task in ("gsm8k", "math") and data is None:
         raise click.UsageError(f"--task {defaults.task} reads your JSONL file: pass --data PATH")
     cluster = cluster_settings(ray, ray_address, ray_workers, ray_cpus_per_worker, ray_gpus_per_worker)

@@ -22,13 +22,13 @@ from edge_adapt.cli.options import (
     prompt_options,
     resolve_models,
 )
-from edge_adapt.defaults import DEFAULT_SPEC, Defaults, choose, runs_without_prm
+from edge_adapt.defaults import DEFAULT_SPEC, Defaults, choose, runs_without_prm, unservable
 from edge_adapt.errors import EdgeAdaptError, MissingDependencyError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.generator.config import default_parallel
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS
-from edge_adapt.settings import MeterSettings, PromptSettings, RunSettings
+from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, RunSettings
 from edge_adapt.tasks import TASK_NAMES, Task, get_task
 
 if TYPE_CHECKING:
@@ -125,6 +125,7 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
     chosen = resolve_models(generator_path, prm_path, models, runs_without_prm(no_prm, mine, prm_path is not None),
                             threads=threads, gpu_layers=gpu_layers, calibration=calibration)
     defaults = choose("serve", chosen, own_generator=mine, task=task_name, strategies=(spec,) if spec else ())
+    _check_startup(defaults, chosen, given=spec is not None, max_tokens=max_tokens, ctx=ctx)
     task = _task(defaults, data, prompt)
     from edge_adapt.assembly import StackSettings
 
@@ -141,6 +142,17 @@ def serve_cmd(host: str, port: int, api_key: str | None, task_name: str | None, 
     err_console.print(f"serving {chosen.generator.name} ({prm}), task {defaults.task}, on http://{host}:{port}"
                       f"{' (API key required)' if api_key else ''}; loading...", highlight=False)
     _run(config, host, port)
+
+
+def _check_startup(defaults: Defaults, models: ModelSettings, *, given: bool, max_tokens: int, ctx: int | None) -> None:
+    """Flags that would leave the server unable to serve its own default refuse to start (exit 2),
+    before any model loads."""
+    problem = unservable(defaults.strategies[0], models, flag="--strategy" if given else "the default search")
+    if problem is not None:
+        raise click.UsageError(problem)
+    if ctx is not None and ctx <= max_tokens:
+        raise click.UsageError(f"--ctx {ctx} cannot hold --max-tokens {max_tokens} and a prompt: use --ctx "
+                               f"{max_tokens + 1024} or more, or a smaller --max-tokens")
 
 
 def _task(defaults: Defaults, data: Path | None, prompt: PromptSettings) -> Task:

@@ -22,7 +22,7 @@ from edge_adapt.cli.options import (
     prompt_options,
     resolve_models,
 )
-from edge_adapt.defaults import DEFAULT_SPEC, Defaults, choose, runs_without_prm
+from edge_adapt.defaults import DEFAULT_SPEC, Defaults, choose, runs_without_prm, unservable
 from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import SamplingParams
 from edge_adapt.generator.vocab import utf8
@@ -143,10 +143,9 @@ def _strategy(defaults: Defaults, samples: int | None, models: ModelSettings, qu
         spec = f"{'majority' if models.prm is None else 'best_of_n'}:n={samples}"
     elif defaults.why != "given" and not quiet:
         err_console.print(f"{spec}: {defaults.why}", highlight=False)
-    try:
-        return parse_spec(spec)
-    except EdgeAdaptError as exc:
-        raise click.BadParameter(str(exc), param_hint="--strategy") from None
+    if (problem := unservable(spec, models, flag="--strategy")) is not None:
+        raise click.UsageError(problem)
+    return parse_spec(spec)
 
 
 def _print(result: SearchResult, problem: Problem, shown: str, question_q: Quantiles | None, correct: bool | None,

@@ -63,7 +63,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     def authorised(request: Request) -> None:
         check_key(config.api_key, request)
 
-    @app.get("/health")
+    # HEAD answers like GET without a body (container health checks and load balancers send it)
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> FiniteJSONResponse:
         if state.error is not None:
             return FiniteJSONResponse({"status": "error", "message": state.error}, status_code=503)
@@ -73,7 +74,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             return FiniteJSONResponse({"status": "draining"}, status_code=503)
         return FiniteJSONResponse({"status": "ok", "model": config.offer.model_id, "queue": state.engine.pending})
 
-    @app.get("/metrics")
+    @app.api_route("/metrics", methods=["GET", "HEAD"])
     async def metrics() -> Response:
         if state.engine is not None:
             state.metrics.refresh(state.engine.stack, state.engine.pending)
@@ -82,11 +83,11 @@ def create_app(config: ServeConfig) -> FastAPI:
     def model_card() -> dict:
         return {"id": config.offer.model_id, "object": "model", "created": 0, "owned_by": "edge_adapt"}
 
-    @app.get("/v1/models", dependencies=[Depends(authorised)])
+    @app.api_route("/v1/models", methods=["GET", "HEAD"], dependencies=[Depends(authorised)])
     async def models() -> dict:
         return {"object": "list", "data": [model_card()]}
 
-    @app.get("/v1/models/{model_id:path}", dependencies=[Depends(authorised)])
+    @app.api_route("/v1/models/{model_id:path}", methods=["GET", "HEAD"], dependencies=[Depends(authorised)])
     async def model(model_id: str) -> dict:
         if model_id != config.offer.model_id:
             raise APIError(404, f"model {model_id[:200]!r} is not served here; this server serves {config.offer.model_id!r}",
