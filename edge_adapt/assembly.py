@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from edge_adapt.budget.policy import EnergyPolicy
 from edge_adapt.cores import ThreadChoice, choose_threads
-from edge_adapt.defaults import read_calibration
+from edge_adapt.defaults import give_up_after, read_calibration
 from edge_adapt.energy import CostModel, Meter, Usage, open_meter
 from edge_adapt.errors import ModelLoadError, SamplingConfigError
 from edge_adapt.generator import Generator, GeneratorConfig, SamplingParams, StepRules
@@ -133,9 +133,9 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
                             "the prompts it was calibrated on (pass --%s)", prm.bundle.path,
                             "chat" if calibrated_chat else "plain", "chat" if chat else "plain",
                             "chat" if calibrated_chat else "no-chat")
-            search = SearchSettings(sampling=run.sampling, max_steps=run.max_steps, chat=chat,
-                                    system=run.prompt.system, rules=rules)
             vote_model = _open_vote_model(settings, chat)
+            search = SearchSettings(sampling=run.sampling, max_steps=run.max_steps, chat=chat, system=run.prompt.system,
+                                    rules=rules, give_up_after=give_up_after(vote_model))
             answer_model = _open_answer_model(prm, run.sampling) if prm.available else None
             searcher = Searcher(gen, prm, settings.task, search, policy=policy, answer_model=answer_model, vote_model=vote_model)
             yield Stack(gen, prm, meter, policy, searcher, threads)

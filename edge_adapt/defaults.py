@@ -142,3 +142,13 @@ def unservable(spec: str, models: ModelSettings, *, flag: str) -> str | None:
         return (f"{flag} {spec} reads PRM scores and this runs without a PRM (--no-prm, or your own --generator without "
                 f"--prm): give --prm DIR, or a search that needs none ({', '.join(PRM_FREE_KINDS)})")
     return None
+
+
+GIVE_UP_AFTER = 4  # samples without an extractable answer after which a search stops, where no calibration chose it
+
+
+def give_up_after(vote_model: VoteModel | None) -> int:
+    """After how many samples without an extractable answer a search stops: what calibration chose
+    on the user's questions (``edge-adapt calibrate`` stores it), else :data:`GIVE_UP_AFTER`."""
+    chosen = vote_model.report.get("give_up_after") if vote_model is not None else None
+    return int(chosen) if chosen else GIVE_UP_AFTER

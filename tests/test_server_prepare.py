@@ -51,11 +51,11 @@ def test_a_turn_that_asks_for_no_prose_is_decided_by_its_first_samples(turn: str
     # no keyword decides: the search gives up after its first two samples if neither holds an answer
     prepared = prepare(chat(turn), CHAT, SERVER, ChatTask())
     assert prepared.mode == "search"
-    assert prepared.job.strategy.give_up_after == 2
+    assert prepared.job.settings.give_up_after == 2
     assert "first 2 samples" in prepared.why
-    # the default task's questions always hold an answer form: nothing to decide there
+    # a task's server gives up where its stack says (its calibration's choice, else the default)
     arithmetic = prepare(chat("(454+762)*3"), CHAT, SERVER, ArithmeticTask())
-    assert arithmetic.job.strategy.give_up_after == 0
+    assert arithmetic.job.settings.give_up_after == SERVER.search.give_up_after
 
 
 def test_what_reaches_the_search() -> None:

@@ -190,6 +190,16 @@ class IASBeamAllocation(Decision):
 
 
 @dataclass(frozen=True)
+class GaveUp(Decision):
+    """No further samples: the first ``after`` (at least ``give_up_after``) hold no extractable
+    answer, so there is nothing to compare and more would earn nothing."""
+
+    kind: ClassVar[str] = "gave_up"
+    after: int
+    give_up_after: int
+
+
+@dataclass(frozen=True)
 class Selected(Decision):
     """Which candidate became the answer, and by what rule (None: no candidate)."""
 

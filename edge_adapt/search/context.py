@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from edge_adapt.budget.decisions import Decision
+from edge_adapt.budget.decisions import Decision, GaveUp
 from edge_adapt.budget.guard import Guard, Unit
 from edge_adapt.generator import Generator, Node, SamplingParams, StepRules
 from edge_adapt.generator.session import GenerationSession
@@ -50,6 +50,9 @@ class SearchSettings:
     history: tuple[tuple[str, str], ...] = ()  # earlier (role, content) turns before the question (chat only)
     rules: StepRules | None = None  # step and solution boundaries; None: the task's
     reuse_prompt_cache: bool = True  # False: evaluate the prompt whole (the same seed gives the same tokens)
+    # > 0: grant no more samples once this many are in and none holds an extractable answer (a
+    # question of another kind than the task's, a chat turn); 0: never
+    give_up_after: int = 0
 
 
 class SearchContext:
@@ -91,9 +94,20 @@ class SearchContext:
         self.decisions.append(decision)
         self.hooks.progress(len(self.finished), decision)
 
+    @property
+    def gave_up(self) -> bool:
+        """Whether the search stopped because its first samples hold no answer to compare."""
+        return any(isinstance(d, GaveUp) for d in self.decisions)
+
     def grant(self, unit: Unit, requested: int) -> int:
-        """Ask the guard for units before an expansion, recording what it decided."""
+        """Ask the guard for units before an expansion, recording what it decided; none once the
+        first ``give_up_after`` samples hold no extractable answer."""
         self.interrupt()
+        limit = self.settings.give_up_after
+        if self.gave_up or (0 < limit <= len(self.candidates) and all(c.answer is None for c in self.candidates)):
+            if not self.gave_up:
+                self.record(GaveUp(len(self.candidates), limit))
+            return 0
         grant = self.guard.grant(unit, requested)
         for decision in grant.decisions:
             self.record(decision)

@@ -30,6 +30,7 @@ from edge_adapt.search.context import RunHooks, SearchContext, SearchSettings
 from edge_adapt.search.strategies.best_of_n import BestOfN
 from edge_adapt.search.strategy import Strategy, sequences_needed
 from edge_adapt.search.types import Cost, SearchResult
+from edge_adapt.search.voting import NO_ANSWER, no_answer_pick
 from edge_adapt.tasks import Problem, Task
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,9 @@ class Searcher:
             finally:
                 ctx.release_all()
             chosen_index = ctx.select(strategy.select)
+            by = strategy.select
+            if chosen_index is None and ctx.candidates:  # no sample holds an answer: the best one's text replies
+                chosen_index, by = no_answer_pick(ctx.candidates), NO_ANSWER
             guard.finish()
             candidates = tuple(ctx.candidates)
             chosen = candidates[chosen_index] if chosen_index is not None else None
@@ -111,7 +115,7 @@ class Searcher:
             if account is not None:
                 energy = account.read()
                 cost = replace(cost, joules=energy.joules, energy_source=energy.source, energy_estimated=energy.estimated)
-        ctx.record(Selected(strategy.select, chosen_index))
+        ctx.record(Selected(by, chosen_index))
         return SearchResult(strategy.name, problem.question, chosen.answer if chosen else None, chosen, candidates,
                             tuple(ctx.decisions), cost, ctx.question_q)
 

@@ -123,6 +123,24 @@ def best_scored(candidates: Sequence[Candidate]) -> int | None:
     return pick("prm", [c.answer for c in candidates], _medians(candidates), lambda a, b: a == b)
 
 
+NO_ANSWER = "no_answer"  # how a reply was picked when no sample holds an answer (a Selected decision's ``by``)
+
+
+def no_answer_pick(candidates: Sequence[Candidate]) -> int | None:
+    """The reply of a search whose samples hold no extractable answer: the best sample that ended
+    by itself (else any), by the PRM's last-step median where it scored them, else by the
+    generator's mean token log-probability (how sure it was of what it wrote)."""
+    if not candidates:
+        return None
+    finished = [i for i, c in enumerate(candidates) if c.end.finished] or list(range(len(candidates)))
+
+    def rank(i: int) -> tuple[float, float, int]:
+        c = candidates[i]
+        return (c.final.median if c.final is not None else float("-inf"), c.confidence.mean, -i)
+
+    return max(finished, key=rank)
+
+
 def majority_confidence(votes: Sequence[int]) -> float:
     """P(the leading answer is the true majority), Adaptive-Consistency's Beta criterion.
 

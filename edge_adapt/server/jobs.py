@@ -3,11 +3,14 @@
 A request runs in one of three modes, and the response says which and why:
 
 - **search**: a strategy (the request's ``edge_adapt.strategy`` or the server's default) draws
-  samples and picks one answer; the response is that solution, with what the search cost. On a
-  chat model whether a turn can be searched is decided by its samples: the default adaptive vote
-  gives up after its first :data:`LOOK_SAMPLES` samples when none holds an extractable answer
-  (a greeting, a description: nothing to vote on), and the more confident one is the reply. The
-  cost of the look: one more sample than a lone one, decoded beside it, and no token streaming.
+  samples and picks one answer; the response is that solution, with what the search cost.
+  Whether a turn can be searched is decided by its samples: a search gives up after its first
+  samples when none holds an extractable answer (a greeting, a haiku sent to a ``--task gsm8k``
+  server: nothing to vote on), and the best of them replies (the PRM's highest score, else the
+  sample the generator was surest of), as a chat turn's would. A chat model looks at
+  :data:`LOOK_SAMPLES`; a task's server at what its calibration chose, else
+  :data:`~edge_adapt.defaults.GIVE_UP_AFTER`. The cost of the look: that many samples instead of
+  one, decoded together, and no token streaming.
 - **single**: one sample is the answer, its tokens streamed as decoded: a turn that plainly asks
   for prose (a haiku, an explanation: more samples earn nothing without a way to tell which is
   right), ``temperature`` 0 (every sample would be the same), or ``"strategy": "sample"`` with n = 1.
@@ -24,7 +27,6 @@ from edge_adapt.errors import EdgeAdaptError
 from edge_adapt.generator import StepRules
 from edge_adapt.search import BestOfN, SearchSettings
 from edge_adapt.search.spec import PRM_FREE_KINDS, parse_spec
-from edge_adapt.search.strategies.adaptive_vote import AdaptiveVote
 from edge_adapt.search.strategy import Strategy
 from edge_adapt.server.endpoint import Endpoint
 from edge_adapt.server.engine import Job
@@ -101,16 +103,18 @@ def prepare(request: OpenAIRequest, endpoint: Endpoint, server: ServerSettings, 
     sampling = replace(base.sampling, **{k: v for k, v in (("temperature", request.temperature), ("top_p", request.top_p))
                                          if v is not None})
     strategy, mode, why = _mode(request, server, problem, sampling.temperature)
-    if task.name == "chat" and mode == "search" and isinstance(strategy, AdaptiveVote) and not strategy.give_up_after:
-        strategy = replace(strategy, give_up_after=LOOK_SAMPLES)
-        why += f"; a turn whose first {LOOK_SAMPLES} samples hold no answer to compare gets the more confident one"
+    give_up_after = LOOK_SAMPLES if task.name == "chat" else base.give_up_after
+    if mode == "search" and give_up_after:
+        why += (f"; a turn whose first {give_up_after} samples hold no final answer is answered as chat: the best "
+                "sample's text")
 
     rules: StepRules = replace((base.rules or task.step_rules).overridden(max_new_tokens=cap or server.offer.max_tokens),
                                stop=request.stops if mode != "search" else ())
     notes = _notes(problem, base, system, history)
     # a seeded request is reproducible: its prompt is evaluated whole, not partly from the cache
     settings = replace(base, sampling=sampling, rules=rules, reuse_prompt_cache=request.seed is None,
-                       system=system if system is not None else base.system, history=history if base.chat else ())
+                       system=system if system is not None else base.system, history=history if base.chat else (),
+                       give_up_after=give_up_after)
     try:
         budget = replace(server.budget, **request.edge_adapt.budget_fields())
     except EdgeAdaptError as exc:

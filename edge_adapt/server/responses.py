@@ -47,7 +47,7 @@ def cost_report(prepared: Prepared, result: SearchResult, server: ServerSettings
         "why": prepared.why,
         "strategy": prepared.job.strategy.name if prepared.mode == "search" else SAMPLE,
         "prm": server.can_judge,
-        "notes": list(prepared.notes),
+        "notes": [*prepared.notes, *_result_notes(prepared, result)],
         "answer": result.answer if prepared.mode == "search" else None,
         "samples": c.samples,
         "generated_tokens": c.generated_tokens,
@@ -66,6 +66,17 @@ def cost_report(prepared: Prepared, result: SearchResult, server: ServerSettings
         "seed": prepared.job.seed,
         "decisions": [d.as_record() for d in result.decisions],
     }
+
+
+def _result_notes(prepared: Prepared, result: SearchResult) -> list[str]:
+    """What the search itself tells the reader: it gave up, or no sample reached a final answer."""
+    if prepared.mode != "search" or result.chosen is None or result.answer is not None:
+        return []
+    rule = "the PRM scored highest" if result.chosen.final is not None else \
+        "the generator was surest of (mean token log-probability)"
+    gave_up = next((d for d in result.decisions if d.kind == "gave_up"), None)
+    why = f"; the search stopped after {gave_up.after} samples without one" if gave_up is not None else ""  # type: ignore[attr-defined]
+    return [f"no sample reached a final answer{why}: the reply is the sample {rule}"]
 
 
 def _prompt_length(prepared: Prepared, result: SearchResult) -> int:

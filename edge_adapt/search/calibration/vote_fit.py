@@ -117,6 +117,28 @@ def _choose_price(a: Sequence[VoteQuestion], b: Sequence[VoteQuestion], feature:
     return price, by_price, fixed_acc
 
 
+GIVE_UP_LOSS = 0.005  # the share of calibration questions giving up may cost (their leader would have been right)
+
+
+def choose_give_up(questions: Sequence[VoteQuestion], *, orderings: int = 8, seed: int = 0) -> tuple[int, dict[str, float]]:
+    """After how many samples without an extractable answer a search should stop: the fewest whose
+    stop, replayed over seeded orders of each question's samples, loses at most
+    :data:`GIVE_UP_LOSS` of the questions (their first k samples hold no answer, and the leader of
+    all of them is right); with the share lost at each k."""
+    rng = random.Random(seed)
+    m = min(len(q.samples) for q in questions)
+    lost = dict.fromkeys(range(1, m + 1), 0.0)
+    for q in questions:
+        right = q.right(leader(q.as_samples("mean"))[0])
+        for order in orders(len(q.samples), orderings, rng):
+            answered = [q.samples[i].answer is not None for i in order]
+            for k in lost:
+                lost[k] += right and not any(answered[:k])
+    share = {str(k): round(v / (orderings * len(questions)), 4) for k, v in lost.items()}
+    k = next((k for k in lost if lost[k] / (orderings * len(questions)) <= GIVE_UP_LOSS), m)
+    return k, share
+
+
 def fit_vote_model(questions: Sequence[VoteQuestion], *, seed: int = 0, tolerance: float = 1.0,
                    provenance: dict[str, Any] | None = None, prm_work: float = 0.0) -> VoteModel:
     """The vote model for these calibration questions, its feature and price chosen out of fold.
@@ -161,6 +183,7 @@ def fit_vote_model(questions: Sequence[VoteQuestion], *, seed: int = 0, toleranc
     }
     if declined is not None:  # the PRM predicted better but did not pay for its scoring
         report["prm_declined"] = declined
+    report["give_up_after"], report["give_up_lost"] = choose_give_up(questions, seed=seed)
     table = fit_table(questions, feature, seed=seed)
     generator_only = None
     if feature == "prm":  # a stack without the PRM still gets the best of the generator's own evidence

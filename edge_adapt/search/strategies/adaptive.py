@@ -104,7 +104,8 @@ class ValueSampling:
         ctx.record(ValueSamplingSummary(
             question_q=tuple(round(v, 4) for v in q.values), calibrated_model=ctx.answer_model.calibrated,
             picked_by=model.selector, price=self.price, samples=len(ctx.candidates),
-            rounds=tuple(r.draw for r in rounds if r.draw), stop=last.reason if last.draw == 0 else "budget_cap",
+            rounds=tuple(r.draw for r in rounds if r.draw),
+            stop="no_answer" if ctx.gave_up else last.reason if last.draw == 0 else "budget_cap",
             p_answer=round(last.right, 4), gave_up=last.reason == "not_worth" and last.right < 0.5,
             gains_at_stop=tuple(round(g, 4) for g in last.gains), work_per_sample=round(last.work, 1),
             groups=tuple(g.count for g in evidence.groups),

@@ -12,9 +12,9 @@ settled (a Beta posterior, ``threshold``), at most ``n_max``. The decision recor
 ``keep`` < 1 composes DeepConf's online termination with either: once ``warmup`` samples are in,
 their lowest-window confidences set a floor, and later samples are cut off below it (no vote).
 
-``give_up_after`` > 0 stops once that many samples are in and none has an extractable answer:
-their answers cannot be compared, so more samples earn nothing (a chat turn that asks for no
-quantity). Wherever no sample has an answer, the most confident sample is the reply.
+Like every search, it stops once its first samples hold no extractable answer
+(``SearchSettings.give_up_after``): their answers cannot be compared, so more earn nothing.
+Wherever no sample has an answer, the reply is :func:`~edge_adapt.search.voting.no_answer_pick`'s.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from edge_adapt.search.stopping import work_per_sample
 from edge_adapt.search.strategies.deepconf_online import cut_off, warmup_floor
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, check_int, check_number
 from edge_adapt.search.types import Candidate
-from edge_adapt.search.voting import Equal, group_indices
+from edge_adapt.search.voting import Equal, group_indices, no_answer_pick
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,6 @@ class AdaptiveVote:
     calibrated: bool = True  # False: Adaptive-Consistency even when a vote model is there (a baseline)
     keep: float = 1.0  # < 1: DeepConf's online termination after the warm-up (deepconf_online's keep)
     warmup: int = 4
-    give_up_after: int = 0  # > 0: stop when this many samples hold no extractable answer (0: never)
     select: str = "auto"
     name: str = "adaptive_vote"
 
@@ -61,7 +60,6 @@ class AdaptiveVote:
         check_number("adaptive_vote", "threshold", self.threshold, 0.5, 1.0, high_open=True)
         check_number("adaptive_vote", "keep", self.keep, 0.0, 1.0, low_open=True)
         check_int("adaptive_vote", "warmup", self.warmup, 1, MAX_LIVE_PATHS)
-        check_int("adaptive_vote", "give_up_after", self.give_up_after, 0, MAX_LIVE_PATHS)
 
     live_paths = 2  # rounds draw one or two; finished ones are released
     needs_prm = False  # a vote model that chose the PRM's scores falls back to its token-confidence table without one
@@ -74,7 +72,6 @@ class AdaptiveVote:
         samples: list[Sample] = []
         rounds: list[int] = []
         floor: float | None = None
-        stop: str | None = None
         weight = model.prm_token_weight if model is not None and model.needs_prm else 0.0  # the PRM's work, where it is read
         gen0, prm0 = ctx.gen.usage, ctx.prm.stats
         while True:
@@ -90,19 +87,15 @@ class AdaptiveVote:
             ctx.complete(granted, score=feature == "prm", min_confidence=floor)
             ctx.guard.observe()
             samples = _samples(ctx.candidates, feature, ctx.equal)
-            if 0 < self.give_up_after <= len(samples) and all(s.answer is None for s in samples):
-                stop = "no_answer"
-                break
             if self.keep < 1 and floor is None and len(samples) >= self.warmup:
                 floor = warmup_floor(ctx.candidates, self.keep)
         _, members = leader(samples)
-        # no answer to vote on: the most confident sample is the reply (its text, answer None)
-        members = members or list(range(len(samples)))
-        ctx.adaptive_pick = max(members, key=lambda i: (samples[i].confidence, -i)) if members else None
+        ctx.adaptive_pick = max(members, key=lambda i: (samples[i].confidence, -i)) if members else no_answer_pick(ctx.candidates)
         sizes = sorted((len(g) for g in group_indices([s.answer for s in samples], lambda a, b: a == b)), reverse=True)
+        stop = "no_answer" if ctx.gave_up else decision.reason if decision.draw == 0 else "budget_cap"
         ctx.record(AdaptiveVoteSummary(
             rule=f"calibrated:{feature}" if model is not None else "adaptive-consistency", price=self.price,
-            samples=len(samples), rounds=tuple(rounds), stop=stop or (decision.reason if decision.draw == 0 else "budget_cap"),
+            samples=len(samples), rounds=tuple(rounds), stop=stop,
             p_answer=round(decision.right, 4), cell=decision.cell, questions_behind=decision.questions, votes=tuple(sizes),
             confidence_floor=None if floor is None else round(floor, 4),
             cut=None if floor is None else cut_off(ctx.candidates)))
