@@ -269,8 +269,8 @@ def test_a_prm_calibrated_for_another_generator_is_refused_and_no_prm_mode_is_la
     assert "no PRM: the generator's calibrated adaptive vote" in shown_text
     for needs_prm in ("adaptive:price=8", "best_of_n:n=4", "beam:n=4,width=2"):
         result = CliRunner().invoke(main, ["solve", Q, "--no-prm", "-s", needs_prm])
-        assert result.exit_code == 1, result.output
-        assert "read PRM scores" in " ".join(result.output.split()), result.output
+        assert result.exit_code == 2, result.output  # refused before any model loads
+        assert f"--strategy {needs_prm} reads PRM scores" in " ".join(result.output.split()), result.output
     both = CliRunner().invoke(main, ["solve", Q, "--no-prm", "--prm", str(MODELS.prm)])
     assert both.exit_code == 2
     assert "contradict" in both.output

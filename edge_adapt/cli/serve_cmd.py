@@ -171,13 +171,14 @@ def _run(config: ServeConfig, host: str, port: int) -> None:
 
     from edge_adapt.server import create_app
     from edge_adapt.server.drain import DrainingServer
+    from edge_adapt.server.http_protocol import JSONErrorsProtocol
     from edge_adapt.server.memory import hold_malloc_steady
 
     for name in ("edge_adapt.server", "edge_adapt.cores"):  # the ready line, and the threads chosen (and changed)
         logging.getLogger(name).setLevel(min(logging.INFO, logging.getLogger().level))
     hold_malloc_steady()
     app = create_app(config)
-    server = DrainingServer(uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5,
+    server = DrainingServer(uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5, http=JSONErrorsProtocol,
                                            log_level=os.environ.get("EDGE_ADAPT_LOG_LEVEL", "info")),
                             app.state.edge_adapt.traffic, config.drain_s)
     server.run()

@@ -165,6 +165,9 @@ def _print(result: SearchResult, problem: Problem, shown: str, question_q: Quant
         console.print(steps)
     verdict = "" if correct is None else ("  [green]correct[/]" if correct else f"  [red]wrong[/] (gold {problem.answer})")
     console.print(f"[bold]Answer[/] {result.answer}{verdict}")
+    if result.answer is None and chosen is not None:
+        rule = "the PRM scored highest" if chosen.final is not None else "the generator was surest of"
+        console.print(f"no sample reached a final answer: the solution shown is the sample {rule}", highlight=False)
     cands = Table(title=f"All {len(result.candidates)} candidates", title_justify="left")
     for col in ("#", "answer", "PRM median", "tokens", "ended by"):
         cands.add_column(col)

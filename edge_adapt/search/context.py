@@ -104,6 +104,8 @@ class SearchContext:
         first ``give_up_after`` samples hold no extractable answer."""
         self.interrupt()
         limit = self.settings.give_up_after
+        # samples cut off by the token cap count too: more at the same cap seldom reach an answer,
+        # and the reply's finish_reason ("length") tells the client to raise it
         if self.gave_up or (0 < limit <= len(self.candidates) and all(c.answer is None for c in self.candidates)):
             if not self.gave_up:
                 self.record(GaveUp(len(self.candidates), limit))

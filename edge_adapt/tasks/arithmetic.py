@@ -151,8 +151,9 @@ class ArithmeticTask:
     def parse_question(self, text: str) -> Problem:
         """A user's question, read by the usual precedence (parentheses allowed) and asked as the
         chain with that value: ``454+762*3`` is asked as ``762*3+454`` (2740)."""
+        raw = text.strip().removeprefix("Q:")
         try:
-            typed = expression_in(text.strip().removeprefix("Q:"))
+            typed = expression_in(raw)
             question = to_chain(typed)
         except EdgeAdaptError as exc:
             raise EdgeAdaptError(f"not a default-task question: {exc}; its questions look like (454+762)*3 or 762*3+454 "
@@ -160,9 +161,12 @@ class ArithmeticTask:
         typed = typed.replace(" ", "")
         steps = solve(question)
         level = self.level_of(question)
-        meta: dict[str, str] = {}
+        notes = []
+        if typed != raw.replace(" ", ""):  # words, emoji, markup around the expression
+            notes.append(f"read as: {typed}; text that is not arithmetic was left out")
         if to_conventional(question) != typed:
-            meta["note"] = f"asked as the chain {question} (one operation at a time), which is {typed} by the usual precedence"
+            notes.append(f"asked as the chain {question} (one operation at a time), which is {typed} by the usual precedence")
+        meta = {"note": "; ".join(notes)} if notes else {}
         if level is None:
             meta["warning"] = (
                 f"{to_conventional(question)} is unlike every level of the default task (operation count, operand digits, "

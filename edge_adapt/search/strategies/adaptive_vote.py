@@ -14,7 +14,8 @@ their lowest-window confidences set a floor, and later samples are cut off below
 
 Like every search, it stops once its first samples hold no extractable answer
 (``SearchSettings.give_up_after``): their answers cannot be compared, so more earn nothing.
-Wherever no sample has an answer, the reply is :func:`~edge_adapt.search.voting.no_answer_pick`'s.
+Wherever no sample has an answer, the searcher replies with the best sample
+(:func:`~edge_adapt.search.voting.no_answer_pick`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from edge_adapt.search.stopping import work_per_sample
 from edge_adapt.search.strategies.deepconf_online import cut_off, warmup_floor
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, check_int, check_number
 from edge_adapt.search.types import Candidate
-from edge_adapt.search.voting import Equal, group_indices, no_answer_pick
+from edge_adapt.search.voting import Equal, group_indices
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class AdaptiveVote:
             if self.keep < 1 and floor is None and len(samples) >= self.warmup:
                 floor = warmup_floor(ctx.candidates, self.keep)
         _, members = leader(samples)
-        ctx.adaptive_pick = max(members, key=lambda i: (samples[i].confidence, -i)) if members else no_answer_pick(ctx.candidates)
+        ctx.adaptive_pick = max(members, key=lambda i: (samples[i].confidence, -i)) if members else None
         sizes = sorted((len(g) for g in group_indices([s.answer for s in samples], lambda a, b: a == b)), reverse=True)
         stop = "no_answer" if ctx.gave_up else decision.reason if decision.draw == 0 else "budget_cap"
         ctx.record(AdaptiveVoteSummary(
