@@ -261,3 +261,19 @@ def test_both_models_write_one_cell_form_and_read_the_forms_they_wrote_before(tm
     assert answer.values
     assert AnswerModel.from_dict(json.loads(json.dumps(answer.to_dict()))) == answer
     assert set(next(iter(answer.to_dict()["values"][0]["cells"].values()))) == {"support", "right", "gains"}
+
+
+def test_the_give_up_count_is_the_fewest_samples_whose_stop_loses_almost_no_calibration_question() -> None:
+    from edge_adapt.search.calibration.vote_fit import GIVE_UP_LOSS, choose_give_up
+
+    answered = [easy(i) for i in range(40)]
+    k, lost = choose_give_up(answered)
+    assert k == 1  # every sample holds an answer: one without is reason enough
+    assert lost["1"] == 0.0
+    # questions whose right answer comes late, after samples with none: stopping early loses them
+    late = [question(f"late{i}", [None, None, None, "r"], "r", -0.5) for i in range(10)]
+    k, lost = choose_give_up(answered + late)
+    assert k == 4
+    assert lost["3"] > GIVE_UP_LOSS
+    assert lost["4"] == 0.0
+    assert fit_vote_model(answered + late).report["give_up_after"] == 4

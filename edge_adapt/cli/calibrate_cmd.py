@@ -114,6 +114,10 @@ def _print(c: Calibration) -> None:
                       f"runs the generator-only table (evidence: {own.feature})")
     console.print(f"default price: {model.price:g} points per 1,000 tokens ({report['chosen_on']}; the cheapest within "
                   f"{report['tolerance_points']:g} points of the best fixed vote there)")
+    if "give_up_after" in report:
+        k = report["give_up_after"]
+        console.print(f"a search gives up after {k} samples without an extractable answer (that stop lost "
+                      f"{100 * report['give_up_lost'][str(k)]:.1f}% of the calibration questions)")
     table = Table(title=f"held-out questions ({c.held_out}): fixed votes and the adaptive vote, replayed from the same samples")
     for col in ("strategy", "accuracy %", "tokens/q", "samples/q"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
