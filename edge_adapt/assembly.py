@@ -135,7 +135,7 @@ def open_stack(settings: StackSettings) -> Iterator[Stack]:
                             "chat" if calibrated_chat else "no-chat")
             vote_model = _open_vote_model(settings, chat)
             search = SearchSettings(sampling=run.sampling, max_steps=run.max_steps, chat=chat, system=run.prompt.system,
-                                    rules=rules, give_up_after=give_up_after(vote_model))
+                                    rules=rules, give_up_after=give_up_after(vote_model, settings.task.name))
             answer_model = _open_answer_model(prm, run.sampling) if prm.available else None
             searcher = Searcher(gen, prm, settings.task, search, policy=policy, answer_model=answer_model, vote_model=vote_model)
             yield Stack(gen, prm, meter, policy, searcher, threads)

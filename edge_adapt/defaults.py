@@ -145,10 +145,16 @@ def unservable(spec: str, models: ModelSettings, *, flag: str) -> str | None:
 
 
 GIVE_UP_AFTER = 4  # samples without an extractable answer after which a search stops, where no calibration chose it
+# a chat model's turn: its first samples decide whether it holds anything to compare (a greeting
+# does not), so it looks at two: one sample more than a lone answer, decoded beside it
+CHAT_LOOK = 2
 
 
-def give_up_after(vote_model: VoteModel | None) -> int:
-    """After how many samples without an extractable answer a search stops: what calibration chose
-    on the user's questions (``edge-adapt calibrate`` stores it), else :data:`GIVE_UP_AFTER`."""
+def give_up_after(vote_model: VoteModel | None, task: str) -> int:
+    """After how many samples without an extractable answer a search stops: a chat turn after
+    :data:`CHAT_LOOK`; a task's question after what calibration chose on the user's questions
+    (``edge-adapt calibrate`` stores it), else :data:`GIVE_UP_AFTER`."""
+    if task == "chat":
+        return CHAT_LOOK
     chosen = vote_model.report.get("give_up_after") if vote_model is not None else None
     return int(chosen) if chosen else GIVE_UP_AFTER

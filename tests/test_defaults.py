@@ -90,3 +90,18 @@ def test_flags_that_leave_the_default_unservable_exit_2_before_any_model_loads(a
     assert flag in said
     assert "loading" not in said
     assert not (tmp_path / "run").exists()
+
+
+def test_a_search_gives_up_after_the_chat_look_the_calibrated_count_or_the_default(shipped: ModelSettings) -> None:
+    from dataclasses import replace
+
+    from edge_adapt.defaults import CHAT_LOOK, GIVE_UP_AFTER, give_up_after, read_calibration
+
+    calibrated = read_calibration(shipped)
+    assert calibrated is not None
+    assert give_up_after(None, "chat") == CHAT_LOOK
+    assert give_up_after(None, "gsm8k") == GIVE_UP_AFTER
+    assert give_up_after(calibrated, "default") == GIVE_UP_AFTER  # the shipped calibration predates the choice
+    chose = replace(calibrated, report={**calibrated.report, "give_up_after": 3})
+    assert give_up_after(chose, "default") == 3
+    assert give_up_after(chose, "chat") == CHAT_LOOK

@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("fastapi")
 
 from edge_adapt.budget.guard import Budget
+from edge_adapt.defaults import give_up_after
 from edge_adapt.search import SearchSettings
 from edge_adapt.server.chat_serving import CHAT
 from edge_adapt.server.completion_serving import COMPLETION
@@ -18,7 +19,8 @@ from edge_adapt.server.schemas import ChatCompletionRequest, CompletionRequest
 from edge_adapt.tasks import ArithmeticTask, ChatTask
 
 SERVER = ServerSettings(Offer("m", "consistency:n_max=16", "no PRM: Adaptive-Consistency", max_n=4, max_tokens=256),
-                      search=SearchSettings(chat=True), can_judge=False, max_prompt_chars=10_000)
+                      search=SearchSettings(chat=True, give_up_after=give_up_after(None, "chat")), can_judge=False,
+                      max_prompt_chars=10_000)
 
 
 def chat(content: str, **body: object) -> ChatCompletionRequest:

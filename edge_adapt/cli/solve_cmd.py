@@ -30,6 +30,7 @@ from edge_adapt.prm import PRM, Quantiles
 from edge_adapt.search import SearchResult
 from edge_adapt.search.spec import parse_spec
 from edge_adapt.search.strategy import MAX_LIVE_PATHS, Strategy
+from edge_adapt.search.voting import no_answer_reason
 from edge_adapt.settings import MeterSettings, ModelSettings, PromptSettings, RunSettings, budget_record
 from edge_adapt.tasks import TASK_NAMES, Problem, get_task
 
@@ -166,8 +167,8 @@ def _print(result: SearchResult, problem: Problem, shown: str, question_q: Quant
     verdict = "" if correct is None else ("  [green]correct[/]" if correct else f"  [red]wrong[/] (gold {problem.answer})")
     console.print(f"[bold]Answer[/] {result.answer}{verdict}")
     if result.answer is None and chosen is not None:
-        rule = "the PRM scored highest" if chosen.final is not None else "the generator was surest of"
-        console.print(f"no sample reached a final answer: the solution shown is the sample {rule}", highlight=False)
+        console.print(f"no sample reached a final answer: the solution shown is the sample {no_answer_reason(chosen)}",
+                      highlight=False)
     cands = Table(title=f"All {len(result.candidates)} candidates", title_justify="left")
     for col in ("#", "answer", "PRM median", "tokens", "ended by"):
         cands.add_column(col)

@@ -141,6 +141,12 @@ def no_answer_pick(candidates: Sequence[Candidate]) -> int | None:
     return max(finished, key=rank)
 
 
+def no_answer_reason(chosen: Candidate) -> str:
+    """How :func:`no_answer_pick` chose ``chosen``, for its reader."""
+    return "the PRM scored highest" if chosen.final is not None else \
+        "the generator was surest of (mean token log-probability)"
+
+
 def majority_confidence(votes: Sequence[int]) -> float:
     """P(the leading answer is the true majority), Adaptive-Consistency's Beta criterion.
 

@@ -7,9 +7,9 @@ A request runs in one of three modes, and the response says which and why:
   Whether a turn can be searched is decided by its samples: a search gives up after its first
   samples when none holds an extractable answer (a greeting, a haiku sent to a ``--task gsm8k``
   server: nothing to vote on), and the best of them replies (the PRM's highest score, else the
-  sample the generator was surest of), as a chat turn's would. A chat model looks at
-  :data:`LOOK_SAMPLES`; a task's server at what its calibration chose, else
-  :data:`~edge_adapt.defaults.GIVE_UP_AFTER`. The cost of the look: that many samples instead of
+  sample the generator was surest of), as a chat turn's would. How many it looks at is the
+  stack's (:func:`edge_adapt.defaults.give_up_after`: two for a chat model, a task's calibrated
+  count, else four). The cost of the look: that many samples instead of
   one, decoded together, and no token streaming.
 - **single**: one sample is the answer, its tokens streamed as decoded: a turn that plainly asks
   for prose (a haiku, an explanation: more samples earn nothing without a way to tell which is
@@ -36,7 +36,6 @@ from edge_adapt.tasks import Problem, Task
 
 SAMPLE = "sample"
 ONE_SAMPLE = BestOfN(n=1, select="majority")
-LOOK_SAMPLES = 2  # a chat turn's first samples that decide whether it is searched (see the module's docstring)
 
 
 @dataclass(frozen=True)
@@ -103,9 +102,8 @@ def prepare(request: OpenAIRequest, endpoint: Endpoint, server: ServerSettings, 
     sampling = replace(base.sampling, **{k: v for k, v in (("temperature", request.temperature), ("top_p", request.top_p))
                                          if v is not None})
     strategy, mode, why = _mode(request, server, problem, sampling.temperature)
-    give_up_after = LOOK_SAMPLES if task.name == "chat" else base.give_up_after
-    if mode == "search" and give_up_after:
-        why += (f"; a turn whose first {give_up_after} samples hold no final answer is answered as chat: the best "
+    if mode == "search" and base.give_up_after:
+        why += (f"; a turn whose first {base.give_up_after} samples hold no final answer is answered as chat: the best "
                 "sample's text")
 
     rules: StepRules = replace((base.rules or task.step_rules).overridden(max_new_tokens=cap or server.offer.max_tokens),
@@ -113,8 +111,7 @@ def prepare(request: OpenAIRequest, endpoint: Endpoint, server: ServerSettings, 
     notes = _notes(problem, base, system, history)
     # a seeded request is reproducible: its prompt is evaluated whole, not partly from the cache
     settings = replace(base, sampling=sampling, rules=rules, reuse_prompt_cache=request.seed is None,
-                       system=system if system is not None else base.system, history=history if base.chat else (),
-                       give_up_after=give_up_after)
+                       system=system if system is not None else base.system, history=history if base.chat else ())
     try:
         budget = replace(server.budget, **request.edge_adapt.budget_fields())
     except EdgeAdaptError as exc:

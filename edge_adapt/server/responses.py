@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from edge_adapt.budget.decisions import GaveUp
 from edge_adapt.search import SearchResult
 from edge_adapt.search.types import Candidate
+from edge_adapt.search.voting import no_answer_reason
 from edge_adapt.server.endpoint import Endpoint
 from edge_adapt.server.jobs import SAMPLE, Prepared, ServerSettings
 
@@ -72,11 +74,9 @@ def _result_notes(prepared: Prepared, result: SearchResult) -> list[str]:
     """What the search itself tells the reader: it gave up, or no sample reached a final answer."""
     if prepared.mode != "search" or result.chosen is None or result.answer is not None:
         return []
-    rule = "the PRM scored highest" if result.chosen.final is not None else \
-        "the generator was surest of (mean token log-probability)"
-    gave_up = next((d for d in result.decisions if d.kind == "gave_up"), None)
-    why = f"; the search stopped after {gave_up.after} samples without one" if gave_up is not None else ""  # type: ignore[attr-defined]
-    return [f"no sample reached a final answer{why}: the reply is the sample {rule}"]
+    gave_up = next((d for d in result.decisions if isinstance(d, GaveUp)), None)
+    why = f"; the search stopped after {gave_up.after} samples without one" if gave_up is not None else ""
+    return [f"no sample reached a final answer{why}: the reply is the sample {no_answer_reason(result.chosen)}"]
 
 
 def _prompt_length(prepared: Prepared, result: SearchResult) -> int:

@@ -4,7 +4,7 @@ There is no prompt wrapper and no gold answer. What a server may do with a turn 
 whether its answers can be compared: a question with a checkable answer (a number, a math
 result) gains from more samples and a vote, a haiku or an explanation does not (two haikus have
 no common answer to agree on). Which it is, is decided by the samples themselves: a search gives
-up when its first samples hold no extractable answer (``AdaptiveVote.give_up_after``). Only a
+up when its first samples hold no extractable answer (``SearchSettings.give_up_after``). Only a
 turn that plainly asks for prose (:func:`asks_for_prose`) skips that look and gets one sample,
 streamed as it is decoded.
 """
